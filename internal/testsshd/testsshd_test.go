@@ -1,0 +1,228 @@
+package testsshd
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// run dials s with cfg and runs cmd, returning its combined output.
+func run(t *testing.T, s *Server, cfg *ssh.ClientConfig, cmd string) (string, error) {
+	t.Helper()
+	cfg.Timeout = 10 * time.Second
+	c, err := ssh.Dial("tcp", s.Addr, cfg)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	sess, err := c.NewSession()
+	if err != nil {
+		return "", err
+	}
+	defer sess.Close()
+	out, err := sess.CombinedOutput(cmd)
+	return string(out), err
+}
+
+func TestStartKeyLogin(t *testing.T) {
+	signer, pub := ClientKey(t)
+	s := Start(t, Options{AuthorizedKeys: []ssh.PublicKey{pub}})
+
+	if s.IP == "127.0.0.1" || !strings.HasPrefix(s.IP, "127.") {
+		t.Errorf("IP = %q, want a 127.0.0.0/8 address other than 127.0.0.1", s.IP)
+	}
+	if want := net.JoinHostPort(s.IP, itoa(s.Port)); s.Addr != want {
+		t.Errorf("Addr = %q, want %q", s.Addr, want)
+	}
+	out, err := run(t, s, &ssh.ClientConfig{
+		User:            s.User,
+		Auth:            []ssh.AuthMethod{ssh.PublicKeys(signer)},
+		HostKeyCallback: ssh.FixedHostKey(s.HostKey),
+	}, "echo ok")
+	if err != nil {
+		t.Fatalf("echo ok: %v (output %q)", err, out)
+	}
+	if out != "ok\n" {
+		t.Errorf("echo ok output = %q, want %q", out, "ok\n")
+	}
+}
+
+func TestUnknownKeyRejected(t *testing.T) {
+	_, pub := ClientKey(t)
+	other, _ := ClientKey(t)
+	s := Start(t, Options{AuthorizedKeys: []ssh.PublicKey{pub}})
+
+	_, err := run(t, s, &ssh.ClientConfig{
+		User:            s.User,
+		Auth:            []ssh.AuthMethod{ssh.PublicKeys(other)},
+		HostKeyCallback: ssh.FixedHostKey(s.HostKey),
+	}, "true")
+	if err == nil || !strings.Contains(err.Error(), "unable to authenticate") {
+		t.Errorf("login with an unauthorized key: err = %v, want an authentication error", err)
+	}
+}
+
+func TestKnownHosts(t *testing.T) {
+	signer, pub := ClientKey(t)
+	s := Start(t, Options{AuthorizedKeys: []ssh.PublicKey{pub}})
+
+	if !strings.HasPrefix(s.KnownHostsLine(), "["+s.IP+"]:"+itoa(s.Port)+" ssh-ed25519 AAAA") {
+		t.Errorf("KnownHostsLine() = %q, want [ip]:port ssh-ed25519 …", s.KnownHostsLine())
+	}
+	cb, err := knownhosts.New(s.WriteKnownHosts(t))
+	if err != nil {
+		t.Fatalf("knownhosts.New: %v", err)
+	}
+	if out, err := run(t, s, &ssh.ClientConfig{
+		User: s.User, Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)}, HostKeyCallback: cb,
+	}, "echo ok"); err != nil || out != "ok\n" {
+		t.Errorf("run with known_hosts = %q, %v; want ok", out, err)
+	}
+
+	// The same file must not vouch for another server.
+	other := Start(t, Options{AuthorizedKeys: []ssh.PublicKey{pub}, IP: s.IP})
+	_, err = run(t, other, &ssh.ClientConfig{
+		User: s.User, Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)}, HostKeyCallback: cb,
+	}, "true")
+	var keyErr *knownhosts.KeyError
+	if !errors.As(err, &keyErr) {
+		t.Errorf("dial other server with first server's known_hosts: err = %v, want *knownhosts.KeyError", err)
+	}
+}
+
+func TestHostCertificate(t *testing.T) {
+	signer, pub := ClientKey(t)
+	s := Start(t, Options{AuthorizedKeys: []ssh.PublicKey{pub}, HostCertificate: true})
+	if s.HostCA == nil {
+		t.Fatal("HostCA = nil with HostCertificate set")
+	}
+	path := t.TempDir() + "/known_hosts"
+	if err := os.WriteFile(path, []byte(s.CertAuthorityLine()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cb, err := knownhosts.New(path)
+	if err != nil {
+		t.Fatalf("knownhosts.New(%q): %v", s.CertAuthorityLine(), err)
+	}
+	var got ssh.PublicKey
+	out, err := run(t, s, &ssh.ClientConfig{
+		User: s.User, Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
+		HostKeyCallback: func(host string, remote net.Addr, key ssh.PublicKey) error {
+			got = key
+			return cb(host, remote, key)
+		},
+		// Ask for the certificate first, as a known_hosts-aware client does.
+		HostKeyAlgorithms: []string{ssh.CertAlgoED25519v01},
+	}, "echo ok")
+	if err != nil || out != "ok\n" {
+		t.Fatalf("run with @cert-authority = %q, %v; want ok", out, err)
+	}
+	if _, ok := got.(*ssh.Certificate); !ok {
+		t.Errorf("server presented %T, want *ssh.Certificate", got)
+	}
+}
+
+func TestTrustedUserCA(t *testing.T) {
+	ca, caPub := ClientKey(t)
+	userKey, _ := ClientKey(t)
+	s := Start(t, Options{TrustedUserCA: caPub})
+
+	cert := &ssh.Certificate{
+		Key: userKey.PublicKey(), CertType: ssh.UserCert, KeyId: "test",
+		ValidPrincipals: []string{s.User}, ValidBefore: ssh.CertTimeInfinity,
+	}
+	if err := cert.SignCert(rand.Reader, ca); err != nil {
+		t.Fatal(err)
+	}
+	certSigner, err := ssh.NewCertSigner(cert, userKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := run(t, s, &ssh.ClientConfig{
+		User: s.User, Auth: []ssh.AuthMethod{ssh.PublicKeys(certSigner)},
+		HostKeyCallback: ssh.FixedHostKey(s.HostKey),
+	}, "echo ok")
+	if err != nil || out != "ok\n" {
+		t.Errorf("login with a user certificate = %q, %v; want ok", out, err)
+	}
+}
+
+func TestExtraConfigOverridesDefaults(t *testing.T) {
+	signer, pub := ClientKey(t)
+	// The default allows sessions; the extra line must win.
+	s := Start(t, Options{AuthorizedKeys: []ssh.PublicKey{pub}, ExtraConfig: []string{"MaxSessions 0"}})
+	_, err := run(t, s, &ssh.ClientConfig{
+		User: s.User, Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
+		HostKeyCallback: ssh.FixedHostKey(s.HostKey),
+	}, "true")
+	if err == nil {
+		t.Error("session opened with MaxSessions 0 in ExtraConfig; extra config did not take precedence")
+	}
+}
+
+func TestKillDropsSessions(t *testing.T) {
+	signer, pub := ClientKey(t)
+	s := Start(t, Options{AuthorizedKeys: []ssh.PublicKey{pub}})
+	c, err := ssh.Dial("tcp", s.Addr, &ssh.ClientConfig{
+		User: s.User, Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
+		HostKeyCallback: ssh.FixedHostKey(s.HostKey), Timeout: 10 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sess, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	sess.Stdout = &out
+	if err := sess.Start("echo started; sleep 30"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return strings.Contains(out.String(), "started") })
+
+	s.Kill()
+	done := make(chan error, 1)
+	go func() { done <- sess.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("session ended cleanly after Kill, want a dropped connection")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("session still running 10s after Kill")
+	}
+	if _, err := net.DialTimeout("tcp", s.Addr, time.Second); err == nil {
+		t.Error("port still accepts connections after Kill")
+	}
+	s.Kill() // idempotent
+}
+
+// waitFor polls cond for up to 10 s.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for i := 0; i < 500; i++ {
+		if cond() {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("condition not met within 10s")
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the system packages Outpost's tests, demo and benchmarks use, when
+# they are missing: OpenSSH's server (tests start real sshd on loopback) and
+# client (benchmarks compare against ssh/scp/sftp).
+set -euo pipefail
+
+need=()
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v ssh >/dev/null 2>&1 && command -v scp >/dev/null 2>&1 || need+=(openssh-client)
+command -v sha256sum >/dev/null 2>&1 || need+=(coreutils)
+command -v tar >/dev/null 2>&1 || need+=(tar)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+
+if [ ${#need[@]} -gt 0 ]; then
+  echo "deps: installing ${need[*]} with apt-get"
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# sshd refuses to start without its privilege-separation directory.
+if [ "$(id -u)" -eq 0 ] && [ ! -d /run/sshd ]; then mkdir -p /run/sshd && chmod 0755 /run/sshd; fi
+exit 0
