@@ -1,0 +1,418 @@
+package plan
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"sigs.k8s.io/yaml"
+)
+
+// decodeYAML turns a YAML document into a JSON object, strictly: duplicate
+// keys are refused. doc names the document in errors ("plan").
+func decodeYAML(doc string, data []byte) (map[string]any, error) {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, &FieldError{Field: doc, Err: fmt.Errorf("empty document")}
+	}
+	j, err := yaml.YAMLToJSONStrict(data)
+	if err != nil {
+		// The YAML library's messages carry the line ("yaml: line 3: ...").
+		return nil, &FieldError{Field: doc, Err: fmt.Errorf("%s", strings.TrimPrefix(err.Error(), "error converting YAML to JSON: "))}
+	}
+	d := json.NewDecoder(bytes.NewReader(j))
+	d.UseNumber()
+	var v any
+	if err := d.Decode(&v); err != nil {
+		return nil, &FieldError{Field: doc, Err: err}
+	}
+	obj, ok := v.(map[string]any)
+	if !ok {
+		if v == nil {
+			return nil, &FieldError{Field: doc, Err: fmt.Errorf("empty document")}
+		}
+		return nil, &FieldError{Field: doc, Err: fmt.Errorf("must be a mapping of keys to values, not %s", kindOf(v))}
+	}
+	return obj, nil
+}
+
+// normalize walks a JSON object decoded from YAML against message md and
+// returns a copy protojson accepts. It refuses unknown keys and values of
+// the wrong shape with errors that name the field, and turns YAML scalars
+// written without quotes into strings where the schema wants a string
+// (batch: 50, tier: 2, min_free_bytes: 1048576), because protojson accepts
+// only JSON strings there. Nulls (a key with no value) are dropped: the
+// field keeps its zero value.
+func normalize(md protoreflect.MessageDescriptor, obj map[string]any, path string, p *problems) map[string]any {
+	out := make(map[string]any, len(obj))
+	seen := map[protoreflect.Name]string{}
+	for _, key := range sortedKeys(obj) {
+		v := obj[key]
+		fd := md.Fields().ByName(protoreflect.Name(key))
+		if fd == nil {
+			fd = md.Fields().ByJSONName(key)
+		}
+		where := path
+		if where == "" {
+			where = "plan"
+		}
+		if fd == nil {
+			msg := fmt.Sprintf("unknown field %q", key)
+			if s := suggest(key, md); s != "" {
+				msg += fmt.Sprintf(" (did you mean %q?)", s)
+			}
+			p.errs = append(p.errs, &FieldError{Field: where, Err: fmt.Errorf("%s", msg), key: key})
+			continue
+		}
+		field := join(path, string(fd.Name()))
+		if prev, ok := seen[fd.Name()]; ok {
+			p.add(field, "set twice (as %q and %q)", prev, key)
+			continue
+		}
+		seen[fd.Name()] = key
+		if v == nil {
+			continue
+		}
+		if nv, ok := normalizeField(fd, v, field, p); ok {
+			out[key] = nv
+		}
+	}
+	return out
+}
+
+func normalizeField(fd protoreflect.FieldDescriptor, v any, field string, p *problems) (any, bool) {
+	switch {
+	case fd.IsMap():
+		m, ok := v.(map[string]any)
+		if !ok {
+			p.add(field, "must be a mapping of keys to values, not %s", kindOf(v))
+			return nil, false
+		}
+		out := make(map[string]any, len(m))
+		for _, k := range sortedKeys(m) {
+			mv := m[k]
+			if mv == nil {
+				// "tier:" with no value means the empty string.
+				mv = ""
+			}
+			if nv, ok := normalizeSingular(fd.MapValue(), mv, field+"."+k, p); ok {
+				out[k] = nv
+			}
+		}
+		return out, true
+	case fd.IsList():
+		l, ok := v.([]any)
+		if !ok {
+			p.add(field, "must be a list, not %s (write [%v])", kindOf(v), scalarText(v))
+			return nil, false
+		}
+		out := make([]any, 0, len(l))
+		for i, e := range l {
+			if e == nil {
+				p.add(index(field, i), "empty list item")
+				continue
+			}
+			if nv, ok := normalizeSingular(fd, e, index(field, i), p); ok {
+				out = append(out, nv)
+			}
+		}
+		return out, true
+	default:
+		return normalizeSingular(fd, v, field, p)
+	}
+}
+
+func normalizeSingular(fd protoreflect.FieldDescriptor, v any, field string, p *problems) (any, bool) {
+	switch fd.Kind() {
+	case protoreflect.MessageKind, protoreflect.GroupKind:
+		m, ok := v.(map[string]any)
+		if !ok {
+			p.add(field, "must be a mapping of keys to values, not %s", kindOf(v))
+			return nil, false
+		}
+		return normalize(fd.Message(), m, field, p), true
+	case protoreflect.StringKind:
+		switch v := v.(type) {
+		case string:
+			return v, true
+		case json.Number:
+			return v.String(), true
+		case bool:
+			return strconv.FormatBool(v), true
+		}
+		p.add(field, "must be a single value, not %s", kindOf(v))
+		return nil, false
+	case protoreflect.BoolKind:
+		if b, ok := v.(bool); ok {
+			return b, true
+		}
+		p.add(field, "%s: must be true or false", quoteValue(v))
+		return nil, false
+	case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind,
+		protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind,
+		protoreflect.Uint32Kind, protoreflect.Fixed32Kind, protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
+		var text string
+		switch v := v.(type) {
+		case json.Number:
+			text = v.String()
+		case string:
+			text = strings.TrimSpace(v)
+		default:
+			p.add(field, "%s: must be a whole number", quoteValue(v))
+			return nil, false
+		}
+		bits := 32
+		if k := fd.Kind(); k == protoreflect.Int64Kind || k == protoreflect.Sint64Kind || k == protoreflect.Sfixed64Kind ||
+			k == protoreflect.Uint64Kind || k == protoreflect.Fixed64Kind {
+			bits = 64
+		}
+		n, err := strconv.ParseInt(text, 10, 64)
+		if ne, ok := err.(*strconv.NumError); ok && ne.Err == strconv.ErrSyntax {
+			// 5.0 or 1e3: YAML's other ways of writing a whole number.
+			if f, ferr := strconv.ParseFloat(text, 64); ferr == nil && f == math.Trunc(f) && math.Abs(f) <= 1<<53 {
+				n, err = int64(f), nil
+			}
+		}
+		if err == nil && bits == 32 && (n < math.MinInt32 || n > math.MaxInt32) {
+			err = &strconv.NumError{Err: strconv.ErrRange}
+		}
+		unsigned := fd.Kind() == protoreflect.Uint32Kind || fd.Kind() == protoreflect.Fixed32Kind ||
+			fd.Kind() == protoreflect.Uint64Kind || fd.Kind() == protoreflect.Fixed64Kind
+		if err == nil && unsigned && n < 0 {
+			err = &strconv.NumError{Err: strconv.ErrRange}
+		}
+		if err != nil {
+			if ne, ok := err.(*strconv.NumError); ok && ne.Err == strconv.ErrRange {
+				p.add(field, "%q: out of range", text)
+			} else {
+				p.add(field, "%q: must be a whole number", text)
+			}
+			return nil, false
+		}
+		return json.Number(strconv.FormatInt(n, 10)), true
+	default:
+		// Enums, floats, bytes: not used by the plan or inventory schemas;
+		// protojson checks them.
+		return v, true
+	}
+}
+
+// unmarshalNormalized runs protojson over an object normalize accepted.
+func unmarshalNormalized(doc string, obj map[string]any, m proto.Message) error {
+	j, err := json.Marshal(obj)
+	if err != nil {
+		return &FieldError{Field: doc, Err: err}
+	}
+	if err := (protojson.UnmarshalOptions{DiscardUnknown: false}).Unmarshal(j, m); err != nil {
+		// normalize should have caught every shape problem; this is a backstop.
+		return &FieldError{Field: doc, Err: fmt.Errorf("%s", strings.TrimPrefix(err.Error(), "proto: "))}
+	}
+	return nil
+}
+
+func sortedKeys(m map[string]any) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func kindOf(v any) string {
+	switch v.(type) {
+	case map[string]any:
+		return "a mapping"
+	case []any:
+		return "a list"
+	case string:
+		return "a string"
+	case json.Number:
+		return "a number"
+	case bool:
+		return "true/false"
+	case nil:
+		return "nothing"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+func scalarText(v any) string {
+	switch v := v.(type) {
+	case string:
+		return v
+	case json.Number:
+		return v.String()
+	case bool:
+		return strconv.FormatBool(v)
+	}
+	return "..."
+}
+
+func quoteValue(v any) string {
+	switch v.(type) {
+	case map[string]any, []any:
+		return kindOf(v)
+	}
+	return strconv.Quote(scalarText(v))
+}
+
+// suggest returns the field of md closest to a misspelt key, or "".
+func suggest(key string, md protoreflect.MessageDescriptor) string {
+	best, bestDist := "", 3
+	fields := md.Fields()
+	for i := 0; i < fields.Len(); i++ {
+		name := string(fields.Get(i).Name())
+		if d := editDistance(strings.ToLower(key), name); d < bestDist {
+			best, bestDist = name, d
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// addLines sets FieldError.Line for each error whose field can be found in
+// the YAML source by following its path key by key (and list item by list
+// item). It is a cheap indentation-based guess, not a YAML parser: when a
+// step is ambiguous or missing (a required field that is absent) the error
+// gets no line rather than a misleading one.
+func addLines(err error, src []byte) {
+	lines := strings.Split(string(src), "\n")
+	for _, fe := range FieldErrors(err) {
+		field := fe.Field
+		if field == "plan" || field == "inventory" {
+			field = ""
+		}
+		if fe.key != "" {
+			field = join(field, fe.key)
+		}
+		if field != "" {
+			fe.Line = lineOf(lines, field)
+		}
+	}
+}
+
+var (
+	blockKeyRE = regexp.MustCompile(`^(\s*(?:-\s+)*)["']?([^"'\s:{},\[\]]+)["']?\s*:(?:\s|$)`)
+	flowKeyRE  = regexp.MustCompile(`[{,]\s*["']?([^"'\s:{},\[\]]+)["']?\s*:(?:\s|$)`)
+	indexRE    = regexp.MustCompile(`^(.*?)((?:\[[0-9]+\])*)$`)
+)
+
+// lineOf returns the 1-based line of field ("strategy.stages[1].batch") in
+// lines, or 0.
+func lineOf(lines []string, field string) int {
+	lo, hi, line := 0, len(lines), 0
+	// The line of the key just found: its own block key is not a child.
+	parentLine := -1
+	for _, seg := range strings.Split(field, ".") {
+		m := indexRE.FindStringSubmatch(seg)
+		key, idxs := m[1], m[2]
+		found, col, flow := -1, 0, false
+		for i := lo; i < hi; i++ {
+			if bm := blockKeyRE.FindStringSubmatch(lines[i]); bm != nil && bm[2] == key && i != parentLine {
+				if found >= 0 {
+					return 0
+				}
+				found, col, flow = i, len(bm[1]), false
+			}
+			for _, fm := range flowKeyRE.FindAllStringSubmatch(lines[i], -1) {
+				if fm[1] == key {
+					if found >= 0 {
+						return 0
+					}
+					found, flow = i, true
+				}
+			}
+		}
+		if found < 0 {
+			return 0
+		}
+		lo, hi, line, parentLine = found, found+1, found+1, found
+		if !flow {
+			hi = blockEnd(lines, found, col, hi)
+		}
+		for _, is := range strings.Split(strings.Trim(idxs, "[]"), "][") {
+			if is == "" {
+				continue
+			}
+			n, _ := strconv.Atoi(is)
+			items := listItems(lines, lo, hi)
+			if items == nil {
+				continue // a flow list: the item is on this line
+			}
+			if n >= len(items) {
+				return 0
+			}
+			lo, line, parentLine = items[n], items[n]+1, -1
+			if n+1 < len(items) {
+				hi = items[n+1]
+			}
+		}
+	}
+	return line
+}
+
+// blockEnd returns the end of the block that starts with a key at column
+// col on line start: the first later line indented no deeper (a list item
+// "- " at the same column still belongs to it, as YAML allows).
+func blockEnd(lines []string, start, col, hi int) int {
+	for i := start + 1; i < len(lines); i++ {
+		t := strings.TrimLeft(lines[i], " ")
+		if t == "" || strings.HasPrefix(t, "#") {
+			continue
+		}
+		indent := len(lines[i]) - len(t)
+		if indent < col || (indent == col && !strings.HasPrefix(t, "- ") && t != "-") {
+			return i
+		}
+		hi = i + 1
+	}
+	return max(hi, len(lines))
+}
+
+// listItems returns the lines in [lo, hi) that start block-list items of
+// the key on line lo, or nil when there are none (a flow list).
+func listItems(lines []string, lo, hi int) []int {
+	var items []int
+	dash := -1
+	for i := lo + 1; i < hi; i++ {
+		t := strings.TrimLeft(lines[i], " ")
+		if !strings.HasPrefix(t, "- ") && t != "-" {
+			continue
+		}
+		indent := len(lines[i]) - len(t)
+		if dash < 0 {
+			dash = indent
+		}
+		if indent == dash {
+			items = append(items, i)
+		}
+	}
+	return items
+}
