@@ -1,0 +1,196 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+)
+
+// ErrNotLeader is returned by fenced writes when the fence no longer holds:
+// this replica lost leadership (or never had it) and wrote nothing.
+var ErrNotLeader = errors.New("not the leader")
+
+// ErrConflict is returned by [Store.TxnIf] when the fence holds but one of
+// the caller's own comparisons failed (for example, the object changed since
+// it was read). Nothing was written.
+var ErrConflict = errors.New("conflict: object changed")
+
+// Fence guards a write: the write happens only if every comparison holds.
+// *leader.Leadership implements it with the leader key's create revision.
+type Fence interface {
+	Cmps() []clientv3.Cmp
+}
+
+// Cmps is a Fence made of fixed comparisons; handy in tests and for
+// guards that do not come from an election.
+type Cmps []clientv3.Cmp
+
+// Cmps implements Fence.
+func (c Cmps) Cmps() []clientv3.Cmp { return c }
+
+// Defaults used by [Config.CheckAndSetDefaults].
+const (
+	DefaultDialTimeout = 5 * time.Second
+	// DefaultStartTimeout bounds how long Open waits for an embedded etcd to
+	// become ready when ctx has no earlier deadline.
+	DefaultStartTimeout = time.Minute
+)
+
+// Config says which etcd to use.
+type Config struct {
+	// DataDir is the control plane's data directory; the embedded etcd keeps
+	// its data in DataDir/etcd. Required when Endpoints is empty, unused
+	// otherwise.
+	DataDir string
+	// Endpoints are the client URLs of an external etcd cluster. Empty
+	// means: start an embedded single-node etcd in this process, listening
+	// on loopback ports chosen at start (never fixed ports).
+	Endpoints []string
+	// DialTimeout bounds connecting to etcd. Zero means DefaultDialTimeout.
+	DialTimeout time.Duration
+	// Logger receives etcd's errors and the store's own messages. Nil means
+	// slog.Default().
+	Logger *slog.Logger
+}
+
+// CheckAndSetDefaults validates the config and fills in defaults.
+func (c *Config) CheckAndSetDefaults() error {
+	if len(c.Endpoints) == 0 && c.DataDir == "" {
+		return errors.New("store: DataDir is required for the embedded etcd (or set Endpoints)")
+	}
+	if c.DialTimeout < 0 {
+		return fmt.Errorf("store: negative DialTimeout %v", c.DialTimeout)
+	}
+	if c.DialTimeout == 0 {
+		c.DialTimeout = DefaultDialTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// Store reads and writes Outpost's state in etcd. It is safe for
+// concurrent use.
+type Store struct {
+	client    *clientv3.Client
+	embedded  *embed.Etcd // nil with an external cluster
+	unlock    func()      // releases the data dir lock; nil with an external cluster
+	endpoints []string
+	logger    *slog.Logger
+	stopping  atomic.Bool // set by Close: etcd's shutdown errors are noise
+
+	writeTxns      atomic.Int64
+	writeOps       atomic.Int64
+	fenceFailures  atomic.Int64
+	compareFailure atomic.Int64
+}
+
+// Open connects to etcd as cfg says. With no Endpoints it starts an embedded
+// etcd and waits, bounded by ctx (and DefaultStartTimeout), until it serves.
+// ctx only bounds opening: it does not limit the Store's lifetime. Close the
+// Store to release the client and stop the embedded etcd.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	if err := cfg.CheckAndSetDefaults(); err != nil {
+		return nil, err
+	}
+	s := &Store{logger: cfg.Logger}
+	zl := newZapLogger(cfg.Logger, &s.stopping)
+	endpoints := cfg.Endpoints
+	if len(endpoints) == 0 {
+		e, unlock, err := startEmbedded(ctx, cfg.DataDir, zl, cfg.Logger)
+		if err != nil {
+			return nil, err
+		}
+		s.embedded, s.unlock = e, unlock
+		for _, l := range e.Clients {
+			endpoints = append(endpoints, "http://"+l.Addr().String())
+		}
+	}
+	s.endpoints = append([]string(nil), endpoints...)
+
+	client, err := clientv3.New(clientv3.Config{
+		Endpoints:   s.endpoints,
+		DialTimeout: cfg.DialTimeout,
+		Logger:      zl,
+	})
+	if err != nil {
+		s.stopEmbedded()
+		return nil, fmt.Errorf("store: etcd client: %w", err)
+	}
+	s.client = client
+
+	// clientv3.New does not wait for a connection; one cheap read proves
+	// the cluster answers before Open claims success.
+	pctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
+	defer cancel()
+	if _, err := client.Get(pctx, LeaderPrefix, clientv3.WithCountOnly()); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("store: reach etcd at %v: %w", s.endpoints, err)
+	}
+	return s, nil
+}
+
+// Client returns the etcd client, for packages (leader election) that need
+// etcd primitives the Store does not wrap. It is closed by Close.
+func (s *Store) Client() *clientv3.Client { return s.client }
+
+// Endpoints returns the etcd client URLs in use. With an embedded etcd these
+// are its loopback URLs, so a second control plane replica in a test can
+// share it.
+func (s *Store) Endpoints() []string { return append([]string(nil), s.endpoints...) }
+
+// Close closes the client and, when embedded, stops etcd and waits for it
+// to finish. Watches and leases of this client end.
+func (s *Store) Close() error {
+	s.stopping.Store(true)
+	var err error
+	if s.client != nil {
+		if cerr := s.client.Close(); cerr != nil && !errors.Is(cerr, context.Canceled) {
+			err = fmt.Errorf("store: close client: %w", cerr)
+		}
+	}
+	s.stopEmbedded()
+	return err
+}
+
+func (s *Store) stopEmbedded() {
+	s.stopping.Store(true)
+	if s.embedded != nil {
+		s.embedded.Close()
+		s.embedded = nil
+	}
+	if s.unlock != nil {
+		s.unlock()
+		s.unlock = nil
+	}
+}
+
+// Stats are cumulative counters of writes sent to etcd, for metrics.
+type Stats struct {
+	// WriteTxns counts write requests (Put, Delete and transactions),
+	// including ones that failed their guard.
+	WriteTxns int64
+	// WriteOps counts the operations inside those requests.
+	WriteOps int64
+	// FenceFailures counts fenced writes refused with ErrNotLeader.
+	FenceFailures int64
+	// Conflicts counts TxnIf writes refused with ErrConflict.
+	Conflicts int64
+}
+
+// Stats returns a snapshot of the write counters.
+func (s *Store) Stats() Stats {
+	return Stats{
+		WriteTxns:     s.writeTxns.Load(),
+		WriteOps:      s.writeOps.Load(),
+		FenceFailures: s.fenceFailures.Load(),
+		Conflicts:     s.compareFailure.Load(),
+	}
+}
