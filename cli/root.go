@@ -11,6 +11,8 @@ installing nothing on them.
 Daemons:   outpost controlplane | outpost gateway | outpost dev
 Clients:   outpost node ... | outpost rollout ...`,
 		sub: []*command{
+			nodeCommand(),
+			rolloutCommand(),
 			versionCommand(),
 		},
 	}

@@ -1,0 +1,103 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"text/tabwriter"
+
+	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
+)
+
+func rolloutListCommand() *command {
+	return &command{
+		name:  "list",
+		short: "list rollouts, newest first",
+		usage: "outpost rollout list [--app APP] [--limit N] [-o table|json|yaml]",
+		long: `Lists rollouts, newest first: id, app, revision, release, state, node
+counts and creation time (UTC).
+
+Examples:
+  outpost rollout list
+  outpost rollout list --app billing-api --limit 10
+  outpost rollout list -o json | jq -r '.rollouts[] | select(.state=="ROLLOUT_STATE_ABORTED") | .id'`,
+		flags: func(fs *flag.FlagSet, env *Env) func(context.Context, []string) error {
+			addr := controlPlaneFlag(fs, env)
+			app := fs.String("app", "", "only rollouts of this app")
+			limit := fs.Int("limit", 50, "show at most `N` rollouts; 0 means all")
+			out := outputFlag(fs, "table", "json", "yaml")
+			return func(ctx context.Context, args []string) error {
+				if len(args) > 0 {
+					return usagef("rollout list takes no arguments")
+				}
+				if err := checkOutput(*out, "table", "json", "yaml"); err != nil {
+					return err
+				}
+				if *limit < 0 {
+					return usagef("--limit must not be negative")
+				}
+				c, err := dial(*addr)
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				rollouts, err := listRollouts(ctx, c, *app, *limit)
+				if err != nil {
+					return err
+				}
+				if *out != "table" {
+					return writeProto(env.Stdout, *out, &outpostv1.ListRolloutsResponse{Rollouts: rollouts})
+				}
+				if len(rollouts) == 0 {
+					fmt.Fprintln(env.Stderr, "no rollouts")
+					return nil
+				}
+				tw := tabwriter.NewWriter(env.Stdout, 0, 0, 2, ' ', 0)
+				fmt.Fprintln(tw, "ID\tAPP\tREVISION\tRELEASE\tSTATE\tNODES\tCREATED")
+				for _, r := range rollouts {
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", r.GetId(), r.GetApp(), r.GetRevision(), r.GetReleaseId(),
+						rolloutState(r.GetState()), nodesColumn(rolloutCounts(r)), timeText(r.GetCreateTime()))
+				}
+				return tw.Flush()
+			}
+		},
+	}
+}
+
+// nodesColumn is a compact node summary for one table cell: "18/20 ok, 2 failed".
+func nodesColumn(c *outpostv1.NodeCounts) string {
+	s := fmt.Sprintf("%d/%d ok", c.GetSucceeded(), c.GetTotal())
+	if f := c.GetFailed() + c.GetRollbackFailed(); f > 0 {
+		s += fmt.Sprintf(", %d failed", f)
+	}
+	if c.GetRolledBack() > 0 {
+		s += fmt.Sprintf(", %d rolled back", c.GetRolledBack())
+	}
+	return s
+}
+
+// listRollouts fetches pages of ListRollouts until limit rollouts (0: all).
+func listRollouts(ctx context.Context, c *client, app string, limit int) ([]*outpostv1.Rollout, error) {
+	var out []*outpostv1.Rollout
+	req := &outpostv1.ListRolloutsRequest{PageSize: listPageSize, App: app}
+	if limit > 0 && limit < listPageSize {
+		req.PageSize = int32(limit)
+	}
+	for range 100000 {
+		cctx, cancel := unary(ctx)
+		resp, err := c.cp.ListRollouts(cctx, req)
+		cancel()
+		if err != nil {
+			return nil, c.explain("list rollouts", err)
+		}
+		out = append(out, resp.GetRollouts()...)
+		if limit > 0 && len(out) >= limit {
+			return out[:limit], nil
+		}
+		if resp.GetNextPageToken() == "" {
+			return out, nil
+		}
+		req.PageToken = resp.GetNextPageToken()
+	}
+	return nil, fmt.Errorf("list rollouts: too many pages")
+}

@@ -1,0 +1,273 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
+)
+
+func rolloutWatchCommand() *command {
+	return &command{
+		name:  "watch",
+		short: "follow a rollout live until it ends",
+		usage: "outpost rollout watch ROLLOUT_ID [-o text|json]",
+		long: `Follows a rollout until it ends, then prints a summary line (node counts
+per state and the duration).
+
+On a terminal it shows a progress bar per stage and for the running
+batch, redrawn in place, with a line per node step as it ends (failed
+steps highlighted). Elsewhere (a pipe, a CI log) it prints plain lines:
+one per node step end, per failed node, and per rollout or stage state
+change. -o json prints one JSON object per line, each a
+WatchRolloutResponse (a snapshot first, then every change).
+
+If the connection drops, the watch reconnects and resumes where it was.
+
+Exit status: 0 when the rollout succeeded (SUCCEEDED, PENDING_VALIDATION
+or VALIDATED), 1 when it ended any other way (ABORTED, FAILED_ROLLED_BACK,
+REJECTED) or the watch failed, so scripts can gate on it.
+
+Examples:
+  outpost rollout watch r-000042
+  outpost rollout watch r-000042 -o json | jq -c 'select(.step_event.phase=="STEP_PHASE_FAILED")'
+  outpost rollout watch "$(outpost rollout create -f plan.yaml)" && echo deployed`,
+		flags: func(fs *flag.FlagSet, env *Env) func(context.Context, []string) error {
+			addr := controlPlaneFlag(fs, env)
+			out := outputFlag(fs, "text", "json")
+			return func(ctx context.Context, args []string) error {
+				if len(args) != 1 {
+					return usagef("rollout watch takes one ROLLOUT_ID")
+				}
+				if err := checkOutput(*out, "text", "json"); err != nil {
+					return err
+				}
+				c, err := dial(*addr)
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				return watchRollout(ctx, c, args[0], watchOptionsFor(env, *out == "json"))
+			}
+		},
+	}
+}
+
+// retryPolicy bounds the watch's reconnects: attempts in a row without
+// receiving anything, with exponential backoff from min to max.
+type retryPolicy struct {
+	attempts int
+	min, max time.Duration
+}
+
+// watchRetry is the reconnect policy; tests shorten it.
+var watchRetry = retryPolicy{attempts: 10, min: 250 * time.Millisecond, max: 5 * time.Second}
+
+// watchOptions say how a watch is shown.
+type watchOptions struct {
+	out     io.Writer // progress lines, bars, JSON
+	summary io.Writer // the final summary line
+	notices io.Writer // reconnect notices
+	json    bool
+	live    bool // redraw bars in place (a terminal)
+	color   bool
+	width   int
+	refresh time.Duration // at most one redraw per refresh (live)
+	retry   retryPolicy
+	now     func() time.Time
+}
+
+func watchOptionsFor(env *Env, json bool) watchOptions {
+	o := watchOptions{
+		out: env.Stdout, summary: env.Stdout, notices: env.Stderr,
+		json: json, refresh: 100 * time.Millisecond, retry: watchRetry, now: time.Now,
+	}
+	if json {
+		// stdout stays one JSON object per line.
+		o.summary = env.Stderr
+		return o
+	}
+	o.live, o.width = terminal(env.Stdout, env.Getenv)
+	o.color = o.live && env.Getenv("NO_COLOR") == ""
+	return o
+}
+
+// watchRollout follows rollout id until it ends and returns nil only when
+// it succeeded; otherwise an exitError with code 1 after the summary.
+func watchRollout(ctx context.Context, c *client, id string, o watchOptions) error {
+	p := newProgress()
+	view := &textView{w: o.out, p: p, live: o.live, color: o.color, width: o.width, now: o.now}
+	var sink watchSink = view
+	if o.json {
+		sink = nopSink{}
+	}
+	start := o.now()
+	failures := 0
+	for {
+		got, err := watchOnce(ctx, c, id, p, sink, view, o)
+		if got {
+			failures = 0
+		}
+		if errors.Is(err, io.EOF) && p.rollout != nil && terminalRollout(p.rollout.GetState()) {
+			break
+		}
+		if ctx.Err() != nil {
+			return c.explain("watch rollout "+id, ctx.Err())
+		}
+		if errors.Is(err, io.EOF) {
+			// The server ends the stream only after a terminal state; an
+			// early end is a restart or a leader change: resume.
+			err = status.Error(codes.Unavailable, "the watch ended before the rollout did")
+		} else if !retryableWatch(status.Code(err)) {
+			return c.explain("watch rollout "+id, err)
+		}
+		failures++
+		if failures > o.retry.attempts {
+			return fmt.Errorf("%w (gave up after %d attempts)", c.explain("watch rollout "+id, err), o.retry.attempts)
+		}
+		delay := backoff(o.retry, failures)
+		fmt.Fprintf(o.notices, "outpost: %v; reconnecting in %s (attempt %d of %d)\n",
+			c.explain("watch rollout "+id, err), delay, failures, o.retry.attempts)
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return c.explain("watch rollout "+id, ctx.Err())
+		case <-t.C:
+		}
+	}
+	view.render()
+	r := p.rollout
+	elapsed := o.now().Sub(start)
+	if r.GetCreateTime() != nil && r.GetUpdateTime() != nil {
+		elapsed = r.GetUpdateTime().AsTime().Sub(r.GetCreateTime().AsTime())
+	}
+	counts := p.counts().proto()
+	if counts.GetTotal() == 0 {
+		counts = r.GetNodeCounts()
+	}
+	fmt.Fprintf(o.summary, "rollout %s %s after %s: %s\n", r.GetId(), rolloutState(r.GetState()), durationText(elapsed), countsText(counts))
+	if !succeededRollout(r.GetState()) {
+		return &exitError{code: 1, err: errors.New("")}
+	}
+	return nil
+}
+
+// retryableWatch reports whether a watch that failed with code may resume.
+func retryableWatch(code codes.Code) bool {
+	switch code {
+	case codes.Unavailable, codes.Internal, codes.Unknown, codes.Aborted, codes.DeadlineExceeded, codes.ResourceExhausted:
+		return true
+	}
+	return false
+}
+
+// backoff is min doubled per failed attempt, capped at max.
+func backoff(p retryPolicy, attempt int) time.Duration {
+	d := p.min
+	for i := 1; i < attempt && d < p.max; i++ {
+		d *= 2
+	}
+	return min(d, p.max)
+}
+
+type recvResult struct {
+	resp *outpostv1.WatchRolloutResponse
+	err  error
+}
+
+// watchOnce runs one WatchRollout stream from p.revision until it ends,
+// folding every item into p. It reports whether anything was received,
+// and the error that ended the stream (io.EOF for a clean end).
+//
+// A goroutine receives, so the loop can redraw the live view on a ticker
+// between items; it is stopped and waited for before returning.
+func watchOnce(ctx context.Context, c *client, id string, p *progress, sink watchSink, view *textView, o watchOptions) (got bool, err error) {
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := c.cp.WatchRollout(sctx, &outpostv1.WatchRolloutRequest{Id: id, FromRevision: p.revision})
+	if err != nil {
+		return false, err
+	}
+	ch := make(chan recvResult, 64)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(ch)
+		for {
+			resp, err := stream.Recv()
+			select {
+			case ch <- recvResult{resp, err}:
+			case <-sctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	defer func() {
+		cancel()
+		for range ch {
+		}
+		wg.Wait()
+	}()
+
+	var tick <-chan time.Time
+	if o.live && !o.json {
+		t := time.NewTicker(o.refresh)
+		defer t.Stop()
+		tick = t.C
+	}
+	dirty := false
+	for {
+		select {
+		case r, ok := <-ch:
+			if !ok {
+				// The receiver stopped without an error: ctx was cancelled.
+				if ctx.Err() != nil {
+					return got, ctx.Err()
+				}
+				return got, io.ErrUnexpectedEOF
+			}
+			if r.err != nil {
+				if dirty {
+					view.render()
+				}
+				return got, r.err
+			}
+			got = true
+			if o.json {
+				j, err := protoJSON(r.resp)
+				if err != nil {
+					return got, err
+				}
+				o.out.Write(append(j, '\n'))
+			}
+			p.apply(r.resp, sink)
+			dirty = true
+		case <-tick:
+			if dirty {
+				view.render()
+				dirty = false
+			}
+		}
+	}
+}
+
+// nopSink ignores changes (JSON mode prints the raw items instead).
+type nopSink struct{}
+
+func (nopSink) rolloutChanged(_, _ *outpostv1.Rollout)                                {}
+func (nopSink) stageChanged(*outpostv1.Rollout, *stageProgress, outpostv1.StageState) {}
+func (nopSink) nodeChanged(*outpostv1.RolloutNode, outpostv1.NodeState)               {}
+func (nopSink) stepEnded(*outpostv1.NodeStepEvent)                                    {}

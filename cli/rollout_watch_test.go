@@ -1,0 +1,260 @@
+package cli
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
+)
+
+// watchScript is a small rollout's watch: three nodes in two batches;
+// node-02 fails its health check and is rolled back, which is over the
+// stage's 10% budget, so node-03 is skipped and the rollout aborts.
+func watchScript() []*outpostv1.WatchRolloutResponse {
+	rollout := func(state outpostv1.RolloutState, stage outpostv1.StageState, batch int32, msg string, updated time.Duration) *outpostv1.Rollout {
+		return &outpostv1.Rollout{
+			Id: "r-000003", App: "demo", Revision: 3, ReleaseId: "r3-0badc0de", State: state, Message: msg,
+			CurrentStage: 0, CreateTime: ts(0), UpdateTime: ts(updated),
+			Stages: []*outpostv1.Stage{{
+				Name: "rolling", State: stage, CurrentBatch: batch, MaxFailPercent: 10,
+				Batches: []*outpostv1.Batch{{Index: 0, NodeIds: []string{"node-01", "node-02"}}, {Index: 1, NodeIds: []string{"node-03"}}},
+			}},
+		}
+	}
+	node := func(id string, batch int32, state outpostv1.NodeState, errMsg string) *outpostv1.RolloutNode {
+		return &outpostv1.RolloutNode{RolloutId: "r-000003", NodeId: id, Stage: "rolling", Batch: batch, State: state, Error: errMsg}
+	}
+	step := func(id string, s outpostv1.Step, ph outpostv1.StepPhase, d time.Duration, detail, errMsg string) *outpostv1.NodeStepEvent {
+		ev := &outpostv1.NodeStepEvent{NodeId: id, RolloutId: "r-000003", Step: s, Phase: ph, Time: ts(d), Detail: detail, Error: errMsg}
+		if ph != outpostv1.StepPhase_STEP_PHASE_STARTED {
+			ev.Duration = durationpb.New(d)
+		}
+		return ev
+	}
+	const (
+		running   = outpostv1.NodeState_NODE_STATE_RUNNING
+		started   = outpostv1.StepPhase_STEP_PHASE_STARTED
+		succeeded = outpostv1.StepPhase_STEP_PHASE_SUCCEEDED
+		failed    = outpostv1.StepPhase_STEP_PHASE_FAILED
+	)
+	r := func(rev int64, m *outpostv1.Rollout) *outpostv1.WatchRolloutResponse {
+		return &outpostv1.WatchRolloutResponse{Revision: rev, Event: &outpostv1.WatchRolloutResponse_Rollout{Rollout: m}}
+	}
+	n := func(rev int64, m *outpostv1.RolloutNode) *outpostv1.WatchRolloutResponse {
+		return &outpostv1.WatchRolloutResponse{Revision: rev, Event: &outpostv1.WatchRolloutResponse_Node{Node: m}}
+	}
+	s := func(rev int64, m *outpostv1.NodeStepEvent) *outpostv1.WatchRolloutResponse {
+		return &outpostv1.WatchRolloutResponse{Revision: rev, Event: &outpostv1.WatchRolloutResponse_StepEvent{StepEvent: m}}
+	}
+	return []*outpostv1.WatchRolloutResponse{
+		r(10, rollout(outpostv1.RolloutState_ROLLOUT_STATE_RUNNING, outpostv1.StageState_STAGE_STATE_RUNNING, 0, "", time.Second)),
+		n(10, node("node-01", 0, running, "")),
+		n(10, node("node-02", 0, running, "")),
+		n(10, node("node-03", 1, outpostv1.NodeState_NODE_STATE_PENDING, "")),
+		{Revision: 10, Event: &outpostv1.WatchRolloutResponse_SnapshotEnd{SnapshotEnd: &outpostv1.WatchSnapshotEnd{}}},
+		s(11, step("node-01", outpostv1.Step_STEP_CONNECT, started, 0, "", "")),
+		s(11, step("node-01", outpostv1.Step_STEP_CONNECT, succeeded, 12*time.Millisecond, "", "")),
+		s(12, step("node-01", outpostv1.Step_STEP_UPLOAD, succeeded, 1234*time.Millisecond, "uploaded 5.0 MiB", "")),
+		n(13, node("node-01", 0, outpostv1.NodeState_NODE_STATE_SUCCEEDED, "")),
+		s(14, step("node-02", outpostv1.Step_STEP_HEALTH, failed, 5*time.Second, "", "GET http://127.0.0.2:18080/health: 503 Service Unavailable")),
+		s(15, step("node-02", outpostv1.Step_STEP_ROLLBACK, succeeded, 800*time.Millisecond, "release r3-0badc0de -> r2-600dc0de", "")),
+		n(16, node("node-02", 0, outpostv1.NodeState_NODE_STATE_ROLLED_BACK, "health: 503 Service Unavailable")),
+		n(17, node("node-03", 1, outpostv1.NodeState_NODE_STATE_SKIPPED, "")),
+		r(18, rollout(outpostv1.RolloutState_ROLLOUT_STATE_ABORTED, outpostv1.StageState_STAGE_STATE_FAILED, 0,
+			"stage rolling: 1 of 3 nodes failed (33% > 10%)", 42*time.Second)),
+	}
+}
+
+// serve returns a watch that sends items from from_revision on (all for 0),
+// or up to cut items and then fails with err.
+func serve(items []*outpostv1.WatchRolloutResponse, cut int, err error) func(int, *outpostv1.WatchRolloutRequest, grpc.ServerStreamingServer[outpostv1.WatchRolloutResponse]) error {
+	return func(_ int, req *outpostv1.WatchRolloutRequest, stream grpc.ServerStreamingServer[outpostv1.WatchRolloutResponse]) error {
+		sent := 0
+		for _, it := range items {
+			if it.GetRevision() <= req.GetFromRevision() {
+				continue
+			}
+			if cut >= 0 && sent == cut {
+				return err
+			}
+			if err := stream.Send(it); err != nil {
+				return err
+			}
+			sent++
+		}
+		return nil
+	}
+}
+
+func TestWatchPlainGolden(t *testing.T) {
+	f := startFake(t)
+	f.watch = serve(watchScript(), -1, nil)
+	code, out, errOut := f.run(t, "rollout", "watch", "r-000003")
+	if code != 1 {
+		t.Errorf("watch of an aborted rollout: exit %d, want 1 (stderr %q)", code, errOut)
+	}
+	golden(t, "watch_plain.golden", out)
+}
+
+func TestWatchJSONGolden(t *testing.T) {
+	f := startFake(t)
+	f.watch = serve(watchScript(), -1, nil)
+	code, out, errOut := f.run(t, "rollout", "watch", "r-000003", "-o", "json")
+	if code != 1 {
+		t.Errorf("exit %d, want 1", code)
+	}
+	golden(t, "watch_json.golden", out)
+	if want := "rollout r-000003 ABORTED after 42s: 3 nodes: 1 succeeded, 1 rolled back, 1 skipped\n"; errOut != want {
+		t.Errorf("json mode summary on stderr = %q, want %q", errOut, want)
+	}
+}
+
+func TestWatchSucceededExitsZero(t *testing.T) {
+	for _, state := range []outpostv1.RolloutState{
+		outpostv1.RolloutState_ROLLOUT_STATE_SUCCEEDED,
+		outpostv1.RolloutState_ROLLOUT_STATE_PENDING_VALIDATION,
+		outpostv1.RolloutState_ROLLOUT_STATE_VALIDATED,
+		outpostv1.RolloutState_ROLLOUT_STATE_FAILED_ROLLED_BACK,
+		outpostv1.RolloutState_ROLLOUT_STATE_REJECTED,
+	} {
+		f := startFake(t)
+		r := sampleRollout()
+		r.State = state
+		f.watch = serve([]*outpostv1.WatchRolloutResponse{{Revision: 5, Event: &outpostv1.WatchRolloutResponse_Rollout{Rollout: r}}}, -1, nil)
+		code, out, errOut := f.run(t, "rollout", "watch", r.GetId())
+		want := 1
+		if succeededRollout(state) {
+			want = 0
+		}
+		if code != want {
+			t.Errorf("watch ending in %v: exit %d, want %d (stdout %q, stderr %q)", state, code, want, out, errOut)
+		}
+		if !strings.Contains(out, "rollout r-000042 "+rolloutState(state)+" after 1m35s: 13 nodes") {
+			t.Errorf("watch ending in %v: no summary line in %q", state, out)
+		}
+	}
+}
+
+func shortRetry(t *testing.T, attempts int) {
+	old := watchRetry
+	watchRetry = retryPolicy{attempts: attempts, min: time.Millisecond, max: 4 * time.Millisecond}
+	t.Cleanup(func() { watchRetry = old })
+}
+
+func TestWatchResumesFromLastRevision(t *testing.T) {
+	shortRetry(t, 3)
+	f := startFake(t)
+	items := watchScript()
+	whole := serve(items, -1, nil)
+	// The first stream breaks after 9 items (the last has revision 13);
+	// the second must resume from there and not repeat anything.
+	broken := serve(items, 9, status.Error(codes.Unavailable, "leader changed"))
+	f.watch = func(n int, req *outpostv1.WatchRolloutRequest, stream grpc.ServerStreamingServer[outpostv1.WatchRolloutResponse]) error {
+		if n == 0 {
+			return broken(n, req, stream)
+		}
+		return whole(n, req, stream)
+	}
+	code, out, errOut := f.run(t, "rollout", "watch", "r-000003")
+	if code != 1 {
+		t.Errorf("exit %d, want 1", code)
+	}
+	// Same lines as one unbroken stream.
+	golden(t, "watch_plain.golden", out)
+	if !strings.Contains(errOut, "leader changed; reconnecting in 1ms (attempt 1 of 3)") {
+		t.Errorf("stderr %q: want a reconnect notice", errOut)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.watches) != 2 || f.watches[0].GetFromRevision() != 0 || f.watches[1].GetFromRevision() != 13 {
+		var revs []int64
+		for _, w := range f.watches {
+			revs = append(revs, w.GetFromRevision())
+		}
+		t.Errorf("watch calls with from_revision %v, want [0 13]", revs)
+	}
+}
+
+func TestWatchGivesUp(t *testing.T) {
+	shortRetry(t, 3)
+	f := startFake(t)
+	f.watch = serve(watchScript(), 0, status.Error(codes.Unavailable, "no leader"))
+	code, _, errOut := f.run(t, "rollout", "watch", "r-000003")
+	if code != 1 || !strings.Contains(errOut, "gave up after 3 attempts") {
+		t.Errorf("exit %d, stderr %q; want exit 1 and giving up", code, errOut)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.watches) != 4 {
+		t.Errorf("%d watch calls, want 4 (one and 3 retries)", len(f.watches))
+	}
+}
+
+func TestWatchEarlyEndResumes(t *testing.T) {
+	shortRetry(t, 3)
+	f := startFake(t)
+	items := watchScript()
+	// The stream ends cleanly before the rollout does (a server restart):
+	// that is not the end of the rollout.
+	f.watch = func(n int, req *outpostv1.WatchRolloutRequest, stream grpc.ServerStreamingServer[outpostv1.WatchRolloutResponse]) error {
+		if n == 0 {
+			return serve(items, 5, nil)(n, req, stream)
+		}
+		return serve(items, -1, nil)(n, req, stream)
+	}
+	code, out, _ := f.run(t, "rollout", "watch", "r-000003")
+	if code != 1 || !strings.Contains(out, "ABORTED after 42s") {
+		t.Errorf("exit %d, stdout %q; want the watch to resume and end with the abort", code, out)
+	}
+}
+
+func TestWatchNotFoundDoesNotRetry(t *testing.T) {
+	shortRetry(t, 3)
+	f := startFake(t)
+	f.watch = func(int, *outpostv1.WatchRolloutRequest, grpc.ServerStreamingServer[outpostv1.WatchRolloutResponse]) error {
+		return status.Error(codes.NotFound, `rollout "r-9" not found`)
+	}
+	code, _, errOut := f.run(t, "rollout", "watch", "r-9")
+	if code != 1 || !strings.Contains(errOut, "watch rollout r-9: not found") {
+		t.Errorf("exit %d, stderr %q", code, errOut)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.watches) != 1 {
+		t.Errorf("%d watch calls, want 1: NOT_FOUND is final", len(f.watches))
+	}
+}
+
+func TestWatchLiveGolden(t *testing.T) {
+	var buf bytes.Buffer
+	p := newProgress()
+	v := &textView{w: &buf, p: p, live: true, color: true, width: 100, now: func() time.Time { return t0.Add(75 * time.Second) }}
+	items := watchScript()
+	// Two redraws: mid-rollout, then after the end.
+	for _, it := range items[:9] {
+		p.apply(it, v)
+	}
+	v.render()
+	for _, it := range items[9:] {
+		p.apply(it, v)
+	}
+	v.render()
+	golden(t, "watch_live.golden", strings.ReplaceAll(buf.String(), "\x1b", "ESC"))
+}
+
+func TestBackoff(t *testing.T) {
+	p := retryPolicy{attempts: 10, min: 250 * time.Millisecond, max: 5 * time.Second}
+	want := []time.Duration{250 * time.Millisecond, 500 * time.Millisecond, time.Second, 2 * time.Second, 4 * time.Second, 5 * time.Second, 5 * time.Second}
+	for i, w := range want {
+		if got := backoff(p, i+1); got != w {
+			t.Errorf("backoff(attempt %d) = %v, want %v", i+1, got, w)
+		}
+	}
+}
