@@ -259,6 +259,9 @@ func (s *Server) run(cfgPath, ip string, port int) error {
 	cmd := exec.Command(SSHDPath, "-D", "-e", "-f", cfgPath)
 	cmd.Stderr = stderr
 	cmd.Dir = s.Dir
+	// Session processes inherit sshd's stderr; should one escape the kill,
+	// Wait must still return once sshd itself is dead.
+	cmd.WaitDelay = 2 * time.Second
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", SSHDPath, err)
 	}

@@ -1,7 +1,6 @@
 package testsshd
 
 import (
-	"bytes"
 	"crypto/rand"
 	"errors"
 	"net"
@@ -189,7 +188,7 @@ func TestKillDropsSessions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out bytes.Buffer
+	var out syncBuffer
 	sess.Stdout = &out
 	if err := sess.Start("echo started; sleep 30"); err != nil {
 		t.Fatal(err)
