@@ -179,18 +179,22 @@ func (w *BatchWriter) run() {
 			case <-w.full:
 			}
 		}
-		wait := w.maxDelay
-		if retry > 0 {
-			wait = retry
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-w.stop:
-			t.Stop()
-			return
-		case <-t.C:
-		case <-w.full:
-			t.Stop()
+		// Whichever signal woke us, a full buffer is written at once (the
+		// full signal may have been consumed above).
+		if retry > 0 || !w.isFull() {
+			wait := w.maxDelay
+			if retry > 0 {
+				wait = retry
+			}
+			t := time.NewTimer(wait)
+			select {
+			case <-w.stop:
+				t.Stop()
+				return
+			case <-t.C:
+			case <-w.full:
+				t.Stop()
+			}
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), batchWriteTimeout)
 		err := w.flush(ctx)
@@ -203,6 +207,12 @@ func (w *BatchWriter) run() {
 			w.store.logger.Warn("batched write failed, will retry", "err", err, "retry_in", retry)
 		}
 	}
+}
+
+func (w *BatchWriter) isFull() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.pending) >= w.maxOps
 }
 
 // flush takes everything pending and writes it in chunks of at most maxOps

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -86,6 +87,9 @@ type Store struct {
 	logger    *slog.Logger
 	stopping  atomic.Bool // set by Close: etcd's shutdown errors are noise
 
+	closeOnce sync.Once
+	closeErr  error // set by closeOnce
+
 	writeTxns      atomic.Int64
 	writeOps       atomic.Int64
 	fenceFailures  atomic.Int64
@@ -147,17 +151,29 @@ func (s *Store) Client() *clientv3.Client { return s.client }
 func (s *Store) Endpoints() []string { return append([]string(nil), s.endpoints...) }
 
 // Close closes the client and, when embedded, stops etcd and waits for it
-// to finish. Watches and leases of this client end.
+// to finish. Watches and leases of this client end. Later calls return the
+// first call's result.
 func (s *Store) Close() error {
-	s.stopping.Store(true)
-	var err error
-	if s.client != nil {
-		if cerr := s.client.Close(); cerr != nil && !errors.Is(cerr, context.Canceled) {
-			err = fmt.Errorf("store: close client: %w", cerr)
+	s.closeOnce.Do(func() {
+		s.stopping.Store(true)
+		if s.client != nil {
+			if err := s.client.Close(); err != nil && !errors.Is(err, context.Canceled) {
+				s.closeErr = fmt.Errorf("store: close client: %w", err)
+			}
 		}
+		s.stopEmbedded()
+	})
+	return s.closeErr
+}
+
+// Revision returns etcd's current revision: list after reading it, then
+// watch from Revision+1 to miss no change (some may be seen twice).
+func (s *Store) Revision(ctx context.Context) (int64, error) {
+	resp, err := s.client.Get(ctx, LeaderPrefix, clientv3.WithCountOnly())
+	if err != nil {
+		return 0, fmt.Errorf("read revision: %w", err)
 	}
-	s.stopEmbedded()
-	return err
+	return resp.Header.Revision, nil
 }
 
 func (s *Store) stopEmbedded() {

@@ -310,11 +310,15 @@ func TestStore(t *testing.T) {
 	t.Run("Watch", func(t *testing.T) {
 		wctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		resp, err := s.Client().Get(ctx, "/")
+		rev, err := s.Revision(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		wch := s.Watch(wctx, store.GatewaysPrefix, resp.Header.Revision+1)
+		// An earlier write must not show up: the watch starts after rev.
+		if err := s.Put(ctx, store.GatewayKey("before"), node("g")); err != nil {
+			t.Fatal(err)
+		}
+		wch := s.Watch(wctx, store.GatewaysPrefix, rev+2)
 		if err := s.Put(ctx, store.GatewayKey("seoul-1"), node("g")); err != nil {
 			t.Fatal(err)
 		}
@@ -361,6 +365,9 @@ func TestReopenAndShare(t *testing.T) {
 	}
 	if err := s.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
 	}
 
 	s, err = store.Open(ctx, cfg)
