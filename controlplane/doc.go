@@ -1,0 +1,20 @@
+// Package controlplane is the Outpost control plane daemon: the gRPC API
+// for people and tools (ControlPlaneService), for artifact uploads
+// (ArtifactService) and for gateways (GatewayService), plus the leader loop
+// that runs the rollout engine.
+//
+// Start opens the state store (an embedded etcd in DataDir/etcd, or an
+// external cluster), the artifact store (DataDir/artifacts), serves gRPC
+// with server reflection and the standard health service, serves
+// Prometheus metrics, and campaigns for leadership. Any replica serves
+// reads, creates rollouts and stores artifacts; only the leader runs the
+// rollout engine (package controlplane/rollout), accepts gateway streams
+// and aborts rollouts, because it alone owns rollout state. A follower
+// answers those calls with UNAVAILABLE so the caller retries, normally
+// against the leader.
+//
+// Leader loop (the model is Nomad's leader.go): campaign; on winning,
+// start an engine fenced with the leadership; when leadership ends (lease
+// lost, fenced write refused, Shutdown), stop the engine, which ends every
+// gateway stream so gateways reconnect to the next leader; campaign again.
+package controlplane

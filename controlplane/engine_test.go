@@ -1,0 +1,207 @@
+package controlplane
+
+import (
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
+	"google.golang.org/protobuf/testing/protocmp"
+)
+
+// quiet is how long a test watches for something that must not happen
+// (an assignment before its batch may start). It cannot prove absence,
+// but an engine that does start early is caught almost every run.
+const quiet = 150 * time.Millisecond
+
+func TestRollingBatchesInOrder(t *testing.T) {
+	s := startCP(t, t.TempDir())
+	c := dial(t, s.Addr())
+	applyNodes(t, c, 20, nil)
+	digest := upload(t, c, "billing-api-1.4.2.tar.gz", []byte("release 1.4.2"))
+	gw := newFakeGateway(t, "gw-dc1", "dc1", 50)
+	gw.connect(s.Addr())
+	defer gw.disconnect()
+
+	r := createRollout(t, c, rollingPlan("5", 10), digest)
+	if r.GetId() == "" || r.GetRevision() != 1 || r.GetReleaseId() != "r1-"+digest[:8] {
+		t.Fatalf("created rollout id %q revision %d release %q", r.GetId(), r.GetRevision(), r.GetReleaseId())
+	}
+	for b := 0; b < 4; b++ {
+		got := gw.waitAssigned(5)
+		var want []string
+		for i := b * 5; i < b*5+5; i++ {
+			want = append(want, nodeID(i))
+		}
+		ids := idsOf(got)
+		sort.Strings(ids)
+		if diff := cmp.Diff(want, ids); diff != "" {
+			t.Fatalf("batch %d nodes (-want +got):\n%s", b, diff)
+		}
+		for _, a := range got {
+			if a.GetEpoch() != gw.welcome.GetEpoch() || a.GetBatch() != int32(b) || a.GetStage() != "rolling" ||
+				a.GetRelease().GetId() != r.GetReleaseId() || a.GetRolloutId() != r.GetId() ||
+				a.GetOwner() != "cp-test/"+r.GetId() || a.GetNode().GetAddress() == "" || a.GetDeploy().GetPath() != "app" {
+				t.Fatalf("assignment %v", a)
+			}
+		}
+		// Four of five done: the next batch must wait for the fifth.
+		for _, a := range got[:4] {
+			gw.finishNode(a.GetNode().GetId(), outpostv1.NodeState_NODE_STATE_SUCCEEDED, "")
+		}
+		time.Sleep(quiet)
+		if n := gw.pending(); n != 0 {
+			t.Fatalf("batch %d: %d assignments of the next batch arrived before the batch finished", b, n)
+		}
+		gw.finishNode(got[4].GetNode().GetId(), outpostv1.NodeState_NODE_STATE_SUCCEEDED, "")
+	}
+	done := waitRollout(t, c, r.GetId(), "SUCCEEDED", stateIs(outpostv1.RolloutState_ROLLOUT_STATE_SUCCEEDED))
+	want := &outpostv1.NodeCounts{Total: 20, Succeeded: 20}
+	if diff := cmp.Diff(want, done.GetNodeCounts(), protocmp.Transform()); diff != "" {
+		t.Errorf("node counts (-want +got):\n%s", diff)
+	}
+	st := done.GetStages()[0]
+	if st.GetState() != outpostv1.StageState_STAGE_STATE_SUCCEEDED || st.GetCurrentBatch() != 3 || st.GetEndTime() == nil {
+		t.Errorf("stage = %v", st)
+	}
+	for id, n := range rolloutNodes(t, c, r.GetId()) {
+		if n.GetState() != outpostv1.NodeState_NODE_STATE_SUCCEEDED || n.GetGateway() != "gw-dc1" || n.GetStep() != outpostv1.Step_STEP_UNLOCK || n.GetRelease() != r.GetReleaseId() {
+			t.Errorf("node %s = %v", id, n)
+		}
+	}
+	for id, n := range gw.counts() {
+		if n != 1 {
+			t.Errorf("node %s assigned %d times, want 1", id, n)
+		}
+	}
+	gw.waitAcked()
+}
+
+func TestFailureBudgetAborts(t *testing.T) {
+	// 10 nodes, batches of 2, at most 10% may fail: one failure (10%) is
+	// within the budget; the second (20%) is more than it and aborts.
+	s := startCP(t, t.TempDir())
+	c := dial(t, s.Addr())
+	applyNodes(t, c, 10, nil)
+	digest := upload(t, c, "a.tar.gz", []byte("a"))
+	gw := newFakeGateway(t, "gw-dc1", "dc1", 10)
+	gw.connect(s.Addr())
+	defer gw.disconnect()
+	r := createRollout(t, c, rollingPlan("2", 10), digest)
+
+	b0 := idsOf(gw.waitAssigned(2))
+	sort.Strings(b0)
+	gw.finishNode(b0[0], outpostv1.NodeState_NODE_STATE_FAILED, "precheck: disk 97% used")
+	gw.finishNode(b0[1], outpostv1.NodeState_NODE_STATE_SUCCEEDED, "")
+
+	b1 := idsOf(gw.waitAssigned(2))
+	sort.Strings(b1)
+	if want := []string{nodeID(2), nodeID(3)}; !slices.Equal(b1, want) {
+		t.Fatalf("second batch = %v, want %v (1 of 10 failed is within 10%%)", b1, want)
+	}
+	gw.finishNode(b1[0], outpostv1.NodeState_NODE_STATE_ROLLED_BACK, "health: 503")
+	// Over budget: the rollout aborts, but the node still running finishes.
+	aborting := waitRollout(t, c, r.GetId(), "aborting message", func(r *outpostv1.Rollout) bool {
+		return strings.Contains(r.GetMessage(), "2 of 10 nodes failed (20% > 10%)")
+	})
+	if aborting.GetState() != outpostv1.RolloutState_ROLLOUT_STATE_RUNNING || aborting.GetNodeCounts().GetRunning() != 1 {
+		t.Fatalf("while a node still runs: state %v counts %v, want RUNNING with 1 running", aborting.GetState(), aborting.GetNodeCounts())
+	}
+	if got := aborting.GetStages()[0].GetState(); got != outpostv1.StageState_STAGE_STATE_FAILED {
+		t.Errorf("stage state = %v, want FAILED", got)
+	}
+	gw.finishNode(b1[1], outpostv1.NodeState_NODE_STATE_SUCCEEDED, "")
+	done := waitRollout(t, c, r.GetId(), "ABORTED", stateIs(outpostv1.RolloutState_ROLLOUT_STATE_ABORTED))
+	want := &outpostv1.NodeCounts{Total: 10, Succeeded: 2, Failed: 1, RolledBack: 1, Skipped: 6}
+	if diff := cmp.Diff(want, done.GetNodeCounts(), protocmp.Transform()); diff != "" {
+		t.Errorf("node counts (-want +got):\n%s", diff)
+	}
+	if !strings.Contains(done.GetMessage(), "stage rolling: 2 of 10 nodes failed (20% > 10%)") {
+		t.Errorf("message = %q", done.GetMessage())
+	}
+	nodes := rolloutNodes(t, c, r.GetId())
+	for i := 4; i < 10; i++ {
+		if st := nodes[nodeID(i)].GetState(); st != outpostv1.NodeState_NODE_STATE_SKIPPED {
+			t.Errorf("node %s = %v, want SKIPPED", nodeID(i), st)
+		}
+	}
+	if n := nodes[b1[0]]; n.GetError() != "health: 503" || n.GetState() != outpostv1.NodeState_NODE_STATE_ROLLED_BACK {
+		t.Errorf("rolled back node = %v", n)
+	}
+	time.Sleep(quiet)
+	if n := gw.pending(); n != 0 {
+		t.Errorf("%d nodes were assigned after the abort", n)
+	}
+}
+
+func TestWaitsForGatewayOfDatacenter(t *testing.T) {
+	s := startCP(t, t.TempDir())
+	c := dial(t, s.Addr())
+	applyNodes(t, c, 4, func(i int) string {
+		if i%2 == 0 {
+			return "seoul-1"
+		}
+		return "busan-1"
+	})
+	digest := upload(t, c, "a.tar.gz", []byte("a"))
+	seoul := newFakeGateway(t, "gw-seoul", "seoul-1", 10)
+	seoul.auto = succeedAll
+	seoul.connect(s.Addr())
+	defer seoul.disconnect()
+
+	r := createRollout(t, c, rollingPlan("100%", 0), digest)
+	waitRollout(t, c, r.GetId(), "waiting message", func(r *outpostv1.Rollout) bool {
+		return r.GetMessage() == "waiting for a gateway in datacenter busan-1" && r.GetNodeCounts().GetSucceeded() == 2
+	})
+	nodes := rolloutNodes(t, c, r.GetId())
+	for i := 1; i < 4; i += 2 {
+		n := nodes[nodeID(i)]
+		if n.GetState() != outpostv1.NodeState_NODE_STATE_PENDING || n.GetError() != "waiting for a gateway in datacenter busan-1" {
+			t.Errorf("busan node %s = %v", nodeID(i), n)
+		}
+	}
+	if got := seoul.counts(); len(got) != 2 || got[nodeID(0)] != 1 || got[nodeID(2)] != 1 {
+		t.Errorf("seoul gateway got %v, want only the seoul nodes", got)
+	}
+
+	busan := newFakeGateway(t, "gw-busan", "busan-1", 10)
+	busan.auto = succeedAll
+	busan.connect(s.Addr())
+	defer busan.disconnect()
+	done := waitRollout(t, c, r.GetId(), "SUCCEEDED", stateIs(outpostv1.RolloutState_ROLLOUT_STATE_SUCCEEDED))
+	if done.GetMessage() != "" || done.GetNodeCounts().GetSucceeded() != 4 {
+		t.Errorf("done: message %q counts %v", done.GetMessage(), done.GetNodeCounts())
+	}
+	for i := 1; i < 4; i += 2 {
+		if n := rolloutNodes(t, c, r.GetId())[nodeID(i)]; n.GetError() != "" || n.GetGateway() != "gw-busan" {
+			t.Errorf("busan node %s = %v", nodeID(i), n)
+		}
+	}
+}
+
+func TestGatewayCapacity(t *testing.T) {
+	s := startCP(t, t.TempDir())
+	c := dial(t, s.Addr())
+	applyNodes(t, c, 5, nil)
+	digest := upload(t, c, "a.tar.gz", []byte("a"))
+	gw := newFakeGateway(t, "gw", "dc1", 2)
+	gw.connect(s.Addr())
+	defer gw.disconnect()
+	r := createRollout(t, c, rollingPlan("100%", 0), digest)
+	for done := 0; done < 5; {
+		n := min(2, 5-done)
+		got := gw.waitAssigned(n)
+		time.Sleep(quiet)
+		if p := gw.pending(); p != 0 {
+			t.Fatalf("%d assignments beyond capacity 2", p)
+		}
+		for _, a := range got {
+			gw.finishNode(a.GetNode().GetId(), outpostv1.NodeState_NODE_STATE_SUCCEEDED, "")
+		}
+		done += n
+	}
+	waitRollout(t, c, r.GetId(), "SUCCEEDED", stateIs(outpostv1.RolloutState_ROLLOUT_STATE_SUCCEEDED))
+}

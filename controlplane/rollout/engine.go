@@ -1,0 +1,626 @@
+package rollout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/outposthq/outpost/controlplane/store"
+	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// Defaults for Config.
+const (
+	DefaultGatewayWaitLog    = 30 * time.Second
+	DefaultHeartbeatInterval = 5 * time.Second
+	DefaultOrphanGrace       = 30 * time.Second
+	DefaultCapacity          = 10
+	// presenceTTL is the lease TTL of gateway presence keys: they vanish
+	// this long after the leader dies without cleaning up.
+	presenceTTL = 10
+	// tickInterval paces timers (orphan grace, commit retries, delayed acks).
+	tickInterval = 100 * time.Millisecond
+	// ackDelay bounds how long a sequence ack waits for a write to ride on.
+	ackDelay = 50 * time.Millisecond
+	// refuseBackoff keeps the engine from re-offering work to a gateway
+	// that just refused an assignment.
+	refuseBackoff = time.Second
+	// stopTimeout bounds the final flush when the engine stops.
+	stopTimeout = 5 * time.Second
+)
+
+// Errors returned by the engine's API methods.
+var (
+	// ErrStopped: the engine is not running (this replica is not, or no
+	// longer, the leader).
+	ErrStopped = errors.New("rollout engine stopped")
+	// ErrNotFound: no such rollout.
+	ErrNotFound = errors.New("rollout not found")
+)
+
+// StateError is a verb refused because of the rollout's state.
+type StateError struct {
+	ID    string
+	State outpostv1.RolloutState
+	Verb  string
+}
+
+func (e *StateError) Error() string {
+	return fmt.Sprintf("rollout %s is %s: cannot %s", e.ID, stateName(e.State), e.Verb)
+}
+
+// EventSink receives every step event the engine applies, for live
+// fan-out to watchers on this replica. Publish must not block.
+type EventSink interface {
+	Publish(rolloutID string, ev *outpostv1.NodeStepEvent)
+}
+
+// Config configures an Engine for one leadership term.
+type Config struct {
+	// Store is the etcd store (required).
+	Store *store.Store
+	// Fence guards every write (required): the term's leadership.
+	Fence store.Fence
+	// Epoch is the leadership term's epoch, sent to gateways (required, > 0).
+	Epoch int64
+	// ReplicaName names this control plane in lock owners and logs (required).
+	ReplicaName string
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+	// TracerProvider; nil means the otel global.
+	TracerProvider trace.TracerProvider
+	// Metrics; nil means no metrics.
+	Metrics *Metrics
+	// Events receives step events for live watchers; nil means none.
+	Events EventSink
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// GatewayWaitLog is how often "waiting for a gateway in datacenter X"
+	// is logged again; 0 means DefaultGatewayWaitLog.
+	GatewayWaitLog time.Duration
+	// HeartbeatInterval is sent to gateways; a session is dropped after
+	// three missed. 0 means DefaultHeartbeatInterval.
+	HeartbeatInterval time.Duration
+	// OrphanGrace is how long an assignment whose gateway disconnected
+	// waits for that gateway to come back before it is handed to another
+	// gateway of the datacenter. 0 means DefaultOrphanGrace.
+	OrphanGrace time.Duration
+	// DefaultCapacity is a gateway's capacity when its hello says 0; 0
+	// means DefaultCapacity.
+	DefaultCapacity int
+}
+
+// CheckAndSetDefaults validates the config and fills in defaults.
+func (c *Config) CheckAndSetDefaults() error {
+	switch {
+	case c.Store == nil:
+		return errors.New("rollout: Store is required")
+	case c.Fence == nil:
+		return errors.New("rollout: Fence is required")
+	case c.Epoch <= 0:
+		return fmt.Errorf("rollout: Epoch must be positive, got %d", c.Epoch)
+	case c.ReplicaName == "":
+		return errors.New("rollout: ReplicaName is required")
+	case c.GatewayWaitLog < 0, c.HeartbeatInterval < 0, c.OrphanGrace < 0, c.DefaultCapacity < 0:
+		return errors.New("rollout: negative durations or capacity")
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.TracerProvider == nil {
+		c.TracerProvider = otel.GetTracerProvider()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.GatewayWaitLog == 0 {
+		c.GatewayWaitLog = DefaultGatewayWaitLog
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if c.OrphanGrace == 0 {
+		c.OrphanGrace = DefaultOrphanGrace
+	}
+	if c.DefaultCapacity == 0 {
+		c.DefaultCapacity = DefaultCapacity
+	}
+	return nil
+}
+
+// Engine drives rollouts for one leadership term. Create it with New, run
+// it with Run; it cannot be restarted.
+type Engine struct {
+	cfg    Config
+	log    *slog.Logger
+	tracer trace.Tracer
+
+	reqs     chan func(context.Context)
+	stopping chan struct{} // closed when Run starts to stop
+	done     chan struct{} // closed when Run has returned
+
+	// mu guards stopped and the Add side of handlers, so no gateway
+	// handler starts after Run began waiting for them.
+	mu       sync.Mutex
+	stopped  bool
+	handlers sync.WaitGroup
+
+	// Everything below is owned by the loop goroutine.
+	bw          *store.BatchWriter
+	lease       clientv3.LeaseID
+	runs        map[string]*run
+	assignments map[string]*nodeRun // by assignment id
+	gateways    map[string]*session // current session by gateway name
+	orphans     map[*nodeRun]struct{}
+	acked       map[string]uint64 // highest durably applied sequence by gateway name
+	ackPending  map[string]uint64
+	ackSince    time.Time // when the oldest pending ack arrived
+	waitLogged  map[string]time.Time
+	dirtyNodes  map[*nodeRun]struct{}
+	dirtyRuns   map[*run]struct{}
+	sends       []send // assignments to send once durable
+	afterCommit []func(error)
+	assignSeq   int64
+	lastErrLog  time.Time
+}
+
+// send is an assignment waiting for its node record to be durable.
+type send struct {
+	n   *nodeRun
+	s   *session
+	msg *outpostv1.Assignment
+}
+
+// New returns an engine; it does nothing until Run.
+func New(cfg Config) (*Engine, error) {
+	if err := cfg.CheckAndSetDefaults(); err != nil {
+		return nil, err
+	}
+	return &Engine{
+		cfg:         cfg,
+		log:         cfg.Logger.With("component", "rollout-engine", "epoch", cfg.Epoch),
+		tracer:      cfg.TracerProvider.Tracer("github.com/outposthq/outpost/controlplane/rollout"),
+		reqs:        make(chan func(context.Context), 256),
+		stopping:    make(chan struct{}),
+		done:        make(chan struct{}),
+		runs:        map[string]*run{},
+		assignments: map[string]*nodeRun{},
+		gateways:    map[string]*session{},
+		orphans:     map[*nodeRun]struct{}{},
+		acked:       map[string]uint64{},
+		ackPending:  map[string]uint64{},
+		waitLogged:  map[string]time.Time{},
+		dirtyNodes:  map[*nodeRun]struct{}{},
+		dirtyRuns:   map[*run]struct{}{},
+	}, nil
+}
+
+// Done is closed when Run has returned.
+func (e *Engine) Done() <-chan struct{} { return e.done }
+
+// Run loads unfinished rollouts and drives them until ctx is done or a
+// fenced write reports that leadership is lost. It then ends every gateway
+// session, flushes what it can and waits for its goroutines. It returns
+// nil when ctx ended it and store.ErrNotLeader when leadership was lost.
+func (e *Engine) Run(ctx context.Context) (err error) {
+	defer close(e.done)
+	defer func() {
+		e.mu.Lock()
+		e.stopped = true
+		e.mu.Unlock()
+		close(e.stopping)
+		e.stop()
+		e.handlers.Wait()
+	}()
+
+	e.bw = store.NewBatchWriter(e.cfg.Store, e.cfg.Fence, 0, 0)
+	lease, err := e.cfg.Store.Client().Grant(ctx, presenceTTL)
+	if err != nil {
+		return fmt.Errorf("rollout: grant presence lease: %w", err)
+	}
+	e.lease = lease.ID
+	ka, err := e.cfg.Store.Client().KeepAlive(ctx, lease.ID)
+	if err != nil {
+		return fmt.Errorf("rollout: keep presence lease alive: %w", err)
+	}
+
+	// Watch before listing, so a rollout created in between is seen by
+	// one or the other (a duplicate is ignored).
+	head, err := e.cfg.Store.Revision(ctx)
+	if err != nil {
+		return fmt.Errorf("rollout: %w", err)
+	}
+	watch, stopWatch := e.watchRevisions(ctx, head+1)
+	defer func() { stopWatch() }()
+	if err := e.loadAll(ctx); err != nil {
+		return err
+	}
+	e.log.Info("rollout engine started", "rollouts", len(e.runs))
+
+	tick := time.NewTicker(tickInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case f := <-e.reqs:
+			f(ctx)
+			// Run what else is queued so one commit covers it all.
+			e.drain(ctx)
+		case wr, ok := <-watch:
+			if !ok {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return errors.New("rollout: revisions watch ended")
+			}
+			if err := wr.Err(); err != nil {
+				// Compaction or a lost etcd leader: catch up by listing.
+				e.log.Warn("revisions watch failed, re-listing", "err", err)
+				head, gerr := e.cfg.Store.Revision(ctx)
+				if gerr != nil {
+					return fmt.Errorf("rollout: %w", gerr)
+				}
+				stopWatch()
+				watch, stopWatch = e.watchRevisions(ctx, head+1)
+				if err := e.loadAll(ctx); err != nil {
+					return err
+				}
+				break
+			}
+			for _, ev := range wr.Events {
+				e.onRevisionEvent(ctx, ev)
+			}
+		case _, ok := <-ka:
+			if !ok && ctx.Err() == nil {
+				return errors.New("rollout: presence lease lost")
+			}
+		case <-tick.C:
+			e.tick()
+		}
+		e.advanceAll()
+		e.dispatch()
+		if err := e.commit(ctx); err != nil {
+			if errors.Is(err, store.ErrNotLeader) {
+				e.log.Warn("leadership lost: a fenced write was refused")
+				return err
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+			if now := e.cfg.Now(); now.Sub(e.lastErrLog) > time.Second {
+				e.lastErrLog = now
+				e.log.Warn("writing rollout state failed; will retry", "err", err)
+			}
+		}
+	}
+}
+
+// watchRevisions watches the revision records from rev on.
+func (e *Engine) watchRevisions(ctx context.Context, rev int64) (clientv3.WatchChan, context.CancelFunc) {
+	wctx, cancel := context.WithCancel(ctx)
+	return e.cfg.Store.Watch(wctx, revisionsRoot, rev), cancel
+}
+
+// stop ends sessions and spans and writes what is pending, best effort.
+func (e *Engine) stop() {
+	for _, s := range e.gateways {
+		s.close(ErrLeadershipEnded)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
+	defer cancel()
+	if e.bw != nil {
+		if err := e.commit(ctx); err != nil && !errors.Is(err, store.ErrNotLeader) {
+			e.log.Warn("final write of rollout state failed", "err", err)
+		}
+		if err := e.bw.Close(ctx); err != nil && !errors.Is(err, store.ErrNotLeader) && !errors.Is(err, store.ErrClosed) {
+			e.log.Warn("closing the batch writer failed", "err", err)
+		}
+	}
+	for _, f := range e.afterCommit {
+		f(ErrStopped)
+	}
+	e.afterCommit = nil
+	for _, r := range e.runs {
+		r.endSpans("leadership ended")
+	}
+	if e.lease != 0 {
+		if _, err := e.cfg.Store.Client().Revoke(ctx, e.lease); err != nil {
+			e.log.Debug("revoking the presence lease failed", "err", err)
+		}
+	}
+	if m := e.cfg.Metrics; m != nil {
+		m.Rollouts.Reset()
+		m.Gateways.Reset()
+	}
+}
+
+// drain runs the closures already queued, up to the queue's size.
+func (e *Engine) drain(ctx context.Context) {
+	for i := 0; i < cap(e.reqs); i++ {
+		select {
+		case f := <-e.reqs:
+			f(ctx)
+		default:
+			return
+		}
+	}
+}
+
+// do runs f on the loop and waits for it; f runs before the next commit
+// and gets the loop's context.
+func (e *Engine) do(ctx context.Context, f func(context.Context)) error {
+	ran := make(chan struct{})
+	select {
+	case e.reqs <- func(lctx context.Context) { f(lctx); close(ran) }:
+	case <-e.stopping:
+		return ErrStopped
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-ran:
+		return nil
+	case <-e.stopping:
+		// Run may still execute queued closures during stop; f is then
+		// simply not waited for.
+		return ErrStopped
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// doDurable runs f on the loop and waits until the commit after it: f's
+// changes are in etcd when it returns nil. f returns the value to report.
+func (e *Engine) doDurable(ctx context.Context, f func(context.Context) (any, error)) (any, error) {
+	type result struct {
+		v   any
+		err error
+	}
+	res := make(chan result, 1)
+	err := e.do(ctx, func(lctx context.Context) {
+		v, err := f(lctx)
+		if err != nil {
+			res <- result{err: err}
+			return
+		}
+		e.afterCommit = append(e.afterCommit, func(cerr error) { res <- result{v: v, err: cerr} })
+	})
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case r := <-res:
+		return r.v, r.err
+	case <-e.done:
+		select {
+		case r := <-res:
+			return r.v, r.err
+		default:
+			return nil, ErrStopped
+		}
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// tick handles what is due by time.
+func (e *Engine) tick() {
+	now := e.cfg.Now()
+	for n := range e.orphans {
+		if !now.Before(n.orphanDeadline) {
+			e.log.Info("gateway did not come back for its assignment; re-queuing the node",
+				"rollout", n.run.id(), "node", n.id(), "gateway", n.rn.GetGateway(), "assignment", n.rn.GetAssignmentId())
+			e.requeue(n, "gateway "+n.rn.GetGateway()+" disconnected", true)
+		}
+	}
+}
+
+// commit writes dirty node records through the batch writer and, when
+// anything needs to be durable now (rollout records, assignments to send,
+// acks, API calls waiting), flushes and writes rollout records in one
+// fenced transaction. Then it sends what waited for durability.
+func (e *Engine) commit(ctx context.Context) error {
+	now := e.cfg.Now()
+	for n := range e.dirtyNodes {
+		n.rn.UpdateTime = timestamppb.New(now)
+		e.bw.Put(store.RolloutNodeKey(n.run.id(), n.id()), n.rn)
+	}
+	clear(e.dirtyNodes)
+	acksDue := len(e.ackPending) > 0 && now.Sub(e.ackSince) >= ackDelay
+	if len(e.dirtyRuns) == 0 && len(e.sends) == 0 && len(e.afterCommit) == 0 && !acksDue {
+		return nil
+	}
+	if err := e.bw.Flush(ctx); err != nil {
+		return e.failCommit(err)
+	}
+	if len(e.dirtyRuns) > 0 {
+		runs := make([]*run, 0, len(e.dirtyRuns))
+		for r := range e.dirtyRuns {
+			runs = append(runs, r)
+		}
+		sort.Slice(runs, func(i, j int) bool { return runs[i].id() < runs[j].id() })
+		var ops []clientv3.Op
+		for _, r := range runs {
+			r.recount()
+			r.r.UpdateTime = timestamppb.New(now)
+			op, err := store.OpPut(store.RolloutKey(r.id()), r.r)
+			if err != nil {
+				return e.failCommit(err)
+			}
+			ops = append(ops, op)
+			rev, err := store.OpPut(store.RevisionKey(r.r.GetApp(), r.r.GetRevision()), RevisionOf(r.r))
+			if err != nil {
+				return e.failCommit(err)
+			}
+			ops = append(ops, rev)
+		}
+		if err := e.cfg.Store.Txn(ctx, e.cfg.Fence, ops...); err != nil {
+			return e.failCommit(err)
+		}
+		for _, r := range runs {
+			e.afterWrite(r)
+		}
+		clear(e.dirtyRuns)
+	}
+	for _, s := range e.sends {
+		// The node may have been re-queued or the session replaced since.
+		if s.n.sess == s.s && s.n.rn.GetAssignmentId() == s.msg.GetAssignmentId() {
+			s.s.enqueue(&outpostv1.ConnectResponse{Msg: &outpostv1.ConnectResponse_Assignment{Assignment: s.msg}})
+		}
+	}
+	e.sends = e.sends[:0]
+	for name, seq := range e.ackPending {
+		e.acked[name] = max(e.acked[name], seq)
+		if s := e.gateways[name]; s != nil {
+			s.enqueue(&outpostv1.ConnectResponse{Msg: &outpostv1.ConnectResponse_Ack{Ack: &outpostv1.SequenceAck{Sequence: e.acked[name]}}})
+		}
+	}
+	clear(e.ackPending)
+	for _, f := range e.afterCommit {
+		f(nil)
+	}
+	e.afterCommit = e.afterCommit[:0]
+	return nil
+}
+
+// failCommit reports err to API calls waiting for durability: they must
+// not claim success. The loop retries the writes on its next tick.
+func (e *Engine) failCommit(err error) error {
+	for _, f := range e.afterCommit {
+		f(err)
+	}
+	e.afterCommit = e.afterCommit[:0]
+	return err
+}
+
+// afterWrite forgets a rollout that reached a terminal state and has been
+// written.
+func (e *Engine) afterWrite(r *run) {
+	if !terminal(r.r.GetState()) {
+		return
+	}
+	for _, n := range r.order {
+		if aid := n.rn.GetAssignmentId(); aid != "" && e.assignments[aid] == n {
+			delete(e.assignments, aid)
+		}
+		delete(e.orphans, n)
+	}
+	delete(e.runs, r.id())
+	if m := e.cfg.Metrics; m != nil {
+		m.RolloutsFinished.WithLabelValues(stateName(r.r.GetState())).Inc()
+	}
+	e.updateRolloutGauge()
+}
+
+func (e *Engine) updateRolloutGauge() {
+	m := e.cfg.Metrics
+	if m == nil {
+		return
+	}
+	counts := map[outpostv1.RolloutState]int{}
+	for _, r := range e.runs {
+		counts[r.r.GetState()]++
+	}
+	m.Rollouts.Reset()
+	for st, n := range counts {
+		m.Rollouts.WithLabelValues(stateName(st)).Set(float64(n))
+	}
+}
+
+func (e *Engine) markNode(n *nodeRun) {
+	e.dirtyNodes[n] = struct{}{}
+	e.dirtyRuns[n.run] = struct{}{} // counts change with node states
+}
+
+func (e *Engine) markRun(r *run) { e.dirtyRuns[r] = struct{}{} }
+
+// Abort stops a rollout: no new node starts, pending nodes become SKIPPED,
+// running nodes finish; the rollout is ABORTED once none runs. It returns
+// the rollout after the change is durable: still RUNNING (with a message
+// saying it is aborting) while nodes finish, else ABORTED. Aborting an
+// aborted rollout returns it unchanged.
+func (e *Engine) Abort(ctx context.Context, id, reason string) (*outpostv1.Rollout, error) {
+	v, err := e.doDurable(ctx, func(lctx context.Context) (any, error) {
+		r := e.runs[id]
+		if r == nil {
+			var err error
+			if r, err = e.loadOne(lctx, id); err != nil {
+				return nil, err
+			}
+		}
+		switch st := r.r.GetState(); {
+		case st == outpostv1.RolloutState_ROLLOUT_STATE_ABORTED:
+			return proto.CloneOf(r.r), nil
+		case terminal(st), st == outpostv1.RolloutState_ROLLOUT_STATE_PENDING_VALIDATION:
+			return nil, &StateError{ID: id, State: st, Verb: "abort"}
+		}
+		msg := "aborted"
+		if reason = strings.TrimSpace(reason); reason != "" {
+			msg += ": " + reason
+		}
+		e.log.Info("rollout aborted by request", "rollout", id, "reason", reason)
+		e.runs[id] = r
+		e.abort(r, msg)
+		r.recount()
+		r.r.UpdateTime = timestamppb.New(e.cfg.Now())
+		return proto.CloneOf(r.r), nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*outpostv1.Rollout), nil
+}
+
+func terminal(s outpostv1.RolloutState) bool {
+	switch s {
+	case outpostv1.RolloutState_ROLLOUT_STATE_SUCCEEDED,
+		outpostv1.RolloutState_ROLLOUT_STATE_VALIDATED,
+		outpostv1.RolloutState_ROLLOUT_STATE_ABORTED,
+		outpostv1.RolloutState_ROLLOUT_STATE_FAILED_ROLLED_BACK,
+		outpostv1.RolloutState_ROLLOUT_STATE_REJECTED:
+		return true
+	}
+	return false
+}
+
+// Terminal reports whether a rollout in state s will not change any more.
+// PENDING_VALIDATION is not terminal: a person still accepts or rejects it.
+func Terminal(s outpostv1.RolloutState) bool { return terminal(s) }
+
+// stateName is the enum name without its prefix, for messages and labels.
+func stateName(s outpostv1.RolloutState) string {
+	return strings.TrimPrefix(s.String(), "ROLLOUT_STATE_")
+}
+
+func nodeStateName(s outpostv1.NodeState) string {
+	return strings.TrimPrefix(s.String(), "NODE_STATE_")
+}
+
+// RevisionOf is the revision record of r.
+func RevisionOf(r *outpostv1.Rollout) *outpostv1.Revision {
+	return &outpostv1.Revision{
+		App:        r.GetApp(),
+		Revision:   r.GetRevision(),
+		RolloutId:  r.GetId(),
+		ReleaseId:  r.GetReleaseId(),
+		Artifact:   r.GetArtifact(),
+		State:      r.GetState(),
+		CreateTime: r.GetCreateTime(),
+		Requester:  r.GetRequester(),
+	}
+}
+
+// revisionsRoot is the prefix of every app's revisions; the engine watches
+// it to learn about new rollouts (each is created with its revision).
+var revisionsRoot = strings.TrimSuffix(store.RevisionsPrefix("x"), "x/")

@@ -1,0 +1,482 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/outposthq/outpost/controlplane/artifact"
+	"github.com/outposthq/outpost/controlplane/planner"
+	"github.com/outposthq/outpost/controlplane/rollout"
+	"github.com/outposthq/outpost/controlplane/store"
+	"github.com/outposthq/outpost/internal/plan"
+	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+// rolloutSeqKey holds the last rollout number handed out. Rollout ids are
+// "r-" and that number zero-padded, so key order is creation order and
+// ListRollouts can walk newest first without scanning node records.
+// TODO(store): move next to the other key helpers in controlplane/store.
+const rolloutSeqKey = store.Root + "counters/rollouts"
+
+// rolloutIDDigits pads rollout numbers so ids sort in creation order up to
+// 99,999,999 rollouts.
+const rolloutIDDigits = 8
+
+// allocAttempts bounds compare-and-swap retries under concurrent creates.
+const allocAttempts = 100
+
+func rolloutID(n int64) string { return fmt.Sprintf("r-%0*d", rolloutIDDigits, n) }
+
+// rolloutNumber parses an id made by rolloutID.
+func rolloutNumber(id string) (int64, bool) {
+	s, ok := cutPrefix(id, "r-")
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	return n, err == nil && n > 0
+}
+
+func cutPrefix(s, prefix string) (string, bool) {
+	if len(s) < len(prefix) || s[:len(prefix)] != prefix {
+		return "", false
+	}
+	return s[len(prefix):], true
+}
+
+// releaseID names a rollout's release on the nodes: r<revision>-<first 8
+// hex of the artifact's sha256>.
+func releaseID(revision int64, sha string) string {
+	return fmt.Sprintf("r%d-%s", revision, sha[:8])
+}
+
+// fileNameRE is what an artifact placed as a file (unpack none) may be named.
+var fileNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$`)
+
+// CreateRollout validates the plan, selects and expands its nodes and
+// stores the rollout; the leader's engine picks it up from there.
+func (c *controlPlaneService) CreateRollout(ctx context.Context, req *outpostv1.CreateRolloutRequest) (*outpostv1.CreateRolloutResponse, error) {
+	s := c.s
+	spec := req.GetPlan()
+	if spec == nil {
+		return nil, fieldError("plan", "required")
+	}
+	if err := plan.Validate(spec); err != nil {
+		return nil, planStatus(err, "plan.")
+	}
+	digest := req.GetArtifactSha256()
+	if digest == "" {
+		return nil, fieldError("artifact_sha256", "required: upload the artifact with ArtifactService.UploadArtifact and pass its SHA-256")
+	}
+	if err := artifact.CheckDigest(digest); err != nil {
+		return nil, fieldError("artifact_sha256", "%v", err)
+	}
+	meta, found, err := s.artifacts.Stat(digest)
+	if err != nil {
+		return nil, internal(err)
+	}
+	if !found {
+		return nil, status.Errorf(codes.FailedPrecondition, "artifact sha256:%s is not in the artifact store; upload it first", digest)
+	}
+	inv, err := s.allNodes(ctx)
+	if err != nil {
+		return nil, internal(err)
+	}
+	all := make([]*outpostv1.Node, 0, len(inv))
+	for _, n := range inv {
+		all = append(all, n)
+	}
+	selected, err := plan.SelectNodes(spec, all)
+	if err != nil {
+		return nil, planStatus(err, "plan.")
+	}
+	exp, err := planner.Expand(spec, selected)
+	if err != nil {
+		return nil, planStatus(err, "plan.")
+	}
+	deploy, err := plan.DeploySpecOf(spec, meta.Size)
+	if err != nil {
+		return nil, planStatus(err, "plan.")
+	}
+	unpack := plan.UnpackOf(spec)
+	name := path.Base(spec.GetArtifact().GetPath())
+	if !fileNameRE.MatchString(name) {
+		if unpack == outpostv1.Unpack_UNPACK_NONE {
+			return nil, fieldError("plan.artifact.path", "%q: the file is placed on the nodes under its base name, which must be letters, digits, '.', '_' or '-'", name)
+		}
+		name = meta.Name
+	}
+
+	now := timestamppb.New(time.Now())
+	state := outpostv1.RolloutState_ROLLOUT_STATE_APPROVED
+	if spec.GetApproval().GetRequired() {
+		state = outpostv1.RolloutState_ROLLOUT_STATE_PENDING_APPROVAL
+	}
+	r := &outpostv1.Rollout{
+		App:          spec.GetApp(),
+		Plan:         spec,
+		Artifact:     &outpostv1.Artifact{Sha256: digest, Size: meta.Size, Name: name, Unpack: unpack},
+		State:        state,
+		Stages:       exp.Stages,
+		NodeCounts:   rollout.NodeCounts(exp.Nodes),
+		CreateTime:   now,
+		UpdateTime:   now,
+		CurrentStage: -1,
+		Deploy:       deploy,
+	}
+	for i, st := range r.Stages {
+		var recs []*outpostv1.RolloutNode
+		for _, n := range exp.Nodes {
+			if n.GetStage() == st.GetName() {
+				recs = append(recs, n)
+			}
+		}
+		st.NodeCounts = rollout.NodeCounts(recs)
+		r.Stages[i] = st
+	}
+	if req.GetDryRun() {
+		return &outpostv1.CreateRolloutResponse{Rollout: r}, nil
+	}
+
+	n, err := s.nextRolloutNumber(ctx)
+	if err != nil {
+		return nil, internal(err)
+	}
+	r.Id = rolloutID(n)
+	// The rollout's trace: a random trace id, kept only if tracing records.
+	traceID := rollout.NewTraceID()
+	_, span := s.tracer.Start(rollout.ParentContext(ctx, r.Id, traceID), "outpost.CreateRollout")
+	defer span.End()
+	if span.IsRecording() {
+		r.TraceId = traceID
+		span.SetAttributes(attribute.String("outpost.rollout.id", r.Id), attribute.String("outpost.app", r.App))
+	}
+
+	// Node records first: the engine starts a rollout when its record
+	// appears (with its revision), and then needs every node record.
+	var ops []clientv3.Op
+	for _, rn := range exp.Nodes {
+		rn.RolloutId = r.Id
+		rn.UpdateTime = now
+		op, err := store.OpPut(store.RolloutNodeKey(r.Id, rn.GetNodeId()), rn)
+		if err != nil {
+			return nil, internal(err)
+		}
+		ops = append(ops, op)
+	}
+	if err := s.store.Txn(ctx, nil, ops...); err != nil {
+		span.SetStatus(otelcodes.Error, err.Error())
+		return nil, internal(err)
+	}
+	if err := s.storeWithRevision(ctx, r); err != nil {
+		span.SetStatus(otelcodes.Error, err.Error())
+		return nil, internal(err)
+	}
+	s.log.Info("rollout created", "rollout", r.Id, "app", r.App, "revision", r.Revision, "release", r.ReleaseId,
+		"nodes", len(exp.Nodes), "stages", len(r.Stages), "state", r.State.String())
+	return &outpostv1.CreateRolloutResponse{Rollout: r}, nil
+}
+
+// nextRolloutNumber hands out the next rollout number (compare-and-swap).
+func (s *Server) nextRolloutNumber(ctx context.Context) (int64, error) {
+	for range allocAttempts {
+		cur := &wrapperspb.Int64Value{}
+		found, modRev, err := s.store.Get(ctx, rolloutSeqKey, cur)
+		if err != nil {
+			return 0, err
+		}
+		cmp := clientv3.Compare(clientv3.ModRevision(rolloutSeqKey), "=", modRev)
+		if !found {
+			cmp = clientv3.Compare(clientv3.CreateRevision(rolloutSeqKey), "=", 0)
+		}
+		next := cur.GetValue() + 1
+		op, err := store.OpPut(rolloutSeqKey, wrapperspb.Int64(next))
+		if err != nil {
+			return 0, err
+		}
+		err = s.store.TxnIf(ctx, nil, []clientv3.Cmp{cmp}, op)
+		if errors.Is(err, store.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		return next, nil
+	}
+	return 0, errors.New("allocate a rollout id: too much contention")
+}
+
+// storeWithRevision gives r the app's next revision and writes the
+// revision record and the rollout in one transaction.
+func (s *Server) storeWithRevision(ctx context.Context, r *outpostv1.Rollout) error {
+	for range allocAttempts {
+		resp, err := s.store.Client().Get(ctx, store.RevisionsPrefix(r.GetApp()), clientv3.WithLastKey()...)
+		if err != nil {
+			return fmt.Errorf("read latest revision of %s: %w", r.GetApp(), err)
+		}
+		var latest int64
+		if len(resp.Kvs) > 0 {
+			prev := &outpostv1.Revision{}
+			if err := proto.Unmarshal(resp.Kvs[0].Value, prev); err != nil {
+				return fmt.Errorf("decode %s: %w", resp.Kvs[0].Key, err)
+			}
+			latest = prev.GetRevision()
+		}
+		r.Revision = latest + 1
+		r.ReleaseId = releaseID(r.Revision, r.GetArtifact().GetSha256())
+		key := store.RevisionKey(r.GetApp(), r.Revision)
+		revOp, err := store.OpPut(key, rollout.RevisionOf(r))
+		if err != nil {
+			return err
+		}
+		rOp, err := store.OpPut(store.RolloutKey(r.GetId()), r)
+		if err != nil {
+			return err
+		}
+		err = s.store.TxnIf(ctx, nil, []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)}, revOp, rOp)
+		if errors.Is(err, store.ErrConflict) {
+			continue
+		}
+		return err
+	}
+	return errors.New("allocate a revision: too much contention")
+}
+
+// GetRollout returns one rollout.
+func (c *controlPlaneService) GetRollout(ctx context.Context, req *outpostv1.GetRolloutRequest) (*outpostv1.GetRolloutResponse, error) {
+	if err := checkRolloutID("id", req.GetId()); err != nil {
+		return nil, err
+	}
+	r, err := c.s.getRollout(ctx, req.GetId())
+	if err != nil {
+		return nil, err
+	}
+	return &outpostv1.GetRolloutResponse{Rollout: r}, nil
+}
+
+func (s *Server) getRollout(ctx context.Context, id string) (*outpostv1.Rollout, error) {
+	r := &outpostv1.Rollout{}
+	found, _, err := s.store.Get(ctx, store.RolloutKey(id), r)
+	if err != nil {
+		return nil, internal(err)
+	}
+	if !found {
+		return nil, status.Errorf(codes.NotFound, "rollout %s not found", id)
+	}
+	return r, nil
+}
+
+// getRollouts reads rollouts by id in one transaction; missing ones are
+// left out.
+func (s *Server) getRollouts(ctx context.Context, ids []string) ([]*outpostv1.Rollout, error) {
+	var out []*outpostv1.Rollout
+	for len(ids) > 0 {
+		chunk := ids[:min(len(ids), store.MaxTxnOps)]
+		ids = ids[len(chunk):]
+		ops := make([]clientv3.Op, len(chunk))
+		for i, id := range chunk {
+			ops[i] = clientv3.OpGet(store.RolloutKey(id))
+		}
+		resp, err := s.store.Client().Txn(ctx).Then(ops...).Commit()
+		if err != nil {
+			return nil, fmt.Errorf("read rollouts: %w", err)
+		}
+		for _, rr := range resp.Responses {
+			for _, kv := range rr.GetResponseRange().GetKvs() {
+				r := &outpostv1.Rollout{}
+				if err := proto.Unmarshal(kv.Value, r); err != nil {
+					return nil, fmt.Errorf("decode %s: %w", kv.Key, err)
+				}
+				out = append(out, r)
+			}
+		}
+	}
+	return out, nil
+}
+
+// ListRollouts lists rollouts newest first. Without an app filter it walks
+// rollout numbers downwards; with one it walks the app's revisions.
+func (c *controlPlaneService) ListRollouts(ctx context.Context, req *outpostv1.ListRolloutsRequest) (*outpostv1.ListRolloutsResponse, error) {
+	s := c.s
+	size := pageSize(req.GetPageSize(), defaultRolloutsPage, maxRolloutsPage)
+	if app := req.GetApp(); app != "" {
+		if err := store.CheckID(app); err != nil {
+			return nil, fieldError("app", "%v", err)
+		}
+		return s.listAppRollouts(ctx, app, req.GetPageToken(), size)
+	}
+	pos, ok := decodeToken("rollouts", req.GetPageToken())
+	if !ok {
+		return nil, fieldError("page_token", "not a token returned by ListRollouts")
+	}
+	var below int64
+	if pos != "" {
+		if below, ok = rolloutNumber(pos); !ok {
+			return nil, fieldError("page_token", "not a token returned by ListRollouts")
+		}
+	} else {
+		cur := &wrapperspb.Int64Value{}
+		if _, _, err := s.store.Get(ctx, rolloutSeqKey, cur); err != nil {
+			return nil, internal(err)
+		}
+		below = cur.GetValue() + 1
+	}
+	resp := &outpostv1.ListRolloutsResponse{}
+	// Numbers are dense except for creates that failed half-way, so a
+	// batch of size ids usually fills the page.
+	for below > 1 && len(resp.Rollouts) < size {
+		want := size - len(resp.Rollouts)
+		var ids []string
+		for n := below - 1; n >= 1 && len(ids) < want; n-- {
+			ids = append(ids, rolloutID(n))
+		}
+		below -= int64(len(ids))
+		rs, err := s.getRollouts(ctx, ids)
+		if err != nil {
+			return nil, internal(err)
+		}
+		// getRollouts keeps the order of ids: newest first.
+		resp.Rollouts = append(resp.Rollouts, rs...)
+	}
+	if below > 1 && len(resp.Rollouts) > 0 {
+		resp.NextPageToken = encodeToken("rollouts", rolloutID(below))
+	}
+	return resp, nil
+}
+
+func (s *Server) listAppRollouts(ctx context.Context, app, token string, size int) (*outpostv1.ListRolloutsResponse, error) {
+	pos, ok := decodeToken("app:"+app, token)
+	if !ok {
+		return nil, fieldError("page_token", "not a token returned by ListRollouts for app %s", app)
+	}
+	prefix := store.RevisionsPrefix(app)
+	end := clientv3.GetPrefixRangeEnd(prefix)
+	if pos != "" {
+		n, err := strconv.ParseInt(pos, 10, 64)
+		if err != nil || n < 1 {
+			return nil, fieldError("page_token", "not a token returned by ListRollouts")
+		}
+		end = store.RevisionKey(app, n) // exclusive: revisions below n
+	}
+	resp := &outpostv1.ListRolloutsResponse{}
+	for range maxScanPages {
+		got, err := s.store.Client().Get(ctx, prefix, clientv3.WithRange(end),
+			clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(int64(size-len(resp.Rollouts))))
+		if err != nil {
+			return nil, internal(err)
+		}
+		var ids []string
+		var last int64
+		for _, kv := range got.Kvs {
+			rev := &outpostv1.Revision{}
+			if err := proto.Unmarshal(kv.Value, rev); err != nil {
+				return nil, internal(fmt.Errorf("decode %s: %w", kv.Key, err))
+			}
+			ids = append(ids, rev.GetRolloutId())
+			last = rev.GetRevision()
+			end = string(kv.Key)
+		}
+		rs, err := s.getRollouts(ctx, ids)
+		if err != nil {
+			return nil, internal(err)
+		}
+		resp.Rollouts = append(resp.Rollouts, rs...)
+		if !got.More {
+			return resp, nil
+		}
+		if len(resp.Rollouts) >= size {
+			resp.NextPageToken = encodeToken("app:"+app, strconv.FormatInt(last, 10))
+			return resp, nil
+		}
+	}
+	return resp, nil
+}
+
+// ListRolloutNodes lists a rollout's node states sorted by node id.
+func (c *controlPlaneService) ListRolloutNodes(ctx context.Context, req *outpostv1.ListRolloutNodesRequest) (*outpostv1.ListRolloutNodesResponse, error) {
+	s := c.s
+	id := req.GetRolloutId()
+	if err := checkRolloutID("rollout_id", id); err != nil {
+		return nil, err
+	}
+	kind := "rollout-nodes:" + id
+	pos, ok := decodeToken(kind, req.GetPageToken())
+	if !ok {
+		return nil, fieldError("page_token", "not a token returned by ListRolloutNodes for rollout %s", id)
+	}
+	if _, err := s.getRollout(ctx, id); err != nil {
+		return nil, err
+	}
+	after := ""
+	if pos != "" {
+		after = store.RolloutNodeKey(id, pos)
+	}
+	size := pageSize(req.GetPageSize(), defaultRolloutNodesPage, maxRolloutNodesPage)
+	resp := &outpostv1.ListRolloutNodesResponse{}
+	for range maxScanPages {
+		var page []*outpostv1.RolloutNode
+		next, err := s.store.List(ctx, store.RolloutNodesPrefix(id), int64(size), after, func(_ string, v []byte) error {
+			n := &outpostv1.RolloutNode{}
+			if err := proto.Unmarshal(v, n); err != nil {
+				return err
+			}
+			page = append(page, n)
+			return nil
+		})
+		if err != nil {
+			return nil, internal(err)
+		}
+		for i, n := range page {
+			if st := req.GetState(); st != outpostv1.NodeState_NODE_STATE_UNSPECIFIED && n.GetState() != st {
+				continue
+			}
+			resp.Nodes = append(resp.Nodes, n)
+			if len(resp.Nodes) == size {
+				if i < len(page)-1 || next != "" {
+					resp.NextPageToken = encodeToken(kind, n.GetNodeId())
+				}
+				return resp, nil
+			}
+		}
+		if next == "" {
+			return resp, nil
+		}
+		after = next
+	}
+	if l := len(resp.Nodes); l > 0 {
+		resp.NextPageToken = encodeToken(kind, resp.Nodes[l-1].GetNodeId())
+	}
+	return resp, nil
+}
+
+// AbortRollout aborts a rollout through the leader's engine.
+func (c *controlPlaneService) AbortRollout(ctx context.Context, req *outpostv1.AbortRolloutRequest) (*outpostv1.AbortRolloutResponse, error) {
+	if err := checkRolloutID("id", req.GetId()); err != nil {
+		return nil, err
+	}
+	if len(req.GetReason()) > 1000 {
+		return nil, fieldError("reason", "longer than 1000 characters")
+	}
+	eng := c.s.leaderEngine()
+	if eng == nil {
+		return nil, c.s.notLeader(ctx)
+	}
+	r, err := eng.Abort(ctx, req.GetId(), req.GetReason())
+	if err != nil {
+		return nil, c.s.engineStatus(ctx, err)
+	}
+	return &outpostv1.AbortRolloutResponse{Rollout: r}, nil
+}

@@ -1,0 +1,419 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/outposthq/outpost/controlplane/artifact"
+	"github.com/outposthq/outpost/controlplane/leader"
+	"github.com/outposthq/outpost/controlplane/rollout"
+	"github.com/outposthq/outpost/controlplane/store"
+	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+)
+
+// Defaults for Config.
+const (
+	DefaultListen         = "127.0.0.1:7443"
+	DefaultGatewayWaitLog = rollout.DefaultGatewayWaitLog
+	// startTimeout bounds how long Start waits for a leader to exist when
+	// ctx has no deadline.
+	startTimeout = time.Minute
+	// resignTimeout bounds giving up leadership on the way out.
+	resignTimeout = 2 * time.Second
+)
+
+// Config configures a control plane.
+type Config struct {
+	// Listen is the gRPC address; "" means DefaultListen. ":0" picks a free
+	// port (see Server.Addr).
+	Listen string
+	// DataDir holds the embedded etcd (DataDir/etcd) and the artifact
+	// store (DataDir/artifacts). Required.
+	DataDir string
+	// EtcdEndpoints are the client URLs of an external etcd cluster; empty
+	// means an embedded single-node etcd in DataDir/etcd.
+	EtcdEndpoints []string
+	// MetricsListen is the address of the Prometheus /metrics endpoint;
+	// "" means no metrics endpoint.
+	MetricsListen string
+	// ReplicaName names this replica in the election, lock owners and
+	// logs; "" means the host name.
+	ReplicaName string
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+	// TracerProvider; nil means the otel global.
+	TracerProvider trace.TracerProvider
+	// GatewayWaitLog is how often "waiting for a gateway in datacenter X"
+	// is logged again; 0 means DefaultGatewayWaitLog (30s).
+	GatewayWaitLog time.Duration
+
+	// Knobs for tests in this package; zero means the engine's defaults.
+	heartbeatInterval time.Duration
+	orphanGrace       time.Duration
+	leaderTTL         time.Duration
+}
+
+// CheckAndSetDefaults validates the config and fills in defaults.
+func (c *Config) CheckAndSetDefaults() error {
+	if c.DataDir == "" {
+		return errors.New("controlplane: DataDir is required")
+	}
+	if c.GatewayWaitLog < 0 {
+		return fmt.Errorf("controlplane: negative GatewayWaitLog %v", c.GatewayWaitLog)
+	}
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.ReplicaName == "" {
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			h = "controlplane"
+		}
+		c.ReplicaName = h
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.TracerProvider == nil {
+		c.TracerProvider = otel.GetTracerProvider()
+	}
+	if c.GatewayWaitLog == 0 {
+		c.GatewayWaitLog = DefaultGatewayWaitLog
+	}
+	return nil
+}
+
+// Server is a running control plane.
+type Server struct {
+	cfg       Config
+	log       *slog.Logger
+	tracer    trace.Tracer
+	store     *store.Store
+	artifacts *artifact.Store
+	grpc      *grpc.Server
+	health    *health.Server
+	addr      string
+	metrics   *rollout.Metrics
+	events    *eventHub
+	httpSrv   *http.Server // nil without MetricsListen
+	metricsLn net.Listener
+
+	// quit is closed by Shutdown: long-lived streams end.
+	quit   chan struct{}
+	cancel context.CancelFunc // stops the leader loop
+	wg     sync.WaitGroup     // serve goroutines and the leader loop
+
+	mu       sync.Mutex // guards engine and leaderUp
+	engine   *rollout.Engine
+	leaderUp chan struct{} // closed when an engine first runs here
+
+	shutdownOnce sync.Once
+	shutdownErr  error
+}
+
+// Start opens the stores, starts serving and campaigns for leadership. It
+// returns once the API serves and a leader exists (this replica or
+// another), bounded by ctx. ctx does not bound the Server's life: call
+// Shutdown.
+func Start(ctx context.Context, cfg Config) (*Server, error) {
+	if err := cfg.CheckAndSetDefaults(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("controlplane: data dir: %w", err)
+	}
+	log := cfg.Logger.With("component", "controlplane", "replica", cfg.ReplicaName)
+	s := &Server{
+		cfg:      cfg,
+		log:      log,
+		tracer:   cfg.TracerProvider.Tracer("github.com/outposthq/outpost/controlplane"),
+		events:   newEventHub(),
+		quit:     make(chan struct{}),
+		leaderUp: make(chan struct{}),
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			s.abandon()
+		}
+	}()
+
+	var err error
+	s.store, err = store.Open(ctx, store.Config{DataDir: cfg.DataDir, Endpoints: cfg.EtcdEndpoints, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	s.artifacts, err = artifact.Open(filepath.Join(cfg.DataDir, "artifacts"))
+	if err != nil {
+		return nil, err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if s.metrics, err = rollout.NewMetrics(reg); err != nil {
+		return nil, fmt.Errorf("controlplane: metrics: %w", err)
+	}
+
+	lis, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: listen: %w", err)
+	}
+	s.addr = lis.Addr().String()
+	s.grpc = grpc.NewServer(
+		// Gateways keep their stream alive with pings; allow them.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	)
+	outpostv1.RegisterControlPlaneServiceServer(s.grpc, &controlPlaneService{s: s})
+	outpostv1.RegisterArtifactServiceServer(s.grpc, &artifactService{s: s})
+	outpostv1.RegisterGatewayServiceServer(s.grpc, &gatewayService{s: s})
+	s.health = health.NewServer()
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc)
+	for _, name := range []string{"", outpostv1.ControlPlaneService_ServiceDesc.ServiceName,
+		outpostv1.ArtifactService_ServiceDesc.ServiceName, outpostv1.GatewayService_ServiceDesc.ServiceName} {
+		s.health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := s.grpc.Serve(lis); err != nil {
+			s.log.Error("gRPC server stopped", "err", err)
+		}
+	}()
+
+	if cfg.MetricsListen != "" {
+		if s.metricsLn, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
+			return nil, fmt.Errorf("controlplane: metrics listen: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := s.httpSrv.Serve(s.metricsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.log.Error("metrics server stopped", "err", err)
+			}
+		}()
+	}
+
+	lctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.leaderLoop(lctx)
+	}()
+	if err := s.waitForLeader(ctx); err != nil {
+		return nil, err
+	}
+	ok = true
+	s.log.Info("control plane started", "addr", s.addr, "data_dir", cfg.DataDir, "metrics", s.MetricsAddr())
+	return s, nil
+}
+
+// waitForLeader waits until this replica leads or another one does, so
+// callers of Start find a working cluster.
+func (s *Server) waitForLeader(ctx context.Context) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, startTimeout)
+		defer cancel()
+	}
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.leaderUp:
+			return nil
+		case <-tick.C:
+			if name, _, err := leader.Observe(ctx, s.store.Client(), store.LeaderPrefix); err == nil && name != s.cfg.ReplicaName {
+				return nil
+			}
+		case <-ctx.Done():
+			return fmt.Errorf("controlplane: wait for a leader: %w", ctx.Err())
+		}
+	}
+}
+
+// Addr returns the gRPC address the server listens on.
+func (s *Server) Addr() string { return s.addr }
+
+// MetricsAddr returns the metrics address, or "" without MetricsListen.
+func (s *Server) MetricsAddr() string {
+	if s.metricsLn == nil {
+		return ""
+	}
+	return s.metricsLn.Addr().String()
+}
+
+// Shutdown stops the server: the engine stops (its last writes are
+// flushed), leadership is given up so another replica can take over at
+// once, streams end, in-flight calls finish, and the stores close. When ctx
+// expires first, calls are cut off. It waits for every goroutine and may be
+// called more than once.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.shutdownOnce.Do(func() { s.shutdownErr = s.shutdown(ctx) })
+	return s.shutdownErr
+}
+
+func (s *Server) shutdown(ctx context.Context) error {
+	s.log.Info("control plane shutting down")
+	s.health.Shutdown()
+	close(s.quit)
+	s.cancel()
+
+	stopped := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(stopped)
+	}()
+	var err error
+	select {
+	case <-stopped:
+	case <-ctx.Done():
+		s.grpc.Stop()
+		<-stopped
+		err = fmt.Errorf("controlplane: shutdown: %w", ctx.Err())
+	}
+	if s.httpSrv != nil {
+		if herr := s.httpSrv.Shutdown(ctx); herr != nil {
+			s.httpSrv.Close()
+		}
+	}
+	s.wg.Wait()
+	if cerr := s.store.Close(); cerr != nil && err == nil {
+		err = cerr
+	}
+	s.log.Info("control plane stopped")
+	return err
+}
+
+// abandon releases what a failed Start opened.
+func (s *Server) abandon() {
+	if s.cancel != nil {
+		s.cancel()
+	}
+	if s.grpc != nil {
+		s.grpc.Stop()
+	}
+	if s.httpSrv != nil {
+		s.httpSrv.Close()
+	} else if s.metricsLn != nil {
+		s.metricsLn.Close()
+	}
+	s.wg.Wait()
+	if s.store != nil {
+		s.store.Close()
+	}
+}
+
+// leaderLoop campaigns and runs one engine per leadership term until ctx ends.
+func (s *Server) leaderLoop(ctx context.Context) {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		l, err := leader.Campaign(ctx, leader.Config{
+			Client: s.store.Client(),
+			Prefix: store.LeaderPrefix,
+			Name:   s.cfg.ReplicaName,
+			TTL:    s.cfg.leaderTTL,
+			Logger: s.cfg.Logger,
+		})
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			s.log.Warn("campaign failed; retrying", "err", err, "retry_in", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return
+			}
+			backoff = min(2*backoff, 5*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		err = s.lead(ctx, l)
+		rctx, cancel := context.WithTimeout(context.Background(), resignTimeout)
+		if rerr := l.Resign(rctx); rerr != nil {
+			s.log.Debug("resign", "err", rerr)
+		}
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.Warn("leadership ended; campaigning again", "epoch", l.Epoch(), "err", err)
+	}
+}
+
+// lead runs the engine for one leadership term.
+func (s *Server) lead(ctx context.Context, l *leader.Leadership) error {
+	eng, err := rollout.New(rollout.Config{
+		Store:             s.store,
+		Fence:             l,
+		Epoch:             l.Epoch(),
+		ReplicaName:       s.cfg.ReplicaName,
+		Logger:            s.cfg.Logger,
+		TracerProvider:    s.cfg.TracerProvider,
+		Metrics:           s.metrics,
+		Events:            s.events,
+		GatewayWaitLog:    s.cfg.GatewayWaitLog,
+		HeartbeatInterval: s.cfg.heartbeatInterval,
+		OrphanGrace:       s.cfg.orphanGrace,
+	})
+	if err != nil {
+		return err
+	}
+	ectx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		select {
+		case <-l.Done():
+			cancel()
+		case <-ectx.Done():
+		}
+	}()
+	s.mu.Lock()
+	s.engine = eng
+	select {
+	case <-s.leaderUp:
+	default:
+		close(s.leaderUp)
+	}
+	s.mu.Unlock()
+	err = eng.Run(ectx)
+	s.mu.Lock()
+	s.engine = nil
+	s.mu.Unlock()
+	cancel()
+	<-watchDone
+	return err
+}
+
+// leaderEngine returns the running engine, or nil when this replica does
+// not lead.
+func (s *Server) leaderEngine() *rollout.Engine {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.engine
+}
