@@ -23,6 +23,258 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// JoinGatewayRequest redeems a join token.
+type JoinGatewayRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The join token, "opjt_..." (required). Never logged.
+	Token string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	// Gateway name (required): letters, digits, '.', '_', '-', '@'; at most 64
+	// bytes, starting and ending with a letter or digit. Must equal the
+	// token's gateway_name when the token names one.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// PEM "CERTIFICATE REQUEST" signed with the gateway's new private key
+	// (ECDSA P-256 or Ed25519) (required). Only its public key and signature
+	// are used; the subject is ignored.
+	CsrPem        string `protobuf:"bytes,3,opt,name=csr_pem,json=csrPem,proto3" json:"csr_pem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinGatewayRequest) Reset() {
+	*x = JoinGatewayRequest{}
+	mi := &file_outpost_v1_gateway_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinGatewayRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinGatewayRequest) ProtoMessage() {}
+
+func (x *JoinGatewayRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_outpost_v1_gateway_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinGatewayRequest.ProtoReflect.Descriptor instead.
+func (*JoinGatewayRequest) Descriptor() ([]byte, []int) {
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *JoinGatewayRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *JoinGatewayRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *JoinGatewayRequest) GetCsrPem() string {
+	if x != nil {
+		return x.CsrPem
+	}
+	return ""
+}
+
+// JoinGatewayResponse carries the gateway's credential.
+type JoinGatewayResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The gateway's client certificate, PEM.
+	CertificatePem string `protobuf:"bytes,1,opt,name=certificate_pem,json=certificatePem,proto3" json:"certificate_pem,omitempty"`
+	// The control plane's CA certificate(s), PEM: trust these for the server.
+	CaPem string `protobuf:"bytes,2,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"`
+	// Datacenter the certificate is bound to (the token's).
+	Datacenter string `protobuf:"bytes,3,opt,name=datacenter,proto3" json:"datacenter,omitempty"`
+	// When the certificate expires.
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinGatewayResponse) Reset() {
+	*x = JoinGatewayResponse{}
+	mi := &file_outpost_v1_gateway_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinGatewayResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinGatewayResponse) ProtoMessage() {}
+
+func (x *JoinGatewayResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_outpost_v1_gateway_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinGatewayResponse.ProtoReflect.Descriptor instead.
+func (*JoinGatewayResponse) Descriptor() ([]byte, []int) {
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *JoinGatewayResponse) GetCertificatePem() string {
+	if x != nil {
+		return x.CertificatePem
+	}
+	return ""
+}
+
+func (x *JoinGatewayResponse) GetCaPem() string {
+	if x != nil {
+		return x.CaPem
+	}
+	return ""
+}
+
+func (x *JoinGatewayResponse) GetDatacenter() string {
+	if x != nil {
+		return x.Datacenter
+	}
+	return ""
+}
+
+func (x *JoinGatewayResponse) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+// RenewGatewayCertificateRequest asks for a fresh certificate.
+type RenewGatewayCertificateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// PEM "CERTIFICATE REQUEST" signed with the key the new certificate will
+	// carry (required); a new key per renewal is recommended.
+	CsrPem        string `protobuf:"bytes,1,opt,name=csr_pem,json=csrPem,proto3" json:"csr_pem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewGatewayCertificateRequest) Reset() {
+	*x = RenewGatewayCertificateRequest{}
+	mi := &file_outpost_v1_gateway_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewGatewayCertificateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewGatewayCertificateRequest) ProtoMessage() {}
+
+func (x *RenewGatewayCertificateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_outpost_v1_gateway_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewGatewayCertificateRequest.ProtoReflect.Descriptor instead.
+func (*RenewGatewayCertificateRequest) Descriptor() ([]byte, []int) {
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RenewGatewayCertificateRequest) GetCsrPem() string {
+	if x != nil {
+		return x.CsrPem
+	}
+	return ""
+}
+
+// RenewGatewayCertificateResponse carries the renewed credential.
+type RenewGatewayCertificateResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The new client certificate, PEM.
+	CertificatePem string `protobuf:"bytes,1,opt,name=certificate_pem,json=certificatePem,proto3" json:"certificate_pem,omitempty"`
+	// The control plane's CA certificate(s), PEM.
+	CaPem string `protobuf:"bytes,2,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"`
+	// When the new certificate expires.
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewGatewayCertificateResponse) Reset() {
+	*x = RenewGatewayCertificateResponse{}
+	mi := &file_outpost_v1_gateway_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewGatewayCertificateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewGatewayCertificateResponse) ProtoMessage() {}
+
+func (x *RenewGatewayCertificateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_outpost_v1_gateway_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewGatewayCertificateResponse.ProtoReflect.Descriptor instead.
+func (*RenewGatewayCertificateResponse) Descriptor() ([]byte, []int) {
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RenewGatewayCertificateResponse) GetCertificatePem() string {
+	if x != nil {
+		return x.CertificatePem
+	}
+	return ""
+}
+
+func (x *RenewGatewayCertificateResponse) GetCaPem() string {
+	if x != nil {
+		return x.CaPem
+	}
+	return ""
+}
+
+func (x *RenewGatewayCertificateResponse) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
 // ConnectRequest is one message from a gateway.
 type ConnectRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -49,7 +301,7 @@ type ConnectRequest struct {
 
 func (x *ConnectRequest) Reset() {
 	*x = ConnectRequest{}
-	mi := &file_outpost_v1_gateway_proto_msgTypes[0]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -61,7 +313,7 @@ func (x *ConnectRequest) String() string {
 func (*ConnectRequest) ProtoMessage() {}
 
 func (x *ConnectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_gateway_proto_msgTypes[0]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -74,7 +326,7 @@ func (x *ConnectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectRequest.ProtoReflect.Descriptor instead.
 func (*ConnectRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{0}
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ConnectRequest) GetSequence() uint64 {
@@ -195,7 +447,7 @@ type GatewayHello struct {
 
 func (x *GatewayHello) Reset() {
 	*x = GatewayHello{}
-	mi := &file_outpost_v1_gateway_proto_msgTypes[1]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -207,7 +459,7 @@ func (x *GatewayHello) String() string {
 func (*GatewayHello) ProtoMessage() {}
 
 func (x *GatewayHello) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_gateway_proto_msgTypes[1]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -220,7 +472,7 @@ func (x *GatewayHello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GatewayHello.ProtoReflect.Descriptor instead.
 func (*GatewayHello) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{1}
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GatewayHello) GetName() string {
@@ -271,7 +523,7 @@ type GatewayHeartbeat struct {
 
 func (x *GatewayHeartbeat) Reset() {
 	*x = GatewayHeartbeat{}
-	mi := &file_outpost_v1_gateway_proto_msgTypes[2]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -283,7 +535,7 @@ func (x *GatewayHeartbeat) String() string {
 func (*GatewayHeartbeat) ProtoMessage() {}
 
 func (x *GatewayHeartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_gateway_proto_msgTypes[2]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -296,7 +548,7 @@ func (x *GatewayHeartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GatewayHeartbeat.ProtoReflect.Descriptor instead.
 func (*GatewayHeartbeat) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{2}
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GatewayHeartbeat) GetTime() *timestamppb.Timestamp {
@@ -326,7 +578,7 @@ type AssignmentStepEvent struct {
 
 func (x *AssignmentStepEvent) Reset() {
 	*x = AssignmentStepEvent{}
-	mi := &file_outpost_v1_gateway_proto_msgTypes[3]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -338,7 +590,7 @@ func (x *AssignmentStepEvent) String() string {
 func (*AssignmentStepEvent) ProtoMessage() {}
 
 func (x *AssignmentStepEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_gateway_proto_msgTypes[3]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -351,7 +603,7 @@ func (x *AssignmentStepEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignmentStepEvent.ProtoReflect.Descriptor instead.
 func (*AssignmentStepEvent) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{3}
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AssignmentStepEvent) GetAssignmentId() string {
@@ -393,7 +645,7 @@ type NodeResult struct {
 
 func (x *NodeResult) Reset() {
 	*x = NodeResult{}
-	mi := &file_outpost_v1_gateway_proto_msgTypes[4]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -405,7 +657,7 @@ func (x *NodeResult) String() string {
 func (*NodeResult) ProtoMessage() {}
 
 func (x *NodeResult) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_gateway_proto_msgTypes[4]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -418,7 +670,7 @@ func (x *NodeResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeResult.ProtoReflect.Descriptor instead.
 func (*NodeResult) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{4}
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *NodeResult) GetAssignmentId() string {
@@ -492,7 +744,7 @@ type AssignmentAck struct {
 
 func (x *AssignmentAck) Reset() {
 	*x = AssignmentAck{}
-	mi := &file_outpost_v1_gateway_proto_msgTypes[5]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -504,7 +756,7 @@ func (x *AssignmentAck) String() string {
 func (*AssignmentAck) ProtoMessage() {}
 
 func (x *AssignmentAck) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_gateway_proto_msgTypes[5]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -517,7 +769,7 @@ func (x *AssignmentAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignmentAck.ProtoReflect.Descriptor instead.
 func (*AssignmentAck) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{5}
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AssignmentAck) GetAssignmentId() string {
@@ -559,7 +811,7 @@ type ConnectResponse struct {
 
 func (x *ConnectResponse) Reset() {
 	*x = ConnectResponse{}
-	mi := &file_outpost_v1_gateway_proto_msgTypes[6]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -571,7 +823,7 @@ func (x *ConnectResponse) String() string {
 func (*ConnectResponse) ProtoMessage() {}
 
 func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_gateway_proto_msgTypes[6]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -584,7 +836,7 @@ func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectResponse.ProtoReflect.Descriptor instead.
 func (*ConnectResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{6}
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ConnectResponse) GetMsg() isConnectResponse_Msg {
@@ -677,7 +929,7 @@ type GatewayWelcome struct {
 
 func (x *GatewayWelcome) Reset() {
 	*x = GatewayWelcome{}
-	mi := &file_outpost_v1_gateway_proto_msgTypes[7]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -689,7 +941,7 @@ func (x *GatewayWelcome) String() string {
 func (*GatewayWelcome) ProtoMessage() {}
 
 func (x *GatewayWelcome) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_gateway_proto_msgTypes[7]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -702,7 +954,7 @@ func (x *GatewayWelcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GatewayWelcome.ProtoReflect.Descriptor instead.
 func (*GatewayWelcome) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{7}
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GatewayWelcome) GetEpoch() int64 {
@@ -756,7 +1008,7 @@ type Assignment struct {
 
 func (x *Assignment) Reset() {
 	*x = Assignment{}
-	mi := &file_outpost_v1_gateway_proto_msgTypes[8]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -768,7 +1020,7 @@ func (x *Assignment) String() string {
 func (*Assignment) ProtoMessage() {}
 
 func (x *Assignment) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_gateway_proto_msgTypes[8]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -781,7 +1033,7 @@ func (x *Assignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignment.ProtoReflect.Descriptor instead.
 func (*Assignment) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{8}
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Assignment) GetAssignmentId() string {
@@ -867,7 +1119,7 @@ type AssignmentCancel struct {
 
 func (x *AssignmentCancel) Reset() {
 	*x = AssignmentCancel{}
-	mi := &file_outpost_v1_gateway_proto_msgTypes[9]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -879,7 +1131,7 @@ func (x *AssignmentCancel) String() string {
 func (*AssignmentCancel) ProtoMessage() {}
 
 func (x *AssignmentCancel) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_gateway_proto_msgTypes[9]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -892,7 +1144,7 @@ func (x *AssignmentCancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignmentCancel.ProtoReflect.Descriptor instead.
 func (*AssignmentCancel) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{9}
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *AssignmentCancel) GetAssignmentId() string {
@@ -920,7 +1172,7 @@ type SequenceAck struct {
 
 func (x *SequenceAck) Reset() {
 	*x = SequenceAck{}
-	mi := &file_outpost_v1_gateway_proto_msgTypes[10]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -932,7 +1184,7 @@ func (x *SequenceAck) String() string {
 func (*SequenceAck) ProtoMessage() {}
 
 func (x *SequenceAck) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_gateway_proto_msgTypes[10]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -945,7 +1197,7 @@ func (x *SequenceAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SequenceAck.ProtoReflect.Descriptor instead.
 func (*SequenceAck) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{10}
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SequenceAck) GetSequence() uint64 {
@@ -968,7 +1220,7 @@ type FetchArtifactRequest struct {
 
 func (x *FetchArtifactRequest) Reset() {
 	*x = FetchArtifactRequest{}
-	mi := &file_outpost_v1_gateway_proto_msgTypes[11]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -980,7 +1232,7 @@ func (x *FetchArtifactRequest) String() string {
 func (*FetchArtifactRequest) ProtoMessage() {}
 
 func (x *FetchArtifactRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_gateway_proto_msgTypes[11]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -993,7 +1245,7 @@ func (x *FetchArtifactRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchArtifactRequest.ProtoReflect.Descriptor instead.
 func (*FetchArtifactRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{11}
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *FetchArtifactRequest) GetSha256() string {
@@ -1023,7 +1275,7 @@ type FetchArtifactResponse struct {
 
 func (x *FetchArtifactResponse) Reset() {
 	*x = FetchArtifactResponse{}
-	mi := &file_outpost_v1_gateway_proto_msgTypes[12]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1035,7 +1287,7 @@ func (x *FetchArtifactResponse) String() string {
 func (*FetchArtifactResponse) ProtoMessage() {}
 
 func (x *FetchArtifactResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_gateway_proto_msgTypes[12]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1048,7 +1300,7 @@ func (x *FetchArtifactResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchArtifactResponse.ProtoReflect.Descriptor instead.
 func (*FetchArtifactResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{12}
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *FetchArtifactResponse) GetArtifact() *Artifact {
@@ -1070,7 +1322,26 @@ var File_outpost_v1_gateway_proto protoreflect.FileDescriptor
 const file_outpost_v1_gateway_proto_rawDesc = "" +
 	"\n" +
 	"\x18outpost/v1/gateway.proto\x12\n" +
-	"outpost.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16outpost/v1/event.proto\x1a\x15outpost/v1/node.proto\x1a\x15outpost/v1/plan.proto\x1a\x18outpost/v1/release.proto\"\xe4\x02\n" +
+	"outpost.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16outpost/v1/event.proto\x1a\x15outpost/v1/node.proto\x1a\x15outpost/v1/plan.proto\x1a\x18outpost/v1/release.proto\"W\n" +
+	"\x12JoinGatewayRequest\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x17\n" +
+	"\acsr_pem\x18\x03 \x01(\tR\x06csrPem\"\xb2\x01\n" +
+	"\x13JoinGatewayResponse\x12'\n" +
+	"\x0fcertificate_pem\x18\x01 \x01(\tR\x0ecertificatePem\x12\x15\n" +
+	"\x06ca_pem\x18\x02 \x01(\tR\x05caPem\x12\x1e\n" +
+	"\n" +
+	"datacenter\x18\x03 \x01(\tR\n" +
+	"datacenter\x12;\n" +
+	"\vexpire_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\"9\n" +
+	"\x1eRenewGatewayCertificateRequest\x12\x17\n" +
+	"\acsr_pem\x18\x01 \x01(\tR\x06csrPem\"\x9e\x01\n" +
+	"\x1fRenewGatewayCertificateResponse\x12'\n" +
+	"\x0fcertificate_pem\x18\x01 \x01(\tR\x0ecertificatePem\x12\x15\n" +
+	"\x06ca_pem\x18\x02 \x01(\tR\x05caPem\x12;\n" +
+	"\vexpire_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\"\xe4\x02\n" +
 	"\x0eConnectRequest\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x04R\bsequence\x120\n" +
 	"\x05hello\x18\x02 \x01(\v2\x18.outpost.v1.GatewayHelloH\x00R\x05hello\x12<\n" +
@@ -1148,10 +1419,12 @@ const file_outpost_v1_gateway_proto_rawDesc = "" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\"_\n" +
 	"\x15FetchArtifactResponse\x120\n" +
 	"\bartifact\x18\x01 \x01(\v2\x14.outpost.v1.ArtifactR\bartifact\x12\x14\n" +
-	"\x05chunk\x18\x02 \x01(\fR\x05chunk2\xb0\x01\n" +
+	"\x05chunk\x18\x02 \x01(\fR\x05chunk2\xf4\x02\n" +
 	"\x0eGatewayService\x12F\n" +
 	"\aConnect\x12\x1a.outpost.v1.ConnectRequest\x1a\x1b.outpost.v1.ConnectResponse(\x010\x01\x12V\n" +
-	"\rFetchArtifact\x12 .outpost.v1.FetchArtifactRequest\x1a!.outpost.v1.FetchArtifactResponse0\x01B9Z7github.com/outposthq/outpost/proto/outpost/v1;outpostv1b\x06proto3"
+	"\rFetchArtifact\x12 .outpost.v1.FetchArtifactRequest\x1a!.outpost.v1.FetchArtifactResponse0\x01\x12N\n" +
+	"\vJoinGateway\x12\x1e.outpost.v1.JoinGatewayRequest\x1a\x1f.outpost.v1.JoinGatewayResponse\x12r\n" +
+	"\x17RenewGatewayCertificate\x12*.outpost.v1.RenewGatewayCertificateRequest\x1a+.outpost.v1.RenewGatewayCertificateResponseB9Z7github.com/outposthq/outpost/proto/outpost/v1;outpostv1b\x06proto3"
 
 var (
 	file_outpost_v1_gateway_proto_rawDescOnce sync.Once
@@ -1165,62 +1438,72 @@ func file_outpost_v1_gateway_proto_rawDescGZIP() []byte {
 	return file_outpost_v1_gateway_proto_rawDescData
 }
 
-var file_outpost_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_outpost_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_outpost_v1_gateway_proto_goTypes = []any{
-	(*ConnectRequest)(nil),        // 0: outpost.v1.ConnectRequest
-	(*GatewayHello)(nil),          // 1: outpost.v1.GatewayHello
-	(*GatewayHeartbeat)(nil),      // 2: outpost.v1.GatewayHeartbeat
-	(*AssignmentStepEvent)(nil),   // 3: outpost.v1.AssignmentStepEvent
-	(*NodeResult)(nil),            // 4: outpost.v1.NodeResult
-	(*AssignmentAck)(nil),         // 5: outpost.v1.AssignmentAck
-	(*ConnectResponse)(nil),       // 6: outpost.v1.ConnectResponse
-	(*GatewayWelcome)(nil),        // 7: outpost.v1.GatewayWelcome
-	(*Assignment)(nil),            // 8: outpost.v1.Assignment
-	(*AssignmentCancel)(nil),      // 9: outpost.v1.AssignmentCancel
-	(*SequenceAck)(nil),           // 10: outpost.v1.SequenceAck
-	(*FetchArtifactRequest)(nil),  // 11: outpost.v1.FetchArtifactRequest
-	(*FetchArtifactResponse)(nil), // 12: outpost.v1.FetchArtifactResponse
-	nil,                           // 13: outpost.v1.Assignment.TraceContextEntry
-	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
-	(*NodeStepEvent)(nil),         // 15: outpost.v1.NodeStepEvent
-	(NodeState)(0),                // 16: outpost.v1.NodeState
-	(Step)(0),                     // 17: outpost.v1.Step
-	(*durationpb.Duration)(nil),   // 18: google.protobuf.Duration
-	(*Node)(nil),                  // 19: outpost.v1.Node
-	(*Release)(nil),               // 20: outpost.v1.Release
-	(*DeploySpec)(nil),            // 21: outpost.v1.DeploySpec
-	(*Artifact)(nil),              // 22: outpost.v1.Artifact
+	(*JoinGatewayRequest)(nil),              // 0: outpost.v1.JoinGatewayRequest
+	(*JoinGatewayResponse)(nil),             // 1: outpost.v1.JoinGatewayResponse
+	(*RenewGatewayCertificateRequest)(nil),  // 2: outpost.v1.RenewGatewayCertificateRequest
+	(*RenewGatewayCertificateResponse)(nil), // 3: outpost.v1.RenewGatewayCertificateResponse
+	(*ConnectRequest)(nil),                  // 4: outpost.v1.ConnectRequest
+	(*GatewayHello)(nil),                    // 5: outpost.v1.GatewayHello
+	(*GatewayHeartbeat)(nil),                // 6: outpost.v1.GatewayHeartbeat
+	(*AssignmentStepEvent)(nil),             // 7: outpost.v1.AssignmentStepEvent
+	(*NodeResult)(nil),                      // 8: outpost.v1.NodeResult
+	(*AssignmentAck)(nil),                   // 9: outpost.v1.AssignmentAck
+	(*ConnectResponse)(nil),                 // 10: outpost.v1.ConnectResponse
+	(*GatewayWelcome)(nil),                  // 11: outpost.v1.GatewayWelcome
+	(*Assignment)(nil),                      // 12: outpost.v1.Assignment
+	(*AssignmentCancel)(nil),                // 13: outpost.v1.AssignmentCancel
+	(*SequenceAck)(nil),                     // 14: outpost.v1.SequenceAck
+	(*FetchArtifactRequest)(nil),            // 15: outpost.v1.FetchArtifactRequest
+	(*FetchArtifactResponse)(nil),           // 16: outpost.v1.FetchArtifactResponse
+	nil,                                     // 17: outpost.v1.Assignment.TraceContextEntry
+	(*timestamppb.Timestamp)(nil),           // 18: google.protobuf.Timestamp
+	(*NodeStepEvent)(nil),                   // 19: outpost.v1.NodeStepEvent
+	(NodeState)(0),                          // 20: outpost.v1.NodeState
+	(Step)(0),                               // 21: outpost.v1.Step
+	(*durationpb.Duration)(nil),             // 22: google.protobuf.Duration
+	(*Node)(nil),                            // 23: outpost.v1.Node
+	(*Release)(nil),                         // 24: outpost.v1.Release
+	(*DeploySpec)(nil),                      // 25: outpost.v1.DeploySpec
+	(*Artifact)(nil),                        // 26: outpost.v1.Artifact
 }
 var file_outpost_v1_gateway_proto_depIdxs = []int32{
-	1,  // 0: outpost.v1.ConnectRequest.hello:type_name -> outpost.v1.GatewayHello
-	2,  // 1: outpost.v1.ConnectRequest.heartbeat:type_name -> outpost.v1.GatewayHeartbeat
-	3,  // 2: outpost.v1.ConnectRequest.step_event:type_name -> outpost.v1.AssignmentStepEvent
-	4,  // 3: outpost.v1.ConnectRequest.node_result:type_name -> outpost.v1.NodeResult
-	5,  // 4: outpost.v1.ConnectRequest.assignment_ack:type_name -> outpost.v1.AssignmentAck
-	14, // 5: outpost.v1.GatewayHeartbeat.time:type_name -> google.protobuf.Timestamp
-	15, // 6: outpost.v1.AssignmentStepEvent.event:type_name -> outpost.v1.NodeStepEvent
-	16, // 7: outpost.v1.NodeResult.state:type_name -> outpost.v1.NodeState
-	17, // 8: outpost.v1.NodeResult.step:type_name -> outpost.v1.Step
-	18, // 9: outpost.v1.NodeResult.duration:type_name -> google.protobuf.Duration
-	7,  // 10: outpost.v1.ConnectResponse.welcome:type_name -> outpost.v1.GatewayWelcome
-	8,  // 11: outpost.v1.ConnectResponse.assignment:type_name -> outpost.v1.Assignment
-	9,  // 12: outpost.v1.ConnectResponse.cancel:type_name -> outpost.v1.AssignmentCancel
-	10, // 13: outpost.v1.ConnectResponse.ack:type_name -> outpost.v1.SequenceAck
-	18, // 14: outpost.v1.GatewayWelcome.heartbeat_interval:type_name -> google.protobuf.Duration
-	19, // 15: outpost.v1.Assignment.node:type_name -> outpost.v1.Node
-	20, // 16: outpost.v1.Assignment.release:type_name -> outpost.v1.Release
-	21, // 17: outpost.v1.Assignment.deploy:type_name -> outpost.v1.DeploySpec
-	13, // 18: outpost.v1.Assignment.trace_context:type_name -> outpost.v1.Assignment.TraceContextEntry
-	22, // 19: outpost.v1.FetchArtifactResponse.artifact:type_name -> outpost.v1.Artifact
-	0,  // 20: outpost.v1.GatewayService.Connect:input_type -> outpost.v1.ConnectRequest
-	11, // 21: outpost.v1.GatewayService.FetchArtifact:input_type -> outpost.v1.FetchArtifactRequest
-	6,  // 22: outpost.v1.GatewayService.Connect:output_type -> outpost.v1.ConnectResponse
-	12, // 23: outpost.v1.GatewayService.FetchArtifact:output_type -> outpost.v1.FetchArtifactResponse
-	22, // [22:24] is the sub-list for method output_type
-	20, // [20:22] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	18, // 0: outpost.v1.JoinGatewayResponse.expire_time:type_name -> google.protobuf.Timestamp
+	18, // 1: outpost.v1.RenewGatewayCertificateResponse.expire_time:type_name -> google.protobuf.Timestamp
+	5,  // 2: outpost.v1.ConnectRequest.hello:type_name -> outpost.v1.GatewayHello
+	6,  // 3: outpost.v1.ConnectRequest.heartbeat:type_name -> outpost.v1.GatewayHeartbeat
+	7,  // 4: outpost.v1.ConnectRequest.step_event:type_name -> outpost.v1.AssignmentStepEvent
+	8,  // 5: outpost.v1.ConnectRequest.node_result:type_name -> outpost.v1.NodeResult
+	9,  // 6: outpost.v1.ConnectRequest.assignment_ack:type_name -> outpost.v1.AssignmentAck
+	18, // 7: outpost.v1.GatewayHeartbeat.time:type_name -> google.protobuf.Timestamp
+	19, // 8: outpost.v1.AssignmentStepEvent.event:type_name -> outpost.v1.NodeStepEvent
+	20, // 9: outpost.v1.NodeResult.state:type_name -> outpost.v1.NodeState
+	21, // 10: outpost.v1.NodeResult.step:type_name -> outpost.v1.Step
+	22, // 11: outpost.v1.NodeResult.duration:type_name -> google.protobuf.Duration
+	11, // 12: outpost.v1.ConnectResponse.welcome:type_name -> outpost.v1.GatewayWelcome
+	12, // 13: outpost.v1.ConnectResponse.assignment:type_name -> outpost.v1.Assignment
+	13, // 14: outpost.v1.ConnectResponse.cancel:type_name -> outpost.v1.AssignmentCancel
+	14, // 15: outpost.v1.ConnectResponse.ack:type_name -> outpost.v1.SequenceAck
+	22, // 16: outpost.v1.GatewayWelcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	23, // 17: outpost.v1.Assignment.node:type_name -> outpost.v1.Node
+	24, // 18: outpost.v1.Assignment.release:type_name -> outpost.v1.Release
+	25, // 19: outpost.v1.Assignment.deploy:type_name -> outpost.v1.DeploySpec
+	17, // 20: outpost.v1.Assignment.trace_context:type_name -> outpost.v1.Assignment.TraceContextEntry
+	26, // 21: outpost.v1.FetchArtifactResponse.artifact:type_name -> outpost.v1.Artifact
+	4,  // 22: outpost.v1.GatewayService.Connect:input_type -> outpost.v1.ConnectRequest
+	15, // 23: outpost.v1.GatewayService.FetchArtifact:input_type -> outpost.v1.FetchArtifactRequest
+	0,  // 24: outpost.v1.GatewayService.JoinGateway:input_type -> outpost.v1.JoinGatewayRequest
+	2,  // 25: outpost.v1.GatewayService.RenewGatewayCertificate:input_type -> outpost.v1.RenewGatewayCertificateRequest
+	10, // 26: outpost.v1.GatewayService.Connect:output_type -> outpost.v1.ConnectResponse
+	16, // 27: outpost.v1.GatewayService.FetchArtifact:output_type -> outpost.v1.FetchArtifactResponse
+	1,  // 28: outpost.v1.GatewayService.JoinGateway:output_type -> outpost.v1.JoinGatewayResponse
+	3,  // 29: outpost.v1.GatewayService.RenewGatewayCertificate:output_type -> outpost.v1.RenewGatewayCertificateResponse
+	26, // [26:30] is the sub-list for method output_type
+	22, // [22:26] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_outpost_v1_gateway_proto_init() }
@@ -1232,14 +1515,14 @@ func file_outpost_v1_gateway_proto_init() {
 	file_outpost_v1_node_proto_init()
 	file_outpost_v1_plan_proto_init()
 	file_outpost_v1_release_proto_init()
-	file_outpost_v1_gateway_proto_msgTypes[0].OneofWrappers = []any{
+	file_outpost_v1_gateway_proto_msgTypes[4].OneofWrappers = []any{
 		(*ConnectRequest_Hello)(nil),
 		(*ConnectRequest_Heartbeat)(nil),
 		(*ConnectRequest_StepEvent)(nil),
 		(*ConnectRequest_NodeResult)(nil),
 		(*ConnectRequest_AssignmentAck)(nil),
 	}
-	file_outpost_v1_gateway_proto_msgTypes[6].OneofWrappers = []any{
+	file_outpost_v1_gateway_proto_msgTypes[10].OneofWrappers = []any{
 		(*ConnectResponse_Welcome)(nil),
 		(*ConnectResponse_Assignment)(nil),
 		(*ConnectResponse_Cancel)(nil),
@@ -1251,7 +1534,7 @@ func file_outpost_v1_gateway_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_outpost_v1_gateway_proto_rawDesc), len(file_outpost_v1_gateway_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

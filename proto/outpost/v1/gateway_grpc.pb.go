@@ -19,8 +19,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	GatewayService_Connect_FullMethodName       = "/outpost.v1.GatewayService/Connect"
-	GatewayService_FetchArtifact_FullMethodName = "/outpost.v1.GatewayService/FetchArtifact"
+	GatewayService_Connect_FullMethodName                 = "/outpost.v1.GatewayService/Connect"
+	GatewayService_FetchArtifact_FullMethodName           = "/outpost.v1.GatewayService/FetchArtifact"
+	GatewayService_JoinGateway_FullMethodName             = "/outpost.v1.GatewayService/JoinGateway"
+	GatewayService_RenewGatewayCertificate_FullMethodName = "/outpost.v1.GatewayService/RenewGatewayCertificate"
 )
 
 // GatewayServiceClient is the client API for GatewayService service.
@@ -39,6 +41,17 @@ type GatewayServiceClient interface {
 	// FetchArtifact streams a stored artifact from offset (to resume a
 	// broken fetch). NOT_FOUND when it is not stored.
 	FetchArtifact(ctx context.Context, in *FetchArtifactRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[FetchArtifactResponse], error)
+	// JoinGateway exchanges a join token (see AdminService.CreateJoinToken)
+	// for the gateway's first client certificate, bound to its name and to the
+	// token's datacenter. It is the only call that needs no client
+	// certificate. A token works once: reused, expired or revoked tokens are
+	// UNAUTHENTICATED. The gateway keeps its private key and sends a CSR.
+	JoinGateway(ctx context.Context, in *JoinGatewayRequest, opts ...grpc.CallOption) (*JoinGatewayResponse, error)
+	// RenewGatewayCertificate issues a fresh certificate to a gateway that
+	// calls with its current, still valid certificate; name and datacenter
+	// are copied from it. Renew well before expire_time: an expired
+	// certificate can only be replaced by joining again with a new token.
+	RenewGatewayCertificate(ctx context.Context, in *RenewGatewayCertificateRequest, opts ...grpc.CallOption) (*RenewGatewayCertificateResponse, error)
 }
 
 type gatewayServiceClient struct {
@@ -81,6 +94,26 @@ func (c *gatewayServiceClient) FetchArtifact(ctx context.Context, in *FetchArtif
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type GatewayService_FetchArtifactClient = grpc.ServerStreamingClient[FetchArtifactResponse]
 
+func (c *gatewayServiceClient) JoinGateway(ctx context.Context, in *JoinGatewayRequest, opts ...grpc.CallOption) (*JoinGatewayResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(JoinGatewayResponse)
+	err := c.cc.Invoke(ctx, GatewayService_JoinGateway_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *gatewayServiceClient) RenewGatewayCertificate(ctx context.Context, in *RenewGatewayCertificateRequest, opts ...grpc.CallOption) (*RenewGatewayCertificateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RenewGatewayCertificateResponse)
+	err := c.cc.Invoke(ctx, GatewayService_RenewGatewayCertificate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // GatewayServiceServer is the server API for GatewayService service.
 // All implementations must embed UnimplementedGatewayServiceServer
 // for forward compatibility.
@@ -97,6 +130,17 @@ type GatewayServiceServer interface {
 	// FetchArtifact streams a stored artifact from offset (to resume a
 	// broken fetch). NOT_FOUND when it is not stored.
 	FetchArtifact(*FetchArtifactRequest, grpc.ServerStreamingServer[FetchArtifactResponse]) error
+	// JoinGateway exchanges a join token (see AdminService.CreateJoinToken)
+	// for the gateway's first client certificate, bound to its name and to the
+	// token's datacenter. It is the only call that needs no client
+	// certificate. A token works once: reused, expired or revoked tokens are
+	// UNAUTHENTICATED. The gateway keeps its private key and sends a CSR.
+	JoinGateway(context.Context, *JoinGatewayRequest) (*JoinGatewayResponse, error)
+	// RenewGatewayCertificate issues a fresh certificate to a gateway that
+	// calls with its current, still valid certificate; name and datacenter
+	// are copied from it. Renew well before expire_time: an expired
+	// certificate can only be replaced by joining again with a new token.
+	RenewGatewayCertificate(context.Context, *RenewGatewayCertificateRequest) (*RenewGatewayCertificateResponse, error)
 	mustEmbedUnimplementedGatewayServiceServer()
 }
 
@@ -112,6 +156,12 @@ func (UnimplementedGatewayServiceServer) Connect(grpc.BidiStreamingServer[Connec
 }
 func (UnimplementedGatewayServiceServer) FetchArtifact(*FetchArtifactRequest, grpc.ServerStreamingServer[FetchArtifactResponse]) error {
 	return status.Error(codes.Unimplemented, "method FetchArtifact not implemented")
+}
+func (UnimplementedGatewayServiceServer) JoinGateway(context.Context, *JoinGatewayRequest) (*JoinGatewayResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method JoinGateway not implemented")
+}
+func (UnimplementedGatewayServiceServer) RenewGatewayCertificate(context.Context, *RenewGatewayCertificateRequest) (*RenewGatewayCertificateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RenewGatewayCertificate not implemented")
 }
 func (UnimplementedGatewayServiceServer) mustEmbedUnimplementedGatewayServiceServer() {}
 func (UnimplementedGatewayServiceServer) testEmbeddedByValue()                        {}
@@ -152,13 +202,58 @@ func _GatewayService_FetchArtifact_Handler(srv interface{}, stream grpc.ServerSt
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type GatewayService_FetchArtifactServer = grpc.ServerStreamingServer[FetchArtifactResponse]
 
+func _GatewayService_JoinGateway_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(JoinGatewayRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GatewayServiceServer).JoinGateway(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GatewayService_JoinGateway_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GatewayServiceServer).JoinGateway(ctx, req.(*JoinGatewayRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GatewayService_RenewGatewayCertificate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RenewGatewayCertificateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GatewayServiceServer).RenewGatewayCertificate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GatewayService_RenewGatewayCertificate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GatewayServiceServer).RenewGatewayCertificate(ctx, req.(*RenewGatewayCertificateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // GatewayService_ServiceDesc is the grpc.ServiceDesc for GatewayService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
 var GatewayService_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "outpost.v1.GatewayService",
 	HandlerType: (*GatewayServiceServer)(nil),
-	Methods:     []grpc.MethodDesc{},
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "JoinGateway",
+			Handler:    _GatewayService_JoinGateway_Handler,
+		},
+		{
+			MethodName: "RenewGatewayCertificate",
+			Handler:    _GatewayService_RenewGatewayCertificate_Handler,
+		},
+	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "Connect",
