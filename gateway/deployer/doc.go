@@ -1,0 +1,38 @@
+// Package deployer deploys one release to one node over SSH and SFTP, and
+// rolls the node back when the new release does not come up healthy.
+//
+// On the node, under the deploy path P:
+//
+//	P/releases/<id>/        unpacked release (built in <id>.partial, verified, renamed)
+//	P/current -> releases/<id>
+//	P/.outpost/lock         held while a deployment runs (owner, rollout, epoch, time)
+//	P/.outpost/history      one JSON line per activation and rollback
+//
+// The steps, each reported as a STARTED and a SUCCEEDED or FAILED
+// NodeStepEvent: connect, lock, precheck, upload, verify, unpack,
+// before_install, stop, switch, after_install, start, health, prune,
+// history, unlock.
+//
+// Invariants:
+//
+//   - A job is validated, and a tar artifact scanned for entries that would
+//     escape the release directory, before anything is sent to the node.
+//   - Every remote command is built from constant script text and values
+//     quoted by internal/shell; every hook passes internal/hookpolicy.
+//   - A failure before the service is stopped leaves the node as it was:
+//     the partial release is removed and the lock released. A failure after
+//     that goes through rollback.go: back to the previous release, started
+//     and health-checked (ROLLED_BACK), or, on a first deployment, back to
+//     no release at all (FAILED). When that fails too the result is
+//     ROLLBACK_FAILED and it is logged at error level.
+//   - The lock is never broken: a conflicting or stale lock is reported with
+//     its holder. Cleanup and unlock run even when ctx is cancelled, under a
+//     fresh bounded context, reconnecting once if the connection dropped.
+//
+// Round trips are few on purpose, since each remote command costs a process
+// start on the node: steps that need no decision from the gateway in
+// between run as one script (lock and precheck facts; verify, unpack, hooks
+// and switch; prune, history and unlock). The script prints one marker line
+// per step boundary with the node's clock, from which the step events are
+// emitted with their real durations once the script returns.
+package deployer

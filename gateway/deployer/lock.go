@@ -1,0 +1,202 @@
+package deployer
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path"
+	"strings"
+
+	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
+)
+
+// Exit codes of the lock script.
+const (
+	exitLockHeld = 75 // another deployment holds the lock; its content follows "@held"
+)
+
+// nodeFacts is what the lock script found on the node, under the lock.
+type nodeFacts struct {
+	// df is `df -P` output for the deploy path.
+	df string
+	// current is the target of P/current as written ("releases/r1"); empty
+	// when there is no current.
+	current string
+	// currentIsDir reports whether P/current resolves to a directory.
+	currentIsDir bool
+	// currentNotLink reports a P/current that exists but is no symlink.
+	currentNotLink bool
+	// present reports whether P/releases/<id> already exists, and
+	// presentDigest what its digest file says.
+	present       bool
+	presentDigest string
+	// releases are the ids under P/releases with a digest file, newest
+	// activation first.
+	releases []string
+}
+
+// lockScript takes the lock atomically (noclobber is O_EXCL), then, under
+// it, reports the facts the precheck and later steps need and prepares the
+// partial release directory for the upload (removing a leftover one from
+// an earlier broken attempt). One round trip.
+func (dep *deployment) lockScript() string {
+	var s script
+	s.set("P", dep.dir)
+	s.set("I", dep.job.Release.GetId())
+	s.set("L", dep.lockContent)
+	s.line(`mkdir -p -- "$P/.outpost" "$P/releases" || exit 70`)
+	s.line(`if ! (set -C; printf '%s' "$L" >"$P/.outpost/lock"); then`)
+	s.line(`  if [ -e "$P/.outpost/lock" ]; then echo @held; cat -- "$P/.outpost/lock"; exit 75; fi`)
+	s.line(`  exit 70`)
+	s.line(`fi`)
+	s.line(`echo @locked`)
+	s.line(`echo @df; df -P -- "$P"`)
+	s.line(`echo @current`)
+	s.line(`if [ -L "$P/current" ]; then printf 'link %s\n' "$(readlink -- "$P/current")"; [ ! -d "$P/current/" ] || echo dir; elif [ -e "$P/current" ]; then echo notlink; fi`)
+	s.line(`echo @releases; (cd -- "$P/releases" && ls -1t -- */` + digestFile + `) 2>/dev/null`)
+	s.line(`rm -rf -- "$P/releases/$I.partial" || exit 71`)
+	s.line(`if [ -d "$P/releases/$I" ]; then echo @present; cat -- "$P/releases/$I/` + digestFile + `" 2>/dev/null; echo; exit 0; fi`)
+	s.line(`mkdir -- "$P/releases/$I.partial" || exit 71`)
+	s.line(`echo @partial`)
+	return s.String()
+}
+
+// lock runs the lock script and records the facts it found.
+func (dep *deployment) lock(ctx context.Context) error {
+	s := dep.rep.begin(outpostv1.Step_STEP_LOCK)
+	err := dep.lockRun(ctx)
+	dep.rep.end(ctx, s, err, "")
+	return err
+}
+
+func (dep *deployment) lockRun(ctx context.Context) error {
+	res, err := dep.exec(ctx, dep.lockScript())
+	sections := splitSections(res.Stdout)
+	if _, ok := sections["locked"]; ok {
+		dep.locked = true
+	}
+	if _, ok := sections["partial"]; ok {
+		dep.created = true
+	}
+	if err != nil {
+		// The script may have taken the lock and made the partial directory
+		// before the connection or ctx ended. Unlocking is safe either way
+		// (it checks the content), so try it.
+		dep.locked, dep.partialMaybe = true, true
+		return fmt.Errorf("lock: %w", err)
+	}
+	if res.ExitCode == exitLockHeld {
+		return dep.lockedError(strings.TrimSpace(sections["held"]))
+	}
+	if err := res.Err(); err != nil {
+		return fmt.Errorf("lock %s: %w", dep.lockPath(), err)
+	}
+	if !dep.locked {
+		return fmt.Errorf("lock %s: the lock script ended without taking the lock", dep.lockPath())
+	}
+	facts, err := parseFacts(sections)
+	if err != nil {
+		return fmt.Errorf("lock %s: %w", dep.lockPath(), err)
+	}
+	dep.facts = facts
+	return nil
+}
+
+func (dep *deployment) lockPath() string { return path.Join(dep.dir, ".outpost", "lock") }
+
+// lockedError describes the holder of a lock we could not take.
+func (dep *deployment) lockedError(raw string) error {
+	e := &LockedError{Path: dep.lockPath()}
+	var info LockInfo
+	if err := json.Unmarshal([]byte(raw), &info); err != nil || (info.Owner == "" && info.Rollout == "") {
+		e.Raw = raw
+	} else {
+		e.Holder = info
+		if !info.Time.IsZero() {
+			e.Age = dep.d.cfg.Now().Sub(info.Time)
+			e.Stale = e.Age > dep.d.cfg.StaleLockAge
+		}
+	}
+	return e
+}
+
+// lockContentFor is the JSON our lock file holds; unlock removes the file
+// only while it still holds exactly this.
+func lockContentFor(info LockInfo) string {
+	b, err := json.Marshal(info)
+	if err != nil {
+		// A struct of strings, an int and a time cannot fail to marshal.
+		panic(err)
+	}
+	return string(b)
+}
+
+// splitSections splits "@name" headed sections of a script's stdout.
+func splitSections(stdout []byte) map[string]string {
+	out := map[string]string{}
+	cur := ""
+	sc := bufio.NewScanner(bytes.NewReader(stdout))
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if name, ok := strings.CutPrefix(line, "@"); ok && name != "" && !strings.ContainsAny(name, " /") {
+			cur = name
+			out[cur] += ""
+			continue
+		}
+		if cur != "" {
+			out[cur] += line + "\n"
+		}
+	}
+	return out
+}
+
+// parseFacts reads the lock script's sections.
+func parseFacts(sections map[string]string) (nodeFacts, error) {
+	var f nodeFacts
+	f.df = sections["df"]
+	for _, line := range strings.Split(strings.TrimRight(sections["current"], "\n"), "\n") {
+		switch {
+		case line == "":
+		case line == "dir":
+			f.currentIsDir = true
+		case line == "notlink":
+			f.currentNotLink = true
+		case strings.HasPrefix(line, "link "):
+			if f.current != "" {
+				return f, errors.New("current: unreadable symlink target")
+			}
+			f.current = strings.TrimPrefix(line, "link ")
+			if f.current == "" {
+				return f, errors.New("current: empty symlink target")
+			}
+		default:
+			return f, fmt.Errorf("current: unexpected %q (a symlink target with a newline?)", line)
+		}
+	}
+	for _, line := range strings.Split(sections["releases"], "\n") {
+		id, ok := strings.CutSuffix(line, "/"+digestFile)
+		if ok && validReleaseID(id) {
+			f.releases = append(f.releases, id)
+		}
+	}
+	if d, ok := sections["present"]; ok {
+		f.present = true
+		f.presentDigest = strings.TrimSpace(d)
+	}
+	return f, nil
+}
+
+// releaseOf returns the release id a current symlink target names
+// ("releases/<id>", or an absolute path ending so), or "" when it names
+// something else.
+func releaseOf(target string) string {
+	dir, id := path.Split(path.Clean(target))
+	if path.Base(path.Clean(dir)) != "releases" || !validReleaseID(id) {
+		return ""
+	}
+	return id
+}

@@ -1,0 +1,256 @@
+package deployer
+
+import (
+	"context"
+	"fmt"
+	"path"
+
+	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
+)
+
+// This file is where a failed node is put back.
+//
+//   - abandon: the failure came before the stop hook ran. The service was
+//     never touched, so removing what this deployment created (the partial
+//     release, or the new release directory) and unlocking restores the
+//     node exactly: FAILED.
+//   - rollback: the stop hook may have run. With a previous release:
+//     stop the new one, switch current back, start the previous one and
+//     health-check it: ROLLED_BACK, or ROLLBACK_FAILED when any of that
+//     fails. Without one (first deployment): stop the new release, remove
+//     current and the new release: FAILED, the node holds no release, as
+//     before.
+//
+// Both run on a fresh context when ctx has ended, and reconnect once when
+// the connection dropped: a node is cleaned up whenever it can be reached.
+
+// abandon cleans up after a failure before the stop hook and unlocks.
+func (dep *deployment) abandon(ctx context.Context, step outpostv1.Step, cause error) Result {
+	res := dep.result(outpostv1.NodeState_NODE_STATE_FAILED, step, cause)
+	if !dep.locked {
+		// Nothing was created without the lock, and the lock is not ours.
+		return res
+	}
+	ctx, cancel := dep.cleanupContext(ctx, 0)
+	defer cancel()
+	var cleanup []string
+	switch {
+	case dep.created:
+		// The release id was not on the node before (else created would be
+		// false), so its directory is this deployment's, partial or renamed.
+		cleanup = append(cleanup, dep.partialDir(), dep.releaseDir())
+	case dep.partialMaybe:
+		cleanup = append(cleanup, dep.partialDir())
+	}
+	if err := dep.unlock(ctx, finishPlan{remove: cleanup}); err != nil {
+		res.Err = fmt.Errorf("%w; cleanup failed, the node may keep a partial release and its lock: %w", cause, err)
+	}
+	return res
+}
+
+// rollback restores the node after a failure that may have disturbed the
+// service. cause is the failure, at step.
+func (dep *deployment) rollback(ctx context.Context, step outpostv1.Step, cause error) Result {
+	ctx, cancel := dep.cleanupContext(ctx, dep.spec.Health.Timeout)
+	defer cancel()
+	prev := dep.facts.current
+	if prev == "" || dep.facts.currentIsDir == false {
+		return dep.rollbackFirst(ctx, step, cause)
+	}
+	res := dep.result(outpostv1.NodeState_NODE_STATE_ROLLED_BACK, step, nil)
+	rbErr := dep.rollbackRun(ctx)
+	if rbErr == nil && dep.spec.Health.enabled() {
+		s := dep.rep.begin(outpostv1.Step_STEP_ROLLBACK)
+		s.label = "health " + res.Previous
+		var detail string
+		detail, rbErr = dep.waitHealthy(ctx, path.Join(dep.dir, "current"), res.Previous)
+		dep.rep.end(ctx, s, rbErr, detail)
+	}
+	hist := []historyEntry{
+		dep.historyEntry("activate", dep.job.Release.GetId(), prev, "failed: "+cause.Error()),
+	}
+	if rbErr != nil {
+		res.State, res.Step = outpostv1.NodeState_NODE_STATE_ROLLBACK_FAILED, outpostv1.Step_STEP_ROLLBACK
+		res.Err = fmt.Errorf("%w; ROLLBACK to %s FAILED: %w", cause, res.Previous, rbErr)
+		hist = append(hist, dep.historyEntry("rollback", prev, dep.job.Release.GetId(), "failed: "+rbErr.Error()))
+	} else {
+		res.Err = fmt.Errorf("%w; rolled back to %s", cause, res.Previous)
+		hist = append(hist, dep.historyEntry("rollback", prev, dep.job.Release.GetId(), "succeeded"))
+	}
+	if err := dep.unlock(ctx, finishPlan{history: hist}); err != nil {
+		res.Err = fmt.Errorf("%w; unlock failed: %w", res.Err, err)
+	}
+	return res
+}
+
+// rollbackScript stops the new release, points current back at the
+// previous target (as it was written) and starts it. Each part is
+// idempotent, so it is right however far the activation got. A failed
+// stop does not keep the previous release from being started.
+func (dep *deployment) rollbackScript() string {
+	var s script
+	dep.scriptPrelude(&s)
+	hookEnv(&s, dep.job.Release.GetId(), dep.dir, dep.job.RolloutID)
+	s.set("V", dep.facts.current)
+	h := dep.spec.Hooks
+	if h.Stop != "" {
+		s.set("C", h.Stop)
+		s.line(`m 16 start stop; if h "$R" "$C"; then m 16 ok; else m 16 fail; fi`)
+	}
+	s.line(`m 16 start switch`)
+	s.line(`{ rm -f -- "$P/.current.tmp-$I" && ln -s -- "$V" "$P/.current.tmp-$I" && mv -T -- "$P/.current.tmp-$I" "$P/current"; } || { m 16 fail; exit 1; }`)
+	s.line(`m 16 ok`)
+	if h.Start != "" {
+		s.set("OUTPOST_RELEASE", releaseOf(dep.facts.current))
+		s.set("C", h.Start)
+		s.line(`m 16 start start; h "$P/current" "$C" || { m 16 fail; exit 1; }; m 16 ok`)
+	}
+	return s.String()
+}
+
+// rollbackRun runs rollbackScript and reports its parts as ROLLBACK steps.
+func (dep *deployment) rollbackRun(ctx context.Context) error {
+	prev := releaseOf(dep.facts.current)
+	if prev == "" {
+		prev = dep.facts.current
+	}
+	labels := map[string]string{
+		"stop":   "stop " + dep.job.Release.GetId(),
+		"switch": "switch current -> " + dep.facts.current,
+		"start":  "start " + prev,
+	}
+	return dep.runRollbackScript(ctx, dep.rollbackScript(), labels)
+}
+
+// rollbackFirst undoes a first deployment: no previous release to return
+// to, so the node goes back to having none.
+func (dep *deployment) rollbackFirst(ctx context.Context, step outpostv1.Step, cause error) Result {
+	res := dep.result(outpostv1.NodeState_NODE_STATE_FAILED, step, cause)
+	labels := map[string]string{
+		"stop":   "stop " + dep.job.Release.GetId(),
+		"remove": "remove current",
+	}
+	rbErr := dep.runRollbackScript(ctx, dep.rollbackFirstScript(), labels)
+	var cleanup []string
+	if dep.created {
+		cleanup = append(cleanup, dep.partialDir(), dep.releaseDir())
+	}
+	hist := []historyEntry{dep.historyEntry("activate", dep.job.Release.GetId(), "", "failed: "+cause.Error())}
+	if rbErr != nil {
+		res.State, res.Step = outpostv1.NodeState_NODE_STATE_ROLLBACK_FAILED, outpostv1.Step_STEP_ROLLBACK
+		res.Err = fmt.Errorf("%w; removing the failed first release FAILED: %w", cause, rbErr)
+		hist = append(hist, dep.historyEntry("rollback", "", dep.job.Release.GetId(), "failed: "+rbErr.Error()))
+		cleanup = nil // keep the evidence; current may still point at it
+	} else {
+		hist = append(hist, dep.historyEntry("rollback", "", dep.job.Release.GetId(), "succeeded"))
+	}
+	if err := dep.unlock(ctx, finishPlan{history: hist, remove: cleanup}); err != nil {
+		res.Err = fmt.Errorf("%w; cleanup failed: %w", res.Err, err)
+	}
+	return res
+}
+
+// rollbackFirstScript stops the new release and removes current when it
+// points at it; the release directory goes with the unlock.
+func (dep *deployment) rollbackFirstScript() string {
+	var s script
+	dep.scriptPrelude(&s)
+	hookEnv(&s, dep.job.Release.GetId(), dep.dir, dep.job.RolloutID)
+	if h := dep.spec.Hooks.Stop; h != "" {
+		s.set("C", h)
+		s.line(`m 16 start stop; if h "$R" "$C"; then m 16 ok; else m 16 fail; fi`)
+	}
+	s.line(`m 16 start remove`)
+	// Only a current that points at this release is ours to remove.
+	s.line(`{ rm -f -- "$P/.current.tmp-$I"; if [ "$(readlink -- "$P/current")" = "releases/$I" ]; then rm -f -- "$P/current"; fi; } || { m 16 fail; exit 1; }`)
+	s.line(`m 16 ok`)
+	return s.String()
+}
+
+// runRollbackScript runs a rollback script, reconnecting once if the
+// connection is gone, and reports each part (named by its marker label)
+// as a STEP_ROLLBACK event. Its error is the first failed part's, or the
+// transport's.
+func (dep *deployment) runRollbackScript(ctx context.Context, cmd string, labels map[string]string) error {
+	sent := dep.d.cfg.Now()
+	res, runErr := dep.execRetry(ctx, cmd)
+	marks := parseMarkers(res.Stdout)
+	clock := newNodeClock(sent, dep.d.cfg.Now(), marks)
+	var (
+		open  *stepRun
+		part  string // label of the open part
+		first error
+	)
+	for _, m := range marks {
+		if m.step != outpostv1.Step_STEP_ROLLBACK {
+			continue
+		}
+		at := clock.at(m)
+		switch m.kind {
+		case markStart:
+			s := dep.rep.beginAt(m.step, at, labels[m.label])
+			open, part = &s, m.label
+		case markOK, markFail:
+			if open == nil {
+				continue
+			}
+			var err error
+			if m.kind == markFail {
+				msg := stderrOf(res.Stderr, outpostv1.Step_STEP_ROLLBACK, part)
+				if msg == "" {
+					msg = "no output"
+				}
+				err = fmt.Errorf("%s: %s", open.label, tail(msg, 1024))
+				if first == nil {
+					first = err
+				}
+			}
+			dep.rep.endAt(ctx, *open, at, err, "")
+			open = nil
+		}
+	}
+	if runErr == nil {
+		runErr = res.Err()
+	}
+	if runErr != nil && first == nil {
+		first = fmt.Errorf("rollback script: %w", runErr)
+		if open != nil {
+			dep.rep.endAt(ctx, *open, dep.d.cfg.Now(), first, "")
+		} else if len(marks) == 0 {
+			dep.rep.end(ctx, dep.rep.begin(outpostv1.Step_STEP_ROLLBACK), first, "")
+		}
+	}
+	// A failed stop alone does not fail the rollback when the previous
+	// release was switched back and started; the health check decides.
+	if first != nil && runErr == nil && onlyStopFailed(marks) {
+		return nil
+	}
+	return first
+}
+
+// onlyStopFailed reports whether the only failed rollback part was the
+// stop of the new release (the first part).
+func onlyStopFailed(marks []marker) bool {
+	label, failed := "", 0
+	stopFailed := false
+	for _, m := range marks {
+		switch m.kind {
+		case markStart:
+			label = m.label
+		case markFail:
+			failed++
+			stopFailed = stopFailed || label == "stop"
+		}
+	}
+	return failed == 1 && stopFailed
+}
+
+// execRetry runs an idempotent cleanup command, reconnecting and trying
+// once more when the connection turns out to be gone.
+func (dep *deployment) execRetry(ctx context.Context, cmd string) (sshResult, error) {
+	res, err := dep.exec(ctx, cmd)
+	if err != nil && dep.broken && !dep.redialed && ctx.Err() == nil {
+		return dep.exec(ctx, cmd)
+	}
+	return res, err
+}

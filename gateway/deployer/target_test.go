@@ -1,0 +1,273 @@
+package deployer
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"io"
+	"net"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/outposthq/outpost/gateway/sshexec"
+	"github.com/outposthq/outpost/internal/testsshd"
+	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
+)
+
+// target is one kind of node the deployer is tested against.
+type target struct {
+	name string
+	node *outpostv1.Node
+	ip   string
+	// root is a directory of this machine the node's deploy paths go in.
+	root string
+	// dial connects through the normal path; dialBadKey expects a host key
+	// the node does not have.
+	dial, dialBadKey func(ctx context.Context, n *outpostv1.Node) (Remote, error)
+	// corrupt prepares the next deployment of rel so that the bytes on the
+	// node do not match the release's sha256, and returns the job's release
+	// digest to use.
+	corrupt func(t *testing.T, rel release) string
+	// cut returns what drops the connection in the middle of an upload:
+	// either set on the countingRemote (cutAfter, cut) or done by the node.
+	cutUpload func(t *testing.T, r *countingRemote, after int64)
+}
+
+// sshdTarget is a real OpenSSH sshd, reached through a proxy that can cut
+// the connection.
+func sshdTarget(t *testing.T) *target {
+	signer, pub := testsshd.ClientKey(t)
+	srv := testsshd.Start(t, testsshd.Options{AuthorizedKeys: []ssh.PublicKey{pub}})
+	proxy := startProxy(t, srv.IP, srv.Addr)
+	dialer := func(hostKey ssh.PublicKey) func(ctx context.Context, n *outpostv1.Node) (Remote, error) {
+		return func(ctx context.Context, n *outpostv1.Node) (Remote, error) {
+			c, err := sshexec.Dial(ctx, sshexec.Config{
+				Address:  n.GetAddress(),
+				User:     n.GetUser(),
+				Auth:     sshexec.Auth{Signers: []ssh.Signer{signer}},
+				HostKeys: sshexec.HostKeys{Pinned: []ssh.PublicKey{hostKey}},
+			})
+			if err != nil {
+				return nil, err
+			}
+			return c, nil
+		}
+	}
+	_, otherPriv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := ssh.NewPublicKey(otherPriv.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &target{
+		name:       "sshd",
+		node:       &outpostv1.Node{Id: "srv-000001", Address: proxy.addr(), User: srv.User},
+		ip:         srv.IP,
+		root:       t.TempDir(),
+		dial:       dialer(srv.HostKey),
+		dialBadKey: dialer(other),
+		corrupt: func(t *testing.T, rel release) string {
+			// The bytes arrive intact; the release's digest is wrong.
+			return "0000000000000000000000000000000000000000000000000000000000000000"
+		},
+		cutUpload: func(t *testing.T, r *countingRemote, after int64) {
+			r.cutAfter, r.cut = after, proxy.cut
+		},
+	}
+}
+
+// forEachTarget runs fn against every kind of node.
+func forEachTarget(t *testing.T, fn func(t *testing.T, tg *target)) {
+	t.Helper()
+	for _, mk := range []func(*testing.T) *target{sshdTarget} {
+		tg := mk(t)
+		t.Run(tg.name, func(t *testing.T) { fn(t, tg) })
+	}
+}
+
+// cutProxy forwards TCP connections to a node and can cut them all at once,
+// as a network failure would.
+type cutProxy struct {
+	ln     net.Listener
+	target string
+	wg     sync.WaitGroup
+
+	mu    sync.Mutex
+	conns map[net.Conn]bool // guarded by mu
+	cuts  atomic.Int32
+}
+
+func startProxy(t *testing.T, ip, target string) *cutProxy {
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{ln: ln, target: target, conns: map[net.Conn]bool{}}
+	p.wg.Add(1)
+	go p.accept()
+	t.Cleanup(func() {
+		ln.Close()
+		p.cut()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *cutProxy) addr() string { return p.ln.Addr().String() }
+
+func (p *cutProxy) accept() {
+	defer p.wg.Done()
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		up, err := net.DialTimeout("tcp", p.target, 5*time.Second)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns[c], p.conns[up] = true, true
+		p.mu.Unlock()
+		p.wg.Add(2)
+		go p.pipe(c, up)
+		go p.pipe(up, c)
+	}
+}
+
+func (p *cutProxy) pipe(dst, src net.Conn) {
+	defer p.wg.Done()
+	_, _ = io.Copy(dst, src)
+	dst.Close()
+	src.Close()
+	p.mu.Lock()
+	delete(p.conns, dst)
+	delete(p.conns, src)
+	p.mu.Unlock()
+}
+
+// cut closes every connection open now.
+func (p *cutProxy) cut() {
+	p.cuts.Add(1)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		c.Close()
+	}
+}
+
+// fixture is one deploy path on one target, with its health endpoint.
+type fixture struct {
+	tg         *target
+	path       string
+	healthPort int
+	d          *Deployer
+
+	mu      sync.Mutex
+	remotes []*countingRemote // guarded by mu; every connection made
+	// wrap, when set, adjusts each new connection (cut an upload...).
+	wrap func(*countingRemote)
+}
+
+func newFixture(t *testing.T, tg *target, name string) *fixture {
+	t.Helper()
+	f := &fixture{tg: tg, path: filepath.Join(tg.root, name)}
+	f.healthPort = serveHealth(t, tg.ip, healthHandler(f.path))
+	d, err := New(Config{Dial: f.dial, CleanupTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.d = d
+	return f
+}
+
+func (f *fixture) dial(ctx context.Context, n *outpostv1.Node) (Remote, error) {
+	r, err := f.tg.dial(ctx, n)
+	if err != nil {
+		return nil, err
+	}
+	cr := &countingRemote{Remote: r}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.wrap != nil {
+		f.wrap(cr)
+		f.wrap = nil // only the first connection
+	}
+	f.remotes = append(f.remotes, cr)
+	return cr, nil
+}
+
+// dials returns how many connections were made.
+func (f *fixture) dials() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.remotes)
+}
+
+// spec is the default spec: the simulated service's hooks and its HTTP
+// health check.
+func (f *fixture) spec() Spec {
+	return Spec{
+		Path:         f.path,
+		KeepReleases: 5,
+		Hooks:        Hooks{Stop: "sh bin/stop", Start: "sh bin/start"},
+		Health: Health{
+			HTTP:     &HTTPCheck{Port: f.healthPort, Path: "/health"},
+			Timeout:  2 * time.Second,
+			Interval: 100 * time.Millisecond,
+		},
+	}
+}
+
+func (f *fixture) job(id string, rel release) Job {
+	return Job{
+		Node: f.tg.node,
+		Release: &outpostv1.Release{Id: id, App: "demo", Artifact: &outpostv1.Artifact{
+			Sha256: rel.SHA256, Size: rel.Size, Name: id + ".tar.gz", Unpack: outpostv1.Unpack_UNPACK_TAR,
+		}},
+		ArtifactPath: rel.Path,
+		Spec:         f.spec(),
+		RolloutID:    "ro-" + id,
+		Owner:        "gw-test",
+		Epoch:        7,
+	}
+}
+
+// deploy runs job and checks the event invariants.
+func (f *fixture) deploy(t *testing.T, job Job) (Result, *events) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	evs := &events{}
+	res := f.d.Deploy(ctx, job, evs.emit)
+	checkEventInvariants(t, evs.list(), job.Node.GetId(), job.RolloutID)
+	if (res.Err == nil) != (res.State == outpostv1.NodeState_NODE_STATE_SUCCEEDED) {
+		t.Errorf("result %v with error %v: Err must be nil exactly on success", res.State, res.Err)
+	}
+	return res, evs
+}
+
+// mustDeploy deploys and requires success.
+func (f *fixture) mustDeploy(t *testing.T, job Job) Result {
+	t.Helper()
+	res, evs := f.deploy(t, job)
+	if res.State != outpostv1.NodeState_NODE_STATE_SUCCEEDED {
+		t.Fatalf("deploy %s: %v at %v: %v\nevents: %v", job.Release.GetId(), res.State, res.Step, res.Err, evs.steps())
+	}
+	return res
+}
+
+func (f *fixture) healthURL() string {
+	return "http://" + net.JoinHostPort(f.tg.ip, itoa(f.healthPort)) + "/health"
+}
+
+var errNoDial = errors.New("test: dial not expected")

@@ -1,0 +1,73 @@
+package deployer
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path"
+	"time"
+
+	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
+)
+
+// uploadName is the file the artifact is uploaded as, inside the partial
+// release directory: the tar itself (removed after unpack) or, for a
+// single-file artifact, its final name.
+func (dep *deployment) uploadName() string {
+	if dep.job.Release.GetArtifact().GetUnpack() == outpostv1.Unpack_UNPACK_NONE {
+		return dep.job.Release.GetArtifact().GetName()
+	}
+	return artifactFile
+}
+
+func (dep *deployment) releaseDir() string {
+	return path.Join(dep.dir, "releases", dep.job.Release.GetId())
+}
+
+func (dep *deployment) partialDir() string { return dep.releaseDir() + ".partial" }
+
+// upload sends the artifact into the partial release directory the lock
+// script made. A release already on the node is not sent again.
+func (dep *deployment) upload(ctx context.Context) error {
+	s := dep.rep.begin(outpostv1.Step_STEP_UPLOAD)
+	if dep.facts.present {
+		dep.rep.end(ctx, s, nil, "already present")
+		return nil
+	}
+	detail, err := dep.uploadRun(ctx)
+	dep.rep.end(ctx, s, err, detail)
+	return err
+}
+
+func (dep *deployment) uploadRun(ctx context.Context) (string, error) {
+	f, err := os.Open(dep.job.ArtifactPath)
+	if err != nil {
+		return "", fmt.Errorf("upload: %w", err)
+	}
+	defer f.Close()
+	if dep.broken {
+		if err := dep.reconnect(ctx); err != nil {
+			return "", err
+		}
+	}
+	remote := path.Join(dep.partialDir(), dep.uploadName())
+	mode := os.FileMode(0o644)
+	if dep.job.Release.GetArtifact().GetUnpack() == outpostv1.Unpack_UNPACK_NONE {
+		// A single file is often a binary to run; tar artifacts carry
+		// their own modes.
+		mode = 0o755
+	}
+	start := time.Now()
+	res, err := dep.remote.Upload(ctx, f, remote, mode)
+	if err != nil {
+		if ctx.Err() == nil {
+			dep.broken = true
+		}
+		return "", fmt.Errorf("upload %s: %w", remote, err)
+	}
+	dep.uploaded = sshUpload{sha256: res.SHA256, bytes: res.Bytes}
+	if res.Bytes != dep.job.Release.GetArtifact().GetSize() {
+		return "", fmt.Errorf("upload %s: sent %d bytes, the artifact has %d (did the file change?)", remote, res.Bytes, dep.job.Release.GetArtifact().GetSize())
+	}
+	return fmt.Sprintf("%s in %v", bytesIEC(res.Bytes), time.Since(start).Round(time.Millisecond)), nil
+}
