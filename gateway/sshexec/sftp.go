@@ -1,0 +1,163 @@
+package sshexec
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+
+	"github.com/pkg/sftp"
+)
+
+// SFTP tuning. Writes are pipelined: up to sftpConcurrency requests of
+// sftpPacketSize bytes are in flight, so throughput does not wait on round
+// trips.
+const (
+	sftpConcurrency = 64
+	// sftpDefaultPacket is the write size every SFTP server must accept.
+	sftpDefaultPacket = 32 << 10
+)
+
+// UploadResult describes a finished upload.
+type UploadResult struct {
+	// Bytes is how many bytes were read from src and written.
+	Bytes int64
+	// SHA256 is the lower-case hex SHA-256 of those bytes, computed locally
+	// while streaming, for comparing with the node's own checksum.
+	SHA256 string
+}
+
+// Upload streams src into remotePath over SFTP, creating or truncating it,
+// and sets its permissions to mode before any data is written. Relative
+// paths are relative to Home.
+//
+// When ctx ends, the Client's SFTP session is closed (aborting any other
+// SFTP transfer on this Client too; the next call starts a new session) and
+// Upload returns ctx's error at once. On any error remotePath may be left
+// partly written; the caller removes it. src is not read after Upload
+// returns.
+func (c *Client) Upload(ctx context.Context, src io.Reader, remotePath string, mode fs.FileMode) (UploadResult, error) {
+	op := "upload " + remotePath
+	s, err := c.sftpClient(ctx)
+	if err != nil {
+		return UploadResult{}, c.opErr(ctx, op, err)
+	}
+	in := &detachableReader{r: src}
+	h := sha256.New()
+	var n int64
+	done := make(chan error, 1)
+	body := func() error {
+		f, err := s.OpenFile(remotePath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
+		if err != nil {
+			return err
+		}
+		// Before the data, so the content is never readable with the
+		// server's default permissions.
+		if err := f.Chmod(mode); err != nil {
+			f.Close()
+			return err
+		}
+		// An explicit concurrency: ReadFrom would fall back to sequential
+		// writes for a reader of unknown length such as this tee.
+		n, err = f.ReadFromWithConcurrency(io.TeeReader(in, h), sftpConcurrency)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		return err
+	}
+	if !c.goOwned(func() { done <- body() }) {
+		return UploadResult{}, c.opErr(ctx, op, ErrClosed)
+	}
+	select {
+	case err := <-done:
+		in.detach()
+		if err != nil {
+			return UploadResult{}, c.opErr(ctx, op, err)
+		}
+		return UploadResult{Bytes: n, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
+	case <-ctx.Done():
+		in.detach()
+		c.abortSFTP(s)
+		return UploadResult{}, c.opErr(ctx, op, ctx.Err())
+	}
+}
+
+// Home returns the login's working directory on the node (SFTP
+// realpath "."), against which relative deploy paths resolve.
+func (c *Client) Home(ctx context.Context) (string, error) {
+	s, err := c.sftpClient(ctx)
+	if err != nil {
+		return "", c.opErr(ctx, "home", err)
+	}
+	home, err := await(ctx, c, func() (string, error) { return s.RealPath(".") }, nil)
+	if err != nil {
+		return "", c.opErr(ctx, "home", err)
+	}
+	return home, nil
+}
+
+// sftpClient returns the Client's SFTP session, starting it on first use or
+// after the previous one ended.
+func (c *Client) sftpClient(ctx context.Context) (*sftp.Client, error) {
+	select {
+	case c.sftpStart <- struct{}{}:
+		defer func() { <-c.sftpStart }()
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	c.mu.Lock()
+	s := c.sftp
+	c.mu.Unlock()
+	if s != nil {
+		return s, nil
+	}
+	st, err := await(ctx, c, func() (sftpSession, error) {
+		return openSFTP(c.conn, c.sftpWriteCap)
+	}, sftpSession.close)
+	if err != nil {
+		return nil, fmt.Errorf("start sftp: %w", err)
+	}
+	c.log.Debug("sftp started", "write_size", st.writeSize)
+	s = st.client
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		st.close()
+		return nil, ErrClosed
+	}
+	c.sftp = s
+	c.sftpWriteSize = st.writeSize
+	c.mu.Unlock()
+	// Forget the session as soon as it ends (server gone, aborted), so the
+	// next call starts a fresh one instead of failing forever.
+	if !c.goOwned(func() {
+		s.Wait()
+		c.forgetSFTP(s)
+		st.sess.Close()
+	}) {
+		st.close()
+		return nil, ErrClosed
+	}
+	return s, nil
+}
+
+// forgetSFTP drops s from the cache if it is still there.
+func (c *Client) forgetSFTP(s *sftp.Client) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sftp != s {
+		return false
+	}
+	c.sftp = nil
+	return true
+}
+
+// abortSFTP ends s, failing every request in flight on it. Closing may wait
+// for the server, so it runs in the background.
+func (c *Client) abortSFTP(s *sftp.Client) {
+	c.forgetSFTP(s)
+	c.goOwned(func() { s.Close() })
+}
