@@ -1,0 +1,144 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/crypto/ssh"
+	"google.golang.org/grpc"
+)
+
+// Defaults applied by Config.CheckAndSetDefaults.
+const (
+	DefaultConcurrency = 10
+	DefaultMinBackoff  = 200 * time.Millisecond
+	DefaultMaxBackoff  = 10 * time.Second
+	DefaultVersion     = "dev"
+)
+
+// Config configures a Gateway.
+type Config struct {
+	// ControlPlane is the gRPC address of the control plane (required).
+	ControlPlane string
+	// Name identifies the gateway to the control plane; empty means
+	// "<hostname>-<datacenter>".
+	Name string
+	// Datacenter is the one datacenter whose nodes this gateway deploys
+	// (required).
+	Datacenter string
+	// Concurrency is how many nodes are deployed at once; zero means
+	// DefaultConcurrency. It is announced to the control plane as capacity.
+	Concurrency int
+	// CacheDir holds the artifact cache (required); created if missing.
+	CacheDir string
+	// SSH holds the credentials and known hosts used for every node.
+	SSH SSHConfig
+	// MetricsListen is the address of the Prometheus /metrics endpoint;
+	// empty means none.
+	MetricsListen string
+	// Logger receives structured logs; nil discards them.
+	Logger *slog.Logger
+	// TracerProvider makes the deployer's spans; nil means the otel global.
+	TracerProvider trace.TracerProvider
+	// DialOptions are added to the gRPC dial, after the default plaintext
+	// transport credentials (so a later WithTransportCredentials wins).
+	DialOptions []grpc.DialOption
+	// MinBackoff and MaxBackoff bound the jittered exponential pause
+	// between reconnection attempts; zero means DefaultMinBackoff and
+	// DefaultMaxBackoff.
+	MinBackoff, MaxBackoff time.Duration
+	// Version is reported in the hello; empty means DefaultVersion.
+	Version string
+	// Now is the clock for heartbeats and durations; nil means time.Now.
+	Now func() time.Time
+}
+
+// SSHConfig says how the gateway logs in to nodes and trusts their host
+// keys. Credentials are offered in this order: certificates, keys,
+// password.
+type SSHConfig struct {
+	// User is the login for nodes whose Node.user is empty; empty means
+	// such nodes fail at connect.
+	User string
+	// KeyFiles are unencrypted private key files, loaded once by New. A
+	// "<file>-cert.pub" next to one is offered as a user certificate too.
+	KeyFiles []string
+	// Signers are keys already loaded.
+	Signers []ssh.Signer
+	// Agent offers the keys of the ssh-agent at $SSH_AUTH_SOCK (the way to
+	// use encrypted keys).
+	Agent bool
+	// PasswordFile holds the password for legacy nodes without keys; one
+	// trailing newline is ignored. Empty means no password. The password
+	// is never logged.
+	PasswordFile string
+	// KnownHostsFiles are OpenSSH known_hosts files checked for nodes that
+	// carry no pinned host keys.
+	KnownHostsFiles []string
+}
+
+// CheckAndSetDefaults validates c and fills in defaults. It reads nothing
+// but the host name.
+func (c *Config) CheckAndSetDefaults() error {
+	if c.ControlPlane == "" {
+		return errors.New("gateway: ControlPlane is required")
+	}
+	if c.Datacenter == "" {
+		return errors.New("gateway: Datacenter is required")
+	}
+	if c.Name == "" {
+		host, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("gateway: Name is empty and the host name is unknown: %w", err)
+		}
+		c.Name = host + "-" + c.Datacenter
+	}
+	if c.CacheDir == "" {
+		return errors.New("gateway: CacheDir is required")
+	}
+	switch {
+	case c.Concurrency < 0:
+		return fmt.Errorf("gateway: Concurrency %d is negative", c.Concurrency)
+	case c.Concurrency == 0:
+		c.Concurrency = DefaultConcurrency
+	}
+	if c.MinBackoff < 0 || c.MaxBackoff < 0 {
+		return errors.New("gateway: negative MinBackoff or MaxBackoff")
+	}
+	if c.MinBackoff == 0 {
+		c.MinBackoff = DefaultMinBackoff
+	}
+	if c.MaxBackoff == 0 {
+		c.MaxBackoff = max(DefaultMaxBackoff, c.MinBackoff)
+	}
+	if c.MaxBackoff < c.MinBackoff {
+		return fmt.Errorf("gateway: MaxBackoff %v is below MinBackoff %v", c.MaxBackoff, c.MinBackoff)
+	}
+	s := c.SSH
+	if len(s.KeyFiles) == 0 && len(s.Signers) == 0 && !s.Agent && s.PasswordFile == "" {
+		return errors.New("gateway: SSH: no credentials (KeyFiles, Signers, Agent or PasswordFile)")
+	}
+	for i, k := range s.Signers {
+		if k == nil {
+			return fmt.Errorf("gateway: SSH.Signers[%d] is nil", i)
+		}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.TracerProvider == nil {
+		c.TracerProvider = otel.GetTracerProvider()
+	}
+	if c.Version == "" {
+		c.Version = DefaultVersion
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return nil
+}

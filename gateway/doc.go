@@ -1,0 +1,36 @@
+// Package gateway is the gateway daemon: it lives in one datacenter, dials
+// out to the control plane (never the reverse), and deploys the nodes the
+// control plane assigns to it over SSH, with bounded concurrency, through
+// the node deployer.
+//
+// One Run holds one GatewayService.Connect stream at a time: hello,
+// welcome, then assignments and cancels in, acks, step events, node results
+// and heartbeats out. When the stream breaks, Run reconnects with jittered
+// exponential backoff until its ctx ends.
+//
+// Invariants:
+//
+//   - A deployment in flight is never abandoned because the link broke: it
+//     runs to its end, and its step events and result wait in a bounded
+//     outbox and are re-sent after the next welcome. Results are never
+//     dropped; when the outbox is full, older step events of an assignment
+//     that has a newer one are dropped first (the latest per node is kept).
+//     Sequence numbers are therefore increasing but may have gaps.
+//   - The next hello lists the assignments still deploying. Accepted
+//     assignments that had not started when the link broke are dropped
+//     (they are not in the list, so the control plane hands them out
+//     again): no node is started while no cancel could reach the gateway.
+//   - A cancel drops an assignment that has not started and cancels the
+//     context of a running one until the gateway has seen it reach the
+//     switch; the deployer turns a cancelled context into a clean abandon
+//     (before the stop hook) or a rollback (after it), never a half-switched
+//     node. Past the switch a deployment is left to finish.
+//   - An assignment for a node of another datacenter, from a stale leader
+//     epoch, or beyond capacity is refused with a reason.
+//   - Each artifact is fetched from the control plane once per digest
+//     (package artifactcache) and fanned out to every node.
+//   - SSH keys are loaded once, in New; passwords never reach logs, errors,
+//     events or traces.
+//   - The deployer's spans join the control plane's trace through the W3C
+//     trace context carried in each assignment.
+package gateway

@@ -1,0 +1,186 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/outposthq/outpost/gateway/artifactcache"
+	"github.com/outposthq/outpost/gateway/deployer"
+	"github.com/outposthq/outpost/gateway/sshexec"
+	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
+)
+
+// nodeDeployer deploys one assignment's release to its node.
+type nodeDeployer interface {
+	Deploy(ctx context.Context, job deployer.Job, emit func(*outpostv1.NodeStepEvent)) deployer.Result
+}
+
+var _ nodeDeployer = (*deployer.Deployer)(nil)
+
+// artifactGetter returns the local path of a verified artifact.
+type artifactGetter interface {
+	Get(ctx context.Context, sha256 string) (string, error)
+}
+
+var _ artifactGetter = (*artifactcache.Cache)(nil)
+
+// shutdownFlush bounds how long Run, after its ctx ended and the last
+// deployment finished, waits for the control plane to acknowledge the
+// remaining results before it closes the stream.
+var shutdownFlush = 5 * time.Second
+
+// Gateway is the gateway daemon. Create it with New and start it with Run.
+type Gateway struct {
+	cfg         Config
+	log         *slog.Logger
+	auth        sshexec.Auth // loaded once by New
+	tracer      trace.Tracer
+	deploy      nodeDeployer
+	reg         *prometheus.Registry
+	met         *metrics
+	out         *outbox
+	ran         atomic.Bool
+	cache       artifactGetter // set by Run before any deployment starts
+	deployments sync.WaitGroup // deployment goroutines
+
+	mu          sync.Mutex
+	tasks       map[string]*task // guarded by mu: accepted, queued or deploying
+	queue       []*task          // guarded by mu: accepted, waiting for a slot, in order
+	active      int              // guarded by mu: deploying now
+	finished    recentSet        // guarded by mu: assignments that have a result
+	epoch       int64            // guarded by mu: leader epoch of the latest welcome
+	closing     bool             // guarded by mu: Run's ctx ended; nothing new starts
+	metricsAddr string           // guarded by mu
+}
+
+// New validates cfg and loads the SSH credentials. It does not touch the
+// network; Run does.
+func New(cfg Config) (*Gateway, error) {
+	if err := cfg.CheckAndSetDefaults(); err != nil {
+		return nil, err
+	}
+	auth, err := loadAuth(cfg.SSH)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.CacheDir, 0o700); err != nil {
+		return nil, fmt.Errorf("gateway: CacheDir: %w", err)
+	}
+	g := &Gateway{
+		cfg:      cfg,
+		log:      cfg.Logger.With("gateway", cfg.Name, "datacenter", cfg.Datacenter),
+		auth:     auth,
+		tracer:   cfg.TracerProvider.Tracer("outpost/gateway"),
+		reg:      prometheus.NewRegistry(),
+		out:      newOutbox(DefaultOutboxSize),
+		tasks:    make(map[string]*task),
+		finished: newRecentSet(1024),
+	}
+	g.met, err = newMetrics(g.reg)
+	if err != nil {
+		return nil, err
+	}
+	g.deploy, err = deployer.New(deployer.Config{
+		Dial:   g.dialNode,
+		Now:    cfg.Now,
+		Logger: g.log,
+		Tracer: g.tracer,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	return g, nil
+}
+
+// Run connects to the control plane and serves it until ctx ends,
+// reconnecting whenever the stream breaks. It may be called once.
+//
+// When ctx ends, Run refuses new assignments, drops queued ones, cancels
+// deployments that have not reached the switch, waits for every deployment
+// to finish (a node is never abandoned mid-switch), gives the control
+// plane a few seconds to acknowledge the last results, and returns nil.
+func (g *Gateway) Run(ctx context.Context) error {
+	if !g.ran.CompareAndSwap(false, true) {
+		return errors.New("gateway: Run called twice")
+	}
+	opts := append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// Notices a control plane that vanished without closing the
+		// connection (a firewall dropping the flow). Pings stay above
+		// gRPC servers' default 5 minute minimum, so no server needs to
+		// allow more.
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 6 * time.Minute, Timeout: 20 * time.Second}),
+	}, g.cfg.DialOptions...)
+	conn, err := grpc.NewClient(g.cfg.ControlPlane, opts...)
+	if err != nil {
+		return fmt.Errorf("gateway: control plane %s: %w", g.cfg.ControlPlane, err)
+	}
+	defer conn.Close()
+	client := outpostv1.NewGatewayServiceClient(conn)
+	cache, err := artifactcache.New(artifactcache.Config{
+		Dir:        g.cfg.CacheDir,
+		Fetcher:    client,
+		Logger:     g.log,
+		Registerer: g.reg,
+	})
+	if err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	g.cache = cache
+	stopMetrics, err := g.serveMetrics()
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
+
+	// The link outlives ctx a little, to deliver the results of the
+	// deployments that finish during shutdown.
+	linkCtx, stopLink := context.WithCancel(context.WithoutCancel(ctx))
+	linkDone := make(chan struct{})
+	go func() {
+		defer close(linkDone)
+		g.link(linkCtx, client)
+	}()
+
+	<-ctx.Done()
+	g.log.Info("gateway stopping")
+	g.beginShutdown()
+	g.deployments.Wait()
+	g.flush(linkCtx, shutdownFlush)
+	stopLink()
+	<-linkDone
+	g.log.Info("gateway stopped")
+	return nil
+}
+
+// flush waits until the control plane has acknowledged everything the
+// outbox holds, or until timeout.
+func (g *Gateway) flush(ctx context.Context, timeout time.Duration) {
+	if g.out.pending() == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for g.out.pending() > 0 {
+		select {
+		case <-ctx.Done():
+			g.log.Warn("stopping with unacknowledged results", "messages", g.out.pending())
+			return
+		case <-tick.C:
+		}
+	}
+}

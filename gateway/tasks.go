@@ -1,0 +1,328 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/outposthq/outpost/gateway/deployer"
+	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
+)
+
+// queueFactor times Concurrency is how many accepted assignments may wait
+// for a slot; more are refused "at capacity".
+const queueFactor = 4
+
+// task is one accepted assignment.
+type task struct {
+	a   *outpostv1.Assignment
+	log *slog.Logger
+
+	// Guarded by Gateway.mu.
+	started      bool
+	cancel       context.CancelCauseFunc // set when started
+	pastSwitch   bool                    // a switch (or later) step was seen: cancel no longer applies
+	cancelReason string                  // set when the control plane cancelled it
+}
+
+// errCancelled is the cause of a deployment's context when the control
+// plane cancelled the assignment.
+var errCancelled = errors.New("cancelled by the control plane")
+
+// accept answers an assignment and, when accepted, queues or starts it.
+func (g *Gateway) accept(a *outpostv1.Assignment) *outpostv1.AssignmentAck {
+	id := a.GetAssignmentId()
+	refuse := func(reason string) *outpostv1.AssignmentAck {
+		g.log.Warn("assignment refused", "assignment_id", id, "node_id", a.GetNode().GetId(), "reason", reason)
+		return &outpostv1.AssignmentAck{AssignmentId: id, Reason: reason}
+	}
+	accepted := &outpostv1.AssignmentAck{AssignmentId: id, Accepted: true}
+	switch {
+	case a.GetNode() == nil || a.GetNode().GetId() == "":
+		return refuse("invalid assignment: no node")
+	case a.GetRelease() == nil || a.GetRelease().GetArtifact() == nil:
+		return refuse("invalid assignment: no release artifact")
+	case a.GetDeploy() == nil:
+		return refuse("invalid assignment: no deploy spec")
+	case a.GetRolloutId() == "":
+		return refuse("invalid assignment: no rollout id")
+	case a.GetNode().GetDatacenter() != g.cfg.Datacenter:
+		return refuse(fmt.Sprintf("node %s is in datacenter %q; this gateway serves %q",
+			a.GetNode().GetId(), a.GetNode().GetDatacenter(), g.cfg.Datacenter))
+	}
+
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	switch {
+	case g.tasks[id] != nil || g.finished.has(id):
+		// A re-delivery (for example after a reconnect): same answer, and
+		// its events and result are on their way or already acknowledged.
+		return accepted
+	case g.closing:
+		return refuse("gateway is shutting down")
+	case a.GetEpoch() < g.epoch:
+		return refuse(fmt.Sprintf("stale epoch %d; the current leader's is %d", a.GetEpoch(), g.epoch))
+	case len(g.tasks) >= g.cfg.Concurrency*(1+queueFactor):
+		return refuse(fmt.Sprintf("at capacity: %d assignments accepted", len(g.tasks)))
+	}
+	t := &task{a: a, log: g.log.With("assignment_id", id, "node_id", a.GetNode().GetId(), "rollout_id", a.GetRolloutId())}
+	g.tasks[id] = t
+	g.queue = append(g.queue, t)
+	t.log.Info("assignment accepted", "stage", a.GetStage(), "batch", a.GetBatch(), "release", a.GetRelease().GetId())
+	g.startQueuedLocked()
+	return accepted
+}
+
+// startQueuedLocked starts queued tasks while there are free slots.
+func (g *Gateway) startQueuedLocked() {
+	for g.active < g.cfg.Concurrency && len(g.queue) > 0 && !g.closing {
+		t := g.queue[0]
+		g.queue = g.queue[1:]
+		// A deployment belongs to no stream and no request: it outlives
+		// the stream it came on, and only its own cancel stops it.
+		dctx, cancel := context.WithCancelCause(context.Background())
+		t.started, t.cancel = true, cancel
+		g.active++
+		g.deployments.Add(1)
+		go func() {
+			defer g.deployments.Done()
+			g.runTask(dctx, t)
+		}()
+	}
+}
+
+// cancelAssignment handles the control plane's cancel.
+func (g *Gateway) cancelAssignment(c *outpostv1.AssignmentCancel) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	t := g.tasks[c.GetAssignmentId()]
+	if t == nil {
+		g.log.Debug("cancel for an unknown or finished assignment", "assignment_id", c.GetAssignmentId())
+		return
+	}
+	switch {
+	case !t.started:
+		g.queue = slices.DeleteFunc(g.queue, func(q *task) bool { return q == t })
+		delete(g.tasks, c.GetAssignmentId())
+		g.finished.add(c.GetAssignmentId())
+		t.log.Info("assignment cancelled before it started", "reason", c.GetReason())
+		g.out.addResult(&outpostv1.NodeResult{
+			AssignmentId: t.a.GetAssignmentId(),
+			NodeId:       t.a.GetNode().GetId(),
+			State:        outpostv1.NodeState_NODE_STATE_FAILED,
+			Error:        fmt.Sprintf("cancelled before it started: %s", c.GetReason()),
+			Duration:     durationpb.New(0),
+		})
+	case t.pastSwitch:
+		t.log.Warn("cancel ignored: the node is past the switch; letting it finish", "reason", c.GetReason())
+	case t.cancelReason == "":
+		t.cancelReason = c.GetReason()
+		t.log.Info("cancelling deployment", "reason", c.GetReason())
+		t.cancel(fmt.Errorf("%w: %s", errCancelled, c.GetReason()))
+	}
+}
+
+// beginShutdown stops new work when Run's ctx ends: queued assignments are
+// dropped, and deployments not yet past the switch are cancelled (the
+// deployer cleans up or rolls back); the rest finish.
+func (g *Gateway) beginShutdown() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.closing = true
+	g.dropQueuedLocked("gateway is shutting down")
+	for _, t := range g.tasks {
+		if t.started && !t.pastSwitch {
+			t.cancel(errors.New("gateway is shutting down"))
+		}
+	}
+}
+
+// dropQueued forgets accepted assignments that have not started; they are
+// left out of the next hello, so the control plane hands them out again.
+func (g *Gateway) dropQueued(why string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.dropQueuedLocked(why)
+}
+
+func (g *Gateway) dropQueuedLocked(why string) {
+	for _, t := range g.queue {
+		delete(g.tasks, t.a.GetAssignmentId())
+		t.log.Info("queued assignment dropped", "reason", why)
+	}
+	g.queue = nil
+}
+
+// activeIDs lists the assignments deploying now, for the hello.
+func (g *Gateway) activeIDs() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var ids []string
+	for id, t := range g.tasks {
+		if t.started {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// activeCount is how many deployments run now.
+func (g *Gateway) activeCount() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.active
+}
+
+// runTask deploys one assignment and queues its result.
+func (g *Gateway) runTask(ctx context.Context, t *task) {
+	a := t.a
+	start := g.cfg.Now()
+	g.met.inFlight.Inc()
+	defer g.met.inFlight.Dec()
+	// Join the rollout's trace: the deployer's spans become children of
+	// the control plane's batch span.
+	ctx = propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier(a.GetTraceContext()))
+
+	res := g.deployAssignment(ctx, t)
+
+	g.mu.Lock()
+	reason := t.cancelReason
+	g.mu.Unlock()
+	r := &outpostv1.NodeResult{
+		AssignmentId:    a.GetAssignmentId(),
+		NodeId:          a.GetNode().GetId(),
+		State:           res.State,
+		Step:            res.Step,
+		Release:         res.Release,
+		PreviousRelease: res.Previous,
+		Duration:        durationpb.New(g.cfg.Now().Sub(start)),
+	}
+	if res.Err != nil {
+		r.Error = res.Err.Error()
+		if reason != "" {
+			r.Error = fmt.Sprintf("cancelled by the control plane (%s): %s", reason, r.Error)
+		}
+	}
+	g.met.deployments.WithLabelValues(lowerName(res.State.String(), "NODE_STATE_")).Inc()
+	t.log.Info("assignment finished", "state", res.State.String(), "step", res.Step.String(), "duration", r.GetDuration().AsDuration())
+
+	// The result goes into the outbox before the task is forgotten, so a
+	// hello never omits an assignment whose result is not queued.
+	g.out.addResult(r)
+	g.mu.Lock()
+	delete(g.tasks, a.GetAssignmentId())
+	g.finished.add(a.GetAssignmentId())
+	g.active--
+	g.startQueuedLocked()
+	g.mu.Unlock()
+}
+
+// deployAssignment fetches the artifact and runs the deployer.
+func (g *Gateway) deployAssignment(ctx context.Context, t *task) deployer.Result {
+	a := t.a
+	emit := func(ev *outpostv1.NodeStepEvent) {
+		if ev.GetStep() >= outpostv1.Step_STEP_SWITCH {
+			g.mu.Lock()
+			t.pastSwitch = true
+			g.mu.Unlock()
+		}
+		g.met.observeStep(ev)
+		g.out.addEvent(a.GetAssignmentId(), ev)
+	}
+	job, err := jobOf(a, g.cfg.Name)
+	if err != nil {
+		return deployer.Result{State: outpostv1.NodeState_NODE_STATE_FAILED, Err: err}
+	}
+	path, err := g.fetchArtifact(ctx, a)
+	if err != nil {
+		// Reported as the upload step: the node has not been touched.
+		now := timestamppb.New(g.cfg.Now())
+		base := &outpostv1.NodeStepEvent{NodeId: a.GetNode().GetId(), RolloutId: a.GetRolloutId(), Step: outpostv1.Step_STEP_UPLOAD, Time: now}
+		started := cloneEvent(base, outpostv1.StepPhase_STEP_PHASE_STARTED, 1)
+		started.Detail = "fetching the artifact from the control plane"
+		emit(started)
+		failed := cloneEvent(base, outpostv1.StepPhase_STEP_PHASE_FAILED, 2)
+		failed.Duration, failed.Error = durationpb.New(0), err.Error()
+		emit(failed)
+		return deployer.Result{State: outpostv1.NodeState_NODE_STATE_FAILED, Step: outpostv1.Step_STEP_UPLOAD, Err: err}
+	}
+	job.ArtifactPath = path
+	return g.deploy.Deploy(ctx, job, emit)
+}
+
+func cloneEvent(ev *outpostv1.NodeStepEvent, phase outpostv1.StepPhase, seq uint64) *outpostv1.NodeStepEvent {
+	return &outpostv1.NodeStepEvent{NodeId: ev.NodeId, RolloutId: ev.RolloutId, Step: ev.Step, Time: ev.Time, Phase: phase, Seq: seq}
+}
+
+// fetchArtifact returns the local copy of a's artifact, in its own span.
+func (g *Gateway) fetchArtifact(ctx context.Context, a *outpostv1.Assignment) (string, error) {
+	digest := a.GetRelease().GetArtifact().GetSha256()
+	ctx, span := g.tracer.Start(ctx, "gateway.fetch_artifact", trace.WithAttributes(
+		attribute.String("outpost.node_id", a.GetNode().GetId()),
+		attribute.String("outpost.artifact.sha256", digest),
+	))
+	defer span.End()
+	path, err := g.cache.Get(ctx, digest)
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+		return "", fmt.Errorf("fetch artifact: %w", err)
+	}
+	return path, nil
+}
+
+// jobOf turns an assignment into a deployer job (without the artifact
+// path, which the cache provides).
+func jobOf(a *outpostv1.Assignment, gatewayName string) (deployer.Job, error) {
+	spec, err := deployer.SpecFromProto(a.GetDeploy())
+	if err != nil {
+		return deployer.Job{}, fmt.Errorf("deploy spec: %w", err)
+	}
+	owner := a.GetOwner()
+	if owner == "" {
+		owner = gatewayName
+	}
+	return deployer.Job{
+		Node:      a.GetNode(),
+		Release:   a.GetRelease(),
+		Spec:      spec,
+		RolloutID: a.GetRolloutId(),
+		Owner:     owner,
+		Epoch:     a.GetEpoch(),
+	}, nil
+}
+
+// recentSet remembers the last n ids added, to answer re-delivered
+// assignments without deploying them twice.
+type recentSet struct {
+	ids   map[string]bool
+	order []string
+	n     int
+}
+
+func newRecentSet(n int) recentSet {
+	return recentSet{ids: make(map[string]bool), n: n}
+}
+
+func (s *recentSet) has(id string) bool { return s.ids[id] }
+
+func (s *recentSet) add(id string) {
+	if s.ids[id] {
+		return
+	}
+	s.ids[id] = true
+	s.order = append(s.order, id)
+	if len(s.order) > s.n {
+		delete(s.ids, s.order[0])
+		s.order = s.order[1:]
+	}
+}
