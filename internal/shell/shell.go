@@ -32,8 +32,9 @@ func safe(b byte) bool {
 // Quote returns s as one literal shell word.
 //
 // Words made only of letters, digits and _-./,:@%+ are returned as they are
-// (readable logs); anything else is wrapped in single quotes, with each
-// embedded single quote written as '\''. The empty string becomes ''.
+// (readable logs); anything else is wrapped in single quotes, and each
+// embedded single quote ends the quoting, adds a backslash-escaped quote
+// and reopens it. The empty string becomes a pair of single quotes.
 // s must not contain NUL, which no argument can carry; CheckArg reports it.
 func Quote(s string) string {
 	if s == "" {
