@@ -349,10 +349,9 @@ func TestDeployConnectionKilledMidUpload(t *testing.T) {
 		before := snapshotTree(t, f.path)
 
 		rel := serviceRelease(t, t.TempDir(), "r2", true, 4<<20)
-		f.mu.Lock()
-		f.wrap = func(r *countingRemote) { tg.cutUpload(t, r, 256<<10) }
-		f.mu.Unlock()
+		reset := tg.cutUpload(t, f, 256<<10)
 		res, evs := f.deploy(t, f.job("r2", rel))
+		reset()
 		if res.State != failed || res.Step != outpostv1.Step_STEP_UPLOAD {
 			t.Fatalf("deploy = %v at %v (%v), want FAILED at UPLOAD\nevents: %v", res.State, res.Step, res.Err, evs.steps())
 		}
@@ -720,6 +719,27 @@ func TestDeployRemovesLeftoverPartial(t *testing.T) {
 		f.mustDeploy(t, f.job("r1", serviceRelease(t, t.TempDir(), "r1", true, 0)))
 		if got, want := lsReleases(t, f.path), []string{"r1"}; !cmp.Equal(got, want) {
 			t.Errorf("releases = %v, want %v", got, want)
+		}
+	})
+}
+
+func TestDeployRelativePathResolvesAgainstHome(t *testing.T) {
+	forEachTarget(t, func(t *testing.T, tg *target) {
+		if !tg.homeInRoot {
+			t.Skip("the login's home is outside the test's directories")
+		}
+		f := newFixture(t, tg, "apps/rel")
+		job := f.job("r1", serviceRelease(t, t.TempDir(), "r1", true, 0))
+		job.Spec.Path = "apps/rel"
+		res, evs := f.deploy(t, job)
+		if res.State != succeeded {
+			t.Fatalf("deploy = %v at %v: %v", res.State, res.Step, res.Err)
+		}
+		if got := readLink(t, f.path); got != "releases/r1" {
+			t.Errorf("%s/current -> %q, want releases/r1", f.path, got)
+		}
+		if d := evs.list()[1].GetDetail(); !strings.HasSuffix(d, ":"+f.path) {
+			t.Errorf("connect detail %q does not give the resolved path %s", d, f.path)
 		}
 	})
 }

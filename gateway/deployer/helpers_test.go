@@ -23,6 +23,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/outposthq/outpost/gateway/sshexec"
+	"github.com/outposthq/outpost/internal/testfleet"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -145,6 +146,13 @@ func writeFile(t testing.TB, path string, b []byte) release {
 // adds a file of that many random-ish bytes (for slow uploads).
 func serviceRelease(t testing.TB, dir, version string, healthy bool, extra int) release {
 	t.Helper()
+	if extra == 0 {
+		r, err := testfleet.BuildRelease(dir, version, healthy)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return release{Path: r.Path, SHA256: r.SHA256, Size: r.Size}
+	}
 	entries := []tarEntry{
 		{hdr: tar.Header{Name: "./", Typeflag: tar.TypeDir}},
 		{hdr: tar.Header{Name: "VERSION", Typeflag: tar.TypeReg}, body: version + "\n"},
@@ -170,21 +178,6 @@ func serviceRelease(t testing.TB, dir, version string, healthy bool, extra int) 
 		entries = append(entries, tarEntry{hdr: tar.Header{Name: "blob", Typeflag: tar.TypeReg}, body: string(b)})
 	}
 	return writeTar(t, filepath.Join(dir, version+".tar.gz"), true, entries)
-}
-
-// healthHandler implements the simulated service contract's health check
-// for deployPath: 200 when .svc/running names a directory with HEALTHY.
-func healthHandler(deployPath string) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, err := os.ReadFile(filepath.Join(deployPath, ".svc", "running"))
-		if err == nil {
-			if _, err := os.Stat(filepath.Join(strings.TrimSpace(string(b)), "HEALTHY")); err == nil {
-				w.WriteHeader(http.StatusOK)
-				return
-			}
-		}
-		w.WriteHeader(http.StatusServiceUnavailable)
-	})
 }
 
 // serveHealth serves h on ip at a free port until the test ends and

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/outposthq/outpost/gateway/sshexec"
+	"github.com/outposthq/outpost/internal/testfleet"
 	"github.com/outposthq/outpost/internal/testsshd"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
@@ -34,9 +35,12 @@ type target struct {
 	// node do not match the release's sha256, and returns the job's release
 	// digest to use.
 	corrupt func(t *testing.T, rel release) string
-	// cut returns what drops the connection in the middle of an upload:
-	// either set on the countingRemote (cutAfter, cut) or done by the node.
-	cutUpload func(t *testing.T, r *countingRemote, after int64)
+	// cutUpload arranges for the next deployment's upload to lose its
+	// connection after about that many bytes, and returns what undoes it.
+	cutUpload func(t *testing.T, f *fixture, after int64) (reset func())
+	// homeInRoot reports whether the login's home is root, so that relative
+	// deploy paths can be tested.
+	homeInRoot bool
 }
 
 // sshdTarget is a real OpenSSH sshd, reached through a proxy that can cut
@@ -78,16 +82,76 @@ func sshdTarget(t *testing.T) *target {
 			// The bytes arrive intact; the release's digest is wrong.
 			return "0000000000000000000000000000000000000000000000000000000000000000"
 		},
-		cutUpload: func(t *testing.T, r *countingRemote, after int64) {
-			r.cutAfter, r.cut = after, proxy.cut
+		cutUpload: func(t *testing.T, f *fixture, after int64) func() {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			f.wrap = func(r *countingRemote) { r.cutAfter, r.cut = after, proxy.cut }
+			return func() {}
 		},
+	}
+}
+
+// fleetTarget is one host of the in-process fleet: /bin/sh (dash) runs the
+// commands, and faults are injected by the host itself.
+func fleetTarget(t *testing.T) *target {
+	signer, pub := testsshd.ClientKey(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	fleet, err := testfleet.Start(ctx, testfleet.Config{Hosts: 1, Dir: t.TempDir(), ClientKeys: []ssh.PublicKey{pub}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fleet.Close() })
+	host := fleet.Hosts()[0]
+	dialer := func(hostKey ssh.PublicKey) func(ctx context.Context, n *outpostv1.Node) (Remote, error) {
+		return func(ctx context.Context, n *outpostv1.Node) (Remote, error) {
+			c, err := sshexec.Dial(ctx, sshexec.Config{
+				Address:  n.GetAddress(),
+				User:     n.GetUser(),
+				Auth:     sshexec.Auth{Signers: []ssh.Signer{signer}},
+				HostKeys: sshexec.HostKeys{Pinned: []ssh.PublicKey{hostKey}},
+			})
+			if err != nil {
+				return nil, err
+			}
+			return c, nil
+		}
+	}
+	_, otherPriv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := ssh.NewPublicKey(otherPriv.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &target{
+		name:       "fleet",
+		node:       &outpostv1.Node{Id: "srv-000002", Address: host.Addr, User: "deploy"},
+		ip:         host.IP,
+		root:       host.Root,
+		dial:       dialer(host.HostKey),
+		dialBadKey: dialer(other),
+		corrupt: func(t *testing.T, rel release) string {
+			host.SetFaults(testfleet.Faults{CorruptUploads: true})
+			t.Cleanup(func() { host.SetFaults(testfleet.Faults{}) })
+			return rel.SHA256
+		},
+		cutUpload: func(t *testing.T, f *fixture, after int64) func() {
+			host.SetFaults(testfleet.Faults{KillAfterUploadBytes: after})
+			return func() { host.SetFaults(testfleet.Faults{}) }
+		},
+		homeInRoot: true,
 	}
 }
 
 // forEachTarget runs fn against every kind of node.
 func forEachTarget(t *testing.T, fn func(t *testing.T, tg *target)) {
 	t.Helper()
-	for _, mk := range []func(*testing.T) *target{sshdTarget} {
+	// Most of a test's time is the remote shells starting; overlapping
+	// tests keeps the package fast on a small machine.
+	t.Parallel()
+	for _, mk := range []func(*testing.T) *target{sshdTarget, fleetTarget} {
 		tg := mk(t)
 		t.Run(tg.name, func(t *testing.T) { fn(t, tg) })
 	}
@@ -181,7 +245,7 @@ type fixture struct {
 func newFixture(t *testing.T, tg *target, name string) *fixture {
 	t.Helper()
 	f := &fixture{tg: tg, path: filepath.Join(tg.root, name)}
-	f.healthPort = serveHealth(t, tg.ip, healthHandler(f.path))
+	f.healthPort = serveHealth(t, tg.ip, testfleet.HealthHandler(f.path))
 	d, err := New(Config{Dial: f.dial, CleanupTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
