@@ -258,7 +258,7 @@ func TestCancel(t *testing.T) {
 	cp.cancel(t, "running", "operator abort")
 	res = cp.waitResult(t, "running")
 	if res.GetState() != outpostv1.NodeState_NODE_STATE_FAILED || res.GetStep() != outpostv1.Step_STEP_UPLOAD ||
-		!strings.Contains(res.GetError(), "cancelled by the control plane (operator abort)") {
+		res.GetError() != "cancelled by the control plane: operator abort" {
 		t.Errorf("running result = %v, want FAILED at UPLOAD, cancelled", res)
 	}
 

@@ -158,6 +158,18 @@ type runningGateway struct {
 // real deployer unless nil.
 func startGateway(t *testing.T, cp *fakeCP, dep nodeDeployer, mutate func(*Config)) *runningGateway {
 	t.Helper()
+	return startGatewayWith(t, cp, func(real nodeDeployer) nodeDeployer {
+		if dep != nil {
+			return dep
+		}
+		return real
+	}, mutate)
+}
+
+// startGatewayWith is startGateway with the deployer replaced by
+// wrap(the real deployer).
+func startGatewayWith(t *testing.T, cp *fakeCP, wrap func(real nodeDeployer) nodeDeployer, mutate func(*Config)) *runningGateway {
+	t.Helper()
 	cfg := Config{
 		ControlPlane: cp.addr,
 		Name:         "gw-1",
@@ -177,9 +189,7 @@ func startGateway(t *testing.T, cp *fakeCP, dep nodeDeployer, mutate func(*Confi
 	if err != nil {
 		t.Fatal(err)
 	}
-	if dep != nil {
-		g.deploy = dep
-	}
+	g.deploy = wrap(g.deploy)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- g.Run(ctx) }()

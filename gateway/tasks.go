@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -209,8 +210,10 @@ func (g *Gateway) runTask(ctx context.Context, t *task) {
 	}
 	if res.Err != nil {
 		r.Error = res.Err.Error()
-		if reason != "" {
-			r.Error = fmt.Sprintf("cancelled by the control plane (%s): %s", reason, r.Error)
+		// The deployer usually names the cause already; when it only
+		// says "context canceled", say whose cancel it was.
+		if reason != "" && !strings.Contains(r.Error, errCancelled.Error()) {
+			r.Error = fmt.Sprintf("%v (%s): %s", errCancelled, reason, r.Error)
 		}
 	}
 	g.met.deployments.WithLabelValues(lowerName(res.State.String(), "NODE_STATE_")).Inc()
