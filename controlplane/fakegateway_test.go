@@ -31,6 +31,8 @@ type fakeGateway struct {
 	capacity int32
 	// auto, when set, decides the result of every assignment at once.
 	auto func(a *outpostv1.Assignment) (outpostv1.NodeState, string)
+	// silent stops heartbeats.
+	silent bool
 
 	sendMu  sync.Mutex // serializes stream.Send
 	mu      sync.Mutex // guards the fields below
@@ -101,7 +103,7 @@ func (g *fakeGateway) connect(addr string, active ...string) {
 				}
 			}
 			g.mu.Unlock()
-			go g.receive(stream, g.done)
+			go g.receive(stream, g.done, ctx)
 			return
 		}
 		cancel()
@@ -142,8 +144,16 @@ func (g *fakeGateway) runningIDs() []string {
 	return ids
 }
 
-func (g *fakeGateway) receive(stream grpc.BidiStreamingClient[outpostv1.ConnectRequest, outpostv1.ConnectResponse], done chan struct{}) {
+func (g *fakeGateway) receive(stream grpc.BidiStreamingClient[outpostv1.ConnectRequest, outpostv1.ConnectResponse], done chan struct{}, ctx context.Context) {
 	defer close(done)
+	if !g.silent {
+		beat := make(chan struct{})
+		defer func() { <-beat }()
+		go func() {
+			defer close(beat)
+			g.heartbeats(ctx)
+		}()
+	}
 	for {
 		m, err := stream.Recv()
 		if err != nil {
@@ -177,6 +187,28 @@ func (g *fakeGateway) receive(stream grpc.BidiStreamingClient[outpostv1.ConnectR
 			}
 			state, msg := g.auto(auto)
 			g.finish(auto.GetAssignmentId(), state, msg) //nolint:errcheck // a cut stream shows in the test's waits
+		}
+	}
+}
+
+// heartbeats sends a heartbeat every welcome.heartbeat_interval until ctx ends.
+func (g *fakeGateway) heartbeats(ctx context.Context) {
+	g.mu.Lock()
+	every := g.welcome.GetHeartbeatInterval().AsDuration()
+	g.mu.Unlock()
+	if every <= 0 {
+		return
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			if err := g.send(&outpostv1.ConnectRequest{Msg: &outpostv1.ConnectRequest_Heartbeat{Heartbeat: &outpostv1.GatewayHeartbeat{Time: timestamppb.Now()}}}); err != nil {
+				return
+			}
 		}
 	}
 }
