@@ -45,8 +45,9 @@ type Config struct {
 	Logger *slog.Logger
 	// TracerProvider makes the deployer's spans; nil means the otel global.
 	TracerProvider trace.TracerProvider
-	// DialOptions are added to the gRPC dial, after the default plaintext
-	// transport credentials (so a later WithTransportCredentials wins).
+	// DialOptions are added to the gRPC dial after the defaults (plaintext
+	// transport credentials, a keepalive ping after 6 idle minutes), so
+	// they override them.
 	DialOptions []grpc.DialOption
 	// MinBackoff and MaxBackoff bound the jittered exponential pause
 	// between reconnection attempts; zero means DefaultMinBackoff and
