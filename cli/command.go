@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"regexp"
 	"sort"
 	"strings"
 	"syscall"
@@ -155,6 +156,11 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
+// longFlagDashes finds multi-letter flag names in PrintDefaults output,
+// which the help shows as --name, the way people type them (the flag
+// package accepts both).
+var longFlagDashes = regexp.MustCompile(`(?m)^(  )-([a-z][a-z0-9-]+)`)
+
 func (c *command) help(w io.Writer, path []string, fs *flag.FlagSet) {
 	fmt.Fprintf(w, "Usage: %s\n", c.usage)
 	if c.long != "" {
@@ -176,6 +182,6 @@ func (c *command) help(w io.Writer, path []string, fs *flag.FlagSet) {
 	fs.PrintDefaults()
 	fs.SetOutput(io.Discard)
 	if flags.Len() > 0 {
-		fmt.Fprintf(w, "\nFlags:\n%s", flags.String())
+		fmt.Fprintf(w, "\nFlags:\n%s", longFlagDashes.ReplaceAllString(flags.String(), "$1--$2"))
 	}
 }

@@ -139,7 +139,7 @@ func writeRollout(w io.Writer, r *outpostv1.Rollout) error {
 			if running && int32(i) == r.GetCurrentStage() && b.GetIndex() == s.GetCurrentBatch() {
 				batch += " *"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", s.GetName(), batch, len(b.GetNodeIds()), idsText(b.GetNodeIds(), 4))
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", s.GetName(), batch, len(b.GetNodeIds()), idsText(b.GetNodeIds(), 5))
 		}
 	}
 	return tw.Flush()
@@ -160,9 +160,10 @@ func stageSettings(s *outpostv1.Stage) string {
 	return strings.Join(parts, ", ")
 }
 
-// idsText lists up to max ids, then how many more.
+// idsText lists up to max ids, then how many more ("+1 more" would be no
+// shorter than the id, so max+1 ids are listed in full).
 func idsText(ids []string, max int) string {
-	if len(ids) <= max {
+	if len(ids) <= max+1 {
 		return strings.Join(ids, " ")
 	}
 	return fmt.Sprintf("%s ... (+%d more)", strings.Join(ids[:max], " "), len(ids)-max)

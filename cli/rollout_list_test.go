@@ -29,12 +29,12 @@ func TestRolloutList(t *testing.T) {
 	}{
 		// Three rollouts with the fake's two-item pages: the verb follows the token.
 		{[]string{"rollout", "list"}, `ID        APP          REVISION  RELEASE      STATE      NODES                   CREATED
-r-000003  billing-api  3         r7-1a2b3c4d  RUNNING    4/13 ok, 1 rolled back  2026-05-04T09:30:00Z
-r-000002  other        2         r7-1a2b3c4d  ABORTED    4/13 ok, 1 rolled back  2026-05-04T09:30:00Z
-r-000001  billing-api  1         r7-1a2b3c4d  SUCCEEDED  4/13 ok, 1 rolled back  2026-05-04T09:30:00Z
+r-000003  billing-api  3         r7-1a2b3c4d  RUNNING    4/15 ok, 1 rolled back  2026-05-04T09:30:00Z
+r-000002  other        2         r7-1a2b3c4d  ABORTED    4/15 ok, 1 rolled back  2026-05-04T09:30:00Z
+r-000001  billing-api  1         r7-1a2b3c4d  SUCCEEDED  4/15 ok, 1 rolled back  2026-05-04T09:30:00Z
 `},
 		{[]string{"rollout", "list", "--app", "billing-api", "--limit", "1"}, `ID        APP          REVISION  RELEASE      STATE    NODES                   CREATED
-r-000003  billing-api  3         r7-1a2b3c4d  RUNNING  4/13 ok, 1 rolled back  2026-05-04T09:30:00Z
+r-000003  billing-api  3         r7-1a2b3c4d  RUNNING  4/15 ok, 1 rolled back  2026-05-04T09:30:00Z
 `},
 	}
 	for _, tt := range tests {

@@ -136,7 +136,7 @@ func TestWatchSucceededExitsZero(t *testing.T) {
 		if code != want {
 			t.Errorf("watch ending in %v: exit %d, want %d (stdout %q, stderr %q)", state, code, want, out, errOut)
 		}
-		if !strings.Contains(out, "rollout r-000042 "+rolloutState(state)+" after 1m35s: 13 nodes") {
+		if !strings.Contains(out, "rollout r-000042 "+rolloutState(state)+" after 1m35s: 15 nodes") {
 			t.Errorf("watch ending in %v: no summary line in %q", state, out)
 		}
 	}

@@ -11,6 +11,9 @@ installing nothing on them.
 Daemons:   outpost controlplane | outpost gateway | outpost dev
 Clients:   outpost node ... | outpost rollout ...`,
 		sub: []*command{
+			controlplaneCommand(),
+			devCommand(),
+			gatewayCommand(),
 			nodeCommand(),
 			rolloutCommand(),
 			versionCommand(),

@@ -1,0 +1,85 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/outposthq/outpost/internal/telemetry"
+)
+
+// What the daemon verbs (controlplane, gateway, dev) share: repeatable
+// flags, logging, tracing and a bounded shutdown.
+
+// shutdownTimeout bounds a daemon's graceful shutdown; after it, the
+// daemon stops hard.
+const shutdownTimeout = 30 * time.Second
+
+// stringList is a flag that may be given several times, and whose values
+// may also be comma-separated ("--etcd-endpoints a:2379,b:2379").
+type stringList []string
+
+func (l *stringList) String() string { return strings.Join(*l, ",") }
+
+func (l *stringList) Set(v string) error {
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*l = append(*l, s)
+		}
+	}
+	return nil
+}
+
+// logFlags registers --log-level and --log-format.
+type logFlags struct {
+	level, format *string
+}
+
+func addLogFlags(fs *flag.FlagSet) logFlags {
+	return logFlags{
+		level:  fs.String("log-level", "info", "log level: debug, info, warn, error"),
+		format: fs.String("log-format", "text", "log format: text or json (one object per line)"),
+	}
+}
+
+// logger builds the daemon's logger on w (standard error).
+func (f logFlags) logger(w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*f.level)); err != nil {
+		return nil, usagef("--log-level %q: want debug, info, warn or error", *f.level)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch *f.format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, usagef("--log-format %q: want text or json", *f.format)
+}
+
+// tracing builds the tracer provider for --otel-endpoint (a no-op when
+// empty) and logs where spans go.
+func tracing(ctx context.Context, service, endpoint string, log *slog.Logger) (trace.TracerProvider, func(context.Context) error, error) {
+	tp, shutdown, err := telemetry.NewTracerProvider(ctx, service, endpoint)
+	if err != nil {
+		return nil, nil, usagef("--otel-endpoint: %v", err)
+	}
+	if endpoint != "" {
+		log.Info("exporting traces over OTLP/gRPC", "endpoint", endpoint)
+	}
+	return tp, shutdown, nil
+}
+
+const otelEndpointHelp = "OTLP/gRPC collector `host:port` or URL for traces (plaintext to loopback hosts); empty: no export"
+
+// shutdownContext is the context for stopping a daemon after its run
+// context ended: fresh, since that one is done, and bounded.
+func shutdownContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), shutdownTimeout)
+}

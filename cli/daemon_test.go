@@ -1,0 +1,151 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// syncBuffer is a bytes.Buffer safe for a daemon's logging goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// waitFor polls until buf contains want, for at most d.
+func (s *syncBuffer) waitFor(t *testing.T, want string, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if strings.Contains(s.String(), want) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("no %q within %v; output so far:\n%s", want, d, s.String())
+}
+
+// daemon runs a long-running verb in the background until stop is called,
+// which cancels it and returns its exit code.
+type daemon struct {
+	out, err *syncBuffer
+	cancel   context.CancelFunc
+	done     chan int
+}
+
+func startDaemon(t *testing.T, env map[string]string, args ...string) *daemon {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	d := &daemon{out: &syncBuffer{}, err: &syncBuffer{}, cancel: cancel, done: make(chan int, 1)}
+	go func() {
+		d.done <- Run(ctx, args, &Env{Stdin: strings.NewReader(""), Stdout: d.out, Stderr: d.err, Getenv: func(k string) string { return env[k] }})
+	}()
+	t.Cleanup(func() { d.stop(t) })
+	return d
+}
+
+// stop cancels the daemon (as SIGINT does) and returns its exit code.
+func (d *daemon) stop(t *testing.T) int {
+	t.Helper()
+	d.cancel()
+	select {
+	case code := <-d.done:
+		d.done <- code // later calls see it too
+		return code
+	case <-time.After(60 * time.Second):
+		t.Fatalf("daemon did not stop within 60s; stderr:\n%s", d.err.String())
+		return -1
+	}
+}
+
+// writeKey writes a fresh unencrypted ed25519 private key in OpenSSH format.
+func writeKey(t *testing.T, dir string) string {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "id_ed25519")
+	if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestDaemonUsage(t *testing.T) {
+	tests := []struct {
+		args   []string
+		stderr string
+	}{
+		{[]string{"gateway", "--ssh-key", "k"}, "--datacenter is required"},
+		{[]string{"gateway", "--datacenter", "dc-1"}, "no SSH credentials"},
+		{[]string{"gateway", "--datacenter", "dc-1", "--ssh-agent", "--log-level", "loud"}, `--log-level "loud"`},
+		{[]string{"gateway", "--datacenter", "dc-1", "--ssh-agent", "--otel-endpoint", "nohost"}, "--otel-endpoint"},
+		{[]string{"controlplane", "extra"}, "takes no arguments"},
+		{[]string{"controlplane", "--log-format", "xml"}, `--log-format "xml"`},
+	}
+	for _, tt := range tests {
+		code, _, errOut := runCLI(t, nil, tt.args...)
+		if code != 2 || !strings.Contains(errOut, tt.stderr) {
+			t.Errorf("outpost %q: exit %d, stderr %q; want exit 2 and %q", tt.args, code, errOut, tt.stderr)
+		}
+	}
+}
+
+func TestStringList(t *testing.T) {
+	var l stringList
+	for _, v := range []string{"a:1,b:2", " c:3 ", ""} {
+		l.Set(v)
+	}
+	if got := l.String(); got != "a:1,b:2,c:3" {
+		t.Errorf("stringList = %q, want a:1,b:2,c:3", got)
+	}
+}
+
+func TestGatewayRunsUntilInterrupted(t *testing.T) {
+	dir := t.TempDir()
+	key := writeKey(t, dir)
+	if err := os.WriteFile(filepath.Join(dir, "known_hosts"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Nothing listens at the control plane address: the gateway keeps
+	// retrying, and must still stop promptly when interrupted.
+	d := startDaemon(t, nil, "gateway", "--controlplane", closedAddr(t), "--datacenter", "dc-1", "--name", "gw-test",
+		"--ssh-key", key, "--known-hosts", filepath.Join(dir, "known_hosts"), "--cache-dir", filepath.Join(dir, "cache"))
+	d.err.waitFor(t, "gateway starting", 10*time.Second)
+	if code := d.stop(t); code != 0 {
+		t.Errorf("gateway exit %d after interrupt, want 0; stderr:\n%s", code, d.err.String())
+	}
+	if !strings.Contains(d.err.String(), "gateway stopped") {
+		t.Errorf("no 'gateway stopped' in the log:\n%s", d.err.String())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "cache")); err != nil {
+		t.Errorf("cache dir: %v", err)
+	}
+}

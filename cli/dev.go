@@ -1,0 +1,340 @@
+package cli
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/outposthq/outpost/controlplane"
+	"github.com/outposthq/outpost/gateway"
+	"github.com/outposthq/outpost/internal/testfleet"
+)
+
+// The simulated service's conventions (internal/testfleet): where it is
+// deployed, relative to each fleet host's home, and its health port.
+const (
+	devDeployPath = "app"
+	devHealthPort = 18080
+)
+
+func devCommand() *command {
+	return &command{
+		name:  "dev",
+		short: "run everything on this machine with a simulated fleet (try Outpost here)",
+		usage: "outpost dev [--nodes N] [--datacenters N] [--data-dir DIR] [--listen ADDR]",
+		long: `Runs a whole Outpost on this machine until interrupted (SIGINT or
+SIGTERM): a simulated fleet of SSH servers, a control plane with embedded
+etcd, and one gateway per datacenter. Nothing is installed and no root is
+needed.
+
+The fleet's servers are real SSH/SFTP servers inside this process, each on
+its own loopback address (127.x.y.z, port 2222) with its own host key and
+home directory under DATA/dev/fleet, and an HTTP health endpoint on port
+18080 that reports the simulated service healthy when its running release
+is a healthy one. Commands sent to them really run, as your user.
+
+When everything is up it prints "outpost dev: ready" and writes, under
+DATA/dev/:
+  nodes.yaml          the fleet's inventory (ids node-01..., app=demo, tier)
+  id_ed25519          the gateways' SSH key (fresh each run)
+  known_hosts         the fleet's host keys
+  demo/app-v1.tar.gz, app-v2.tar.gz   healthy releases of the demo app
+  demo/app-v3.tar.gz  a broken release: it starts, but its health check fails
+  demo/plan-v1.yaml, plan-v2.yaml, plan-v3.yaml   rolling plans, batch 5
+
+Then, in another terminal:
+  export OUTPOST_CONTROLPLANE=127.0.0.1:7443
+  outpost node apply -f DATA/dev/nodes.yaml
+  outpost rollout create -f DATA/dev/demo/plan-v1.yaml --watch
+  outpost rollout create -f DATA/dev/demo/plan-v3.yaml --watch   # rolled back, aborted
+
+The control plane's state persists in DATA between runs; delete DATA to
+start over. 'make demo' runs this whole story unattended.
+
+Examples:
+  outpost dev
+  outpost dev --nodes 200 --datacenters 3 --data-dir /tmp/outpost-dev --listen 127.0.0.1:7543`,
+		flags: func(fs *flag.FlagSet, env *Env) func(context.Context, []string) error {
+			nodes := fs.Int("nodes", 20, "simulated servers in the fleet")
+			dcs := fs.Int("datacenters", 2, "datacenters dc-1..dc-N the nodes are spread over, one gateway each")
+			dataDir := fs.String("data-dir", filepath.Join(".outpost", "dev"), "`directory` for the control plane's state and the dev files")
+			listen := fs.String("listen", controlplane.DefaultListen, "control plane gRPC `address`")
+			logs := addLogFlags(fs)
+			return func(ctx context.Context, args []string) error {
+				if len(args) > 0 {
+					return usagef("dev takes no arguments")
+				}
+				if *nodes < 1 || *nodes > 10000 {
+					return usagef("--nodes %d: want 1..10000", *nodes)
+				}
+				if *dcs < 1 || *dcs > *nodes {
+					return usagef("--datacenters %d: want 1..%d (at most one per node)", *dcs, *nodes)
+				}
+				log, err := logs.logger(env.Stderr)
+				if err != nil {
+					return err
+				}
+				data, err := filepath.Abs(*dataDir)
+				if err != nil {
+					return err
+				}
+				return runDev(ctx, devConfig{nodes: *nodes, datacenters: *dcs, dataDir: data, listen: *listen, log: log, out: env.Stdout})
+			}
+		},
+	}
+}
+
+type devConfig struct {
+	nodes, datacenters int
+	dataDir            string // absolute
+	listen             string
+	log                *slog.Logger
+	out                io.Writer // instructions and the ready line
+}
+
+// runDev starts the fleet, the control plane and the gateways, writes the
+// dev files, and runs until ctx ends; then it stops everything in reverse
+// order (gateways first, so no deployment is cut off by a vanished
+// control plane or fleet).
+func runDev(ctx context.Context, cfg devConfig) (err error) {
+	devDir := filepath.Join(cfg.dataDir, "dev")
+	demoDir := filepath.Join(devDir, "demo")
+	for _, d := range []string{devDir, demoDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return err
+		}
+	}
+	// Undo what started, newest first, however runDev ends.
+	var stops []func(context.Context) error
+	defer func() {
+		sctx, cancel := shutdownContext()
+		defer cancel()
+		for i := len(stops) - 1; i >= 0; i-- {
+			if serr := stops[i](sctx); serr != nil {
+				err = errors.Join(err, serr)
+			}
+		}
+	}()
+
+	keyPath := filepath.Join(devDir, "id_ed25519")
+	pub, err := writeClientKey(keyPath)
+	if err != nil {
+		return err
+	}
+	fleet, err := testfleet.Start(ctx, testfleet.Config{
+		Hosts:       cfg.nodes,
+		Dir:         filepath.Join(devDir, "fleet"),
+		ClientKeys:  []ssh.PublicKey{pub},
+		HealthPort:  devHealthPort,
+		ServicePath: devDeployPath,
+		NamePrefix:  "host-",
+		Logger:      cfg.log.With("component", "fleet"),
+	})
+	if err != nil {
+		return fmt.Errorf("start the simulated fleet: %w", err)
+	}
+	stops = append(stops, func(context.Context) error { return fleet.Close() })
+	knownHosts := filepath.Join(devDir, "known_hosts")
+	if err := fleet.WriteKnownHosts(knownHosts); err != nil {
+		return err
+	}
+	cfg.log.Info("simulated fleet running", "nodes", cfg.nodes, "dir", filepath.Join(devDir, "fleet"))
+
+	cp, err := controlplane.Start(ctx, controlplane.Config{
+		Listen:      cfg.listen,
+		DataDir:     cfg.dataDir,
+		ReplicaName: "dev",
+		Logger:      cfg.log,
+	})
+	if err != nil {
+		return fmt.Errorf("start the control plane (is another `outpost dev` or control plane using %s or %s? try --listen, --data-dir): %w",
+			cfg.listen, cfg.dataDir, err)
+	}
+	stops = append(stops, cp.Shutdown)
+
+	login := currentUser()
+	gctx, stopGateways := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	stops = append(stops, func(context.Context) error {
+		stopGateways()
+		wg.Wait()
+		return nil
+	})
+	for i := 1; i <= cfg.datacenters; i++ {
+		dc := fmt.Sprintf("dc-%d", i)
+		g, err := gateway.New(gateway.Config{
+			ControlPlane: cp.Addr(),
+			Name:         "dev-gateway-" + dc,
+			Datacenter:   dc,
+			CacheDir:     filepath.Join(devDir, "cache", dc),
+			SSH:          gateway.SSHConfig{User: login, KeyFiles: []string{keyPath}, KnownHostsFiles: []string{knownHosts}},
+			Logger:       cfg.log,
+			Version:      version,
+		})
+		if err != nil {
+			return fmt.Errorf("gateway for %s: %w", dc, err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := g.Run(gctx); err != nil {
+				cfg.log.Error("gateway stopped", "datacenter", dc, "err", err)
+			}
+		}()
+	}
+
+	inventory := filepath.Join(devDir, "nodes.yaml")
+	if err := os.WriteFile(inventory, devInventory(fleet.Hosts(), cfg.datacenters, login), 0o644); err != nil {
+		return err
+	}
+	plans, err := writeDemo(demoDir)
+	if err != nil {
+		return err
+	}
+
+	fmt.Fprintf(cfg.out, `outpost dev: %d simulated nodes in %d datacenters, one gateway each; control plane at %s
+  data:       %s
+  inventory:  %s
+  demo plans: %s
+
+In another terminal:
+  export %s=%s
+  outpost node apply -f %s
+  outpost rollout create -f %s --watch
+  outpost rollout create -f %s --watch
+  outpost rollout create -f %s --watch   # broken: fails health, rolled back, aborted
+  outpost rollout list
+
+Stop with Ctrl-C.
+outpost dev: ready
+`, cfg.nodes, cfg.datacenters, cp.Addr(), cfg.dataDir, inventory, demoDir,
+		controlPlaneEnv, cp.Addr(), inventory, plans[0], plans[1], plans[2])
+
+	<-ctx.Done()
+	fmt.Fprintln(cfg.out, "outpost dev: stopping")
+	return nil
+}
+
+// writeClientKey writes a fresh ed25519 key for the gateways (0600) and
+// returns its public half for the fleet.
+func writeClientKey(path string) (ssh.PublicKey, error) {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "outpost dev gateway")
+	if err != nil {
+		return nil, err
+	}
+	// Remove first: WriteFile keeps the mode of an existing file.
+	os.Remove(path)
+	if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
+		return nil, fmt.Errorf("write client key: %w", err)
+	}
+	sshPub, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(path+".pub", ssh.MarshalAuthorizedKey(sshPub), 0o644); err != nil {
+		return nil, fmt.Errorf("write client key: %w", err)
+	}
+	return sshPub, nil
+}
+
+// currentUser is the login written into the inventory: the fleet accepts
+// any name, and the current user's is the honest one.
+func currentUser() string {
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		return u.Username
+	}
+	if u := os.Getenv("USER"); u != "" {
+		return u
+	}
+	return "outpost"
+}
+
+// devInventory lists the fleet as nodes node-01.. spread round-robin over
+// dc-1..dc-N, labelled app=demo and a tier (1, 2, 3 in turn).
+func devInventory(hosts []*testfleet.Host, datacenters int, login string) []byte {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Inventory of the `outpost dev` fleet: %d simulated servers in %d datacenters.\n", len(hosts), datacenters)
+	fmt.Fprintf(&b, "# Apply it with: outpost node apply -f %s\n", "nodes.yaml")
+	fmt.Fprintf(&b, "# Addresses change on every run of `outpost dev`; apply the new file each time.\n")
+	b.WriteString("nodes:\n")
+	width := max(2, len(fmt.Sprint(len(hosts))))
+	for i, h := range hosts {
+		fmt.Fprintf(&b, "  - {id: node-%0*d, address: %q, datacenter: dc-%d, user: %q, labels: {app: demo, tier: \"%d\"}}\n",
+			width, i+1, h.Addr, i%datacenters+1, login, i%3+1)
+	}
+	return []byte(b.String())
+}
+
+// demoRelease is one release of the demo app.
+type demoRelease struct {
+	version string
+	healthy bool
+	comment string
+}
+
+var demoReleases = []demoRelease{
+	{"v1", true, "the first release of the demo app; healthy"},
+	{"v2", true, "the next release; healthy"},
+	{"v3", false, "a broken release: it starts, but /health answers 503, so the first\n# batch fails its health check, is rolled back to v2, and the rollout aborts\n# (more failed nodes than max_fail_percent allows)"},
+}
+
+// writeDemo builds the demo artifacts and writes their plans; it returns
+// the plans' paths.
+func writeDemo(dir string) ([]string, error) {
+	var plans []string
+	for _, r := range demoReleases {
+		rel, err := testfleet.BuildRelease(dir, r.version, r.healthy)
+		if err != nil {
+			return nil, err
+		}
+		artifact := "app-" + r.version + ".tar.gz"
+		if err := os.Rename(rel.Path, filepath.Join(dir, artifact)); err != nil {
+			return nil, err
+		}
+		plan := fmt.Sprintf(`# Demo plan %[1]s: %[2]s.
+# Deploy it with: outpost rollout create -f plan-%[1]s.yaml --watch
+app: demo
+change_id: DEMO-%[1]s
+artifact:
+  path: %[3]s            # relative to this file
+targets:
+  selector: {app: demo}
+deploy:
+  path: %[4]s                        # relative to the SSH user's home
+hooks:
+  stop: sh bin/stop
+  start: sh bin/start
+health:
+  http: {port: %[5]d, path: /health}
+  timeout: 5s
+  interval: 500ms
+strategy:
+  type: rolling
+  batch: 5
+  max_fail_percent: 10
+`, r.version, r.comment, artifact, devDeployPath, devHealthPort)
+		path := filepath.Join(dir, "plan-"+r.version+".yaml")
+		if err := os.WriteFile(path, []byte(plan), 0o644); err != nil {
+			return nil, err
+		}
+		plans = append(plans, path)
+	}
+	return plans, nil
+}

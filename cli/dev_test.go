@@ -1,0 +1,80 @@
+package cli
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+var devAddr = regexp.MustCompile(`(?m)^  export OUTPOST_CONTROLPLANE=(127\.0\.0\.1:\d+)$`)
+
+// TestDevSmoke runs `outpost dev` with a small fleet and deploys the first
+// demo plan it wrote, through the client verbs: the generated inventory,
+// artifacts and plans must work as written.
+func TestDevSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a fleet, a control plane and gateways")
+	}
+	data := filepath.Join(t.TempDir(), "data")
+	d := startDaemon(t, nil, "dev", "--nodes", "3", "--datacenters", "2", "--data-dir", data, "--listen", "127.0.0.1:0", "--log-level", "warn")
+	d.out.waitFor(t, "outpost dev: ready", 90*time.Second)
+	m := devAddr.FindStringSubmatch(d.out.String())
+	if m == nil {
+		t.Fatalf("no control plane address in:\n%s", d.out.String())
+	}
+	env := map[string]string{controlPlaneEnv: m[1]}
+
+	for _, f := range []string{"id_ed25519", "known_hosts", "nodes.yaml", "demo/app-v1.tar.gz", "demo/app-v3.tar.gz", "demo/plan-v3.yaml"} {
+		if _, err := os.Stat(filepath.Join(data, "dev", f)); err != nil {
+			t.Errorf("dev file: %v", err)
+		}
+	}
+	if st, err := os.Stat(filepath.Join(data, "dev", "id_ed25519")); err == nil && st.Mode().Perm() != 0o600 {
+		t.Errorf("client key mode %v, want 0600", st.Mode().Perm())
+	}
+
+	code, out, errOut := runCLI(t, env, "node", "apply", "-f", filepath.Join(data, "dev", "nodes.yaml"))
+	if code != 0 || out != "3 nodes: 3 created, 0 updated, 0 unchanged\n" {
+		t.Fatalf("node apply: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	code, out, _ = runCLI(t, env, "node", "list", "--datacenter", "dc-2")
+	if code != 0 || !strings.Contains(out, "node-02") || strings.Contains(out, "node-01") {
+		t.Errorf("dc-2 should hold node-02 only:\n%s", out)
+	}
+	code, out, errOut = runCLI(t, env, "rollout", "create", "-f", filepath.Join(data, "dev", "demo", "plan-v1.yaml"), "--watch")
+	if code != 0 || !strings.Contains(out, "SUCCEEDED after") {
+		t.Fatalf("rollout of v1: exit %d, stdout:\n%s\nstderr:\n%s\ndev log:\n%s", code, out, errOut, d.err.String())
+	}
+	for _, h := range []string{"host-001", "host-002", "host-003"} {
+		v, err := os.ReadFile(filepath.Join(data, "dev", "fleet", h, "app", "current", "VERSION"))
+		if err != nil || string(v) != "v1\n" {
+			t.Errorf("%s runs %q (%v), want v1", h, v, err)
+		}
+	}
+
+	if code := d.stop(t); code != 0 {
+		t.Errorf("dev exit %d after interrupt, want 0; stderr:\n%s", code, d.err.String())
+	}
+	if !strings.Contains(d.out.String(), "outpost dev: stopping") {
+		t.Errorf("no stopping line:\n%s", d.out.String())
+	}
+}
+
+func TestDevUsage(t *testing.T) {
+	for _, tt := range []struct {
+		args   []string
+		stderr string
+	}{
+		{[]string{"dev", "--nodes", "0"}, "--nodes 0"},
+		{[]string{"dev", "--nodes", "2", "--datacenters", "3"}, "--datacenters 3: want 1..2"},
+		{[]string{"dev", "now"}, "takes no arguments"},
+	} {
+		code, _, errOut := runCLI(t, nil, tt.args...)
+		if code != 2 || !strings.Contains(errOut, tt.stderr) {
+			t.Errorf("outpost %q: exit %d, stderr %q; want exit 2 and %q", tt.args, code, errOut, tt.stderr)
+		}
+	}
+}
