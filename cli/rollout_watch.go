@@ -144,7 +144,6 @@ func watchRollout(ctx context.Context, c *client, id string, o watchOptions) err
 		case <-t.C:
 		}
 	}
-	view.render()
 	r := p.rollout
 	elapsed := o.now().Sub(start)
 	if r.GetCreateTime() != nil && r.GetUpdateTime() != nil {
