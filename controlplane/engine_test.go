@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"log/slog"
 	"slices"
 	"sort"
 	"strings"
@@ -138,7 +139,8 @@ func TestFailureBudgetAborts(t *testing.T) {
 }
 
 func TestWaitsForGatewayOfDatacenter(t *testing.T) {
-	s := startCP(t, t.TempDir())
+	logs := &countingHandler{counts: map[string]int{}}
+	s := startCP(t, t.TempDir(), withLogger(slog.New(logs)))
 	c := dial(t, s.Addr())
 	applyNodes(t, c, 4, func(i int) string {
 		if i%2 == 0 {
@@ -165,6 +167,11 @@ func TestWaitsForGatewayOfDatacenter(t *testing.T) {
 	}
 	if got := seoul.counts(); len(got) != 2 || got[nodeID(0)] != 1 || got[nodeID(2)] != 1 {
 		t.Errorf("seoul gateway got %v, want only the seoul nodes", got)
+	}
+	// Waiting is a status, not an error loop: logged once per GatewayWaitLog.
+	time.Sleep(3 * quiet)
+	if n := logs.count("waiting for a gateway"); n != 1 {
+		t.Errorf("logged %d times that nodes wait for a gateway, want once per 30s", n)
 	}
 
 	busan := newFakeGateway(t, "gw-busan", "busan-1", 10)

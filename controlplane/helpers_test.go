@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -223,4 +224,30 @@ func idsOf(as []*outpostv1.Assignment) []string {
 
 func succeedAll(*outpostv1.Assignment) (outpostv1.NodeState, string) {
 	return outpostv1.NodeState_NODE_STATE_SUCCEEDED, ""
+}
+
+func withEtcd(endpoints []string) cpOption { return func(c *Config) { c.EtcdEndpoints = endpoints } }
+func withName(name string) cpOption        { return func(c *Config) { c.ReplicaName = name } }
+func withLogger(l *slog.Logger) cpOption   { return func(c *Config) { c.Logger = l } }
+
+// countingHandler counts log records by message (and forwards nothing).
+type countingHandler struct {
+	mu     sync.Mutex
+	counts map[string]int
+}
+
+func (h *countingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *countingHandler) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.counts[r.Message]++
+	return nil
+}
+func (h *countingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *countingHandler) WithGroup(string) slog.Handler      { return h }
+
+func (h *countingHandler) count(msg string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.counts[msg]
 }

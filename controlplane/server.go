@@ -350,7 +350,7 @@ func (s *Server) leaderLoop(ctx context.Context) {
 			backoff = min(2*backoff, 5*time.Second)
 			continue
 		}
-		backoff = 100 * time.Millisecond
+		led := time.Now()
 		err = s.lead(ctx, l)
 		rctx, cancel := context.WithTimeout(context.Background(), resignTimeout)
 		if rerr := l.Resign(rctx); rerr != nil {
@@ -361,6 +361,18 @@ func (s *Server) leaderLoop(ctx context.Context) {
 			return
 		}
 		s.log.Warn("leadership ended; campaigning again", "epoch", l.Epoch(), "err", err)
+		// A term that ends at once (etcd failing under us) must not turn
+		// into a tight campaign loop.
+		if time.Since(led) < time.Second {
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return
+			}
+			backoff = min(2*backoff, 5*time.Second)
+		} else {
+			backoff = 100 * time.Millisecond
+		}
 	}
 }
 
