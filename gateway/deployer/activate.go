@@ -74,9 +74,14 @@ func (dep *deployment) activateScript() string {
 	h := dep.spec.Hooks
 	hookStep(&s, outpostv1.Step_STEP_BEFORE_INSTALL, `"$R"`, h.BeforeInstall)
 	// stop runs in the release that is running: the current one, or the
-	// new one on a first deployment.
+	// new one on a first deployment; OUTPOST_RELEASE names it.
 	s.line(`if [ -d "$P/current/" ]; then D="$P/current"; else D="$R"; fi`)
+	if old := dep.previousID(); old != "" && h.Stop != "" {
+		s.set("OUTPOST_RELEASE", old)
+		s.line(`[ "$D" != "$R" ] || OUTPOST_RELEASE=$I`)
+	}
 	hookStep(&s, outpostv1.Step_STEP_STOP, `"$D"`, h.Stop)
+	s.line(`OUTPOST_RELEASE=$I`)
 	s.line(`m 9 start`)
 	s.line(`{ rm -f -- "$P/.current.tmp-$I" && ln -s -- "releases/$I" "$P/.current.tmp-$I" && mv -T -- "$P/.current.tmp-$I" "$P/current"; } || { m 9 fail; exit 1; }`)
 	// The digest file's mtime orders releases by activation, for prune.

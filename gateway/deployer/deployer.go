@@ -278,12 +278,18 @@ func (dep *deployment) run(ctx context.Context) Result {
 	return dep.finish(ctx)
 }
 
+// previousID names the release current before this deployment: its id,
+// or the raw symlink target when that is not releases/<id>; "" for none.
+func (dep *deployment) previousID() string {
+	if id := releaseOf(dep.facts.current); id != "" {
+		return id
+	}
+	return dep.facts.current
+}
+
 // result builds a Result; Release and Previous follow what the node holds.
 func (dep *deployment) result(state outpostv1.NodeState, step outpostv1.Step, err error) Result {
-	prev := releaseOf(dep.facts.current)
-	if prev == "" {
-		prev = dep.facts.current
-	}
+	prev := dep.previousID()
 	res := Result{State: state, Step: step, Err: err, Previous: prev, Release: prev}
 	if state == outpostv1.NodeState_NODE_STATE_SUCCEEDED {
 		res.Release = dep.job.Release.GetId()
@@ -309,6 +315,9 @@ func (dep *deployment) connectRun(ctx context.Context) error {
 		return err
 	}
 	r, err := dep.d.cfg.Dial(ctx, dep.job.Node)
+	if err == nil && r == nil {
+		err = errors.New("Config.Dial returned no connection")
+	}
 	if err != nil {
 		return fmt.Errorf("connect %s: %w", dep.job.Node.GetAddress(), err)
 	}
@@ -427,6 +436,9 @@ func (dep *deployment) reconnect(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, dep.d.cfg.CleanupTimeout)
 	defer cancel()
 	r, err := dep.d.cfg.Dial(ctx, dep.job.Node)
+	if err == nil && r == nil {
+		err = errors.New("Config.Dial returned no connection")
+	}
 	if err != nil {
 		return fmt.Errorf("%w, reconnecting: %w", errConnectionLost, err)
 	}

@@ -213,6 +213,9 @@ func TestDeployRollbackFailed(t *testing.T) {
 		if !strings.Contains(res.Err.Error(), "ROLLBACK to r1 FAILED") {
 			t.Errorf("error %q does not say the rollback failed", res.Err)
 		}
+		if logs := f.logs.String(); !strings.Contains(logs, "level=ERROR") || !strings.Contains(logs, "ROLLBACK FAILED") {
+			t.Errorf("no ERROR log line for the failed rollback:\n%s", logs)
+		}
 		if _, err := os.Stat(filepath.Join(f.path, ".outpost", "lock")); !os.IsNotExist(err) {
 			t.Errorf("lock left: %v", err)
 		}
@@ -619,7 +622,7 @@ func TestDeployHookEnvironmentAndDirs(t *testing.T) {
 			"after_install " + rel("r1") + " r1 ro-r1",
 			"start " + rel("r1") + " r1 ro-r1",
 			"before_install " + rel("r2") + " r2 ro-r2",
-			"stop " + rel("r1") + " r2 ro-r2", // then in the running one
+			"stop " + rel("r1") + " r1 ro-r2", // then in the running one
 			"after_install " + rel("r2") + " r2 ro-r2",
 			"start " + rel("r2") + " r2 ro-r2",
 		}, "\n") + "\n"
@@ -740,6 +743,72 @@ func TestDeployRelativePathResolvesAgainstHome(t *testing.T) {
 		}
 		if d := evs.list()[1].GetDetail(); !strings.HasSuffix(d, ":"+f.path) {
 			t.Errorf("connect detail %q does not give the resolved path %s", d, f.path)
+		}
+	})
+}
+
+func TestDeployConnectionLostDuringActivationRollsBack(t *testing.T) {
+	forEachTarget(t, func(t *testing.T, tg *target) {
+		f := newFixture(t, tg, "app")
+		f.mustDeploy(t, f.job("r1", serviceRelease(t, t.TempDir(), "r1", true, 0)))
+
+		job := f.job("r2", serviceRelease(t, t.TempDir(), "r2", true, 0))
+		marker := filepath.Join(f.path, "hook-started")
+		job.Spec.Hooks.BeforeInstall = `touch "$OUTPOST_DEPLOY_PATH/hook-started"; sleep 3`
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for i := 0; i < 200; i++ { // 10 s at most
+				if _, err := os.Stat(marker); err == nil {
+					tg.cut()
+					return
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			t.Error("the hook never started")
+		}()
+		res, evs := f.deploy(t, job)
+		<-done
+		if res.State != rolledBack || res.Step != outpostv1.Step_STEP_BEFORE_INSTALL {
+			t.Fatalf("deploy = %v at %v (%v), want ROLLED_BACK at BEFORE_INSTALL\nevents: %v", res.State, res.Step, res.Err, evs.steps())
+		}
+		if f.dials() != 3 {
+			t.Errorf("%d connections, want 3 (r1, r2, the rollback's)", f.dials())
+		}
+		if got := readLink(t, f.path); got != "releases/r1" {
+			t.Errorf("current -> %q, want releases/r1", got)
+		}
+		if got := getStatus(f.healthURL()); got != http.StatusOK {
+			t.Errorf("health after rollback = %d, want 200", got)
+		}
+		if _, err := os.Stat(filepath.Join(f.path, ".outpost", "lock")); !os.IsNotExist(err) {
+			t.Errorf("lock left: %v", err)
+		}
+	})
+}
+
+func TestDeployStopHookFailureRestartsPrevious(t *testing.T) {
+	forEachTarget(t, func(t *testing.T, tg *target) {
+		f := newFixture(t, tg, "app")
+		f.mustDeploy(t, f.job("r1", serviceRelease(t, t.TempDir(), "r1", true, 0)))
+		job := f.job("r2", serviceRelease(t, t.TempDir(), "r2", true, 0))
+		// Stops the service, then fails: the service must not stay down.
+		job.Spec.Hooks.Stop = `sh bin/stop; echo "timed out waiting for shutdown" >&2; exit 1`
+		res, evs := f.deploy(t, job)
+		if res.State != rolledBack || res.Step != outpostv1.Step_STEP_STOP {
+			t.Fatalf("deploy = %v at %v (%v), want ROLLED_BACK at STOP\nevents: %v", res.State, res.Step, res.Err, evs.steps())
+		}
+		if !strings.Contains(res.Err.Error(), "timed out waiting for shutdown") {
+			t.Errorf("error %q does not carry the hook's output", res.Err)
+		}
+		if evs.has(outpostv1.Step_STEP_SWITCH, outpostv1.StepPhase_STEP_PHASE_STARTED) {
+			t.Errorf("switched after a failed stop")
+		}
+		if got := readLink(t, f.path); got != "releases/r1" {
+			t.Errorf("current -> %q, want releases/r1", got)
+		}
+		if got := getStatus(f.healthURL()); got != http.StatusOK {
+			t.Errorf("health = %d, want 200 (previous release started again)", got)
 		}
 	})
 }

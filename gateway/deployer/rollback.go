@@ -101,7 +101,7 @@ func (dep *deployment) rollbackScript() string {
 	s.line(`{ rm -f -- "$P/.current.tmp-$I" && ln -s -- "$V" "$P/.current.tmp-$I" && mv -T -- "$P/.current.tmp-$I" "$P/current"; } || { m 16 fail; exit 1; }`)
 	s.line(`m 16 ok`)
 	if h.Start != "" {
-		s.set("OUTPOST_RELEASE", releaseOf(dep.facts.current))
+		s.set("OUTPOST_RELEASE", dep.previousID())
 		s.set("C", h.Start)
 		s.line(`m 16 start start; h "$P/current" "$C" || { m 16 fail; exit 1; }; m 16 ok`)
 	}
@@ -110,10 +110,7 @@ func (dep *deployment) rollbackScript() string {
 
 // rollbackRun runs rollbackScript and reports its parts as ROLLBACK steps.
 func (dep *deployment) rollbackRun(ctx context.Context) error {
-	prev := releaseOf(dep.facts.current)
-	if prev == "" {
-		prev = dep.facts.current
-	}
+	prev := dep.previousID()
 	labels := map[string]string{
 		"stop":   "stop " + dep.job.Release.GetId(),
 		"switch": "switch current -> " + dep.facts.current,

@@ -47,9 +47,12 @@ const (
 // stdout, and on a step start "@<step>[ label]" to stderr so that stderr can
 // be cut per step. The time is bash's EPOCHREALTIME, else /proc/uptime (both
 // builtins, no process start); only differences between markers are used,
-// so the node's clock may be off.
+// so the node's clock may be off. A marker that cannot be written means the
+// gateway is gone (the connection dropped): the script stops there, before
+// the next step, so that it cannot race the cleanup or rollback that the
+// gateway runs over a new connection. (SIGPIPE usually kills it first.)
 const markerFunc = `m() { u=${EPOCHREALTIME:-}; [ -n "$u" ] || read -r u _ </proc/uptime || u=; ` +
-	`printf '@%s %s %s %s\n' "$1" "$2" "${u:--}" "${3:-}"; [ "$2" != start ] || printf '@%s%s\n' "$1" "${3:+ $3}" >&2; }`
+	`printf '@%s %s %s %s\n' "$1" "$2" "${u:--}" "${3:-}" || exit 1; [ "$2" != start ] || printf '@%s%s\n' "$1" "${3:+ $3}" >&2; }`
 
 // hookFunc defines h DIR HOOK: run HOOK through the login shell in DIR
 // (physical path), stdin from /dev/null and output to $H, printing the end

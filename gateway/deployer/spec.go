@@ -53,10 +53,13 @@ type Precheck struct {
 
 // Hooks are the plan's shell commands. before_install, after_install and
 // start run in the new release directory; stop runs in the current release
-// directory (the new one on a first deployment). Each runs through the
-// login shell with OUTPOST_RELEASE, OUTPOST_DEPLOY_PATH and OUTPOST_ROLLOUT
-// set, stdin from /dev/null, and output to P/.outpost/hook.log so that a
-// daemon it leaves behind cannot hold the SSH session open.
+// directory (the new one on a first deployment). During a rollback, stop
+// runs in the new release and start in the previous one. Each runs through
+// the login shell ($SHELL -c) with OUTPOST_RELEASE (the release whose
+// directory it runs in), OUTPOST_DEPLOY_PATH and OUTPOST_ROLLOUT set, stdin
+// from /dev/null, and output to P/.outpost/hook.log so that a daemon it
+// leaves behind cannot hold the SSH session open; the end of that output is
+// in the error when the hook fails.
 type Hooks struct {
 	BeforeInstall string
 	Stop          string

@@ -1,11 +1,13 @@
 package deployer
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"path/filepath"
 	"sync"
@@ -41,6 +43,8 @@ type target struct {
 	// homeInRoot reports whether the login's home is root, so that relative
 	// deploy paths can be tested.
 	homeInRoot bool
+	// cut drops every connection to the node open now.
+	cut func()
 }
 
 // sshdTarget is a real OpenSSH sshd, reached through a proxy that can cut
@@ -88,6 +92,7 @@ func sshdTarget(t *testing.T) *target {
 			f.wrap = func(r *countingRemote) { r.cutAfter, r.cut = after, proxy.cut }
 			return func() {}
 		},
+		cut: proxy.cut,
 	}
 }
 
@@ -103,6 +108,7 @@ func fleetTarget(t *testing.T) *target {
 	}
 	t.Cleanup(func() { fleet.Close() })
 	host := fleet.Hosts()[0]
+	proxy := startProxy(t, host.IP, host.Addr)
 	dialer := func(hostKey ssh.PublicKey) func(ctx context.Context, n *outpostv1.Node) (Remote, error) {
 		return func(ctx context.Context, n *outpostv1.Node) (Remote, error) {
 			c, err := sshexec.Dial(ctx, sshexec.Config{
@@ -127,7 +133,7 @@ func fleetTarget(t *testing.T) *target {
 	}
 	return &target{
 		name:       "fleet",
-		node:       &outpostv1.Node{Id: "srv-000002", Address: host.Addr, User: "deploy"},
+		node:       &outpostv1.Node{Id: "srv-000002", Address: proxy.addr(), User: "deploy"},
 		ip:         host.IP,
 		root:       host.Root,
 		dial:       dialer(host.HostKey),
@@ -142,6 +148,7 @@ func fleetTarget(t *testing.T) *target {
 			return func() { host.SetFaults(testfleet.Faults{}) }
 		},
 		homeInRoot: true,
+		cut:        proxy.cut,
 	}
 }
 
@@ -240,13 +247,37 @@ type fixture struct {
 	remotes []*countingRemote // guarded by mu; every connection made
 	// wrap, when set, adjusts each new connection (cut an upload...).
 	wrap func(*countingRemote)
+	// logs holds the deployer's log output.
+	logs *logBuffer
+}
+
+// logBuffer collects log output written from deployment goroutines.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer // guarded by mu
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func newFixture(t *testing.T, tg *target, name string) *fixture {
 	t.Helper()
-	f := &fixture{tg: tg, path: filepath.Join(tg.root, name)}
+	f := &fixture{tg: tg, path: filepath.Join(tg.root, name), logs: &logBuffer{}}
 	f.healthPort = serveHealth(t, tg.ip, testfleet.HealthHandler(f.path))
-	d, err := New(Config{Dial: f.dial, CleanupTimeout: 10 * time.Second})
+	d, err := New(Config{
+		Dial:           f.dial,
+		CleanupTimeout: 10 * time.Second,
+		Logger:         slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

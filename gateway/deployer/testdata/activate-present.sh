@@ -1,7 +1,7 @@
 P='/srv/bill'\''s app'
 I=r1.4.2
 R="$P/releases/$I"; T="$R.partial"; H="$P/.outpost/hook.log"
-m() { u=${EPOCHREALTIME:-}; [ -n "$u" ] || read -r u _ </proc/uptime || u=; printf '@%s %s %s %s\n' "$1" "$2" "${u:--}" "${3:-}"; [ "$2" != start ] || printf '@%s%s\n' "$1" "${3:+ $3}" >&2; }
+m() { u=${EPOCHREALTIME:-}; [ -n "$u" ] || read -r u _ </proc/uptime || u=; printf '@%s %s %s %s\n' "$1" "$2" "${u:--}" "${3:-}" || exit 1; [ "$2" != start ] || printf '@%s%s\n' "$1" "${3:+ $3}" >&2; }
 h() { (cd -P -- "$1" && exec "${SHELL:-/bin/sh}" -c "$2") </dev/null >"$H" 2>&1 || { r=$?; tail -c 2048 -- "$H" >&2; return "$r"; }; }
 OUTPOST_RELEASE=r1.4.2
 OUTPOST_DEPLOY_PATH='/srv/bill'\''s app'
@@ -10,8 +10,11 @@ export OUTPOST_RELEASE OUTPOST_DEPLOY_PATH OUTPOST_ROLLOUT
 C='echo "$HOME" > /dev/null'
 m 7 start; h "$R" "$C" || { m 7 fail; exit 1; }; m 7 ok
 if [ -d "$P/current/" ]; then D="$P/current"; else D="$R"; fi
+OUTPOST_RELEASE=r1.4.1
+[ "$D" != "$R" ] || OUTPOST_RELEASE=$I
 C='sudo systemctl stop '\''billing api'\'''
 m 8 start; h "$D" "$C" || { m 8 fail; exit 1; }; m 8 ok
+OUTPOST_RELEASE=$I
 m 9 start
 { rm -f -- "$P/.current.tmp-$I" && ln -s -- "releases/$I" "$P/.current.tmp-$I" && mv -T -- "$P/.current.tmp-$I" "$P/current"; } || { m 9 fail; exit 1; }
 touch -c -- "$R/.outpost-sha256"; m 9 ok

@@ -1,7 +1,7 @@
 P='/srv/bill'\''s app'
 I=r1.4.2
 R="$P/releases/$I"; T="$R.partial"; H="$P/.outpost/hook.log"
-m() { u=${EPOCHREALTIME:-}; [ -n "$u" ] || read -r u _ </proc/uptime || u=; printf '@%s %s %s %s\n' "$1" "$2" "${u:--}" "${3:-}"; [ "$2" != start ] || printf '@%s%s\n' "$1" "${3:+ $3}" >&2; }
+m() { u=${EPOCHREALTIME:-}; [ -n "$u" ] || read -r u _ </proc/uptime || u=; printf '@%s %s %s %s\n' "$1" "$2" "${u:--}" "${3:-}" || exit 1; [ "$2" != start ] || printf '@%s%s\n' "$1" "${3:+ $3}" >&2; }
 h() { (cd -P -- "$1" && exec "${SHELL:-/bin/sh}" -c "$2") </dev/null >"$H" 2>&1 || { r=$?; tail -c 2048 -- "$H" >&2; return "$r"; }; }
 OUTPOST_RELEASE=r1.4.2
 OUTPOST_DEPLOY_PATH='/srv/bill'\''s app'
