@@ -228,6 +228,7 @@ func watchOnce(ctx context.Context, c *client, id string, p *progress, sink watc
 		tick = t.C
 	}
 	dirty := false
+	var lastRender time.Time
 	for {
 		select {
 		case r, ok := <-ch:
@@ -254,10 +255,12 @@ func watchOnce(ctx context.Context, c *client, id string, p *progress, sink watc
 			}
 			p.apply(r.resp, sink)
 			dirty = true
-		case <-tick:
-			if dirty {
+		case now := <-tick:
+			// Redraw on change, and every second anyway so the elapsed
+			// time moves while nodes wait on a slow step.
+			if dirty || now.Sub(lastRender) >= time.Second {
 				view.render()
-				dirty = false
+				dirty, lastRender = false, now
 			}
 		}
 	}
