@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/outposthq/outpost/controlplane"
@@ -72,6 +73,7 @@ Examples:
 			dcs := fs.Int("datacenters", 2, "datacenters dc-1..dc-N the nodes are spread over, one gateway each")
 			dataDir := fs.String("data-dir", filepath.Join(".outpost", "dev"), "`directory` for the control plane's state and the dev files")
 			listen := fs.String("listen", controlplane.DefaultListen, "control plane gRPC `address`")
+			otelEndpoint := fs.String("otel-endpoint", "", otelEndpointHelp)
 			logs := addLogFlags(fs)
 			return func(ctx context.Context, args []string) error {
 				if len(args) > 0 {
@@ -91,7 +93,18 @@ Examples:
 				if err != nil {
 					return err
 				}
-				return runDev(ctx, devConfig{nodes: *nodes, datacenters: *dcs, dataDir: data, listen: *listen, log: log, out: env.Stdout})
+				// One provider for the whole process: the control plane's and
+				// the gateways' spans of a rollout join in one trace.
+				tp, stopTracing, err := tracing(ctx, "outpost-dev", *otelEndpoint, log)
+				if err != nil {
+					return err
+				}
+				defer func() {
+					sctx, cancel := shutdownContext()
+					defer cancel()
+					stopTracing(sctx)
+				}()
+				return runDev(ctx, devConfig{nodes: *nodes, datacenters: *dcs, dataDir: data, listen: *listen, log: log, tracer: tp, out: env.Stdout})
 			}
 		},
 	}
@@ -102,6 +115,7 @@ type devConfig struct {
 	dataDir            string // absolute
 	listen             string
 	log                *slog.Logger
+	tracer             trace.TracerProvider
 	out                io.Writer // instructions and the ready line
 }
 
@@ -154,10 +168,11 @@ func runDev(ctx context.Context, cfg devConfig) (err error) {
 	cfg.log.Info("simulated fleet running", "nodes", cfg.nodes, "dir", filepath.Join(devDir, "fleet"))
 
 	cp, err := controlplane.Start(ctx, controlplane.Config{
-		Listen:      cfg.listen,
-		DataDir:     cfg.dataDir,
-		ReplicaName: "dev",
-		Logger:      cfg.log,
+		Listen:         cfg.listen,
+		DataDir:        cfg.dataDir,
+		ReplicaName:    "dev",
+		Logger:         cfg.log,
+		TracerProvider: cfg.tracer,
 	})
 	if err != nil {
 		return fmt.Errorf("start the control plane (is another `outpost dev` or control plane using %s or %s? try --listen, --data-dir): %w",
@@ -176,13 +191,14 @@ func runDev(ctx context.Context, cfg devConfig) (err error) {
 	for i := 1; i <= cfg.datacenters; i++ {
 		dc := fmt.Sprintf("dc-%d", i)
 		g, err := gateway.New(gateway.Config{
-			ControlPlane: cp.Addr(),
-			Name:         "dev-gateway-" + dc,
-			Datacenter:   dc,
-			CacheDir:     filepath.Join(devDir, "cache", dc),
-			SSH:          gateway.SSHConfig{User: login, KeyFiles: []string{keyPath}, KnownHostsFiles: []string{knownHosts}},
-			Logger:       cfg.log,
-			Version:      version,
+			ControlPlane:   cp.Addr(),
+			Name:           "dev-gateway-" + dc,
+			Datacenter:     dc,
+			CacheDir:       filepath.Join(devDir, "cache", dc),
+			SSH:            gateway.SSHConfig{User: login, KeyFiles: []string{keyPath}, KnownHostsFiles: []string{knownHosts}},
+			Logger:         cfg.log,
+			TracerProvider: cfg.tracer,
+			Version:        version,
 		})
 		if err != nil {
 			return fmt.Errorf("gateway for %s: %w", dc, err)

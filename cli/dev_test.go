@@ -1,12 +1,18 @@
 package cli
 
 import (
+	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"google.golang.org/grpc"
 )
 
 var devAddr = regexp.MustCompile(`(?m)^  export OUTPOST_CONTROLPLANE=(127\.0\.0\.1:\d+)$`)
@@ -19,7 +25,9 @@ func TestDevSmoke(t *testing.T) {
 		t.Skip("starts a fleet, a control plane and gateways")
 	}
 	data := filepath.Join(t.TempDir(), "data")
-	d := startDaemon(t, nil, "dev", "--nodes", "3", "--datacenters", "2", "--data-dir", data, "--listen", "127.0.0.1:0", "--log-level", "warn")
+	col := startCollector(t)
+	d := startDaemon(t, nil, "dev", "--nodes", "3", "--datacenters", "2", "--data-dir", data, "--listen", "127.0.0.1:0",
+		"--log-level", "warn", "--otel-endpoint", col.addr)
 	d.out.waitFor(t, "outpost dev: ready", 90*time.Second)
 	m := devAddr.FindStringSubmatch(d.out.String())
 	if m == nil {
@@ -61,6 +69,56 @@ func TestDevSmoke(t *testing.T) {
 	if !strings.Contains(d.out.String(), "outpost dev: stopping") {
 		t.Errorf("no stopping line:\n%s", d.out.String())
 	}
+	// --otel-endpoint reached both daemons: spans were flushed at shutdown.
+	if n := col.spanCount(); n == 0 {
+		t.Errorf("the collector received no spans")
+	}
+}
+
+// collector is a minimal OTLP/gRPC trace receiver on loopback.
+type collector struct {
+	collectortrace.UnimplementedTraceServiceServer
+	addr  string
+	mu    sync.Mutex
+	spans int // guarded by mu
+}
+
+func startCollector(t *testing.T) *collector {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &collector{addr: lis.Addr().String()}
+	srv := grpc.NewServer()
+	collectortrace.RegisterTraceServiceServer(srv, c)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.Serve(lis)
+	}()
+	t.Cleanup(func() {
+		srv.Stop()
+		<-done
+	})
+	return c
+}
+
+func (c *collector) Export(_ context.Context, req *collectortrace.ExportTraceServiceRequest) (*collectortrace.ExportTraceServiceResponse, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, rs := range req.GetResourceSpans() {
+		for _, ss := range rs.GetScopeSpans() {
+			c.spans += len(ss.GetSpans())
+		}
+	}
+	return &collectortrace.ExportTraceServiceResponse{}, nil
+}
+
+func (c *collector) spanCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.spans
 }
 
 func TestDevUsage(t *testing.T) {
