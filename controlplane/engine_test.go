@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/outposthq/outpost/controlplane/store"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 	"google.golang.org/protobuf/testing/protocmp"
 )
@@ -211,4 +212,22 @@ func TestGatewayCapacity(t *testing.T) {
 		done += n
 	}
 	waitRollout(t, c, r.GetId(), "SUCCEEDED", stateIs(outpostv1.RolloutState_ROLLOUT_STATE_SUCCEEDED))
+
+	// A connected gateway is present in etcd, lease-bound; gone after it leaves.
+	hello := &outpostv1.GatewayHello{}
+	if found, _, err := s.store.Get(ctxT(t), store.GatewayKey("gw"), hello); err != nil || !found || hello.GetDatacenter() != "dc1" || hello.GetCapacity() != 2 {
+		t.Errorf("presence of gw = %v, %v, %v", hello, found, err)
+	}
+	gw.disconnect()
+	deadline := time.Now().Add(waitLimit)
+	for {
+		found, _, err := s.store.Get(ctxT(t), store.GatewayKey("gw"), hello)
+		if err == nil && !found {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("presence of gw still there after it disconnected (%v)", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

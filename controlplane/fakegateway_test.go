@@ -33,6 +33,8 @@ type fakeGateway struct {
 	auto func(a *outpostv1.Assignment) (outpostv1.NodeState, string)
 	// silent stops heartbeats.
 	silent bool
+	// refuse, when set, refuses every assignment with this reason.
+	refuse string
 
 	sendMu  sync.Mutex // serializes stream.Send
 	mu      sync.Mutex // guards the fields below
@@ -163,14 +165,19 @@ func (g *fakeGateway) receive(stream grpc.BidiStreamingClient[outpostv1.ConnectR
 			g.signal()
 			return
 		}
-		var auto *outpostv1.Assignment
+		var auto, refused *outpostv1.Assignment
 		g.mu.Lock()
 		switch x := m.GetMsg().(type) {
 		case *outpostv1.ConnectResponse_Assignment:
 			g.received = append(g.received, x.Assignment)
-			g.running[x.Assignment.GetAssignmentId()] = x.Assignment
-			if g.auto != nil {
+			switch {
+			case g.refuse != "":
+				refused = x.Assignment
+			case g.auto != nil:
+				g.running[x.Assignment.GetAssignmentId()] = x.Assignment
 				auto = x.Assignment
+			default:
+				g.running[x.Assignment.GetAssignmentId()] = x.Assignment
 			}
 		case *outpostv1.ConnectResponse_Cancel:
 			g.cancels = append(g.cancels, x.Cancel.GetAssignmentId())
@@ -179,6 +186,11 @@ func (g *fakeGateway) receive(stream grpc.BidiStreamingClient[outpostv1.ConnectR
 		}
 		g.mu.Unlock()
 		g.signal()
+		if refused != nil {
+			g.send(&outpostv1.ConnectRequest{Msg: &outpostv1.ConnectRequest_AssignmentAck{AssignmentAck: &outpostv1.AssignmentAck{ //nolint:errcheck // a cut stream shows in the test's waits
+				AssignmentId: refused.GetAssignmentId(), Reason: g.refuse,
+			}}})
+		}
 		if auto != nil {
 			if err := g.send(&outpostv1.ConnectRequest{Msg: &outpostv1.ConnectRequest_AssignmentAck{AssignmentAck: &outpostv1.AssignmentAck{
 				AssignmentId: auto.GetAssignmentId(), Accepted: true,

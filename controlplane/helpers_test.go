@@ -51,6 +51,7 @@ func startCP(t *testing.T, dir string, opts ...cpOption) *Server {
 		heartbeatInterval: time.Second,
 		orphanGrace:       2 * time.Second,
 		leaderTTL:         2 * time.Second,
+		refuseBackoff:     20 * time.Millisecond,
 	}
 	for _, o := range opts {
 		o(&cfg)

@@ -159,3 +159,26 @@ func TestDuplicateReportsIgnored(t *testing.T) {
 		t.Errorf("counts = %v", done.GetNodeCounts())
 	}
 }
+
+func TestRefusedAssignments(t *testing.T) {
+	s := startCP(t, t.TempDir())
+	c := dial(t, s.Addr())
+	applyNodes(t, c, 1, nil)
+	digest := upload(t, c, "a.tar.gz", []byte("a"))
+	gw := newFakeGateway(t, "gw", "dc1", 10)
+	gw.refuse = "invalid assignment: no deploy spec"
+	gw.connect(s.Addr())
+	defer gw.disconnect()
+	r := createRollout(t, c, rollingPlan("1", 100), digest)
+	done := waitRollout(t, c, r.GetId(), "SUCCEEDED", stateIs(outpostv1.RolloutState_ROLLOUT_STATE_SUCCEEDED))
+	n := rolloutNodes(t, c, r.GetId())[nodeID(0)]
+	if n.GetState() != outpostv1.NodeState_NODE_STATE_FAILED || !strings.Contains(n.GetError(), "refused by gateway gw: invalid assignment") {
+		t.Errorf("node = %v, want FAILED with the refusal", n)
+	}
+	if got := gw.counts()[nodeID(0)]; got != 5 {
+		t.Errorf("offered %d times, want 5", got)
+	}
+	if done.GetNodeCounts().GetFailed() != 1 {
+		t.Errorf("counts = %v", done.GetNodeCounts())
+	}
+}

@@ -69,6 +69,7 @@ type Config struct {
 	heartbeatInterval time.Duration
 	orphanGrace       time.Duration
 	leaderTTL         time.Duration
+	refuseBackoff     time.Duration
 }
 
 // CheckAndSetDefaults validates the config and fills in defaults.
@@ -390,6 +391,7 @@ func (s *Server) lead(ctx context.Context, l *leader.Leadership) error {
 		GatewayWaitLog:    s.cfg.GatewayWaitLog,
 		HeartbeatInterval: s.cfg.heartbeatInterval,
 		OrphanGrace:       s.cfg.orphanGrace,
+		RefuseBackoff:     s.cfg.refuseBackoff,
 	})
 	if err != nil {
 		return err

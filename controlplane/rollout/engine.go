@@ -32,9 +32,12 @@ const (
 	tickInterval = 100 * time.Millisecond
 	// ackDelay bounds how long a sequence ack waits for a write to ride on.
 	ackDelay = 50 * time.Millisecond
-	// refuseBackoff keeps the engine from re-offering work to a gateway
-	// that just refused an assignment.
-	refuseBackoff = time.Second
+	// DefaultRefuseBackoff keeps the engine from re-offering work to a
+	// gateway that just refused an assignment.
+	DefaultRefuseBackoff = time.Second
+	// maxRefusals fails a node whose assignment gateways refused this
+	// many times.
+	maxRefusals = 5
 	// stopTimeout bounds the final flush when the engine stops.
 	stopTimeout = 5 * time.Second
 )
@@ -98,6 +101,9 @@ type Config struct {
 	// DefaultCapacity is a gateway's capacity when its hello says 0; 0
 	// means DefaultCapacity.
 	DefaultCapacity int
+	// RefuseBackoff is how long a gateway that refused an assignment gets
+	// no new ones; 0 means DefaultRefuseBackoff.
+	RefuseBackoff time.Duration
 }
 
 // CheckAndSetDefaults validates the config and fills in defaults.
@@ -111,7 +117,7 @@ func (c *Config) CheckAndSetDefaults() error {
 		return fmt.Errorf("rollout: Epoch must be positive, got %d", c.Epoch)
 	case c.ReplicaName == "":
 		return errors.New("rollout: ReplicaName is required")
-	case c.GatewayWaitLog < 0, c.HeartbeatInterval < 0, c.OrphanGrace < 0, c.DefaultCapacity < 0:
+	case c.GatewayWaitLog < 0, c.HeartbeatInterval < 0, c.OrphanGrace < 0, c.DefaultCapacity < 0, c.RefuseBackoff < 0:
 		return errors.New("rollout: negative durations or capacity")
 	}
 	if c.Logger == nil {
@@ -134,6 +140,9 @@ func (c *Config) CheckAndSetDefaults() error {
 	}
 	if c.DefaultCapacity == 0 {
 		c.DefaultCapacity = DefaultCapacity
+	}
+	if c.RefuseBackoff == 0 {
+		c.RefuseBackoff = DefaultRefuseBackoff
 	}
 	return nil
 }

@@ -342,15 +342,24 @@ func (e *Engine) current(id string) *nodeRun {
 
 func (e *Engine) onAck(s *session, a *outpostv1.AssignmentAck) {
 	if a.GetAccepted() {
+		if n := e.current(a.GetAssignmentId()); n != nil {
+			n.refusals = 0
+		}
 		return
 	}
 	n := e.current(a.GetAssignmentId())
 	if n == nil {
 		return
 	}
-	s.refusedUntil = e.cfg.Now().Add(refuseBackoff)
-	e.log.Info("gateway refused an assignment", "gateway", s.name, "node", n.id(), "reason", a.GetReason())
-	e.requeue(n, "refused by gateway "+s.name+": "+a.GetReason(), false)
+	s.refusedUntil = e.cfg.Now().Add(e.cfg.RefuseBackoff)
+	why := "refused by gateway " + s.name + ": " + a.GetReason()
+	e.log.Info("gateway refused an assignment", "gateway", s.name, "node", n.id(), "reason", a.GetReason(), "refusals", n.refusals+1)
+	e.requeue(n, why, false)
+	// A refusal that keeps coming back is not going away (an invalid
+	// assignment); fail the node instead of offering it forever.
+	if n.refusals++; n.refusals >= maxRefusals && n.rn.GetState() == outpostv1.NodeState_NODE_STATE_PENDING {
+		e.failNode(n, why)
+	}
 }
 
 func (e *Engine) onStep(se *outpostv1.AssignmentStepEvent) {
@@ -501,11 +510,15 @@ func (e *Engine) dispatch() {
 			if mp := int(st.GetMaxParallel()); mp > 0 && running >= mp {
 				break
 			}
+			dc := n.rn.GetDatacenter()
 			if n.node == nil {
 				e.failNode(n, "node "+n.id()+" is no longer in the inventory")
 				continue
 			}
-			dc := n.rn.GetDatacenter()
+			if now := n.node.GetDatacenter(); now != dc {
+				e.failNode(n, fmt.Sprintf("node %s moved from datacenter %s to %s after the rollout was created", n.id(), dc, now))
+				continue
+			}
 			var s *session
 			if !full[dc] {
 				var connected bool

@@ -53,6 +53,8 @@ type nodeRun struct {
 	// away) is handed to another gateway.
 	orphanDeadline time.Time
 	span           trace.Span
+	// refusals counts gateways refusing the node's assignments in a row.
+	refusals int
 }
 
 func (r *run) id() string     { return r.r.GetId() }
