@@ -246,6 +246,21 @@ func TestCreateRolloutValidation(t *testing.T) {
 	if diff := cmp.Diff(want, revs); diff != "" {
 		t.Errorf("app:revision:id (-want +got):\n%s", diff)
 	}
+
+	// A retry with the same request_id returns the first call's rollout.
+	req := &outpostv1.CreateRolloutRequest{Plan: rollingPlan("5", 10), ArtifactSha256: digest, RequestId: "req-1"}
+	first, err := c.CreateRollout(ctxT(t), req)
+	if err != nil {
+		t.Fatalf("CreateRollout: %v", err)
+	}
+	again, err := c.CreateRollout(ctxT(t), req)
+	if err != nil || again.GetRollout().GetId() != first.GetRollout().GetId() || again.GetRollout().GetRevision() != 3 {
+		t.Errorf("retry = %v, %v; want rollout %s (revision 3)", again.GetRollout().GetId(), err, first.GetRollout().GetId())
+	}
+	changed := proto.CloneOf(req)
+	changed.Plan.Strategy.Batch = "1"
+	_, err = c.CreateRollout(ctxT(t), changed)
+	wantCode(t, "request_id reused", err, codes.InvalidArgument, "request_id")
 }
 
 func TestListRolloutsAndNodesPagination(t *testing.T) {

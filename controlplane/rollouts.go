@@ -2,11 +2,14 @@ package controlplane
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"path"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/outposthq/outpost/controlplane/artifact"
@@ -30,6 +33,14 @@ import (
 // ListRollouts can walk newest first without scanning node records.
 // TODO(store): move next to the other key helpers in controlplane/store.
 const rolloutSeqKey = store.Root + "counters/rollouts"
+
+// requestsPrefix keys CreateRollout's idempotency records:
+// <prefix><request_id> holds "<rollout id> <request hash>" for requestTTL.
+// TODO(store): move next to the other key helpers in controlplane/store.
+const requestsPrefix = store.Root + "requests/create-rollout/"
+
+// requestTTL is how long a request_id is remembered.
+const requestTTL = 24 * 60 * 60 // seconds
 
 // rolloutIDDigits pads rollout numbers so ids sort in creation order up to
 // 99,999,999 rollouts.
@@ -137,7 +148,7 @@ func (c *controlPlaneService) CreateRollout(ctx context.Context, req *outpostv1.
 		CurrentStage: -1,
 		Deploy:       deploy,
 	}
-	for i, st := range r.Stages {
+	for _, st := range r.Stages {
 		var recs []*outpostv1.RolloutNode
 		for _, n := range exp.Nodes {
 			if n.GetStage() == st.GetName() {
@@ -145,10 +156,19 @@ func (c *controlPlaneService) CreateRollout(ctx context.Context, req *outpostv1.
 			}
 		}
 		st.NodeCounts = rollout.NodeCounts(recs)
-		r.Stages[i] = st
 	}
 	if req.GetDryRun() {
 		return &outpostv1.CreateRolloutResponse{Rollout: r}, nil
+	}
+	var dedup *requestRecord
+	if rid := req.GetRequestId(); rid != "" {
+		if err := store.CheckID(rid); err != nil || len(rid) > 128 {
+			return nil, fieldError("request_id", "%q: at most 128 characters, no '/' or control characters", rid)
+		}
+		dedup = &requestRecord{key: requestsPrefix + rid, hash: requestHash(req)}
+		if prev, err := s.replay(ctx, dedup); prev != nil || err != nil {
+			return prev, err
+		}
 	}
 
 	n, err := s.nextRolloutNumber(ctx)
@@ -181,7 +201,11 @@ func (c *controlPlaneService) CreateRollout(ctx context.Context, req *outpostv1.
 		span.SetStatus(otelcodes.Error, err.Error())
 		return nil, internal(err)
 	}
-	if err := s.storeWithRevision(ctx, r); err != nil {
+	if err := s.storeWithRevision(ctx, r, dedup); err != nil {
+		if errors.Is(err, errDuplicateRequest) {
+			// A concurrent call with the same request_id won.
+			return s.replay(ctx, dedup)
+		}
 		span.SetStatus(otelcodes.Error, err.Error())
 		return nil, internal(err)
 	}
@@ -219,9 +243,65 @@ func (s *Server) nextRolloutNumber(ctx context.Context) (int64, error) {
 	return 0, errors.New("allocate a rollout id: too much contention")
 }
 
+// requestRecord is the idempotency record of one CreateRollout call.
+type requestRecord struct {
+	key  string
+	hash string
+}
+
+var errDuplicateRequest = errors.New("request_id already used")
+
+// requestHash identifies a request's content, request_id aside.
+func requestHash(req *outpostv1.CreateRolloutRequest) string {
+	c := proto.CloneOf(req)
+	c.RequestId = ""
+	b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(c)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// replay returns the rollout an earlier call with the same request_id
+// created, nil when there was none, or an error when that call carried a
+// different request.
+func (s *Server) replay(ctx context.Context, rec *requestRecord) (*outpostv1.CreateRolloutResponse, error) {
+	v := &wrapperspb.StringValue{}
+	found, _, err := s.store.Get(ctx, rec.key, v)
+	if err != nil {
+		return nil, internal(err)
+	}
+	if !found {
+		return nil, nil
+	}
+	id, hash, _ := strings.Cut(v.GetValue(), " ")
+	if hash != rec.hash {
+		return nil, fieldError("request_id", "already used by a different CreateRollout request (rollout %s)", id)
+	}
+	r, err := s.getRollout(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return &outpostv1.CreateRolloutResponse{Rollout: r}, nil
+}
+
 // storeWithRevision gives r the app's next revision and writes the
-// revision record and the rollout in one transaction.
-func (s *Server) storeWithRevision(ctx context.Context, r *outpostv1.Rollout) error {
+// revision record, the rollout and, with dedup, the request record in one
+// transaction. errDuplicateRequest means another call with the same
+// request_id stored its rollout first.
+func (s *Server) storeWithRevision(ctx context.Context, r *outpostv1.Rollout, dedup *requestRecord) error {
+	var dedupOp clientv3.Op
+	var dedupCmps []clientv3.Cmp
+	if dedup != nil {
+		lease, err := s.store.Client().Grant(ctx, requestTTL)
+		if err != nil {
+			return fmt.Errorf("grant request lease: %w", err)
+		}
+		b, err := proto.Marshal(wrapperspb.String(r.GetId() + " " + dedup.hash))
+		if err != nil {
+			return err
+		}
+		dedupOp = clientv3.OpPut(dedup.key, string(b), clientv3.WithLease(lease.ID))
+		dedupCmps = []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(dedup.key), "=", 0)}
+	}
 	for range allocAttempts {
 		resp, err := s.store.Client().Get(ctx, store.RevisionsPrefix(r.GetApp()), clientv3.WithLastKey()...)
 		if err != nil {
@@ -246,8 +326,18 @@ func (s *Server) storeWithRevision(ctx context.Context, r *outpostv1.Rollout) er
 		if err != nil {
 			return err
 		}
-		err = s.store.TxnIf(ctx, nil, []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)}, revOp, rOp)
+		cmps := append([]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)}, dedupCmps...)
+		ops := []clientv3.Op{revOp, rOp}
+		if dedup != nil {
+			ops = append(ops, dedupOp)
+		}
+		err = s.store.TxnIf(ctx, nil, cmps, ops...)
 		if errors.Is(err, store.ErrConflict) {
+			if dedup != nil {
+				if resp, gerr := s.store.Client().Get(ctx, dedup.key, clientv3.WithCountOnly()); gerr == nil && resp.Count > 0 {
+					return errDuplicateRequest
+				}
+			}
 			continue
 		}
 		return err

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/hex"
 
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 	"go.opentelemetry.io/otel/attribute"
@@ -146,10 +145,4 @@ func endNodeSpan(n *nodeRun, errMsg string) {
 	}
 	n.span.End()
 	n.span = nil
-}
-
-// hexOK reports whether s is lower-case hex of n bytes.
-func hexOK(s string, n int) bool {
-	b, err := hex.DecodeString(s)
-	return err == nil && len(b) == n
 }
