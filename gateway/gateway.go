@@ -108,7 +108,9 @@ func New(cfg Config) (*Gateway, error) {
 // reconnecting whenever the stream breaks. It may be called once.
 //
 // When ctx ends, Run refuses new assignments, drops queued ones, cancels
-// deployments that have not reached the switch, waits for every deployment
+// deployments that have not reached the switch (they leave their node as
+// it was and send no result, so the control plane assigns those nodes
+// again rather than counting them as failed), waits for every deployment
 // to finish (a node is never abandoned mid-switch), gives the control
 // plane a few seconds to acknowledge the last results, and returns nil.
 func (g *Gateway) Run(ctx context.Context) error {

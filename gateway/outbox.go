@@ -153,6 +153,20 @@ func (o *outbox) restart(applied uint64) {
 	o.signal()
 }
 
+// unackedResults lists the assignments whose result is not acknowledged
+// yet, in the order they finished.
+func (o *outbox) unackedResults() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var ids []string
+	for _, e := range o.entries {
+		if !e.event && e.req.GetNodeResult() != nil {
+			ids = append(ids, e.assignment)
+		}
+	}
+	return ids
+}
+
 // pending reports how many sequenced messages are not acknowledged yet.
 func (o *outbox) pending() int {
 	o.mu.Lock()

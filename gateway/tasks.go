@@ -39,6 +39,10 @@ type task struct {
 // plane cancelled the assignment.
 var errCancelled = errors.New("cancelled by the control plane")
 
+// errShuttingDown is the cause of a deployment's context when Run's ctx
+// ended before the deployment reached the switch.
+var errShuttingDown = errors.New("gateway is shutting down")
+
 // accept answers an assignment and, when accepted, queues or starts it.
 func (g *Gateway) accept(a *outpostv1.Assignment) *outpostv1.AssignmentAck {
 	id := a.GetAssignmentId()
@@ -142,7 +146,7 @@ func (g *Gateway) beginShutdown() {
 	g.dropQueuedLocked("gateway is shutting down")
 	for _, t := range g.tasks {
 		if t.started && !t.pastSwitch {
-			t.cancel(errors.New("gateway is shutting down"))
+			t.cancel(errShuttingDown)
 		}
 	}
 }
@@ -163,18 +167,24 @@ func (g *Gateway) dropQueuedLocked(why string) {
 	g.queue = nil
 }
 
-// activeIDs lists the assignments deploying now, for the hello.
+// activeIDs lists, for the hello, the assignments deploying now and those
+// whose result the control plane has not acknowledged: the result follows
+// the hello, and a control plane that did not know it (it restarted) must
+// not hand the node out again meanwhile.
 func (g *Gateway) activeIDs() []string {
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	var ids []string
 	for id, t := range g.tasks {
 		if t.started {
 			ids = append(ids, id)
 		}
 	}
+	g.mu.Unlock()
+	// Read after the tasks: runTask queues a result before it forgets the
+	// task, so a deployment finishing meanwhile is in one list or both.
+	ids = append(ids, g.out.unackedResults()...)
 	slices.Sort(ids)
-	return ids
+	return slices.Compact(ids)
 }
 
 // activeCount is how many deployments run now.
@@ -219,9 +229,17 @@ func (g *Gateway) runTask(ctx context.Context, t *task) {
 	g.met.deployments.WithLabelValues(lowerName(res.State.String(), "NODE_STATE_")).Inc()
 	t.log.Info("assignment finished", "state", res.State.String(), "step", res.Step.String(), "duration", r.GetDuration().AsDuration())
 
-	// The result goes into the outbox before the task is forgotten, so a
-	// hello never omits an assignment whose result is not queued.
-	g.out.addResult(r)
+	// A deployment stopped by this gateway's shutdown before it touched the
+	// node is not the node's failure: no result, so the control plane
+	// hands the node out again once this stream ends (at once when the
+	// gateway comes back without it, else after its orphan grace).
+	if res.State == outpostv1.NodeState_NODE_STATE_FAILED && reason == "" && errors.Is(context.Cause(ctx), errShuttingDown) {
+		t.log.Info("deployment interrupted by shutdown; the node is as it was and will be assigned again")
+	} else {
+		// The result goes into the outbox before the task is forgotten, so
+		// a hello never omits an assignment whose result is not queued.
+		g.out.addResult(r)
+	}
 	g.mu.Lock()
 	delete(g.tasks, a.GetAssignmentId())
 	g.finished.add(a.GetAssignmentId())
