@@ -80,6 +80,11 @@ func TestRollingBatchesInOrder(t *testing.T) {
 		}
 	}
 	gw.waitAcked()
+	rev := &outpostv1.Revision{}
+	if found, _, err := s.store.Get(ctxT(t), store.RevisionKey("billing-api", 1), rev); err != nil || !found ||
+		rev.GetState() != outpostv1.RolloutState_ROLLOUT_STATE_SUCCEEDED || rev.GetRolloutId() != r.GetId() || rev.GetReleaseId() != r.GetReleaseId() {
+		t.Errorf("revision 1 = %v (found %v, %v)", rev, found, err)
+	}
 }
 
 func TestFailureBudgetAborts(t *testing.T) {

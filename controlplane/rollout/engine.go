@@ -468,16 +468,21 @@ func (e *Engine) commit(ctx context.Context) error {
 				return e.failCommit(err)
 			}
 			ops = append(ops, op)
-			rev, err := store.OpPut(store.RevisionKey(r.r.GetApp(), r.r.GetRevision()), RevisionOf(r.r))
-			if err != nil {
-				return e.failCommit(err)
+			// The revision record repeats the rollout's state, nothing
+			// that changes with node progress.
+			if r.r.GetState() != r.revState {
+				rev, err := store.OpPut(store.RevisionKey(r.r.GetApp(), r.r.GetRevision()), RevisionOf(r.r))
+				if err != nil {
+					return e.failCommit(err)
+				}
+				ops = append(ops, rev)
 			}
-			ops = append(ops, rev)
 		}
 		if err := e.cfg.Store.Txn(ctx, e.cfg.Fence, ops...); err != nil {
 			return e.failCommit(err)
 		}
 		for _, r := range runs {
+			r.revState = r.r.GetState()
 			e.afterWrite(r)
 		}
 		clear(e.dirtyRuns)

@@ -27,6 +27,9 @@ type run struct {
 	// stageNodes[stage] are all nodes of a stage.
 	stageNodes [][]*nodeRun
 
+	// revState is the state last written to the revision record.
+	revState outpostv1.RolloutState
+
 	// waitMsg is the "waiting for a gateway" message last put into
 	// r.Message; empty when the rollout is not waiting.
 	waitMsg string
@@ -279,7 +282,8 @@ func (e *Engine) build(ctx context.Context, r *outpostv1.Rollout, inv map[string
 		}
 		after = next
 	}
-	rr := &run{r: r, nodes: map[string]*nodeRun{}}
+	// The revision record was written with the rollout's state.
+	rr := &run{r: r, nodes: map[string]*nodeRun{}, revState: r.GetState()}
 	for si, st := range r.GetStages() {
 		rr.batches = append(rr.batches, nil)
 		rr.stageNodes = append(rr.stageNodes, nil)
