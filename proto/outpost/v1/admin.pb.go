@@ -979,7 +979,7 @@ func (x *ListCredentialsRequest) GetKind() CredentialKind {
 // ListCredentialsResponse is one page of credentials.
 type ListCredentialsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Credentials sorted by kind, name, serial.
+	// Credentials sorted by serial.
 	Credentials []*Credential `protobuf:"bytes,1,rep,name=credentials,proto3" json:"credentials,omitempty"`
 	// Token for the next page; empty when this is the last page.
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`

@@ -54,7 +54,7 @@ type AdminServiceClient interface {
 	// the caller's machine.
 	CreateUser(ctx context.Context, in *CreateUserRequest, opts ...grpc.CallOption) (*CreateUserResponse, error)
 	// ListCredentials lists issued certificates that have not expired,
-	// sorted by kind, name and serial.
+	// sorted by serial. A page may hold fewer than page_size entries.
 	ListCredentials(ctx context.Context, in *ListCredentialsRequest, opts ...grpc.CallOption) (*ListCredentialsResponse, error)
 	// RevokeCredential revokes one certificate by serial, or every unexpired
 	// certificate of one user or gateway. Revoked certificates are refused at
@@ -157,7 +157,7 @@ type AdminServiceServer interface {
 	// the caller's machine.
 	CreateUser(context.Context, *CreateUserRequest) (*CreateUserResponse, error)
 	// ListCredentials lists issued certificates that have not expired,
-	// sorted by kind, name and serial.
+	// sorted by serial. A page may hold fewer than page_size entries.
 	ListCredentials(context.Context, *ListCredentialsRequest) (*ListCredentialsResponse, error)
 	// RevokeCredential revokes one certificate by serial, or every unexpired
 	// certificate of one user or gateway. Revoked certificates are refused at
