@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -191,6 +192,8 @@ func TestCreateRolloutValidation(t *testing.T) {
 	bad.Deploy.Path = ""
 	noMatch := rollingPlan("5", 10)
 	noMatch.Targets.Selector = map[string]string{"app": "nothing"}
+	otherDC := rollingPlan("5", 10)
+	otherDC.Targets.Datacenters = []string{"busan-1"}
 	blueGreen := rollingPlan("", 10)
 	blueGreen.Strategy = &outpostv1.PlanStrategy{Type: "blue_green", SwitchNode: "lb-1", SwitchHook: "sh switch"}
 	tests := []struct {
@@ -204,6 +207,7 @@ func TestCreateRolloutValidation(t *testing.T) {
 		{"artifact not uploaded", &outpostv1.CreateRolloutRequest{Plan: rollingPlan("5", 10), ArtifactSha256: missing}, codes.FailedPrecondition, []string{missing}},
 		{"bad digest", &outpostv1.CreateRolloutRequest{Plan: rollingPlan("5", 10), ArtifactSha256: "xyz"}, codes.InvalidArgument, []string{"artifact_sha256"}},
 		{"selects nothing", &outpostv1.CreateRolloutRequest{Plan: noMatch, ArtifactSha256: digest}, codes.InvalidArgument, []string{"targets.selector"}},
+		{"no node in the datacenters", &outpostv1.CreateRolloutRequest{Plan: otherDC, ArtifactSha256: digest}, codes.InvalidArgument, []string{"targets.selector", "busan-1"}},
 		{"unsupported strategy", &outpostv1.CreateRolloutRequest{Plan: blueGreen, ArtifactSha256: digest}, codes.Unimplemented, []string{"plan.strategy.type", "blue_green"}},
 	}
 	for _, tt := range tests {
@@ -523,5 +527,45 @@ func TestMetrics(t *testing.T) {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %q", want)
 		}
+	}
+}
+
+func TestConcurrentCreatesGetDistinctRevisions(t *testing.T) {
+	s := startCP(t, t.TempDir())
+	c := dial(t, s.Addr())
+	applyNodes(t, c, 2, nil)
+	digest := upload(t, c, "a.tar.gz", []byte("a"))
+	const n = 6
+	type created struct {
+		id  string
+		rev int64
+		err error
+	}
+	results := make(chan created, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := c.CreateRollout(ctxT(t), &outpostv1.CreateRolloutRequest{Plan: rollingPlan("1", 0), ArtifactSha256: digest})
+			results <- created{resp.GetRollout().GetId(), resp.GetRollout().GetRevision(), err}
+		}()
+	}
+	wg.Wait()
+	close(results)
+	ids, revs := map[string]bool{}, map[int64]bool{}
+	for r := range results {
+		if r.err != nil {
+			t.Fatalf("CreateRollout: %v", r.err)
+		}
+		ids[r.id], revs[r.rev] = true, true
+	}
+	for i := int64(1); i <= n; i++ {
+		if !revs[i] {
+			t.Errorf("revisions %v lack %d", revs, i)
+		}
+	}
+	if len(ids) != n {
+		t.Errorf("ids %v, want %d distinct", ids, n)
 	}
 }

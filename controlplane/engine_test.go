@@ -236,3 +236,62 @@ func TestGatewayCapacity(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+func TestExplicitStages(t *testing.T) {
+	s := startCP(t, t.TempDir())
+	c := dial(t, s.Addr())
+	applyNodes(t, c, 6, nil) // tier = i%3+1
+	digest := upload(t, c, "a.tar.gz", []byte("a"))
+	gw := newFakeGateway(t, "gw", "dc1", 10)
+	gw.connect(s.Addr())
+	defer gw.disconnect()
+	spec := rollingPlan("", 0)
+	spec.Strategy = &outpostv1.PlanStrategy{MaxFailPercent: ptr(int32(50)), Stages: []*outpostv1.PlanStage{
+		{Name: "canary", Count: 1},
+		{Name: "nothing", Selector: map[string]string{"tier": "9"}},
+		{Name: "tier1", Selector: map[string]string{"tier": "1"}, Batch: "100%"},
+		{Name: "rest", Batch: "2", MaxFailPercent: ptr(int32(0))},
+	}}
+	r := createRollout(t, c, spec, digest)
+
+	canary := gw.waitAssigned(1)[0]
+	if canary.GetStage() != "canary" || canary.GetNode().GetId() != nodeID(0) {
+		t.Fatalf("first assignment: stage %s node %s, want canary %s", canary.GetStage(), canary.GetNode().GetId(), nodeID(0))
+	}
+	gw.finishNode(nodeID(0), outpostv1.NodeState_NODE_STATE_SUCCEEDED, "")
+	// The empty stage passes; tier1 holds only srv-0003, as the canary
+	// took srv-0000 first.
+	t1 := gw.waitAssigned(1)[0]
+	if t1.GetStage() != "tier1" || t1.GetNode().GetId() != nodeID(3) {
+		t.Fatalf("tier1 assignment: stage %s node %s", t1.GetStage(), t1.GetNode().GetId())
+	}
+	mid := waitRollout(t, c, r.GetId(), "tier1 running", func(r *outpostv1.Rollout) bool { return r.GetCurrentStage() == 2 })
+	var states []string
+	for _, st := range mid.GetStages() {
+		states = append(states, st.GetName()+"="+strings.TrimPrefix(st.GetState().String(), "STAGE_STATE_"))
+	}
+	if want := []string{"canary=SUCCEEDED", "nothing=SUCCEEDED", "tier1=RUNNING", "rest=PENDING"}; !slices.Equal(states, want) {
+		t.Errorf("stages = %v, want %v", states, want)
+	}
+	gw.finishNode(nodeID(3), outpostv1.NodeState_NODE_STATE_SUCCEEDED, "")
+	rest := idsOf(gw.waitAssigned(2))
+	sort.Strings(rest)
+	if want := []string{nodeID(1), nodeID(2)}; !slices.Equal(rest, want) {
+		t.Fatalf("rest batch 0 = %v, want %v", rest, want)
+	}
+	// rest (srv-0001, 0002, 0004, 0005) allows no failure: the first
+	// aborts the rollout and its second batch is skipped.
+	gw.finishNode(nodeID(1), outpostv1.NodeState_NODE_STATE_FAILED, "lock held")
+	gw.finishNode(nodeID(2), outpostv1.NodeState_NODE_STATE_SUCCEEDED, "")
+	done := waitRollout(t, c, r.GetId(), "ABORTED", stateIs(outpostv1.RolloutState_ROLLOUT_STATE_ABORTED))
+	if !strings.Contains(done.GetMessage(), "stage rest: 1 of 4 nodes failed (25% > 0%)") {
+		t.Errorf("message = %q", done.GetMessage())
+	}
+	want := &outpostv1.NodeCounts{Total: 6, Succeeded: 3, Failed: 1, Skipped: 2}
+	if diff := cmp.Diff(want, done.GetNodeCounts(), protocmp.Transform()); diff != "" {
+		t.Errorf("counts (-want +got):\n%s", diff)
+	}
+	if st := done.GetStages()[3]; st.GetState() != outpostv1.StageState_STAGE_STATE_FAILED || st.GetNodeCounts().GetSkipped() != 2 {
+		t.Errorf("rest stage = %v", st)
+	}
+}
