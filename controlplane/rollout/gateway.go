@@ -286,8 +286,10 @@ func (e *Engine) detach(ctx context.Context, s *session, why error) {
 		return
 	}
 	delete(e.gateways, s.name)
-	if err := e.cfg.Store.Txn(ctx, e.cfg.Fence, clientv3.OpDelete(store.GatewayKey(s.name))); err != nil {
-		e.log.Warn("removing gateway presence failed", "gateway", s.name, "err", err)
+	if ctx.Err() == nil { // else the engine is stopping and revokes the lease
+		if err := e.cfg.Store.Txn(ctx, e.cfg.Fence, clientv3.OpDelete(store.GatewayKey(s.name))); err != nil {
+			e.log.Warn("removing gateway presence failed", "gateway", s.name, "err", err)
+		}
 	}
 	e.updateGatewayGauge()
 	e.log.Info("gateway disconnected", "gateway", s.name, "datacenter", s.dc, "orphaned_assignments", orphaned)
