@@ -82,6 +82,25 @@ func EncodeCredential(caPEM, certPEM []byte, key crypto.Signer, server string) (
 	return out, nil
 }
 
+// NewCredential returns the credential made of these pieces, checked as
+// ParseCredential checks a file.
+func NewCredential(caPEM, certPEM []byte, key crypto.Signer, server string) (*Credential, error) {
+	data, err := EncodeCredential(caPEM, certPEM, key, server)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCredential(data)
+}
+
+// Write writes the credential to path as WriteCredential does.
+func (c *Credential) Write(path string) error {
+	key, ok := c.Certificate.PrivateKey.(crypto.Signer)
+	if !ok {
+		return fmt.Errorf("pki: credential key type %T cannot sign", c.Certificate.PrivateKey)
+	}
+	return WriteCredential(path, c.CAPEM, encodeCertPEM(c.Leaf().Raw), key, c.Server)
+}
+
 // WriteCredential writes a credential file at path with mode 0600,
 // atomically, replacing any file there.
 func WriteCredential(path string, caPEM, certPEM []byte, key crypto.Signer, server string) error {

@@ -61,6 +61,20 @@ func TestCredentialRoundTrip(t *testing.T) {
 		t.Errorf("RenewAt = %v, want %v", got, want)
 	}
 
+	// NewCredential and Write round-trip too.
+	mem, err := pki.NewCredential(ca.CertPEM(), certPEM, key, "other:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path2 := filepath.Join(filepath.Dir(path), "copy.pem")
+	if err := mem.Write(path2); err != nil {
+		t.Fatal(err)
+	}
+	if again, err := pki.LoadCredential(path2); err != nil || again.Identity != id || again.Server != "other:1" || !again.Leaf().Equal(cred.Leaf()) {
+		t.Errorf("Write then LoadCredential = %+v, %v", again, err)
+	}
+	os.Remove(path2)
+
 	// Overwrite keeps the mode and replaces the content.
 	certPEM2, key2 := issue(t, ca, pki.Identity{Kind: pki.KindUser, Name: "bob", Role: pki.RoleViewer}, time.Hour)
 	if err := pki.WriteCredential(path, ca.CertPEM(), certPEM2, key2, ""); err != nil {
