@@ -1,0 +1,152 @@
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/outposthq/outpost/cli"
+	"github.com/outposthq/outpost/e2e/e2etest"
+	"github.com/outposthq/outpost/internal/testfleet"
+)
+
+// planYAML is a rolling plan in the plan file format, batches of 2,
+// aborting at the first failure.
+const planYAML = `app: billing-api
+change_id: E2E-1
+artifact: {path: %s}
+targets: {selector: {app: billing-api}}
+deploy: {path: app}
+hooks: {stop: sh bin/stop, start: sh bin/start}
+health:
+  http: {port: 18080, path: /health}
+  timeout: 2s
+  interval: 100ms
+strategy: {type: rolling, batch: 2, max_fail_percent: 0}
+`
+
+// runCLI runs one outpost command line in this process, the way
+// cli/outpost's main does, and returns its exit code and standard output.
+func runCLI(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	env := &cli.Env{Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: &stderr, Getenv: func(string) string { return "" }}
+	code := cli.Run(ctxT(t), args, env)
+	t.Logf("outpost %s: exit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, stdout.String(), stderr.String())
+	return code, stdout.String()
+}
+
+// TestCLIRolloutCreateWatch drives the real system with the outpost
+// command line: node apply, then rollout create --watch of a good release
+// (exit 0) and of a broken one (exit 1), whose plain output has a line per
+// node step and per failed node.
+func TestCLIRolloutCreateWatch(t *testing.T) {
+	const hosts = 4
+	s := newSystem(t, hosts, alternateDC)
+	s.twoGateways()
+	dir := t.TempDir()
+
+	// The inventory again, now pinning each host's key.
+	var inv strings.Builder
+	inv.WriteString("nodes:\n")
+	for i, n := range s.nodes {
+		key := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(s.fleet.Hosts()[i].HostKey)))
+		fmt.Fprintf(&inv, "  - {id: %s, address: %q, datacenter: %s, user: deploy, labels: {app: billing-api}, host_keys: [%q]}\n",
+			n.GetId(), n.GetAddress(), n.GetDatacenter(), key)
+	}
+	invFile := filepath.Join(dir, "nodes.yaml")
+	if err := os.WriteFile(invFile, []byte(inv.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := runCLI(t, "node", "apply", "-f", invFile, "--controlplane", s.addr); code != 0 || !strings.Contains(out, "4 nodes: 0 created, 4 updated, 0 unchanged") {
+		t.Fatalf("node apply: exit %d, output %q", code, out)
+	}
+
+	rollout := func(version string, healthy bool) (int, string) {
+		rel, err := testfleet.BuildRelease(dir, version, healthy)
+		if err != nil {
+			t.Fatal(err)
+		}
+		file := filepath.Join(dir, "plan-"+version+".yaml")
+		if err := os.WriteFile(file, fmt.Appendf(nil, planYAML, "./"+filepath.Base(rel.Path)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return runCLI(t, "rollout", "create", "-f", file, "--watch", "--controlplane", s.addr)
+	}
+
+	code, out := rollout("1.0.0", true)
+	if code != 0 {
+		t.Fatalf("good release: exit %d, want 0", code)
+	}
+	for i := range hosts {
+		id := e2etest.NodeID(i)
+		for _, step := range []string{"connect", "upload", "switch", "health", "unlock"} {
+			if !hasLine(out, id, step, "succeeded") {
+				t.Errorf("good release: no %q line", id+" "+step+" succeeded")
+			}
+		}
+		s.checkOn(i, "r1-"+releaseDigest(t, "1.0.0", true)[:8], 1)
+	}
+	if !strings.Contains(out, "SUCCEEDED") {
+		t.Errorf("good release: output does not say SUCCEEDED:\n%s", out)
+	}
+
+	code, out = rollout("2.0.0", false)
+	if code != 1 {
+		t.Fatalf("broken release: exit %d, want 1", code)
+	}
+	v1 := "r1-" + releaseDigest(t, "1.0.0", true)[:8]
+	// The first batch (srv-00001, srv-00002) fails health and rolls back;
+	// the budget of 0% stops the rest.
+	for i := range 2 {
+		id := e2etest.NodeID(i)
+		if !hasLine(out, id, "health FAILED", "not healthy") || !hasLine(out, id, "ROLLED_BACK", "rolled back to "+v1) {
+			t.Errorf("broken release: no health FAILED and ROLLED_BACK lines for %s", id)
+		}
+		s.checkOn(i, v1, 1)
+	}
+	for i := 2; i < hosts; i++ {
+		if id := e2etest.NodeID(i); strings.Contains(out, id+" ") {
+			t.Errorf("broken release: %s was skipped, yet the output has lines for it", id)
+		}
+		if h := s.checkOn(i, v1, 1); len(h.history) != 1 {
+			t.Errorf("%s: %d history lines, want 1", e2etest.NodeID(i), len(h.history))
+		}
+	}
+	if !strings.Contains(out, "ABORTED") {
+		t.Errorf("broken release: output does not say ABORTED:\n%s", out)
+	}
+}
+
+// hasLine reports whether out has a line starting with node id and
+// containing every word.
+func hasLine(out, id string, words ...string) bool {
+	for _, line := range strings.Split(out, "\n") {
+		if !strings.HasPrefix(line, id+" ") {
+			continue
+		}
+		all := true
+		for _, w := range words {
+			all = all && strings.Contains(line, w)
+		}
+		if all {
+			return true
+		}
+	}
+	return false
+}
+
+// releaseDigest rebuilds a release (the build is deterministic) for its digest.
+func releaseDigest(t *testing.T, version string, healthy bool) string {
+	t.Helper()
+	rel, err := testfleet.BuildRelease(t.TempDir(), version, healthy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rel.SHA256
+}
