@@ -48,6 +48,12 @@ type Client struct {
 	// sftpWriteSize is the write size of the current SFTP session; guarded
 	// by mu.
 	sftpWriteSize int
+	// drains are closed as abandoned SFTP sessions finish ending; guarded
+	// by mu. See drain.
+	drains []chan struct{}
+	// parallelMin, when positive, replaces parallelUploadMin; tests lower
+	// it to keep their uploads small.
+	parallelMin int64
 }
 
 // Dial connects to cfg.Address, verifies the host key and authenticates.

@@ -20,6 +20,7 @@ const (
 	DefaultKeepaliveInterval  = 5 * time.Second
 	DefaultKeepaliveMaxMissed = 3
 	DefaultMaxOutputBytes     = 64 << 10
+	DefaultUploadSessions     = 4
 )
 
 // Config says how to reach and trust one node.
@@ -51,6 +52,11 @@ type Config struct {
 	// the first bytes are kept and Result.Truncated is set. Zero means
 	// DefaultMaxOutputBytes.
 	MaxOutputBytes int
+	// UploadSessions is how many SFTP sessions (channels) one Upload of a
+	// large file may use at once; each brings its own 2 MiB OpenSSH window,
+	// which is what bounds one session over a long round trip. Zero means
+	// DefaultUploadSessions; 1 keeps every upload on one session.
+	UploadSessions int
 
 	// Logger receives connection events, never secrets; nil discards.
 	Logger *slog.Logger
@@ -146,6 +152,12 @@ func (c *Config) CheckAndSetDefaults() error {
 	}
 	if c.MaxOutputBytes == 0 {
 		c.MaxOutputBytes = DefaultMaxOutputBytes
+	}
+	if c.UploadSessions < 0 {
+		return fmt.Errorf("sshexec: UploadSessions %d is negative", c.UploadSessions)
+	}
+	if c.UploadSessions == 0 {
+		c.UploadSessions = DefaultUploadSessions
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))

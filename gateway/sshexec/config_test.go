@@ -37,6 +37,7 @@ func TestCheckAndSetDefaults(t *testing.T) {
 					KeepaliveInterval:  5 * time.Second,
 					KeepaliveMaxMissed: 3,
 					MaxOutputBytes:     64 << 10,
+					UploadSessions:     4,
 				}
 				if diff := cmp.Diff(want, c, cmpopts.IgnoreFields(Config{}, "Auth", "HostKeys", "Logger")); diff != "" {
 					t.Errorf("defaults (-want +got):\n%s", diff)
@@ -62,6 +63,7 @@ func TestCheckAndSetDefaults(t *testing.T) {
 		{name: "negative dial timeout", mutate: func(c *Config) { c.DialTimeout = -1 }, wantErr: "DialTimeout"},
 		{name: "negative max missed", mutate: func(c *Config) { c.KeepaliveMaxMissed = -1 }, wantErr: "KeepaliveMaxMissed"},
 		{name: "negative output limit", mutate: func(c *Config) { c.MaxOutputBytes = -1 }, wantErr: "MaxOutputBytes"},
+		{name: "negative upload sessions", mutate: func(c *Config) { c.UploadSessions = -1 }, wantErr: "UploadSessions"},
 		{
 			name:   "keepalive disabled",
 			mutate: func(c *Config) { c.KeepaliveInterval = -1 },

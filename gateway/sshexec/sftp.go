@@ -1,6 +1,7 @@
 package sshexec
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"slices"
 
 	"github.com/pkg/sftp"
 )
@@ -28,11 +30,22 @@ type UploadResult struct {
 	// SHA256 is the lower-case hex SHA-256 of those bytes, computed locally
 	// while streaming, for comparing with the node's own checksum.
 	SHA256 string
+	// Sessions is how many SFTP sessions carried the data: 1, or more for
+	// a large file spread over several (see Upload).
+	Sessions int
 }
 
 // Upload streams src into remotePath over SFTP, creating or truncating it,
 // and sets its permissions to mode before any data is written. Relative
 // paths are relative to Home.
+//
+// When src's remaining size is known without reading it (an *os.File, or a
+// reader with Len) and is at least 32 MiB, the data is spread over up to
+// Config.UploadSessions SFTP sessions on the connection, each writing its
+// own chunks at their offsets: one channel's window, not the link, is what
+// limits one session over a long round trip. src is still read once, in
+// order, and the SHA-256 is of exactly the bytes written. src's file offset
+// is then not advanced.
 //
 // When ctx ends, the Client's SFTP session is closed (aborting any other
 // SFTP transfer on this Client too; the next call starts a new session) and
@@ -41,33 +54,39 @@ type UploadResult struct {
 // returns.
 func (c *Client) Upload(ctx context.Context, src io.Reader, remotePath string, mode fs.FileMode) (UploadResult, error) {
 	op := "upload " + remotePath
+	if err := c.waitDrains(ctx); err != nil {
+		return UploadResult{}, c.opErr(ctx, op, err)
+	}
 	s, err := c.sftpClient(ctx)
 	if err != nil {
 		return UploadResult{}, c.opErr(ctx, op, err)
 	}
 	in := &detachableReader{r: src}
-	h := sha256.New()
-	var n int64
-	done := make(chan error, 1)
+	var (
+		n        int64
+		sum      []byte
+		sessions = 1
+		abort    = func() {}
+	)
 	body := func() error {
-		f, err := s.OpenFile(remotePath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
-		if err != nil {
-			return err
-		}
-		// Before the data, so the content is never readable with the
-		// server's default permissions.
-		if err := f.Chmod(mode); err != nil {
-			f.Close()
-			return err
-		}
-		// An explicit concurrency: ReadFrom would fall back to sequential
-		// writes for a reader of unknown length such as this tee.
-		n, err = f.ReadFromWithConcurrency(io.TeeReader(in, h), sftpConcurrency)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
+		var err error
+		n, sum, err = c.uploadSequential(s, in, remotePath, mode)
 		return err
 	}
+	if size, ok := uploadSize(src); ok && size >= cmp.Or(c.parallelMin, parallelUploadMin) && c.cfg.UploadSessions > 1 {
+		c.mu.Lock()
+		writeSize := c.sftpWriteSize
+		c.mu.Unlock()
+		u := newParallelUpload(c, remotePath, writeSize, c.cfg.UploadSessions)
+		abort = u.abort
+		body = func() error {
+			var err error
+			n, sum, err = u.run(s, in, mode, c.cfg.UploadSessions)
+			sessions = max(int(u.used.Load()), 1)
+			return err
+		}
+	}
+	done := make(chan error, 1)
 	if !c.goOwned(func() { done <- body() }) {
 		return UploadResult{}, c.opErr(ctx, op, ErrClosed)
 	}
@@ -77,12 +96,39 @@ func (c *Client) Upload(ctx context.Context, src io.Reader, remotePath string, m
 		if err != nil {
 			return UploadResult{}, c.opErr(ctx, op, err)
 		}
-		return UploadResult{Bytes: n, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
+		return UploadResult{Bytes: n, SHA256: hex.EncodeToString(sum), Sessions: sessions}, nil
 	case <-ctx.Done():
 		in.detach()
+		abort()
 		c.abortSFTP(s)
 		return UploadResult{}, c.opErr(ctx, op, ctx.Err())
 	}
+}
+
+// uploadSequential writes src into remotePath over one SFTP session, with
+// pkg/sftp's pipelined writes.
+func (c *Client) uploadSequential(s *sftp.Client, src io.Reader, remotePath string, mode fs.FileMode) (int64, []byte, error) {
+	f, err := s.OpenFile(remotePath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
+	if err != nil {
+		return 0, nil, err
+	}
+	// Before the data, so the content is never readable with the server's
+	// default permissions.
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return 0, nil, err
+	}
+	h := sha256.New()
+	// An explicit concurrency: ReadFrom would fall back to sequential
+	// writes for a reader of unknown length such as this tee.
+	n, err := f.ReadFromWithConcurrency(io.TeeReader(src, h), sftpConcurrency)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return n, nil, err
+	}
+	return n, h.Sum(nil), nil
 }
 
 // Home returns the login's working directory on the node (SFTP
@@ -156,8 +202,48 @@ func (c *Client) forgetSFTP(s *sftp.Client) bool {
 }
 
 // abortSFTP ends s, failing every request in flight on it. Closing may wait
-// for the server, so it runs in the background.
+// for the server, so it runs in the background, as a drain.
 func (c *Client) abortSFTP(s *sftp.Client) {
 	c.forgetSFTP(s)
-	c.goOwned(func() { s.Close() })
+	c.drain(func() { s.Close() })
+}
+
+// drain runs closeSession, which ends an abandoned SFTP session and returns
+// once the server's end has exited, in the background; waitDrains waits for
+// it. Why: writes an abandoned upload had already sent are still carried
+// out by that session's server process until it exits, and they must not
+// land in a file a later Upload writes.
+func (c *Client) drain(closeSession func()) {
+	done := make(chan struct{})
+	c.mu.Lock()
+	c.drains = append(c.drains, done)
+	c.mu.Unlock()
+	if !c.goOwned(func() {
+		defer close(done)
+		closeSession()
+	}) {
+		// Closed: the connection is gone, so this returns at once.
+		closeSession()
+		close(done)
+	}
+}
+
+// waitDrains waits until every session handed to drain so far has ended,
+// or ctx ends.
+func (c *Client) waitDrains(ctx context.Context) error {
+	c.mu.Lock()
+	pending := c.drains
+	c.mu.Unlock()
+	for _, done := range pending {
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	c.mu.Lock()
+	// Forget the ones waited for; drains added meanwhile stay.
+	c.drains = slices.DeleteFunc(c.drains, func(d chan struct{}) bool { return slices.Contains(pending, d) })
+	c.mu.Unlock()
+	return nil
 }

@@ -30,10 +30,23 @@ func TestUploadNonOpenSSHServer(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Upload: %v", err)
 	}
-	if want := (UploadResult{Bytes: int64(len(data)), SHA256: sha256Hex(data)}); res != want {
+	if want := (UploadResult{Bytes: int64(len(data)), SHA256: sha256Hex(data), Sessions: 1}); res != want {
 		t.Errorf("Upload = %+v, want %+v", res, want)
 	}
 	if got, err := os.ReadFile(dst); err != nil || !bytes.Equal(got, data) {
+		t.Errorf("uploaded file differs (%d bytes, %v)", len(got), err)
+	}
+	// A parallel upload in 32 KiB writes too.
+	c.parallelMin = smallParallelMin
+	big := randomBytes(smallParallelSize, 4)
+	res, err = c.Upload(context.Background(), bytes.NewReader(big), dst, 0o640)
+	if err != nil {
+		t.Fatalf("parallel Upload: %v", err)
+	}
+	if res.Bytes != int64(len(big)) || res.SHA256 != sha256Hex(big) {
+		t.Errorf("parallel Upload = %+v, want %d bytes sha256 %s", res, len(big), sha256Hex(big))
+	}
+	if got, err := os.ReadFile(dst); err != nil || !bytes.Equal(got, big) {
 		t.Errorf("uploaded file differs (%d bytes, %v)", len(got), err)
 	}
 	c.mu.Lock()

@@ -43,6 +43,8 @@ type sshdOptions struct {
 	// noAuthorizedKey leaves authorized_keys empty, so only certificates
 	// or agent keys added later can log in.
 	noAuthorizedKey bool
+	// extraConfig are more sshd_config lines (no Match blocks).
+	extraConfig []string
 }
 
 // testSSHD is a real sshd listening on a random loopback address, stopped
@@ -120,7 +122,7 @@ func startSSHD(t testing.TB, opt sshdOptions) *testSSHD {
 	hostKeyFile := filepath.Join(dir, "host_ed25519")
 	writePrivateKey(t, hostKeyFile, hostPriv)
 
-	var extra []string
+	extra := slices.Clone(opt.extraConfig)
 	if opt.ecdsaHostKey {
 		priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {

@@ -60,7 +60,7 @@ func TestUpload(t *testing.T) {
 					if err != nil {
 						t.Fatalf("Upload: %v", err)
 					}
-					want := UploadResult{Bytes: int64(len(tt.data)), SHA256: sha256Hex(tt.data)}
+					want := UploadResult{Bytes: int64(len(tt.data)), SHA256: sha256Hex(tt.data), Sessions: 1}
 					if got != want {
 						t.Errorf("Upload = %+v, want %+v", got, want)
 					}
