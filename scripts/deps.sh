@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages Outpost's tests, demo and benchmarks use, when
 # they are missing: OpenSSH's server (tests start real sshd on loopback) and
-# client (benchmarks compare against ssh/scp/sftp).
+# client (benchmarks compare against ssh/scp/sftp), iproute2 and nftables
+# (the segmented network test builds namespaces with a firewall between them).
 set -euo pipefail
 
 need=()
@@ -9,7 +10,8 @@ need=()
 command -v ssh >/dev/null 2>&1 && command -v scp >/dev/null 2>&1 || need+=(openssh-client)
 command -v sha256sum >/dev/null 2>&1 || need+=(coreutils)
 command -v tar >/dev/null 2>&1 || need+=(tar)
-command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need+=(iproute2)
+command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || need+=(nftables)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 
 if [ ${#need[@]} -gt 0 ]; then
