@@ -51,6 +51,10 @@ func (dep *deployment) activateScript() string {
 	var s script
 	dep.scriptPrelude(&s)
 	hookEnv(&s, dep.job.Release.GetId(), dep.dir, dep.job.RolloutID)
+	// Who is activating, for a rollback that must wait for this script
+	// should the gateway lose the connection to it (see waitActivation);
+	// removed with the lock.
+	s.line(`echo $$ >"$P/.outpost/active"`)
 	a := dep.job.Release.GetArtifact()
 	if !dep.facts.present {
 		s.set("S", a.GetSha256())
@@ -184,7 +188,7 @@ func (dep *deployment) activate(ctx context.Context) (outpostv1.Step, error) {
 		// service was stopped and current switched, so that the rollback,
 		// which is idempotent, restores both.
 		if runErr != nil {
-			dep.stopped, dep.switched = true, true
+			dep.stopped, dep.switched, dep.orphaned = true, true, true
 		}
 		return step, err
 	}
@@ -197,7 +201,7 @@ func (dep *deployment) activate(ctx context.Context) (outpostv1.Step, error) {
 // activateError explains why step failed, from the script's output.
 func (dep *deployment) activateError(step outpostv1.Step, res sshexec.Result, nodeHash string) error {
 	if step == outpostv1.Step_STEP_VERIFY && nodeHash != "" {
-		return &VerifyError{Want: dep.job.Release.GetArtifact().GetSha256(), Node: nodeHash, Sent: dep.uploaded.sha256}
+		return &VerifyError{Want: dep.job.Release.GetArtifact().GetSha256(), Node: nodeHash, Sent: dep.sentSHA256}
 	}
 	msg := stderrOf(res.Stderr, step, "")
 	switch step {

@@ -194,13 +194,8 @@ type deployment struct {
 	partialMaybe bool      // we may have created releases/<id>.partial (the lock script's output was lost)
 	stopped      bool      // the stop hook may have run: a failure must restore the service
 	switched     bool      // current may point at the new release
-	uploaded     sshUpload
-}
-
-// sshUpload is what the upload step sent.
-type sshUpload struct {
-	sha256 string
-	bytes  int64
+	orphaned     bool      // the activation script's outcome is unknown: it may still run on the node
+	sentSHA256   string    // digest of the bytes the upload sent, computed while sending
 }
 
 // Deploy deploys job and returns how it ended. emit (may be nil) receives

@@ -125,7 +125,7 @@ func (dep *deployment) finishScript(plan finishPlan) (string, error) {
 		s.set("X", p)
 		s.line(`  rm -rf -- "$X" || e=1`)
 	}
-	s.line(`  rm -f -- "$P/.outpost/lock" || e=1`)
+	s.line(`  rm -f -- "$P/.outpost/active" "$P/.outpost/lock" || e=1`)
 	s.line(`else echo "the lock is not ours (any more): left as it is" >&2; e=1; fi`)
 	s.line(`if [ $e = 0 ]; then m 15 ok; else m 15 fail; exit 1; fi`)
 	return s.String(), nil

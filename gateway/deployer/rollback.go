@@ -92,6 +92,7 @@ func (dep *deployment) rollbackScript() string {
 	dep.scriptPrelude(&s)
 	hookEnv(&s, dep.job.Release.GetId(), dep.dir, dep.job.RolloutID)
 	s.set("V", dep.facts.current)
+	dep.waitActivation(&s)
 	h := dep.spec.Hooks
 	if h.Stop != "" {
 		s.set("C", h.Stop)
@@ -112,6 +113,7 @@ func (dep *deployment) rollbackScript() string {
 func (dep *deployment) rollbackRun(ctx context.Context) error {
 	prev := dep.previousID()
 	labels := map[string]string{
+		"wait":   "wait for the interrupted activation",
 		"stop":   "stop " + dep.job.Release.GetId(),
 		"switch": "switch current -> " + dep.facts.current,
 		"start":  "start " + prev,
@@ -124,6 +126,7 @@ func (dep *deployment) rollbackRun(ctx context.Context) error {
 func (dep *deployment) rollbackFirst(ctx context.Context, step outpostv1.Step, cause error) Result {
 	res := dep.result(outpostv1.NodeState_NODE_STATE_FAILED, step, cause)
 	labels := map[string]string{
+		"wait":   "wait for the interrupted activation",
 		"stop":   "stop " + dep.job.Release.GetId(),
 		"remove": "remove current",
 	}
@@ -147,12 +150,29 @@ func (dep *deployment) rollbackFirst(ctx context.Context, step outpostv1.Step, c
 	return res
 }
 
+// waitActivation makes a rollback script wait, for a bounded time, until an
+// activation script whose connection dropped has ended. Over a half-dead
+// connection sshd may not notice the loss for a while, and that script
+// would go on stopping, switching and starting while the rollback does the
+// opposite. It ends at its next step boundary at the latest, when its
+// marker cannot be written; a hook that hangs is waited for 20 s, then the
+// rollback goes ahead and says so.
+func (dep *deployment) waitActivation(s *script) {
+	if !dep.orphaned {
+		return
+	}
+	s.line(`m 16 start wait; n=0; a=; read -r a <"$P/.outpost/active" 2>/dev/null`)
+	s.line(`while [ -n "$a" ] && [ $n -lt 100 ] && kill -0 "$a" 2>/dev/null; do sleep 0.2; n=$((n+1)); done`)
+	s.line(`if [ -n "$a" ] && kill -0 "$a" 2>/dev/null; then echo "the interrupted activation (pid $a) still runs; rolling back anyway" >&2; m 16 fail; else m 16 ok; fi`)
+}
+
 // rollbackFirstScript stops the new release and removes current when it
 // points at it; the release directory goes with the unlock.
 func (dep *deployment) rollbackFirstScript() string {
 	var s script
 	dep.scriptPrelude(&s)
 	hookEnv(&s, dep.job.Release.GetId(), dep.dir, dep.job.RolloutID)
+	dep.waitActivation(&s)
 	if h := dep.spec.Hooks.Stop; h != "" {
 		s.set("C", h)
 		s.line(`m 16 start stop; if h "$R" "$C"; then m 16 ok; else m 16 fail; fi`)
@@ -174,9 +194,9 @@ func (dep *deployment) runRollbackScript(ctx context.Context, cmd string, labels
 	marks := parseMarkers(res.Stdout)
 	clock := newNodeClock(sent, dep.d.cfg.Now(), marks)
 	var (
-		open  *stepRun
-		part  string // label of the open part
-		first error
+		open     *stepRun
+		part     string // label of the open part
+		decisive error  // first failure of a part the outcome depends on
 	)
 	for _, m := range marks {
 		if m.step != outpostv1.Step_STEP_ROLLBACK {
@@ -198,8 +218,11 @@ func (dep *deployment) runRollbackScript(ctx context.Context, cmd string, labels
 					msg = "no output"
 				}
 				err = fmt.Errorf("%s: %s", open.label, tail(msg, 1024))
-				if first == nil {
-					first = err
+				// A failed wait or stop is reported but does not decide
+				// the rollback: the previous release is switched back and
+				// started anyway, and the health check has the last word.
+				if decisive == nil && !tolerated[part] {
+					decisive = err
 				}
 			}
 			dep.rep.endAt(ctx, *open, at, err, "")
@@ -209,38 +232,19 @@ func (dep *deployment) runRollbackScript(ctx context.Context, cmd string, labels
 	if runErr == nil {
 		runErr = res.Err()
 	}
-	if runErr != nil && first == nil {
-		first = fmt.Errorf("rollback script: %w", runErr)
+	if runErr != nil && decisive == nil {
+		decisive = fmt.Errorf("rollback script: %w", runErr)
 		if open != nil {
-			dep.rep.endAt(ctx, *open, dep.d.cfg.Now(), first, "")
+			dep.rep.endAt(ctx, *open, dep.d.cfg.Now(), decisive, "")
 		} else if len(marks) == 0 {
-			dep.rep.end(ctx, dep.rep.begin(outpostv1.Step_STEP_ROLLBACK), first, "")
+			dep.rep.end(ctx, dep.rep.begin(outpostv1.Step_STEP_ROLLBACK), decisive, "")
 		}
 	}
-	// A failed stop alone does not fail the rollback when the previous
-	// release was switched back and started; the health check decides.
-	if first != nil && runErr == nil && onlyStopFailed(marks) {
-		return nil
-	}
-	return first
+	return decisive
 }
 
-// onlyStopFailed reports whether the only failed rollback part was the
-// stop of the new release (the first part).
-func onlyStopFailed(marks []marker) bool {
-	label, failed := "", 0
-	stopFailed := false
-	for _, m := range marks {
-		switch m.kind {
-		case markStart:
-			label = m.label
-		case markFail:
-			failed++
-			stopFailed = stopFailed || label == "stop"
-		}
-	}
-	return failed == 1 && stopFailed
-}
+// tolerated are the rollback parts whose failure does not fail the rollback.
+var tolerated = map[string]bool{"wait": true, "stop": true}
 
 // execRetry runs an idempotent cleanup command, reconnecting and trying
 // once more when the connection turns out to be gone.

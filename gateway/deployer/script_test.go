@@ -51,6 +51,8 @@ func TestScriptsGolden(t *testing.T) {
 	dep := goldenDeployment()
 	present := goldenDeployment()
 	present.facts.present = true
+	orphaned := goldenDeployment()
+	orphaned.orphaned = true
 	finish, err := dep.finishScript(finishPlan{
 		pruneStep: true,
 		prune:     pruneSet(dep.facts.releases, "r1.4.2", "r1.4.1", 2),
@@ -64,13 +66,14 @@ func TestScriptsGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, got := range map[string]string{
-		"lock.sh":             dep.lockScript(),
-		"activate.sh":         dep.activateScript(),
-		"activate-present.sh": present.activateScript(),
-		"rollback.sh":         dep.rollbackScript(),
-		"rollback-first.sh":   dep.rollbackFirstScript(),
-		"finish.sh":           finish,
-		"abandon.sh":          abandon,
+		"lock.sh":              dep.lockScript(),
+		"activate.sh":          dep.activateScript(),
+		"activate-present.sh":  present.activateScript(),
+		"rollback.sh":          dep.rollbackScript(),
+		"rollback-orphaned.sh": orphaned.rollbackScript(),
+		"rollback-first.sh":    dep.rollbackFirstScript(),
+		"finish.sh":            finish,
+		"abandon.sh":           abandon,
 	} {
 		path := filepath.Join("testdata", name)
 		if *update {

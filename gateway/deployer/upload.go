@@ -63,9 +63,9 @@ func (dep *deployment) uploadRun(ctx context.Context) (string, error) {
 		if ctx.Err() == nil {
 			dep.broken = true
 		}
-		return "", fmt.Errorf("upload %s: %w", remote, err)
+		return "", err // sshexec's error names the upload and its path
 	}
-	dep.uploaded = sshUpload{sha256: res.SHA256, bytes: res.Bytes}
+	dep.sentSHA256 = res.SHA256
 	if res.Bytes != dep.job.Release.GetArtifact().GetSize() {
 		return "", fmt.Errorf("upload %s: sent %d bytes, the artifact has %d (did the file change?)", remote, res.Bytes, dep.job.Release.GetArtifact().GetSize())
 	}

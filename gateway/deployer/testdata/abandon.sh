@@ -7,6 +7,6 @@ X='/srv/bill'\''s app/releases/r1.4.2.partial'
   rm -rf -- "$X" || e=1
 X='/srv/bill'\''s app/releases/r1.4.2'
   rm -rf -- "$X" || e=1
-  rm -f -- "$P/.outpost/lock" || e=1
+  rm -f -- "$P/.outpost/active" "$P/.outpost/lock" || e=1
 else echo "the lock is not ours (any more): left as it is" >&2; e=1; fi
 if [ $e = 0 ]; then m 15 ok; else m 15 fail; exit 1; fi

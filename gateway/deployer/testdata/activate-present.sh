@@ -7,6 +7,7 @@ OUTPOST_RELEASE=r1.4.2
 OUTPOST_DEPLOY_PATH='/srv/bill'\''s app'
 OUTPOST_ROLLOUT=ro-7
 export OUTPOST_RELEASE OUTPOST_DEPLOY_PATH OUTPOST_ROLLOUT
+echo $$ >"$P/.outpost/active"
 C='echo "$HOME" > /dev/null'
 m 7 start; h "$R" "$C" || { m 7 fail; exit 1; }; m 7 ok
 if [ -d "$P/current/" ]; then D="$P/current"; else D="$R"; fi

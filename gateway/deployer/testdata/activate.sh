@@ -7,6 +7,7 @@ OUTPOST_RELEASE=r1.4.2
 OUTPOST_DEPLOY_PATH='/srv/bill'\''s app'
 OUTPOST_ROLLOUT=ro-7
 export OUTPOST_RELEASE OUTPOST_DEPLOY_PATH OUTPOST_ROLLOUT
+echo $$ >"$P/.outpost/active"
 S=9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
 F=.outpost-artifact
 m 5 start

@@ -13,6 +13,6 @@ printf '%s\n' "$X" >>"$P/.outpost/history" || e=1
 if [ $e = 0 ]; then m 14 ok; else m 14 fail; fi
 m 15 start; e=0
 if [ "$(cat -- "$P/.outpost/lock" 2>/dev/null)" = "$L" ]; then
-  rm -f -- "$P/.outpost/lock" || e=1
+  rm -f -- "$P/.outpost/active" "$P/.outpost/lock" || e=1
 else echo "the lock is not ours (any more): left as it is" >&2; e=1; fi
 if [ $e = 0 ]; then m 15 ok; else m 15 fail; exit 1; fi
