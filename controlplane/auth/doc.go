@@ -41,6 +41,10 @@
 //	/outpost/jointokens/<hex SHA-256 of the secret>  outpost.v1.JoinToken
 //	/outpost/credentials/<serial>                    outpost.v1.Credential
 //	/outpost/revoked/<serial>                        outpost.v1.Credential
+//	/outpost/ca           google.protobuf.BytesValue (CA certificate and key, PEM; no lease)
+//
+// The CA is shared through etcd so every replica issues and accepts the
+// same certificates ([LoadOrCreateCA]).
 //
 // Secrets — join tokens and private keys — never reach logs or errors. The
 // control plane never sees a client's private key: clients send CSRs.

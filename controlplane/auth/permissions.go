@@ -139,6 +139,11 @@ var methodPermissions = map[string]Permission{
 	outpostv1.AdminService_ListCredentials_FullMethodName:  Admin,
 	outpostv1.AdminService_RevokeCredential_FullMethodName: Admin,
 
+	// The audit log holds no secrets (no request bodies); everyone who may
+	// see rollouts may see who made them.
+	outpostv1.AuditService_ListAuditEntries_FullMethodName:  Read,
+	outpostv1.AuditService_WatchAuditEntries_FullMethodName: Read,
+
 	// Health checks come from load balancers and orchestrators, which hold
 	// no credential; they reveal only whether the server serves.
 	healthpb.Health_Check_FullMethodName: Public,

@@ -91,8 +91,9 @@ func loadCA(certPath, keyPath string) (*CA, error) {
 	return ca, nil
 }
 
-// ParseCA builds a CA from its PEM certificate and PEM PKCS #8 key, for CAs
-// kept somewhere other than files.
+// ParseCA builds a CA from its PEM certificate and PEM PKCS #8 key (the
+// first block of each type counts; both may be one bundle), for CAs kept
+// somewhere other than files.
 func ParseCA(certPEM, keyPEM []byte) (*CA, error) {
 	cert, err := ParseCertificatePEM(certPEM)
 	if err != nil {

@@ -70,14 +70,19 @@ func encodeKeyPEM(key crypto.Signer) ([]byte, error) {
 	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
 }
 
-// parseKeyPEM parses one PEM PKCS #8 private key. Errors never quote the
-// input.
+// parseKeyPEM parses the first PEM PKCS #8 private key in data, skipping
+// other blocks. Errors never quote the input.
 func parseKeyPEM(data []byte) (crypto.Signer, error) {
-	b, _ := pem.Decode(data)
-	if b == nil || b.Type != "PRIVATE KEY" {
-		return nil, errors.New("not a PEM PRIVATE KEY")
+	for {
+		var b *pem.Block
+		b, data = pem.Decode(data)
+		if b == nil {
+			return nil, errors.New("no PEM PRIVATE KEY")
+		}
+		if b.Type == "PRIVATE KEY" {
+			return parseKeyDER(b.Bytes)
+		}
 	}
-	return parseKeyDER(b.Bytes)
 }
 
 func parseKeyDER(der []byte) (crypto.Signer, error) {
