@@ -258,6 +258,32 @@ func TestSpecDefaults(t *testing.T) {
 	}
 }
 
+func TestSpecPaths(t *testing.T) {
+	for in, want := range map[string]string{
+		"/srv/app":     "/srv/app",
+		"/srv//app/./": "/srv/app",
+		"app":          "app",
+		"~/app":        "app",
+		"./app":        "app",
+		"":             "",
+		"/":            "",
+		"~":            "",
+		"~/":           "",
+		"/srv/../etc":  "",
+		"/srv/a\nb":    "",
+		"/srv/a\x00b":  "",
+	} {
+		s := Spec{Path: in}
+		err := s.CheckAndSetDefaults()
+		switch {
+		case want == "" && err == nil:
+			t.Errorf("Spec{Path: %q} accepted as %q", in, s.Path)
+		case want != "" && (err != nil || s.Path != want):
+			t.Errorf("Spec{Path: %q} = %q, %v; want %q", in, s.Path, err, want)
+		}
+	}
+}
+
 func TestSpecFromProto(t *testing.T) {
 	p := &outpostv1.DeploySpec{
 		Path: "apps/billing", Layout: outpostv1.Layout_LAYOUT_RELEASES, KeepReleases: 3,

@@ -25,7 +25,7 @@ const (
 // Spec says where and how a release is deployed on a node.
 type Spec struct {
 	// Path is the deploy directory: absolute, or relative to the login's
-	// home. Required.
+	// home ("app" or "~/app"). Required.
 	Path string
 	// KeepReleases is how many release directories prune keeps, including
 	// the current one; zero means DefaultKeepReleases. The current and the
@@ -106,6 +106,11 @@ func (h Health) enabled() bool { return h.HTTP != nil || h.TCP != nil || h.Comma
 // CheckAndSetDefaults validates s and fills in its defaults. It touches
 // neither the network nor the node.
 func (s *Spec) CheckAndSetDefaults() error {
+	// "~/app" is how people write a path in their home; SFTP and the
+	// deployer take relative paths from the home already.
+	if rest, ok := strings.CutPrefix(s.Path, "~/"); ok {
+		s.Path = rest
+	}
 	if err := checkPath(s.Path); err != nil {
 		return err
 	}
@@ -216,6 +221,9 @@ func checkPath(p string) error {
 	}
 	if c := path.Clean(p); c == "/" || c == "." {
 		return fmt.Errorf("spec: path %q is not a directory of its own", p)
+	}
+	if strings.HasPrefix(p, "~") {
+		return fmt.Errorf("spec: path %q: only ~/ is understood, for the login's home", p)
 	}
 	return nil
 }
