@@ -54,7 +54,9 @@ func (dep *deployment) rollback(ctx context.Context, step outpostv1.Step, cause 
 	ctx, cancel := dep.cleanupContext(ctx, dep.spec.Health.Timeout)
 	defer cancel()
 	prev := dep.facts.current
-	if prev == "" || dep.facts.currentIsDir == false {
+	if prev == "" || !dep.facts.currentIsDir {
+		// No previous release to return to (a dangling current counts as
+		// none): back to no release at all.
 		return dep.rollbackFirst(ctx, step, cause)
 	}
 	res := dep.result(outpostv1.NodeState_NODE_STATE_ROLLED_BACK, step, nil)
