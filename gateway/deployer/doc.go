@@ -4,9 +4,12 @@
 // On the node, under the deploy path P:
 //
 //	P/releases/<id>/        unpacked release (built in <id>.partial, verified, renamed)
+//	P/releases/<id>/.outpost-sha256  its artifact digest; mtime = last activation (prune order)
 //	P/current -> releases/<id>
 //	P/.outpost/lock         held while a deployment runs (owner, rollout, epoch, time)
+//	P/.outpost/active       pid of the activation script, while locked
 //	P/.outpost/history      one JSON line per activation and rollback
+//	P/.outpost/hook.log     output of the last hook run
 //
 // The steps, each reported as a STARTED and a SUCCEEDED or FAILED
 // NodeStepEvent: connect, lock, precheck, upload, verify, unpack,
