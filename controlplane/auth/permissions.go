@@ -98,6 +98,10 @@ var methodPermissions = map[string]Permission{
 	outpostv1.ControlPlaneService_DeleteNode_FullMethodName: Admin,
 	outpostv1.ControlPlaneService_ListNodes_FullMethodName:  Read,
 	outpostv1.ControlPlaneService_GetNode_FullMethodName:    Read,
+	// Scanning makes a gateway connect to a node, and its result is what
+	// TrustNodeHostKey pins: both are the inventory's trust anchors.
+	outpostv1.ControlPlaneService_ScanNodeHostKey_FullMethodName:  Admin,
+	outpostv1.ControlPlaneService_TrustNodeHostKey_FullMethodName: Admin,
 
 	// Rollouts: reading.
 	outpostv1.ControlPlaneService_GetRollout_FullMethodName:       Read,
@@ -129,6 +133,7 @@ var methodPermissions = map[string]Permission{
 	outpostv1.GatewayService_Connect_FullMethodName:                 Gateway,
 	outpostv1.GatewayService_FetchArtifact_FullMethodName:           Gateway,
 	outpostv1.GatewayService_RenewGatewayCertificate_FullMethodName: Gateway,
+	outpostv1.GatewayService_ServeHostKeyScans_FullMethodName:       Gateway,
 	outpostv1.GatewayService_JoinGateway_FullMethodName:             Public,
 
 	// Administration.

@@ -9,6 +9,7 @@ package outpostv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -461,6 +462,318 @@ func (*DeleteNodeResponse) Descriptor() ([]byte, []int) {
 	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{7}
 }
 
+// ScanNodeHostKeyRequest names the node to scan.
+type ScanNodeHostKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Node id (required).
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScanNodeHostKeyRequest) Reset() {
+	*x = ScanNodeHostKeyRequest{}
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScanNodeHostKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScanNodeHostKeyRequest) ProtoMessage() {}
+
+func (x *ScanNodeHostKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScanNodeHostKeyRequest.ProtoReflect.Descriptor instead.
+func (*ScanNodeHostKeyRequest) Descriptor() ([]byte, []int) {
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ScanNodeHostKeyRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// ScanNodeHostKeyResponse carries what the node presented.
+type ScanNodeHostKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The scan, also stored as the node's last scan.
+	Scan          *NodeHostKeyScan `protobuf:"bytes,1,opt,name=scan,proto3" json:"scan,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScanNodeHostKeyResponse) Reset() {
+	*x = ScanNodeHostKeyResponse{}
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScanNodeHostKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScanNodeHostKeyResponse) ProtoMessage() {}
+
+func (x *ScanNodeHostKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScanNodeHostKeyResponse.ProtoReflect.Descriptor instead.
+func (*ScanNodeHostKeyResponse) Descriptor() ([]byte, []int) {
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ScanNodeHostKeyResponse) GetScan() *NodeHostKeyScan {
+	if x != nil {
+		return x.Scan
+	}
+	return nil
+}
+
+// NodeHostKeyScan is one host key a node presented to a gateway.
+type NodeHostKeyScan struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The node scanned.
+	NodeId string `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// The address dialled (host:port).
+	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	// Gateway that connected to the node.
+	Gateway string `protobuf:"bytes,3,opt,name=gateway,proto3" json:"gateway,omitempty"`
+	// Key type, for example "ssh-ed25519".
+	KeyType string `protobuf:"bytes,4,opt,name=key_type,json=keyType,proto3" json:"key_type,omitempty"`
+	// "SHA256:" and the unpadded base64 SHA-256 of the key, as ssh-keygen -l prints it.
+	Fingerprint string `protobuf:"bytes,5,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
+	// The key in authorized_keys format ("ssh-ed25519 AAAA..."), as Node.host_keys holds it.
+	AuthorizedKey string `protobuf:"bytes,6,opt,name=authorized_key,json=authorizedKey,proto3" json:"authorized_key,omitempty"`
+	// When the gateway read the key.
+	ScanTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=scan_time,json=scanTime,proto3" json:"scan_time,omitempty"`
+	// Whether the key is already pinned on the node.
+	Pinned        bool `protobuf:"varint,8,opt,name=pinned,proto3" json:"pinned,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeHostKeyScan) Reset() {
+	*x = NodeHostKeyScan{}
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeHostKeyScan) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeHostKeyScan) ProtoMessage() {}
+
+func (x *NodeHostKeyScan) ProtoReflect() protoreflect.Message {
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeHostKeyScan.ProtoReflect.Descriptor instead.
+func (*NodeHostKeyScan) Descriptor() ([]byte, []int) {
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *NodeHostKeyScan) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *NodeHostKeyScan) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *NodeHostKeyScan) GetGateway() string {
+	if x != nil {
+		return x.Gateway
+	}
+	return ""
+}
+
+func (x *NodeHostKeyScan) GetKeyType() string {
+	if x != nil {
+		return x.KeyType
+	}
+	return ""
+}
+
+func (x *NodeHostKeyScan) GetFingerprint() string {
+	if x != nil {
+		return x.Fingerprint
+	}
+	return ""
+}
+
+func (x *NodeHostKeyScan) GetAuthorizedKey() string {
+	if x != nil {
+		return x.AuthorizedKey
+	}
+	return ""
+}
+
+func (x *NodeHostKeyScan) GetScanTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ScanTime
+	}
+	return nil
+}
+
+func (x *NodeHostKeyScan) GetPinned() bool {
+	if x != nil {
+		return x.Pinned
+	}
+	return false
+}
+
+// TrustNodeHostKeyRequest pins a scanned host key.
+type TrustNodeHostKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Node id (required).
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Fingerprint of the key to pin, "SHA256:..." (required); must equal the
+	// last scan's.
+	Fingerprint string `protobuf:"bytes,2,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
+	// Idempotency key; empty means the call is not de-duplicated.
+	RequestId     string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrustNodeHostKeyRequest) Reset() {
+	*x = TrustNodeHostKeyRequest{}
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrustNodeHostKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrustNodeHostKeyRequest) ProtoMessage() {}
+
+func (x *TrustNodeHostKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrustNodeHostKeyRequest.ProtoReflect.Descriptor instead.
+func (*TrustNodeHostKeyRequest) Descriptor() ([]byte, []int) {
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *TrustNodeHostKeyRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *TrustNodeHostKeyRequest) GetFingerprint() string {
+	if x != nil {
+		return x.Fingerprint
+	}
+	return ""
+}
+
+func (x *TrustNodeHostKeyRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// TrustNodeHostKeyResponse carries the node with its pinned keys.
+type TrustNodeHostKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The node as stored.
+	Node          *Node `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrustNodeHostKeyResponse) Reset() {
+	*x = TrustNodeHostKeyResponse{}
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrustNodeHostKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrustNodeHostKeyResponse) ProtoMessage() {}
+
+func (x *TrustNodeHostKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrustNodeHostKeyResponse.ProtoReflect.Descriptor instead.
+func (*TrustNodeHostKeyResponse) Descriptor() ([]byte, []int) {
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *TrustNodeHostKeyResponse) GetNode() *Node {
+	if x != nil {
+		return x.Node
+	}
+	return nil
+}
+
 // CreateRolloutRequest submits a plan.
 type CreateRolloutRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -479,7 +792,7 @@ type CreateRolloutRequest struct {
 
 func (x *CreateRolloutRequest) Reset() {
 	*x = CreateRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[8]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -491,7 +804,7 @@ func (x *CreateRolloutRequest) String() string {
 func (*CreateRolloutRequest) ProtoMessage() {}
 
 func (x *CreateRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[8]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -504,7 +817,7 @@ func (x *CreateRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRolloutRequest.ProtoReflect.Descriptor instead.
 func (*CreateRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{8}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CreateRolloutRequest) GetPlan() *PlanSpec {
@@ -546,7 +859,7 @@ type CreateRolloutResponse struct {
 
 func (x *CreateRolloutResponse) Reset() {
 	*x = CreateRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[9]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -558,7 +871,7 @@ func (x *CreateRolloutResponse) String() string {
 func (*CreateRolloutResponse) ProtoMessage() {}
 
 func (x *CreateRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[9]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -571,7 +884,7 @@ func (x *CreateRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRolloutResponse.ProtoReflect.Descriptor instead.
 func (*CreateRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{9}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CreateRolloutResponse) GetRollout() *Rollout {
@@ -592,7 +905,7 @@ type GetRolloutRequest struct {
 
 func (x *GetRolloutRequest) Reset() {
 	*x = GetRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[10]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -604,7 +917,7 @@ func (x *GetRolloutRequest) String() string {
 func (*GetRolloutRequest) ProtoMessage() {}
 
 func (x *GetRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[10]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -617,7 +930,7 @@ func (x *GetRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRolloutRequest.ProtoReflect.Descriptor instead.
 func (*GetRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{10}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetRolloutRequest) GetId() string {
@@ -638,7 +951,7 @@ type GetRolloutResponse struct {
 
 func (x *GetRolloutResponse) Reset() {
 	*x = GetRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[11]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -650,7 +963,7 @@ func (x *GetRolloutResponse) String() string {
 func (*GetRolloutResponse) ProtoMessage() {}
 
 func (x *GetRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[11]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -663,7 +976,7 @@ func (x *GetRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRolloutResponse.ProtoReflect.Descriptor instead.
 func (*GetRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{11}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetRolloutResponse) GetRollout() *Rollout {
@@ -688,7 +1001,7 @@ type ListRolloutsRequest struct {
 
 func (x *ListRolloutsRequest) Reset() {
 	*x = ListRolloutsRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[12]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -700,7 +1013,7 @@ func (x *ListRolloutsRequest) String() string {
 func (*ListRolloutsRequest) ProtoMessage() {}
 
 func (x *ListRolloutsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[12]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -713,7 +1026,7 @@ func (x *ListRolloutsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolloutsRequest.ProtoReflect.Descriptor instead.
 func (*ListRolloutsRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{12}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListRolloutsRequest) GetPageSize() int32 {
@@ -750,7 +1063,7 @@ type ListRolloutsResponse struct {
 
 func (x *ListRolloutsResponse) Reset() {
 	*x = ListRolloutsResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[13]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -762,7 +1075,7 @@ func (x *ListRolloutsResponse) String() string {
 func (*ListRolloutsResponse) ProtoMessage() {}
 
 func (x *ListRolloutsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[13]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -775,7 +1088,7 @@ func (x *ListRolloutsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolloutsResponse.ProtoReflect.Descriptor instead.
 func (*ListRolloutsResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{13}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListRolloutsResponse) GetRollouts() []*Rollout {
@@ -809,7 +1122,7 @@ type ListRolloutNodesRequest struct {
 
 func (x *ListRolloutNodesRequest) Reset() {
 	*x = ListRolloutNodesRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[14]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -821,7 +1134,7 @@ func (x *ListRolloutNodesRequest) String() string {
 func (*ListRolloutNodesRequest) ProtoMessage() {}
 
 func (x *ListRolloutNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[14]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -834,7 +1147,7 @@ func (x *ListRolloutNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolloutNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListRolloutNodesRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{14}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListRolloutNodesRequest) GetRolloutId() string {
@@ -878,7 +1191,7 @@ type ListRolloutNodesResponse struct {
 
 func (x *ListRolloutNodesResponse) Reset() {
 	*x = ListRolloutNodesResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[15]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -890,7 +1203,7 @@ func (x *ListRolloutNodesResponse) String() string {
 func (*ListRolloutNodesResponse) ProtoMessage() {}
 
 func (x *ListRolloutNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[15]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -903,7 +1216,7 @@ func (x *ListRolloutNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolloutNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListRolloutNodesResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{15}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListRolloutNodesResponse) GetNodes() []*RolloutNode {
@@ -935,7 +1248,7 @@ type WatchRolloutRequest struct {
 
 func (x *WatchRolloutRequest) Reset() {
 	*x = WatchRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[16]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -947,7 +1260,7 @@ func (x *WatchRolloutRequest) String() string {
 func (*WatchRolloutRequest) ProtoMessage() {}
 
 func (x *WatchRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[16]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -960,7 +1273,7 @@ func (x *WatchRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRolloutRequest.ProtoReflect.Descriptor instead.
 func (*WatchRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{16}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *WatchRolloutRequest) GetId() string {
@@ -997,7 +1310,7 @@ type WatchRolloutResponse struct {
 
 func (x *WatchRolloutResponse) Reset() {
 	*x = WatchRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[17]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1009,7 +1322,7 @@ func (x *WatchRolloutResponse) String() string {
 func (*WatchRolloutResponse) ProtoMessage() {}
 
 func (x *WatchRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[17]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1022,7 +1335,7 @@ func (x *WatchRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRolloutResponse.ProtoReflect.Descriptor instead.
 func (*WatchRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{17}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *WatchRolloutResponse) GetRevision() int64 {
@@ -1116,7 +1429,7 @@ type WatchSnapshotEnd struct {
 
 func (x *WatchSnapshotEnd) Reset() {
 	*x = WatchSnapshotEnd{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[18]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1128,7 +1441,7 @@ func (x *WatchSnapshotEnd) String() string {
 func (*WatchSnapshotEnd) ProtoMessage() {}
 
 func (x *WatchSnapshotEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[18]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1141,7 +1454,7 @@ func (x *WatchSnapshotEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchSnapshotEnd.ProtoReflect.Descriptor instead.
 func (*WatchSnapshotEnd) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{18}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{23}
 }
 
 // PauseRolloutRequest pauses a rollout.
@@ -1159,7 +1472,7 @@ type PauseRolloutRequest struct {
 
 func (x *PauseRolloutRequest) Reset() {
 	*x = PauseRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[19]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1171,7 +1484,7 @@ func (x *PauseRolloutRequest) String() string {
 func (*PauseRolloutRequest) ProtoMessage() {}
 
 func (x *PauseRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[19]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1184,7 +1497,7 @@ func (x *PauseRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseRolloutRequest.ProtoReflect.Descriptor instead.
 func (*PauseRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{19}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PauseRolloutRequest) GetId() string {
@@ -1219,7 +1532,7 @@ type PauseRolloutResponse struct {
 
 func (x *PauseRolloutResponse) Reset() {
 	*x = PauseRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[20]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1231,7 +1544,7 @@ func (x *PauseRolloutResponse) String() string {
 func (*PauseRolloutResponse) ProtoMessage() {}
 
 func (x *PauseRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[20]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1244,7 +1557,7 @@ func (x *PauseRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseRolloutResponse.ProtoReflect.Descriptor instead.
 func (*PauseRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{20}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PauseRolloutResponse) GetRollout() *Rollout {
@@ -1267,7 +1580,7 @@ type ResumeRolloutRequest struct {
 
 func (x *ResumeRolloutRequest) Reset() {
 	*x = ResumeRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[21]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1279,7 +1592,7 @@ func (x *ResumeRolloutRequest) String() string {
 func (*ResumeRolloutRequest) ProtoMessage() {}
 
 func (x *ResumeRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[21]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1292,7 +1605,7 @@ func (x *ResumeRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRolloutRequest.ProtoReflect.Descriptor instead.
 func (*ResumeRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{21}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ResumeRolloutRequest) GetId() string {
@@ -1320,7 +1633,7 @@ type ResumeRolloutResponse struct {
 
 func (x *ResumeRolloutResponse) Reset() {
 	*x = ResumeRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[22]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1332,7 +1645,7 @@ func (x *ResumeRolloutResponse) String() string {
 func (*ResumeRolloutResponse) ProtoMessage() {}
 
 func (x *ResumeRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[22]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1345,7 +1658,7 @@ func (x *ResumeRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRolloutResponse.ProtoReflect.Descriptor instead.
 func (*ResumeRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{22}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ResumeRolloutResponse) GetRollout() *Rollout {
@@ -1370,7 +1683,7 @@ type AbortRolloutRequest struct {
 
 func (x *AbortRolloutRequest) Reset() {
 	*x = AbortRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[23]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1382,7 +1695,7 @@ func (x *AbortRolloutRequest) String() string {
 func (*AbortRolloutRequest) ProtoMessage() {}
 
 func (x *AbortRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[23]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1395,7 +1708,7 @@ func (x *AbortRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortRolloutRequest.ProtoReflect.Descriptor instead.
 func (*AbortRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{23}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *AbortRolloutRequest) GetId() string {
@@ -1430,7 +1743,7 @@ type AbortRolloutResponse struct {
 
 func (x *AbortRolloutResponse) Reset() {
 	*x = AbortRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[24]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1442,7 +1755,7 @@ func (x *AbortRolloutResponse) String() string {
 func (*AbortRolloutResponse) ProtoMessage() {}
 
 func (x *AbortRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[24]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1455,7 +1768,7 @@ func (x *AbortRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortRolloutResponse.ProtoReflect.Descriptor instead.
 func (*AbortRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{24}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *AbortRolloutResponse) GetRollout() *Rollout {
@@ -1481,7 +1794,7 @@ type PromoteRolloutRequest struct {
 
 func (x *PromoteRolloutRequest) Reset() {
 	*x = PromoteRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[25]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1493,7 +1806,7 @@ func (x *PromoteRolloutRequest) String() string {
 func (*PromoteRolloutRequest) ProtoMessage() {}
 
 func (x *PromoteRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[25]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1506,7 +1819,7 @@ func (x *PromoteRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteRolloutRequest.ProtoReflect.Descriptor instead.
 func (*PromoteRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{25}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PromoteRolloutRequest) GetId() string {
@@ -1541,7 +1854,7 @@ type PromoteRolloutResponse struct {
 
 func (x *PromoteRolloutResponse) Reset() {
 	*x = PromoteRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[26]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1553,7 +1866,7 @@ func (x *PromoteRolloutResponse) String() string {
 func (*PromoteRolloutResponse) ProtoMessage() {}
 
 func (x *PromoteRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[26]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1566,7 +1879,7 @@ func (x *PromoteRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteRolloutResponse.ProtoReflect.Descriptor instead.
 func (*PromoteRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{26}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PromoteRolloutResponse) GetRollout() *Rollout {
@@ -1591,7 +1904,7 @@ type RetryRolloutRequest struct {
 
 func (x *RetryRolloutRequest) Reset() {
 	*x = RetryRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[27]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1603,7 +1916,7 @@ func (x *RetryRolloutRequest) String() string {
 func (*RetryRolloutRequest) ProtoMessage() {}
 
 func (x *RetryRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[27]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1616,7 +1929,7 @@ func (x *RetryRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryRolloutRequest.ProtoReflect.Descriptor instead.
 func (*RetryRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{27}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RetryRolloutRequest) GetId() string {
@@ -1651,7 +1964,7 @@ type RetryRolloutResponse struct {
 
 func (x *RetryRolloutResponse) Reset() {
 	*x = RetryRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[28]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1663,7 +1976,7 @@ func (x *RetryRolloutResponse) String() string {
 func (*RetryRolloutResponse) ProtoMessage() {}
 
 func (x *RetryRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[28]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1676,7 +1989,7 @@ func (x *RetryRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryRolloutResponse.ProtoReflect.Descriptor instead.
 func (*RetryRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{28}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RetryRolloutResponse) GetRollout() *Rollout {
@@ -1701,7 +2014,7 @@ type ApproveRolloutRequest struct {
 
 func (x *ApproveRolloutRequest) Reset() {
 	*x = ApproveRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[29]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1713,7 +2026,7 @@ func (x *ApproveRolloutRequest) String() string {
 func (*ApproveRolloutRequest) ProtoMessage() {}
 
 func (x *ApproveRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[29]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1726,7 +2039,7 @@ func (x *ApproveRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveRolloutRequest.ProtoReflect.Descriptor instead.
 func (*ApproveRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{29}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ApproveRolloutRequest) GetId() string {
@@ -1761,7 +2074,7 @@ type ApproveRolloutResponse struct {
 
 func (x *ApproveRolloutResponse) Reset() {
 	*x = ApproveRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[30]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1773,7 +2086,7 @@ func (x *ApproveRolloutResponse) String() string {
 func (*ApproveRolloutResponse) ProtoMessage() {}
 
 func (x *ApproveRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[30]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1786,7 +2099,7 @@ func (x *ApproveRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveRolloutResponse.ProtoReflect.Descriptor instead.
 func (*ApproveRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{30}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ApproveRolloutResponse) GetRollout() *Rollout {
@@ -1811,7 +2124,7 @@ type RejectRolloutRequest struct {
 
 func (x *RejectRolloutRequest) Reset() {
 	*x = RejectRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[31]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1823,7 +2136,7 @@ func (x *RejectRolloutRequest) String() string {
 func (*RejectRolloutRequest) ProtoMessage() {}
 
 func (x *RejectRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[31]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1836,7 +2149,7 @@ func (x *RejectRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectRolloutRequest.ProtoReflect.Descriptor instead.
 func (*RejectRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{31}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RejectRolloutRequest) GetId() string {
@@ -1871,7 +2184,7 @@ type RejectRolloutResponse struct {
 
 func (x *RejectRolloutResponse) Reset() {
 	*x = RejectRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[32]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1883,7 +2196,7 @@ func (x *RejectRolloutResponse) String() string {
 func (*RejectRolloutResponse) ProtoMessage() {}
 
 func (x *RejectRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[32]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1896,7 +2209,7 @@ func (x *RejectRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectRolloutResponse.ProtoReflect.Descriptor instead.
 func (*RejectRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{32}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RejectRolloutResponse) GetRollout() *Rollout {
@@ -1921,7 +2234,7 @@ type ValidateRolloutRequest struct {
 
 func (x *ValidateRolloutRequest) Reset() {
 	*x = ValidateRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[33]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1933,7 +2246,7 @@ func (x *ValidateRolloutRequest) String() string {
 func (*ValidateRolloutRequest) ProtoMessage() {}
 
 func (x *ValidateRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[33]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1946,7 +2259,7 @@ func (x *ValidateRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateRolloutRequest.ProtoReflect.Descriptor instead.
 func (*ValidateRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{33}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ValidateRolloutRequest) GetId() string {
@@ -1981,7 +2294,7 @@ type ValidateRolloutResponse struct {
 
 func (x *ValidateRolloutResponse) Reset() {
 	*x = ValidateRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[34]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1993,7 +2306,7 @@ func (x *ValidateRolloutResponse) String() string {
 func (*ValidateRolloutResponse) ProtoMessage() {}
 
 func (x *ValidateRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[34]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2006,7 +2319,7 @@ func (x *ValidateRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateRolloutResponse.ProtoReflect.Descriptor instead.
 func (*ValidateRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{34}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ValidateRolloutResponse) GetRollout() *Rollout {
@@ -2031,7 +2344,7 @@ type ListRevisionsRequest struct {
 
 func (x *ListRevisionsRequest) Reset() {
 	*x = ListRevisionsRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[35]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2043,7 +2356,7 @@ func (x *ListRevisionsRequest) String() string {
 func (*ListRevisionsRequest) ProtoMessage() {}
 
 func (x *ListRevisionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[35]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2056,7 +2369,7 @@ func (x *ListRevisionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRevisionsRequest.ProtoReflect.Descriptor instead.
 func (*ListRevisionsRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{35}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListRevisionsRequest) GetApp() string {
@@ -2093,7 +2406,7 @@ type ListRevisionsResponse struct {
 
 func (x *ListRevisionsResponse) Reset() {
 	*x = ListRevisionsResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[36]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2105,7 +2418,7 @@ func (x *ListRevisionsResponse) String() string {
 func (*ListRevisionsResponse) ProtoMessage() {}
 
 func (x *ListRevisionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[36]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2118,7 +2431,7 @@ func (x *ListRevisionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRevisionsResponse.ProtoReflect.Descriptor instead.
 func (*ListRevisionsResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{36}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListRevisionsResponse) GetRevisions() []*Revision {
@@ -2140,7 +2453,7 @@ var File_outpost_v1_controlplane_proto protoreflect.FileDescriptor
 const file_outpost_v1_controlplane_proto_rawDesc = "" +
 	"\n" +
 	"\x1doutpost/v1/controlplane.proto\x12\n" +
-	"outpost.v1\x1a\x16outpost/v1/event.proto\x1a\x15outpost/v1/node.proto\x1a\x15outpost/v1/plan.proto\x1a\x18outpost/v1/rollout.proto\"Z\n" +
+	"outpost.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16outpost/v1/event.proto\x1a\x15outpost/v1/node.proto\x1a\x15outpost/v1/plan.proto\x1a\x18outpost/v1/rollout.proto\"Z\n" +
 	"\x11ApplyNodesRequest\x12&\n" +
 	"\x05nodes\x18\x01 \x03(\v2\x10.outpost.v1.NodeR\x05nodes\x12\x1d\n" +
 	"\n" +
@@ -2169,7 +2482,27 @@ const file_outpost_v1_controlplane_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x02 \x01(\tR\trequestId\"\x14\n" +
-	"\x12DeleteNodeResponse\"\xa1\x01\n" +
+	"\x12DeleteNodeResponse\"(\n" +
+	"\x16ScanNodeHostKeyRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"J\n" +
+	"\x17ScanNodeHostKeyResponse\x12/\n" +
+	"\x04scan\x18\x01 \x01(\v2\x1b.outpost.v1.NodeHostKeyScanR\x04scan\"\x93\x02\n" +
+	"\x0fNodeHostKeyScan\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x18\n" +
+	"\agateway\x18\x03 \x01(\tR\agateway\x12\x19\n" +
+	"\bkey_type\x18\x04 \x01(\tR\akeyType\x12 \n" +
+	"\vfingerprint\x18\x05 \x01(\tR\vfingerprint\x12%\n" +
+	"\x0eauthorized_key\x18\x06 \x01(\tR\rauthorizedKey\x127\n" +
+	"\tscan_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\bscanTime\x12\x16\n" +
+	"\x06pinned\x18\b \x01(\bR\x06pinned\"j\n" +
+	"\x17TrustNodeHostKeyRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12 \n" +
+	"\vfingerprint\x18\x02 \x01(\tR\vfingerprint\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\"@\n" +
+	"\x18TrustNodeHostKeyResponse\x12$\n" +
+	"\x04node\x18\x01 \x01(\v2\x10.outpost.v1.NodeR\x04node\"\xa1\x01\n" +
 	"\x14CreateRolloutRequest\x12(\n" +
 	"\x04plan\x18\x01 \x01(\v2\x14.outpost.v1.PlanSpecR\x04plan\x12'\n" +
 	"\x0fartifact_sha256\x18\x02 \x01(\tR\x0eartifactSha256\x12\x1d\n" +
@@ -2274,14 +2607,16 @@ const file_outpost_v1_controlplane_proto_rawDesc = "" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\"s\n" +
 	"\x15ListRevisionsResponse\x122\n" +
 	"\trevisions\x18\x01 \x03(\v2\x14.outpost.v1.RevisionR\trevisions\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\xf0\v\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\xab\r\n" +
 	"\x13ControlPlaneService\x12K\n" +
 	"\n" +
 	"ApplyNodes\x12\x1d.outpost.v1.ApplyNodesRequest\x1a\x1e.outpost.v1.ApplyNodesResponse\x12H\n" +
 	"\tListNodes\x12\x1c.outpost.v1.ListNodesRequest\x1a\x1d.outpost.v1.ListNodesResponse\x12B\n" +
 	"\aGetNode\x12\x1a.outpost.v1.GetNodeRequest\x1a\x1b.outpost.v1.GetNodeResponse\x12K\n" +
 	"\n" +
-	"DeleteNode\x12\x1d.outpost.v1.DeleteNodeRequest\x1a\x1e.outpost.v1.DeleteNodeResponse\x12T\n" +
+	"DeleteNode\x12\x1d.outpost.v1.DeleteNodeRequest\x1a\x1e.outpost.v1.DeleteNodeResponse\x12Z\n" +
+	"\x0fScanNodeHostKey\x12\".outpost.v1.ScanNodeHostKeyRequest\x1a#.outpost.v1.ScanNodeHostKeyResponse\x12]\n" +
+	"\x10TrustNodeHostKey\x12#.outpost.v1.TrustNodeHostKeyRequest\x1a$.outpost.v1.TrustNodeHostKeyResponse\x12T\n" +
 	"\rCreateRollout\x12 .outpost.v1.CreateRolloutRequest\x1a!.outpost.v1.CreateRolloutResponse\x12K\n" +
 	"\n" +
 	"GetRollout\x12\x1d.outpost.v1.GetRolloutRequest\x1a\x1e.outpost.v1.GetRolloutResponse\x12Q\n" +
@@ -2310,7 +2645,7 @@ func file_outpost_v1_controlplane_proto_rawDescGZIP() []byte {
 	return file_outpost_v1_controlplane_proto_rawDescData
 }
 
-var file_outpost_v1_controlplane_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_outpost_v1_controlplane_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_outpost_v1_controlplane_proto_goTypes = []any{
 	(*ApplyNodesRequest)(nil),        // 0: outpost.v1.ApplyNodesRequest
 	(*ApplyNodesResponse)(nil),       // 1: outpost.v1.ApplyNodesResponse
@@ -2320,108 +2655,121 @@ var file_outpost_v1_controlplane_proto_goTypes = []any{
 	(*GetNodeResponse)(nil),          // 5: outpost.v1.GetNodeResponse
 	(*DeleteNodeRequest)(nil),        // 6: outpost.v1.DeleteNodeRequest
 	(*DeleteNodeResponse)(nil),       // 7: outpost.v1.DeleteNodeResponse
-	(*CreateRolloutRequest)(nil),     // 8: outpost.v1.CreateRolloutRequest
-	(*CreateRolloutResponse)(nil),    // 9: outpost.v1.CreateRolloutResponse
-	(*GetRolloutRequest)(nil),        // 10: outpost.v1.GetRolloutRequest
-	(*GetRolloutResponse)(nil),       // 11: outpost.v1.GetRolloutResponse
-	(*ListRolloutsRequest)(nil),      // 12: outpost.v1.ListRolloutsRequest
-	(*ListRolloutsResponse)(nil),     // 13: outpost.v1.ListRolloutsResponse
-	(*ListRolloutNodesRequest)(nil),  // 14: outpost.v1.ListRolloutNodesRequest
-	(*ListRolloutNodesResponse)(nil), // 15: outpost.v1.ListRolloutNodesResponse
-	(*WatchRolloutRequest)(nil),      // 16: outpost.v1.WatchRolloutRequest
-	(*WatchRolloutResponse)(nil),     // 17: outpost.v1.WatchRolloutResponse
-	(*WatchSnapshotEnd)(nil),         // 18: outpost.v1.WatchSnapshotEnd
-	(*PauseRolloutRequest)(nil),      // 19: outpost.v1.PauseRolloutRequest
-	(*PauseRolloutResponse)(nil),     // 20: outpost.v1.PauseRolloutResponse
-	(*ResumeRolloutRequest)(nil),     // 21: outpost.v1.ResumeRolloutRequest
-	(*ResumeRolloutResponse)(nil),    // 22: outpost.v1.ResumeRolloutResponse
-	(*AbortRolloutRequest)(nil),      // 23: outpost.v1.AbortRolloutRequest
-	(*AbortRolloutResponse)(nil),     // 24: outpost.v1.AbortRolloutResponse
-	(*PromoteRolloutRequest)(nil),    // 25: outpost.v1.PromoteRolloutRequest
-	(*PromoteRolloutResponse)(nil),   // 26: outpost.v1.PromoteRolloutResponse
-	(*RetryRolloutRequest)(nil),      // 27: outpost.v1.RetryRolloutRequest
-	(*RetryRolloutResponse)(nil),     // 28: outpost.v1.RetryRolloutResponse
-	(*ApproveRolloutRequest)(nil),    // 29: outpost.v1.ApproveRolloutRequest
-	(*ApproveRolloutResponse)(nil),   // 30: outpost.v1.ApproveRolloutResponse
-	(*RejectRolloutRequest)(nil),     // 31: outpost.v1.RejectRolloutRequest
-	(*RejectRolloutResponse)(nil),    // 32: outpost.v1.RejectRolloutResponse
-	(*ValidateRolloutRequest)(nil),   // 33: outpost.v1.ValidateRolloutRequest
-	(*ValidateRolloutResponse)(nil),  // 34: outpost.v1.ValidateRolloutResponse
-	(*ListRevisionsRequest)(nil),     // 35: outpost.v1.ListRevisionsRequest
-	(*ListRevisionsResponse)(nil),    // 36: outpost.v1.ListRevisionsResponse
-	(*Node)(nil),                     // 37: outpost.v1.Node
-	(*PlanSpec)(nil),                 // 38: outpost.v1.PlanSpec
-	(*Rollout)(nil),                  // 39: outpost.v1.Rollout
-	(NodeState)(0),                   // 40: outpost.v1.NodeState
-	(*RolloutNode)(nil),              // 41: outpost.v1.RolloutNode
-	(*NodeStepEvent)(nil),            // 42: outpost.v1.NodeStepEvent
-	(*Revision)(nil),                 // 43: outpost.v1.Revision
+	(*ScanNodeHostKeyRequest)(nil),   // 8: outpost.v1.ScanNodeHostKeyRequest
+	(*ScanNodeHostKeyResponse)(nil),  // 9: outpost.v1.ScanNodeHostKeyResponse
+	(*NodeHostKeyScan)(nil),          // 10: outpost.v1.NodeHostKeyScan
+	(*TrustNodeHostKeyRequest)(nil),  // 11: outpost.v1.TrustNodeHostKeyRequest
+	(*TrustNodeHostKeyResponse)(nil), // 12: outpost.v1.TrustNodeHostKeyResponse
+	(*CreateRolloutRequest)(nil),     // 13: outpost.v1.CreateRolloutRequest
+	(*CreateRolloutResponse)(nil),    // 14: outpost.v1.CreateRolloutResponse
+	(*GetRolloutRequest)(nil),        // 15: outpost.v1.GetRolloutRequest
+	(*GetRolloutResponse)(nil),       // 16: outpost.v1.GetRolloutResponse
+	(*ListRolloutsRequest)(nil),      // 17: outpost.v1.ListRolloutsRequest
+	(*ListRolloutsResponse)(nil),     // 18: outpost.v1.ListRolloutsResponse
+	(*ListRolloutNodesRequest)(nil),  // 19: outpost.v1.ListRolloutNodesRequest
+	(*ListRolloutNodesResponse)(nil), // 20: outpost.v1.ListRolloutNodesResponse
+	(*WatchRolloutRequest)(nil),      // 21: outpost.v1.WatchRolloutRequest
+	(*WatchRolloutResponse)(nil),     // 22: outpost.v1.WatchRolloutResponse
+	(*WatchSnapshotEnd)(nil),         // 23: outpost.v1.WatchSnapshotEnd
+	(*PauseRolloutRequest)(nil),      // 24: outpost.v1.PauseRolloutRequest
+	(*PauseRolloutResponse)(nil),     // 25: outpost.v1.PauseRolloutResponse
+	(*ResumeRolloutRequest)(nil),     // 26: outpost.v1.ResumeRolloutRequest
+	(*ResumeRolloutResponse)(nil),    // 27: outpost.v1.ResumeRolloutResponse
+	(*AbortRolloutRequest)(nil),      // 28: outpost.v1.AbortRolloutRequest
+	(*AbortRolloutResponse)(nil),     // 29: outpost.v1.AbortRolloutResponse
+	(*PromoteRolloutRequest)(nil),    // 30: outpost.v1.PromoteRolloutRequest
+	(*PromoteRolloutResponse)(nil),   // 31: outpost.v1.PromoteRolloutResponse
+	(*RetryRolloutRequest)(nil),      // 32: outpost.v1.RetryRolloutRequest
+	(*RetryRolloutResponse)(nil),     // 33: outpost.v1.RetryRolloutResponse
+	(*ApproveRolloutRequest)(nil),    // 34: outpost.v1.ApproveRolloutRequest
+	(*ApproveRolloutResponse)(nil),   // 35: outpost.v1.ApproveRolloutResponse
+	(*RejectRolloutRequest)(nil),     // 36: outpost.v1.RejectRolloutRequest
+	(*RejectRolloutResponse)(nil),    // 37: outpost.v1.RejectRolloutResponse
+	(*ValidateRolloutRequest)(nil),   // 38: outpost.v1.ValidateRolloutRequest
+	(*ValidateRolloutResponse)(nil),  // 39: outpost.v1.ValidateRolloutResponse
+	(*ListRevisionsRequest)(nil),     // 40: outpost.v1.ListRevisionsRequest
+	(*ListRevisionsResponse)(nil),    // 41: outpost.v1.ListRevisionsResponse
+	(*Node)(nil),                     // 42: outpost.v1.Node
+	(*timestamppb.Timestamp)(nil),    // 43: google.protobuf.Timestamp
+	(*PlanSpec)(nil),                 // 44: outpost.v1.PlanSpec
+	(*Rollout)(nil),                  // 45: outpost.v1.Rollout
+	(NodeState)(0),                   // 46: outpost.v1.NodeState
+	(*RolloutNode)(nil),              // 47: outpost.v1.RolloutNode
+	(*NodeStepEvent)(nil),            // 48: outpost.v1.NodeStepEvent
+	(*Revision)(nil),                 // 49: outpost.v1.Revision
 }
 var file_outpost_v1_controlplane_proto_depIdxs = []int32{
-	37, // 0: outpost.v1.ApplyNodesRequest.nodes:type_name -> outpost.v1.Node
-	37, // 1: outpost.v1.ApplyNodesResponse.nodes:type_name -> outpost.v1.Node
-	37, // 2: outpost.v1.ListNodesResponse.nodes:type_name -> outpost.v1.Node
-	37, // 3: outpost.v1.GetNodeResponse.node:type_name -> outpost.v1.Node
-	38, // 4: outpost.v1.CreateRolloutRequest.plan:type_name -> outpost.v1.PlanSpec
-	39, // 5: outpost.v1.CreateRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	39, // 6: outpost.v1.GetRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	39, // 7: outpost.v1.ListRolloutsResponse.rollouts:type_name -> outpost.v1.Rollout
-	40, // 8: outpost.v1.ListRolloutNodesRequest.state:type_name -> outpost.v1.NodeState
-	41, // 9: outpost.v1.ListRolloutNodesResponse.nodes:type_name -> outpost.v1.RolloutNode
-	39, // 10: outpost.v1.WatchRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	41, // 11: outpost.v1.WatchRolloutResponse.node:type_name -> outpost.v1.RolloutNode
-	42, // 12: outpost.v1.WatchRolloutResponse.step_event:type_name -> outpost.v1.NodeStepEvent
-	18, // 13: outpost.v1.WatchRolloutResponse.snapshot_end:type_name -> outpost.v1.WatchSnapshotEnd
-	39, // 14: outpost.v1.PauseRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	39, // 15: outpost.v1.ResumeRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	39, // 16: outpost.v1.AbortRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	39, // 17: outpost.v1.PromoteRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	39, // 18: outpost.v1.RetryRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	39, // 19: outpost.v1.ApproveRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	39, // 20: outpost.v1.RejectRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	39, // 21: outpost.v1.ValidateRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	43, // 22: outpost.v1.ListRevisionsResponse.revisions:type_name -> outpost.v1.Revision
-	0,  // 23: outpost.v1.ControlPlaneService.ApplyNodes:input_type -> outpost.v1.ApplyNodesRequest
-	2,  // 24: outpost.v1.ControlPlaneService.ListNodes:input_type -> outpost.v1.ListNodesRequest
-	4,  // 25: outpost.v1.ControlPlaneService.GetNode:input_type -> outpost.v1.GetNodeRequest
-	6,  // 26: outpost.v1.ControlPlaneService.DeleteNode:input_type -> outpost.v1.DeleteNodeRequest
-	8,  // 27: outpost.v1.ControlPlaneService.CreateRollout:input_type -> outpost.v1.CreateRolloutRequest
-	10, // 28: outpost.v1.ControlPlaneService.GetRollout:input_type -> outpost.v1.GetRolloutRequest
-	12, // 29: outpost.v1.ControlPlaneService.ListRollouts:input_type -> outpost.v1.ListRolloutsRequest
-	14, // 30: outpost.v1.ControlPlaneService.ListRolloutNodes:input_type -> outpost.v1.ListRolloutNodesRequest
-	16, // 31: outpost.v1.ControlPlaneService.WatchRollout:input_type -> outpost.v1.WatchRolloutRequest
-	19, // 32: outpost.v1.ControlPlaneService.PauseRollout:input_type -> outpost.v1.PauseRolloutRequest
-	21, // 33: outpost.v1.ControlPlaneService.ResumeRollout:input_type -> outpost.v1.ResumeRolloutRequest
-	23, // 34: outpost.v1.ControlPlaneService.AbortRollout:input_type -> outpost.v1.AbortRolloutRequest
-	25, // 35: outpost.v1.ControlPlaneService.PromoteRollout:input_type -> outpost.v1.PromoteRolloutRequest
-	27, // 36: outpost.v1.ControlPlaneService.RetryRollout:input_type -> outpost.v1.RetryRolloutRequest
-	29, // 37: outpost.v1.ControlPlaneService.ApproveRollout:input_type -> outpost.v1.ApproveRolloutRequest
-	31, // 38: outpost.v1.ControlPlaneService.RejectRollout:input_type -> outpost.v1.RejectRolloutRequest
-	33, // 39: outpost.v1.ControlPlaneService.ValidateRollout:input_type -> outpost.v1.ValidateRolloutRequest
-	35, // 40: outpost.v1.ControlPlaneService.ListRevisions:input_type -> outpost.v1.ListRevisionsRequest
-	1,  // 41: outpost.v1.ControlPlaneService.ApplyNodes:output_type -> outpost.v1.ApplyNodesResponse
-	3,  // 42: outpost.v1.ControlPlaneService.ListNodes:output_type -> outpost.v1.ListNodesResponse
-	5,  // 43: outpost.v1.ControlPlaneService.GetNode:output_type -> outpost.v1.GetNodeResponse
-	7,  // 44: outpost.v1.ControlPlaneService.DeleteNode:output_type -> outpost.v1.DeleteNodeResponse
-	9,  // 45: outpost.v1.ControlPlaneService.CreateRollout:output_type -> outpost.v1.CreateRolloutResponse
-	11, // 46: outpost.v1.ControlPlaneService.GetRollout:output_type -> outpost.v1.GetRolloutResponse
-	13, // 47: outpost.v1.ControlPlaneService.ListRollouts:output_type -> outpost.v1.ListRolloutsResponse
-	15, // 48: outpost.v1.ControlPlaneService.ListRolloutNodes:output_type -> outpost.v1.ListRolloutNodesResponse
-	17, // 49: outpost.v1.ControlPlaneService.WatchRollout:output_type -> outpost.v1.WatchRolloutResponse
-	20, // 50: outpost.v1.ControlPlaneService.PauseRollout:output_type -> outpost.v1.PauseRolloutResponse
-	22, // 51: outpost.v1.ControlPlaneService.ResumeRollout:output_type -> outpost.v1.ResumeRolloutResponse
-	24, // 52: outpost.v1.ControlPlaneService.AbortRollout:output_type -> outpost.v1.AbortRolloutResponse
-	26, // 53: outpost.v1.ControlPlaneService.PromoteRollout:output_type -> outpost.v1.PromoteRolloutResponse
-	28, // 54: outpost.v1.ControlPlaneService.RetryRollout:output_type -> outpost.v1.RetryRolloutResponse
-	30, // 55: outpost.v1.ControlPlaneService.ApproveRollout:output_type -> outpost.v1.ApproveRolloutResponse
-	32, // 56: outpost.v1.ControlPlaneService.RejectRollout:output_type -> outpost.v1.RejectRolloutResponse
-	34, // 57: outpost.v1.ControlPlaneService.ValidateRollout:output_type -> outpost.v1.ValidateRolloutResponse
-	36, // 58: outpost.v1.ControlPlaneService.ListRevisions:output_type -> outpost.v1.ListRevisionsResponse
-	41, // [41:59] is the sub-list for method output_type
-	23, // [23:41] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	42, // 0: outpost.v1.ApplyNodesRequest.nodes:type_name -> outpost.v1.Node
+	42, // 1: outpost.v1.ApplyNodesResponse.nodes:type_name -> outpost.v1.Node
+	42, // 2: outpost.v1.ListNodesResponse.nodes:type_name -> outpost.v1.Node
+	42, // 3: outpost.v1.GetNodeResponse.node:type_name -> outpost.v1.Node
+	10, // 4: outpost.v1.ScanNodeHostKeyResponse.scan:type_name -> outpost.v1.NodeHostKeyScan
+	43, // 5: outpost.v1.NodeHostKeyScan.scan_time:type_name -> google.protobuf.Timestamp
+	42, // 6: outpost.v1.TrustNodeHostKeyResponse.node:type_name -> outpost.v1.Node
+	44, // 7: outpost.v1.CreateRolloutRequest.plan:type_name -> outpost.v1.PlanSpec
+	45, // 8: outpost.v1.CreateRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	45, // 9: outpost.v1.GetRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	45, // 10: outpost.v1.ListRolloutsResponse.rollouts:type_name -> outpost.v1.Rollout
+	46, // 11: outpost.v1.ListRolloutNodesRequest.state:type_name -> outpost.v1.NodeState
+	47, // 12: outpost.v1.ListRolloutNodesResponse.nodes:type_name -> outpost.v1.RolloutNode
+	45, // 13: outpost.v1.WatchRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	47, // 14: outpost.v1.WatchRolloutResponse.node:type_name -> outpost.v1.RolloutNode
+	48, // 15: outpost.v1.WatchRolloutResponse.step_event:type_name -> outpost.v1.NodeStepEvent
+	23, // 16: outpost.v1.WatchRolloutResponse.snapshot_end:type_name -> outpost.v1.WatchSnapshotEnd
+	45, // 17: outpost.v1.PauseRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	45, // 18: outpost.v1.ResumeRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	45, // 19: outpost.v1.AbortRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	45, // 20: outpost.v1.PromoteRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	45, // 21: outpost.v1.RetryRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	45, // 22: outpost.v1.ApproveRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	45, // 23: outpost.v1.RejectRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	45, // 24: outpost.v1.ValidateRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	49, // 25: outpost.v1.ListRevisionsResponse.revisions:type_name -> outpost.v1.Revision
+	0,  // 26: outpost.v1.ControlPlaneService.ApplyNodes:input_type -> outpost.v1.ApplyNodesRequest
+	2,  // 27: outpost.v1.ControlPlaneService.ListNodes:input_type -> outpost.v1.ListNodesRequest
+	4,  // 28: outpost.v1.ControlPlaneService.GetNode:input_type -> outpost.v1.GetNodeRequest
+	6,  // 29: outpost.v1.ControlPlaneService.DeleteNode:input_type -> outpost.v1.DeleteNodeRequest
+	8,  // 30: outpost.v1.ControlPlaneService.ScanNodeHostKey:input_type -> outpost.v1.ScanNodeHostKeyRequest
+	11, // 31: outpost.v1.ControlPlaneService.TrustNodeHostKey:input_type -> outpost.v1.TrustNodeHostKeyRequest
+	13, // 32: outpost.v1.ControlPlaneService.CreateRollout:input_type -> outpost.v1.CreateRolloutRequest
+	15, // 33: outpost.v1.ControlPlaneService.GetRollout:input_type -> outpost.v1.GetRolloutRequest
+	17, // 34: outpost.v1.ControlPlaneService.ListRollouts:input_type -> outpost.v1.ListRolloutsRequest
+	19, // 35: outpost.v1.ControlPlaneService.ListRolloutNodes:input_type -> outpost.v1.ListRolloutNodesRequest
+	21, // 36: outpost.v1.ControlPlaneService.WatchRollout:input_type -> outpost.v1.WatchRolloutRequest
+	24, // 37: outpost.v1.ControlPlaneService.PauseRollout:input_type -> outpost.v1.PauseRolloutRequest
+	26, // 38: outpost.v1.ControlPlaneService.ResumeRollout:input_type -> outpost.v1.ResumeRolloutRequest
+	28, // 39: outpost.v1.ControlPlaneService.AbortRollout:input_type -> outpost.v1.AbortRolloutRequest
+	30, // 40: outpost.v1.ControlPlaneService.PromoteRollout:input_type -> outpost.v1.PromoteRolloutRequest
+	32, // 41: outpost.v1.ControlPlaneService.RetryRollout:input_type -> outpost.v1.RetryRolloutRequest
+	34, // 42: outpost.v1.ControlPlaneService.ApproveRollout:input_type -> outpost.v1.ApproveRolloutRequest
+	36, // 43: outpost.v1.ControlPlaneService.RejectRollout:input_type -> outpost.v1.RejectRolloutRequest
+	38, // 44: outpost.v1.ControlPlaneService.ValidateRollout:input_type -> outpost.v1.ValidateRolloutRequest
+	40, // 45: outpost.v1.ControlPlaneService.ListRevisions:input_type -> outpost.v1.ListRevisionsRequest
+	1,  // 46: outpost.v1.ControlPlaneService.ApplyNodes:output_type -> outpost.v1.ApplyNodesResponse
+	3,  // 47: outpost.v1.ControlPlaneService.ListNodes:output_type -> outpost.v1.ListNodesResponse
+	5,  // 48: outpost.v1.ControlPlaneService.GetNode:output_type -> outpost.v1.GetNodeResponse
+	7,  // 49: outpost.v1.ControlPlaneService.DeleteNode:output_type -> outpost.v1.DeleteNodeResponse
+	9,  // 50: outpost.v1.ControlPlaneService.ScanNodeHostKey:output_type -> outpost.v1.ScanNodeHostKeyResponse
+	12, // 51: outpost.v1.ControlPlaneService.TrustNodeHostKey:output_type -> outpost.v1.TrustNodeHostKeyResponse
+	14, // 52: outpost.v1.ControlPlaneService.CreateRollout:output_type -> outpost.v1.CreateRolloutResponse
+	16, // 53: outpost.v1.ControlPlaneService.GetRollout:output_type -> outpost.v1.GetRolloutResponse
+	18, // 54: outpost.v1.ControlPlaneService.ListRollouts:output_type -> outpost.v1.ListRolloutsResponse
+	20, // 55: outpost.v1.ControlPlaneService.ListRolloutNodes:output_type -> outpost.v1.ListRolloutNodesResponse
+	22, // 56: outpost.v1.ControlPlaneService.WatchRollout:output_type -> outpost.v1.WatchRolloutResponse
+	25, // 57: outpost.v1.ControlPlaneService.PauseRollout:output_type -> outpost.v1.PauseRolloutResponse
+	27, // 58: outpost.v1.ControlPlaneService.ResumeRollout:output_type -> outpost.v1.ResumeRolloutResponse
+	29, // 59: outpost.v1.ControlPlaneService.AbortRollout:output_type -> outpost.v1.AbortRolloutResponse
+	31, // 60: outpost.v1.ControlPlaneService.PromoteRollout:output_type -> outpost.v1.PromoteRolloutResponse
+	33, // 61: outpost.v1.ControlPlaneService.RetryRollout:output_type -> outpost.v1.RetryRolloutResponse
+	35, // 62: outpost.v1.ControlPlaneService.ApproveRollout:output_type -> outpost.v1.ApproveRolloutResponse
+	37, // 63: outpost.v1.ControlPlaneService.RejectRollout:output_type -> outpost.v1.RejectRolloutResponse
+	39, // 64: outpost.v1.ControlPlaneService.ValidateRollout:output_type -> outpost.v1.ValidateRolloutResponse
+	41, // 65: outpost.v1.ControlPlaneService.ListRevisions:output_type -> outpost.v1.ListRevisionsResponse
+	46, // [46:66] is the sub-list for method output_type
+	26, // [26:46] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_outpost_v1_controlplane_proto_init() }
@@ -2433,7 +2781,7 @@ func file_outpost_v1_controlplane_proto_init() {
 	file_outpost_v1_node_proto_init()
 	file_outpost_v1_plan_proto_init()
 	file_outpost_v1_rollout_proto_init()
-	file_outpost_v1_controlplane_proto_msgTypes[17].OneofWrappers = []any{
+	file_outpost_v1_controlplane_proto_msgTypes[22].OneofWrappers = []any{
 		(*WatchRolloutResponse_Rollout)(nil),
 		(*WatchRolloutResponse_Node)(nil),
 		(*WatchRolloutResponse_StepEvent)(nil),
@@ -2445,7 +2793,7 @@ func file_outpost_v1_controlplane_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_outpost_v1_controlplane_proto_rawDesc), len(file_outpost_v1_controlplane_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   37,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -23,6 +23,8 @@ const (
 	ControlPlaneService_ListNodes_FullMethodName        = "/outpost.v1.ControlPlaneService/ListNodes"
 	ControlPlaneService_GetNode_FullMethodName          = "/outpost.v1.ControlPlaneService/GetNode"
 	ControlPlaneService_DeleteNode_FullMethodName       = "/outpost.v1.ControlPlaneService/DeleteNode"
+	ControlPlaneService_ScanNodeHostKey_FullMethodName  = "/outpost.v1.ControlPlaneService/ScanNodeHostKey"
+	ControlPlaneService_TrustNodeHostKey_FullMethodName = "/outpost.v1.ControlPlaneService/TrustNodeHostKey"
 	ControlPlaneService_CreateRollout_FullMethodName    = "/outpost.v1.ControlPlaneService/CreateRollout"
 	ControlPlaneService_GetRollout_FullMethodName       = "/outpost.v1.ControlPlaneService/GetRollout"
 	ControlPlaneService_ListRollouts_FullMethodName     = "/outpost.v1.ControlPlaneService/ListRollouts"
@@ -57,6 +59,18 @@ type ControlPlaneServiceClient interface {
 	GetNode(ctx context.Context, in *GetNodeRequest, opts ...grpc.CallOption) (*GetNodeResponse, error)
 	// DeleteNode removes a node from the inventory. Its id is never reused.
 	DeleteNode(ctx context.Context, in *DeleteNodeRequest, opts ...grpc.CallOption) (*DeleteNodeResponse, error)
+	// ScanNodeHostKey asks a gateway of the node's datacenter to connect to
+	// the node's SSH port and report the host key it presents, without
+	// logging in. The control plane never reaches nodes itself. The result
+	// is remembered as the node's last scan, which TrustNodeHostKey pins.
+	// UNAVAILABLE when no gateway of the datacenter is connected.
+	ScanNodeHostKey(ctx context.Context, in *ScanNodeHostKeyRequest, opts ...grpc.CallOption) (*ScanNodeHostKeyResponse, error)
+	// TrustNodeHostKey pins the node's last scanned host key in
+	// Node.host_keys, if its fingerprint is the one given (read it from
+	// ScanNodeHostKey and compare it out of band). A pinned key of the same
+	// type is replaced. FAILED_PRECONDITION when there is no recent scan or
+	// its fingerprint differs: nothing is ever trusted on first use.
+	TrustNodeHostKey(ctx context.Context, in *TrustNodeHostKeyRequest, opts ...grpc.CallOption) (*TrustNodeHostKeyResponse, error)
 	// CreateRollout validates a plan, selects its nodes and expands stages
 	// and batches. With approval required it starts in PENDING_APPROVAL,
 	// else APPROVED. INVALID_ARGUMENT names the plan field at fault.
@@ -136,6 +150,26 @@ func (c *controlPlaneServiceClient) DeleteNode(ctx context.Context, in *DeleteNo
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(DeleteNodeResponse)
 	err := c.cc.Invoke(ctx, ControlPlaneService_DeleteNode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlPlaneServiceClient) ScanNodeHostKey(ctx context.Context, in *ScanNodeHostKeyRequest, opts ...grpc.CallOption) (*ScanNodeHostKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ScanNodeHostKeyResponse)
+	err := c.cc.Invoke(ctx, ControlPlaneService_ScanNodeHostKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlPlaneServiceClient) TrustNodeHostKey(ctx context.Context, in *TrustNodeHostKeyRequest, opts ...grpc.CallOption) (*TrustNodeHostKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TrustNodeHostKeyResponse)
+	err := c.cc.Invoke(ctx, ControlPlaneService_TrustNodeHostKey_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -309,6 +343,18 @@ type ControlPlaneServiceServer interface {
 	GetNode(context.Context, *GetNodeRequest) (*GetNodeResponse, error)
 	// DeleteNode removes a node from the inventory. Its id is never reused.
 	DeleteNode(context.Context, *DeleteNodeRequest) (*DeleteNodeResponse, error)
+	// ScanNodeHostKey asks a gateway of the node's datacenter to connect to
+	// the node's SSH port and report the host key it presents, without
+	// logging in. The control plane never reaches nodes itself. The result
+	// is remembered as the node's last scan, which TrustNodeHostKey pins.
+	// UNAVAILABLE when no gateway of the datacenter is connected.
+	ScanNodeHostKey(context.Context, *ScanNodeHostKeyRequest) (*ScanNodeHostKeyResponse, error)
+	// TrustNodeHostKey pins the node's last scanned host key in
+	// Node.host_keys, if its fingerprint is the one given (read it from
+	// ScanNodeHostKey and compare it out of band). A pinned key of the same
+	// type is replaced. FAILED_PRECONDITION when there is no recent scan or
+	// its fingerprint differs: nothing is ever trusted on first use.
+	TrustNodeHostKey(context.Context, *TrustNodeHostKeyRequest) (*TrustNodeHostKeyResponse, error)
 	// CreateRollout validates a plan, selects its nodes and expands stages
 	// and batches. With approval required it starts in PENDING_APPROVAL,
 	// else APPROVED. INVALID_ARGUMENT names the plan field at fault.
@@ -365,6 +411,12 @@ func (UnimplementedControlPlaneServiceServer) GetNode(context.Context, *GetNodeR
 }
 func (UnimplementedControlPlaneServiceServer) DeleteNode(context.Context, *DeleteNodeRequest) (*DeleteNodeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteNode not implemented")
+}
+func (UnimplementedControlPlaneServiceServer) ScanNodeHostKey(context.Context, *ScanNodeHostKeyRequest) (*ScanNodeHostKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ScanNodeHostKey not implemented")
+}
+func (UnimplementedControlPlaneServiceServer) TrustNodeHostKey(context.Context, *TrustNodeHostKeyRequest) (*TrustNodeHostKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method TrustNodeHostKey not implemented")
 }
 func (UnimplementedControlPlaneServiceServer) CreateRollout(context.Context, *CreateRolloutRequest) (*CreateRolloutResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateRollout not implemented")
@@ -497,6 +549,42 @@ func _ControlPlaneService_DeleteNode_Handler(srv interface{}, ctx context.Contex
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(ControlPlaneServiceServer).DeleteNode(ctx, req.(*DeleteNodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlPlaneService_ScanNodeHostKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ScanNodeHostKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServiceServer).ScanNodeHostKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlaneService_ScanNodeHostKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServiceServer).ScanNodeHostKey(ctx, req.(*ScanNodeHostKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlPlaneService_TrustNodeHostKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TrustNodeHostKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServiceServer).TrustNodeHostKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlaneService_TrustNodeHostKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServiceServer).TrustNodeHostKey(ctx, req.(*TrustNodeHostKeyRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -768,6 +856,14 @@ var ControlPlaneService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteNode",
 			Handler:    _ControlPlaneService_DeleteNode_Handler,
+		},
+		{
+			MethodName: "ScanNodeHostKey",
+			Handler:    _ControlPlaneService_ScanNodeHostKey_Handler,
+		},
+		{
+			MethodName: "TrustNodeHostKey",
+			Handler:    _ControlPlaneService_TrustNodeHostKey_Handler,
 		},
 		{
 			MethodName: "CreateRollout",

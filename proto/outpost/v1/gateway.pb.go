@@ -23,6 +23,125 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// ServeHostKeyScansRequest is one message from the gateway: a scan's result.
+type ServeHostKeyScansRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The scan answered (ServeHostKeyScansResponse.scan_id).
+	ScanId string `protobuf:"bytes,1,opt,name=scan_id,json=scanId,proto3" json:"scan_id,omitempty"`
+	// The key in authorized_keys format ("ssh-ed25519 AAAA..."); empty on error.
+	AuthorizedKey string `protobuf:"bytes,2,opt,name=authorized_key,json=authorizedKey,proto3" json:"authorized_key,omitempty"`
+	// Why no key was read ("connection refused"); empty on success.
+	Error         string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServeHostKeyScansRequest) Reset() {
+	*x = ServeHostKeyScansRequest{}
+	mi := &file_outpost_v1_gateway_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServeHostKeyScansRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServeHostKeyScansRequest) ProtoMessage() {}
+
+func (x *ServeHostKeyScansRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_outpost_v1_gateway_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServeHostKeyScansRequest.ProtoReflect.Descriptor instead.
+func (*ServeHostKeyScansRequest) Descriptor() ([]byte, []int) {
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ServeHostKeyScansRequest) GetScanId() string {
+	if x != nil {
+		return x.ScanId
+	}
+	return ""
+}
+
+func (x *ServeHostKeyScansRequest) GetAuthorizedKey() string {
+	if x != nil {
+		return x.AuthorizedKey
+	}
+	return ""
+}
+
+func (x *ServeHostKeyScansRequest) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// ServeHostKeyScansResponse is one message from the control plane: a scan to run.
+type ServeHostKeyScansResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Unique id the gateway answers with.
+	ScanId string `protobuf:"bytes,1,opt,name=scan_id,json=scanId,proto3" json:"scan_id,omitempty"`
+	// The node to scan: its SSH address is dialled, nothing is authenticated.
+	Node          *Node `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServeHostKeyScansResponse) Reset() {
+	*x = ServeHostKeyScansResponse{}
+	mi := &file_outpost_v1_gateway_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServeHostKeyScansResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServeHostKeyScansResponse) ProtoMessage() {}
+
+func (x *ServeHostKeyScansResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_outpost_v1_gateway_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServeHostKeyScansResponse.ProtoReflect.Descriptor instead.
+func (*ServeHostKeyScansResponse) Descriptor() ([]byte, []int) {
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ServeHostKeyScansResponse) GetScanId() string {
+	if x != nil {
+		return x.ScanId
+	}
+	return ""
+}
+
+func (x *ServeHostKeyScansResponse) GetNode() *Node {
+	if x != nil {
+		return x.Node
+	}
+	return nil
+}
+
 // JoinGatewayRequest redeems a join token.
 type JoinGatewayRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -42,7 +161,7 @@ type JoinGatewayRequest struct {
 
 func (x *JoinGatewayRequest) Reset() {
 	*x = JoinGatewayRequest{}
-	mi := &file_outpost_v1_gateway_proto_msgTypes[0]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -54,7 +173,7 @@ func (x *JoinGatewayRequest) String() string {
 func (*JoinGatewayRequest) ProtoMessage() {}
 
 func (x *JoinGatewayRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_gateway_proto_msgTypes[0]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -67,7 +186,7 @@ func (x *JoinGatewayRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinGatewayRequest.ProtoReflect.Descriptor instead.
 func (*JoinGatewayRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{0}
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *JoinGatewayRequest) GetToken() string {
@@ -108,7 +227,7 @@ type JoinGatewayResponse struct {
 
 func (x *JoinGatewayResponse) Reset() {
 	*x = JoinGatewayResponse{}
-	mi := &file_outpost_v1_gateway_proto_msgTypes[1]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -120,7 +239,7 @@ func (x *JoinGatewayResponse) String() string {
 func (*JoinGatewayResponse) ProtoMessage() {}
 
 func (x *JoinGatewayResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_gateway_proto_msgTypes[1]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -133,7 +252,7 @@ func (x *JoinGatewayResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinGatewayResponse.ProtoReflect.Descriptor instead.
 func (*JoinGatewayResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{1}
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *JoinGatewayResponse) GetCertificatePem() string {
@@ -176,7 +295,7 @@ type RenewGatewayCertificateRequest struct {
 
 func (x *RenewGatewayCertificateRequest) Reset() {
 	*x = RenewGatewayCertificateRequest{}
-	mi := &file_outpost_v1_gateway_proto_msgTypes[2]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -188,7 +307,7 @@ func (x *RenewGatewayCertificateRequest) String() string {
 func (*RenewGatewayCertificateRequest) ProtoMessage() {}
 
 func (x *RenewGatewayCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_gateway_proto_msgTypes[2]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -201,7 +320,7 @@ func (x *RenewGatewayCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewGatewayCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RenewGatewayCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{2}
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RenewGatewayCertificateRequest) GetCsrPem() string {
@@ -226,7 +345,7 @@ type RenewGatewayCertificateResponse struct {
 
 func (x *RenewGatewayCertificateResponse) Reset() {
 	*x = RenewGatewayCertificateResponse{}
-	mi := &file_outpost_v1_gateway_proto_msgTypes[3]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -238,7 +357,7 @@ func (x *RenewGatewayCertificateResponse) String() string {
 func (*RenewGatewayCertificateResponse) ProtoMessage() {}
 
 func (x *RenewGatewayCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_gateway_proto_msgTypes[3]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -251,7 +370,7 @@ func (x *RenewGatewayCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewGatewayCertificateResponse.ProtoReflect.Descriptor instead.
 func (*RenewGatewayCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{3}
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RenewGatewayCertificateResponse) GetCertificatePem() string {
@@ -301,7 +420,7 @@ type ConnectRequest struct {
 
 func (x *ConnectRequest) Reset() {
 	*x = ConnectRequest{}
-	mi := &file_outpost_v1_gateway_proto_msgTypes[4]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -313,7 +432,7 @@ func (x *ConnectRequest) String() string {
 func (*ConnectRequest) ProtoMessage() {}
 
 func (x *ConnectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_gateway_proto_msgTypes[4]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -326,7 +445,7 @@ func (x *ConnectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectRequest.ProtoReflect.Descriptor instead.
 func (*ConnectRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{4}
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ConnectRequest) GetSequence() uint64 {
@@ -447,7 +566,7 @@ type GatewayHello struct {
 
 func (x *GatewayHello) Reset() {
 	*x = GatewayHello{}
-	mi := &file_outpost_v1_gateway_proto_msgTypes[5]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -459,7 +578,7 @@ func (x *GatewayHello) String() string {
 func (*GatewayHello) ProtoMessage() {}
 
 func (x *GatewayHello) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_gateway_proto_msgTypes[5]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -472,7 +591,7 @@ func (x *GatewayHello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GatewayHello.ProtoReflect.Descriptor instead.
 func (*GatewayHello) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{5}
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GatewayHello) GetName() string {
@@ -523,7 +642,7 @@ type GatewayHeartbeat struct {
 
 func (x *GatewayHeartbeat) Reset() {
 	*x = GatewayHeartbeat{}
-	mi := &file_outpost_v1_gateway_proto_msgTypes[6]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -535,7 +654,7 @@ func (x *GatewayHeartbeat) String() string {
 func (*GatewayHeartbeat) ProtoMessage() {}
 
 func (x *GatewayHeartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_gateway_proto_msgTypes[6]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -548,7 +667,7 @@ func (x *GatewayHeartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GatewayHeartbeat.ProtoReflect.Descriptor instead.
 func (*GatewayHeartbeat) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{6}
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GatewayHeartbeat) GetTime() *timestamppb.Timestamp {
@@ -578,7 +697,7 @@ type AssignmentStepEvent struct {
 
 func (x *AssignmentStepEvent) Reset() {
 	*x = AssignmentStepEvent{}
-	mi := &file_outpost_v1_gateway_proto_msgTypes[7]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -590,7 +709,7 @@ func (x *AssignmentStepEvent) String() string {
 func (*AssignmentStepEvent) ProtoMessage() {}
 
 func (x *AssignmentStepEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_gateway_proto_msgTypes[7]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -603,7 +722,7 @@ func (x *AssignmentStepEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignmentStepEvent.ProtoReflect.Descriptor instead.
 func (*AssignmentStepEvent) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{7}
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AssignmentStepEvent) GetAssignmentId() string {
@@ -645,7 +764,7 @@ type NodeResult struct {
 
 func (x *NodeResult) Reset() {
 	*x = NodeResult{}
-	mi := &file_outpost_v1_gateway_proto_msgTypes[8]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -657,7 +776,7 @@ func (x *NodeResult) String() string {
 func (*NodeResult) ProtoMessage() {}
 
 func (x *NodeResult) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_gateway_proto_msgTypes[8]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -670,7 +789,7 @@ func (x *NodeResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeResult.ProtoReflect.Descriptor instead.
 func (*NodeResult) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{8}
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *NodeResult) GetAssignmentId() string {
@@ -744,7 +863,7 @@ type AssignmentAck struct {
 
 func (x *AssignmentAck) Reset() {
 	*x = AssignmentAck{}
-	mi := &file_outpost_v1_gateway_proto_msgTypes[9]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -756,7 +875,7 @@ func (x *AssignmentAck) String() string {
 func (*AssignmentAck) ProtoMessage() {}
 
 func (x *AssignmentAck) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_gateway_proto_msgTypes[9]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -769,7 +888,7 @@ func (x *AssignmentAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignmentAck.ProtoReflect.Descriptor instead.
 func (*AssignmentAck) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{9}
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AssignmentAck) GetAssignmentId() string {
@@ -811,7 +930,7 @@ type ConnectResponse struct {
 
 func (x *ConnectResponse) Reset() {
 	*x = ConnectResponse{}
-	mi := &file_outpost_v1_gateway_proto_msgTypes[10]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -823,7 +942,7 @@ func (x *ConnectResponse) String() string {
 func (*ConnectResponse) ProtoMessage() {}
 
 func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_gateway_proto_msgTypes[10]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -836,7 +955,7 @@ func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectResponse.ProtoReflect.Descriptor instead.
 func (*ConnectResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{10}
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ConnectResponse) GetMsg() isConnectResponse_Msg {
@@ -929,7 +1048,7 @@ type GatewayWelcome struct {
 
 func (x *GatewayWelcome) Reset() {
 	*x = GatewayWelcome{}
-	mi := &file_outpost_v1_gateway_proto_msgTypes[11]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -941,7 +1060,7 @@ func (x *GatewayWelcome) String() string {
 func (*GatewayWelcome) ProtoMessage() {}
 
 func (x *GatewayWelcome) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_gateway_proto_msgTypes[11]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -954,7 +1073,7 @@ func (x *GatewayWelcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GatewayWelcome.ProtoReflect.Descriptor instead.
 func (*GatewayWelcome) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{11}
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GatewayWelcome) GetEpoch() int64 {
@@ -1008,7 +1127,7 @@ type Assignment struct {
 
 func (x *Assignment) Reset() {
 	*x = Assignment{}
-	mi := &file_outpost_v1_gateway_proto_msgTypes[12]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1020,7 +1139,7 @@ func (x *Assignment) String() string {
 func (*Assignment) ProtoMessage() {}
 
 func (x *Assignment) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_gateway_proto_msgTypes[12]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1033,7 +1152,7 @@ func (x *Assignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignment.ProtoReflect.Descriptor instead.
 func (*Assignment) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{12}
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Assignment) GetAssignmentId() string {
@@ -1119,7 +1238,7 @@ type AssignmentCancel struct {
 
 func (x *AssignmentCancel) Reset() {
 	*x = AssignmentCancel{}
-	mi := &file_outpost_v1_gateway_proto_msgTypes[13]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1131,7 +1250,7 @@ func (x *AssignmentCancel) String() string {
 func (*AssignmentCancel) ProtoMessage() {}
 
 func (x *AssignmentCancel) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_gateway_proto_msgTypes[13]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1144,7 +1263,7 @@ func (x *AssignmentCancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignmentCancel.ProtoReflect.Descriptor instead.
 func (*AssignmentCancel) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{13}
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AssignmentCancel) GetAssignmentId() string {
@@ -1172,7 +1291,7 @@ type SequenceAck struct {
 
 func (x *SequenceAck) Reset() {
 	*x = SequenceAck{}
-	mi := &file_outpost_v1_gateway_proto_msgTypes[14]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1184,7 +1303,7 @@ func (x *SequenceAck) String() string {
 func (*SequenceAck) ProtoMessage() {}
 
 func (x *SequenceAck) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_gateway_proto_msgTypes[14]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1197,7 +1316,7 @@ func (x *SequenceAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SequenceAck.ProtoReflect.Descriptor instead.
 func (*SequenceAck) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{14}
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SequenceAck) GetSequence() uint64 {
@@ -1220,7 +1339,7 @@ type FetchArtifactRequest struct {
 
 func (x *FetchArtifactRequest) Reset() {
 	*x = FetchArtifactRequest{}
-	mi := &file_outpost_v1_gateway_proto_msgTypes[15]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1232,7 +1351,7 @@ func (x *FetchArtifactRequest) String() string {
 func (*FetchArtifactRequest) ProtoMessage() {}
 
 func (x *FetchArtifactRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_gateway_proto_msgTypes[15]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1245,7 +1364,7 @@ func (x *FetchArtifactRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchArtifactRequest.ProtoReflect.Descriptor instead.
 func (*FetchArtifactRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{15}
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *FetchArtifactRequest) GetSha256() string {
@@ -1275,7 +1394,7 @@ type FetchArtifactResponse struct {
 
 func (x *FetchArtifactResponse) Reset() {
 	*x = FetchArtifactResponse{}
-	mi := &file_outpost_v1_gateway_proto_msgTypes[16]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1287,7 +1406,7 @@ func (x *FetchArtifactResponse) String() string {
 func (*FetchArtifactResponse) ProtoMessage() {}
 
 func (x *FetchArtifactResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_gateway_proto_msgTypes[16]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1300,7 +1419,7 @@ func (x *FetchArtifactResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchArtifactResponse.ProtoReflect.Descriptor instead.
 func (*FetchArtifactResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{16}
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *FetchArtifactResponse) GetArtifact() *Artifact {
@@ -1322,7 +1441,14 @@ var File_outpost_v1_gateway_proto protoreflect.FileDescriptor
 const file_outpost_v1_gateway_proto_rawDesc = "" +
 	"\n" +
 	"\x18outpost/v1/gateway.proto\x12\n" +
-	"outpost.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16outpost/v1/event.proto\x1a\x15outpost/v1/node.proto\x1a\x15outpost/v1/plan.proto\x1a\x18outpost/v1/release.proto\"W\n" +
+	"outpost.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16outpost/v1/event.proto\x1a\x15outpost/v1/node.proto\x1a\x15outpost/v1/plan.proto\x1a\x18outpost/v1/release.proto\"p\n" +
+	"\x18ServeHostKeyScansRequest\x12\x17\n" +
+	"\ascan_id\x18\x01 \x01(\tR\x06scanId\x12%\n" +
+	"\x0eauthorized_key\x18\x02 \x01(\tR\rauthorizedKey\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"Z\n" +
+	"\x19ServeHostKeyScansResponse\x12\x17\n" +
+	"\ascan_id\x18\x01 \x01(\tR\x06scanId\x12$\n" +
+	"\x04node\x18\x02 \x01(\v2\x10.outpost.v1.NodeR\x04node\"W\n" +
 	"\x12JoinGatewayRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x17\n" +
@@ -1419,12 +1545,13 @@ const file_outpost_v1_gateway_proto_rawDesc = "" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\"_\n" +
 	"\x15FetchArtifactResponse\x120\n" +
 	"\bartifact\x18\x01 \x01(\v2\x14.outpost.v1.ArtifactR\bartifact\x12\x14\n" +
-	"\x05chunk\x18\x02 \x01(\fR\x05chunk2\xf4\x02\n" +
+	"\x05chunk\x18\x02 \x01(\fR\x05chunk2\xda\x03\n" +
 	"\x0eGatewayService\x12F\n" +
 	"\aConnect\x12\x1a.outpost.v1.ConnectRequest\x1a\x1b.outpost.v1.ConnectResponse(\x010\x01\x12V\n" +
 	"\rFetchArtifact\x12 .outpost.v1.FetchArtifactRequest\x1a!.outpost.v1.FetchArtifactResponse0\x01\x12N\n" +
 	"\vJoinGateway\x12\x1e.outpost.v1.JoinGatewayRequest\x1a\x1f.outpost.v1.JoinGatewayResponse\x12r\n" +
-	"\x17RenewGatewayCertificate\x12*.outpost.v1.RenewGatewayCertificateRequest\x1a+.outpost.v1.RenewGatewayCertificateResponseB9Z7github.com/outposthq/outpost/proto/outpost/v1;outpostv1b\x06proto3"
+	"\x17RenewGatewayCertificate\x12*.outpost.v1.RenewGatewayCertificateRequest\x1a+.outpost.v1.RenewGatewayCertificateResponse\x12d\n" +
+	"\x11ServeHostKeyScans\x12$.outpost.v1.ServeHostKeyScansRequest\x1a%.outpost.v1.ServeHostKeyScansResponse(\x010\x01B9Z7github.com/outposthq/outpost/proto/outpost/v1;outpostv1b\x06proto3"
 
 var (
 	file_outpost_v1_gateway_proto_rawDescOnce sync.Once
@@ -1438,72 +1565,77 @@ func file_outpost_v1_gateway_proto_rawDescGZIP() []byte {
 	return file_outpost_v1_gateway_proto_rawDescData
 }
 
-var file_outpost_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_outpost_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_outpost_v1_gateway_proto_goTypes = []any{
-	(*JoinGatewayRequest)(nil),              // 0: outpost.v1.JoinGatewayRequest
-	(*JoinGatewayResponse)(nil),             // 1: outpost.v1.JoinGatewayResponse
-	(*RenewGatewayCertificateRequest)(nil),  // 2: outpost.v1.RenewGatewayCertificateRequest
-	(*RenewGatewayCertificateResponse)(nil), // 3: outpost.v1.RenewGatewayCertificateResponse
-	(*ConnectRequest)(nil),                  // 4: outpost.v1.ConnectRequest
-	(*GatewayHello)(nil),                    // 5: outpost.v1.GatewayHello
-	(*GatewayHeartbeat)(nil),                // 6: outpost.v1.GatewayHeartbeat
-	(*AssignmentStepEvent)(nil),             // 7: outpost.v1.AssignmentStepEvent
-	(*NodeResult)(nil),                      // 8: outpost.v1.NodeResult
-	(*AssignmentAck)(nil),                   // 9: outpost.v1.AssignmentAck
-	(*ConnectResponse)(nil),                 // 10: outpost.v1.ConnectResponse
-	(*GatewayWelcome)(nil),                  // 11: outpost.v1.GatewayWelcome
-	(*Assignment)(nil),                      // 12: outpost.v1.Assignment
-	(*AssignmentCancel)(nil),                // 13: outpost.v1.AssignmentCancel
-	(*SequenceAck)(nil),                     // 14: outpost.v1.SequenceAck
-	(*FetchArtifactRequest)(nil),            // 15: outpost.v1.FetchArtifactRequest
-	(*FetchArtifactResponse)(nil),           // 16: outpost.v1.FetchArtifactResponse
-	nil,                                     // 17: outpost.v1.Assignment.TraceContextEntry
-	(*timestamppb.Timestamp)(nil),           // 18: google.protobuf.Timestamp
-	(*NodeStepEvent)(nil),                   // 19: outpost.v1.NodeStepEvent
-	(NodeState)(0),                          // 20: outpost.v1.NodeState
-	(Step)(0),                               // 21: outpost.v1.Step
-	(*durationpb.Duration)(nil),             // 22: google.protobuf.Duration
-	(*Node)(nil),                            // 23: outpost.v1.Node
-	(*Release)(nil),                         // 24: outpost.v1.Release
-	(*DeploySpec)(nil),                      // 25: outpost.v1.DeploySpec
-	(*Artifact)(nil),                        // 26: outpost.v1.Artifact
+	(*ServeHostKeyScansRequest)(nil),        // 0: outpost.v1.ServeHostKeyScansRequest
+	(*ServeHostKeyScansResponse)(nil),       // 1: outpost.v1.ServeHostKeyScansResponse
+	(*JoinGatewayRequest)(nil),              // 2: outpost.v1.JoinGatewayRequest
+	(*JoinGatewayResponse)(nil),             // 3: outpost.v1.JoinGatewayResponse
+	(*RenewGatewayCertificateRequest)(nil),  // 4: outpost.v1.RenewGatewayCertificateRequest
+	(*RenewGatewayCertificateResponse)(nil), // 5: outpost.v1.RenewGatewayCertificateResponse
+	(*ConnectRequest)(nil),                  // 6: outpost.v1.ConnectRequest
+	(*GatewayHello)(nil),                    // 7: outpost.v1.GatewayHello
+	(*GatewayHeartbeat)(nil),                // 8: outpost.v1.GatewayHeartbeat
+	(*AssignmentStepEvent)(nil),             // 9: outpost.v1.AssignmentStepEvent
+	(*NodeResult)(nil),                      // 10: outpost.v1.NodeResult
+	(*AssignmentAck)(nil),                   // 11: outpost.v1.AssignmentAck
+	(*ConnectResponse)(nil),                 // 12: outpost.v1.ConnectResponse
+	(*GatewayWelcome)(nil),                  // 13: outpost.v1.GatewayWelcome
+	(*Assignment)(nil),                      // 14: outpost.v1.Assignment
+	(*AssignmentCancel)(nil),                // 15: outpost.v1.AssignmentCancel
+	(*SequenceAck)(nil),                     // 16: outpost.v1.SequenceAck
+	(*FetchArtifactRequest)(nil),            // 17: outpost.v1.FetchArtifactRequest
+	(*FetchArtifactResponse)(nil),           // 18: outpost.v1.FetchArtifactResponse
+	nil,                                     // 19: outpost.v1.Assignment.TraceContextEntry
+	(*Node)(nil),                            // 20: outpost.v1.Node
+	(*timestamppb.Timestamp)(nil),           // 21: google.protobuf.Timestamp
+	(*NodeStepEvent)(nil),                   // 22: outpost.v1.NodeStepEvent
+	(NodeState)(0),                          // 23: outpost.v1.NodeState
+	(Step)(0),                               // 24: outpost.v1.Step
+	(*durationpb.Duration)(nil),             // 25: google.protobuf.Duration
+	(*Release)(nil),                         // 26: outpost.v1.Release
+	(*DeploySpec)(nil),                      // 27: outpost.v1.DeploySpec
+	(*Artifact)(nil),                        // 28: outpost.v1.Artifact
 }
 var file_outpost_v1_gateway_proto_depIdxs = []int32{
-	18, // 0: outpost.v1.JoinGatewayResponse.expire_time:type_name -> google.protobuf.Timestamp
-	18, // 1: outpost.v1.RenewGatewayCertificateResponse.expire_time:type_name -> google.protobuf.Timestamp
-	5,  // 2: outpost.v1.ConnectRequest.hello:type_name -> outpost.v1.GatewayHello
-	6,  // 3: outpost.v1.ConnectRequest.heartbeat:type_name -> outpost.v1.GatewayHeartbeat
-	7,  // 4: outpost.v1.ConnectRequest.step_event:type_name -> outpost.v1.AssignmentStepEvent
-	8,  // 5: outpost.v1.ConnectRequest.node_result:type_name -> outpost.v1.NodeResult
-	9,  // 6: outpost.v1.ConnectRequest.assignment_ack:type_name -> outpost.v1.AssignmentAck
-	18, // 7: outpost.v1.GatewayHeartbeat.time:type_name -> google.protobuf.Timestamp
-	19, // 8: outpost.v1.AssignmentStepEvent.event:type_name -> outpost.v1.NodeStepEvent
-	20, // 9: outpost.v1.NodeResult.state:type_name -> outpost.v1.NodeState
-	21, // 10: outpost.v1.NodeResult.step:type_name -> outpost.v1.Step
-	22, // 11: outpost.v1.NodeResult.duration:type_name -> google.protobuf.Duration
-	11, // 12: outpost.v1.ConnectResponse.welcome:type_name -> outpost.v1.GatewayWelcome
-	12, // 13: outpost.v1.ConnectResponse.assignment:type_name -> outpost.v1.Assignment
-	13, // 14: outpost.v1.ConnectResponse.cancel:type_name -> outpost.v1.AssignmentCancel
-	14, // 15: outpost.v1.ConnectResponse.ack:type_name -> outpost.v1.SequenceAck
-	22, // 16: outpost.v1.GatewayWelcome.heartbeat_interval:type_name -> google.protobuf.Duration
-	23, // 17: outpost.v1.Assignment.node:type_name -> outpost.v1.Node
-	24, // 18: outpost.v1.Assignment.release:type_name -> outpost.v1.Release
-	25, // 19: outpost.v1.Assignment.deploy:type_name -> outpost.v1.DeploySpec
-	17, // 20: outpost.v1.Assignment.trace_context:type_name -> outpost.v1.Assignment.TraceContextEntry
-	26, // 21: outpost.v1.FetchArtifactResponse.artifact:type_name -> outpost.v1.Artifact
-	4,  // 22: outpost.v1.GatewayService.Connect:input_type -> outpost.v1.ConnectRequest
-	15, // 23: outpost.v1.GatewayService.FetchArtifact:input_type -> outpost.v1.FetchArtifactRequest
-	0,  // 24: outpost.v1.GatewayService.JoinGateway:input_type -> outpost.v1.JoinGatewayRequest
-	2,  // 25: outpost.v1.GatewayService.RenewGatewayCertificate:input_type -> outpost.v1.RenewGatewayCertificateRequest
-	10, // 26: outpost.v1.GatewayService.Connect:output_type -> outpost.v1.ConnectResponse
-	16, // 27: outpost.v1.GatewayService.FetchArtifact:output_type -> outpost.v1.FetchArtifactResponse
-	1,  // 28: outpost.v1.GatewayService.JoinGateway:output_type -> outpost.v1.JoinGatewayResponse
-	3,  // 29: outpost.v1.GatewayService.RenewGatewayCertificate:output_type -> outpost.v1.RenewGatewayCertificateResponse
-	26, // [26:30] is the sub-list for method output_type
-	22, // [22:26] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	20, // 0: outpost.v1.ServeHostKeyScansResponse.node:type_name -> outpost.v1.Node
+	21, // 1: outpost.v1.JoinGatewayResponse.expire_time:type_name -> google.protobuf.Timestamp
+	21, // 2: outpost.v1.RenewGatewayCertificateResponse.expire_time:type_name -> google.protobuf.Timestamp
+	7,  // 3: outpost.v1.ConnectRequest.hello:type_name -> outpost.v1.GatewayHello
+	8,  // 4: outpost.v1.ConnectRequest.heartbeat:type_name -> outpost.v1.GatewayHeartbeat
+	9,  // 5: outpost.v1.ConnectRequest.step_event:type_name -> outpost.v1.AssignmentStepEvent
+	10, // 6: outpost.v1.ConnectRequest.node_result:type_name -> outpost.v1.NodeResult
+	11, // 7: outpost.v1.ConnectRequest.assignment_ack:type_name -> outpost.v1.AssignmentAck
+	21, // 8: outpost.v1.GatewayHeartbeat.time:type_name -> google.protobuf.Timestamp
+	22, // 9: outpost.v1.AssignmentStepEvent.event:type_name -> outpost.v1.NodeStepEvent
+	23, // 10: outpost.v1.NodeResult.state:type_name -> outpost.v1.NodeState
+	24, // 11: outpost.v1.NodeResult.step:type_name -> outpost.v1.Step
+	25, // 12: outpost.v1.NodeResult.duration:type_name -> google.protobuf.Duration
+	13, // 13: outpost.v1.ConnectResponse.welcome:type_name -> outpost.v1.GatewayWelcome
+	14, // 14: outpost.v1.ConnectResponse.assignment:type_name -> outpost.v1.Assignment
+	15, // 15: outpost.v1.ConnectResponse.cancel:type_name -> outpost.v1.AssignmentCancel
+	16, // 16: outpost.v1.ConnectResponse.ack:type_name -> outpost.v1.SequenceAck
+	25, // 17: outpost.v1.GatewayWelcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	20, // 18: outpost.v1.Assignment.node:type_name -> outpost.v1.Node
+	26, // 19: outpost.v1.Assignment.release:type_name -> outpost.v1.Release
+	27, // 20: outpost.v1.Assignment.deploy:type_name -> outpost.v1.DeploySpec
+	19, // 21: outpost.v1.Assignment.trace_context:type_name -> outpost.v1.Assignment.TraceContextEntry
+	28, // 22: outpost.v1.FetchArtifactResponse.artifact:type_name -> outpost.v1.Artifact
+	6,  // 23: outpost.v1.GatewayService.Connect:input_type -> outpost.v1.ConnectRequest
+	17, // 24: outpost.v1.GatewayService.FetchArtifact:input_type -> outpost.v1.FetchArtifactRequest
+	2,  // 25: outpost.v1.GatewayService.JoinGateway:input_type -> outpost.v1.JoinGatewayRequest
+	4,  // 26: outpost.v1.GatewayService.RenewGatewayCertificate:input_type -> outpost.v1.RenewGatewayCertificateRequest
+	0,  // 27: outpost.v1.GatewayService.ServeHostKeyScans:input_type -> outpost.v1.ServeHostKeyScansRequest
+	12, // 28: outpost.v1.GatewayService.Connect:output_type -> outpost.v1.ConnectResponse
+	18, // 29: outpost.v1.GatewayService.FetchArtifact:output_type -> outpost.v1.FetchArtifactResponse
+	3,  // 30: outpost.v1.GatewayService.JoinGateway:output_type -> outpost.v1.JoinGatewayResponse
+	5,  // 31: outpost.v1.GatewayService.RenewGatewayCertificate:output_type -> outpost.v1.RenewGatewayCertificateResponse
+	1,  // 32: outpost.v1.GatewayService.ServeHostKeyScans:output_type -> outpost.v1.ServeHostKeyScansResponse
+	28, // [28:33] is the sub-list for method output_type
+	23, // [23:28] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_outpost_v1_gateway_proto_init() }
@@ -1515,14 +1647,14 @@ func file_outpost_v1_gateway_proto_init() {
 	file_outpost_v1_node_proto_init()
 	file_outpost_v1_plan_proto_init()
 	file_outpost_v1_release_proto_init()
-	file_outpost_v1_gateway_proto_msgTypes[4].OneofWrappers = []any{
+	file_outpost_v1_gateway_proto_msgTypes[6].OneofWrappers = []any{
 		(*ConnectRequest_Hello)(nil),
 		(*ConnectRequest_Heartbeat)(nil),
 		(*ConnectRequest_StepEvent)(nil),
 		(*ConnectRequest_NodeResult)(nil),
 		(*ConnectRequest_AssignmentAck)(nil),
 	}
-	file_outpost_v1_gateway_proto_msgTypes[10].OneofWrappers = []any{
+	file_outpost_v1_gateway_proto_msgTypes[12].OneofWrappers = []any{
 		(*ConnectResponse_Welcome)(nil),
 		(*ConnectResponse_Assignment)(nil),
 		(*ConnectResponse_Cancel)(nil),
@@ -1534,7 +1666,7 @@ func file_outpost_v1_gateway_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_outpost_v1_gateway_proto_rawDesc), len(file_outpost_v1_gateway_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -23,6 +23,7 @@ const (
 	GatewayService_FetchArtifact_FullMethodName           = "/outpost.v1.GatewayService/FetchArtifact"
 	GatewayService_JoinGateway_FullMethodName             = "/outpost.v1.GatewayService/JoinGateway"
 	GatewayService_RenewGatewayCertificate_FullMethodName = "/outpost.v1.GatewayService/RenewGatewayCertificate"
+	GatewayService_ServeHostKeyScans_FullMethodName       = "/outpost.v1.GatewayService/ServeHostKeyScans"
 )
 
 // GatewayServiceClient is the client API for GatewayService service.
@@ -52,6 +53,13 @@ type GatewayServiceClient interface {
 	// are copied from it. Renew well before expire_time: an expired
 	// certificate can only be replaced by joining again with a new token.
 	RenewGatewayCertificate(ctx context.Context, in *RenewGatewayCertificateRequest, opts ...grpc.CallOption) (*RenewGatewayCertificateResponse, error)
+	// ServeHostKeyScans is held open by a gateway, beside Connect, so the
+	// control plane can ask it to read a node's SSH host key
+	// (ControlPlaneService.ScanNodeHostKey): the control plane streams scan
+	// requests, the gateway answers each with a result. The gateway's name
+	// and datacenter come from its certificate; it is only asked about nodes
+	// of its datacenter.
+	ServeHostKeyScans(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ServeHostKeyScansRequest, ServeHostKeyScansResponse], error)
 }
 
 type gatewayServiceClient struct {
@@ -114,6 +122,19 @@ func (c *gatewayServiceClient) RenewGatewayCertificate(ctx context.Context, in *
 	return out, nil
 }
 
+func (c *gatewayServiceClient) ServeHostKeyScans(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ServeHostKeyScansRequest, ServeHostKeyScansResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &GatewayService_ServiceDesc.Streams[2], GatewayService_ServeHostKeyScans_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ServeHostKeyScansRequest, ServeHostKeyScansResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type GatewayService_ServeHostKeyScansClient = grpc.BidiStreamingClient[ServeHostKeyScansRequest, ServeHostKeyScansResponse]
+
 // GatewayServiceServer is the server API for GatewayService service.
 // All implementations must embed UnimplementedGatewayServiceServer
 // for forward compatibility.
@@ -141,6 +162,13 @@ type GatewayServiceServer interface {
 	// are copied from it. Renew well before expire_time: an expired
 	// certificate can only be replaced by joining again with a new token.
 	RenewGatewayCertificate(context.Context, *RenewGatewayCertificateRequest) (*RenewGatewayCertificateResponse, error)
+	// ServeHostKeyScans is held open by a gateway, beside Connect, so the
+	// control plane can ask it to read a node's SSH host key
+	// (ControlPlaneService.ScanNodeHostKey): the control plane streams scan
+	// requests, the gateway answers each with a result. The gateway's name
+	// and datacenter come from its certificate; it is only asked about nodes
+	// of its datacenter.
+	ServeHostKeyScans(grpc.BidiStreamingServer[ServeHostKeyScansRequest, ServeHostKeyScansResponse]) error
 	mustEmbedUnimplementedGatewayServiceServer()
 }
 
@@ -162,6 +190,9 @@ func (UnimplementedGatewayServiceServer) JoinGateway(context.Context, *JoinGatew
 }
 func (UnimplementedGatewayServiceServer) RenewGatewayCertificate(context.Context, *RenewGatewayCertificateRequest) (*RenewGatewayCertificateResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RenewGatewayCertificate not implemented")
+}
+func (UnimplementedGatewayServiceServer) ServeHostKeyScans(grpc.BidiStreamingServer[ServeHostKeyScansRequest, ServeHostKeyScansResponse]) error {
+	return status.Error(codes.Unimplemented, "method ServeHostKeyScans not implemented")
 }
 func (UnimplementedGatewayServiceServer) mustEmbedUnimplementedGatewayServiceServer() {}
 func (UnimplementedGatewayServiceServer) testEmbeddedByValue()                        {}
@@ -238,6 +269,13 @@ func _GatewayService_RenewGatewayCertificate_Handler(srv interface{}, ctx contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _GatewayService_ServeHostKeyScans_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(GatewayServiceServer).ServeHostKeyScans(&grpc.GenericServerStream[ServeHostKeyScansRequest, ServeHostKeyScansResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type GatewayService_ServeHostKeyScansServer = grpc.BidiStreamingServer[ServeHostKeyScansRequest, ServeHostKeyScansResponse]
+
 // GatewayService_ServiceDesc is the grpc.ServiceDesc for GatewayService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -265,6 +303,12 @@ var GatewayService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "FetchArtifact",
 			Handler:       _GatewayService_FetchArtifact_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "ServeHostKeyScans",
+			Handler:       _GatewayService_ServeHostKeyScans_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "outpost/v1/gateway.proto",
