@@ -785,7 +785,12 @@ type CreateRolloutRequest struct {
 	RequestId string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// When true, validate and expand the plan and return the rollout that
 	// would be created, without storing or starting anything (no id, no revision).
-	DryRun        bool `protobuf:"varint,4,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	DryRun bool `protobuf:"varint,4,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// Instead of a new plan, return an app to an earlier revision ("undo"):
+	// plan and artifact_sha256 must then be empty. The rollout uses that
+	// revision's plan and artifact and keeps its release id, so nodes that
+	// still hold the release make it current again without an upload.
+	Undo          *RolloutUndo `protobuf:"bytes,5,opt,name=undo,proto3" json:"undo,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -848,6 +853,70 @@ func (x *CreateRolloutRequest) GetDryRun() bool {
 	return false
 }
 
+func (x *CreateRolloutRequest) GetUndo() *RolloutUndo {
+	if x != nil {
+		return x.Undo
+	}
+	return nil
+}
+
+// RolloutUndo names the revision an undo returns to.
+type RolloutUndo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Application (required).
+	App string `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	// Revision to return to; it must have succeeded. 0 means the newest
+	// succeeded revision older than the app's current one (the newest
+	// succeeded revision) with a different release.
+	ToRevision    int64 `protobuf:"varint,2,opt,name=to_revision,json=toRevision,proto3" json:"to_revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutUndo) Reset() {
+	*x = RolloutUndo{}
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutUndo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutUndo) ProtoMessage() {}
+
+func (x *RolloutUndo) ProtoReflect() protoreflect.Message {
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutUndo.ProtoReflect.Descriptor instead.
+func (*RolloutUndo) Descriptor() ([]byte, []int) {
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *RolloutUndo) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *RolloutUndo) GetToRevision() int64 {
+	if x != nil {
+		return x.ToRevision
+	}
+	return 0
+}
+
 // CreateRolloutResponse carries the created rollout.
 type CreateRolloutResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -859,7 +928,7 @@ type CreateRolloutResponse struct {
 
 func (x *CreateRolloutResponse) Reset() {
 	*x = CreateRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[14]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -871,7 +940,7 @@ func (x *CreateRolloutResponse) String() string {
 func (*CreateRolloutResponse) ProtoMessage() {}
 
 func (x *CreateRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[14]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -884,7 +953,7 @@ func (x *CreateRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRolloutResponse.ProtoReflect.Descriptor instead.
 func (*CreateRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{14}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CreateRolloutResponse) GetRollout() *Rollout {
@@ -905,7 +974,7 @@ type GetRolloutRequest struct {
 
 func (x *GetRolloutRequest) Reset() {
 	*x = GetRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[15]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -917,7 +986,7 @@ func (x *GetRolloutRequest) String() string {
 func (*GetRolloutRequest) ProtoMessage() {}
 
 func (x *GetRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[15]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -930,7 +999,7 @@ func (x *GetRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRolloutRequest.ProtoReflect.Descriptor instead.
 func (*GetRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{15}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetRolloutRequest) GetId() string {
@@ -951,7 +1020,7 @@ type GetRolloutResponse struct {
 
 func (x *GetRolloutResponse) Reset() {
 	*x = GetRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[16]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -963,7 +1032,7 @@ func (x *GetRolloutResponse) String() string {
 func (*GetRolloutResponse) ProtoMessage() {}
 
 func (x *GetRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[16]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -976,7 +1045,7 @@ func (x *GetRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRolloutResponse.ProtoReflect.Descriptor instead.
 func (*GetRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{16}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetRolloutResponse) GetRollout() *Rollout {
@@ -1001,7 +1070,7 @@ type ListRolloutsRequest struct {
 
 func (x *ListRolloutsRequest) Reset() {
 	*x = ListRolloutsRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[17]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1013,7 +1082,7 @@ func (x *ListRolloutsRequest) String() string {
 func (*ListRolloutsRequest) ProtoMessage() {}
 
 func (x *ListRolloutsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[17]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1026,7 +1095,7 @@ func (x *ListRolloutsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolloutsRequest.ProtoReflect.Descriptor instead.
 func (*ListRolloutsRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{17}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListRolloutsRequest) GetPageSize() int32 {
@@ -1063,7 +1132,7 @@ type ListRolloutsResponse struct {
 
 func (x *ListRolloutsResponse) Reset() {
 	*x = ListRolloutsResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[18]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1075,7 +1144,7 @@ func (x *ListRolloutsResponse) String() string {
 func (*ListRolloutsResponse) ProtoMessage() {}
 
 func (x *ListRolloutsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[18]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1088,7 +1157,7 @@ func (x *ListRolloutsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolloutsResponse.ProtoReflect.Descriptor instead.
 func (*ListRolloutsResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{18}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListRolloutsResponse) GetRollouts() []*Rollout {
@@ -1122,7 +1191,7 @@ type ListRolloutNodesRequest struct {
 
 func (x *ListRolloutNodesRequest) Reset() {
 	*x = ListRolloutNodesRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[19]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1134,7 +1203,7 @@ func (x *ListRolloutNodesRequest) String() string {
 func (*ListRolloutNodesRequest) ProtoMessage() {}
 
 func (x *ListRolloutNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[19]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1147,7 +1216,7 @@ func (x *ListRolloutNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolloutNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListRolloutNodesRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{19}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListRolloutNodesRequest) GetRolloutId() string {
@@ -1191,7 +1260,7 @@ type ListRolloutNodesResponse struct {
 
 func (x *ListRolloutNodesResponse) Reset() {
 	*x = ListRolloutNodesResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[20]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1203,7 +1272,7 @@ func (x *ListRolloutNodesResponse) String() string {
 func (*ListRolloutNodesResponse) ProtoMessage() {}
 
 func (x *ListRolloutNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[20]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1216,7 +1285,7 @@ func (x *ListRolloutNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolloutNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListRolloutNodesResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{20}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListRolloutNodesResponse) GetNodes() []*RolloutNode {
@@ -1248,7 +1317,7 @@ type WatchRolloutRequest struct {
 
 func (x *WatchRolloutRequest) Reset() {
 	*x = WatchRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[21]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1260,7 +1329,7 @@ func (x *WatchRolloutRequest) String() string {
 func (*WatchRolloutRequest) ProtoMessage() {}
 
 func (x *WatchRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[21]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1273,7 +1342,7 @@ func (x *WatchRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRolloutRequest.ProtoReflect.Descriptor instead.
 func (*WatchRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{21}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *WatchRolloutRequest) GetId() string {
@@ -1310,7 +1379,7 @@ type WatchRolloutResponse struct {
 
 func (x *WatchRolloutResponse) Reset() {
 	*x = WatchRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[22]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1322,7 +1391,7 @@ func (x *WatchRolloutResponse) String() string {
 func (*WatchRolloutResponse) ProtoMessage() {}
 
 func (x *WatchRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[22]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1335,7 +1404,7 @@ func (x *WatchRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRolloutResponse.ProtoReflect.Descriptor instead.
 func (*WatchRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{22}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *WatchRolloutResponse) GetRevision() int64 {
@@ -1429,7 +1498,7 @@ type WatchSnapshotEnd struct {
 
 func (x *WatchSnapshotEnd) Reset() {
 	*x = WatchSnapshotEnd{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[23]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1441,7 +1510,7 @@ func (x *WatchSnapshotEnd) String() string {
 func (*WatchSnapshotEnd) ProtoMessage() {}
 
 func (x *WatchSnapshotEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[23]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1454,7 +1523,7 @@ func (x *WatchSnapshotEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchSnapshotEnd.ProtoReflect.Descriptor instead.
 func (*WatchSnapshotEnd) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{23}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{24}
 }
 
 // PauseRolloutRequest pauses a rollout.
@@ -1472,7 +1541,7 @@ type PauseRolloutRequest struct {
 
 func (x *PauseRolloutRequest) Reset() {
 	*x = PauseRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[24]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1484,7 +1553,7 @@ func (x *PauseRolloutRequest) String() string {
 func (*PauseRolloutRequest) ProtoMessage() {}
 
 func (x *PauseRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[24]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1497,7 +1566,7 @@ func (x *PauseRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseRolloutRequest.ProtoReflect.Descriptor instead.
 func (*PauseRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{24}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PauseRolloutRequest) GetId() string {
@@ -1532,7 +1601,7 @@ type PauseRolloutResponse struct {
 
 func (x *PauseRolloutResponse) Reset() {
 	*x = PauseRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[25]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1544,7 +1613,7 @@ func (x *PauseRolloutResponse) String() string {
 func (*PauseRolloutResponse) ProtoMessage() {}
 
 func (x *PauseRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[25]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1557,7 +1626,7 @@ func (x *PauseRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseRolloutResponse.ProtoReflect.Descriptor instead.
 func (*PauseRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{25}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *PauseRolloutResponse) GetRollout() *Rollout {
@@ -1580,7 +1649,7 @@ type ResumeRolloutRequest struct {
 
 func (x *ResumeRolloutRequest) Reset() {
 	*x = ResumeRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[26]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1592,7 +1661,7 @@ func (x *ResumeRolloutRequest) String() string {
 func (*ResumeRolloutRequest) ProtoMessage() {}
 
 func (x *ResumeRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[26]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1605,7 +1674,7 @@ func (x *ResumeRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRolloutRequest.ProtoReflect.Descriptor instead.
 func (*ResumeRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{26}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ResumeRolloutRequest) GetId() string {
@@ -1633,7 +1702,7 @@ type ResumeRolloutResponse struct {
 
 func (x *ResumeRolloutResponse) Reset() {
 	*x = ResumeRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[27]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1645,7 +1714,7 @@ func (x *ResumeRolloutResponse) String() string {
 func (*ResumeRolloutResponse) ProtoMessage() {}
 
 func (x *ResumeRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[27]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1658,7 +1727,7 @@ func (x *ResumeRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRolloutResponse.ProtoReflect.Descriptor instead.
 func (*ResumeRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{27}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ResumeRolloutResponse) GetRollout() *Rollout {
@@ -1683,7 +1752,7 @@ type AbortRolloutRequest struct {
 
 func (x *AbortRolloutRequest) Reset() {
 	*x = AbortRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[28]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1695,7 +1764,7 @@ func (x *AbortRolloutRequest) String() string {
 func (*AbortRolloutRequest) ProtoMessage() {}
 
 func (x *AbortRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[28]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1708,7 +1777,7 @@ func (x *AbortRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortRolloutRequest.ProtoReflect.Descriptor instead.
 func (*AbortRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{28}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *AbortRolloutRequest) GetId() string {
@@ -1743,7 +1812,7 @@ type AbortRolloutResponse struct {
 
 func (x *AbortRolloutResponse) Reset() {
 	*x = AbortRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[29]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1755,7 +1824,7 @@ func (x *AbortRolloutResponse) String() string {
 func (*AbortRolloutResponse) ProtoMessage() {}
 
 func (x *AbortRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[29]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1768,7 +1837,7 @@ func (x *AbortRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortRolloutResponse.ProtoReflect.Descriptor instead.
 func (*AbortRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{29}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *AbortRolloutResponse) GetRollout() *Rollout {
@@ -1794,7 +1863,7 @@ type PromoteRolloutRequest struct {
 
 func (x *PromoteRolloutRequest) Reset() {
 	*x = PromoteRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[30]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1806,7 +1875,7 @@ func (x *PromoteRolloutRequest) String() string {
 func (*PromoteRolloutRequest) ProtoMessage() {}
 
 func (x *PromoteRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[30]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1819,7 +1888,7 @@ func (x *PromoteRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteRolloutRequest.ProtoReflect.Descriptor instead.
 func (*PromoteRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{30}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PromoteRolloutRequest) GetId() string {
@@ -1854,7 +1923,7 @@ type PromoteRolloutResponse struct {
 
 func (x *PromoteRolloutResponse) Reset() {
 	*x = PromoteRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[31]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1866,7 +1935,7 @@ func (x *PromoteRolloutResponse) String() string {
 func (*PromoteRolloutResponse) ProtoMessage() {}
 
 func (x *PromoteRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[31]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1879,7 +1948,7 @@ func (x *PromoteRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteRolloutResponse.ProtoReflect.Descriptor instead.
 func (*PromoteRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{31}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *PromoteRolloutResponse) GetRollout() *Rollout {
@@ -1904,7 +1973,7 @@ type RetryRolloutRequest struct {
 
 func (x *RetryRolloutRequest) Reset() {
 	*x = RetryRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[32]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1916,7 +1985,7 @@ func (x *RetryRolloutRequest) String() string {
 func (*RetryRolloutRequest) ProtoMessage() {}
 
 func (x *RetryRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[32]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1929,7 +1998,7 @@ func (x *RetryRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryRolloutRequest.ProtoReflect.Descriptor instead.
 func (*RetryRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{32}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RetryRolloutRequest) GetId() string {
@@ -1964,7 +2033,7 @@ type RetryRolloutResponse struct {
 
 func (x *RetryRolloutResponse) Reset() {
 	*x = RetryRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[33]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1976,7 +2045,7 @@ func (x *RetryRolloutResponse) String() string {
 func (*RetryRolloutResponse) ProtoMessage() {}
 
 func (x *RetryRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[33]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1989,7 +2058,7 @@ func (x *RetryRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryRolloutResponse.ProtoReflect.Descriptor instead.
 func (*RetryRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{33}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RetryRolloutResponse) GetRollout() *Rollout {
@@ -2014,7 +2083,7 @@ type ApproveRolloutRequest struct {
 
 func (x *ApproveRolloutRequest) Reset() {
 	*x = ApproveRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[34]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2026,7 +2095,7 @@ func (x *ApproveRolloutRequest) String() string {
 func (*ApproveRolloutRequest) ProtoMessage() {}
 
 func (x *ApproveRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[34]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2039,7 +2108,7 @@ func (x *ApproveRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveRolloutRequest.ProtoReflect.Descriptor instead.
 func (*ApproveRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{34}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ApproveRolloutRequest) GetId() string {
@@ -2074,7 +2143,7 @@ type ApproveRolloutResponse struct {
 
 func (x *ApproveRolloutResponse) Reset() {
 	*x = ApproveRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[35]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2086,7 +2155,7 @@ func (x *ApproveRolloutResponse) String() string {
 func (*ApproveRolloutResponse) ProtoMessage() {}
 
 func (x *ApproveRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[35]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2099,7 +2168,7 @@ func (x *ApproveRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveRolloutResponse.ProtoReflect.Descriptor instead.
 func (*ApproveRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{35}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ApproveRolloutResponse) GetRollout() *Rollout {
@@ -2124,7 +2193,7 @@ type RejectRolloutRequest struct {
 
 func (x *RejectRolloutRequest) Reset() {
 	*x = RejectRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[36]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2136,7 +2205,7 @@ func (x *RejectRolloutRequest) String() string {
 func (*RejectRolloutRequest) ProtoMessage() {}
 
 func (x *RejectRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[36]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2149,7 +2218,7 @@ func (x *RejectRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectRolloutRequest.ProtoReflect.Descriptor instead.
 func (*RejectRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{36}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RejectRolloutRequest) GetId() string {
@@ -2184,7 +2253,7 @@ type RejectRolloutResponse struct {
 
 func (x *RejectRolloutResponse) Reset() {
 	*x = RejectRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[37]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2196,7 +2265,7 @@ func (x *RejectRolloutResponse) String() string {
 func (*RejectRolloutResponse) ProtoMessage() {}
 
 func (x *RejectRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[37]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2209,7 +2278,7 @@ func (x *RejectRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectRolloutResponse.ProtoReflect.Descriptor instead.
 func (*RejectRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{37}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RejectRolloutResponse) GetRollout() *Rollout {
@@ -2234,7 +2303,7 @@ type ValidateRolloutRequest struct {
 
 func (x *ValidateRolloutRequest) Reset() {
 	*x = ValidateRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[38]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2246,7 +2315,7 @@ func (x *ValidateRolloutRequest) String() string {
 func (*ValidateRolloutRequest) ProtoMessage() {}
 
 func (x *ValidateRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[38]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2259,7 +2328,7 @@ func (x *ValidateRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateRolloutRequest.ProtoReflect.Descriptor instead.
 func (*ValidateRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{38}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ValidateRolloutRequest) GetId() string {
@@ -2294,7 +2363,7 @@ type ValidateRolloutResponse struct {
 
 func (x *ValidateRolloutResponse) Reset() {
 	*x = ValidateRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[39]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2306,7 +2375,7 @@ func (x *ValidateRolloutResponse) String() string {
 func (*ValidateRolloutResponse) ProtoMessage() {}
 
 func (x *ValidateRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[39]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2319,7 +2388,7 @@ func (x *ValidateRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateRolloutResponse.ProtoReflect.Descriptor instead.
 func (*ValidateRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{39}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ValidateRolloutResponse) GetRollout() *Rollout {
@@ -2344,7 +2413,7 @@ type ListRevisionsRequest struct {
 
 func (x *ListRevisionsRequest) Reset() {
 	*x = ListRevisionsRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[40]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2356,7 +2425,7 @@ func (x *ListRevisionsRequest) String() string {
 func (*ListRevisionsRequest) ProtoMessage() {}
 
 func (x *ListRevisionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[40]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2369,7 +2438,7 @@ func (x *ListRevisionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRevisionsRequest.ProtoReflect.Descriptor instead.
 func (*ListRevisionsRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{40}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListRevisionsRequest) GetApp() string {
@@ -2406,7 +2475,7 @@ type ListRevisionsResponse struct {
 
 func (x *ListRevisionsResponse) Reset() {
 	*x = ListRevisionsResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[41]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2418,7 +2487,7 @@ func (x *ListRevisionsResponse) String() string {
 func (*ListRevisionsResponse) ProtoMessage() {}
 
 func (x *ListRevisionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[41]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2431,7 +2500,7 @@ func (x *ListRevisionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRevisionsResponse.ProtoReflect.Descriptor instead.
 func (*ListRevisionsResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{41}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListRevisionsResponse) GetRevisions() []*Revision {
@@ -2502,13 +2571,18 @@ const file_outpost_v1_controlplane_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x03 \x01(\tR\trequestId\"@\n" +
 	"\x18TrustNodeHostKeyResponse\x12$\n" +
-	"\x04node\x18\x01 \x01(\v2\x10.outpost.v1.NodeR\x04node\"\xa1\x01\n" +
+	"\x04node\x18\x01 \x01(\v2\x10.outpost.v1.NodeR\x04node\"\xce\x01\n" +
 	"\x14CreateRolloutRequest\x12(\n" +
 	"\x04plan\x18\x01 \x01(\v2\x14.outpost.v1.PlanSpecR\x04plan\x12'\n" +
 	"\x0fartifact_sha256\x18\x02 \x01(\tR\x0eartifactSha256\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x03 \x01(\tR\trequestId\x12\x17\n" +
-	"\adry_run\x18\x04 \x01(\bR\x06dryRun\"F\n" +
+	"\adry_run\x18\x04 \x01(\bR\x06dryRun\x12+\n" +
+	"\x04undo\x18\x05 \x01(\v2\x17.outpost.v1.RolloutUndoR\x04undo\"@\n" +
+	"\vRolloutUndo\x12\x10\n" +
+	"\x03app\x18\x01 \x01(\tR\x03app\x12\x1f\n" +
+	"\vto_revision\x18\x02 \x01(\x03R\n" +
+	"toRevision\"F\n" +
 	"\x15CreateRolloutResponse\x12-\n" +
 	"\arollout\x18\x01 \x01(\v2\x13.outpost.v1.RolloutR\arollout\"#\n" +
 	"\x11GetRolloutRequest\x12\x0e\n" +
@@ -2645,7 +2719,7 @@ func file_outpost_v1_controlplane_proto_rawDescGZIP() []byte {
 	return file_outpost_v1_controlplane_proto_rawDescData
 }
 
-var file_outpost_v1_controlplane_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
+var file_outpost_v1_controlplane_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_outpost_v1_controlplane_proto_goTypes = []any{
 	(*ApplyNodesRequest)(nil),        // 0: outpost.v1.ApplyNodesRequest
 	(*ApplyNodesResponse)(nil),       // 1: outpost.v1.ApplyNodesResponse
@@ -2661,115 +2735,117 @@ var file_outpost_v1_controlplane_proto_goTypes = []any{
 	(*TrustNodeHostKeyRequest)(nil),  // 11: outpost.v1.TrustNodeHostKeyRequest
 	(*TrustNodeHostKeyResponse)(nil), // 12: outpost.v1.TrustNodeHostKeyResponse
 	(*CreateRolloutRequest)(nil),     // 13: outpost.v1.CreateRolloutRequest
-	(*CreateRolloutResponse)(nil),    // 14: outpost.v1.CreateRolloutResponse
-	(*GetRolloutRequest)(nil),        // 15: outpost.v1.GetRolloutRequest
-	(*GetRolloutResponse)(nil),       // 16: outpost.v1.GetRolloutResponse
-	(*ListRolloutsRequest)(nil),      // 17: outpost.v1.ListRolloutsRequest
-	(*ListRolloutsResponse)(nil),     // 18: outpost.v1.ListRolloutsResponse
-	(*ListRolloutNodesRequest)(nil),  // 19: outpost.v1.ListRolloutNodesRequest
-	(*ListRolloutNodesResponse)(nil), // 20: outpost.v1.ListRolloutNodesResponse
-	(*WatchRolloutRequest)(nil),      // 21: outpost.v1.WatchRolloutRequest
-	(*WatchRolloutResponse)(nil),     // 22: outpost.v1.WatchRolloutResponse
-	(*WatchSnapshotEnd)(nil),         // 23: outpost.v1.WatchSnapshotEnd
-	(*PauseRolloutRequest)(nil),      // 24: outpost.v1.PauseRolloutRequest
-	(*PauseRolloutResponse)(nil),     // 25: outpost.v1.PauseRolloutResponse
-	(*ResumeRolloutRequest)(nil),     // 26: outpost.v1.ResumeRolloutRequest
-	(*ResumeRolloutResponse)(nil),    // 27: outpost.v1.ResumeRolloutResponse
-	(*AbortRolloutRequest)(nil),      // 28: outpost.v1.AbortRolloutRequest
-	(*AbortRolloutResponse)(nil),     // 29: outpost.v1.AbortRolloutResponse
-	(*PromoteRolloutRequest)(nil),    // 30: outpost.v1.PromoteRolloutRequest
-	(*PromoteRolloutResponse)(nil),   // 31: outpost.v1.PromoteRolloutResponse
-	(*RetryRolloutRequest)(nil),      // 32: outpost.v1.RetryRolloutRequest
-	(*RetryRolloutResponse)(nil),     // 33: outpost.v1.RetryRolloutResponse
-	(*ApproveRolloutRequest)(nil),    // 34: outpost.v1.ApproveRolloutRequest
-	(*ApproveRolloutResponse)(nil),   // 35: outpost.v1.ApproveRolloutResponse
-	(*RejectRolloutRequest)(nil),     // 36: outpost.v1.RejectRolloutRequest
-	(*RejectRolloutResponse)(nil),    // 37: outpost.v1.RejectRolloutResponse
-	(*ValidateRolloutRequest)(nil),   // 38: outpost.v1.ValidateRolloutRequest
-	(*ValidateRolloutResponse)(nil),  // 39: outpost.v1.ValidateRolloutResponse
-	(*ListRevisionsRequest)(nil),     // 40: outpost.v1.ListRevisionsRequest
-	(*ListRevisionsResponse)(nil),    // 41: outpost.v1.ListRevisionsResponse
-	(*Node)(nil),                     // 42: outpost.v1.Node
-	(*timestamppb.Timestamp)(nil),    // 43: google.protobuf.Timestamp
-	(*PlanSpec)(nil),                 // 44: outpost.v1.PlanSpec
-	(*Rollout)(nil),                  // 45: outpost.v1.Rollout
-	(NodeState)(0),                   // 46: outpost.v1.NodeState
-	(*RolloutNode)(nil),              // 47: outpost.v1.RolloutNode
-	(*NodeStepEvent)(nil),            // 48: outpost.v1.NodeStepEvent
-	(*Revision)(nil),                 // 49: outpost.v1.Revision
+	(*RolloutUndo)(nil),              // 14: outpost.v1.RolloutUndo
+	(*CreateRolloutResponse)(nil),    // 15: outpost.v1.CreateRolloutResponse
+	(*GetRolloutRequest)(nil),        // 16: outpost.v1.GetRolloutRequest
+	(*GetRolloutResponse)(nil),       // 17: outpost.v1.GetRolloutResponse
+	(*ListRolloutsRequest)(nil),      // 18: outpost.v1.ListRolloutsRequest
+	(*ListRolloutsResponse)(nil),     // 19: outpost.v1.ListRolloutsResponse
+	(*ListRolloutNodesRequest)(nil),  // 20: outpost.v1.ListRolloutNodesRequest
+	(*ListRolloutNodesResponse)(nil), // 21: outpost.v1.ListRolloutNodesResponse
+	(*WatchRolloutRequest)(nil),      // 22: outpost.v1.WatchRolloutRequest
+	(*WatchRolloutResponse)(nil),     // 23: outpost.v1.WatchRolloutResponse
+	(*WatchSnapshotEnd)(nil),         // 24: outpost.v1.WatchSnapshotEnd
+	(*PauseRolloutRequest)(nil),      // 25: outpost.v1.PauseRolloutRequest
+	(*PauseRolloutResponse)(nil),     // 26: outpost.v1.PauseRolloutResponse
+	(*ResumeRolloutRequest)(nil),     // 27: outpost.v1.ResumeRolloutRequest
+	(*ResumeRolloutResponse)(nil),    // 28: outpost.v1.ResumeRolloutResponse
+	(*AbortRolloutRequest)(nil),      // 29: outpost.v1.AbortRolloutRequest
+	(*AbortRolloutResponse)(nil),     // 30: outpost.v1.AbortRolloutResponse
+	(*PromoteRolloutRequest)(nil),    // 31: outpost.v1.PromoteRolloutRequest
+	(*PromoteRolloutResponse)(nil),   // 32: outpost.v1.PromoteRolloutResponse
+	(*RetryRolloutRequest)(nil),      // 33: outpost.v1.RetryRolloutRequest
+	(*RetryRolloutResponse)(nil),     // 34: outpost.v1.RetryRolloutResponse
+	(*ApproveRolloutRequest)(nil),    // 35: outpost.v1.ApproveRolloutRequest
+	(*ApproveRolloutResponse)(nil),   // 36: outpost.v1.ApproveRolloutResponse
+	(*RejectRolloutRequest)(nil),     // 37: outpost.v1.RejectRolloutRequest
+	(*RejectRolloutResponse)(nil),    // 38: outpost.v1.RejectRolloutResponse
+	(*ValidateRolloutRequest)(nil),   // 39: outpost.v1.ValidateRolloutRequest
+	(*ValidateRolloutResponse)(nil),  // 40: outpost.v1.ValidateRolloutResponse
+	(*ListRevisionsRequest)(nil),     // 41: outpost.v1.ListRevisionsRequest
+	(*ListRevisionsResponse)(nil),    // 42: outpost.v1.ListRevisionsResponse
+	(*Node)(nil),                     // 43: outpost.v1.Node
+	(*timestamppb.Timestamp)(nil),    // 44: google.protobuf.Timestamp
+	(*PlanSpec)(nil),                 // 45: outpost.v1.PlanSpec
+	(*Rollout)(nil),                  // 46: outpost.v1.Rollout
+	(NodeState)(0),                   // 47: outpost.v1.NodeState
+	(*RolloutNode)(nil),              // 48: outpost.v1.RolloutNode
+	(*NodeStepEvent)(nil),            // 49: outpost.v1.NodeStepEvent
+	(*Revision)(nil),                 // 50: outpost.v1.Revision
 }
 var file_outpost_v1_controlplane_proto_depIdxs = []int32{
-	42, // 0: outpost.v1.ApplyNodesRequest.nodes:type_name -> outpost.v1.Node
-	42, // 1: outpost.v1.ApplyNodesResponse.nodes:type_name -> outpost.v1.Node
-	42, // 2: outpost.v1.ListNodesResponse.nodes:type_name -> outpost.v1.Node
-	42, // 3: outpost.v1.GetNodeResponse.node:type_name -> outpost.v1.Node
+	43, // 0: outpost.v1.ApplyNodesRequest.nodes:type_name -> outpost.v1.Node
+	43, // 1: outpost.v1.ApplyNodesResponse.nodes:type_name -> outpost.v1.Node
+	43, // 2: outpost.v1.ListNodesResponse.nodes:type_name -> outpost.v1.Node
+	43, // 3: outpost.v1.GetNodeResponse.node:type_name -> outpost.v1.Node
 	10, // 4: outpost.v1.ScanNodeHostKeyResponse.scan:type_name -> outpost.v1.NodeHostKeyScan
-	43, // 5: outpost.v1.NodeHostKeyScan.scan_time:type_name -> google.protobuf.Timestamp
-	42, // 6: outpost.v1.TrustNodeHostKeyResponse.node:type_name -> outpost.v1.Node
-	44, // 7: outpost.v1.CreateRolloutRequest.plan:type_name -> outpost.v1.PlanSpec
-	45, // 8: outpost.v1.CreateRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	45, // 9: outpost.v1.GetRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	45, // 10: outpost.v1.ListRolloutsResponse.rollouts:type_name -> outpost.v1.Rollout
-	46, // 11: outpost.v1.ListRolloutNodesRequest.state:type_name -> outpost.v1.NodeState
-	47, // 12: outpost.v1.ListRolloutNodesResponse.nodes:type_name -> outpost.v1.RolloutNode
-	45, // 13: outpost.v1.WatchRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	47, // 14: outpost.v1.WatchRolloutResponse.node:type_name -> outpost.v1.RolloutNode
-	48, // 15: outpost.v1.WatchRolloutResponse.step_event:type_name -> outpost.v1.NodeStepEvent
-	23, // 16: outpost.v1.WatchRolloutResponse.snapshot_end:type_name -> outpost.v1.WatchSnapshotEnd
-	45, // 17: outpost.v1.PauseRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	45, // 18: outpost.v1.ResumeRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	45, // 19: outpost.v1.AbortRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	45, // 20: outpost.v1.PromoteRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	45, // 21: outpost.v1.RetryRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	45, // 22: outpost.v1.ApproveRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	45, // 23: outpost.v1.RejectRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	45, // 24: outpost.v1.ValidateRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	49, // 25: outpost.v1.ListRevisionsResponse.revisions:type_name -> outpost.v1.Revision
-	0,  // 26: outpost.v1.ControlPlaneService.ApplyNodes:input_type -> outpost.v1.ApplyNodesRequest
-	2,  // 27: outpost.v1.ControlPlaneService.ListNodes:input_type -> outpost.v1.ListNodesRequest
-	4,  // 28: outpost.v1.ControlPlaneService.GetNode:input_type -> outpost.v1.GetNodeRequest
-	6,  // 29: outpost.v1.ControlPlaneService.DeleteNode:input_type -> outpost.v1.DeleteNodeRequest
-	8,  // 30: outpost.v1.ControlPlaneService.ScanNodeHostKey:input_type -> outpost.v1.ScanNodeHostKeyRequest
-	11, // 31: outpost.v1.ControlPlaneService.TrustNodeHostKey:input_type -> outpost.v1.TrustNodeHostKeyRequest
-	13, // 32: outpost.v1.ControlPlaneService.CreateRollout:input_type -> outpost.v1.CreateRolloutRequest
-	15, // 33: outpost.v1.ControlPlaneService.GetRollout:input_type -> outpost.v1.GetRolloutRequest
-	17, // 34: outpost.v1.ControlPlaneService.ListRollouts:input_type -> outpost.v1.ListRolloutsRequest
-	19, // 35: outpost.v1.ControlPlaneService.ListRolloutNodes:input_type -> outpost.v1.ListRolloutNodesRequest
-	21, // 36: outpost.v1.ControlPlaneService.WatchRollout:input_type -> outpost.v1.WatchRolloutRequest
-	24, // 37: outpost.v1.ControlPlaneService.PauseRollout:input_type -> outpost.v1.PauseRolloutRequest
-	26, // 38: outpost.v1.ControlPlaneService.ResumeRollout:input_type -> outpost.v1.ResumeRolloutRequest
-	28, // 39: outpost.v1.ControlPlaneService.AbortRollout:input_type -> outpost.v1.AbortRolloutRequest
-	30, // 40: outpost.v1.ControlPlaneService.PromoteRollout:input_type -> outpost.v1.PromoteRolloutRequest
-	32, // 41: outpost.v1.ControlPlaneService.RetryRollout:input_type -> outpost.v1.RetryRolloutRequest
-	34, // 42: outpost.v1.ControlPlaneService.ApproveRollout:input_type -> outpost.v1.ApproveRolloutRequest
-	36, // 43: outpost.v1.ControlPlaneService.RejectRollout:input_type -> outpost.v1.RejectRolloutRequest
-	38, // 44: outpost.v1.ControlPlaneService.ValidateRollout:input_type -> outpost.v1.ValidateRolloutRequest
-	40, // 45: outpost.v1.ControlPlaneService.ListRevisions:input_type -> outpost.v1.ListRevisionsRequest
-	1,  // 46: outpost.v1.ControlPlaneService.ApplyNodes:output_type -> outpost.v1.ApplyNodesResponse
-	3,  // 47: outpost.v1.ControlPlaneService.ListNodes:output_type -> outpost.v1.ListNodesResponse
-	5,  // 48: outpost.v1.ControlPlaneService.GetNode:output_type -> outpost.v1.GetNodeResponse
-	7,  // 49: outpost.v1.ControlPlaneService.DeleteNode:output_type -> outpost.v1.DeleteNodeResponse
-	9,  // 50: outpost.v1.ControlPlaneService.ScanNodeHostKey:output_type -> outpost.v1.ScanNodeHostKeyResponse
-	12, // 51: outpost.v1.ControlPlaneService.TrustNodeHostKey:output_type -> outpost.v1.TrustNodeHostKeyResponse
-	14, // 52: outpost.v1.ControlPlaneService.CreateRollout:output_type -> outpost.v1.CreateRolloutResponse
-	16, // 53: outpost.v1.ControlPlaneService.GetRollout:output_type -> outpost.v1.GetRolloutResponse
-	18, // 54: outpost.v1.ControlPlaneService.ListRollouts:output_type -> outpost.v1.ListRolloutsResponse
-	20, // 55: outpost.v1.ControlPlaneService.ListRolloutNodes:output_type -> outpost.v1.ListRolloutNodesResponse
-	22, // 56: outpost.v1.ControlPlaneService.WatchRollout:output_type -> outpost.v1.WatchRolloutResponse
-	25, // 57: outpost.v1.ControlPlaneService.PauseRollout:output_type -> outpost.v1.PauseRolloutResponse
-	27, // 58: outpost.v1.ControlPlaneService.ResumeRollout:output_type -> outpost.v1.ResumeRolloutResponse
-	29, // 59: outpost.v1.ControlPlaneService.AbortRollout:output_type -> outpost.v1.AbortRolloutResponse
-	31, // 60: outpost.v1.ControlPlaneService.PromoteRollout:output_type -> outpost.v1.PromoteRolloutResponse
-	33, // 61: outpost.v1.ControlPlaneService.RetryRollout:output_type -> outpost.v1.RetryRolloutResponse
-	35, // 62: outpost.v1.ControlPlaneService.ApproveRollout:output_type -> outpost.v1.ApproveRolloutResponse
-	37, // 63: outpost.v1.ControlPlaneService.RejectRollout:output_type -> outpost.v1.RejectRolloutResponse
-	39, // 64: outpost.v1.ControlPlaneService.ValidateRollout:output_type -> outpost.v1.ValidateRolloutResponse
-	41, // 65: outpost.v1.ControlPlaneService.ListRevisions:output_type -> outpost.v1.ListRevisionsResponse
-	46, // [46:66] is the sub-list for method output_type
-	26, // [26:46] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	44, // 5: outpost.v1.NodeHostKeyScan.scan_time:type_name -> google.protobuf.Timestamp
+	43, // 6: outpost.v1.TrustNodeHostKeyResponse.node:type_name -> outpost.v1.Node
+	45, // 7: outpost.v1.CreateRolloutRequest.plan:type_name -> outpost.v1.PlanSpec
+	14, // 8: outpost.v1.CreateRolloutRequest.undo:type_name -> outpost.v1.RolloutUndo
+	46, // 9: outpost.v1.CreateRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	46, // 10: outpost.v1.GetRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	46, // 11: outpost.v1.ListRolloutsResponse.rollouts:type_name -> outpost.v1.Rollout
+	47, // 12: outpost.v1.ListRolloutNodesRequest.state:type_name -> outpost.v1.NodeState
+	48, // 13: outpost.v1.ListRolloutNodesResponse.nodes:type_name -> outpost.v1.RolloutNode
+	46, // 14: outpost.v1.WatchRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	48, // 15: outpost.v1.WatchRolloutResponse.node:type_name -> outpost.v1.RolloutNode
+	49, // 16: outpost.v1.WatchRolloutResponse.step_event:type_name -> outpost.v1.NodeStepEvent
+	24, // 17: outpost.v1.WatchRolloutResponse.snapshot_end:type_name -> outpost.v1.WatchSnapshotEnd
+	46, // 18: outpost.v1.PauseRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	46, // 19: outpost.v1.ResumeRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	46, // 20: outpost.v1.AbortRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	46, // 21: outpost.v1.PromoteRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	46, // 22: outpost.v1.RetryRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	46, // 23: outpost.v1.ApproveRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	46, // 24: outpost.v1.RejectRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	46, // 25: outpost.v1.ValidateRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	50, // 26: outpost.v1.ListRevisionsResponse.revisions:type_name -> outpost.v1.Revision
+	0,  // 27: outpost.v1.ControlPlaneService.ApplyNodes:input_type -> outpost.v1.ApplyNodesRequest
+	2,  // 28: outpost.v1.ControlPlaneService.ListNodes:input_type -> outpost.v1.ListNodesRequest
+	4,  // 29: outpost.v1.ControlPlaneService.GetNode:input_type -> outpost.v1.GetNodeRequest
+	6,  // 30: outpost.v1.ControlPlaneService.DeleteNode:input_type -> outpost.v1.DeleteNodeRequest
+	8,  // 31: outpost.v1.ControlPlaneService.ScanNodeHostKey:input_type -> outpost.v1.ScanNodeHostKeyRequest
+	11, // 32: outpost.v1.ControlPlaneService.TrustNodeHostKey:input_type -> outpost.v1.TrustNodeHostKeyRequest
+	13, // 33: outpost.v1.ControlPlaneService.CreateRollout:input_type -> outpost.v1.CreateRolloutRequest
+	16, // 34: outpost.v1.ControlPlaneService.GetRollout:input_type -> outpost.v1.GetRolloutRequest
+	18, // 35: outpost.v1.ControlPlaneService.ListRollouts:input_type -> outpost.v1.ListRolloutsRequest
+	20, // 36: outpost.v1.ControlPlaneService.ListRolloutNodes:input_type -> outpost.v1.ListRolloutNodesRequest
+	22, // 37: outpost.v1.ControlPlaneService.WatchRollout:input_type -> outpost.v1.WatchRolloutRequest
+	25, // 38: outpost.v1.ControlPlaneService.PauseRollout:input_type -> outpost.v1.PauseRolloutRequest
+	27, // 39: outpost.v1.ControlPlaneService.ResumeRollout:input_type -> outpost.v1.ResumeRolloutRequest
+	29, // 40: outpost.v1.ControlPlaneService.AbortRollout:input_type -> outpost.v1.AbortRolloutRequest
+	31, // 41: outpost.v1.ControlPlaneService.PromoteRollout:input_type -> outpost.v1.PromoteRolloutRequest
+	33, // 42: outpost.v1.ControlPlaneService.RetryRollout:input_type -> outpost.v1.RetryRolloutRequest
+	35, // 43: outpost.v1.ControlPlaneService.ApproveRollout:input_type -> outpost.v1.ApproveRolloutRequest
+	37, // 44: outpost.v1.ControlPlaneService.RejectRollout:input_type -> outpost.v1.RejectRolloutRequest
+	39, // 45: outpost.v1.ControlPlaneService.ValidateRollout:input_type -> outpost.v1.ValidateRolloutRequest
+	41, // 46: outpost.v1.ControlPlaneService.ListRevisions:input_type -> outpost.v1.ListRevisionsRequest
+	1,  // 47: outpost.v1.ControlPlaneService.ApplyNodes:output_type -> outpost.v1.ApplyNodesResponse
+	3,  // 48: outpost.v1.ControlPlaneService.ListNodes:output_type -> outpost.v1.ListNodesResponse
+	5,  // 49: outpost.v1.ControlPlaneService.GetNode:output_type -> outpost.v1.GetNodeResponse
+	7,  // 50: outpost.v1.ControlPlaneService.DeleteNode:output_type -> outpost.v1.DeleteNodeResponse
+	9,  // 51: outpost.v1.ControlPlaneService.ScanNodeHostKey:output_type -> outpost.v1.ScanNodeHostKeyResponse
+	12, // 52: outpost.v1.ControlPlaneService.TrustNodeHostKey:output_type -> outpost.v1.TrustNodeHostKeyResponse
+	15, // 53: outpost.v1.ControlPlaneService.CreateRollout:output_type -> outpost.v1.CreateRolloutResponse
+	17, // 54: outpost.v1.ControlPlaneService.GetRollout:output_type -> outpost.v1.GetRolloutResponse
+	19, // 55: outpost.v1.ControlPlaneService.ListRollouts:output_type -> outpost.v1.ListRolloutsResponse
+	21, // 56: outpost.v1.ControlPlaneService.ListRolloutNodes:output_type -> outpost.v1.ListRolloutNodesResponse
+	23, // 57: outpost.v1.ControlPlaneService.WatchRollout:output_type -> outpost.v1.WatchRolloutResponse
+	26, // 58: outpost.v1.ControlPlaneService.PauseRollout:output_type -> outpost.v1.PauseRolloutResponse
+	28, // 59: outpost.v1.ControlPlaneService.ResumeRollout:output_type -> outpost.v1.ResumeRolloutResponse
+	30, // 60: outpost.v1.ControlPlaneService.AbortRollout:output_type -> outpost.v1.AbortRolloutResponse
+	32, // 61: outpost.v1.ControlPlaneService.PromoteRollout:output_type -> outpost.v1.PromoteRolloutResponse
+	34, // 62: outpost.v1.ControlPlaneService.RetryRollout:output_type -> outpost.v1.RetryRolloutResponse
+	36, // 63: outpost.v1.ControlPlaneService.ApproveRollout:output_type -> outpost.v1.ApproveRolloutResponse
+	38, // 64: outpost.v1.ControlPlaneService.RejectRollout:output_type -> outpost.v1.RejectRolloutResponse
+	40, // 65: outpost.v1.ControlPlaneService.ValidateRollout:output_type -> outpost.v1.ValidateRolloutResponse
+	42, // 66: outpost.v1.ControlPlaneService.ListRevisions:output_type -> outpost.v1.ListRevisionsResponse
+	47, // [47:67] is the sub-list for method output_type
+	27, // [27:47] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_outpost_v1_controlplane_proto_init() }
@@ -2781,7 +2857,7 @@ func file_outpost_v1_controlplane_proto_init() {
 	file_outpost_v1_node_proto_init()
 	file_outpost_v1_plan_proto_init()
 	file_outpost_v1_rollout_proto_init()
-	file_outpost_v1_controlplane_proto_msgTypes[22].OneofWrappers = []any{
+	file_outpost_v1_controlplane_proto_msgTypes[23].OneofWrappers = []any{
 		(*WatchRolloutResponse_Rollout)(nil),
 		(*WatchRolloutResponse_Node)(nil),
 		(*WatchRolloutResponse_StepEvent)(nil),
@@ -2793,7 +2869,7 @@ func file_outpost_v1_controlplane_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_outpost_v1_controlplane_proto_rawDesc), len(file_outpost_v1_controlplane_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   42,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

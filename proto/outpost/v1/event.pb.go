@@ -46,6 +46,9 @@ const (
 	// Switching back to the previous release after a failure past the switch;
 	// the rollback's own stop, start and health are reported as ROLLBACK too.
 	Step_STEP_ROLLBACK Step = 16
+	// A blue/green traffic switch (or switch back) hook running on the
+	// switch node.
+	Step_STEP_TRAFFIC_SWITCH Step = 17
 )
 
 // Enum value maps for Step.
@@ -68,6 +71,7 @@ var (
 		14: "STEP_HISTORY",
 		15: "STEP_UNLOCK",
 		16: "STEP_ROLLBACK",
+		17: "STEP_TRAFFIC_SWITCH",
 	}
 	Step_value = map[string]int32{
 		"STEP_UNSPECIFIED":    0,
@@ -87,6 +91,7 @@ var (
 		"STEP_HISTORY":        14,
 		"STEP_UNLOCK":         15,
 		"STEP_ROLLBACK":       16,
+		"STEP_TRAFFIC_SWITCH": 17,
 	}
 )
 
@@ -367,7 +372,7 @@ const file_outpost_v1_event_proto_rawDesc = "" +
 	"\bduration\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x14\n" +
 	"\x05error\x18\a \x01(\tR\x05error\x12\x16\n" +
 	"\x06detail\x18\b \x01(\tR\x06detail\x12\x10\n" +
-	"\x03seq\x18\t \x01(\x04R\x03seq*\xbb\x02\n" +
+	"\x03seq\x18\t \x01(\x04R\x03seq*\xd4\x02\n" +
 	"\x04Step\x12\x14\n" +
 	"\x10STEP_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fSTEP_CONNECT\x10\x01\x12\r\n" +
@@ -388,7 +393,8 @@ const file_outpost_v1_event_proto_rawDesc = "" +
 	"STEP_PRUNE\x10\r\x12\x10\n" +
 	"\fSTEP_HISTORY\x10\x0e\x12\x0f\n" +
 	"\vSTEP_UNLOCK\x10\x0f\x12\x11\n" +
-	"\rSTEP_ROLLBACK\x10\x10*p\n" +
+	"\rSTEP_ROLLBACK\x10\x10\x12\x17\n" +
+	"\x13STEP_TRAFFIC_SWITCH\x10\x11*p\n" +
 	"\tStepPhase\x12\x1a\n" +
 	"\x16STEP_PHASE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12STEP_PHASE_STARTED\x10\x01\x12\x18\n" +

@@ -23,6 +23,74 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// AssignmentKind says what an assignment does on its node.
+type AssignmentKind int32
+
+const (
+	// Treated as DEPLOY.
+	AssignmentKind_ASSIGNMENT_KIND_UNSPECIFIED AssignmentKind = 0
+	// Deploy release to the node (the node lifecycle). NodeResult.state is
+	// SUCCEEDED, FAILED, ROLLED_BACK or ROLLBACK_FAILED.
+	AssignmentKind_ASSIGNMENT_KIND_DEPLOY AssignmentKind = 1
+	// Check the node's health once, as deploy.health says, and change
+	// nothing (bake re-checks). SUCCEEDED means healthy, FAILED not.
+	AssignmentKind_ASSIGNMENT_KIND_HEALTH_CHECK AssignmentKind = 2
+	// Run hook on the node (a blue/green traffic switch on a load balancer).
+	// SUCCEEDED means it exited 0, FAILED not.
+	AssignmentKind_ASSIGNMENT_KIND_RUN_HOOK AssignmentKind = 3
+	// Return the node from release.id to rollback_to, which must still be on
+	// the node: under the node's lock, stop, switch current back, start and
+	// health-check (a canary rolled back after a failed bake). SUCCEEDED
+	// means rolled back and healthy; FAILED means the node was left as it
+	// was (rollback_to is not there); ROLLBACK_FAILED means it broke on the way.
+	AssignmentKind_ASSIGNMENT_KIND_ROLLBACK AssignmentKind = 4
+)
+
+// Enum value maps for AssignmentKind.
+var (
+	AssignmentKind_name = map[int32]string{
+		0: "ASSIGNMENT_KIND_UNSPECIFIED",
+		1: "ASSIGNMENT_KIND_DEPLOY",
+		2: "ASSIGNMENT_KIND_HEALTH_CHECK",
+		3: "ASSIGNMENT_KIND_RUN_HOOK",
+		4: "ASSIGNMENT_KIND_ROLLBACK",
+	}
+	AssignmentKind_value = map[string]int32{
+		"ASSIGNMENT_KIND_UNSPECIFIED":  0,
+		"ASSIGNMENT_KIND_DEPLOY":       1,
+		"ASSIGNMENT_KIND_HEALTH_CHECK": 2,
+		"ASSIGNMENT_KIND_RUN_HOOK":     3,
+		"ASSIGNMENT_KIND_ROLLBACK":     4,
+	}
+)
+
+func (x AssignmentKind) Enum() *AssignmentKind {
+	p := new(AssignmentKind)
+	*p = x
+	return p
+}
+
+func (x AssignmentKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AssignmentKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_outpost_v1_gateway_proto_enumTypes[0].Descriptor()
+}
+
+func (AssignmentKind) Type() protoreflect.EnumType {
+	return &file_outpost_v1_gateway_proto_enumTypes[0]
+}
+
+func (x AssignmentKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AssignmentKind.Descriptor instead.
+func (AssignmentKind) EnumDescriptor() ([]byte, []int) {
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{0}
+}
+
 // ServeHostKeyScansRequest is one message from the gateway: a scan's result.
 type ServeHostKeyScansRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1011,7 +1079,8 @@ type ConnectResponse_Welcome struct {
 }
 
 type ConnectResponse_Assignment struct {
-	// Deploy one node.
+	// Work on one node: deploy, or a health check, hook or rollback (see
+	// Assignment.kind).
 	Assignment *Assignment `protobuf:"bytes,2,opt,name=assignment,proto3,oneof"`
 }
 
@@ -1097,7 +1166,8 @@ func (x *GatewayWelcome) GetAckedSequence() uint64 {
 	return 0
 }
 
-// Assignment asks a gateway to deploy one release to one node.
+// Assignment asks a gateway to deploy one release to one node, or to do
+// one of the smaller jobs of AssignmentKind there.
 type Assignment struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Unique id; the gateway acks, reports and de-duplicates by it.
@@ -1120,7 +1190,21 @@ type Assignment struct {
 	// Stage name, for logs and spans.
 	Stage string `protobuf:"bytes,9,opt,name=stage,proto3" json:"stage,omitempty"`
 	// Batch index in the stage, for logs and spans.
-	Batch         int32 `protobuf:"varint,10,opt,name=batch,proto3" json:"batch,omitempty"`
+	Batch int32 `protobuf:"varint,10,opt,name=batch,proto3" json:"batch,omitempty"`
+	// What to do on the node; UNSPECIFIED means DEPLOY, so gateways that
+	// predate kinds keep deploying.
+	Kind AssignmentKind `protobuf:"varint,11,opt,name=kind,proto3,enum=outpost.v1.AssignmentKind" json:"kind,omitempty"`
+	// RUN_HOOK: the shell command to run on the node (in the login's home
+	// directory); empty for other kinds.
+	Hook string `protobuf:"bytes,12,opt,name=hook,proto3" json:"hook,omitempty"`
+	// RUN_HOOK: environment for the hook; names are OUTPOST_ and upper-case
+	// letters, digits or '_' (OUTPOST_COLOR, OUTPOST_PREVIOUS_COLOR). Empty
+	// for other kinds.
+	HookEnv map[string]string `protobuf:"bytes,13,rep,name=hook_env,json=hookEnv,proto3" json:"hook_env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// ROLLBACK: the release to make current again (the node's previous
+	// release); empty means none, so the new release is stopped and current
+	// removed. release.id names the release being left.
+	RollbackTo    string `protobuf:"bytes,14,opt,name=rollback_to,json=rollbackTo,proto3" json:"rollback_to,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1223,6 +1307,34 @@ func (x *Assignment) GetBatch() int32 {
 		return x.Batch
 	}
 	return 0
+}
+
+func (x *Assignment) GetKind() AssignmentKind {
+	if x != nil {
+		return x.Kind
+	}
+	return AssignmentKind_ASSIGNMENT_KIND_UNSPECIFIED
+}
+
+func (x *Assignment) GetHook() string {
+	if x != nil {
+		return x.Hook
+	}
+	return ""
+}
+
+func (x *Assignment) GetHookEnv() map[string]string {
+	if x != nil {
+		return x.HookEnv
+	}
+	return nil
+}
+
+func (x *Assignment) GetRollbackTo() string {
+	if x != nil {
+		return x.RollbackTo
+	}
+	return ""
 }
 
 // AssignmentCancel stops an assignment.
@@ -1517,7 +1629,7 @@ const file_outpost_v1_gateway_proto_rawDesc = "" +
 	"\x0eGatewayWelcome\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x03R\x05epoch\x12H\n" +
 	"\x12heartbeat_interval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\x12%\n" +
-	"\x0eacked_sequence\x18\x03 \x01(\x04R\rackedSequence\"\xbd\x03\n" +
+	"\x0eacked_sequence\x18\x03 \x01(\x04R\rackedSequence\"\x9e\x05\n" +
 	"\n" +
 	"Assignment\x12#\n" +
 	"\rassignment_id\x18\x01 \x01(\tR\fassignmentId\x12\x1d\n" +
@@ -1531,8 +1643,16 @@ const file_outpost_v1_gateway_proto_rawDesc = "" +
 	"\x05owner\x18\b \x01(\tR\x05owner\x12\x14\n" +
 	"\x05stage\x18\t \x01(\tR\x05stage\x12\x14\n" +
 	"\x05batch\x18\n" +
-	" \x01(\x05R\x05batch\x1a?\n" +
+	" \x01(\x05R\x05batch\x12.\n" +
+	"\x04kind\x18\v \x01(\x0e2\x1a.outpost.v1.AssignmentKindR\x04kind\x12\x12\n" +
+	"\x04hook\x18\f \x01(\tR\x04hook\x12>\n" +
+	"\bhook_env\x18\r \x03(\v2#.outpost.v1.Assignment.HookEnvEntryR\ahookEnv\x12\x1f\n" +
+	"\vrollback_to\x18\x0e \x01(\tR\n" +
+	"rollbackTo\x1a?\n" +
 	"\x11TraceContextEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a:\n" +
+	"\fHookEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"O\n" +
 	"\x10AssignmentCancel\x12#\n" +
@@ -1545,7 +1665,13 @@ const file_outpost_v1_gateway_proto_rawDesc = "" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\"_\n" +
 	"\x15FetchArtifactResponse\x120\n" +
 	"\bartifact\x18\x01 \x01(\v2\x14.outpost.v1.ArtifactR\bartifact\x12\x14\n" +
-	"\x05chunk\x18\x02 \x01(\fR\x05chunk2\xda\x03\n" +
+	"\x05chunk\x18\x02 \x01(\fR\x05chunk*\xab\x01\n" +
+	"\x0eAssignmentKind\x12\x1f\n" +
+	"\x1bASSIGNMENT_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16ASSIGNMENT_KIND_DEPLOY\x10\x01\x12 \n" +
+	"\x1cASSIGNMENT_KIND_HEALTH_CHECK\x10\x02\x12\x1c\n" +
+	"\x18ASSIGNMENT_KIND_RUN_HOOK\x10\x03\x12\x1c\n" +
+	"\x18ASSIGNMENT_KIND_ROLLBACK\x10\x042\xda\x03\n" +
 	"\x0eGatewayService\x12F\n" +
 	"\aConnect\x12\x1a.outpost.v1.ConnectRequest\x1a\x1b.outpost.v1.ConnectResponse(\x010\x01\x12V\n" +
 	"\rFetchArtifact\x12 .outpost.v1.FetchArtifactRequest\x1a!.outpost.v1.FetchArtifactResponse0\x01\x12N\n" +
@@ -1565,77 +1691,82 @@ func file_outpost_v1_gateway_proto_rawDescGZIP() []byte {
 	return file_outpost_v1_gateway_proto_rawDescData
 }
 
-var file_outpost_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_outpost_v1_gateway_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_outpost_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_outpost_v1_gateway_proto_goTypes = []any{
-	(*ServeHostKeyScansRequest)(nil),        // 0: outpost.v1.ServeHostKeyScansRequest
-	(*ServeHostKeyScansResponse)(nil),       // 1: outpost.v1.ServeHostKeyScansResponse
-	(*JoinGatewayRequest)(nil),              // 2: outpost.v1.JoinGatewayRequest
-	(*JoinGatewayResponse)(nil),             // 3: outpost.v1.JoinGatewayResponse
-	(*RenewGatewayCertificateRequest)(nil),  // 4: outpost.v1.RenewGatewayCertificateRequest
-	(*RenewGatewayCertificateResponse)(nil), // 5: outpost.v1.RenewGatewayCertificateResponse
-	(*ConnectRequest)(nil),                  // 6: outpost.v1.ConnectRequest
-	(*GatewayHello)(nil),                    // 7: outpost.v1.GatewayHello
-	(*GatewayHeartbeat)(nil),                // 8: outpost.v1.GatewayHeartbeat
-	(*AssignmentStepEvent)(nil),             // 9: outpost.v1.AssignmentStepEvent
-	(*NodeResult)(nil),                      // 10: outpost.v1.NodeResult
-	(*AssignmentAck)(nil),                   // 11: outpost.v1.AssignmentAck
-	(*ConnectResponse)(nil),                 // 12: outpost.v1.ConnectResponse
-	(*GatewayWelcome)(nil),                  // 13: outpost.v1.GatewayWelcome
-	(*Assignment)(nil),                      // 14: outpost.v1.Assignment
-	(*AssignmentCancel)(nil),                // 15: outpost.v1.AssignmentCancel
-	(*SequenceAck)(nil),                     // 16: outpost.v1.SequenceAck
-	(*FetchArtifactRequest)(nil),            // 17: outpost.v1.FetchArtifactRequest
-	(*FetchArtifactResponse)(nil),           // 18: outpost.v1.FetchArtifactResponse
-	nil,                                     // 19: outpost.v1.Assignment.TraceContextEntry
-	(*Node)(nil),                            // 20: outpost.v1.Node
-	(*timestamppb.Timestamp)(nil),           // 21: google.protobuf.Timestamp
-	(*NodeStepEvent)(nil),                   // 22: outpost.v1.NodeStepEvent
-	(NodeState)(0),                          // 23: outpost.v1.NodeState
-	(Step)(0),                               // 24: outpost.v1.Step
-	(*durationpb.Duration)(nil),             // 25: google.protobuf.Duration
-	(*Release)(nil),                         // 26: outpost.v1.Release
-	(*DeploySpec)(nil),                      // 27: outpost.v1.DeploySpec
-	(*Artifact)(nil),                        // 28: outpost.v1.Artifact
+	(AssignmentKind)(0),                     // 0: outpost.v1.AssignmentKind
+	(*ServeHostKeyScansRequest)(nil),        // 1: outpost.v1.ServeHostKeyScansRequest
+	(*ServeHostKeyScansResponse)(nil),       // 2: outpost.v1.ServeHostKeyScansResponse
+	(*JoinGatewayRequest)(nil),              // 3: outpost.v1.JoinGatewayRequest
+	(*JoinGatewayResponse)(nil),             // 4: outpost.v1.JoinGatewayResponse
+	(*RenewGatewayCertificateRequest)(nil),  // 5: outpost.v1.RenewGatewayCertificateRequest
+	(*RenewGatewayCertificateResponse)(nil), // 6: outpost.v1.RenewGatewayCertificateResponse
+	(*ConnectRequest)(nil),                  // 7: outpost.v1.ConnectRequest
+	(*GatewayHello)(nil),                    // 8: outpost.v1.GatewayHello
+	(*GatewayHeartbeat)(nil),                // 9: outpost.v1.GatewayHeartbeat
+	(*AssignmentStepEvent)(nil),             // 10: outpost.v1.AssignmentStepEvent
+	(*NodeResult)(nil),                      // 11: outpost.v1.NodeResult
+	(*AssignmentAck)(nil),                   // 12: outpost.v1.AssignmentAck
+	(*ConnectResponse)(nil),                 // 13: outpost.v1.ConnectResponse
+	(*GatewayWelcome)(nil),                  // 14: outpost.v1.GatewayWelcome
+	(*Assignment)(nil),                      // 15: outpost.v1.Assignment
+	(*AssignmentCancel)(nil),                // 16: outpost.v1.AssignmentCancel
+	(*SequenceAck)(nil),                     // 17: outpost.v1.SequenceAck
+	(*FetchArtifactRequest)(nil),            // 18: outpost.v1.FetchArtifactRequest
+	(*FetchArtifactResponse)(nil),           // 19: outpost.v1.FetchArtifactResponse
+	nil,                                     // 20: outpost.v1.Assignment.TraceContextEntry
+	nil,                                     // 21: outpost.v1.Assignment.HookEnvEntry
+	(*Node)(nil),                            // 22: outpost.v1.Node
+	(*timestamppb.Timestamp)(nil),           // 23: google.protobuf.Timestamp
+	(*NodeStepEvent)(nil),                   // 24: outpost.v1.NodeStepEvent
+	(NodeState)(0),                          // 25: outpost.v1.NodeState
+	(Step)(0),                               // 26: outpost.v1.Step
+	(*durationpb.Duration)(nil),             // 27: google.protobuf.Duration
+	(*Release)(nil),                         // 28: outpost.v1.Release
+	(*DeploySpec)(nil),                      // 29: outpost.v1.DeploySpec
+	(*Artifact)(nil),                        // 30: outpost.v1.Artifact
 }
 var file_outpost_v1_gateway_proto_depIdxs = []int32{
-	20, // 0: outpost.v1.ServeHostKeyScansResponse.node:type_name -> outpost.v1.Node
-	21, // 1: outpost.v1.JoinGatewayResponse.expire_time:type_name -> google.protobuf.Timestamp
-	21, // 2: outpost.v1.RenewGatewayCertificateResponse.expire_time:type_name -> google.protobuf.Timestamp
-	7,  // 3: outpost.v1.ConnectRequest.hello:type_name -> outpost.v1.GatewayHello
-	8,  // 4: outpost.v1.ConnectRequest.heartbeat:type_name -> outpost.v1.GatewayHeartbeat
-	9,  // 5: outpost.v1.ConnectRequest.step_event:type_name -> outpost.v1.AssignmentStepEvent
-	10, // 6: outpost.v1.ConnectRequest.node_result:type_name -> outpost.v1.NodeResult
-	11, // 7: outpost.v1.ConnectRequest.assignment_ack:type_name -> outpost.v1.AssignmentAck
-	21, // 8: outpost.v1.GatewayHeartbeat.time:type_name -> google.protobuf.Timestamp
-	22, // 9: outpost.v1.AssignmentStepEvent.event:type_name -> outpost.v1.NodeStepEvent
-	23, // 10: outpost.v1.NodeResult.state:type_name -> outpost.v1.NodeState
-	24, // 11: outpost.v1.NodeResult.step:type_name -> outpost.v1.Step
-	25, // 12: outpost.v1.NodeResult.duration:type_name -> google.protobuf.Duration
-	13, // 13: outpost.v1.ConnectResponse.welcome:type_name -> outpost.v1.GatewayWelcome
-	14, // 14: outpost.v1.ConnectResponse.assignment:type_name -> outpost.v1.Assignment
-	15, // 15: outpost.v1.ConnectResponse.cancel:type_name -> outpost.v1.AssignmentCancel
-	16, // 16: outpost.v1.ConnectResponse.ack:type_name -> outpost.v1.SequenceAck
-	25, // 17: outpost.v1.GatewayWelcome.heartbeat_interval:type_name -> google.protobuf.Duration
-	20, // 18: outpost.v1.Assignment.node:type_name -> outpost.v1.Node
-	26, // 19: outpost.v1.Assignment.release:type_name -> outpost.v1.Release
-	27, // 20: outpost.v1.Assignment.deploy:type_name -> outpost.v1.DeploySpec
-	19, // 21: outpost.v1.Assignment.trace_context:type_name -> outpost.v1.Assignment.TraceContextEntry
-	28, // 22: outpost.v1.FetchArtifactResponse.artifact:type_name -> outpost.v1.Artifact
-	6,  // 23: outpost.v1.GatewayService.Connect:input_type -> outpost.v1.ConnectRequest
-	17, // 24: outpost.v1.GatewayService.FetchArtifact:input_type -> outpost.v1.FetchArtifactRequest
-	2,  // 25: outpost.v1.GatewayService.JoinGateway:input_type -> outpost.v1.JoinGatewayRequest
-	4,  // 26: outpost.v1.GatewayService.RenewGatewayCertificate:input_type -> outpost.v1.RenewGatewayCertificateRequest
-	0,  // 27: outpost.v1.GatewayService.ServeHostKeyScans:input_type -> outpost.v1.ServeHostKeyScansRequest
-	12, // 28: outpost.v1.GatewayService.Connect:output_type -> outpost.v1.ConnectResponse
-	18, // 29: outpost.v1.GatewayService.FetchArtifact:output_type -> outpost.v1.FetchArtifactResponse
-	3,  // 30: outpost.v1.GatewayService.JoinGateway:output_type -> outpost.v1.JoinGatewayResponse
-	5,  // 31: outpost.v1.GatewayService.RenewGatewayCertificate:output_type -> outpost.v1.RenewGatewayCertificateResponse
-	1,  // 32: outpost.v1.GatewayService.ServeHostKeyScans:output_type -> outpost.v1.ServeHostKeyScansResponse
-	28, // [28:33] is the sub-list for method output_type
-	23, // [23:28] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	22, // 0: outpost.v1.ServeHostKeyScansResponse.node:type_name -> outpost.v1.Node
+	23, // 1: outpost.v1.JoinGatewayResponse.expire_time:type_name -> google.protobuf.Timestamp
+	23, // 2: outpost.v1.RenewGatewayCertificateResponse.expire_time:type_name -> google.protobuf.Timestamp
+	8,  // 3: outpost.v1.ConnectRequest.hello:type_name -> outpost.v1.GatewayHello
+	9,  // 4: outpost.v1.ConnectRequest.heartbeat:type_name -> outpost.v1.GatewayHeartbeat
+	10, // 5: outpost.v1.ConnectRequest.step_event:type_name -> outpost.v1.AssignmentStepEvent
+	11, // 6: outpost.v1.ConnectRequest.node_result:type_name -> outpost.v1.NodeResult
+	12, // 7: outpost.v1.ConnectRequest.assignment_ack:type_name -> outpost.v1.AssignmentAck
+	23, // 8: outpost.v1.GatewayHeartbeat.time:type_name -> google.protobuf.Timestamp
+	24, // 9: outpost.v1.AssignmentStepEvent.event:type_name -> outpost.v1.NodeStepEvent
+	25, // 10: outpost.v1.NodeResult.state:type_name -> outpost.v1.NodeState
+	26, // 11: outpost.v1.NodeResult.step:type_name -> outpost.v1.Step
+	27, // 12: outpost.v1.NodeResult.duration:type_name -> google.protobuf.Duration
+	14, // 13: outpost.v1.ConnectResponse.welcome:type_name -> outpost.v1.GatewayWelcome
+	15, // 14: outpost.v1.ConnectResponse.assignment:type_name -> outpost.v1.Assignment
+	16, // 15: outpost.v1.ConnectResponse.cancel:type_name -> outpost.v1.AssignmentCancel
+	17, // 16: outpost.v1.ConnectResponse.ack:type_name -> outpost.v1.SequenceAck
+	27, // 17: outpost.v1.GatewayWelcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	22, // 18: outpost.v1.Assignment.node:type_name -> outpost.v1.Node
+	28, // 19: outpost.v1.Assignment.release:type_name -> outpost.v1.Release
+	29, // 20: outpost.v1.Assignment.deploy:type_name -> outpost.v1.DeploySpec
+	20, // 21: outpost.v1.Assignment.trace_context:type_name -> outpost.v1.Assignment.TraceContextEntry
+	0,  // 22: outpost.v1.Assignment.kind:type_name -> outpost.v1.AssignmentKind
+	21, // 23: outpost.v1.Assignment.hook_env:type_name -> outpost.v1.Assignment.HookEnvEntry
+	30, // 24: outpost.v1.FetchArtifactResponse.artifact:type_name -> outpost.v1.Artifact
+	7,  // 25: outpost.v1.GatewayService.Connect:input_type -> outpost.v1.ConnectRequest
+	18, // 26: outpost.v1.GatewayService.FetchArtifact:input_type -> outpost.v1.FetchArtifactRequest
+	3,  // 27: outpost.v1.GatewayService.JoinGateway:input_type -> outpost.v1.JoinGatewayRequest
+	5,  // 28: outpost.v1.GatewayService.RenewGatewayCertificate:input_type -> outpost.v1.RenewGatewayCertificateRequest
+	1,  // 29: outpost.v1.GatewayService.ServeHostKeyScans:input_type -> outpost.v1.ServeHostKeyScansRequest
+	13, // 30: outpost.v1.GatewayService.Connect:output_type -> outpost.v1.ConnectResponse
+	19, // 31: outpost.v1.GatewayService.FetchArtifact:output_type -> outpost.v1.FetchArtifactResponse
+	4,  // 32: outpost.v1.GatewayService.JoinGateway:output_type -> outpost.v1.JoinGatewayResponse
+	6,  // 33: outpost.v1.GatewayService.RenewGatewayCertificate:output_type -> outpost.v1.RenewGatewayCertificateResponse
+	2,  // 34: outpost.v1.GatewayService.ServeHostKeyScans:output_type -> outpost.v1.ServeHostKeyScansResponse
+	30, // [30:35] is the sub-list for method output_type
+	25, // [25:30] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_outpost_v1_gateway_proto_init() }
@@ -1665,13 +1796,14 @@ func file_outpost_v1_gateway_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_outpost_v1_gateway_proto_rawDesc), len(file_outpost_v1_gateway_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   20,
+			NumEnums:      1,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_outpost_v1_gateway_proto_goTypes,
 		DependencyIndexes: file_outpost_v1_gateway_proto_depIdxs,
+		EnumInfos:         file_outpost_v1_gateway_proto_enumTypes,
 		MessageInfos:      file_outpost_v1_gateway_proto_msgTypes,
 	}.Build()
 	File_outpost_v1_gateway_proto = out.File

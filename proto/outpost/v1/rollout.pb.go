@@ -43,7 +43,7 @@ const (
 	// or PromoteRollout (manual pause of a stage).
 	RolloutState_ROLLOUT_STATE_PAUSED RolloutState = 4
 	// Every stage finished within its failure budget. Terminal unless the plan
-	// requires validation.
+	// requires validation (RetryRollout may still run failed nodes again).
 	RolloutState_ROLLOUT_STATE_SUCCEEDED RolloutState = 5
 	// Succeeded; waiting for a person to accept or reject it.
 	RolloutState_ROLLOUT_STATE_PENDING_VALIDATION RolloutState = 6
@@ -186,6 +186,60 @@ func (StageState) EnumDescriptor() ([]byte, []int) {
 	return file_outpost_v1_rollout_proto_rawDescGZIP(), []int{1}
 }
 
+// StageKind is what a stage does.
+type StageKind int32
+
+const (
+	// Treated as DEPLOY.
+	StageKind_STAGE_KIND_UNSPECIFIED StageKind = 0
+	// Deploys the release to the stage's nodes, batch by batch.
+	StageKind_STAGE_KIND_DEPLOY StageKind = 1
+	// Blue/green: runs the traffic switch hook on the switch node (its only
+	// node); when that fails, runs the switch-back hook.
+	StageKind_STAGE_KIND_SWITCH StageKind = 2
+)
+
+// Enum value maps for StageKind.
+var (
+	StageKind_name = map[int32]string{
+		0: "STAGE_KIND_UNSPECIFIED",
+		1: "STAGE_KIND_DEPLOY",
+		2: "STAGE_KIND_SWITCH",
+	}
+	StageKind_value = map[string]int32{
+		"STAGE_KIND_UNSPECIFIED": 0,
+		"STAGE_KIND_DEPLOY":      1,
+		"STAGE_KIND_SWITCH":      2,
+	}
+)
+
+func (x StageKind) Enum() *StageKind {
+	p := new(StageKind)
+	*p = x
+	return p
+}
+
+func (x StageKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (StageKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_outpost_v1_rollout_proto_enumTypes[2].Descriptor()
+}
+
+func (StageKind) Type() protoreflect.EnumType {
+	return &file_outpost_v1_rollout_proto_enumTypes[2]
+}
+
+func (x StageKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use StageKind.Descriptor instead.
+func (StageKind) EnumDescriptor() ([]byte, []int) {
+	return file_outpost_v1_rollout_proto_rawDescGZIP(), []int{2}
+}
+
 // Rollout is one execution of a plan.
 type Rollout struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -223,7 +277,16 @@ type Rollout struct {
 	// Deploy settings sent to every node, resolved from the plan.
 	Deploy *DeploySpec `protobuf:"bytes,16,opt,name=deploy,proto3" json:"deploy,omitempty"`
 	// W3C trace id of the rollout's trace (hex); empty when tracing is off.
-	TraceId       string `protobuf:"bytes,17,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
+	TraceId string `protobuf:"bytes,17,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
+	// For an undo: the earlier revision whose release (release_id) this
+	// rollout makes current again; 0 for a rollout of a new plan.
+	SourceRevision int64 `protobuf:"varint,18,opt,name=source_revision,json=sourceRevision,proto3" json:"source_revision,omitempty"`
+	// When the rollout was approved; unset when no approval was needed or
+	// it has not been given. An approval expires when the rollout has not
+	// started within the control plane's approval TTL.
+	ApproveTime *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=approve_time,json=approveTime,proto3" json:"approve_time,omitempty"`
+	// The blue/green part of the rollout; unset for other strategies.
+	BlueGreen     *BlueGreen `protobuf:"bytes,20,opt,name=blue_green,json=blueGreen,proto3" json:"blue_green,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -377,6 +440,95 @@ func (x *Rollout) GetTraceId() string {
 	return ""
 }
 
+func (x *Rollout) GetSourceRevision() int64 {
+	if x != nil {
+		return x.SourceRevision
+	}
+	return 0
+}
+
+func (x *Rollout) GetApproveTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ApproveTime
+	}
+	return nil
+}
+
+func (x *Rollout) GetBlueGreen() *BlueGreen {
+	if x != nil {
+		return x.BlueGreen
+	}
+	return nil
+}
+
+// BlueGreen is where a blue/green rollout sends traffic.
+type BlueGreen struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Color (value of the node label "color") that gets the release and
+	// then the traffic.
+	TargetColor string `protobuf:"bytes,1,opt,name=target_color,json=targetColor,proto3" json:"target_color,omitempty"`
+	// Color that served traffic when the rollout was created; it keeps its
+	// release, so switching back is instant. Empty when none was known.
+	LiveColor string `protobuf:"bytes,2,opt,name=live_color,json=liveColor,proto3" json:"live_color,omitempty"`
+	// Whether the rollout deploys nothing and only switches traffic back to
+	// target_color with the switch-back hook (an undo to a release that
+	// color still holds).
+	SwitchBack    bool `protobuf:"varint,3,opt,name=switch_back,json=switchBack,proto3" json:"switch_back,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlueGreen) Reset() {
+	*x = BlueGreen{}
+	mi := &file_outpost_v1_rollout_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlueGreen) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlueGreen) ProtoMessage() {}
+
+func (x *BlueGreen) ProtoReflect() protoreflect.Message {
+	mi := &file_outpost_v1_rollout_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlueGreen.ProtoReflect.Descriptor instead.
+func (*BlueGreen) Descriptor() ([]byte, []int) {
+	return file_outpost_v1_rollout_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *BlueGreen) GetTargetColor() string {
+	if x != nil {
+		return x.TargetColor
+	}
+	return ""
+}
+
+func (x *BlueGreen) GetLiveColor() string {
+	if x != nil {
+		return x.LiveColor
+	}
+	return ""
+}
+
+func (x *BlueGreen) GetSwitchBack() bool {
+	if x != nil {
+		return x.SwitchBack
+	}
+	return false
+}
+
 // Stage is one stage of a rollout, with its resolved settings and batches.
 type Stage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -388,7 +540,8 @@ type Stage struct {
 	State StageState `protobuf:"varint,3,opt,name=state,proto3,enum=outpost.v1.StageState" json:"state,omitempty"`
 	// Node states summed over the stage.
 	NodeCounts *NodeCounts `protobuf:"bytes,4,opt,name=node_counts,json=nodeCounts,proto3" json:"node_counts,omitempty"`
-	// Nodes deployed at the same time inside a batch; 0 means the whole batch.
+	// Nodes of a batch deployed at the same time through any one gateway; 0
+	// means no limit beyond the gateway's capacity.
 	MaxParallel int32 `protobuf:"varint,5,opt,name=max_parallel,json=maxParallel,proto3" json:"max_parallel,omitempty"`
 	// The stage fails when more than this percentage of its nodes fail, 0..100.
 	MaxFailPercent int32 `protobuf:"varint,6,opt,name=max_fail_percent,json=maxFailPercent,proto3" json:"max_fail_percent,omitempty"`
@@ -401,14 +554,18 @@ type Stage struct {
 	// When the stage started; unset until then.
 	StartTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
 	// When the stage ended; unset until then.
-	EndTime       *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	EndTime *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	// While BAKING: when the bake ends; unset otherwise.
+	BakeEndTime *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=bake_end_time,json=bakeEndTime,proto3" json:"bake_end_time,omitempty"`
+	// What the stage does; UNSPECIFIED means DEPLOY.
+	Kind          StageKind `protobuf:"varint,13,opt,name=kind,proto3,enum=outpost.v1.StageKind" json:"kind,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Stage) Reset() {
 	*x = Stage{}
-	mi := &file_outpost_v1_rollout_proto_msgTypes[1]
+	mi := &file_outpost_v1_rollout_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -420,7 +577,7 @@ func (x *Stage) String() string {
 func (*Stage) ProtoMessage() {}
 
 func (x *Stage) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_rollout_proto_msgTypes[1]
+	mi := &file_outpost_v1_rollout_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -433,7 +590,7 @@ func (x *Stage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Stage.ProtoReflect.Descriptor instead.
 func (*Stage) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_rollout_proto_rawDescGZIP(), []int{1}
+	return file_outpost_v1_rollout_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Stage) GetName() string {
@@ -513,6 +670,20 @@ func (x *Stage) GetEndTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Stage) GetBakeEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.BakeEndTime
+	}
+	return nil
+}
+
+func (x *Stage) GetKind() StageKind {
+	if x != nil {
+		return x.Kind
+	}
+	return StageKind_STAGE_KIND_UNSPECIFIED
+}
+
 // Batch is a group of nodes of one stage deployed together.
 type Batch struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -526,7 +697,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_outpost_v1_rollout_proto_msgTypes[2]
+	mi := &file_outpost_v1_rollout_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -538,7 +709,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_rollout_proto_msgTypes[2]
+	mi := &file_outpost_v1_rollout_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -551,7 +722,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_rollout_proto_rawDescGZIP(), []int{2}
+	return file_outpost_v1_rollout_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Batch) GetIndex() int32 {
@@ -593,7 +764,7 @@ type NodeCounts struct {
 
 func (x *NodeCounts) Reset() {
 	*x = NodeCounts{}
-	mi := &file_outpost_v1_rollout_proto_msgTypes[3]
+	mi := &file_outpost_v1_rollout_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -605,7 +776,7 @@ func (x *NodeCounts) String() string {
 func (*NodeCounts) ProtoMessage() {}
 
 func (x *NodeCounts) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_rollout_proto_msgTypes[3]
+	mi := &file_outpost_v1_rollout_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -618,7 +789,7 @@ func (x *NodeCounts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeCounts.ProtoReflect.Descriptor instead.
 func (*NodeCounts) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_rollout_proto_rawDescGZIP(), []int{3}
+	return file_outpost_v1_rollout_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *NodeCounts) GetTotal() int32 {
@@ -712,14 +883,18 @@ type RolloutNode struct {
 	// Highest NodeStepEvent.seq applied, for de-duplicating replayed events.
 	LastEventSeq uint64 `protobuf:"varint,15,opt,name=last_event_seq,json=lastEventSeq,proto3" json:"last_event_seq,omitempty"`
 	// Assignment that runs the node; empty before assignment.
-	AssignmentId  string `protobuf:"bytes,16,opt,name=assignment_id,json=assignmentId,proto3" json:"assignment_id,omitempty"`
+	AssignmentId string `protobuf:"bytes,16,opt,name=assignment_id,json=assignmentId,proto3" json:"assignment_id,omitempty"`
+	// Whether the node is being returned to previous_release (queued while
+	// PENDING, under way while RUNNING) after a failed bake, or, for a
+	// blue/green switch node, switched back after a failed traffic switch.
+	RollingBack   bool `protobuf:"varint,17,opt,name=rolling_back,json=rollingBack,proto3" json:"rolling_back,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RolloutNode) Reset() {
 	*x = RolloutNode{}
-	mi := &file_outpost_v1_rollout_proto_msgTypes[4]
+	mi := &file_outpost_v1_rollout_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -731,7 +906,7 @@ func (x *RolloutNode) String() string {
 func (*RolloutNode) ProtoMessage() {}
 
 func (x *RolloutNode) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_rollout_proto_msgTypes[4]
+	mi := &file_outpost_v1_rollout_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -744,7 +919,7 @@ func (x *RolloutNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutNode.ProtoReflect.Descriptor instead.
 func (*RolloutNode) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_rollout_proto_rawDescGZIP(), []int{4}
+	return file_outpost_v1_rollout_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RolloutNode) GetRolloutId() string {
@@ -859,6 +1034,13 @@ func (x *RolloutNode) GetAssignmentId() string {
 	return ""
 }
 
+func (x *RolloutNode) GetRollingBack() bool {
+	if x != nil {
+		return x.RollingBack
+	}
+	return false
+}
+
 // Revision is one entry in an app's deployment history.
 type Revision struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -877,14 +1059,16 @@ type Revision struct {
 	// When the rollout was created.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// Who asked for it.
-	Requester     string `protobuf:"bytes,8,opt,name=requester,proto3" json:"requester,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Requester string `protobuf:"bytes,8,opt,name=requester,proto3" json:"requester,omitempty"`
+	// For an undo: the earlier revision it returned to; 0 otherwise.
+	SourceRevision int64 `protobuf:"varint,9,opt,name=source_revision,json=sourceRevision,proto3" json:"source_revision,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Revision) Reset() {
 	*x = Revision{}
-	mi := &file_outpost_v1_rollout_proto_msgTypes[5]
+	mi := &file_outpost_v1_rollout_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -896,7 +1080,7 @@ func (x *Revision) String() string {
 func (*Revision) ProtoMessage() {}
 
 func (x *Revision) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_rollout_proto_msgTypes[5]
+	mi := &file_outpost_v1_rollout_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -909,7 +1093,7 @@ func (x *Revision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Revision.ProtoReflect.Descriptor instead.
 func (*Revision) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_rollout_proto_rawDescGZIP(), []int{5}
+	return file_outpost_v1_rollout_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Revision) GetApp() string {
@@ -968,12 +1152,19 @@ func (x *Revision) GetRequester() string {
 	return ""
 }
 
+func (x *Revision) GetSourceRevision() int64 {
+	if x != nil {
+		return x.SourceRevision
+	}
+	return 0
+}
+
 var File_outpost_v1_rollout_proto protoreflect.FileDescriptor
 
 const file_outpost_v1_rollout_proto_rawDesc = "" +
 	"\n" +
 	"\x18outpost/v1/rollout.proto\x12\n" +
-	"outpost.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16outpost/v1/event.proto\x1a\x15outpost/v1/plan.proto\x1a\x18outpost/v1/release.proto\"\x94\x05\n" +
+	"outpost.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16outpost/v1/event.proto\x1a\x15outpost/v1/plan.proto\x1a\x18outpost/v1/release.proto\"\xb2\x06\n" +
 	"\aRollout\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03app\x18\x02 \x01(\tR\x03app\x12\x1a\n" +
@@ -996,7 +1187,17 @@ const file_outpost_v1_rollout_proto_rawDesc = "" +
 	"\rcurrent_stage\x18\x0e \x01(\x05R\fcurrentStage\x12\x1a\n" +
 	"\bapprover\x18\x0f \x01(\tR\bapprover\x12.\n" +
 	"\x06deploy\x18\x10 \x01(\v2\x16.outpost.v1.DeploySpecR\x06deploy\x12\x19\n" +
-	"\btrace_id\x18\x11 \x01(\tR\atraceId\"\xe5\x03\n" +
+	"\btrace_id\x18\x11 \x01(\tR\atraceId\x12'\n" +
+	"\x0fsource_revision\x18\x12 \x01(\x03R\x0esourceRevision\x12=\n" +
+	"\fapprove_time\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\vapproveTime\x124\n" +
+	"\n" +
+	"blue_green\x18\x14 \x01(\v2\x15.outpost.v1.BlueGreenR\tblueGreen\"n\n" +
+	"\tBlueGreen\x12!\n" +
+	"\ftarget_color\x18\x01 \x01(\tR\vtargetColor\x12\x1d\n" +
+	"\n" +
+	"live_color\x18\x02 \x01(\tR\tliveColor\x12\x1f\n" +
+	"\vswitch_back\x18\x03 \x01(\bR\n" +
+	"switchBack\"\xd0\x04\n" +
 	"\x05Stage\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12+\n" +
 	"\abatches\x18\x02 \x03(\v2\x11.outpost.v1.BatchR\abatches\x12,\n" +
@@ -1011,7 +1212,9 @@ const file_outpost_v1_rollout_proto_rawDesc = "" +
 	"\n" +
 	"start_time\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
-	"\bend_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\"8\n" +
+	"\bend_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12>\n" +
+	"\rbake_end_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\vbakeEndTime\x12)\n" +
+	"\x04kind\x18\r \x01(\x0e2\x15.outpost.v1.StageKindR\x04kind\"8\n" +
 	"\x05Batch\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x05R\x05index\x12\x19\n" +
 	"\bnode_ids\x18\x02 \x03(\tR\anodeIds\"\xf0\x01\n" +
@@ -1025,7 +1228,7 @@ const file_outpost_v1_rollout_proto_rawDesc = "" +
 	"\vrolled_back\x18\x06 \x01(\x05R\n" +
 	"rolledBack\x12'\n" +
 	"\x0frollback_failed\x18\a \x01(\x05R\x0erollbackFailed\x12\x18\n" +
-	"\askipped\x18\b \x01(\x05R\askipped\"\xd2\x04\n" +
+	"\askipped\x18\b \x01(\x05R\askipped\"\xf5\x04\n" +
 	"\vRolloutNode\x12\x1d\n" +
 	"\n" +
 	"rollout_id\x18\x01 \x01(\tR\trolloutId\x12\x17\n" +
@@ -1049,7 +1252,8 @@ const file_outpost_v1_rollout_proto_rawDesc = "" +
 	"\n" +
 	"start_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12$\n" +
 	"\x0elast_event_seq\x18\x0f \x01(\x04R\flastEventSeq\x12#\n" +
-	"\rassignment_id\x18\x10 \x01(\tR\fassignmentId\"\xb3\x02\n" +
+	"\rassignment_id\x18\x10 \x01(\tR\fassignmentId\x12!\n" +
+	"\frolling_back\x18\x11 \x01(\bR\vrollingBack\"\xdc\x02\n" +
 	"\bRevision\x12\x10\n" +
 	"\x03app\x18\x01 \x01(\tR\x03app\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x03R\brevision\x12\x1d\n" +
@@ -1061,7 +1265,8 @@ const file_outpost_v1_rollout_proto_rawDesc = "" +
 	"\x05state\x18\x06 \x01(\x0e2\x18.outpost.v1.RolloutStateR\x05state\x12;\n" +
 	"\vcreate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12\x1c\n" +
-	"\trequester\x18\b \x01(\tR\trequester*\xdf\x02\n" +
+	"\trequester\x18\b \x01(\tR\trequester\x12'\n" +
+	"\x0fsource_revision\x18\t \x01(\x03R\x0esourceRevision*\xdf\x02\n" +
 	"\fRolloutState\x12\x1d\n" +
 	"\x19ROLLOUT_STATE_UNSPECIFIED\x10\x00\x12\"\n" +
 	"\x1eROLLOUT_STATE_PENDING_APPROVAL\x10\x01\x12\x1a\n" +
@@ -1084,7 +1289,11 @@ const file_outpost_v1_rollout_proto_rawDesc = "" +
 	"\x1dSTAGE_STATE_WAITING_PROMOTION\x10\x04\x12\x19\n" +
 	"\x15STAGE_STATE_SUCCEEDED\x10\x05\x12\x16\n" +
 	"\x12STAGE_STATE_FAILED\x10\x06\x12\x17\n" +
-	"\x13STAGE_STATE_SKIPPED\x10\aB9Z7github.com/outposthq/outpost/proto/outpost/v1;outpostv1b\x06proto3"
+	"\x13STAGE_STATE_SKIPPED\x10\a*U\n" +
+	"\tStageKind\x12\x1a\n" +
+	"\x16STAGE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11STAGE_KIND_DEPLOY\x10\x01\x12\x15\n" +
+	"\x11STAGE_KIND_SWITCH\x10\x02B9Z7github.com/outposthq/outpost/proto/outpost/v1;outpostv1b\x06proto3"
 
 var (
 	file_outpost_v1_rollout_proto_rawDescOnce sync.Once
@@ -1098,54 +1307,60 @@ func file_outpost_v1_rollout_proto_rawDescGZIP() []byte {
 	return file_outpost_v1_rollout_proto_rawDescData
 }
 
-var file_outpost_v1_rollout_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_outpost_v1_rollout_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_outpost_v1_rollout_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_outpost_v1_rollout_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_outpost_v1_rollout_proto_goTypes = []any{
 	(RolloutState)(0),             // 0: outpost.v1.RolloutState
 	(StageState)(0),               // 1: outpost.v1.StageState
-	(*Rollout)(nil),               // 2: outpost.v1.Rollout
-	(*Stage)(nil),                 // 3: outpost.v1.Stage
-	(*Batch)(nil),                 // 4: outpost.v1.Batch
-	(*NodeCounts)(nil),            // 5: outpost.v1.NodeCounts
-	(*RolloutNode)(nil),           // 6: outpost.v1.RolloutNode
-	(*Revision)(nil),              // 7: outpost.v1.Revision
-	(*PlanSpec)(nil),              // 8: outpost.v1.PlanSpec
-	(*Artifact)(nil),              // 9: outpost.v1.Artifact
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
-	(*DeploySpec)(nil),            // 11: outpost.v1.DeploySpec
-	(*durationpb.Duration)(nil),   // 12: google.protobuf.Duration
-	(NodeState)(0),                // 13: outpost.v1.NodeState
-	(Step)(0),                     // 14: outpost.v1.Step
-	(StepPhase)(0),                // 15: outpost.v1.StepPhase
+	(StageKind)(0),                // 2: outpost.v1.StageKind
+	(*Rollout)(nil),               // 3: outpost.v1.Rollout
+	(*BlueGreen)(nil),             // 4: outpost.v1.BlueGreen
+	(*Stage)(nil),                 // 5: outpost.v1.Stage
+	(*Batch)(nil),                 // 6: outpost.v1.Batch
+	(*NodeCounts)(nil),            // 7: outpost.v1.NodeCounts
+	(*RolloutNode)(nil),           // 8: outpost.v1.RolloutNode
+	(*Revision)(nil),              // 9: outpost.v1.Revision
+	(*PlanSpec)(nil),              // 10: outpost.v1.PlanSpec
+	(*Artifact)(nil),              // 11: outpost.v1.Artifact
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(*DeploySpec)(nil),            // 13: outpost.v1.DeploySpec
+	(*durationpb.Duration)(nil),   // 14: google.protobuf.Duration
+	(NodeState)(0),                // 15: outpost.v1.NodeState
+	(Step)(0),                     // 16: outpost.v1.Step
+	(StepPhase)(0),                // 17: outpost.v1.StepPhase
 }
 var file_outpost_v1_rollout_proto_depIdxs = []int32{
-	8,  // 0: outpost.v1.Rollout.plan:type_name -> outpost.v1.PlanSpec
-	9,  // 1: outpost.v1.Rollout.artifact:type_name -> outpost.v1.Artifact
+	10, // 0: outpost.v1.Rollout.plan:type_name -> outpost.v1.PlanSpec
+	11, // 1: outpost.v1.Rollout.artifact:type_name -> outpost.v1.Artifact
 	0,  // 2: outpost.v1.Rollout.state:type_name -> outpost.v1.RolloutState
-	3,  // 3: outpost.v1.Rollout.stages:type_name -> outpost.v1.Stage
-	5,  // 4: outpost.v1.Rollout.node_counts:type_name -> outpost.v1.NodeCounts
-	10, // 5: outpost.v1.Rollout.create_time:type_name -> google.protobuf.Timestamp
-	10, // 6: outpost.v1.Rollout.update_time:type_name -> google.protobuf.Timestamp
-	11, // 7: outpost.v1.Rollout.deploy:type_name -> outpost.v1.DeploySpec
-	4,  // 8: outpost.v1.Stage.batches:type_name -> outpost.v1.Batch
-	1,  // 9: outpost.v1.Stage.state:type_name -> outpost.v1.StageState
-	5,  // 10: outpost.v1.Stage.node_counts:type_name -> outpost.v1.NodeCounts
-	12, // 11: outpost.v1.Stage.bake:type_name -> google.protobuf.Duration
-	10, // 12: outpost.v1.Stage.start_time:type_name -> google.protobuf.Timestamp
-	10, // 13: outpost.v1.Stage.end_time:type_name -> google.protobuf.Timestamp
-	13, // 14: outpost.v1.RolloutNode.state:type_name -> outpost.v1.NodeState
-	14, // 15: outpost.v1.RolloutNode.step:type_name -> outpost.v1.Step
-	15, // 16: outpost.v1.RolloutNode.step_phase:type_name -> outpost.v1.StepPhase
-	10, // 17: outpost.v1.RolloutNode.update_time:type_name -> google.protobuf.Timestamp
-	10, // 18: outpost.v1.RolloutNode.start_time:type_name -> google.protobuf.Timestamp
-	9,  // 19: outpost.v1.Revision.artifact:type_name -> outpost.v1.Artifact
-	0,  // 20: outpost.v1.Revision.state:type_name -> outpost.v1.RolloutState
-	10, // 21: outpost.v1.Revision.create_time:type_name -> google.protobuf.Timestamp
-	22, // [22:22] is the sub-list for method output_type
-	22, // [22:22] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	5,  // 3: outpost.v1.Rollout.stages:type_name -> outpost.v1.Stage
+	7,  // 4: outpost.v1.Rollout.node_counts:type_name -> outpost.v1.NodeCounts
+	12, // 5: outpost.v1.Rollout.create_time:type_name -> google.protobuf.Timestamp
+	12, // 6: outpost.v1.Rollout.update_time:type_name -> google.protobuf.Timestamp
+	13, // 7: outpost.v1.Rollout.deploy:type_name -> outpost.v1.DeploySpec
+	12, // 8: outpost.v1.Rollout.approve_time:type_name -> google.protobuf.Timestamp
+	4,  // 9: outpost.v1.Rollout.blue_green:type_name -> outpost.v1.BlueGreen
+	6,  // 10: outpost.v1.Stage.batches:type_name -> outpost.v1.Batch
+	1,  // 11: outpost.v1.Stage.state:type_name -> outpost.v1.StageState
+	7,  // 12: outpost.v1.Stage.node_counts:type_name -> outpost.v1.NodeCounts
+	14, // 13: outpost.v1.Stage.bake:type_name -> google.protobuf.Duration
+	12, // 14: outpost.v1.Stage.start_time:type_name -> google.protobuf.Timestamp
+	12, // 15: outpost.v1.Stage.end_time:type_name -> google.protobuf.Timestamp
+	12, // 16: outpost.v1.Stage.bake_end_time:type_name -> google.protobuf.Timestamp
+	2,  // 17: outpost.v1.Stage.kind:type_name -> outpost.v1.StageKind
+	15, // 18: outpost.v1.RolloutNode.state:type_name -> outpost.v1.NodeState
+	16, // 19: outpost.v1.RolloutNode.step:type_name -> outpost.v1.Step
+	17, // 20: outpost.v1.RolloutNode.step_phase:type_name -> outpost.v1.StepPhase
+	12, // 21: outpost.v1.RolloutNode.update_time:type_name -> google.protobuf.Timestamp
+	12, // 22: outpost.v1.RolloutNode.start_time:type_name -> google.protobuf.Timestamp
+	11, // 23: outpost.v1.Revision.artifact:type_name -> outpost.v1.Artifact
+	0,  // 24: outpost.v1.Revision.state:type_name -> outpost.v1.RolloutState
+	12, // 25: outpost.v1.Revision.create_time:type_name -> google.protobuf.Timestamp
+	26, // [26:26] is the sub-list for method output_type
+	26, // [26:26] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_outpost_v1_rollout_proto_init() }
@@ -1161,8 +1376,8 @@ func file_outpost_v1_rollout_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_outpost_v1_rollout_proto_rawDesc), len(file_outpost_v1_rollout_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   6,
+			NumEnums:      3,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
