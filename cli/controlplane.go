@@ -6,6 +6,8 @@ import (
 	"fmt"
 
 	"github.com/outposthq/outpost/controlplane"
+	"github.com/outposthq/outpost/controlplane/leader"
+	"github.com/outposthq/outpost/controlplane/rollout"
 )
 
 func controlplaneCommand() *command {
@@ -23,7 +25,10 @@ rollout engine. Its state lives in etcd: by default an embedded single-node
 etcd in --data-dir (nothing else to install), or an external etcd cluster
 with --etcd-endpoints, in which case several control planes may run: one
 leads and drives rollouts, the others serve and take over when it dies.
-Uploaded artifacts are stored in --data-dir/artifacts, never in etcd.
+Uploaded artifacts are stored in --data-dir/artifacts (or --artifact-dir),
+never in etcd; replicas sharing an etcd cluster must share that directory.
+When the leader dies, another replica takes over within --leader-ttl
+(default 10s) and continues every running rollout.
 
 Transport is plaintext gRPC for now: listen on loopback or a trusted
 network only.
@@ -43,6 +48,9 @@ See deploy/systemd/outpost-controlplane.service for a systemd unit.`,
 			metrics := fs.String("metrics-listen", "", "serve Prometheus /metrics on this `address` (e.g. 127.0.0.1:9464); empty: off")
 			otelEndpoint := fs.String("otel-endpoint", "", otelEndpointHelp)
 			replica := fs.String("name", "", "replica name in leader election and logs; empty: the host name")
+			artifactDir := fs.String("artifact-dir", "", "artifact store `directory`; empty: DATA-DIR/artifacts. Replicas sharing an etcd cluster must share it (a shared volume)")
+			leaderTTL := fs.Duration("leader-ttl", leader.DefaultTTL, "leader lease `TTL` (whole seconds): a dead leader is replaced within about this long")
+			gatewayGrace := fs.Duration("gateway-grace", rollout.DefaultOrphanGrace, "how long the nodes of a disconnected gateway wait for it before they go to another gateway of the datacenter")
 			logs := addLogFlags(fs)
 			return func(ctx context.Context, args []string) error {
 				if len(args) > 0 {
@@ -67,6 +75,9 @@ See deploy/systemd/outpost-controlplane.service for a systemd unit.`,
 					EtcdEndpoints:  etcd,
 					MetricsListen:  *metrics,
 					ReplicaName:    *replica,
+					ArtifactDir:    *artifactDir,
+					LeaderTTL:      *leaderTTL,
+					GatewayGrace:   *gatewayGrace,
 					Logger:         log,
 					TracerProvider: tp,
 				})

@@ -49,8 +49,8 @@ func startCP(t *testing.T, dir string, opts ...cpOption) *Server {
 		ReplicaName:       "cp-test",
 		Logger:            testLogger(),
 		heartbeatInterval: time.Second,
-		orphanGrace:       2 * time.Second,
-		leaderTTL:         2 * time.Second,
+		GatewayGrace:      2 * time.Second,
+		LeaderTTL:         2 * time.Second,
 		refuseBackoff:     20 * time.Millisecond,
 	}
 	for _, o := range opts {

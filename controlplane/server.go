@@ -45,9 +45,16 @@ type Config struct {
 	// Listen is the gRPC address; "" means DefaultListen. ":0" picks a free
 	// port (see Server.Addr).
 	Listen string
-	// DataDir holds the embedded etcd (DataDir/etcd) and the artifact
-	// store (DataDir/artifacts). Required.
+	// DataDir holds the embedded etcd (DataDir/etcd) and, unless
+	// ArtifactDir says otherwise, the artifact store (DataDir/artifacts).
+	// Required.
 	DataDir string
+	// ArtifactDir is the artifact store's directory; "" means
+	// DataDir/artifacts. Replicas sharing an external etcd must share it
+	// too (a shared volume): an artifact uploaded through one replica is
+	// fetched by gateways from whichever replica they reach, and the
+	// leader may change between the upload and the fetch.
+	ArtifactDir string
 	// EtcdEndpoints are the client URLs of an external etcd cluster; empty
 	// means an embedded single-node etcd in DataDir/etcd.
 	EtcdEndpoints []string
@@ -64,11 +71,18 @@ type Config struct {
 	// GatewayWaitLog is how often "waiting for a gateway in datacenter X"
 	// is logged again; 0 means DefaultGatewayWaitLog (30s).
 	GatewayWaitLog time.Duration
+	// LeaderTTL is the lease TTL of the leader election, in whole seconds:
+	// when the leader dies (or stalls this long), another replica takes
+	// over within about this long. 0 means leader.DefaultTTL (10s).
+	LeaderTTL time.Duration
+	// GatewayGrace is how long the nodes of a gateway that disconnected
+	// mid-deployment wait for it to come back before they are handed to
+	// another gateway of the datacenter. 0 means rollout.DefaultOrphanGrace
+	// (30s).
+	GatewayGrace time.Duration
 
 	// Knobs for tests in this package; zero means the engine's defaults.
 	heartbeatInterval time.Duration
-	orphanGrace       time.Duration
-	leaderTTL         time.Duration
 	refuseBackoff     time.Duration
 }
 
@@ -77,8 +91,11 @@ func (c *Config) CheckAndSetDefaults() error {
 	if c.DataDir == "" {
 		return errors.New("controlplane: DataDir is required")
 	}
-	if c.GatewayWaitLog < 0 {
-		return fmt.Errorf("controlplane: negative GatewayWaitLog %v", c.GatewayWaitLog)
+	if c.GatewayWaitLog < 0 || c.LeaderTTL < 0 || c.GatewayGrace < 0 {
+		return errors.New("controlplane: negative GatewayWaitLog, LeaderTTL or GatewayGrace")
+	}
+	if c.ArtifactDir == "" {
+		c.ArtifactDir = filepath.Join(c.DataDir, "artifacts")
 	}
 	if c.Listen == "" {
 		c.Listen = DefaultListen
@@ -162,7 +179,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.artifacts, err = artifact.Open(filepath.Join(cfg.DataDir, "artifacts"))
+	s.artifacts, err = artifact.Open(cfg.ArtifactDir)
 	if err != nil {
 		return nil, err
 	}
@@ -335,7 +352,7 @@ func (s *Server) leaderLoop(ctx context.Context) {
 			Client: s.store.Client(),
 			Prefix: store.LeaderPrefix,
 			Name:   s.cfg.ReplicaName,
-			TTL:    s.cfg.leaderTTL,
+			TTL:    s.cfg.LeaderTTL,
 			Logger: s.cfg.Logger,
 		})
 		if err != nil {
@@ -390,7 +407,7 @@ func (s *Server) lead(ctx context.Context, l *leader.Leadership) error {
 		Events:            s.events,
 		GatewayWaitLog:    s.cfg.GatewayWaitLog,
 		HeartbeatInterval: s.cfg.heartbeatInterval,
-		OrphanGrace:       s.cfg.orphanGrace,
+		OrphanGrace:       s.cfg.GatewayGrace,
 		RefuseBackoff:     s.cfg.refuseBackoff,
 	})
 	if err != nil {

@@ -1,0 +1,44 @@
+// Package audit is the control plane's audit log: who did what, when, from
+// where and with what result, kept in etcd for a retention period.
+//
+// What is recorded:
+//
+//   - every mutating API call (everything but Get*, List*, Watch*, Stat*,
+//     FetchArtifact, the gateway's Connect stream, health and reflection;
+//     see [Mutating]), by [Log.UnaryServerInterceptor] and
+//     [Log.StreamServerInterceptor]: caller, role, method, resource,
+//     request_id, peer address, result code and error text;
+//   - every node step result and every node's final result in a rollout
+//     ([Log.RecordNodeStep], [Log.RecordNodeResult]) and every rollout
+//     state change ([Log.RecordRolloutState]), called by the rollout engine.
+//
+// Request bodies are never stored: an entry holds only the fields of
+// outpost.v1.AuditEntry, filled from an allow-list of request fields (ids,
+// names, reasons), so passwords, join tokens, CSRs and plans never reach
+// the log. Detail values whose name looks secret are replaced by
+// "REDACTED", and URLs in messages are cut to scheme and host, because a
+// webhook URL often carries its token in the path.
+//
+// Layout and order: entries live at /outpost/audit/<time>-<seq>
+// (store.AuditKey). Each append transaction is compared on the newest
+// entry (the head): it succeeds only if no entry was added since this
+// writer last saw the head, so every replica's entries get consecutive
+// sequences and times that never go backwards, and key order, time order,
+// sequence order and commit order are one order. A writer that loses the
+// race re-reads the head from the same transaction's answer and retries.
+//
+// Writes are not fenced on leadership: the log records what happened, and
+// an entry from a replica that was just deposed (a step result its gateway
+// reported) is still true. The Log belongs to the server, not to one
+// leadership term, so the engine's entries queued before leadership moves
+// are still written. Entries are queued and written in batches (one etcd
+// transaction for up to 64 entries); API calls wait until their entry is
+// written, the engine never waits ([Log.Enqueue] drops and counts when the
+// queue is full). Delivery is at least once: after an etcd error whose
+// outcome is unknown the writer checks whether its batch landed, but a
+// transaction that lands after that check is written twice.
+//
+// Retention: a janitor goroutine deletes entries older than
+// Config.Retention (90 days by default), but never the newest entry, which
+// carries the sequence. Every replica runs one; deletes are idempotent.
+package audit

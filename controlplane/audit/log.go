@@ -1,0 +1,622 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/outposthq/outpost/controlplane/store"
+	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
+)
+
+// Defaults for Config.
+const (
+	DefaultRetention     = 90 * 24 * time.Hour
+	DefaultSweepInterval = time.Hour
+	DefaultBatchDelay    = 50 * time.Millisecond
+	DefaultQueueSize     = 10000
+	// DefaultReplicaName is the actor of system entries when Config has none.
+	DefaultReplicaName = "controlplane"
+)
+
+const (
+	// maxBatch and maxBatchBytes bound one append transaction, well under
+	// etcd's limits (store.MaxTxnOps, 1.5 MiB requests).
+	maxBatch      = 64
+	maxBatchBytes = 512 << 10
+	// writeTimeout bounds one background write so a stuck etcd cannot hold
+	// the writer forever.
+	writeTimeout = 10 * time.Second
+	// maxRetryDelay caps the backoff after failed background writes.
+	maxRetryDelay = 2 * time.Second
+	// casAttempts bounds retries of one batch that keeps losing the race
+	// for the head to other replicas before it counts as a failed write.
+	casAttempts = 20
+	// dropLogEvery rate-limits the "audit queue full" warning.
+	dropLogEvery = 10 * time.Second
+)
+
+// ErrClosed is returned by Append after Close.
+var ErrClosed = errors.New("audit log closed")
+
+// marshal encodes deterministically (details is a map), so a batch's bytes
+// can be compared with what etcd holds after an uncertain write.
+var marshal = proto.MarshalOptions{Deterministic: true}
+
+// Config configures a Log.
+type Config struct {
+	// Store is the etcd store (required).
+	Store *store.Store
+	// Retention is how long entries are kept; 0 means DefaultRetention.
+	Retention time.Duration
+	// SweepInterval is how often the janitor deletes expired entries; 0
+	// means DefaultSweepInterval.
+	SweepInterval time.Duration
+	// BatchDelay is how long an entry that nobody waits for (an engine
+	// entry) waits for company before it is written; 0 means
+	// DefaultBatchDelay. Entries that a caller waits for are written at once.
+	BatchDelay time.Duration
+	// QueueSize bounds the entries waiting to be written; 0 means
+	// DefaultQueueSize. When it is full, Append waits and Enqueue drops.
+	QueueSize int
+	// Identity names the caller of an API call; nil means PeerIdentity (the
+	// verified TLS client certificate).
+	Identity IdentityFunc
+	// ReplicaName is the actor of entries the control plane itself makes
+	// (rollout state changes); "" means DefaultReplicaName.
+	ReplicaName string
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// CheckAndSetDefaults validates the config and fills in defaults.
+func (c *Config) CheckAndSetDefaults() error {
+	switch {
+	case c.Store == nil:
+		return errors.New("audit: Store is required")
+	case c.Retention < 0, c.SweepInterval < 0, c.BatchDelay < 0:
+		return errors.New("audit: negative Retention, SweepInterval or BatchDelay")
+	case c.QueueSize < 0:
+		return fmt.Errorf("audit: negative QueueSize %d", c.QueueSize)
+	}
+	if c.Retention == 0 {
+		c.Retention = DefaultRetention
+	}
+	if c.SweepInterval == 0 {
+		c.SweepInterval = DefaultSweepInterval
+	}
+	if c.BatchDelay == 0 {
+		c.BatchDelay = DefaultBatchDelay
+	}
+	if c.QueueSize == 0 {
+		c.QueueSize = DefaultQueueSize
+	}
+	if c.Identity == nil {
+		c.Identity = PeerIdentity
+	}
+	if c.ReplicaName == "" {
+		c.ReplicaName = DefaultReplicaName
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// item is one queued entry.
+type item struct {
+	e  *outpostv1.AuditEntry // owned by the writer once queued
+	at time.Time             // when it was queued: the entry's time unless the head is later
+	// done receives the write's outcome; nil when nobody waits (Enqueue).
+	done chan error
+}
+
+// head is the newest entry in etcd as this writer last saw it.
+type head struct {
+	valid bool
+	key   string // "" when the log is empty
+	seq   int64
+	time  time.Time
+	rev   int64 // etcd revision at which the head was seen
+}
+
+// uncertain is a batch whose write failed without saying whether it
+// landed.
+type uncertain struct {
+	key   string // key of its first entry
+	value []byte // that entry's bytes
+	n     int    // entries in the batch
+}
+
+// Log appends audit entries to etcd and reads them back. It is safe for
+// concurrent use. It owns two goroutines (the writer and the janitor);
+// Close stops them.
+type Log struct {
+	cfg Config
+	log *slog.Logger
+
+	mu sync.Mutex // guards the fields below
+	// queue holds entries not yet written, oldest first. Only the writer
+	// (or Close, after the writer stopped) removes them, from the front.
+	queue    []*item
+	closed   bool
+	space    chan struct{} // closed and replaced when the queue shrinks or closes
+	progress chan struct{} // closed and replaced when entries leave the queue
+	queued   int64         // entries ever queued
+	settled  int64         // entries ever written or given up
+	dropped  int64         // entries Enqueue dropped
+	lastAt   time.Time     // latest queue time, so times never go backwards here
+	lastDrop time.Time     // when a drop was last logged
+
+	kick   chan struct{} // an entry arrived in an empty queue
+	urgent chan struct{} // someone waits, or a batch is full: write now
+	stop   chan struct{}
+	done   chan struct{} // writer stopped
+	jdone  chan struct{} // janitor stopped
+
+	closeOnce sync.Once
+	closeErr  error
+
+	// Owned by the writer goroutine (by Close after it stopped).
+	head      head
+	uncertain *uncertain
+}
+
+// New starts a Log: its writer and its janitor run until Close.
+func New(cfg Config) (*Log, error) {
+	if err := cfg.CheckAndSetDefaults(); err != nil {
+		return nil, err
+	}
+	l := &Log{
+		cfg:      cfg,
+		log:      cfg.Logger.With("component", "audit"),
+		space:    make(chan struct{}),
+		progress: make(chan struct{}),
+		kick:     make(chan struct{}, 1),
+		urgent:   make(chan struct{}, 1),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
+		jdone:    make(chan struct{}),
+	}
+	go l.run()
+	go l.janitor()
+	return l, nil
+}
+
+// Append queues e and waits until it is written to etcd, bounded by ctx.
+// It sets e's time and sequence. What is stored is a copy of e with
+// secret-looking details redacted and free text scrubbed (see Scrub). When the queue is full it first waits
+// for space. If ctx ends first the entry may still be written later; e is
+// then left unchanged. Append returns ErrClosed after Close.
+func (l *Log) Append(ctx context.Context, e *outpostv1.AuditEntry) error {
+	it := l.newItem(e, true)
+	if err := l.push(ctx, it); err != nil {
+		return err
+	}
+	select {
+	case err := <-it.done:
+		if err == nil {
+			// The writer is done with it.e: the receive orders its writes
+			// before these reads.
+			e.Time, e.Sequence = it.e.GetTime(), it.e.GetSequence()
+		}
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("audit: wait for append: %w", ctx.Err())
+	}
+}
+
+// Enqueue queues e without waiting: it never blocks. It reports false when
+// the entry was dropped because the queue is full or the Log is closed;
+// drops are logged (rate-limited) and counted (Dropped). The rollout
+// engine records through it, so a slow etcd never stalls a rollout.
+func (l *Log) Enqueue(e *outpostv1.AuditEntry) bool {
+	it := l.newItem(e, false)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed || len(l.queue) >= l.cfg.QueueSize {
+		l.dropped++
+		if now := time.Now(); now.Sub(l.lastDrop) >= dropLogEvery {
+			l.lastDrop = now
+			l.log.Error("audit entry dropped", "reason", l.dropReason(), "action", e.GetAction(),
+				"resource", e.GetResource(), "dropped_total", l.dropped)
+		}
+		return false
+	}
+	l.enqueueLocked(it)
+	return true
+}
+
+func (l *Log) dropReason() string {
+	if l.closed {
+		return "log closed"
+	}
+	return "queue full (etcd slow or unreachable)"
+}
+
+// Dropped returns how many entries Enqueue has dropped.
+func (l *Log) Dropped() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.dropped
+}
+
+// Flush waits until every entry queued before the call is written (or
+// given up at Close), bounded by ctx.
+func (l *Log) Flush(ctx context.Context) error {
+	l.mu.Lock()
+	target := l.queued
+	l.mu.Unlock()
+	signal(l.urgent)
+	for range 1 << 30 {
+		l.mu.Lock()
+		settled, progress := l.settled, l.progress
+		l.mu.Unlock()
+		if settled >= target {
+			return nil
+		}
+		select {
+		case <-progress:
+		case <-ctx.Done():
+			return fmt.Errorf("audit: flush: %w", ctx.Err())
+		}
+	}
+	return errors.New("audit: flush: no progress")
+}
+
+// Close stops the janitor and the writer, then writes what is still
+// queued, bounded by ctx; entries it cannot write are logged as lost and
+// their waiters get an error. Later calls return the first call's result.
+func (l *Log) Close(ctx context.Context) error {
+	l.closeOnce.Do(func() { l.closeErr = l.close(ctx) })
+	return l.closeErr
+}
+
+func (l *Log) close(ctx context.Context) error {
+	l.mu.Lock()
+	l.closed = true
+	close(l.space) // wake Appends waiting for space: they see closed
+	l.space = make(chan struct{})
+	l.mu.Unlock()
+	close(l.stop)
+	<-l.done
+	<-l.jdone
+
+	retry := 10 * time.Millisecond
+	for l.pending() > 0 {
+		err := l.writeBatch(ctx)
+		if err == nil {
+			continue
+		}
+		if ctx.Err() == nil {
+			t := time.NewTimer(retry)
+			select {
+			case <-t.C:
+				retry = min(2*retry, maxRetryDelay)
+				continue
+			case <-ctx.Done():
+				t.Stop()
+			}
+		}
+		lost := l.abandon(fmt.Errorf("audit: log closed before the entry was written: %w", err))
+		l.log.Error("audit entries lost at shutdown", "entries", lost, "err", err)
+		return fmt.Errorf("audit: close: %d entries not written: %w", lost, err)
+	}
+	return nil
+}
+
+// abandon fails every queued entry and returns how many there were.
+func (l *Log) abandon(err error) int {
+	l.mu.Lock()
+	q := l.queue
+	l.queue = nil
+	l.settled += int64(len(q))
+	l.signalProgressLocked()
+	l.mu.Unlock()
+	for _, it := range q {
+		if it.done != nil {
+			it.done <- err
+		}
+	}
+	return len(q)
+}
+
+// newItem copies e so the caller may reuse it, redacts and bounds the
+// copy, and stamps the queue time.
+func (l *Log) newItem(e *outpostv1.AuditEntry, wait bool) *item {
+	it := &item{e: proto.CloneOf(e), at: l.cfg.Now()}
+	sanitize(it.e)
+	if wait {
+		it.done = make(chan error, 1)
+	}
+	return it
+}
+
+// push queues it, waiting for space while the queue is full.
+func (l *Log) push(ctx context.Context, it *item) error {
+	for range 1 << 30 {
+		l.mu.Lock()
+		if l.closed {
+			l.mu.Unlock()
+			return ErrClosed
+		}
+		if len(l.queue) < l.cfg.QueueSize {
+			l.enqueueLocked(it)
+			l.mu.Unlock()
+			return nil
+		}
+		space := l.space
+		l.mu.Unlock()
+		select {
+		case <-space:
+		case <-ctx.Done():
+			return fmt.Errorf("audit: queue full: %w", ctx.Err())
+		}
+	}
+	return errors.New("audit: queue full")
+}
+
+func (l *Log) enqueueLocked(it *item) {
+	// Times never go backwards within this process; across replicas the
+	// writer clamps to the head's time.
+	if it.at.Before(l.lastAt) {
+		it.at = l.lastAt
+	}
+	l.lastAt = it.at
+	l.queue = append(l.queue, it)
+	l.queued++
+	switch {
+	case it.done != nil, len(l.queue) >= maxBatch:
+		signal(l.urgent)
+	case len(l.queue) == 1:
+		signal(l.kick)
+	}
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+func (l *Log) signalProgressLocked() {
+	close(l.progress)
+	l.progress = make(chan struct{})
+	close(l.space)
+	l.space = make(chan struct{})
+}
+
+func (l *Log) pending() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.queue)
+}
+
+// run is the writer goroutine: it waits for entries, gives unhurried ones
+// BatchDelay to gather, and writes until the queue is empty, retrying
+// failed writes with backoff.
+func (l *Log) run() {
+	defer close(l.done)
+	retry := time.Duration(0)
+	lastWarn := time.Time{}
+	for {
+		if retry == 0 {
+			select {
+			case <-l.stop:
+				return
+			case <-l.kick:
+				t := time.NewTimer(l.cfg.BatchDelay)
+				select {
+				case <-l.stop:
+					t.Stop()
+					return
+				case <-t.C:
+				case <-l.urgent:
+					t.Stop()
+				}
+			case <-l.urgent:
+			}
+		} else {
+			t := time.NewTimer(retry)
+			select {
+			case <-l.stop:
+				t.Stop()
+				return
+			case <-t.C:
+			}
+		}
+		retry = 0
+		for l.pending() > 0 {
+			ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
+			err := l.writeBatch(ctx)
+			cancel()
+			if err != nil {
+				retry = min(max(2*retry, l.cfg.BatchDelay), maxRetryDelay)
+				if now := time.Now(); now.Sub(lastWarn) >= time.Second {
+					lastWarn = now
+					l.log.Warn("audit write failed; will retry", "err", err, "queued", l.pending(), "retry_in", retry)
+				}
+				break
+			}
+			select {
+			case <-l.stop:
+				return
+			default:
+			}
+		}
+	}
+}
+
+// writeBatch writes the oldest queued entries in one transaction and
+// removes them from the queue.
+func (l *Log) writeBatch(ctx context.Context) error {
+	l.mu.Lock()
+	var batch []*item
+	for _, it := range l.queue {
+		if len(batch) == maxBatch {
+			break
+		}
+		batch = append(batch, it)
+	}
+	l.mu.Unlock()
+	if len(batch) == 0 {
+		return nil
+	}
+	n, err := l.commit(ctx, batch)
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	written := l.queue[:n]
+	l.queue = l.queue[n:]
+	l.settled += int64(n)
+	l.signalProgressLocked()
+	l.mu.Unlock()
+	for _, it := range written {
+		if it.done != nil {
+			it.done <- nil
+		}
+	}
+	return nil
+}
+
+// commit appends a prefix of batch after the head and returns its length.
+func (l *Log) commit(ctx context.Context, batch []*item) (int, error) {
+	if !l.head.valid {
+		if err := l.readHead(ctx); err != nil {
+			return 0, err
+		}
+		if u := l.uncertain; u != nil {
+			l.uncertain = nil
+			landed, err := l.landed(ctx, u)
+			if err != nil {
+				l.uncertain = u
+				return 0, err
+			}
+			if landed {
+				return min(u.n, len(batch)), nil
+			}
+		}
+	}
+	for range casAttempts {
+		ops, n, first, err := l.assign(batch)
+		if err != nil {
+			return 0, err
+		}
+		cmpKey := l.head.key
+		if cmpKey == "" {
+			cmpKey = store.AuditPrefix
+		}
+		// No key at or after the head may be newer than the head we saw:
+		// if one is, another replica appended first.
+		cmp := clientv3.Compare(clientv3.ModRevision(cmpKey), "<", l.head.rev+1).
+			WithRange(clientv3.GetPrefixRangeEnd(store.AuditPrefix))
+		resp, err := l.cfg.Store.Client().Txn(ctx).If(cmp).Then(ops...).
+			Else(clientv3.OpGet(store.AuditPrefix, clientv3.WithLastKey()...)).Commit()
+		if err != nil {
+			l.head.valid = false
+			l.uncertain = &uncertain{key: first.key, value: first.value, n: n}
+			return 0, fmt.Errorf("append %d audit entries: %w", n, err)
+		}
+		if resp.Succeeded {
+			last := batch[n-1].e
+			l.head = head{valid: true, key: store.AuditKey(last.GetTime().AsTime(), last.GetSequence()),
+				seq: last.GetSequence(), time: last.GetTime().AsTime(), rev: resp.Header.Revision}
+			return n, nil
+		}
+		// The else branch read the new head at the transaction's revision.
+		var kvs []*mvccpb.KeyValue
+		if len(resp.Responses) == 1 {
+			kvs = resp.Responses[0].GetResponseRange().GetKvs()
+		}
+		if err := l.setHead(kvs, resp.Header.Revision); err != nil {
+			return 0, err
+		}
+	}
+	return 0, fmt.Errorf("append audit entries: lost the race for the head %d times", casAttempts)
+}
+
+// assign numbers the batch after the head and returns the puts for as many
+// entries as fit in one transaction, with the first one's key and bytes.
+func (l *Log) assign(batch []*item) ([]clientv3.Op, int, uncertain, error) {
+	var (
+		ops   []clientv3.Op
+		first uncertain
+		size  int
+	)
+	prev, seq := l.head.time, l.head.seq
+	for _, it := range batch {
+		at := it.at
+		if at.Before(prev) {
+			at = prev
+		}
+		seq++
+		it.e.Time = timestamppb.New(at)
+		it.e.Sequence = seq
+		b, err := marshal.Marshal(it.e)
+		if err != nil {
+			return nil, 0, first, fmt.Errorf("encode audit entry: %w", err)
+		}
+		key := store.AuditKey(at, seq)
+		if len(ops) > 0 && size+len(key)+len(b) > maxBatchBytes {
+			break
+		}
+		if len(ops) == 0 {
+			first = uncertain{key: key, value: b}
+		}
+		size += len(key) + len(b)
+		ops = append(ops, clientv3.OpPut(key, string(b)))
+		prev = at
+	}
+	return ops, len(ops), first, nil
+}
+
+// readHead reads the newest entry.
+func (l *Log) readHead(ctx context.Context) error {
+	resp, err := l.cfg.Store.Client().Get(ctx, store.AuditPrefix, clientv3.WithLastKey()...)
+	if err != nil {
+		return fmt.Errorf("read the newest audit entry: %w", err)
+	}
+	return l.setHead(resp.Kvs, resp.Header.Revision)
+}
+
+// setHead records the newest entry (kvs holds it, or nothing when the log
+// is empty), seen at etcd revision rev.
+func (l *Log) setHead(kvs []*mvccpb.KeyValue, rev int64) error {
+	if len(kvs) == 0 {
+		l.head = head{valid: true, rev: rev}
+		return nil
+	}
+	var e outpostv1.AuditEntry
+	if err := proto.Unmarshal(kvs[0].Value, &e); err != nil {
+		l.head.valid = false
+		return fmt.Errorf("decode audit entry %s: %w", kvs[0].Key, err)
+	}
+	l.head = head{valid: true, key: string(kvs[0].Key), seq: e.GetSequence(), time: e.GetTime().AsTime(), rev: rev}
+	return nil
+}
+
+// landed reports whether the uncertain batch u is in etcd: its first
+// entry is there with the bytes this writer sent.
+func (l *Log) landed(ctx context.Context, u *uncertain) (bool, error) {
+	resp, err := l.cfg.Store.Client().Get(ctx, u.key)
+	if err != nil {
+		return false, fmt.Errorf("check audit write: %w", err)
+	}
+	return len(resp.Kvs) == 1 && bytes.Equal(resp.Kvs[0].Value, u.value), nil
+}

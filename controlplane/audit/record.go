@@ -1,0 +1,139 @@
+package audit
+
+import (
+	"context"
+	"strconv"
+	"strings"
+
+	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
+)
+
+// Actions of the entries the control plane makes itself; API calls use
+// the full gRPC method name.
+const (
+	// ActionNodeStep: a step ended on a node (succeeded or failed).
+	ActionNodeStep = "node.step"
+	// ActionNodeResult: a node reached its final state in a rollout.
+	ActionNodeResult = "node.result"
+	// ActionRolloutState: a rollout changed state.
+	ActionRolloutState = "rollout.state"
+)
+
+// Results of node entries.
+const (
+	ResultOK     = "OK"
+	ResultFailed = "FAILED"
+)
+
+// RecordNodeStep records that a step ended on a node, as gateway reported
+// in ev. Events of steps starting are ignored: the entry is the result.
+// It never blocks (see Enqueue); ctx only contributes its trace id.
+func (l *Log) RecordNodeStep(ctx context.Context, gateway string, ev *outpostv1.NodeStepEvent) {
+	if ev.GetPhase() == outpostv1.StepPhase_STEP_PHASE_STARTED || ev.GetPhase() == outpostv1.StepPhase_STEP_PHASE_UNSPECIFIED {
+		return
+	}
+	e := l.nodeEntry(gateway, ev.GetRolloutId(), ev.GetNodeId())
+	e.Action = ActionNodeStep
+	e.Result = ResultOK
+	e.Message = stepName(ev.GetStep()) + " succeeded"
+	if ev.GetPhase() == outpostv1.StepPhase_STEP_PHASE_FAILED {
+		e.Result = ResultFailed
+		e.Message = stepName(ev.GetStep()) + " failed"
+		if ev.GetError() != "" {
+			e.Message += ": " + ev.GetError()
+		}
+	}
+	detail(e, "step", stepName(ev.GetStep()))
+	if d := ev.GetDuration(); d != nil {
+		detail(e, "duration", d.AsDuration().String())
+	}
+	detail(e, "detail", ev.GetDetail())
+	l.enqueueRecord(ctx, e)
+}
+
+// RecordNodeResult records a node's final state in a rollout: state is
+// SUCCEEDED, FAILED, ROLLED_BACK, ROLLBACK_FAILED or SKIPPED, step the last
+// step that ran (the failed one), errText the node's error ("" on
+// success), gateway the gateway that ran it ("" when none did). It never
+// blocks (see Enqueue); ctx only contributes its trace id.
+func (l *Log) RecordNodeResult(ctx context.Context, rolloutID, nodeID string, state outpostv1.NodeState, step outpostv1.Step, errText, gateway string) {
+	e := l.nodeEntry(gateway, rolloutID, nodeID)
+	e.Action = ActionNodeResult
+	name := strings.TrimPrefix(state.String(), "NODE_STATE_")
+	e.Result = ResultFailed
+	switch state {
+	case outpostv1.NodeState_NODE_STATE_SUCCEEDED, outpostv1.NodeState_NODE_STATE_SKIPPED:
+		e.Result = ResultOK
+	}
+	e.Message = name
+	if errText != "" {
+		e.Message += ": " + errText
+	}
+	detail(e, "state", name)
+	if step != outpostv1.Step_STEP_UNSPECIFIED {
+		detail(e, "step", stepName(step))
+	}
+	l.enqueueRecord(ctx, e)
+}
+
+// RecordRolloutState records that rollout r changed from state from to
+// state to; reason says why ("" when the states say it all). The actor is
+// this control plane (Config.ReplicaName): people's verbs are recorded
+// separately by the interceptors. It never blocks (see Enqueue); ctx only
+// contributes its trace id.
+func (l *Log) RecordRolloutState(ctx context.Context, r *outpostv1.Rollout, from, to outpostv1.RolloutState, reason string) {
+	e := &outpostv1.AuditEntry{
+		Actor:     l.cfg.ReplicaName,
+		ActorKind: outpostv1.AuditActorKind_AUDIT_ACTOR_KIND_SYSTEM,
+		Action:    ActionRolloutState,
+		Result:    ResultOK,
+	}
+	setRollout(e, r.GetId())
+	fromName, toName := stateName(from), stateName(to)
+	if fromName == "" {
+		fromName = "NEW"
+	}
+	e.Message = fromName + " -> " + toName
+	if reason != "" {
+		e.Message += ": " + reason
+	}
+	detail(e, "from", fromName)
+	detail(e, "to", toName)
+	detail(e, "app", r.GetApp())
+	detail(e, "environment", r.GetPlan().GetEnvironment())
+	detail(e, "change_id", r.GetPlan().GetChangeId())
+	if r.GetRevision() != 0 {
+		detail(e, "revision", strconv.FormatInt(r.GetRevision(), 10))
+	}
+	detail(e, "release", r.GetReleaseId())
+	l.enqueueRecord(ctx, e)
+}
+
+// nodeEntry starts an entry about a node: the gateway that ran it is the
+// actor, or this control plane when no gateway did.
+func (l *Log) nodeEntry(gateway, rolloutID, nodeID string) *outpostv1.AuditEntry {
+	e := &outpostv1.AuditEntry{
+		Actor:     gateway,
+		ActorKind: outpostv1.AuditActorKind_AUDIT_ACTOR_KIND_GATEWAY,
+		RolloutId: rolloutID,
+		NodeId:    nodeID,
+	}
+	if gateway == "" {
+		e.Actor, e.ActorKind = l.cfg.ReplicaName, outpostv1.AuditActorKind_AUDIT_ACTOR_KIND_SYSTEM
+	}
+	if nodeID != "" {
+		e.Resource = "nodes/" + nodeID
+	}
+	detail(e, "gateway", gateway)
+	return e
+}
+
+func (l *Log) enqueueRecord(ctx context.Context, e *outpostv1.AuditEntry) {
+	addTraceID(ctx, e)
+	l.Enqueue(e)
+}
+
+// stepName is a step without its prefix, lower case ("health").
+func stepName(s outpostv1.Step) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "STEP_"))
+}
