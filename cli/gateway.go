@@ -27,6 +27,10 @@ sees them. If the control plane goes away, the gateway keeps retrying with
 backoff. On shutdown it finishes the nodes it is switching (never leaving
 a node half-switched) and cancels the rest.
 
+With several control plane replicas, give all of them, comma-separated:
+--controlplane cp-1:7443,cp-2:7443,cp-3:7443. The gateway finds the leader
+among them, and the next leader after a failover.
+
 Host keys are always verified: against the keys pinned on the node in the
 inventory, else against --known-hosts (which may hold @cert-authority
 lines). An unknown or changed host key fails that node.

@@ -23,7 +23,9 @@ const (
 
 // Config configures a Gateway.
 type Config struct {
-	// ControlPlane is the gRPC address of the control plane (required).
+	// ControlPlane is the gRPC address of the control plane (required),
+	// or the comma-separated addresses of its replicas: the gateway then
+	// finds the leader among them, also after a failover.
 	ControlPlane string
 	// Name identifies the gateway to the control plane; empty means
 	// "<hostname>-<datacenter>".

@@ -117,15 +117,17 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if !g.ran.CompareAndSwap(false, true) {
 		return errors.New("gateway: Run called twice")
 	}
-	opts := append([]grpc.DialOption{
+	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		// Notices a control plane that vanished without closing the
 		// connection (a firewall dropping the flow). Pings stay above
 		// gRPC servers' default 5 minute minimum, so no server needs to
 		// allow more.
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 6 * time.Minute, Timeout: 20 * time.Second}),
-	}, g.cfg.DialOptions...)
-	conn, err := grpc.NewClient(g.cfg.ControlPlane, opts...)
+	}
+	target, cpOpts := controlPlaneTarget(g.cfg.ControlPlane)
+	opts = append(append(opts, cpOpts...), g.cfg.DialOptions...)
+	conn, err := grpc.NewClient(target, opts...)
 	if err != nil {
 		return fmt.Errorf("gateway: control plane %s: %w", g.cfg.ControlPlane, err)
 	}

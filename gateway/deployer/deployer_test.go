@@ -347,13 +347,6 @@ func TestDeployFreeSpaceCheck(t *testing.T) {
 
 func TestDeployConnectionKilledMidUpload(t *testing.T) {
 	forEachTarget(t, func(t *testing.T, tg *target) {
-		if raceDetector && tg.name == "fleet" {
-			// internal/testfleet's session.sftp closes the channel for
-			// writing (session.exit) while pkg/sftp's packet manager may
-			// still write a response: a data race in the fleet, not here,
-			// that a killed upload triggers. Runs without -race.
-			t.Skip("testfleet races when an upload is killed; run without -race")
-		}
 		f := newFixture(t, tg, "app")
 		f.mustDeploy(t, f.job("r1", serviceRelease(t, t.TempDir(), "r1", true, 0)))
 		before := snapshotTree(t, f.path)

@@ -229,5 +229,6 @@ func (s *session) sftp() {
 	if err := srv.Serve(); err != nil {
 		h.fleet.cfg.Logger.Debug("sftp", "host", h.Name, "err", err)
 	}
+	rw.stopWrites()
 	s.exit(exitStatus(0))
 }

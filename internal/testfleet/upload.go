@@ -3,7 +3,9 @@ package testfleet
 import (
 	"encoding/binary"
 	"errors"
+	"io"
 	"net"
+	"sync"
 
 	"golang.org/x/crypto/ssh"
 )
@@ -37,6 +39,12 @@ type uploadWatcher struct {
 	written   int64  // file bytes seen in this session
 	corrupted bool
 	cut       bool
+
+	// wmu serializes the SFTP server's response writes with the session's
+	// end: x/crypto's channel CloseWrite is not safe against a concurrent
+	// Write, and pkg/sftp may still be sending when Serve returns.
+	wmu     sync.Mutex
+	wclosed bool // guarded by wmu: no more writes reach the channel
 }
 
 func (u *uploadWatcher) Read(p []byte) (int, error) {
@@ -54,8 +62,24 @@ func (u *uploadWatcher) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (u *uploadWatcher) Write(p []byte) (int, error) { return u.ch.Write(p) }
-func (u *uploadWatcher) Close() error                { return u.ch.Close() }
+func (u *uploadWatcher) Write(p []byte) (int, error) {
+	u.wmu.Lock()
+	defer u.wmu.Unlock()
+	if u.wclosed {
+		return 0, io.ErrClosedPipe
+	}
+	return u.ch.Write(p)
+}
+
+func (u *uploadWatcher) Close() error { return u.ch.Close() }
+
+// stopWrites makes every later Write fail, after any Write under way ends,
+// so the session can close its channel without racing the SFTP server.
+func (u *uploadWatcher) stopWrites() {
+	u.wmu.Lock()
+	u.wclosed = true
+	u.wmu.Unlock()
+}
 
 // scan walks b through the packet framing, counting and possibly corrupting
 // file data in place. It reports false when the connection must be cut
