@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"slices"
 	"sync"
 	"time"
 
@@ -54,13 +53,21 @@ type Client struct {
 	// parallelMin, when positive, replaces parallelUploadMin; tests lower
 	// it to keep their uploads small.
 	parallelMin int64
+	// onUploadSession, when set, is called as each session of a parallel
+	// upload starts writing; tests use it to know the sessions are there.
+	onUploadSession func()
 }
 
 // Dial connects to cfg.Address, verifies the host key and authenticates.
-// ctx bounds the whole dial: when it ends during the TCP connect or the
-// handshake the connection is closed and Dial returns promptly. ctx is not
-// kept: the Client lives until Close. A refused host key is reported as a
-// *HostKeyError, before any credential is sent.
+// ctx bounds the whole dial, retries and waits for a cfg.DialLimiter slot
+// included: when it ends the connection is closed and Dial returns
+// promptly. ctx is not kept: the Client lives until Close. A refused host
+// key is reported as a *HostKeyError, before any credential is sent.
+//
+// An attempt that the server refuses or drops before its host key is seen
+// (connection refused or reset, sshd's MaxStartups) is retried up to
+// cfg.DialRetries times with jittered backoff; a refused host key, failed
+// authentication or a timeout never is.
 func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if err := cfg.CheckAndSetDefaults(); err != nil {
 		return nil, err
@@ -75,12 +82,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	defer releaseAuth()
 
-	d := net.Dialer{Timeout: cfg.DialTimeout}
-	tcp, err := d.DialContext(ctx, "tcp", cfg.Address)
-	if err != nil {
-		return nil, fmt.Errorf("sshexec: dial %s: %w", cfg.Address, err)
-	}
-	conn, err := handshake(ctx, tcp, cfg, verifier, auth)
+	conn, err := connect(ctx, cfg, verifier, auth)
 	if err != nil {
 		return nil, err
 	}
@@ -98,58 +100,6 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		go c.keepalive()
 	}
 	return c, nil
-}
-
-// handshake runs the SSH handshake on tcp, closing tcp when ctx ends or the
-// handshake timeout passes so that a silent server cannot hold Dial.
-func handshake(ctx context.Context, tcp net.Conn, cfg Config, v *hostKeyVerifier, auth []ssh.AuthMethod) (*ssh.Client, error) {
-	sc := &ssh.ClientConfig{
-		Config: ssh.Config{
-			// AES-GCM first: with AES-NI it is the fastest cipher for
-			// uploads. The rest are the library's secure defaults.
-			Ciphers: preferFirst(ssh.SupportedAlgorithms().Ciphers, ssh.CipherAES128GCM),
-		},
-		User:              cfg.User,
-		Auth:              auth,
-		HostKeyCallback:   v.check,
-		HostKeyAlgorithms: v.algorithms,
-		ClientVersion:     clientVersion,
-	}
-	if err := tcp.SetDeadline(time.Now().Add(cfg.HandshakeTimeout)); err != nil {
-		tcp.Close()
-		return nil, fmt.Errorf("sshexec: dial %s: %w", cfg.Address, err)
-	}
-	stop := context.AfterFunc(ctx, func() { tcp.Close() })
-	sconn, chans, reqs, err := ssh.NewClientConn(tcp, cfg.Address, sc)
-	if !stop() {
-		// ctx ended: tcp is closed or about to be, whatever the outcome.
-		if sconn != nil {
-			sconn.Close()
-		}
-		tcp.Close()
-		return nil, fmt.Errorf("sshexec: handshake with %s: %w", cfg.Address, context.Cause(ctx))
-	}
-	if err != nil {
-		tcp.Close()
-		var hkErr *HostKeyError
-		if errors.As(err, &hkErr) {
-			return nil, hkErr
-		}
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			return nil, fmt.Errorf("sshexec: handshake with %s: no answer within %v: %w", cfg.Address, cfg.HandshakeTimeout, err)
-		}
-		return nil, fmt.Errorf("sshexec: handshake with %s: %w", cfg.Address, err)
-	}
-	if err := tcp.SetDeadline(time.Time{}); err != nil {
-		sconn.Close()
-		return nil, fmt.Errorf("sshexec: handshake with %s: %w", cfg.Address, err)
-	}
-	return ssh.NewClient(sconn, chans, reqs), nil
-}
-
-func preferFirst(list []string, first string) []string {
-	return append([]string{first}, slices.DeleteFunc(slices.Clone(list), func(s string) bool { return s == first })...)
 }
 
 // keepalive probes the server every interval. A probe that has not been

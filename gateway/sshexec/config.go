@@ -21,6 +21,9 @@ const (
 	DefaultKeepaliveMaxMissed = 3
 	DefaultMaxOutputBytes     = 64 << 10
 	DefaultUploadSessions     = 4
+	DefaultDialRetries        = 3
+	DefaultDialBackoff        = 200 * time.Millisecond
+	DefaultDialMaxBackoff     = 2 * time.Second
 )
 
 // Config says how to reach and trust one node.
@@ -40,6 +43,23 @@ type Config struct {
 	// HandshakeTimeout bounds the SSH handshake and authentication; zero
 	// means DefaultHandshakeTimeout.
 	HandshakeTimeout time.Duration
+	// DialRetries is how many more attempts Dial makes when one fails the
+	// way a busy or restarting server fails it: the TCP connect refused or
+	// reset, or the connection closed or reset before the host key was
+	// seen (sshd drops connections beyond MaxStartups before its banner).
+	// A refused host key, failed authentication and timeouts are never
+	// retried. Zero means DefaultDialRetries; negative means none.
+	DialRetries int
+	// DialBackoff is the wait before the first retry; each further retry
+	// waits twice as long, up to DialMaxBackoff. Every wait is shortened
+	// by a random part of up to half, so that nodes refused together do
+	// not retry together. Zero means DefaultDialBackoff, and
+	// DefaultDialMaxBackoff (or DialBackoff when that is longer).
+	DialBackoff, DialMaxBackoff time.Duration
+	// DialLimiter, when set, bounds how many connection set-ups run at
+	// once across every Config sharing it (a gateway shares one among all
+	// its nodes). Nil means no bound.
+	DialLimiter *DialLimiter
 	// KeepaliveInterval is the period of keepalive@openssh.com probes, and
 	// how long each probe may wait for its reply; zero means
 	// DefaultKeepaliveInterval, negative disables keepalives.
@@ -130,6 +150,8 @@ func (c *Config) CheckAndSetDefaults() error {
 	}{
 		{"DialTimeout", &c.DialTimeout, DefaultDialTimeout},
 		{"HandshakeTimeout", &c.HandshakeTimeout, DefaultHandshakeTimeout},
+		{"DialBackoff", &c.DialBackoff, DefaultDialBackoff},
+		{"DialMaxBackoff", &c.DialMaxBackoff, max(DefaultDialMaxBackoff, c.DialBackoff)},
 	} {
 		if *d.v < 0 {
 			return fmt.Errorf("sshexec: %s %v is negative", d.name, *d.v)
@@ -137,6 +159,12 @@ func (c *Config) CheckAndSetDefaults() error {
 		if *d.v == 0 {
 			*d.v = d.def
 		}
+	}
+	if c.DialMaxBackoff < c.DialBackoff {
+		return fmt.Errorf("sshexec: DialMaxBackoff %v is less than DialBackoff %v", c.DialMaxBackoff, c.DialBackoff)
+	}
+	if c.DialRetries == 0 {
+		c.DialRetries = DefaultDialRetries
 	}
 	if c.KeepaliveInterval == 0 {
 		c.KeepaliveInterval = DefaultKeepaliveInterval

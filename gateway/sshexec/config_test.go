@@ -34,6 +34,9 @@ func TestCheckAndSetDefaults(t *testing.T) {
 					User:               "deploy",
 					DialTimeout:        10 * time.Second,
 					HandshakeTimeout:   10 * time.Second,
+					DialRetries:        3,
+					DialBackoff:        200 * time.Millisecond,
+					DialMaxBackoff:     2 * time.Second,
 					KeepaliveInterval:  5 * time.Second,
 					KeepaliveMaxMissed: 3,
 					MaxOutputBytes:     64 << 10,
@@ -63,6 +66,26 @@ func TestCheckAndSetDefaults(t *testing.T) {
 		{name: "negative dial timeout", mutate: func(c *Config) { c.DialTimeout = -1 }, wantErr: "DialTimeout"},
 		{name: "negative max missed", mutate: func(c *Config) { c.KeepaliveMaxMissed = -1 }, wantErr: "KeepaliveMaxMissed"},
 		{name: "negative output limit", mutate: func(c *Config) { c.MaxOutputBytes = -1 }, wantErr: "MaxOutputBytes"},
+		{name: "negative dial backoff", mutate: func(c *Config) { c.DialBackoff = -1 }, wantErr: "DialBackoff"},
+		{name: "max backoff below backoff", mutate: func(c *Config) { c.DialBackoff, c.DialMaxBackoff = time.Second, time.Millisecond }, wantErr: "DialMaxBackoff"},
+		{
+			name:   "long backoff raises the default max",
+			mutate: func(c *Config) { c.DialBackoff = 5 * time.Second },
+			check: func(t *testing.T, c Config) {
+				if c.DialMaxBackoff != 5*time.Second {
+					t.Errorf("DialMaxBackoff = %v, want 5s", c.DialMaxBackoff)
+				}
+			},
+		},
+		{
+			name:   "retries disabled",
+			mutate: func(c *Config) { c.DialRetries = -1 },
+			check: func(t *testing.T, c Config) {
+				if c.DialRetries >= 0 {
+					t.Errorf("DialRetries = %d, want negative (none)", c.DialRetries)
+				}
+			},
+		},
 		{name: "negative upload sessions", mutate: func(c *Config) { c.UploadSessions = -1 }, wantErr: "UploadSessions"},
 		{
 			name:   "keepalive disabled",

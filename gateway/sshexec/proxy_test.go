@@ -16,6 +16,9 @@ type faultProxy struct {
 	target string
 	ln     net.Listener
 	holed  atomic.Bool
+	// accepted counts the connections accepted, that is the attempts a
+	// client made through the proxy.
+	accepted atomic.Int64
 
 	mu     sync.Mutex
 	conns  []net.Conn // guarded by mu
@@ -52,6 +55,7 @@ func (p *faultProxy) accept() {
 		if err != nil {
 			return
 		}
+		p.accepted.Add(1)
 		out, err := net.Dial("tcp", p.target)
 		if err != nil {
 			in.Close()

@@ -188,6 +188,9 @@ func cmpOr(a, b error) error {
 // startWriters starts the writers of one session; the last one to finish
 // closes f.
 func (u *parallelUpload) startWriters(wg *sync.WaitGroup, f *sftp.File, closeFile func(*sftp.File)) {
+	if u.c.onUploadSession != nil {
+		u.c.onUploadSession()
+	}
 	var left sync.WaitGroup
 	var wrote atomic.Bool
 	left.Add(u.writers)

@@ -2,20 +2,19 @@ package sshexec
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
-
-// parallelSize is just above parallelUploadMin, with a tail that is not a
-// whole SFTP write.
-const parallelSize = parallelUploadMin + 3<<20 + 4321
 
 // smallParallelMin replaces parallelUploadMin in the tests of failures and
 // fallbacks, which need the parallel path but not 32 MiB of data each.
@@ -72,9 +71,14 @@ func TestUploadSize(t *testing.T) {
 }
 
 func TestUploadParallel(t *testing.T) {
-	for _, server := range []struct{ name, sftp string }{
-		{"internal-sftp", ""},
-		{"sftp-server", "/usr/lib/openssh/sftp-server"},
+	for _, server := range []struct {
+		name, sftp string
+		// parallelMin replaces parallelUploadMin when set: the real
+		// threshold is tested once, on internal-sftp.
+		parallelMin int64
+	}{
+		{"internal-sftp", "", 0},
+		{"sftp-server", "/usr/lib/openssh/sftp-server", smallParallelMin},
 	} {
 		t.Run(server.name, func(t *testing.T) {
 			if server.sftp != "" {
@@ -84,13 +88,15 @@ func TestUploadParallel(t *testing.T) {
 			}
 			s := startSSHD(t, sshdOptions{sftpServer: server.sftp})
 			c := dial(t, s.config())
-			data := randomBytes(parallelSize, 3)
+			c.parallelMin = server.parallelMin
+			size := int(cmp.Or(server.parallelMin, parallelUploadMin)) + 3<<20 + 4321
+			data := randomBytes(size, 3)
 			dir := t.TempDir()
 			src := filepath.Join(dir, "src")
 			writeFile(t, src, data)
 			dst := filepath.Join(dir, "dst")
 			// Longer than the upload: it must be truncated, not overwritten.
-			writeFile(t, dst, bytes.Repeat([]byte("old"), parallelSize))
+			writeFile(t, dst, bytes.Repeat([]byte("old"), size))
 
 			f, err := os.Open(src)
 			if err != nil {
@@ -102,7 +108,13 @@ func TestUploadParallel(t *testing.T) {
 			if _, err := f.Seek(skip, io.SeekStart); err != nil {
 				t.Fatal(err)
 			}
-			got, err := c.Upload(context.Background(), f, dst, 0o640)
+			// Hold the source back after its first MiB until a second
+			// session is writing, so that one takes part however fast the
+			// first is.
+			var started atomic.Int32
+			c.onUploadSession = func() { started.Add(1) }
+			gate := &gatedFile{File: f, after: 1 << 20, open: func() bool { return started.Load() >= 2 }}
+			got, err := c.Upload(context.Background(), gate, dst, 0o640)
 			if err != nil {
 				t.Fatalf("Upload: %v", err)
 			}
@@ -110,8 +122,9 @@ func TestUploadParallel(t *testing.T) {
 			if got.Bytes != int64(len(want)) || got.SHA256 != sha256Hex(want) {
 				t.Errorf("Upload = %d bytes sha256 %s, want %d bytes %s", got.Bytes, got.SHA256, len(want), sha256Hex(want))
 			}
-			// Four sessions are allowed; the extra ones join while the first
-			// is writing, so at least one of them takes part.
+			if gate.timedOut {
+				t.Fatal("no second session started writing within 10s")
+			}
 			if got.Sessions < 2 || got.Sessions > DefaultUploadSessions {
 				t.Errorf("Sessions = %d, want 2..%d", got.Sessions, DefaultUploadSessions)
 			}
@@ -129,6 +142,32 @@ func TestUploadParallel(t *testing.T) {
 			checkRemote(t, dst, data[:1<<20], 0o600)
 		})
 	}
+}
+
+// gatedFile is an *os.File (so Upload sees its size) whose reads stop
+// after the first after bytes until open reports true, for at most 10s.
+type gatedFile struct {
+	*os.File
+	after    int64
+	open     func() bool
+	read     int64
+	timedOut bool
+}
+
+func (g *gatedFile) Read(p []byte) (int, error) {
+	if g.read >= g.after {
+		for i := 0; !g.open(); i++ {
+			if i == 1000 {
+				g.timedOut = true
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		g.after = math.MaxInt64
+	}
+	n, err := g.File.Read(p)
+	g.read += int64(n)
+	return n, err
 }
 
 func checkRemote(t *testing.T, path string, want []byte, mode fs.FileMode) {
