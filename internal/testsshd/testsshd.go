@@ -53,6 +53,9 @@ type Options struct {
 	// ExtraConfig holds sshd_config lines. They take precedence over the
 	// defaults (sshd keeps the first value of a keyword); a "Match" line and
 	// everything after it go at the end of the file, where Match belongs.
+	// A "Subsystem sftp ..." line replaces the default one (sshd refuses a
+	// subsystem defined twice), for example to start SFTP sessions in
+	// another directory with "internal-sftp -d DIR".
 	ExtraConfig []string
 	// IP is the loopback address to listen on; empty allocates a random
 	// 127.R.x.y address.
@@ -217,10 +220,16 @@ func writePrivateKey(path string, key ed25519.PrivateKey) error {
 // first value it reads for a keyword; Match blocks must come last.
 func config(listen, hostKeyPath, dir string, opts Options) string {
 	var head, match []string
+	sftpSubsystem := "Subsystem sftp internal-sftp"
 	for i, line := range opts.ExtraConfig {
-		if f := strings.Fields(line); len(f) > 0 && strings.EqualFold(f[0], "Match") {
+		f := strings.Fields(line)
+		if len(f) > 0 && strings.EqualFold(f[0], "Match") {
 			match = opts.ExtraConfig[i:]
 			break
+		}
+		if len(f) > 1 && strings.EqualFold(f[0], "Subsystem") && f[1] == "sftp" {
+			sftpSubsystem = line
+			continue
 		}
 		head = append(head, line)
 	}
@@ -243,7 +252,7 @@ func config(listen, hostKeyPath, dir string, opts Options) string {
 		"PermitRootLogin prohibit-password",
 		"PasswordAuthentication no",
 		"KbdInteractiveAuthentication no",
-		"Subsystem sftp internal-sftp",
+		sftpSubsystem,
 		"MaxStartups 100:30:200",
 		"MaxSessions 64",
 		"LogLevel ERROR",

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pkg/sftp"
 	"go.uber.org/goleak"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
@@ -170,6 +171,28 @@ func TestExtraConfigOverridesDefaults(t *testing.T) {
 	}, "true")
 	if err == nil {
 		t.Error("session opened with MaxSessions 0 in ExtraConfig; extra config did not take precedence")
+	}
+}
+
+func TestExtraConfigReplacesSFTPSubsystem(t *testing.T) {
+	signer, pub := ClientKey(t)
+	root := t.TempDir()
+	s := Start(t, Options{AuthorizedKeys: []ssh.PublicKey{pub}, ExtraConfig: []string{"Subsystem sftp internal-sftp -d " + root}})
+	c, err := ssh.Dial("tcp", s.Addr, &ssh.ClientConfig{
+		User: s.User, Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
+		HostKeyCallback: ssh.FixedHostKey(s.HostKey), Timeout: 10 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sc, err := sftp.NewClient(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	if wd, err := sc.RealPath("."); err != nil || wd != root {
+		t.Errorf("SFTP working directory = %q, %v; want %q", wd, err, root)
 	}
 }
 
