@@ -11,10 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outposthq/outpost/internal/pki"
+	"github.com/outposthq/outpost/internal/pki/enroll"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -35,6 +36,8 @@ type fakeGateway struct {
 	silent bool
 	// refuse, when set, refuses every assignment with this reason.
 	refuse string
+	// cred is the gateway's credential, joined on the first connect.
+	cred *pki.Credential
 
 	sendMu  sync.Mutex // serializes stream.Send
 	mu      sync.Mutex // guards the fields below
@@ -71,7 +74,12 @@ func newFakeGateway(t testing.TB, name, dc string, capacity int32) *fakeGateway 
 // retries while no leader accepts gateways (UNAVAILABLE), bounded.
 func (g *fakeGateway) connect(addr string, active ...string) {
 	g.t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if g.cred == nil {
+		// Joined once; the CA is shared, so the credential works with
+		// every replica and across restarts.
+		g.cred = gatewayCred(g.t, addr, g.name, g.dc)
+	}
+	conn, err := enroll.Dial(addr, g.cred)
 	if err != nil {
 		g.t.Fatalf("gateway %s: dial: %v", g.name, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 
+	"github.com/outposthq/outpost/controlplane/auth"
 	"github.com/outposthq/outpost/controlplane/store"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 	"google.golang.org/grpc"
@@ -15,7 +16,18 @@ import (
 // gatewayService implements outpostv1.GatewayService.
 type gatewayService struct {
 	outpostv1.UnimplementedGatewayServiceServer
-	s *Server
+	s    *Server
+	join *auth.JoinServer
+}
+
+// JoinGateway redeems a join token for a gateway's first certificate.
+func (g *gatewayService) JoinGateway(ctx context.Context, req *outpostv1.JoinGatewayRequest) (*outpostv1.JoinGatewayResponse, error) {
+	return g.join.JoinGateway(ctx, req)
+}
+
+// RenewGatewayCertificate issues the calling gateway a fresh certificate.
+func (g *gatewayService) RenewGatewayCertificate(ctx context.Context, req *outpostv1.RenewGatewayCertificateRequest) (*outpostv1.RenewGatewayCertificateResponse, error) {
+	return g.join.RenewGatewayCertificate(ctx, req)
 }
 
 // Connect checks the gateway's hello and hands the stream to the leader's
@@ -46,6 +58,12 @@ func (g *gatewayService) Connect(stream grpc.BidiStreamingServer[outpostv1.Conne
 	}
 	if err := store.CheckID(hello.GetDatacenter()); err != nil {
 		return fieldError("hello.datacenter", "%v", err)
+	}
+	// The certificate, not the hello, says who the gateway is and which
+	// datacenter's nodes it may be given.
+	if err := auth.CheckGateway(ctx, hello.GetName(), hello.GetDatacenter()); err != nil {
+		g.s.log.Warn("gateway refused", "gateway", hello.GetName(), "datacenter", hello.GetDatacenter(), "err", err)
+		return err
 	}
 	eng := g.s.leaderEngine()
 	if eng == nil {

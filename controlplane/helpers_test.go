@@ -11,11 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outposthq/outpost/internal/pki"
+	"github.com/outposthq/outpost/internal/pki/enroll"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 )
 
 func TestMain(m *testing.M) {
@@ -62,6 +63,11 @@ func startCP(t *testing.T, dir string, opts ...cpOption) *Server {
 	if err != nil {
 		t.Fatalf("Start: %v", err)
 	}
+	cred, err := pki.LoadCredential(s.AdminCredentialFile())
+	if err != nil {
+		t.Fatalf("admin credential: %v", err)
+	}
+	admins.Store(s.Addr(), cred)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 		defer cancel()
@@ -72,17 +78,30 @@ func startCP(t *testing.T, dir string, opts ...cpOption) *Server {
 	return s
 }
 
-// client is a real gRPC client of a control plane.
+// admins holds the admin credential of every control plane startCP
+// started, by address, for dial.
+var admins sync.Map // string -> *pki.Credential
+
+// client is a real gRPC client of a control plane: an admin for the
+// people's APIs, and a gateway named "probe" in dc1 (joined on first use)
+// for GatewayService.
 type client struct {
 	outpostv1.ControlPlaneServiceClient
 	outpostv1.ArtifactServiceClient
+	outpostv1.AdminServiceClient
 	outpostv1.GatewayServiceClient
 	conn *grpc.ClientConn
 }
 
-func dial(t *testing.T, addr string) *client {
+// dial connects to the control plane at addr (started by startCP) with
+// its admin credential.
+func dial(t testing.TB, addr string) *client {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	v, ok := admins.Load(addr)
+	if !ok {
+		t.Fatalf("dial %s: no admin credential (not started by startCP)", addr)
+	}
+	conn, err := enroll.Dial(addr, v.(*pki.Credential))
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}
@@ -90,9 +109,69 @@ func dial(t *testing.T, addr string) *client {
 	return &client{
 		ControlPlaneServiceClient: outpostv1.NewControlPlaneServiceClient(conn),
 		ArtifactServiceClient:     outpostv1.NewArtifactServiceClient(conn),
-		GatewayServiceClient:      outpostv1.NewGatewayServiceClient(conn),
+		AdminServiceClient:        outpostv1.NewAdminServiceClient(conn),
+		GatewayServiceClient:      &lazyGatewayClient{t: t, addr: addr, name: "probe", dc: "dc1"},
 		conn:                      conn,
 	}
+}
+
+// gatewayCred joins the control plane at addr as gateway name of dc, with
+// a join token its admin creates for that name.
+func gatewayCred(t testing.TB, addr, name, dc string) *pki.Credential {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	resp, err := dial(t, addr).CreateJoinToken(ctx, &outpostv1.CreateJoinTokenRequest{Datacenter: dc, GatewayName: name})
+	if err != nil {
+		t.Fatalf("join token for gateway %s: %v", name, err)
+	}
+	cred, err := enroll.Join(ctx, addr, resp.GetToken(), name)
+	if err != nil {
+		t.Fatalf("join as gateway %s: %v", name, err)
+	}
+	return cred
+}
+
+// lazyGatewayClient joins as a gateway on its first call.
+type lazyGatewayClient struct {
+	t              testing.TB
+	addr, name, dc string
+	once           sync.Once
+	c              outpostv1.GatewayServiceClient
+}
+
+var _ outpostv1.GatewayServiceClient = (*lazyGatewayClient)(nil)
+
+func (l *lazyGatewayClient) get() outpostv1.GatewayServiceClient {
+	l.once.Do(func() {
+		conn, err := enroll.Dial(l.addr, gatewayCred(l.t, l.addr, l.name, l.dc))
+		if err != nil {
+			l.t.Fatalf("dial as gateway: %v", err)
+		}
+		l.t.Cleanup(func() { conn.Close() })
+		l.c = outpostv1.NewGatewayServiceClient(conn)
+	})
+	return l.c
+}
+
+func (l *lazyGatewayClient) Connect(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[outpostv1.ConnectRequest, outpostv1.ConnectResponse], error) {
+	return l.get().Connect(ctx, opts...)
+}
+
+func (l *lazyGatewayClient) FetchArtifact(ctx context.Context, in *outpostv1.FetchArtifactRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[outpostv1.FetchArtifactResponse], error) {
+	return l.get().FetchArtifact(ctx, in, opts...)
+}
+
+func (l *lazyGatewayClient) JoinGateway(ctx context.Context, in *outpostv1.JoinGatewayRequest, opts ...grpc.CallOption) (*outpostv1.JoinGatewayResponse, error) {
+	return l.get().JoinGateway(ctx, in, opts...)
+}
+
+func (l *lazyGatewayClient) RenewGatewayCertificate(ctx context.Context, in *outpostv1.RenewGatewayCertificateRequest, opts ...grpc.CallOption) (*outpostv1.RenewGatewayCertificateResponse, error) {
+	return l.get().RenewGatewayCertificate(ctx, in, opts...)
+}
+
+func (l *lazyGatewayClient) ServeHostKeyScans(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[outpostv1.ServeHostKeyScansRequest, outpostv1.ServeHostKeyScansResponse], error) {
+	return l.get().ServeHostKeyScans(ctx, opts...)
 }
 
 func ctxT(t *testing.T) context.Context {

@@ -1,10 +1,17 @@
 package controlplane
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"strings"
+	"time"
 
+	"golang.org/x/crypto/ssh"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/outposthq/outpost/controlplane/auth"
 	"github.com/outposthq/outpost/controlplane/store"
 	"github.com/outposthq/outpost/internal/plan"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
@@ -58,6 +65,11 @@ func (c *controlPlaneService) ApplyNodes(ctx context.Context, req *outpostv1.App
 	var ops []clientv3.Op
 	for _, n := range nodes {
 		old, ok := existing[n.GetId()]
+		if ok && len(n.GetHostKeys()) == 0 && n.GetAddress() == old.GetAddress() {
+			// An inventory file usually knows no host keys; keys pinned
+			// with TrustNodeHostKey stay until the node moves.
+			n.HostKeys = old.GetHostKeys()
+		}
 		switch {
 		case !ok:
 			resp.Created++
@@ -203,4 +215,171 @@ func checkRolloutID(field, id string) error {
 		return fieldError(field, "%q has surrounding spaces", id)
 	}
 	return nil
+}
+
+// Host key pinning. A scan's result is kept for scanTTL at
+// hostKeyScansPrefix<node id>: TrustNodeHostKey pins only a key the
+// node presented recently, and only when the caller names its
+// fingerprint, which they compared out of band.
+const (
+	hostKeyScansPrefix = store.Root + "hostkeyscans/"
+	// scanTTL is how long a scan may be trusted after it was made.
+	scanTTL = time.Hour
+	// scanTimeout bounds one scan: the gateway's dial and handshake.
+	scanTimeout = 30 * time.Second
+	// trustAttempts bounds TrustNodeHostKey's compare-and-swap retries.
+	trustAttempts = 10
+)
+
+func hostKeyScanKey(nodeID string) string { return hostKeyScansPrefix + nodeID }
+
+// ScanNodeHostKey has a gateway of the node's datacenter read the host
+// key the node presents and remembers it as the node's last scan.
+func (c *controlPlaneService) ScanNodeHostKey(ctx context.Context, req *outpostv1.ScanNodeHostKeyRequest) (*outpostv1.ScanNodeHostKeyResponse, error) {
+	s := c.s
+	if err := store.CheckID(req.GetId()); err != nil {
+		return nil, fieldError("id", "%v", err)
+	}
+	node := &outpostv1.Node{}
+	found, _, err := s.store.Get(ctx, store.NodeKey(req.GetId()), node)
+	if err != nil {
+		return nil, internal(err)
+	}
+	if !found {
+		return nil, status.Errorf(codes.NotFound, "node %s not found", req.GetId())
+	}
+	sctx, cancel := context.WithTimeout(ctx, scanTimeout)
+	defer cancel()
+	res, gw, err := s.scans.scan(sctx, node)
+	switch {
+	case errors.Is(err, errNoScanGateway):
+		if s.leaderEngine() == nil {
+			// Gateways hold their streams to the leader.
+			return nil, s.notLeader(ctx)
+		}
+		return nil, status.Errorf(codes.Unavailable, "no gateway of datacenter %s is connected to scan node %s; start one (outpost gateway --join-token ...)", node.GetDatacenter(), node.GetId())
+	case err != nil:
+		return nil, err
+	case res.GetError() != "":
+		return nil, status.Errorf(codes.FailedPrecondition, "gateway %s could not read the host key of node %s at %s: %s", gw, node.GetId(), node.GetAddress(), res.GetError())
+	}
+	key, _, _, _, err := ssh.ParseAuthorizedKey([]byte(res.GetAuthorizedKey()))
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "gateway %s sent an unreadable host key for node %s: %v", gw, node.GetId(), err)
+	}
+	if _, isCert := key.(*ssh.Certificate); isCert {
+		return nil, status.Errorf(codes.Internal, "gateway %s sent a host certificate for node %s; pin keys, and trust host CAs in the gateway's known_hosts", gw, node.GetId())
+	}
+	scan := &outpostv1.NodeHostKeyScan{
+		NodeId:        node.GetId(),
+		Address:       node.GetAddress(),
+		Gateway:       gw,
+		KeyType:       key.Type(),
+		Fingerprint:   ssh.FingerprintSHA256(key),
+		AuthorizedKey: authorizedKeyLine(key),
+		ScanTime:      timestamppb.New(time.Now()),
+		Pinned:        pinned(node, key),
+	}
+	lease, err := s.store.Client().Grant(ctx, int64(scanTTL/time.Second))
+	if err != nil {
+		return nil, internal(err)
+	}
+	b, err := proto.Marshal(scan)
+	if err != nil {
+		return nil, internal(err)
+	}
+	if _, err := s.store.Client().Put(ctx, hostKeyScanKey(node.GetId()), string(b), clientv3.WithLease(lease.ID)); err != nil {
+		return nil, internal(err)
+	}
+	s.log.Info("node host key scanned", "node", node.GetId(), "address", node.GetAddress(), "gateway", gw,
+		"key_type", scan.GetKeyType(), "fingerprint", scan.GetFingerprint(), "pinned", scan.GetPinned())
+	return &outpostv1.ScanNodeHostKeyResponse{Scan: scan}, nil
+}
+
+// TrustNodeHostKey pins the node's last scanned key if its fingerprint is
+// the one the caller gives.
+func (c *controlPlaneService) TrustNodeHostKey(ctx context.Context, req *outpostv1.TrustNodeHostKeyRequest) (*outpostv1.TrustNodeHostKeyResponse, error) {
+	s := c.s
+	if err := store.CheckID(req.GetId()); err != nil {
+		return nil, fieldError("id", "%v", err)
+	}
+	want := strings.TrimSpace(req.GetFingerprint())
+	if !strings.HasPrefix(want, "SHA256:") || len(want) == len("SHA256:") {
+		return nil, fieldError("fingerprint", "required: the SHA256:... fingerprint that outpost node scan %s printed", req.GetId())
+	}
+	for range trustAttempts {
+		node := &outpostv1.Node{}
+		found, rev, err := s.store.Get(ctx, store.NodeKey(req.GetId()), node)
+		if err != nil {
+			return nil, internal(err)
+		}
+		if !found {
+			return nil, status.Errorf(codes.NotFound, "node %s not found", req.GetId())
+		}
+		scan := &outpostv1.NodeHostKeyScan{}
+		found, _, err = s.store.Get(ctx, hostKeyScanKey(req.GetId()), scan)
+		if err != nil {
+			return nil, internal(err)
+		}
+		switch {
+		case !found:
+			return nil, status.Errorf(codes.FailedPrecondition, "node %s has no host key scan from the last %v: run outpost node scan %s, compare the fingerprint out of band, then trust it", req.GetId(), scanTTL, req.GetId())
+		case scan.GetAddress() != node.GetAddress():
+			return nil, status.Errorf(codes.FailedPrecondition, "node %s moved from %s to %s since it was scanned: scan it again", req.GetId(), scan.GetAddress(), node.GetAddress())
+		case scan.GetFingerprint() != want:
+			return nil, status.Errorf(codes.FailedPrecondition, "fingerprint %s does not match the key node %s presented when scanned (%s %s, by gateway %s at %s); nothing was pinned",
+				want, req.GetId(), scan.GetKeyType(), scan.GetFingerprint(), scan.GetGateway(), scan.GetScanTime().AsTime().UTC().Format(time.RFC3339))
+		}
+		key, _, _, _, err := ssh.ParseAuthorizedKey([]byte(scan.GetAuthorizedKey()))
+		if err != nil {
+			return nil, internal(fmt.Errorf("stored scan of node %s: %w", req.GetId(), err))
+		}
+		if pinned(node, key) {
+			return &outpostv1.TrustNodeHostKeyResponse{Node: node}, nil
+		}
+		// A host has one key per type: the scanned key replaces a pinned
+		// key of its type (a re-keyed host) and joins keys of other types.
+		var keys []string
+		for _, line := range node.GetHostKeys() {
+			if k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(line)); err == nil && k.Type() == key.Type() {
+				continue
+			}
+			keys = append(keys, line)
+		}
+		node.HostKeys = append(keys, scan.GetAuthorizedKey())
+		op, err := store.OpPut(store.NodeKey(node.GetId()), node)
+		if err != nil {
+			return nil, internal(err)
+		}
+		err = s.store.TxnIf(ctx, nil, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(store.NodeKey(node.GetId())), "=", rev)}, op)
+		if errors.Is(err, store.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return nil, internal(err)
+		}
+		by := "unknown"
+		if id, ok := auth.FromContext(ctx); ok {
+			by = id.Subject()
+		}
+		s.log.Info("node host key pinned", "node", node.GetId(), "key_type", key.Type(), "fingerprint", want, "by", by)
+		return &outpostv1.TrustNodeHostKeyResponse{Node: node}, nil
+	}
+	return nil, status.Errorf(codes.Aborted, "node %s changed concurrently too often; retry", req.GetId())
+}
+
+// pinned reports whether node pins key.
+func pinned(node *outpostv1.Node, key ssh.PublicKey) bool {
+	for _, line := range node.GetHostKeys() {
+		if k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(line)); err == nil && bytes.Equal(k.Marshal(), key.Marshal()) {
+			return true
+		}
+	}
+	return false
+}
+
+// authorizedKeyLine is key as Node.host_keys holds it: type and base64,
+// no comment.
+func authorizedKeyLine(key ssh.PublicKey) string {
+	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(key)))
 }

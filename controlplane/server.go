@@ -9,13 +9,17 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/outposthq/outpost/controlplane/artifact"
+	"github.com/outposthq/outpost/controlplane/audit"
+	"github.com/outposthq/outpost/controlplane/auth"
 	"github.com/outposthq/outpost/controlplane/leader"
 	"github.com/outposthq/outpost/controlplane/rollout"
 	"github.com/outposthq/outpost/controlplane/store"
+	"github.com/outposthq/outpost/internal/pki"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -23,6 +27,7 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -38,6 +43,9 @@ const (
 	startTimeout = time.Minute
 	// resignTimeout bounds giving up leadership on the way out.
 	resignTimeout = 2 * time.Second
+	// serverCertTTL is the server certificate's lifetime. A new one is
+	// issued at every start, so it only has to outlive one run.
+	serverCertTTL = 365 * 24 * time.Hour
 )
 
 // Config configures a control plane.
@@ -71,6 +79,22 @@ type Config struct {
 	// GatewayWaitLog is how often "waiting for a gateway in datacenter X"
 	// is logged again; 0 means DefaultGatewayWaitLog (30s).
 	GatewayWaitLog time.Duration
+	// ServerNames are extra DNS names and IP addresses for the server
+	// certificate (a load balancer's name). Clients verify the control
+	// plane under pki.ServerName, which every certificate carries, so
+	// these matter only to other TLS clients.
+	ServerNames []string
+	// AdminCredentialFile is where the admin credential is written on
+	// first start (and renewed); "" means DataDir/admin.pem. The CLI on
+	// this machine finds it there.
+	AdminCredentialFile string
+	// GatewayCertTTL is the lifetime of gateway certificates; 0 means
+	// auth.DefaultGatewayCertTTL. Gateways renew after two thirds of it.
+	GatewayCertTTL time.Duration
+	// Environments are the declared deployment environments, by name
+	// (see Environment); nil declares none: plans may name any
+	// environment and no hook allow-list applies.
+	Environments map[string]Environment
 	// LeaderTTL is the lease TTL of the leader election, in whole seconds:
 	// when the leader dies (or stalls this long), another replica takes
 	// over within about this long. 0 means leader.DefaultTTL (10s).
@@ -116,6 +140,12 @@ func (c *Config) CheckAndSetDefaults() error {
 	if c.GatewayWaitLog == 0 {
 		c.GatewayWaitLog = DefaultGatewayWaitLog
 	}
+	if c.AdminCredentialFile == "" {
+		c.AdminCredentialFile = filepath.Join(c.DataDir, auth.AdminCredentialFile)
+	}
+	if c.GatewayCertTTL < 0 {
+		return fmt.Errorf("controlplane: negative GatewayCertTTL %v", c.GatewayCertTTL)
+	}
 	return nil
 }
 
@@ -133,6 +163,11 @@ type Server struct {
 	events    *eventHub
 	httpSrv   *http.Server // nil without MetricsListen
 	metricsLn net.Listener
+	auth      *auth.Authority
+	audit     *audit.Log
+	auditSrv  *audit.Server
+	envs      environments
+	scans     *scanHub
 
 	// quit is closed by Shutdown: long-lived streams end.
 	quit   chan struct{}
@@ -155,6 +190,10 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if err := cfg.CheckAndSetDefaults(); err != nil {
 		return nil, err
 	}
+	envs, err := compileEnvironments(cfg.Environments)
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: %w", err)
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("controlplane: data dir: %w", err)
 	}
@@ -166,6 +205,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		events:   newEventHub(),
 		quit:     make(chan struct{}),
 		leaderUp: make(chan struct{}),
+		envs:     envs,
+		scans:    newScanHub(),
 	}
 	ok := false
 	defer func() {
@@ -174,11 +215,36 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		}
 	}()
 
-	var err error
 	s.store, err = store.Open(ctx, store.Config{DataDir: cfg.DataDir, Endpoints: cfg.EtcdEndpoints, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
+	// Every replica uses the one CA kept in etcd; its copy in DataDir/pki
+	// shows which CA that is.
+	ca, err := auth.LoadOrCreateCA(ctx, s.store, filepath.Join(cfg.DataDir, auth.PKIDir))
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: %w", err)
+	}
+	serverCert, err := ca.IssueServer(auth.ServerHosts(cfg.Listen, cfg.ServerNames...), serverCertTTL)
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: %w", err)
+	}
+	s.auth, err = auth.New(ctx, auth.Config{Store: s.store, CA: ca, Logger: cfg.Logger, GatewayCertTTL: cfg.GatewayCertTTL})
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: %w", err)
+	}
+	s.audit, err = audit.New(audit.Config{
+		Store: s.store,
+		// The audit interceptors run inside the auth ones, which have
+		// put the verified caller into the context.
+		Identity:    audit.FromPKI(auth.FromContext),
+		ReplicaName: cfg.ReplicaName,
+		Logger:      cfg.Logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: %w", err)
+	}
+	s.auditSrv = audit.NewServer(s.audit)
 	s.artifacts, err = artifact.Open(cfg.ArtifactDir)
 	if err != nil {
 		return nil, err
@@ -196,17 +262,25 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.addr = lis.Addr().String()
 	s.grpc = grpc.NewServer(
-		// Gateways keep their stream alive with pings; allow them.
+		grpc.Creds(credentials.NewTLS(pki.ServerTLSConfig(ca, serverCert))),
+		// Authorization comes first: nothing else sees a call that is
+		// refused, and everything after it knows the caller.
+		grpc.ChainUnaryInterceptor(s.auth.UnaryInterceptor(), s.audit.UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(s.auth.StreamInterceptor(), s.audit.StreamServerInterceptor()),
+		// Gateways ping every 10 s so a dead link is noticed fast; allow it.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	)
-	outpostv1.RegisterControlPlaneServiceServer(s.grpc, &controlPlaneService{s: s})
+	outpostv1.RegisterControlPlaneServiceServer(s.grpc, guardedControlPlane{controlPlaneService: &controlPlaneService{s: s}, envs: envs})
 	outpostv1.RegisterArtifactServiceServer(s.grpc, &artifactService{s: s})
-	outpostv1.RegisterGatewayServiceServer(s.grpc, &gatewayService{s: s})
+	outpostv1.RegisterGatewayServiceServer(s.grpc, &gatewayService{s: s, join: s.auth.JoinServer()})
+	outpostv1.RegisterAdminServiceServer(s.grpc, s.auth.AdminServer())
+	outpostv1.RegisterAuditServiceServer(s.grpc, s.auditSrv)
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 	for _, name := range []string{"", outpostv1.ControlPlaneService_ServiceDesc.ServiceName,
-		outpostv1.ArtifactService_ServiceDesc.ServiceName, outpostv1.GatewayService_ServiceDesc.ServiceName} {
+		outpostv1.ArtifactService_ServiceDesc.ServiceName, outpostv1.GatewayService_ServiceDesc.ServiceName,
+		outpostv1.AdminService_ServiceDesc.ServiceName, outpostv1.AuditService_ServiceDesc.ServiceName} {
 		s.health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
 	}
 	s.wg.Add(1)
@@ -243,10 +317,20 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if err := s.waitForLeader(ctx); err != nil {
 		return nil, err
 	}
+	written, err := s.auth.EnsureAdminCredential(ctx, cfg.AdminCredentialFile, auth.LocalDialAddress(s.addr))
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: %w", err)
+	}
 	ok = true
-	s.log.Info("control plane started", "addr", s.addr, "data_dir", cfg.DataDir, "metrics", s.MetricsAddr())
+	s.log.Info("control plane started", "addr", s.addr, "data_dir", cfg.DataDir, "metrics", s.MetricsAddr(),
+		"admin_credential", cfg.AdminCredentialFile, "admin_credential_written", written,
+		"environments", strings.Join(envs.names(), ","))
 	return s, nil
 }
+
+// AdminCredentialFile returns the path of the admin credential, which
+// Start wrote unless a usable one was there.
+func (s *Server) AdminCredentialFile() string { return s.cfg.AdminCredentialFile }
 
 // waitForLeader waits until this replica leads or another one does, so
 // callers of Start find a working cluster.
@@ -297,6 +381,7 @@ func (s *Server) shutdown(ctx context.Context) error {
 	s.log.Info("control plane shutting down")
 	s.health.Shutdown()
 	close(s.quit)
+	s.auditSrv.Stop()
 	s.cancel()
 
 	stopped := make(chan struct{})
@@ -318,6 +403,11 @@ func (s *Server) shutdown(ctx context.Context) error {
 		}
 	}
 	s.wg.Wait()
+	// After the engine stopped: its last entries are written too.
+	if aerr := s.audit.Close(ctx); aerr != nil && err == nil {
+		err = aerr
+	}
+	s.auth.Close()
 	if cerr := s.store.Close(); cerr != nil && err == nil {
 		err = cerr
 	}
@@ -339,6 +429,17 @@ func (s *Server) abandon() {
 		s.metricsLn.Close()
 	}
 	s.wg.Wait()
+	if s.auditSrv != nil {
+		s.auditSrv.Stop()
+	}
+	if s.audit != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), resignTimeout)
+		s.audit.Close(ctx)
+		cancel()
+	}
+	if s.auth != nil {
+		s.auth.Close()
+	}
 	if s.store != nil {
 		s.store.Close()
 	}

@@ -51,7 +51,9 @@ const (
 // instead of acting twice.
 type ControlPlaneServiceClient interface {
 	// ApplyNodes creates or updates nodes by id. Ids are immutable; labels,
-	// address, user and host keys may change.
+	// address, user and host keys may change. A node applied without host
+	// keys keeps the keys already pinned on it (TrustNodeHostKey) unless its
+	// address changes.
 	ApplyNodes(ctx context.Context, in *ApplyNodesRequest, opts ...grpc.CallOption) (*ApplyNodesResponse, error)
 	// ListNodes lists nodes sorted by id.
 	ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error)
@@ -335,7 +337,9 @@ func (c *controlPlaneServiceClient) ListRevisions(ctx context.Context, in *ListR
 // instead of acting twice.
 type ControlPlaneServiceServer interface {
 	// ApplyNodes creates or updates nodes by id. Ids are immutable; labels,
-	// address, user and host keys may change.
+	// address, user and host keys may change. A node applied without host
+	// keys keeps the keys already pinned on it (TrustNodeHostKey) unless its
+	// address changes.
 	ApplyNodes(context.Context, *ApplyNodesRequest) (*ApplyNodesResponse, error)
 	// ListNodes lists nodes sorted by id.
 	ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error)

@@ -1,0 +1,247 @@
+package controlplane
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"sigs.k8s.io/yaml"
+
+	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
+)
+
+// Environment is what the control plane's configuration says about one
+// deployment environment ("prod", "staging"), which plans name in their
+// environment field.
+type Environment struct {
+	// Protected environments require an approval, by someone other than
+	// the requester, before a rollout starts, whatever the plan says.
+	Protected bool
+	// ApprovalTTL is how long a rollout of a protected environment waits
+	// for its approval; 0 means the rollout engine's default.
+	ApprovalTTL time.Duration
+	// HookAllowList holds regular expressions (RE2); when it is not empty,
+	// every hook command of a plan for this environment (hooks, the health
+	// command, the blue/green switch hooks) must match one of them as a
+	// whole, or CreateRollout refuses the plan. Empty means any command
+	// that passes the deny list.
+	HookAllowList []string
+}
+
+// envNameRE is what an environment may be named: what a plan's
+// environment field accepts (internal/plan).
+var envNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+
+// environments is the validated form of Config.Environments. A nil or
+// empty one declares nothing: any environment, no allow-list.
+type environments map[string]*environment
+
+type environment struct {
+	Environment
+	allow []*regexp.Regexp // HookAllowList, anchored
+}
+
+// compileEnvironments validates the declared environments.
+func compileEnvironments(in map[string]Environment) (environments, error) {
+	out := environments{}
+	for _, name := range sortedKeys(in) {
+		e := in[name]
+		if !envNameRE.MatchString(name) {
+			return nil, fmt.Errorf("environments: %q: must be 1 to 63 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit", name)
+		}
+		if e.ApprovalTTL < 0 {
+			return nil, fmt.Errorf("environments.%s.approval_ttl: %v is negative", name, e.ApprovalTTL)
+		}
+		if e.ApprovalTTL > 0 && !e.Protected {
+			return nil, fmt.Errorf("environments.%s.approval_ttl: set, but the environment is not protected", name)
+		}
+		ce := &environment{Environment: e}
+		for i, p := range e.HookAllowList {
+			if strings.TrimSpace(p) == "" {
+				return nil, fmt.Errorf("environments.%s.hook_allow_list[%d]: empty pattern", name, i)
+			}
+			// Anchored: a pattern allows a whole command, never a command
+			// that merely contains an allowed one ("start app; rm ...").
+			re, err := regexp.Compile(`^(?:` + p + `)$`)
+			if err != nil {
+				return nil, fmt.Errorf("environments.%s.hook_allow_list[%d]: %w", name, i, err)
+			}
+			ce.allow = append(ce.allow, re)
+		}
+		out[name] = ce
+	}
+	return out, nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// names lists the declared environments, sorted.
+func (es environments) names() []string { return sortedKeys(es) }
+
+// protected returns the names of the protected environments.
+func (es environments) protected() []string {
+	var out []string
+	for _, n := range es.names() {
+		if es[n].Protected {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// hookFields lists a plan's shell commands by field, as internal/plan
+// names them.
+func hookFields(spec *outpostv1.PlanSpec) [][2]string {
+	h := spec.GetHooks()
+	return [][2]string{
+		{"hooks.before_install", h.GetBeforeInstall()},
+		{"hooks.stop", h.GetStop()},
+		{"hooks.after_install", h.GetAfterInstall()},
+		{"hooks.start", h.GetStart()},
+		{"health.command", spec.GetHealth().GetCommand()},
+		{"strategy.switch_hook", spec.GetStrategy().GetSwitchHook()},
+		{"strategy.switch_back_hook", spec.GetStrategy().GetSwitchBackHook()},
+	}
+}
+
+// checkPlan enforces the declared environments on a submitted plan: once
+// any is declared, a plan must name one of them (so a typo cannot dodge a
+// protected environment's approval), and every hook command must be on
+// its environment's allow-list when it has one. The error is
+// INVALID_ARGUMENT naming each field at fault.
+func (es environments) checkPlan(spec *outpostv1.PlanSpec) error {
+	if len(es) == 0 {
+		return nil
+	}
+	name := spec.GetEnvironment()
+	env, ok := es[name]
+	if !ok {
+		declared := strings.Join(es.names(), ", ")
+		if name == "" {
+			return fieldError("plan.environment", "required: this control plane declares the environments %s", declared)
+		}
+		return fieldError("plan.environment", "%q is not declared in the control plane's configuration (declared: %s)", name, declared)
+	}
+	if len(env.allow) == 0 {
+		return nil
+	}
+	var msgs []string
+	var vs []*errdetails.BadRequest_FieldViolation
+	for _, f := range hookFields(spec) {
+		cmd := strings.TrimSpace(f[1])
+		if cmd == "" || slices.ContainsFunc(env.allow, func(re *regexp.Regexp) bool { return re.MatchString(cmd) }) {
+			continue
+		}
+		desc := fmt.Sprintf("%q is not on the hook allow-list of environment %q", cmd, name)
+		msgs = append(msgs, "plan."+f[0]+": "+desc)
+		vs = append(vs, &errdetails.BadRequest_FieldViolation{Field: "plan." + f[0], Description: desc})
+	}
+	if len(vs) == 0 {
+		return nil
+	}
+	return withViolations(codes.InvalidArgument, strings.Join(msgs, "; "), vs)
+}
+
+// guardedControlPlane is the ControlPlaneService as served: the
+// environment policy runs before CreateRollout, so no rollout is stored,
+// and no dry run passes, with a plan the configuration forbids.
+type guardedControlPlane struct {
+	*controlPlaneService
+	envs environments
+}
+
+// CreateRollout checks the plan against the declared environments, then
+// creates the rollout.
+func (g guardedControlPlane) CreateRollout(ctx context.Context, req *outpostv1.CreateRolloutRequest) (*outpostv1.CreateRolloutResponse, error) {
+	if req.GetPlan() != nil {
+		if err := g.envs.checkPlan(req.GetPlan()); err != nil {
+			return nil, err
+		}
+	}
+	return g.controlPlaneService.CreateRollout(ctx, req)
+}
+
+// FileConfig is the control plane's configuration file (outpost
+// controlplane --config FILE), YAML:
+//
+//	environments:
+//	  prod:
+//	    protected: true
+//	    approval_ttl: 24h
+//	    hook_allow_list:
+//	      - "sudo systemctl (start|stop|restart) [a-z0-9-]+"
+//	  staging: {}
+//
+// Unknown fields are refused.
+type FileConfig struct {
+	// Environments declared, by name.
+	Environments map[string]Environment
+}
+
+type fileConfigYAML struct {
+	Environments map[string]*environmentYAML `json:"environments"`
+}
+
+type environmentYAML struct {
+	Protected     bool     `json:"protected"`
+	ApprovalTTL   string   `json:"approval_ttl"`
+	HookAllowList []string `json:"hook_allow_list"`
+}
+
+// LoadFileConfig reads and validates a configuration file.
+func LoadFileConfig(path string) (*FileConfig, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	fc, err := ParseFileConfig(data)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return fc, nil
+}
+
+// ParseFileConfig parses and validates a configuration file's content.
+func ParseFileConfig(data []byte) (*FileConfig, error) {
+	var raw fileConfigYAML
+	if err := yaml.UnmarshalStrict(data, &raw); err != nil {
+		return nil, err
+	}
+	fc := &FileConfig{Environments: map[string]Environment{}}
+	for _, name := range sortedKeys(raw.Environments) {
+		e := raw.Environments[name]
+		if e == nil {
+			e = &environmentYAML{}
+		}
+		env := Environment{Protected: e.Protected, HookAllowList: e.HookAllowList}
+		if e.ApprovalTTL != "" {
+			d, err := time.ParseDuration(e.ApprovalTTL)
+			if err != nil {
+				return nil, fmt.Errorf("environments.%s.approval_ttl: %w", name, err)
+			}
+			if d <= 0 {
+				return nil, fmt.Errorf("environments.%s.approval_ttl: %q is not positive", name, e.ApprovalTTL)
+			}
+			env.ApprovalTTL = d
+		}
+		fc.Environments[name] = env
+	}
+	if _, err := compileEnvironments(fc.Environments); err != nil {
+		return nil, err
+	}
+	return fc, nil
+}

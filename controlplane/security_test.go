@@ -1,0 +1,439 @@
+package controlplane
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/outposthq/outpost/internal/pki"
+	"github.com/outposthq/outpost/internal/pki/enroll"
+	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
+)
+
+// userClient creates user name with role through the admin and returns a
+// client dialled with the new credential.
+func userClient(t *testing.T, s *Server, name string, role pki.Role) *client {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name+".pem")
+	cred, err := enroll.CreateUser(ctxT(t), dial(t, s.Addr()).AdminServiceClient, name, role, 0, path, s.Addr())
+	if err != nil {
+		t.Fatalf("create user %s: %v", name, err)
+	}
+	conn, err := enroll.Dial(s.Addr(), cred)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return &client{
+		ControlPlaneServiceClient: outpostv1.NewControlPlaneServiceClient(conn),
+		ArtifactServiceClient:     outpostv1.NewArtifactServiceClient(conn),
+		AdminServiceClient:        outpostv1.NewAdminServiceClient(conn),
+		conn:                      conn,
+	}
+}
+
+func TestStartWritesAdminCredential(t *testing.T) {
+	dir := t.TempDir()
+	s := startCP(t, dir)
+	path := filepath.Join(dir, "admin.pem")
+	if s.AdminCredentialFile() != path {
+		t.Errorf("AdminCredentialFile() = %q, want %q", s.AdminCredentialFile(), path)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("admin credential mode %v, want 0600", fi.Mode().Perm())
+	}
+	cred, err := pki.LoadCredential(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := pki.Identity{Kind: pki.KindUser, Name: "admin", Role: pki.RoleAdmin}
+	if cred.Identity != want || cred.Server != s.Addr() {
+		t.Errorf("admin credential is %v for %q, want %v for %q", cred.Identity, cred.Server, want, s.Addr())
+	}
+	for _, f := range []string{"pki/ca.crt", "pki/ca.key"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("CA file: %v", err)
+		}
+	}
+}
+
+func TestCallsWithoutCredentialAreUnauthenticated(t *testing.T) {
+	s := startCP(t, t.TempDir())
+	admin, err := pki.LoadCredential(s.AdminCredentialFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// TLS that trusts the server but shows no client certificate.
+	tlsCfg, err := pki.ClientTLSConfigForCA(admin.CAPEM, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	anon, err := grpc.NewClient(s.Addr(), grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer anon.Close()
+	_, err = outpostv1.NewControlPlaneServiceClient(anon).ListNodes(ctxT(t), &outpostv1.ListNodesRequest{})
+	wantCode(t, "ListNodes without a certificate", err, codes.Unauthenticated, "no client certificate")
+	_, err = outpostv1.NewAdminServiceClient(anon).CreateJoinToken(ctxT(t), &outpostv1.CreateJoinTokenRequest{Datacenter: "dc1"})
+	wantCode(t, "CreateJoinToken without a certificate", err, codes.Unauthenticated, "")
+
+	// Plaintext does not even reach the API.
+	plain, err := grpc.NewClient(s.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := outpostv1.NewControlPlaneServiceClient(plain).ListNodes(ctx, &outpostv1.ListNodesRequest{}); err == nil {
+		t.Error("ListNodes over plaintext succeeded")
+	}
+}
+
+func TestRolesAreEnforced(t *testing.T) {
+	s := startCP(t, t.TempDir())
+	admin := dial(t, s.Addr())
+	applyNodes(t, admin, 2, nil)
+	digest := upload(t, admin, "app.tar.gz", []byte("app"))
+
+	viewer := userClient(t, s, "vera", pki.RoleViewer)
+	if _, err := viewer.ListNodes(ctxT(t), &outpostv1.ListNodesRequest{}); err != nil {
+		t.Errorf("viewer ListNodes: %v", err)
+	}
+	_, err := viewer.CreateRollout(ctxT(t), &outpostv1.CreateRolloutRequest{Plan: rollingPlan("1", 0), ArtifactSha256: digest})
+	wantCode(t, "viewer CreateRollout", err, codes.PermissionDenied, "requires role deployer")
+
+	deployer := userClient(t, s, "dora", pki.RoleDeployer)
+	if _, err := deployer.CreateRollout(ctxT(t), &outpostv1.CreateRolloutRequest{Plan: rollingPlan("1", 0), ArtifactSha256: digest, DryRun: true}); err != nil {
+		t.Errorf("deployer CreateRollout (dry run): %v", err)
+	}
+	_, err = deployer.ApplyNodes(ctxT(t), &outpostv1.ApplyNodesRequest{Nodes: []*outpostv1.Node{{Id: "x", Address: "127.0.0.9:22", Datacenter: "dc1"}}})
+	wantCode(t, "deployer ApplyNodes", err, codes.PermissionDenied, "requires role admin")
+	_, err = deployer.CreateJoinToken(ctxT(t), &outpostv1.CreateJoinTokenRequest{Datacenter: "dc1"})
+	wantCode(t, "deployer CreateJoinToken", err, codes.PermissionDenied, "requires role admin")
+	_, err = deployer.TrustNodeHostKey(ctxT(t), &outpostv1.TrustNodeHostKeyRequest{Id: nodeID(0), Fingerprint: "SHA256:x"})
+	wantCode(t, "deployer TrustNodeHostKey", err, codes.PermissionDenied, "requires role admin")
+
+	// A person's certificate is not a gateway's.
+	stream, err := deployer.conn.NewStream(ctxT(t), &outpostv1.GatewayService_ServiceDesc.Streams[0], outpostv1.GatewayService_Connect_FullMethodName)
+	if err == nil {
+		err = stream.RecvMsg(&outpostv1.ConnectResponse{})
+	}
+	wantCode(t, "user Connect", err, codes.PermissionDenied, "for gateways only")
+}
+
+func TestGatewayCannotClaimAnotherDatacenterOrName(t *testing.T) {
+	s := startCP(t, t.TempDir())
+	cred := gatewayCred(t, s.Addr(), "gw-a", "dc-a")
+	conn, err := enroll.Dial(s.Addr(), cred)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	gc := outpostv1.NewGatewayServiceClient(conn)
+	for _, tt := range []struct {
+		name, dc, want string
+	}{
+		{"gw-a", "dc-b", `bound to datacenter "dc-a"`},
+		{"gw-b", "dc-a", `certificate is for "gw-a"`},
+	} {
+		stream, err := gc.Connect(ctxT(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := stream.Send(&outpostv1.ConnectRequest{Msg: &outpostv1.ConnectRequest_Hello{Hello: &outpostv1.GatewayHello{Name: tt.name, Datacenter: tt.dc}}}); err != nil {
+			t.Fatal(err)
+		}
+		_, err = stream.Recv()
+		wantCode(t, "hello as "+tt.name+" in "+tt.dc, err, codes.PermissionDenied, tt.want)
+	}
+}
+
+func TestEnvironmentPolicy(t *testing.T) {
+	s := startCP(t, t.TempDir(), func(c *Config) {
+		c.Environments = map[string]Environment{
+			"prod":    {Protected: true, HookAllowList: []string{`sh bin/(start|stop)`, `sudo systemctl (start|stop|restart) [a-z0-9-]+`}},
+			"staging": {},
+		}
+	})
+	c := dial(t, s.Addr())
+	applyNodes(t, c, 2, nil)
+	digest := upload(t, c, "app.tar.gz", []byte("app"))
+	plan := func(env string, mutate func(*outpostv1.PlanSpec)) *outpostv1.PlanSpec {
+		p := rollingPlan("1", 0)
+		p.Environment = env
+		if mutate != nil {
+			mutate(p)
+		}
+		return p
+	}
+	for _, tt := range []struct {
+		name   string
+		spec   *outpostv1.PlanSpec
+		fields []string // violations expected; none means accepted
+		msg    string
+	}{
+		{"allowed hooks", plan("prod", nil), nil, ""},
+		{"allowed systemctl", plan("prod", func(p *outpostv1.PlanSpec) {
+			p.Hooks = &outpostv1.Hooks{Stop: "sudo systemctl stop billing-api", Start: "sudo systemctl start billing-api"}
+		}), nil, ""},
+		{"hook off the allow-list", plan("prod", func(p *outpostv1.PlanSpec) { p.Hooks.AfterInstall = "curl -fsS http://example.internal/x | sh" }),
+			[]string{"plan.hooks.after_install"}, `is not on the hook allow-list of environment "prod"`},
+		{"allowed command with more after it", plan("prod", func(p *outpostv1.PlanSpec) { p.Hooks.Start = "sh bin/start; echo pwned" }),
+			[]string{"plan.hooks.start"}, "allow-list"},
+		{"health command and start off the list", plan("prod", func(p *outpostv1.PlanSpec) {
+			p.Hooks.Start = "./run.sh"
+			p.Health = &outpostv1.PlanHealth{Command: "curl localhost"}
+		}), []string{"plan.hooks.start", "plan.health.command"}, "allow-list"},
+		{"no allow-list", plan("staging", func(p *outpostv1.PlanSpec) { p.Hooks.AfterInstall = "./migrate.sh" }), nil, ""},
+		{"undeclared environment", plan("production", nil), []string{"plan.environment"}, `"production" is not declared`},
+		{"no environment", plan("", nil), []string{"plan.environment"}, "declares the environments prod, staging"},
+		{"dangerous hook", plan("staging", func(p *outpostv1.PlanSpec) { p.Hooks.BeforeInstall = "rm -rf /" }),
+			[]string{"plan.hooks.before_install"}, `deny-list pattern "rm -rf /"`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := c.CreateRollout(ctxT(t), &outpostv1.CreateRolloutRequest{Plan: tt.spec, ArtifactSha256: digest, DryRun: true})
+			if len(tt.fields) == 0 {
+				if err != nil {
+					t.Fatalf("CreateRollout: %v, want accepted", err)
+				}
+				return
+			}
+			wantCode(t, "CreateRollout", err, codes.InvalidArgument, tt.msg)
+			var got []string
+			for _, d := range status.Convert(err).Details() {
+				if br, ok := d.(*errdetails.BadRequest); ok {
+					for _, v := range br.GetFieldViolations() {
+						got = append(got, v.GetField())
+					}
+				}
+			}
+			if strings.Join(got, ",") != strings.Join(tt.fields, ",") {
+				t.Errorf("violations on %v, want %v", got, tt.fields)
+			}
+		})
+	}
+}
+
+func TestStartRefusesBadEnvironments(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		envs map[string]Environment
+		want string
+	}{
+		{"bad pattern", map[string]Environment{"prod": {HookAllowList: []string{"sh ("}}}, "environments.prod.hook_allow_list[0]"},
+		{"bad name", map[string]Environment{"Prod": {}}, `"Prod"`},
+		{"ttl unprotected", map[string]Environment{"prod": {ApprovalTTL: time.Hour}}, "not protected"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Start(ctxT(t), Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0", Environments: tt.envs, Logger: testLogger()})
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Start: %v, want an error containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseFileConfig(t *testing.T) {
+	fc, err := ParseFileConfig([]byte(`environments:
+  prod:
+    protected: true
+    approval_ttl: 24h
+    hook_allow_list: ["sudo systemctl (start|stop|restart) [a-z0-9-]+"]
+  staging: {}
+  dev:
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]Environment{
+		"prod":    {Protected: true, ApprovalTTL: 24 * time.Hour, HookAllowList: []string{"sudo systemctl (start|stop|restart) [a-z0-9-]+"}},
+		"staging": {},
+		"dev":     {},
+	}
+	if len(fc.Environments) != len(want) {
+		t.Fatalf("environments %v, want %v", fc.Environments, want)
+	}
+	for name, w := range want {
+		g := fc.Environments[name]
+		if g.Protected != w.Protected || g.ApprovalTTL != w.ApprovalTTL || strings.Join(g.HookAllowList, "|") != strings.Join(w.HookAllowList, "|") {
+			t.Errorf("environment %s = %+v, want %+v", name, g, w)
+		}
+	}
+	for _, tt := range []struct{ in, want string }{
+		{"environments: {prod: {protected: yes-please}}", "protected"},
+		{"environments: {prod: {approval_ttl: soon, protected: true}}", "environments.prod.approval_ttl"},
+		{"environments: {prod: {hook_allowlist: []}}", "hook_allowlist"},
+		{"environment: {}", "environment"},
+		{"environments: {prod: {hook_allow_list: ['(']}}", "hook_allow_list[0]"},
+	} {
+		if _, err := ParseFileConfig([]byte(tt.in)); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("ParseFileConfig(%q) = %v, want an error containing %q", tt.in, err, tt.want)
+		}
+	}
+}
+
+// scanGateway answers host key scans on a ServeHostKeyScans stream with
+// key, as a gateway that dialled the node would.
+func scanGateway(t *testing.T, s *Server, name, dc string, key ssh.PublicKey) (scans chan *outpostv1.ServeHostKeyScansResponse) {
+	t.Helper()
+	conn, err := enroll.Dial(s.Addr(), gatewayCred(t, s.Addr(), name, dc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stream, err := outpostv1.NewGatewayServiceClient(conn).ServeHostKeyScans(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	scans = make(chan *outpostv1.ServeHostKeyScansResponse, 10)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			req, err := stream.Recv()
+			if err != nil {
+				return
+			}
+			scans <- req
+			stream.Send(&outpostv1.ServeHostKeyScansRequest{ScanId: req.GetScanId(), AuthorizedKey: string(ssh.MarshalAuthorizedKey(key))})
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		conn.Close()
+	})
+	return scans
+}
+
+func newHostKey(t *testing.T) ssh.PublicKey {
+	t.Helper()
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// scanNode calls ScanNodeHostKey until a gateway stream is registered
+// (bounded), and returns the first real answer.
+func scanNode(t *testing.T, c *client, id string) (*outpostv1.NodeHostKeyScan, error) {
+	t.Helper()
+	var err error
+	for range 100 {
+		var resp *outpostv1.ScanNodeHostKeyResponse
+		resp, err = c.ScanNodeHostKey(ctxT(t), &outpostv1.ScanNodeHostKeyRequest{Id: id})
+		if status.Code(err) != codes.Unavailable {
+			return resp.GetScan(), err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil, err
+}
+
+func TestScanAndTrustHostKey(t *testing.T) {
+	s := startCP(t, t.TempDir())
+	c := dial(t, s.Addr())
+	applyNodes(t, c, 2, func(i int) string { return []string{"dc-a", "dc-b"}[i] })
+	keyA, keyB := newHostKey(t), newHostKey(t)
+	scansA := scanGateway(t, s, "gw-a", "dc-a", keyA)
+	scansB := scanGateway(t, s, "gw-b", "dc-b", keyB)
+
+	// Trusting before any scan pins nothing.
+	_, err := c.TrustNodeHostKey(ctxT(t), &outpostv1.TrustNodeHostKeyRequest{Id: nodeID(0), Fingerprint: ssh.FingerprintSHA256(keyA)})
+	wantCode(t, "trust before a scan", err, codes.FailedPrecondition, "no host key scan")
+
+	scan, err := scanNode(t, c, nodeID(0))
+	if err != nil {
+		t.Fatalf("ScanNodeHostKey: %v", err)
+	}
+	if scan.GetGateway() != "gw-a" || scan.GetFingerprint() != ssh.FingerprintSHA256(keyA) || scan.GetKeyType() != "ssh-ed25519" || scan.GetPinned() {
+		t.Errorf("scan = %v, want gw-a's answer with %s, not pinned", scan, ssh.FingerprintSHA256(keyA))
+	}
+	select {
+	case req := <-scansA:
+		if req.GetNode().GetId() != nodeID(0) {
+			t.Errorf("gw-a was asked to scan %s", req.GetNode().GetId())
+		}
+	default:
+		t.Error("gw-a got no scan request")
+	}
+	if len(scansB) != 0 {
+		t.Errorf("gw-b of dc-b was asked to scan a node of dc-a")
+	}
+
+	// A wrong fingerprint pins nothing.
+	_, err = c.TrustNodeHostKey(ctxT(t), &outpostv1.TrustNodeHostKeyRequest{Id: nodeID(0), Fingerprint: ssh.FingerprintSHA256(keyB)})
+	wantCode(t, "trust with the wrong fingerprint", err, codes.FailedPrecondition, "does not match")
+	_, err = c.TrustNodeHostKey(ctxT(t), &outpostv1.TrustNodeHostKeyRequest{Id: nodeID(0)})
+	wantCode(t, "trust without a fingerprint", err, codes.InvalidArgument, "fingerprint")
+	got, err := c.GetNode(ctxT(t), &outpostv1.GetNodeRequest{Id: nodeID(0)})
+	if err != nil || len(got.GetNode().GetHostKeys()) != 0 {
+		t.Fatalf("node after refused trusts: %v, %v; want no host keys", got, err)
+	}
+
+	resp, err := c.TrustNodeHostKey(ctxT(t), &outpostv1.TrustNodeHostKeyRequest{Id: nodeID(0), Fingerprint: ssh.FingerprintSHA256(keyA)})
+	if err != nil {
+		t.Fatalf("TrustNodeHostKey: %v", err)
+	}
+	line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(keyA)))
+	if keys := resp.GetNode().GetHostKeys(); len(keys) != 1 || keys[0] != line {
+		t.Errorf("host keys %q, want [%q]", keys, line)
+	}
+	got, err = c.GetNode(ctxT(t), &outpostv1.GetNodeRequest{Id: nodeID(0)})
+	if err != nil || len(got.GetNode().GetHostKeys()) != 1 {
+		t.Errorf("stored node %v, %v; want the pinned key", got, err)
+	}
+	// Trusting again changes nothing; a new scan says the key is pinned.
+	if _, err := c.TrustNodeHostKey(ctxT(t), &outpostv1.TrustNodeHostKeyRequest{Id: nodeID(0), Fingerprint: ssh.FingerprintSHA256(keyA)}); err != nil {
+		t.Errorf("second TrustNodeHostKey: %v", err)
+	}
+	if scan, err := scanNode(t, c, nodeID(0)); err != nil || !scan.GetPinned() {
+		t.Errorf("scan after trust: %v, %v; want pinned", scan, err)
+	}
+
+	// Applying the inventory again (which knows no host keys) keeps the
+	// pinned key; moving the node drops it.
+	applyNodes(t, c, 3, func(i int) string { return []string{"dc-a", "dc-b", "dc-c"}[i] })
+	if got, err := c.GetNode(ctxT(t), &outpostv1.GetNodeRequest{Id: nodeID(0)}); err != nil || len(got.GetNode().GetHostKeys()) != 1 {
+		t.Errorf("node after applying the inventory again: %v, %v; want the pinned key kept", got, err)
+	}
+	moved := proto.CloneOf(got.GetNode())
+	moved.HostKeys, moved.Address = nil, "127.0.99.1:22"
+	if _, err := c.ApplyNodes(ctxT(t), &outpostv1.ApplyNodesRequest{Nodes: []*outpostv1.Node{moved}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.GetNode(ctxT(t), &outpostv1.GetNodeRequest{Id: nodeID(0)}); err != nil || len(got.GetNode().GetHostKeys()) != 0 {
+		t.Errorf("node after moving it: %v, %v; want no pinned key", got, err)
+	}
+
+	// A node whose datacenter has no gateway cannot be scanned.
+	_, err = c.ScanNodeHostKey(ctxT(t), &outpostv1.ScanNodeHostKeyRequest{Id: nodeID(2)})
+	wantCode(t, "scan in dc-c", err, codes.Unavailable, "no gateway of datacenter dc-c")
+	_, err = c.ScanNodeHostKey(ctxT(t), &outpostv1.ScanNodeHostKeyRequest{Id: "nope"})
+	wantCode(t, "scan of an unknown node", err, codes.NotFound, "nope")
+}
