@@ -1204,9 +1204,16 @@ type Assignment struct {
 	// ROLLBACK: the release to make current again (the node's previous
 	// release); empty means none, so the new release is stopped and current
 	// removed. release.id names the release being left.
-	RollbackTo    string `protobuf:"bytes,14,opt,name=rollback_to,json=rollbackTo,proto3" json:"rollback_to,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RollbackTo string `protobuf:"bytes,14,opt,name=rollback_to,json=rollbackTo,proto3" json:"rollback_to,omitempty"`
+	// The earlier assignment of this node in this rollout whose lock this one
+	// may take over: the control plane handed the node out again because that
+	// assignment's gateway went away mid-deployment and did not come back
+	// within the gateway grace. The gateway breaks the node's lock only while
+	// it is exactly that assignment's (and no activation of it still runs on
+	// the node); empty means a held lock fails the node as usual.
+	TakeoverLockOf string `protobuf:"bytes,15,opt,name=takeover_lock_of,json=takeoverLockOf,proto3" json:"takeover_lock_of,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Assignment) Reset() {
@@ -1333,6 +1340,13 @@ func (x *Assignment) GetHookEnv() map[string]string {
 func (x *Assignment) GetRollbackTo() string {
 	if x != nil {
 		return x.RollbackTo
+	}
+	return ""
+}
+
+func (x *Assignment) GetTakeoverLockOf() string {
+	if x != nil {
+		return x.TakeoverLockOf
 	}
 	return ""
 }
@@ -1629,7 +1643,7 @@ const file_outpost_v1_gateway_proto_rawDesc = "" +
 	"\x0eGatewayWelcome\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x03R\x05epoch\x12H\n" +
 	"\x12heartbeat_interval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\x12%\n" +
-	"\x0eacked_sequence\x18\x03 \x01(\x04R\rackedSequence\"\x9e\x05\n" +
+	"\x0eacked_sequence\x18\x03 \x01(\x04R\rackedSequence\"\xc8\x05\n" +
 	"\n" +
 	"Assignment\x12#\n" +
 	"\rassignment_id\x18\x01 \x01(\tR\fassignmentId\x12\x1d\n" +
@@ -1648,7 +1662,8 @@ const file_outpost_v1_gateway_proto_rawDesc = "" +
 	"\x04hook\x18\f \x01(\tR\x04hook\x12>\n" +
 	"\bhook_env\x18\r \x03(\v2#.outpost.v1.Assignment.HookEnvEntryR\ahookEnv\x12\x1f\n" +
 	"\vrollback_to\x18\x0e \x01(\tR\n" +
-	"rollbackTo\x1a?\n" +
+	"rollbackTo\x12(\n" +
+	"\x10takeover_lock_of\x18\x0f \x01(\tR\x0etakeoverLockOf\x1a?\n" +
 	"\x11TraceContextEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a:\n" +
