@@ -76,6 +76,12 @@ func (l *Log) RecordNodeResult(ctx context.Context, rolloutID, nodeID string, st
 	l.enqueueRecord(ctx, e)
 }
 
+// RecordRolloutNode is RecordNodeResult for a node's record, in the shape
+// of the rollout engine's OnNodeResult hook.
+func (l *Log) RecordRolloutNode(ctx context.Context, rolloutID string, n *outpostv1.RolloutNode) {
+	l.RecordNodeResult(ctx, rolloutID, n.GetNodeId(), n.GetState(), n.GetStep(), n.GetError(), n.GetGateway())
+}
+
 // RecordRolloutState records that rollout r changed from state from to
 // state to; reason says why ("" when the states say it all). The actor is
 // this control plane (Config.ReplicaName): people's verbs are recorded

@@ -47,7 +47,7 @@ func TestRecordRollout(t *testing.T) {
 	l.RecordNodeStep(ctx, "gw-seoul", step(outpostv1.Step_STEP_HEALTH, outpostv1.StepPhase_STEP_PHASE_FAILED, "GET /health: 503"))
 	l.RecordNodeStep(ctx, "gw-seoul", step(outpostv1.Step_STEP_ROLLBACK, ok, ""))
 	l.RecordNodeResult(ctx, r.Id, "srv-0001", outpostv1.NodeState_NODE_STATE_ROLLED_BACK, outpostv1.Step_STEP_HEALTH, "GET /health: 503", "gw-seoul")
-	l.RecordNodeResult(ctx, r.Id, "srv-0002", outpostv1.NodeState_NODE_STATE_SKIPPED, outpostv1.Step_STEP_UNSPECIFIED, "", "")
+	l.RecordRolloutNode(ctx, r.Id, &outpostv1.RolloutNode{NodeId: "srv-0002", State: outpostv1.NodeState_NODE_STATE_SKIPPED})
 	l.RecordRolloutState(ctx, r, running, failed, "stage canary: 1 of 1 nodes failed (100% > 10%)")
 	if err := l.Flush(ctx); err != nil {
 		t.Fatal(err)

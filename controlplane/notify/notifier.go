@@ -12,8 +12,11 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
+
+	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
 // Defaults for Config.
@@ -173,6 +176,20 @@ func (n *Notifier) Notify(ev Event) {
 			"dropped_event", old.Type, "dropped_rollout", old.RolloutID, "queue_size", n.cfg.QueueSize)
 	}
 	q.events = append(q.events, ev)
+}
+
+// RolloutState announces rollout r's change from state from to state to,
+// if EventFor says it is announced, to r's webhook. It has the shape of
+// the rollout engine's OnRolloutState hook; like Notify it never blocks.
+// reason is not used: r's message says why.
+func (n *Notifier) RolloutState(_ context.Context, r *outpostv1.Rollout, from, to outpostv1.RolloutState, _ string) {
+	typ, ok := EventFor(from, to)
+	if !ok {
+		return
+	}
+	ev := RolloutEvent(typ, r, n.cfg.Now())
+	ev.State = strings.TrimPrefix(to.String(), "ROLLOUT_STATE_")
+	n.Notify(ev)
 }
 
 // Stats returns the counters so far.

@@ -297,3 +297,34 @@ func TestConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestRolloutState feeds the engine's state changes of one rollout and
+// checks which events the receiver gets, in order.
+func TestRolloutState(t *testing.T) {
+	rcv := newReceiver(t)
+	n, _ := newNotifier(t, notify.Config{})
+	const (
+		none     = outpostv1.RolloutState_ROLLOUT_STATE_UNSPECIFIED
+		pending  = outpostv1.RolloutState_ROLLOUT_STATE_PENDING_APPROVAL
+		approved = outpostv1.RolloutState_ROLLOUT_STATE_APPROVED
+		running  = outpostv1.RolloutState_ROLLOUT_STATE_RUNNING
+		paused   = outpostv1.RolloutState_ROLLOUT_STATE_PAUSED
+		val      = outpostv1.RolloutState_ROLLOUT_STATE_PENDING_VALIDATION
+		rejected = outpostv1.RolloutState_ROLLOUT_STATE_REJECTED
+	)
+	ctx := context.Background()
+	for _, c := range [][2]outpostv1.RolloutState{
+		{none, pending}, {pending, approved}, {approved, running}, {running, paused}, {paused, running}, {running, val}, {val, rejected},
+	} {
+		n.RolloutState(ctx, rollout(c[1], rcv.URL), c[0], c[1], "")
+	}
+	closeN(t, n)
+	var got []string
+	for _, b := range rcv.got(t) {
+		got = append(got, string(b.Event)+" "+b.State)
+	}
+	want := []string{"approval_needed PENDING_APPROVAL", "started RUNNING", "paused PAUSED", "validation_needed PENDING_VALIDATION", "rolled_back REJECTED"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("events (-want +got):\n%s", diff)
+	}
+}
