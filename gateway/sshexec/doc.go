@@ -10,7 +10,14 @@
 //     is reported as a *HostKeyError before any command can run.
 //   - One Client is one SSH connection. Every Run, RunInput, Upload and Home
 //     call opens its own channel on it, so they may run concurrently; SFTP
-//     work shares one lazily started SFTP session.
+//     work shares one lazily started SFTP session. An Upload of a large file
+//     also opens a few extra SFTP sessions for its own duration, because one
+//     channel's window bounds a transfer over a long round trip.
+//   - Dial retries, with jittered backoff, only what a busy or restarting
+//     server causes: a refused or reset connection, or one dropped before
+//     the host key was seen (sshd's MaxStartups). A refused host key or a
+//     failed authentication is never retried. A DialLimiter shared by many
+//     Dials bounds how many set-ups run at once.
 //   - While a Client is open, a goroutine it owns sends keepalive@openssh.com
 //     probes; when too many go unanswered it closes the connection so that
 //     blocked calls fail instead of hanging on a dead network path. Close

@@ -1,6 +1,7 @@
 package sshexec
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"errors"
 	"io"
@@ -32,7 +33,8 @@ const (
 	parallelUploadMin = 32 << 20
 	// sessionInflightBytes is how much each session keeps in flight: a
 	// little more than OpenSSH's 2 MiB window, so the window, not our
-	// pipeline, is what waits for acknowledgements.
+	// pipeline, is what waits for acknowledgements. Each byte in flight is
+	// a buffered byte: about 13 MiB per upload with 4 sessions.
 	sessionInflightBytes = 3 << 20
 )
 
@@ -87,7 +89,7 @@ type parallelUpload struct {
 	err      error // the first error; written before failed is closed
 
 	mu      sync.Mutex
-	extras  []sftpSession // guarded by mu; closed by finish or abort
+	extras  []sftpSession // guarded by mu; closed by run or abort
 	aborted bool          // guarded by mu; abort ran, sessions opened late are closed at once
 }
 
@@ -114,8 +116,8 @@ func (u *parallelUpload) fail(err error) {
 	})
 }
 
-// error returns the first error, or nil while there is none.
-func (u *parallelUpload) error() error {
+// firstErr returns the first error, or nil while there is none.
+func (u *parallelUpload) firstErr() error {
 	select {
 	case <-u.failed:
 		return u.err
@@ -154,7 +156,7 @@ func (u *parallelUpload) run(main *sftp.Client, src io.Reader, mode fs.FileMode,
 	closeFile := func(f *sftp.File) {
 		if err := f.Close(); err != nil {
 			closeMu.Lock()
-			closeErr = cmpOr(closeErr, err)
+			closeErr = cmp.Or(closeErr, err)
 			closeMu.Unlock()
 		}
 	}
@@ -169,20 +171,13 @@ func (u *parallelUpload) run(main *sftp.Client, src io.Reader, mode fs.FileMode,
 	n, sum := u.read(src)
 	wg.Wait()
 	u.closeExtras(false)
-	if err := u.error(); err != nil {
+	if err := u.firstErr(); err != nil {
 		return n, nil, err
 	}
 	if closeErr != nil {
 		return n, nil, closeErr
 	}
 	return n, sum, nil
-}
-
-func cmpOr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
 }
 
 // startWriters starts the writers of one session; the last one to finish
