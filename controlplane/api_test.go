@@ -208,7 +208,7 @@ func TestCreateRolloutValidation(t *testing.T) {
 		{"bad digest", &outpostv1.CreateRolloutRequest{Plan: rollingPlan("5", 10), ArtifactSha256: "xyz"}, codes.InvalidArgument, []string{"artifact_sha256"}},
 		{"selects nothing", &outpostv1.CreateRolloutRequest{Plan: noMatch, ArtifactSha256: digest}, codes.InvalidArgument, []string{"targets.selector"}},
 		{"no node in the datacenters", &outpostv1.CreateRolloutRequest{Plan: otherDC, ArtifactSha256: digest}, codes.InvalidArgument, []string{"targets.selector", "busan-1"}},
-		{"unsupported strategy", &outpostv1.CreateRolloutRequest{Plan: blueGreen, ArtifactSha256: digest}, codes.Unimplemented, []string{"plan.strategy.type", "blue_green"}},
+		{"blue/green switch node missing", &outpostv1.CreateRolloutRequest{Plan: blueGreen, ArtifactSha256: digest}, codes.InvalidArgument, []string{"plan.strategy.switch_node", "lb-1"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -347,8 +347,11 @@ func TestListRolloutsAndNodesPagination(t *testing.T) {
 	wantCode(t, "unknown rollout", err, codes.NotFound, "r-99999999")
 	_, err = c.GetRollout(ctxT(t), &outpostv1.GetRolloutRequest{Id: "r-99999999"})
 	wantCode(t, "unknown rollout", err, codes.NotFound, "r-99999999")
-	_, err = c.PauseRollout(ctxT(t), &outpostv1.PauseRolloutRequest{Id: ids[0]})
-	wantCode(t, "pause", err, codes.Unimplemented, "")
+	waitRollout(t, c, ids[0], "RUNNING", stateIs(outpostv1.RolloutState_ROLLOUT_STATE_RUNNING))
+	paused, err := c.PauseRollout(ctxT(t), &outpostv1.PauseRolloutRequest{Id: ids[0]})
+	if err != nil || paused.GetRollout().GetState() != outpostv1.RolloutState_ROLLOUT_STATE_PAUSED {
+		t.Errorf("pause = %v, %v; want PAUSED", paused.GetRollout().GetState(), err)
+	}
 }
 
 func TestArtifacts(t *testing.T) {

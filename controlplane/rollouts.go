@@ -78,12 +78,16 @@ func releaseID(revision int64, sha string) string {
 var fileNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$`)
 
 // CreateRollout validates the plan, selects and expands its nodes and
-// stores the rollout; the leader's engine picks it up from there.
+// stores the rollout; the leader's engine picks it up from there. With
+// undo set it returns the app to an earlier revision instead (undo.go).
 func (c *controlPlaneService) CreateRollout(ctx context.Context, req *outpostv1.CreateRolloutRequest) (*outpostv1.CreateRolloutResponse, error) {
 	s := c.s
+	if req.GetUndo() != nil {
+		return s.createUndo(ctx, req)
+	}
 	spec := req.GetPlan()
 	if spec == nil {
-		return nil, fieldError("plan", "required")
+		return nil, fieldError("plan", "required (or undo, to return to an earlier revision)")
 	}
 	if err := plan.Validate(spec); err != nil {
 		return nil, planStatus(err, "plan.")
@@ -102,26 +106,6 @@ func (c *controlPlaneService) CreateRollout(ctx context.Context, req *outpostv1.
 	if !found {
 		return nil, status.Errorf(codes.FailedPrecondition, "artifact sha256:%s is not in the artifact store; upload it first", digest)
 	}
-	inv, err := s.allNodes(ctx)
-	if err != nil {
-		return nil, internal(err)
-	}
-	all := make([]*outpostv1.Node, 0, len(inv))
-	for _, n := range inv {
-		all = append(all, n)
-	}
-	selected, err := plan.SelectNodes(spec, all)
-	if err != nil {
-		return nil, planStatus(err, "plan.")
-	}
-	exp, err := planner.Expand(spec, selected)
-	if err != nil {
-		return nil, planStatus(err, "plan.")
-	}
-	deploy, err := plan.DeploySpecOf(spec, meta.Size)
-	if err != nil {
-		return nil, planStatus(err, "plan.")
-	}
 	unpack := plan.UnpackOf(spec)
 	name := path.Base(spec.GetArtifact().GetPath())
 	if !fileNameRE.MatchString(name) {
@@ -130,23 +114,110 @@ func (c *controlPlaneService) CreateRollout(ctx context.Context, req *outpostv1.
 		}
 		name = meta.Name
 	}
-
-	now := timestamppb.New(time.Now())
-	state := outpostv1.RolloutState_ROLLOUT_STATE_APPROVED
-	if spec.GetApproval().GetRequired() {
-		state = outpostv1.RolloutState_ROLLOUT_STATE_PENDING_APPROVAL
+	art := &outpostv1.Artifact{Sha256: digest, Size: meta.Size, Name: name, Unpack: unpack}
+	r, nodes, err := s.buildRollout(ctx, spec, art, planner.Options{})
+	if err != nil {
+		return nil, err
 	}
+	r.Requester = callerName(ctx)
+	if s.needsApproval(spec) {
+		r.State = outpostv1.RolloutState_ROLLOUT_STATE_PENDING_APPROVAL
+	}
+	if req.GetDryRun() {
+		return &outpostv1.CreateRolloutResponse{Rollout: r}, nil
+	}
+	var dedup *requestRecord
+	if rid := req.GetRequestId(); rid != "" {
+		if err := checkRequestID(rid); err != nil {
+			return nil, err
+		}
+		dedup = &requestRecord{key: requestsPrefix + rid, hash: requestHash(req)}
+		if prev, err := s.replay(ctx, dedup); prev != nil || err != nil {
+			return prev, err
+		}
+	}
+	if err := s.storeRollout(ctx, r, nodes, dedup); err != nil {
+		if errors.Is(err, errDuplicateRequest) {
+			// A concurrent call with the same request_id won.
+			return s.replay(ctx, dedup)
+		}
+		return nil, err
+	}
+	return &outpostv1.CreateRolloutResponse{Rollout: r}, nil
+}
+
+// checkRequestID validates an idempotency key.
+func checkRequestID(rid string) error {
+	if err := store.CheckID(rid); err != nil || len(rid) > 128 {
+		return fieldError("request_id", "%q: at most 128 characters, no '/' or control characters", rid)
+	}
+	return nil
+}
+
+// needsApproval reports whether a rollout of spec starts in
+// PENDING_APPROVAL: the plan asks for it, or its environment is protected.
+func (s *Server) needsApproval(spec *outpostv1.PlanSpec) bool {
+	if spec.GetApproval().GetRequired() {
+		return true
+	}
+	env := s.envs[spec.GetEnvironment()]
+	return env != nil && env.Protected
+}
+
+// buildRollout selects spec's nodes in the inventory and expands them into
+// an APPROVED rollout (no id, revision or requester yet) and its node
+// records. For blue/green plans it finds the switch node and which color
+// serves now; opts may already say (an undo).
+func (s *Server) buildRollout(ctx context.Context, spec *outpostv1.PlanSpec, art *outpostv1.Artifact, opts planner.Options) (*outpostv1.Rollout, []*outpostv1.RolloutNode, error) {
+	inv, err := s.allNodes(ctx)
+	if err != nil {
+		return nil, nil, internal(err)
+	}
+	all := make([]*outpostv1.Node, 0, len(inv))
+	for _, n := range inv {
+		all = append(all, n)
+	}
+	selected, err := plan.SelectNodes(spec, all)
+	if err != nil {
+		return nil, nil, planStatus(err, "plan.")
+	}
+	if spec.GetStrategy().GetType() == plan.StrategyBlueGreen {
+		opts.SwitchNode = inv[spec.GetStrategy().GetSwitchNode()]
+		bg, err := s.blueGreenHistory(ctx, spec.GetApp())
+		if err != nil {
+			return nil, nil, internal(err)
+		}
+		// The color is picked now, from what earlier rollouts left: one
+		// still in progress could still switch the traffic.
+		if bg.busy != "" {
+			return nil, nil, status.Errorf(codes.FailedPrecondition,
+				"rollout %s of %s has not ended; a blue/green rollout picks the idle color when it is created: create it once that one ended", bg.busy, spec.GetApp())
+		}
+		if opts.LiveColor == "" && opts.SwitchBackTo == "" {
+			opts.LiveColor = bg.live
+		}
+	}
+	exp, err := planner.Expand(spec, selected, opts)
+	if err != nil {
+		return nil, nil, planStatus(err, "plan.")
+	}
+	deploy, err := plan.DeploySpecOf(spec, art.GetSize())
+	if err != nil {
+		return nil, nil, planStatus(err, "plan.")
+	}
+	now := timestamppb.New(time.Now())
 	r := &outpostv1.Rollout{
 		App:          spec.GetApp(),
 		Plan:         spec,
-		Artifact:     &outpostv1.Artifact{Sha256: digest, Size: meta.Size, Name: name, Unpack: unpack},
-		State:        state,
+		Artifact:     art,
+		State:        outpostv1.RolloutState_ROLLOUT_STATE_APPROVED,
 		Stages:       exp.Stages,
 		NodeCounts:   rollout.NodeCounts(exp.Nodes),
 		CreateTime:   now,
 		UpdateTime:   now,
 		CurrentStage: -1,
 		Deploy:       deploy,
+		BlueGreen:    exp.BlueGreen,
 	}
 	for _, st := range r.Stages {
 		var recs []*outpostv1.RolloutNode
@@ -157,23 +228,15 @@ func (c *controlPlaneService) CreateRollout(ctx context.Context, req *outpostv1.
 		}
 		st.NodeCounts = rollout.NodeCounts(recs)
 	}
-	if req.GetDryRun() {
-		return &outpostv1.CreateRolloutResponse{Rollout: r}, nil
-	}
-	var dedup *requestRecord
-	if rid := req.GetRequestId(); rid != "" {
-		if err := store.CheckID(rid); err != nil || len(rid) > 128 {
-			return nil, fieldError("request_id", "%q: at most 128 characters, no '/' or control characters", rid)
-		}
-		dedup = &requestRecord{key: requestsPrefix + rid, hash: requestHash(req)}
-		if prev, err := s.replay(ctx, dedup); prev != nil || err != nil {
-			return prev, err
-		}
-	}
+	return r, exp.Nodes, nil
+}
 
+// storeRollout gives r its id, trace and revision and writes it with its
+// node records.
+func (s *Server) storeRollout(ctx context.Context, r *outpostv1.Rollout, nodes []*outpostv1.RolloutNode, dedup *requestRecord) error {
 	n, err := s.nextRolloutNumber(ctx)
 	if err != nil {
-		return nil, internal(err)
+		return internal(err)
 	}
 	r.Id = rolloutID(n)
 	// The rollout's trace: a random trace id, kept only if tracing records.
@@ -188,30 +251,30 @@ func (c *controlPlaneService) CreateRollout(ctx context.Context, req *outpostv1.
 	// Node records first: the engine starts a rollout when its record
 	// appears (with its revision), and then needs every node record.
 	var ops []clientv3.Op
-	for _, rn := range exp.Nodes {
+	for _, rn := range nodes {
 		rn.RolloutId = r.Id
-		rn.UpdateTime = now
+		rn.UpdateTime = r.GetCreateTime()
 		op, err := store.OpPut(store.RolloutNodeKey(r.Id, rn.GetNodeId()), rn)
 		if err != nil {
-			return nil, internal(err)
+			return internal(err)
 		}
 		ops = append(ops, op)
 	}
 	if err := s.store.Txn(ctx, nil, ops...); err != nil {
 		span.SetStatus(otelcodes.Error, err.Error())
-		return nil, internal(err)
+		return internal(err)
 	}
 	if err := s.storeWithRevision(ctx, r, dedup); err != nil {
 		if errors.Is(err, errDuplicateRequest) {
-			// A concurrent call with the same request_id won.
-			return s.replay(ctx, dedup)
+			return err
 		}
 		span.SetStatus(otelcodes.Error, err.Error())
-		return nil, internal(err)
+		return internal(err)
 	}
 	s.log.Info("rollout created", "rollout", r.Id, "app", r.App, "revision", r.Revision, "release", r.ReleaseId,
-		"nodes", len(exp.Nodes), "stages", len(r.Stages), "state", r.State.String())
-	return &outpostv1.CreateRolloutResponse{Rollout: r}, nil
+		"nodes", len(nodes), "stages", len(r.Stages), "state", r.State.String(), "requester", r.Requester,
+		"undo_to", r.SourceRevision)
+	return nil
 }
 
 // nextRolloutNumber hands out the next rollout number (compare-and-swap).
@@ -316,7 +379,10 @@ func (s *Server) storeWithRevision(ctx context.Context, r *outpostv1.Rollout, de
 			latest = prev.GetRevision()
 		}
 		r.Revision = latest + 1
-		r.ReleaseId = releaseID(r.Revision, r.GetArtifact().GetSha256())
+		if r.GetSourceRevision() == 0 {
+			// An undo keeps its source's release id: the nodes hold it.
+			r.ReleaseId = releaseID(r.Revision, r.GetArtifact().GetSha256())
+		}
 		key := store.RevisionKey(r.GetApp(), r.Revision)
 		revOp, err := store.OpPut(key, rollout.RevisionOf(r))
 		if err != nil {
@@ -550,23 +616,4 @@ func (c *controlPlaneService) ListRolloutNodes(ctx context.Context, req *outpost
 		resp.NextPageToken = encodeToken(kind, resp.Nodes[l-1].GetNodeId())
 	}
 	return resp, nil
-}
-
-// AbortRollout aborts a rollout through the leader's engine.
-func (c *controlPlaneService) AbortRollout(ctx context.Context, req *outpostv1.AbortRolloutRequest) (*outpostv1.AbortRolloutResponse, error) {
-	if err := checkRolloutID("id", req.GetId()); err != nil {
-		return nil, err
-	}
-	if len(req.GetReason()) > 1000 {
-		return nil, fieldError("reason", "longer than 1000 characters")
-	}
-	eng := c.s.leaderEngine()
-	if eng == nil {
-		return nil, c.s.notLeader(ctx)
-	}
-	r, err := eng.Abort(ctx, req.GetId(), req.GetReason())
-	if err != nil {
-		return nil, c.s.engineStatus(ctx, err)
-	}
-	return &outpostv1.AbortRolloutResponse{Rollout: r}, nil
 }

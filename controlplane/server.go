@@ -79,6 +79,14 @@ type Config struct {
 	// GatewayWaitLog is how often "waiting for a gateway in datacenter X"
 	// is logged again; 0 means DefaultGatewayWaitLog (30s).
 	GatewayWaitLog time.Duration
+	// ApprovalTTL is how long an approval holds for a rollout that has not
+	// started yet (it waits for an earlier rollout of its app): then it
+	// needs approving again. An environment's own ApprovalTTL wins. 0
+	// means rollout.DefaultApprovalTTL (24h).
+	ApprovalTTL time.Duration
+	// AllowSelfApproval lets a requester approve their own rollout
+	// (single-operator setups); false enforces four eyes.
+	AllowSelfApproval bool
 	// ServerNames are extra DNS names and IP addresses for the server
 	// certificate (a load balancer's name). Clients verify the control
 	// plane under pki.ServerName, which every certificate carries, so
@@ -497,7 +505,7 @@ func (s *Server) leaderLoop(ctx context.Context) {
 
 // lead runs the engine for one leadership term.
 func (s *Server) lead(ctx context.Context, l *leader.Leadership) error {
-	eng, err := rollout.New(rollout.Config{
+	eng, err := rollout.New(s.rolloutPolicy(rollout.Config{
 		Store:             s.store,
 		Fence:             l,
 		Epoch:             l.Epoch(),
@@ -510,7 +518,7 @@ func (s *Server) lead(ctx context.Context, l *leader.Leadership) error {
 		HeartbeatInterval: s.cfg.heartbeatInterval,
 		OrphanGrace:       s.cfg.GatewayGrace,
 		RefuseBackoff:     s.cfg.refuseBackoff,
-	})
+	}))
 	if err != nil {
 		return err
 	}

@@ -40,6 +40,9 @@ const (
 	maxRefusals = 5
 	// stopTimeout bounds the final flush when the engine stops.
 	stopTimeout = 5 * time.Second
+	// DefaultApprovalTTL is how long an approval stays good for a rollout
+	// that has not started.
+	DefaultApprovalTTL = 24 * time.Hour
 )
 
 // Errors returned by the engine's API methods.
@@ -104,6 +107,26 @@ type Config struct {
 	// RefuseBackoff is how long a gateway that refused an assignment gets
 	// no new ones; 0 means DefaultRefuseBackoff.
 	RefuseBackoff time.Duration
+	// ApprovalTTL is how long an approval holds for a rollout that has not
+	// started (it waits for an earlier rollout of its app): after that it
+	// goes back to PENDING_APPROVAL and needs approving again. 0 means
+	// DefaultApprovalTTL.
+	ApprovalTTL time.Duration
+	// EnvironmentApprovalTTL overrides ApprovalTTL for the rollouts of the
+	// named environments (plan.environment); nil means none.
+	EnvironmentApprovalTTL map[string]time.Duration
+	// AllowSelfApproval lets the requester approve their own rollout
+	// (single-operator setups); false enforces four eyes.
+	AllowSelfApproval bool
+	// OnRolloutState, when set, is called after a rollout's state change is
+	// durably written, with the states before and after and the rollout's
+	// message. OnNodeResult, when set, is called after a node reached a
+	// final state (SUCCEEDED, FAILED, ROLLED_BACK, ROLLBACK_FAILED,
+	// SKIPPED) and that is durably written. Both run on the engine's loop
+	// with its context and get copies: they must not block (enqueue and
+	// return), and must not call the engine.
+	OnRolloutState func(ctx context.Context, r *outpostv1.Rollout, from, to outpostv1.RolloutState, reason string)
+	OnNodeResult   func(ctx context.Context, rolloutID string, n *outpostv1.RolloutNode)
 }
 
 // CheckAndSetDefaults validates the config and fills in defaults.
@@ -117,7 +140,7 @@ func (c *Config) CheckAndSetDefaults() error {
 		return fmt.Errorf("rollout: Epoch must be positive, got %d", c.Epoch)
 	case c.ReplicaName == "":
 		return errors.New("rollout: ReplicaName is required")
-	case c.GatewayWaitLog < 0, c.HeartbeatInterval < 0, c.OrphanGrace < 0, c.DefaultCapacity < 0, c.RefuseBackoff < 0:
+	case c.GatewayWaitLog < 0, c.HeartbeatInterval < 0, c.OrphanGrace < 0, c.DefaultCapacity < 0, c.RefuseBackoff < 0, c.ApprovalTTL < 0:
 		return errors.New("rollout: negative durations or capacity")
 	}
 	if c.Logger == nil {
@@ -143,6 +166,9 @@ func (c *Config) CheckAndSetDefaults() error {
 	}
 	if c.RefuseBackoff == 0 {
 		c.RefuseBackoff = DefaultRefuseBackoff
+	}
+	if c.ApprovalTTL == 0 {
+		c.ApprovalTTL = DefaultApprovalTTL
 	}
 	return nil
 }
@@ -181,6 +207,12 @@ type Engine struct {
 	afterCommit []func(error)
 	assignSeq   int64
 	lastErrLog  time.Time
+	// checks are the bake health checks out at gateways, by assignment
+	// id. They are not recorded in etcd: a new leader starts a new round.
+	checks map[string]*check
+	// noted are nodes written since the last notification, whose final
+	// state OnNodeResult has not been told yet.
+	noted map[*nodeRun]struct{}
 }
 
 // send is an assignment waiting for its node record to be durable.
@@ -211,6 +243,8 @@ func New(cfg Config) (*Engine, error) {
 		waitLogged:  map[string]time.Time{},
 		dirtyNodes:  map[*nodeRun]struct{}{},
 		dirtyRuns:   map[*run]struct{}{},
+		checks:      map[string]*check{},
+		noted:       map[*nodeRun]struct{}{},
 	}, nil
 }
 
@@ -426,6 +460,8 @@ func (e *Engine) doDurable(ctx context.Context, f func(context.Context) (any, er
 // tick handles what is due by time.
 func (e *Engine) tick() {
 	now := e.cfg.Now()
+	e.expireApprovals(now)
+	e.bakeTick(now)
 	for n := range e.orphans {
 		if !now.Before(n.orphanDeadline) {
 			e.log.Info("gateway did not come back for its assignment; re-queuing the node",
@@ -444,6 +480,9 @@ func (e *Engine) commit(ctx context.Context) error {
 	for n := range e.dirtyNodes {
 		n.rn.UpdateTime = timestamppb.New(now)
 		e.bw.Put(store.RolloutNodeKey(n.run.id(), n.id()), n.rn)
+		if finalNode(n.rn.GetState()) && n.rn.GetState() != n.notified {
+			e.noted[n] = struct{}{}
+		}
 	}
 	clear(e.dirtyNodes)
 	acksDue := len(e.ackPending) > 0 && now.Sub(e.ackSince) >= ackDelay
@@ -453,6 +492,7 @@ func (e *Engine) commit(ctx context.Context) error {
 	if err := e.bw.Flush(ctx); err != nil {
 		return e.failCommit(err)
 	}
+	var changes []stateChange
 	if len(e.dirtyRuns) > 0 {
 		runs := make([]*run, 0, len(e.dirtyRuns))
 		for r := range e.dirtyRuns {
@@ -482,11 +522,15 @@ func (e *Engine) commit(ctx context.Context) error {
 			return e.failCommit(err)
 		}
 		for _, r := range runs {
+			if st := r.r.GetState(); st != r.revState {
+				changes = append(changes, stateChange{r: proto.CloneOf(r.r), from: r.revState})
+			}
 			r.revState = r.r.GetState()
 			e.afterWrite(r)
 		}
 		clear(e.dirtyRuns)
 	}
+	e.notify(ctx, changes)
 	for _, s := range e.sends {
 		// The node may have been re-queued or the session replaced since.
 		if s.n.sess == s.s && s.n.rn.GetAssignmentId() == s.msg.GetAssignmentId() {
@@ -518,10 +562,10 @@ func (e *Engine) failCommit(err error) error {
 	return err
 }
 
-// afterWrite forgets a rollout that reached a terminal state and has been
-// written.
+// afterWrite forgets a rollout that the engine no longer drives (it ended,
+// waits for validation, or its approval expired) once that is written.
 func (e *Engine) afterWrite(r *run) {
-	if !terminal(r.r.GetState()) {
+	if active(r.r.GetState()) {
 		return
 	}
 	for _, n := range r.order {
@@ -530,11 +574,47 @@ func (e *Engine) afterWrite(r *run) {
 		}
 		delete(e.orphans, n)
 	}
+	e.dropChecks(r)
 	delete(e.runs, r.id())
-	if m := e.cfg.Metrics; m != nil {
+	if m := e.cfg.Metrics; m != nil && terminal(r.r.GetState()) {
 		m.RolloutsFinished.WithLabelValues(stateName(r.r.GetState())).Inc()
 	}
 	e.updateRolloutGauge()
+}
+
+// stateChange is a rollout state change written, for OnRolloutState.
+type stateChange struct {
+	r    *outpostv1.Rollout
+	from outpostv1.RolloutState
+}
+
+// notify tells the hooks what the commit just made durable: every node
+// write was flushed before the rollout records, so both are in etcd.
+func (e *Engine) notify(ctx context.Context, changes []stateChange) {
+	if f := e.cfg.OnNodeResult; f != nil {
+		nodes := make([]*nodeRun, 0, len(e.noted))
+		for n := range e.noted {
+			nodes = append(nodes, n)
+		}
+		sort.Slice(nodes, func(i, j int) bool {
+			if nodes[i].run.id() != nodes[j].run.id() {
+				return nodes[i].run.id() < nodes[j].run.id()
+			}
+			return nodes[i].id() < nodes[j].id()
+		})
+		for _, n := range nodes {
+			f(ctx, n.run.id(), proto.CloneOf(n.rn))
+		}
+	}
+	for n := range e.noted {
+		n.notified = n.rn.GetState()
+	}
+	clear(e.noted)
+	if f := e.cfg.OnRolloutState; f != nil {
+		for _, c := range changes {
+			f(ctx, c.r, c.from, c.r.GetState(), c.r.GetMessage())
+		}
+	}
 }
 
 func (e *Engine) updateRolloutGauge() {
@@ -559,43 +639,6 @@ func (e *Engine) markNode(n *nodeRun) {
 
 func (e *Engine) markRun(r *run) { e.dirtyRuns[r] = struct{}{} }
 
-// Abort stops a rollout: no new node starts, pending nodes become SKIPPED,
-// running nodes finish; the rollout is ABORTED once none runs. It returns
-// the rollout after the change is durable: still RUNNING (with a message
-// saying it is aborting) while nodes finish, else ABORTED. Aborting an
-// aborted rollout returns it unchanged.
-func (e *Engine) Abort(ctx context.Context, id, reason string) (*outpostv1.Rollout, error) {
-	v, err := e.doDurable(ctx, func(lctx context.Context) (any, error) {
-		r := e.runs[id]
-		if r == nil {
-			var err error
-			if r, err = e.loadOne(lctx, id); err != nil {
-				return nil, err
-			}
-		}
-		switch st := r.r.GetState(); {
-		case st == outpostv1.RolloutState_ROLLOUT_STATE_ABORTED:
-			return proto.CloneOf(r.r), nil
-		case terminal(st), st == outpostv1.RolloutState_ROLLOUT_STATE_PENDING_VALIDATION:
-			return nil, &StateError{ID: id, State: st, Verb: "abort"}
-		}
-		msg := "aborted"
-		if reason = strings.TrimSpace(reason); reason != "" {
-			msg += ": " + reason
-		}
-		e.log.Info("rollout aborted by request", "rollout", id, "reason", reason)
-		e.runs[id] = r
-		e.abort(r, msg)
-		r.recount()
-		r.r.UpdateTime = timestamppb.New(e.cfg.Now())
-		return proto.CloneOf(r.r), nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return v.(*outpostv1.Rollout), nil
-}
-
 func terminal(s outpostv1.RolloutState) bool {
 	switch s {
 	case outpostv1.RolloutState_ROLLOUT_STATE_SUCCEEDED,
@@ -608,8 +651,10 @@ func terminal(s outpostv1.RolloutState) bool {
 	return false
 }
 
-// Terminal reports whether a rollout in state s will not change any more.
-// PENDING_VALIDATION is not terminal: a person still accepts or rejects it.
+// Terminal reports whether a rollout in state s will not change any more
+// by itself. PENDING_VALIDATION is not terminal: a person still accepts or
+// rejects it. RetryRollout may run the failed nodes of a SUCCEEDED,
+// ABORTED or FAILED_ROLLED_BACK rollout again, making it RUNNING.
 func Terminal(s outpostv1.RolloutState) bool { return terminal(s) }
 
 // stateName is the enum name without its prefix, for messages and labels.
@@ -624,14 +669,15 @@ func nodeStateName(s outpostv1.NodeState) string {
 // RevisionOf is the revision record of r.
 func RevisionOf(r *outpostv1.Rollout) *outpostv1.Revision {
 	return &outpostv1.Revision{
-		App:        r.GetApp(),
-		Revision:   r.GetRevision(),
-		RolloutId:  r.GetId(),
-		ReleaseId:  r.GetReleaseId(),
-		Artifact:   r.GetArtifact(),
-		State:      r.GetState(),
-		CreateTime: r.GetCreateTime(),
-		Requester:  r.GetRequester(),
+		App:            r.GetApp(),
+		Revision:       r.GetRevision(),
+		RolloutId:      r.GetId(),
+		ReleaseId:      r.GetReleaseId(),
+		Artifact:       r.GetArtifact(),
+		State:          r.GetState(),
+		CreateTime:     r.GetCreateTime(),
+		Requester:      r.GetRequester(),
+		SourceRevision: r.GetSourceRevision(),
 	}
 }
 

@@ -43,6 +43,7 @@ type session struct {
 
 	// Owned by the loop.
 	active       map[string]*nodeRun // assignments outstanding, by id
+	checks       map[string]*check   // bake health checks outstanding, by id
 	refusedUntil time.Time
 
 	mu       sync.Mutex // guards queue and closeErr
@@ -62,6 +63,7 @@ func newSession(h *outpostv1.GatewayHello, defaultCapacity int) *session {
 		dc:       h.GetDatacenter(),
 		capacity: c,
 		active:   map[string]*nodeRun{},
+		checks:   map[string]*check{},
 		signal:   make(chan struct{}, 1),
 		closed:   make(chan struct{}),
 	}
@@ -278,6 +280,18 @@ func (e *Engine) detach(ctx context.Context, s *session, why error) {
 	}
 	orphaned := len(s.active)
 	clear(s.active)
+	// Health checks are not the node's failure: the round proves nothing.
+	now := e.cfg.Now()
+	for _, c := range s.checks {
+		e.forgetCheck(c)
+		if rd := c.round; c.n.run.round == rd {
+			delete(rd.pending, c.id)
+			rd.inconclusive = true
+			if len(rd.pending) == 0 {
+				e.endRound(c.n.run, now)
+			}
+		}
+	}
 	if why == nil {
 		why = io.EOF
 	}
@@ -398,6 +412,10 @@ func (e *Engine) onStep(se *outpostv1.AssignmentStepEvent) {
 }
 
 func (e *Engine) onResult(res *outpostv1.NodeResult) {
+	if c := e.checks[res.GetAssignmentId()]; c != nil {
+		e.onCheckResult(c, res)
+		return
+	}
 	n := e.current(res.GetAssignmentId())
 	if n == nil {
 		e.log.Debug("result for an unknown or finished assignment; ignored", "assignment", res.GetAssignmentId())
@@ -418,12 +436,21 @@ func (e *Engine) onResult(res *outpostv1.NodeResult) {
 	e.unbind(n)
 	delete(e.assignments, res.GetAssignmentId())
 	delete(e.orphans, n)
-	n.rn.State = state
 	if res.GetStep() != outpostv1.Step_STEP_UNSPECIFIED {
 		n.rn.Step = res.GetStep()
 	}
-	n.rn.Error = errMsg
-	n.rn.PreviousRelease = res.GetPreviousRelease()
+	switch n.kind() {
+	case outpostv1.AssignmentKind_ASSIGNMENT_KIND_ROLLBACK, outpostv1.AssignmentKind_ASSIGNMENT_KIND_RUN_HOOK:
+		if n.rn.GetRollingBack() || n.isSwitch() {
+			state, errMsg = e.applyAuxResult(n, state, errMsg, res)
+		} else {
+			n.rn.State, n.rn.Error = state, errMsg
+		}
+	default:
+		n.rn.State = state
+		n.rn.Error = errMsg
+		n.rn.PreviousRelease = res.GetPreviousRelease()
+	}
 	e.markNode(n)
 	endNodeSpan(n, errMsg)
 	if m := e.cfg.Metrics; m != nil {
@@ -435,7 +462,38 @@ func (e *Engine) onResult(res *outpostv1.NodeResult) {
 	} else {
 		e.log.Debug(lvl, "rollout", n.run.id(), "node", n.id(), "state", nodeStateName(state))
 	}
+	if n.rn.GetRollingBack() || n.isSwitch() {
+		return // no budget: a switch failure and rollbacks end the rollout by themselves
+	}
 	e.checkBudget(n.run, n.stage)
+}
+
+// applyAuxResult records the outcome of a rollback or a traffic switch
+// hook and returns the node's new state and error.
+func (e *Engine) applyAuxResult(n *nodeRun, state outpostv1.NodeState, errMsg string, res *outpostv1.NodeResult) (outpostv1.NodeState, string) {
+	r := n.run
+	ok := state == outpostv1.NodeState_NODE_STATE_SUCCEEDED
+	switch {
+	case n.rn.GetRollingBack() && ok:
+		to := "its previous release " + n.rn.GetPreviousRelease()
+		if n.isSwitch() {
+			to = "traffic to " + colorOr(r.r.GetBlueGreen().GetLiveColor(), "the previous color")
+		} else if n.rn.GetPreviousRelease() == "" {
+			to = "no release (it had none before)"
+		}
+		n.rn.State = outpostv1.NodeState_NODE_STATE_ROLLED_BACK
+		n.rn.Error = strings.TrimSuffix(n.rn.GetError(), "; rolling back") + "; rolled back to " + to
+	case n.rn.GetRollingBack():
+		n.rn.State = outpostv1.NodeState_NODE_STATE_ROLLBACK_FAILED
+		n.rn.Error = n.rn.GetError() + "; ROLLBACK FAILED: " + errMsg
+		e.log.Error("ROLLBACK FAILED: node needs attention", "rollout", r.id(), "node", n.id(), "err", errMsg)
+	case ok: // the traffic switch
+		n.rn.State, n.rn.Error = outpostv1.NodeState_NODE_STATE_SUCCEEDED, ""
+	default: // the traffic switch failed
+		e.switchFailed(n, errMsg)
+	}
+	_ = res
+	return n.rn.GetState(), n.rn.GetError()
 }
 
 func (e *Engine) unbind(n *nodeRun) {
@@ -455,6 +513,13 @@ func (e *Engine) requeue(n *nodeRun, why string, started bool) {
 	delete(e.orphans, n)
 	endNodeSpan(n, "re-queued: "+why)
 	e.markNode(n)
+	if n.rn.GetRollingBack() {
+		// Rollbacks run whatever the rollout does; the next one takes it.
+		n.rn.State = outpostv1.NodeState_NODE_STATE_PENDING
+		n.rn.AssignmentId = ""
+		n.rn.Gateway = ""
+		return
+	}
 	if n.run.aborting() {
 		if started {
 			n.rn.State = outpostv1.NodeState_NODE_STATE_FAILED
@@ -473,12 +538,14 @@ func (e *Engine) requeue(n *nodeRun, why string, started bool) {
 }
 
 // dispatch assigns the pending nodes of every running batch to gateways
-// of their datacenters, within gateway capacity and stage max_parallel.
+// of their datacenters, within gateway capacity and the stage's
+// max_parallel per gateway; and, in rollouts that are stopping, the nodes
+// waiting to be rolled back.
 func (e *Engine) dispatch() {
 	now := e.cfg.Now()
 	ids := make([]string, 0, len(e.runs))
 	for id, r := range e.runs {
-		if r.r.GetState() == outpostv1.RolloutState_ROLLOUT_STATE_RUNNING && !r.aborting() {
+		if r.r.GetState() == outpostv1.RolloutState_ROLLOUT_STATE_RUNNING {
 			ids = append(ids, id)
 		}
 	}
@@ -488,29 +555,39 @@ func (e *Engine) dispatch() {
 	waiting := map[string]int{} // nodes waiting by datacenter with no gateway
 	for _, id := range ids {
 		r := e.runs[id]
-		cur := int(r.r.GetCurrentStage())
-		st := r.r.GetStages()[cur]
-		b := int(st.GetCurrentBatch())
-		if b < 0 || b >= len(r.batches[cur]) {
-			continue
-		}
-		batch := r.batches[cur][b]
-		running := 0
-		for _, n := range batch {
-			if n.rn.GetState() == outpostv1.NodeState_NODE_STATE_RUNNING {
-				running++
+		var candidates []*nodeRun
+		mp := 0
+		perGateway := map[string]int{}
+		if r.aborting() {
+			for _, n := range r.order {
+				if n.rn.GetRollingBack() && n.rn.GetState() == outpostv1.NodeState_NODE_STATE_PENDING {
+					candidates = append(candidates, n)
+				}
+			}
+		} else {
+			cur := int(r.r.GetCurrentStage())
+			st := r.r.GetStages()[cur]
+			b := int(st.GetCurrentBatch())
+			if st.GetState() != outpostv1.StageState_STAGE_STATE_RUNNING || b < 0 || b >= len(r.batches[cur]) {
+				continue
+			}
+			candidates = r.batches[cur][b]
+			mp = int(st.GetMaxParallel())
+			for _, n := range candidates {
+				if n.rn.GetState() == outpostv1.NodeState_NODE_STATE_RUNNING {
+					perGateway[n.rn.GetGateway()]++
+				}
 			}
 		}
+		atLimit := func(s *session) bool { return mp > 0 && perGateway[s.name] >= mp }
 		waitDCs := map[string]bool{}
-		for _, n := range batch {
-			if r.aborting() {
+		rollingBack := r.aborting()
+		for _, n := range candidates {
+			if r.aborting() != rollingBack {
 				break // a failure below crossed the budget
 			}
 			if n.rn.GetState() != outpostv1.NodeState_NODE_STATE_PENDING {
 				continue
-			}
-			if mp := int(st.GetMaxParallel()); mp > 0 && running >= mp {
-				break
 			}
 			dc := n.rn.GetDatacenter()
 			if n.node == nil {
@@ -524,8 +601,8 @@ func (e *Engine) dispatch() {
 			var s *session
 			if !full[dc] {
 				var connected bool
-				s, connected = e.pickGateway(dc, now)
-				if s == nil {
+				s, connected = e.pickGateway(dc, now, atLimit)
+				if s == nil && !e.anyFree(dc, now) {
 					full[dc] = true
 					absent[dc] = !connected
 				}
@@ -539,7 +616,7 @@ func (e *Engine) dispatch() {
 				continue
 			}
 			e.assign(n, s)
-			running++
+			perGateway[s.name]++
 		}
 		e.setRunWaiting(r, waitDCs)
 	}
@@ -584,23 +661,33 @@ func (e *Engine) setRunWaiting(r *run, dcs map[string]bool) {
 }
 
 // pickGateway returns the connected gateway of dc with the most free
-// capacity, or nil; connected reports whether dc has any gateway at all.
-func (e *Engine) pickGateway(dc string, now time.Time) (best *session, connected bool) {
+// capacity that skip (nil: none) does not rule out, or nil; connected
+// reports whether dc has any gateway at all.
+func (e *Engine) pickGateway(dc string, now time.Time, skip func(*session) bool) (best *session, connected bool) {
 	bestFree := 0
 	for _, s := range e.gateways {
 		if s.dc != dc {
 			continue
 		}
 		connected = true
-		if now.Before(s.refusedUntil) {
+		if now.Before(s.refusedUntil) || (skip != nil && skip(s)) {
 			continue
 		}
-		if free := s.capacity - len(s.active); free > bestFree || (free == bestFree && free > 0 && best != nil && s.name < best.name) {
+		if free := s.free(); free > bestFree || (free == bestFree && free > 0 && best != nil && s.name < best.name) {
 			best, bestFree = s, free
 		}
 	}
 	return best, connected
 }
+
+// anyFree reports whether some gateway of dc has free capacity now.
+func (e *Engine) anyFree(dc string, now time.Time) bool {
+	s, _ := e.pickGateway(dc, now, nil)
+	return s != nil
+}
+
+// free is how many more assignments the gateway takes now.
+func (s *session) free() int { return s.capacity - len(s.active) - len(s.checks) }
 
 // assign records n as running on gateway s and queues its assignment,
 // which is sent once the record is durable.
@@ -609,16 +696,19 @@ func (e *Engine) assign(n *nodeRun, s *session) {
 	now := e.cfg.Now()
 	e.assignSeq++
 	aid := fmt.Sprintf("%s-%s-e%d-%d", r.id(), n.id(), e.cfg.Epoch, e.assignSeq)
+	kind := n.kind()
 	n.rn.State = outpostv1.NodeState_NODE_STATE_RUNNING
 	n.rn.Gateway = s.name
 	n.rn.AssignmentId = aid
 	n.rn.StartTime = timestamppb.New(now)
-	n.rn.Release = r.r.GetReleaseId()
-	n.rn.Error = ""
 	n.rn.Step = outpostv1.Step_STEP_UNSPECIFIED
 	n.rn.StepPhase = outpostv1.StepPhase_STEP_PHASE_UNSPECIFIED
 	n.rn.LastEventSeq = 0
-	n.rn.PreviousRelease = ""
+	if kind == outpostv1.AssignmentKind_ASSIGNMENT_KIND_DEPLOY {
+		n.rn.Release = r.r.GetReleaseId()
+		n.rn.Error = ""
+		n.rn.PreviousRelease = ""
+	}
 	n.sess = s
 	s.active[aid] = n
 	e.assignments[aid] = n
@@ -626,20 +716,45 @@ func (e *Engine) assign(n *nodeRun, s *session) {
 	n.span = e.startNodeSpan(r, n, false)
 	n.span.SetAttributes(attrGateway.String(s.name), attrAssignment.String(aid))
 	st := r.r.GetStages()[n.stage]
-	e.sends = append(e.sends, send{n: n, s: s, msg: &outpostv1.Assignment{
+	msg := &outpostv1.Assignment{
 		AssignmentId: aid,
 		RolloutId:    r.id(),
 		Epoch:        e.cfg.Epoch,
 		Node:         n.node,
-		Release: &outpostv1.Release{
-			Id:       r.r.GetReleaseId(),
-			App:      r.r.GetApp(),
-			Artifact: r.r.GetArtifact(),
-		},
+		Release:      r.release(),
 		Deploy:       r.r.GetDeploy(),
 		TraceContext: traceContext(n.span),
 		Owner:        e.cfg.ReplicaName + "/" + r.id(),
 		Stage:        st.GetName(),
 		Batch:        int32(n.batch),
-	}})
+		Kind:         kind,
+	}
+	switch kind {
+	case outpostv1.AssignmentKind_ASSIGNMENT_KIND_ROLLBACK:
+		msg.RollbackTo = n.rn.GetPreviousRelease()
+	case outpostv1.AssignmentKind_ASSIGNMENT_KIND_RUN_HOOK:
+		msg.Hook, msg.HookEnv = switchHook(r, n.rn.GetRollingBack())
+	}
+	e.sends = append(e.sends, send{n: n, s: s, msg: msg})
+}
+
+// release is what the rollout deploys, as assignments carry it.
+func (r *run) release() *outpostv1.Release {
+	return &outpostv1.Release{Id: r.r.GetReleaseId(), App: r.r.GetApp(), Artifact: r.r.GetArtifact()}
+}
+
+// isSwitch reports whether n is the switch node of a blue/green switch stage.
+func (n *nodeRun) isSwitch() bool {
+	return n.run.r.GetStages()[n.stage].GetKind() == outpostv1.StageKind_STAGE_KIND_SWITCH
+}
+
+// kind is what n's next assignment does.
+func (n *nodeRun) kind() outpostv1.AssignmentKind {
+	switch {
+	case n.isSwitch():
+		return outpostv1.AssignmentKind_ASSIGNMENT_KIND_RUN_HOOK
+	case n.rn.GetRollingBack():
+		return outpostv1.AssignmentKind_ASSIGNMENT_KIND_ROLLBACK
+	}
+	return outpostv1.AssignmentKind_ASSIGNMENT_KIND_DEPLOY
 }

@@ -33,6 +33,18 @@ type run struct {
 	// waitMsg is the "waiting for a gateway" message last put into
 	// r.Message; empty when the rollout is not waiting.
 	waitMsg string
+	// queueMsg is the "waiting for rollout X" message last put into
+	// r.Message while an earlier rollout of the app runs; empty otherwise.
+	queueMsg string
+
+	// Bake of the current stage (in memory: a new term starts over with
+	// a fresh round). round is the health check round out now, nil
+	// between rounds; nextRound is when the next one starts; bakeOK is
+	// when the last round that found every node healthy started (zero:
+	// none since the bake began).
+	round     *bakeRound
+	nextRound time.Time
+	bakeOK    time.Time
 
 	// Spans of this leadership term; nil when not started.
 	ctx       context.Context
@@ -58,6 +70,9 @@ type nodeRun struct {
 	span           trace.Span
 	// refusals counts gateways refusing the node's assignments in a row.
 	refusals int
+	// notified is the final state OnNodeResult was last told about (or
+	// the state loaded from etcd).
+	notified outpostv1.NodeState
 }
 
 func (r *run) id() string     { return r.r.GetId() }
@@ -83,12 +98,32 @@ func failedNode(s outpostv1.NodeState) bool {
 }
 
 // aborting reports whether the rollout is stopping: its current stage
-// failed (budget or abort) and it waits for running nodes to finish.
+// failed (budget, abort, failed bake or traffic switch) and it waits for
+// running nodes to finish and queued rollbacks to run.
 func (r *run) aborting() bool {
 	cur := int(r.r.GetCurrentStage())
 	return r.r.GetState() == outpostv1.RolloutState_ROLLOUT_STATE_RUNNING &&
 		cur >= 0 && cur < len(r.r.GetStages()) &&
 		r.r.GetStages()[cur].GetState() == outpostv1.StageState_STAGE_STATE_FAILED
+}
+
+// rollbacksQueued reports whether nodes wait to be rolled back.
+func (r *run) rollbacksQueued() bool {
+	for _, n := range r.order {
+		if n.rn.GetState() == outpostv1.NodeState_NODE_STATE_PENDING && n.rn.GetRollingBack() {
+			return true
+		}
+	}
+	return false
+}
+
+// stage returns the current stage, or nil before the first.
+func (r *run) stage() *outpostv1.Stage {
+	cur := int(r.r.GetCurrentStage())
+	if cur < 0 || cur >= len(r.r.GetStages()) {
+		return nil
+	}
+	return r.r.GetStages()[cur]
 }
 
 func (r *run) running() int {
@@ -298,7 +333,7 @@ func (e *Engine) build(ctx context.Context, r *outpostv1.Rollout, inv map[string
 						State: outpostv1.NodeState_NODE_STATE_PENDING, Datacenter: inv[id].GetDatacenter(),
 					}
 				}
-				n := &nodeRun{run: rr, rn: rec, node: inv[id], stage: si, batch: bi}
+				n := &nodeRun{run: rr, rn: rec, node: inv[id], stage: si, batch: bi, notified: rec.GetState()}
 				rr.nodes[id] = n
 				rr.order = append(rr.order, n)
 				ns = append(ns, n)
@@ -356,69 +391,214 @@ func (e *Engine) advanceAll() {
 func (e *Engine) advance(r *run) {
 	switch r.r.GetState() {
 	case outpostv1.RolloutState_ROLLOUT_STATE_APPROVED:
+		if !e.mayStart(r) {
+			return
+		}
 		e.start(r)
 	case outpostv1.RolloutState_ROLLOUT_STATE_RUNNING:
 	default:
 		return
 	}
-	now := timestamppb.New(e.cfg.Now())
+	now := e.cfg.Now()
 	// Each pass either returns or moves to a later batch or stage.
 	for range 1 << 20 {
 		if r.aborting() {
-			if r.running() == 0 {
-				e.finish(r, outpostv1.RolloutState_ROLLOUT_STATE_ABORTED)
+			if r.running() == 0 && !r.rollbacksQueued() {
+				e.finish(r, failState(r))
 			}
 			return
 		}
 		cur := int(r.r.GetCurrentStage())
 		st := r.r.GetStages()[cur]
-		if b := int(st.GetCurrentBatch()); b >= 0 && b < len(r.batches[cur]) {
-			for _, n := range r.batches[cur][b] {
-				if !finalNode(n.rn.GetState()) {
-					return
+		switch st.GetState() {
+		case outpostv1.StageState_STAGE_STATE_BAKING:
+			if !e.bakeDone(r, st, now) {
+				return
+			}
+			e.stageDone(r, cur)
+		case outpostv1.StageState_STAGE_STATE_RUNNING:
+			if b := int(st.GetCurrentBatch()); b >= 0 && b < len(r.batches[cur]) {
+				for _, n := range r.batches[cur][b] {
+					if !finalNode(n.rn.GetState()) {
+						return
+					}
+				}
+				e.endBatchSpan(r)
+				if b+1 < len(r.batches[cur]) {
+					st.CurrentBatch = int32(b + 1)
+					e.startBatchSpan(r)
+					e.markRun(r)
+					continue
 				}
 			}
-			e.endBatchSpan(r)
-			if b+1 < len(r.batches[cur]) {
-				st.CurrentBatch = int32(b + 1)
-				e.startBatchSpan(r)
-				e.markRun(r)
+			if d := st.GetBake().AsDuration(); st.GetBake() != nil && d > 0 {
+				e.startBake(r, st, now, d)
 				continue
 			}
+			e.stageDone(r, cur)
+		case outpostv1.StageState_STAGE_STATE_PENDING, outpostv1.StageState_STAGE_STATE_UNSPECIFIED:
+			e.enterStage(r)
+			continue
+		case outpostv1.StageState_STAGE_STATE_WAITING_PROMOTION:
+			return // the rollout is PAUSED until PromoteRollout
 		}
-		st.State = outpostv1.StageState_STAGE_STATE_SUCCEEDED
-		st.EndTime = now
-		e.markRun(r)
-		if cur+1 < len(r.r.GetStages()) {
-			r.r.CurrentStage = int32(cur + 1)
+		if r.r.GetState() != outpostv1.RolloutState_ROLLOUT_STATE_RUNNING {
+			return // paused for promotion
+		}
+		next := r.nextStage(cur)
+		if next >= 0 {
+			r.r.CurrentStage = int32(next)
 			e.enterStage(r)
 			continue
 		}
-		final := outpostv1.RolloutState_ROLLOUT_STATE_SUCCEEDED
-		if r.r.GetPlan().GetValidation().GetRequired() {
-			final = outpostv1.RolloutState_ROLLOUT_STATE_PENDING_VALIDATION
-		}
-		e.finish(r, final)
+		e.succeed(r)
 		return
 	}
+}
+
+// nextStage is the first stage after cur still to run, or -1. Stages a
+// retry does not touch keep their state and are passed over.
+func (r *run) nextStage(cur int) int {
+	for i := cur + 1; i < len(r.r.GetStages()); i++ {
+		if r.r.GetStages()[i].GetState() == outpostv1.StageState_STAGE_STATE_PENDING {
+			return i
+		}
+	}
+	return -1
+}
+
+// stageDone ends the current stage's work: it waits for promotion when
+// the plan says pause: manual, else it succeeded.
+func (e *Engine) stageDone(r *run, cur int) {
+	st := r.r.GetStages()[cur]
+	st.BakeEndTime = nil
+	r.round, r.bakeOK = nil, time.Time{}
+	e.markRun(r)
+	if st.GetManualPause() {
+		st.State = outpostv1.StageState_STAGE_STATE_WAITING_PROMOTION
+		r.r.State = outpostv1.RolloutState_ROLLOUT_STATE_PAUSED
+		r.r.Message = fmt.Sprintf("stage %s is done; waiting for promotion (outpost rollout promote %s)", st.GetName(), r.id())
+		r.waitMsg = ""
+		e.log.Info("stage waits for promotion", "rollout", r.id(), "stage", st.GetName())
+		e.updateRolloutGauge()
+		return
+	}
+	st.State = outpostv1.StageState_STAGE_STATE_SUCCEEDED
+	st.EndTime = timestamppb.New(e.cfg.Now())
+}
+
+// succeed ends a rollout whose last stage is done. Nodes a retry did not
+// run again (skipped by an earlier abort) keep it from succeeding.
+func (e *Engine) succeed(r *run) {
+	r.recount()
+	if skipped := r.r.GetNodeCounts().GetSkipped(); skipped > 0 {
+		r.r.Message = fmt.Sprintf("the retried nodes are done, but %d node(s) skipped by the earlier abort were never deployed", skipped)
+		e.finish(r, outpostv1.RolloutState_ROLLOUT_STATE_ABORTED)
+		return
+	}
+	final := outpostv1.RolloutState_ROLLOUT_STATE_SUCCEEDED
+	if r.r.GetPlan().GetValidation().GetRequired() {
+		final = outpostv1.RolloutState_ROLLOUT_STATE_PENDING_VALIDATION
+		r.r.Message = "waiting for validation (outpost rollout validate " + r.id() + " --accept or --reject)"
+	} else if r.r.GetMessage() == r.queueMsg || strings.HasPrefix(r.r.GetMessage(), "retrying ") {
+		r.r.Message = ""
+	}
+	e.finish(r, final)
+}
+
+// failState is how a stopped rollout ends: FAILED_ROLLED_BACK when the
+// engine rolled nodes back (a failed bake or traffic switch), all of them
+// made it, and no node of the rollout is left on the new release (a
+// blue/green rollout's idle color does not count: it serves no traffic);
+// else ABORTED.
+func failState(r *run) outpostv1.RolloutState {
+	wave, left := false, 0
+	for _, n := range r.order {
+		st := n.rn.GetState()
+		if n.rn.GetRollingBack() {
+			wave = true
+			if st == outpostv1.NodeState_NODE_STATE_ROLLBACK_FAILED {
+				return outpostv1.RolloutState_ROLLOUT_STATE_ABORTED
+			}
+		}
+		if st == outpostv1.NodeState_NODE_STATE_SUCCEEDED {
+			left++
+		}
+	}
+	switch {
+	case !wave:
+		return outpostv1.RolloutState_ROLLOUT_STATE_ABORTED
+	case r.r.GetBlueGreen() != nil, left == 0:
+		return outpostv1.RolloutState_ROLLOUT_STATE_FAILED_ROLLED_BACK
+	}
+	return outpostv1.RolloutState_ROLLOUT_STATE_ABORTED
+}
+
+// mayStart reports whether an approved rollout may start now: rollouts of
+// one app run one at a time, in creation order, so two never fight over
+// the same nodes (or, blue/green, over the traffic).
+func (e *Engine) mayStart(r *run) bool {
+	var blocker *run
+	for _, o := range e.runs {
+		if o == r || o.r.GetApp() != r.r.GetApp() {
+			continue
+		}
+		switch o.r.GetState() {
+		case outpostv1.RolloutState_ROLLOUT_STATE_RUNNING, outpostv1.RolloutState_ROLLOUT_STATE_PAUSED:
+		case outpostv1.RolloutState_ROLLOUT_STATE_APPROVED:
+			if o.id() > r.id() {
+				continue
+			}
+		default:
+			continue
+		}
+		if blocker == nil || o.id() < blocker.id() {
+			blocker = o
+		}
+	}
+	msg := ""
+	if blocker != nil {
+		msg = fmt.Sprintf("waiting for rollout %s of %s to end", blocker.id(), r.r.GetApp())
+	}
+	if msg != r.queueMsg {
+		if r.r.GetMessage() == "" || r.r.GetMessage() == r.queueMsg {
+			r.r.Message = msg
+			e.markRun(r)
+		}
+		r.queueMsg = msg
+	}
+	return blocker == nil
 }
 
 // start moves an approved rollout to RUNNING at its first stage.
 func (e *Engine) start(r *run) {
 	r.r.State = outpostv1.RolloutState_ROLLOUT_STATE_RUNNING
-	r.r.CurrentStage = 0
+	if r.queueMsg != "" && r.r.GetMessage() == r.queueMsg {
+		r.r.Message = ""
+	}
+	r.queueMsg = ""
+	r.r.CurrentStage = int32(r.nextStage(-1))
 	e.startSpans(r, false)
 	e.log.Info("rollout started", "rollout", r.id(), "app", r.r.GetApp(), "revision", r.r.GetRevision(),
 		"nodes", len(r.order), "stages", len(r.r.GetStages()))
-	e.enterStage(r)
 	e.markRun(r)
 	e.updateRolloutGauge()
+	if r.r.CurrentStage < 0 {
+		// Nothing to run (a retry of nodes already done cannot get here;
+		// an expansion always has a stage). Finish rather than spin.
+		r.r.CurrentStage = int32(len(r.r.GetStages()) - 1)
+		e.succeed(r)
+		return
+	}
+	e.enterStage(r)
 }
 
 func (e *Engine) enterStage(r *run) {
-	st := r.r.GetStages()[r.r.GetCurrentStage()]
+	st := r.stage()
 	st.State = outpostv1.StageState_STAGE_STATE_RUNNING
 	st.StartTime = timestamppb.New(e.cfg.Now())
+	st.EndTime = nil
+	st.CurrentBatch = -1
 	if len(st.GetBatches()) > 0 {
 		st.CurrentBatch = 0
 		e.startBatchSpan(r)
@@ -432,23 +612,30 @@ func (e *Engine) finish(r *run, state outpostv1.RolloutState) {
 	r.r.State = state
 	for _, st := range r.r.GetStages() {
 		switch st.GetState() {
-		case outpostv1.StageState_STAGE_STATE_RUNNING, outpostv1.StageState_STAGE_STATE_FAILED:
+		case outpostv1.StageState_STAGE_STATE_RUNNING, outpostv1.StageState_STAGE_STATE_FAILED,
+			outpostv1.StageState_STAGE_STATE_BAKING, outpostv1.StageState_STAGE_STATE_WAITING_PROMOTION:
 			if st.GetEndTime() == nil {
 				st.EndTime = now
 			}
 		}
+		st.BakeEndTime = nil
 	}
 	if r.waitMsg != "" && r.r.GetMessage() == r.waitMsg {
 		r.r.Message = ""
 	}
 	r.waitMsg = ""
+	r.round = nil
+	e.dropChecks(r)
 	r.recount()
 	c := r.r.GetNodeCounts()
 	e.log.Info("rollout finished", "rollout", r.id(), "state", stateName(state), "message", r.r.GetMessage(),
 		"succeeded", c.GetSucceeded(), "failed", c.GetFailed(), "rolled_back", c.GetRolledBack(),
 		"rollback_failed", c.GetRollbackFailed(), "skipped", c.GetSkipped())
 	status := ""
-	if state != outpostv1.RolloutState_ROLLOUT_STATE_SUCCEEDED && state != outpostv1.RolloutState_ROLLOUT_STATE_PENDING_VALIDATION {
+	switch state {
+	case outpostv1.RolloutState_ROLLOUT_STATE_SUCCEEDED, outpostv1.RolloutState_ROLLOUT_STATE_PENDING_VALIDATION,
+		outpostv1.RolloutState_ROLLOUT_STATE_VALIDATED:
+	default:
 		status = r.r.GetMessage()
 		if status == "" {
 			status = stateName(state)
@@ -460,41 +647,64 @@ func (e *Engine) finish(r *run, state outpostv1.RolloutState) {
 }
 
 // abort stops starting nodes: the current stage fails, later stages and
-// pending nodes are skipped, and the rollout ends ABORTED once no node runs.
+// pending nodes are skipped, and the rollout ends once no node runs and
+// no rollback waits. Rollbacks already queued still run.
 func (e *Engine) abort(r *run, msg string) {
 	r.r.Message = msg
-	r.waitMsg = ""
+	started := e.skipRest(r)
+	if !started || (r.running() == 0 && !r.rollbacksQueued()) {
+		e.finish(r, failState(r))
+		return
+	}
+	// A paused rollout with nodes still running stops like a running one.
+	r.r.State = outpostv1.RolloutState_ROLLOUT_STATE_RUNNING
+	e.log.Info("rollout aborting; waiting for running nodes", "rollout", r.id(), "reason", msg, "running", r.running())
+}
+
+// skipRest fails the current stage of a started rollout and skips the
+// stages and pending nodes after it (except queued rollbacks). It reports
+// whether the rollout had started.
+func (e *Engine) skipRest(r *run) (started bool) {
+	r.waitMsg, r.queueMsg = "", ""
+	started = r.r.GetState() == outpostv1.RolloutState_ROLLOUT_STATE_RUNNING ||
+		r.r.GetState() == outpostv1.RolloutState_ROLLOUT_STATE_PAUSED
 	cur := int(r.r.GetCurrentStage())
 	for i, st := range r.r.GetStages() {
 		switch {
-		case i == cur && r.r.GetState() == outpostv1.RolloutState_ROLLOUT_STATE_RUNNING:
+		case i == cur && started:
 			st.State = outpostv1.StageState_STAGE_STATE_FAILED
-		case i > cur || r.r.GetState() != outpostv1.RolloutState_ROLLOUT_STATE_RUNNING:
+		case i > cur || !started:
 			if st.GetState() == outpostv1.StageState_STAGE_STATE_PENDING || st.GetState() == outpostv1.StageState_STAGE_STATE_UNSPECIFIED {
 				st.State = outpostv1.StageState_STAGE_STATE_SKIPPED
 			}
 		}
 	}
 	for _, n := range r.order {
-		if n.rn.GetState() == outpostv1.NodeState_NODE_STATE_PENDING {
+		if n.rn.GetState() == outpostv1.NodeState_NODE_STATE_PENDING && !n.rn.GetRollingBack() {
 			n.rn.State = outpostv1.NodeState_NODE_STATE_SKIPPED
 			n.rn.Error = ""
 			e.markNode(n)
 		}
 	}
+	r.round = nil
+	e.dropChecks(r)
 	e.markRun(r)
-	if r.r.GetState() != outpostv1.RolloutState_ROLLOUT_STATE_RUNNING || r.running() == 0 {
-		e.finish(r, outpostv1.RolloutState_ROLLOUT_STATE_ABORTED)
-		return
-	}
-	e.log.Info("rollout aborting; waiting for running nodes", "rollout", r.id(), "reason", msg, "running", r.running())
+	return started
 }
 
 // checkBudget aborts the rollout when more than max_fail_percent of the
 // stage's nodes failed.
 func (e *Engine) checkBudget(r *run, stage int) {
-	if r.aborting() || r.r.GetState() != outpostv1.RolloutState_ROLLOUT_STATE_RUNNING {
+	if r.aborting() {
 		return
+	}
+	switch r.r.GetState() {
+	case outpostv1.RolloutState_ROLLOUT_STATE_RUNNING, outpostv1.RolloutState_ROLLOUT_STATE_PAUSED:
+	default:
+		return
+	}
+	if stage != int(r.r.GetCurrentStage()) {
+		return // a node of an earlier stage (a late result): that stage is settled
 	}
 	st := r.r.GetStages()[stage]
 	total, failed := len(r.stageNodes[stage]), 0
@@ -524,9 +734,13 @@ func percent(failed, total int) string {
 	return strings.TrimSuffix(s, ".0") + "%"
 }
 
-// failNode ends a node that could not be deployed at all.
+// failNode ends a node that could not be deployed (or, when rolling back,
+// rolled back) at all.
 func (e *Engine) failNode(n *nodeRun, msg string) {
 	n.rn.State = outpostv1.NodeState_NODE_STATE_FAILED
+	if n.rn.GetRollingBack() {
+		n.rn.State = outpostv1.NodeState_NODE_STATE_ROLLBACK_FAILED
+	}
 	n.rn.Error = msg
 	e.markNode(n)
 	e.log.Warn("node failed", "rollout", n.run.id(), "node", n.id(), "err", msg)
