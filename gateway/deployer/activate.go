@@ -50,6 +50,10 @@ func hookStep(s *script, step outpostv1.Step, dir, hook string) {
 func (dep *deployment) activateScript() string {
 	var s script
 	dep.scriptPrelude(&s)
+	// The lock is the fence: a deployment whose lock another assignment
+	// took over (its gateway was given up for gone) must not activate.
+	s.set("L", dep.lockContent)
+	s.line(`[ "$(cat -- "$P/.outpost/lock" 2>/dev/null)" = "$L" ] || { echo "the node's lock is no longer this deployment's: another assignment took it over" >&2; exit 1; }`)
 	hookEnv(&s, dep.job.Release.GetId(), dep.dir, dep.job.RolloutID)
 	// Who is activating, for a rollback that must wait for this script
 	// should the gateway lose the connection to it (see waitActivation);

@@ -146,6 +146,17 @@ type Job struct {
 	RolloutID string
 	Owner     string
 	Epoch     int64
+	// AssignmentID identifies this deployment in the node's lock, so that
+	// the control plane can later name the lock an assignment may take
+	// over; "" records none.
+	AssignmentID string
+	// TakeoverLockOf is the assignment whose lock on the node this
+	// deployment may break (Assignment.takeover_lock_of): the control plane
+	// gave up on that deployment because its gateway went away. Only a lock
+	// recording exactly that assignment of this rollout, from this epoch or
+	// an older one, is broken, and only while no activation of it runs on
+	// the node. "" never breaks a lock.
+	TakeoverLockOf string
 }
 
 // Result is how a deployment ended.
@@ -189,6 +200,8 @@ type deployment struct {
 	dir          string // absolute deploy path on the node
 	lockContent  string
 	locked       bool      // we hold the node's lock
+	tookOver     string    // the assignment whose lock we broke; "" when none
+	heldRaw      string    // the content of the lock another deployment held, as read
 	facts        nodeFacts // from the lock script
 	created      bool      // we created releases/<id>.partial, and so own releases/<id>
 	partialMaybe bool      // we may have created releases/<id>.partial (the lock script's output was lost)
@@ -340,6 +353,7 @@ func (dep *deployment) connectRun(ctx context.Context) error {
 	dep.lockContent = lockContentFor(LockInfo{
 		Owner: dep.job.Owner, Rollout: dep.job.RolloutID, Release: dep.job.Release.GetId(),
 		Epoch: dep.job.Epoch, Time: dep.d.cfg.Now().UTC().Truncate(time.Millisecond),
+		Assignment: dep.job.AssignmentID,
 	})
 	return nil
 }

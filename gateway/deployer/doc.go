@@ -28,9 +28,14 @@
 //     and health-checked (ROLLED_BACK), or, on a first deployment, back to
 //     no release at all (FAILED). When that fails too the result is
 //     ROLLBACK_FAILED and it is logged at error level.
-//   - The lock is never broken: a conflicting or stale lock is reported with
-//     its holder. Cleanup and unlock run even when ctx is cancelled, under a
-//     fresh bounded context, reconnecting once if the connection dropped.
+//   - The lock is never broken on the deployer's own judgement: a
+//     conflicting or stale lock is reported with its holder. Only the lock
+//     of the exact assignment the control plane names (Job.TakeoverLockOf,
+//     its gateway gone) is taken over, never while that assignment's
+//     activation still runs; and an activation starts only while the lock
+//     is still this deployment's, so the one taken over cannot switch.
+//     Cleanup and unlock run even when ctx is cancelled, under a fresh
+//     bounded context, reconnecting once if the connection dropped.
 //
 // Round trips are few on purpose, since each remote command costs a process
 // start on the node: steps that need no decision from the gateway in

@@ -18,10 +18,14 @@ type LockInfo struct {
 	Release string    `json:"release"`
 	Epoch   int64     `json:"epoch"`
 	Time    time.Time `json:"time"`
+	// Assignment is the control plane's assignment that took the lock;
+	// empty in locks of deployments that were not given one.
+	Assignment string `json:"assignment,omitempty"`
 }
 
 // LockedError reports a node already locked by another deployment. The lock
-// is never broken automatically, stale or not.
+// is never broken automatically, stale or not: only a takeover the control
+// plane names (Job.TakeoverLockOf) breaks one.
 type LockedError struct {
 	// Path is the lock file on the node.
 	Path string

@@ -16,6 +16,7 @@ import (
 // Exit codes of the lock script.
 const (
 	exitLockHeld = 75 // another deployment holds the lock; its content follows "@held"
+	exitActive   = 76 // takeover refused: an activation of the lock's holder still runs
 )
 
 // nodeFacts is what the lock script found on the node, under the lock.
@@ -64,12 +65,56 @@ func (dep *deployment) lockScript() string {
 	return s.String()
 }
 
-// lock runs the lock script and records the facts it found.
+// lock runs the lock script and records the facts it found. A lock held by
+// the deployment Job.TakeoverLockOf names is broken (takeOver) and taken.
 func (dep *deployment) lock(ctx context.Context) error {
 	s := dep.rep.begin(outpostv1.Step_STEP_LOCK)
 	err := dep.lockRun(ctx)
-	dep.rep.end(ctx, s, err, "")
+	var held *LockedError
+	if errors.As(err, &held) && dep.mayTakeOver(held.Holder) {
+		if err = dep.takeOver(ctx, held); err == nil {
+			err = dep.lockRun(ctx)
+		}
+	}
+	detail := ""
+	if dep.tookOver != "" {
+		detail = "took over the lock of assignment " + dep.tookOver + ", whose gateway is gone"
+	}
+	dep.rep.end(ctx, s, err, detail)
 	return err
+}
+
+// mayTakeOver reports whether the lock of holder is one this deployment
+// was told to take over: that assignment's, in this rollout, from this
+// epoch or an older one (a deposed leader's assignment cannot take over
+// the lock of a newer leader's).
+func (dep *deployment) mayTakeOver(holder LockInfo) bool {
+	j := dep.job
+	return j.TakeoverLockOf != "" && holder.Assignment == j.TakeoverLockOf &&
+		holder.Rollout == j.RolloutID && holder.Epoch <= j.Epoch && dep.tookOver == ""
+}
+
+// takeOver breaks the lock held, if it still holds exactly what the lock
+// script read and no activation of its holder still runs (its gateway may
+// be gone while sshd has not yet noticed). What the holder left, a partial
+// release, is then replaced by the lock script as after any broken attempt.
+func (dep *deployment) takeOver(ctx context.Context, held *LockedError) error {
+	res, err := dep.exec(ctx, dep.takeOverScript())
+	switch {
+	case err != nil:
+		return fmt.Errorf("take over lock %s: %w", dep.lockPath(), err)
+	case res.ExitCode == exitLockHeld:
+		return held // changed meanwhile: someone else holds it now
+	case res.ExitCode == exitActive:
+		return fmt.Errorf("take over lock %s of assignment %s: its activation still runs on the node (pid %s)",
+			dep.lockPath(), held.Holder.Assignment, strings.TrimSpace(string(res.Stdout)))
+	case res.Err() != nil:
+		return fmt.Errorf("take over lock %s: %w", dep.lockPath(), res.Err())
+	}
+	dep.tookOver = held.Holder.Assignment
+	dep.log.Warn("took over the lock of a deployment whose gateway is gone",
+		"assignment", held.Holder.Assignment, "owner", held.Holder.Owner, "epoch", held.Holder.Epoch, "since", held.Holder.Time)
+	return nil
 }
 
 func (dep *deployment) lockRun(ctx context.Context) error {
@@ -89,7 +134,8 @@ func (dep *deployment) lockRun(ctx context.Context) error {
 		return fmt.Errorf("lock: %w", err)
 	}
 	if res.ExitCode == exitLockHeld {
-		return dep.lockedError(strings.TrimSpace(sections["held"]))
+		dep.heldRaw = strings.TrimSpace(sections["held"])
+		return dep.lockedError(dep.heldRaw)
 	}
 	if err := res.Err(); err != nil {
 		return fmt.Errorf("lock %s: %w", dep.lockPath(), err)
@@ -103,6 +149,18 @@ func (dep *deployment) lockRun(ctx context.Context) error {
 	}
 	dep.facts = facts
 	return nil
+}
+
+// takeOverScript removes the lock if it still holds dep.heldRaw and no
+// activation of its holder runs (the pid in .outpost/active is gone).
+func (dep *deployment) takeOverScript() string {
+	var s script
+	s.set("P", dep.dir)
+	s.set("O", dep.heldRaw)
+	s.line(`[ "$(cat -- "$P/.outpost/lock" 2>/dev/null)" = "$O" ] || exit 75`)
+	s.line(`if [ -s "$P/.outpost/active" ]; then a=$(cat -- "$P/.outpost/active"); if kill -0 "$a" 2>/dev/null; then echo "$a"; exit 76; fi; fi`)
+	s.line(`rm -f -- "$P/.outpost/active" "$P/.outpost/lock"`)
+	return s.String()
 }
 
 func (dep *deployment) lockPath() string { return path.Join(dep.dir, ".outpost", "lock") }

@@ -65,8 +65,11 @@ func TestScriptsGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	takeover := goldenDeployment()
+	takeover.heldRaw = lockContentFor(LockInfo{Owner: "cp-1/ro-7", Rollout: "ro-7", Release: "r1.4.2", Epoch: 2, Assignment: "ro-7-srv-1-e2-4"})
 	for name, got := range map[string]string{
 		"lock.sh":              dep.lockScript(),
+		"takeover.sh":          takeover.takeOverScript(),
 		"activate.sh":          dep.activateScript(),
 		"activate-present.sh":  present.activateScript(),
 		"rollback.sh":          dep.rollbackScript(),

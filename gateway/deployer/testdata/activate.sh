@@ -3,6 +3,8 @@ I=r1.4.2
 R="$P/releases/$I"; T="$R.partial"; H="$P/.outpost/hook.log"
 m() { u=${EPOCHREALTIME:-}; [ -n "$u" ] || read -r u _ </proc/uptime || u=; printf '@%s %s %s %s\n' "$1" "$2" "${u:--}" "${3:-}" || exit 1; [ "$2" != start ] || printf '@%s%s\n' "$1" "${3:+ $3}" >&2; }
 h() { (cd -P -- "$1" && exec "${SHELL:-/bin/sh}" -c "$2") </dev/null >"$H" 2>&1 || { r=$?; tail -c 2048 -- "$H" >&2; return "$r"; }; }
+L='{"owner":"gw-seoul-1","rollout":"ro-7","release":"r1.4.2","epoch":3,"time":"2026-11-01T10:00:00Z"}'
+[ "$(cat -- "$P/.outpost/lock" 2>/dev/null)" = "$L" ] || { echo "the node's lock is no longer this deployment's: another assignment took it over" >&2; exit 1; }
 OUTPOST_RELEASE=r1.4.2
 OUTPOST_DEPLOY_PATH='/srv/bill'\''s app'
 OUTPOST_ROLLOUT=ro-7
