@@ -31,11 +31,18 @@ strategy: {type: rolling, batch: 2, max_fail_percent: 0}
 `
 
 // runCLI runs one outpost command line in this process, the way
-// cli/outpost's main does, and returns its exit code and standard output.
-func runCLI(t *testing.T, args ...string) (int, string) {
+// cli/outpost's main does, as the admin whose credential the control plane
+// wrote, and returns its exit code and standard output.
+func (s *system) runCLI(t *testing.T, args ...string) (int, string) {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
-	env := &cli.Env{Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: &stderr, Getenv: func(string) string { return "" }}
+	getenv := func(name string) string {
+		if name == "OUTPOST_CREDENTIAL" {
+			return s.adminFile
+		}
+		return ""
+	}
+	env := &cli.Env{Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: &stderr, Getenv: getenv}
 	code := cli.Run(ctxT(t), args, env)
 	t.Logf("outpost %s: exit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, stdout.String(), stderr.String())
 	return code, stdout.String()
@@ -63,7 +70,7 @@ func TestCLIRolloutCreateWatch(t *testing.T) {
 	if err := os.WriteFile(invFile, []byte(inv.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if code, out := runCLI(t, "node", "apply", "-f", invFile, "--controlplane", s.addr); code != 0 || !strings.Contains(out, "4 nodes: 0 created, 4 updated, 0 unchanged") {
+	if code, out := s.runCLI(t, "node", "apply", "-f", invFile, "--controlplane", s.addr); code != 0 || !strings.Contains(out, "4 nodes: 0 created, 4 updated, 0 unchanged") {
 		t.Fatalf("node apply: exit %d, output %q", code, out)
 	}
 
@@ -76,7 +83,7 @@ func TestCLIRolloutCreateWatch(t *testing.T) {
 		if err := os.WriteFile(file, fmt.Appendf(nil, planYAML, "./"+filepath.Base(rel.Path)), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		return runCLI(t, "rollout", "create", "-f", file, "--watch", "--controlplane", s.addr)
+		return s.runCLI(t, "rollout", "create", "-f", file, "--watch", "--controlplane", s.addr)
 	}
 
 	code, out := rollout("1.0.0", true)

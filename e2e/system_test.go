@@ -15,10 +15,12 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/goleak"
 	"golang.org/x/crypto/ssh"
+	"google.golang.org/grpc"
 
 	"github.com/outposthq/outpost/controlplane"
 	"github.com/outposthq/outpost/e2e/e2etest"
 	"github.com/outposthq/outpost/gateway"
+	"github.com/outposthq/outpost/internal/pki"
 	"github.com/outposthq/outpost/internal/testfleet"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
@@ -76,11 +78,17 @@ type system struct {
 	log    *slog.Logger
 	client *e2etest.Client
 
-	cp   *controlplane.Server
-	addr string // the control plane's address, kept across restarts
+	cp    *controlplane.Server
+	addr  string          // the control plane's address, kept across restarts
+	admin *pki.Credential // written by the control plane on its first start
+	// adminFile is where the admin credential is, for the CLI.
+	adminFile string
 
 	mu       sync.Mutex
 	gateways map[string]*runningGateway
+	// creds are the gateways' credentials by name: a gateway joins once
+	// and keeps its certificate across restarts, as its file would.
+	creds map[string]*pki.Credential
 }
 
 type runningGateway struct {
@@ -98,7 +106,7 @@ func withTracer(tp trace.TracerProvider) systemOption { return func(s *system) {
 // by the test. Everything stops when the test ends.
 func newSystem(t *testing.T, hosts int, dcOf func(int) string, opts ...systemOption) *system {
 	t.Helper()
-	s := &system{t: t, dir: t.TempDir(), log: testLogger(), gateways: map[string]*runningGateway{}}
+	s := &system{t: t, dir: t.TempDir(), log: testLogger(), gateways: map[string]*runningGateway{}, creds: map[string]*pki.Credential{}}
 	for _, o := range opts {
 		o(s)
 	}
@@ -106,7 +114,7 @@ func newSystem(t *testing.T, hosts int, dcOf func(int) string, opts ...systemOpt
 	s.nodes = s.fleet.Nodes(dcOf)
 	s.startCP()
 	t.Cleanup(s.stopAll)
-	c, err := e2etest.Dial(s.addr)
+	c, err := e2etest.Dial(s.addr, s.admin)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,6 +145,10 @@ func (s *system) startCP() {
 		s.t.Fatalf("start control plane: %v", err)
 	}
 	s.cp, s.addr = cp, cp.Addr()
+	s.adminFile = cp.AdminCredentialFile()
+	if s.admin, err = pki.LoadCredential(s.adminFile); err != nil {
+		s.t.Fatalf("admin credential: %v", err)
+	}
 }
 
 // stopCP shuts the control plane down gracefully.
@@ -159,6 +171,18 @@ func (s *system) stopCP() {
 // memory.
 func (s *system) startGateway(name, dc string) {
 	s.t.Helper()
+	s.mu.Lock()
+	cred := s.creds[name]
+	s.mu.Unlock()
+	if cred == nil {
+		var err error
+		if cred, err = s.client.JoinGateway(ctxT(s.t), name, dc); err != nil {
+			s.t.Fatal(err)
+		}
+		s.mu.Lock()
+		s.creds[name] = cred
+		s.mu.Unlock()
+	}
 	g, err := gateway.New(gateway.Config{
 		ControlPlane: s.addr,
 		Name:         name,
@@ -168,6 +192,7 @@ func (s *system) startGateway(name, dc string) {
 			Signers:         []ssh.Signer{s.fleet.Signer},
 			KnownHostsFiles: []string{s.fleet.KnownHosts},
 		},
+		DialOptions:    []grpc.DialOption{e2etest.TLSDialOption(cred)},
 		Logger:         s.log.With("component", "gateway", "gateway", name),
 		TracerProvider: s.tp,
 		// Reconnect fast after a control plane restart.

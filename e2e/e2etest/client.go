@@ -12,33 +12,69 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 
+	"github.com/outposthq/outpost/internal/pki"
+	"github.com/outposthq/outpost/internal/pki/enroll"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
-// Client is a real gRPC client of a control plane's people-facing APIs.
+// Client is a real gRPC client of a control plane's people-facing APIs,
+// over TLS with a person's credential (an admin's, in tests).
 type Client struct {
 	outpostv1.ControlPlaneServiceClient
 	outpostv1.ArtifactServiceClient
+	outpostv1.AdminServiceClient
 	Conn *grpc.ClientConn
+	addr string
 }
 
-// Dial connects to the control plane at addr (plaintext, loopback).
-func Dial(addr string) (*Client, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+// Dial connects to the control plane at addr with cred, for example the
+// admin credential the control plane wrote into its data directory.
+func Dial(addr string, cred *pki.Credential) (*Client, error) {
+	conn, err := enroll.Dial(addr, cred)
 	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", addr, err)
+		return nil, err
 	}
 	return &Client{
 		ControlPlaneServiceClient: outpostv1.NewControlPlaneServiceClient(conn),
 		ArtifactServiceClient:     outpostv1.NewArtifactServiceClient(conn),
+		AdminServiceClient:        outpostv1.NewAdminServiceClient(conn),
 		Conn:                      conn,
+		addr:                      addr,
 	}, nil
 }
 
 // Close closes the connection.
 func (c *Client) Close() error { return c.Conn.Close() }
+
+// JoinToken creates a single-use token for gateway name of datacenter dc.
+func (c *Client) JoinToken(ctx context.Context, name, dc string) (string, error) {
+	resp, err := c.CreateJoinToken(ctx, &outpostv1.CreateJoinTokenRequest{Datacenter: dc, GatewayName: name})
+	if err != nil {
+		return "", fmt.Errorf("join token for gateway %s: %w", name, err)
+	}
+	return resp.GetToken(), nil
+}
+
+// JoinGateway enrolls gateway name of datacenter dc the way a new gateway
+// does (a join token, then JoinGateway) and returns its credential.
+func (c *Client) JoinGateway(ctx context.Context, name, dc string) (*pki.Credential, error) {
+	token, err := c.JoinToken(ctx, name, dc)
+	if err != nil {
+		return nil, err
+	}
+	cred, err := enroll.Join(ctx, c.addr, token, name)
+	if err != nil {
+		return nil, fmt.Errorf("join as gateway %s: %w", name, err)
+	}
+	return cred, nil
+}
+
+// TLSDialOption is the transport credentials of a client holding cred.
+func TLSDialOption(cred *pki.Credential) grpc.DialOption {
+	return grpc.WithTransportCredentials(credentials.NewTLS(pki.ClientTLSConfig(cred, "")))
+}
 
 // applyChunk keeps one ApplyNodes call well under gRPC's message limit.
 const applyChunk = 500
