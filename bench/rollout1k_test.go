@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/outposthq/outpost/e2e/e2etest"
+	"github.com/outposthq/outpost/internal/pki"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -53,23 +54,31 @@ func BenchmarkRollout1k(b *testing.B) {
 		"--listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "cp-data"), "--name", "bench-cp",
 		"--log-format", "json", "--log-level", "info")
 	addr := cp.waitLog(b, "control plane ready", "addr")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	admin, err := pki.LoadCredential(filepath.Join(dir, "cp-data", "admin.pem"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	client, err := e2etest.Dial(addr, admin)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer client.Close()
 	var gateways []*daemon
 	for _, dc := range []string{"dc-a", "dc-b"} {
+		token, err := client.JoinToken(ctx, "gw-"+dc, dc)
+		if err != nil {
+			b.Fatal(err)
+		}
 		gw := startDaemon(b, dir, "gateway-"+dc, bin, "gateway",
 			"--controlplane", addr, "--datacenter", dc, "--name", "gw-"+dc,
+			"--credential-file", filepath.Join(dir, "gw-"+dc+".pem"), "--join-token", token,
 			"--ssh-key", fleet.KeyFile, "--known-hosts", fleet.KnownHosts, "--ssh-user", "deploy",
 			"--concurrency", strconv.Itoa(rollout1kConcurrency), "--cache-dir", filepath.Join(dir, "cache-"+dc),
 			"--log-format", "json", "--log-level", "warn")
 		gateways = append(gateways, gw)
 	}
-
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	client, err := e2etest.Dial(addr)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer client.Close()
 	if err := client.Apply(ctx, fleet.Nodes(dcOf)); err != nil {
 		b.Fatal(err)
 	}
