@@ -27,12 +27,26 @@ type Config struct {
 	// or the comma-separated addresses of its replicas: the gateway then
 	// finds the leader among them, also after a failover.
 	ControlPlane string
-	// Name identifies the gateway to the control plane; empty means
-	// "<hostname>-<datacenter>".
+	// Name identifies the gateway to the control plane; empty means the
+	// name in the credential file, else "<hostname>-<datacenter>" (or the
+	// host name when the datacenter comes from the join token).
 	Name string
-	// Datacenter is the one datacenter whose nodes this gateway deploys
-	// (required).
+	// Datacenter is the one datacenter whose nodes this gateway deploys.
+	// With a CredentialFile the certificate decides it (the join token's
+	// datacenter) and a non-empty value must agree; without one it is
+	// required.
 	Datacenter string
+	// CredentialFile holds the gateway's credential: its client
+	// certificate, private key and the control plane's CA (mode 0600).
+	// When it holds no usable credential the gateway joins with JoinToken
+	// and writes one; renewed certificates are written back. Empty means
+	// the gateway brings no TLS of its own, and DialOptions must carry
+	// transport credentials (tests).
+	CredentialFile string
+	// JoinToken is a single-use token from `outpost token create`, used
+	// only when CredentialFile holds no usable credential. It is a secret:
+	// it is never logged.
+	JoinToken string
 	// Concurrency is how many nodes are deployed at once; zero means
 	// DefaultConcurrency. It is announced to the control plane as capacity.
 	Concurrency int
@@ -47,9 +61,9 @@ type Config struct {
 	Logger *slog.Logger
 	// TracerProvider makes the deployer's spans; nil means the otel global.
 	TracerProvider trace.TracerProvider
-	// DialOptions are added to the gRPC dial after the defaults (plaintext
-	// transport credentials, a keepalive ping after 6 idle minutes), so
-	// they override them.
+	// DialOptions are added to the gRPC dial after the defaults (a
+	// keepalive ping after 10 idle seconds; TLS with the credential when
+	// there is a CredentialFile), so they override them.
 	DialOptions []grpc.DialOption
 	// MinBackoff and MaxBackoff bound the jittered exponential pause
 	// between reconnection attempts; zero means DefaultMinBackoff and
@@ -86,15 +100,19 @@ type SSHConfig struct {
 }
 
 // CheckAndSetDefaults validates c and fills in defaults. It reads nothing
-// but the host name.
+// but the host name; New settles the name and datacenter from the
+// credential file.
 func (c *Config) CheckAndSetDefaults() error {
 	if c.ControlPlane == "" {
 		return errors.New("gateway: ControlPlane is required")
 	}
-	if c.Datacenter == "" {
+	if c.JoinToken != "" && c.CredentialFile == "" {
+		return errors.New("gateway: JoinToken needs a CredentialFile to keep the credential in")
+	}
+	if c.Datacenter == "" && c.CredentialFile == "" {
 		return errors.New("gateway: Datacenter is required")
 	}
-	if c.Name == "" {
+	if c.Name == "" && c.CredentialFile == "" {
 		host, err := os.Hostname()
 		if err != nil {
 			return fmt.Errorf("gateway: Name is empty and the host name is unknown: %w", err)

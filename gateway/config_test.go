@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/outposthq/outpost/internal/pki"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -34,6 +35,8 @@ func TestConfigCheckAndSetDefaults(t *testing.T) {
 		{"no credentials", func(c *Config) { c.SSH = SSHConfig{User: "x"} }, "no credentials"},
 		{"nil signer", func(c *Config) { c.SSH.Signers = []ssh.Signer{nil} }, "SSH.Signers[0] is nil"},
 		{"password only", func(c *Config) { c.SSH = SSHConfig{PasswordFile: "/pw"} }, ""},
+		{"token without credential file", func(c *Config) { c.JoinToken = "opjt_x" }, "JoinToken needs a CredentialFile"},
+		{"datacenter from the credential", func(c *Config) { c.Datacenter, c.CredentialFile = "", "/cred.pem" }, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -170,5 +173,67 @@ func TestSSHConfigForNode(t *testing.T) {
 	g.cfg.SSH.User = ""
 	if _, err := g.sshConfig(&outpostv1.Node{Id: "n1"}); err == nil || !strings.Contains(err.Error(), "no SSH user") {
 		t.Errorf("no user anywhere: %v, want an error", err)
+	}
+}
+
+func TestNewTakesIdentityFromTheCredentialFile(t *testing.T) {
+	dir := t.TempDir()
+	credFile := filepath.Join(dir, "gateway.pem")
+	writeGatewayCredential(t, credFile, "gw-seoul", "seoul-1")
+	base := func() Config {
+		return Config{ControlPlane: "127.0.0.1:7443", CacheDir: filepath.Join(dir, "cache"), CredentialFile: credFile, SSH: SSHConfig{Signers: []ssh.Signer{testSigner(t)}}}
+	}
+	g, err := New(base())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.cfg.Name != "gw-seoul" || g.cfg.Datacenter != "seoul-1" {
+		t.Errorf("name %q, datacenter %q; want the credential's gw-seoul, seoul-1", g.cfg.Name, g.cfg.Datacenter)
+	}
+	for _, tt := range []struct {
+		name   string
+		mutate func(*Config)
+		want   string
+	}{
+		{"other datacenter", func(c *Config) { c.Datacenter = "busan-1" }, `bound to datacenter "seoul-1", not "busan-1"`},
+		{"other name", func(c *Config) { c.Name = "gw-x" }, `is for gateway "gw-seoul", not "gw-x"`},
+		{"no file, no token", func(c *Config) { c.CredentialFile = filepath.Join(dir, "none.pem") }, "no join token"},
+	} {
+		c := base()
+		tt.mutate(&c)
+		if _, err := New(c); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: New = %v, want an error containing %q", tt.name, err, tt.want)
+		}
+	}
+	// With a token and no file yet, the name defaults to the host's.
+	c := base()
+	c.CredentialFile, c.JoinToken = filepath.Join(dir, "new.pem"), "opjt_secret"
+	g, err = New(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if host, _ := os.Hostname(); g.cfg.Name != host || g.cfg.Datacenter != "" {
+		t.Errorf("name %q, datacenter %q before joining; want %q and none", g.cfg.Name, g.cfg.Datacenter, host)
+	}
+}
+
+// writeGatewayCredential writes a credential of gateway name in dc, signed
+// by a throwaway CA.
+func writeGatewayCredential(t *testing.T, path, name, dc string) {
+	t.Helper()
+	ca, err := pki.LoadOrCreateCA(filepath.Join(t.TempDir(), "ca"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := pki.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.IssueClient(pki.Identity{Kind: pki.KindGateway, Name: name, Datacenter: dc}, key.Public(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.WriteCredential(path, ca.CertPEM(), cert, key, "127.0.0.1:7443"); err != nil {
+		t.Fatal(err)
 	}
 }

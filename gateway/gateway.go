@@ -12,13 +12,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/keepalive"
 
 	"github.com/outposthq/outpost/gateway/artifactcache"
 	"github.com/outposthq/outpost/gateway/deployer"
 	"github.com/outposthq/outpost/gateway/sshexec"
+	"github.com/outposthq/outpost/internal/pki"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -71,6 +69,11 @@ func New(cfg Config) (*Gateway, error) {
 	if err := cfg.CheckAndSetDefaults(); err != nil {
 		return nil, err
 	}
+	if cfg.CredentialFile != "" {
+		if err := cfg.resolveIdentity(); err != nil {
+			return nil, err
+		}
+	}
 	auth, err := loadAuth(cfg.SSH)
 	if err != nil {
 		return nil, err
@@ -104,6 +107,13 @@ func New(cfg Config) (*Gateway, error) {
 	return g, nil
 }
 
+// Name returns the gateway's name.
+func (g *Gateway) Name() string { return g.cfg.Name }
+
+// Datacenter returns the datacenter the gateway serves; "" until Run has
+// joined with a token that decides it.
+func (g *Gateway) Datacenter() string { return g.cfg.Datacenter }
+
 // Run connects to the control plane and serves it until ctx ends,
 // reconnecting whenever the stream breaks. It may be called once.
 //
@@ -117,25 +127,28 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if !g.ran.CompareAndSwap(false, true) {
 		return errors.New("gateway: Run called twice")
 	}
-	opts := []grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		// Notices a control plane that vanished without closing the
-		// connection (a firewall dropping the flow). Pings stay above
-		// gRPC servers' default 5 minute minimum, so no server needs to
-		// allow more.
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 6 * time.Minute, Timeout: 20 * time.Second}),
+	var cred *pki.Credential
+	if g.cfg.CredentialFile != "" {
+		var err error
+		if cred, err = g.credential(ctx); cred == nil {
+			return err // nil when ctx ended first
+		}
+		if g.cfg.Datacenter == "" {
+			// Joined with a token that chose the datacenter. Nothing
+			// reads the config concurrently yet.
+			g.cfg.Datacenter = cred.Identity.Datacenter
+			g.log = g.log.With("datacenter", g.cfg.Datacenter)
+		}
 	}
-	target, cpOpts := controlPlaneTarget(g.cfg.ControlPlane)
-	opts = append(append(opts, cpOpts...), g.cfg.DialOptions...)
-	conn, err := grpc.NewClient(target, opts...)
+	conn, err := g.dial(cred)
 	if err != nil {
-		return fmt.Errorf("gateway: control plane %s: %w", g.cfg.ControlPlane, err)
+		return err
 	}
-	defer conn.Close()
-	client := outpostv1.NewGatewayServiceClient(conn)
+	cp := newCPConn(conn)
+	defer cp.Close()
 	cache, err := artifactcache.New(artifactcache.Config{
 		Dir:        g.cfg.CacheDir,
-		Fetcher:    client,
+		Fetcher:    cp,
 		Logger:     g.log,
 		Registerer: g.reg,
 	})
@@ -152,11 +165,23 @@ func (g *Gateway) Run(ctx context.Context) error {
 	// The link outlives ctx a little, to deliver the results of the
 	// deployments that finish during shutdown.
 	linkCtx, stopLink := context.WithCancel(context.WithoutCancel(ctx))
-	linkDone := make(chan struct{})
+	var links sync.WaitGroup
+	links.Add(2)
 	go func() {
-		defer close(linkDone)
-		g.link(linkCtx, client)
+		defer links.Done()
+		g.link(linkCtx, cp)
 	}()
+	go func() {
+		defer links.Done()
+		g.scanLink(linkCtx, cp)
+	}()
+	if cred != nil {
+		links.Add(1)
+		go func() {
+			defer links.Done()
+			g.renew(linkCtx, cp, cred)
+		}()
+	}
 
 	<-ctx.Done()
 	g.log.Info("gateway stopping")
@@ -164,7 +189,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.deployments.Wait()
 	g.flush(linkCtx, shutdownFlush)
 	stopLink()
-	<-linkDone
+	links.Wait()
 	g.log.Info("gateway stopped")
 	return nil
 }

@@ -19,6 +19,8 @@ import (
 
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/crypto/ssh"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -181,6 +183,9 @@ func startGatewayWith(t *testing.T, cp *fakeCP, wrap func(real nodeDeployer) nod
 		MinBackoff:   5 * time.Millisecond,
 		MaxBackoff:   50 * time.Millisecond,
 		Version:      "test",
+		// The fake control plane serves plaintext; the real one's TLS is
+		// tested end to end.
+		DialOptions: []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())},
 	}
 	if mutate != nil {
 		mutate(&cfg)

@@ -28,15 +28,21 @@ var errStreamClosed = errors.New("control plane closed the stream")
 // link keeps a stream to the control plane until ctx ends, reconnecting
 // with jittered exponential backoff. It logs each change of state once,
 // not each attempt.
-func (g *Gateway) link(ctx context.Context, client outpostv1.GatewayServiceClient) {
+func (g *Gateway) link(ctx context.Context, cp *cpConn) {
 	var lastErr string
 	failures := 0
 	for {
-		welcomed, err := g.session(ctx, client)
+		client, changed := cp.current()
+		welcomed, err := g.session(ctx, client, changed)
 		g.met.connected.Set(0)
 		g.dropQueued("stream to the control plane ended")
 		if ctx.Err() != nil {
 			return
+		}
+		if errors.Is(err, errRenewed) {
+			g.log.Info("reconnecting to the control plane with the renewed certificate", "deploying", g.activeCount())
+			failures = 0
+			continue
 		}
 		if welcomed {
 			failures = 0
@@ -78,7 +84,7 @@ func (g *Gateway) backoff(n int) time.Duration {
 
 // session holds one Connect stream until it breaks or ctx ends. welcomed
 // reports whether the control plane answered the hello.
-func (g *Gateway) session(ctx context.Context, client outpostv1.GatewayServiceClient) (welcomed bool, err error) {
+func (g *Gateway) session(ctx context.Context, client outpostv1.GatewayServiceClient, changed <-chan struct{}) (welcomed bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := client.Connect(ctx)
@@ -130,6 +136,8 @@ func (g *Gateway) session(ctx context.Context, client outpostv1.GatewayServiceCl
 		select {
 		case <-ctx.Done():
 			return true, ctx.Err()
+		case <-changed:
+			return true, errRenewed
 		case err := <-recvDone:
 			recvDone <- err // for the deferred wait
 			return true, err
