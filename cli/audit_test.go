@@ -40,7 +40,7 @@ func startFakeAudit(t *testing.T, entries ...*outpostv1.AuditEntry) *fakeAudit {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
+	srv := newTestServer()
 	outpostv1.RegisterAuditServiceServer(srv, f)
 	done := make(chan struct{})
 	go func() {

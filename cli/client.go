@@ -7,15 +7,18 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/outposthq/outpost/internal/pki"
+	"github.com/outposthq/outpost/internal/pki/enroll"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -24,38 +27,123 @@ const (
 	defaultControlPlane = "127.0.0.1:7443"
 	// controlPlaneEnv overrides defaultControlPlane for every client verb.
 	controlPlaneEnv = "OUTPOST_CONTROLPLANE"
+	// credentialEnv names the credential file of every client verb.
+	credentialEnv = "OUTPOST_CREDENTIAL"
 	// callTimeout bounds one unary call, so a wedged control plane is an
 	// error and not a hang. Streams (upload, watch) are not bounded.
 	callTimeout = 30 * time.Second
 )
 
-// controlPlaneFlag registers --controlplane on fs, defaulting to
-// $OUTPOST_CONTROLPLANE and then to defaultControlPlane.
-func controlPlaneFlag(fs *flag.FlagSet, env *Env) *string {
+// defaultCredentials are looked for, in order, when neither --credential
+// nor $OUTPOST_CREDENTIAL names a credential: the user's own, then the
+// admin credential that `outpost controlplane` and `outpost dev` write
+// into their default data directories (relative to the working
+// directory, where they were started).
+var defaultCredentials = []string{
+	"", // the user's config directory: see userCredential
+	filepath.Join(".outpost", "controlplane", "admin.pem"),
+	filepath.Join(".outpost", "dev", "admin.pem"),
+}
+
+// userCredential is $XDG_CONFIG_HOME/outpost/credential.pem (by default
+// ~/.config/outpost/credential.pem), or "" when there is no home.
+func userCredential(env *Env) string {
+	dir := env.Getenv("XDG_CONFIG_HOME")
+	if dir == "" {
+		home := env.Getenv("HOME")
+		if home == "" {
+			return ""
+		}
+		dir = filepath.Join(home, ".config")
+	}
+	return filepath.Join(dir, "outpost", "credential.pem")
+}
+
+// endpoint is which control plane a client verb calls, and as whom:
+// --controlplane and --credential.
+type endpoint struct {
+	fs         *flag.FlagSet
+	env        *Env
+	addr       *string
+	credential *string
+}
+
+// controlPlaneFlag registers --controlplane and --credential on fs.
+func controlPlaneFlag(fs *flag.FlagSet, env *Env) *endpoint {
 	def := defaultControlPlane
 	if v := env.Getenv(controlPlaneEnv); v != "" {
 		def = v
 	}
-	return fs.String("controlplane", def, "control plane gRPC address `host:port` (env "+controlPlaneEnv+")")
+	return &endpoint{
+		fs:   fs,
+		env:  env,
+		addr: fs.String("controlplane", def, "control plane gRPC address `host:port` (env "+controlPlaneEnv+"; default: the credential's, else "+defaultControlPlane+")"),
+		credential: fs.String("credential", env.Getenv(credentialEnv), "credential `FILE` (env "+credentialEnv+
+			"; default: ~/.config/outpost/credential.pem, else the admin.pem that outpost controlplane or outpost dev wrote under ./.outpost)"),
+	}
 }
 
-// client is a connection to the control plane with both client APIs.
+// load finds and reads the credential, and settles the address: the
+// flag, else $OUTPOST_CONTROLPLANE, else the one recorded in the
+// credential, else the default.
+func (ep endpoint) load() (addr string, cred *pki.Credential, err error) {
+	path := *ep.credential
+	if path == "" {
+		for _, p := range defaultCredentials {
+			if p == "" {
+				p = userCredential(ep.env)
+			}
+			if p == "" {
+				continue
+			}
+			if _, err := os.Stat(p); err == nil {
+				path = p
+				break
+			}
+		}
+	}
+	if path == "" {
+		return "", nil, fmt.Errorf("no credential: give --credential FILE or set %s (the control plane writes an admin credential to DATA-DIR/admin.pem on first start; outpost user create makes more)", credentialEnv)
+	}
+	cred, err = pki.LoadCredential(path)
+	if err != nil {
+		return "", nil, err
+	}
+	addr = *ep.addr
+	explicit := false
+	ep.fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "controlplane" })
+	if !explicit && ep.env.Getenv(controlPlaneEnv) == "" && cred.Server != "" {
+		addr = cred.Server
+	}
+	if addr == "" {
+		return "", nil, usagef("--controlplane is empty")
+	}
+	if now := time.Now(); now.After(cred.Leaf().NotAfter) {
+		return "", nil, fmt.Errorf("credential %s (%s) expired at %s; ask an admin for a new one (outpost user create)", path, cred.Identity, cred.Leaf().NotAfter.UTC().Format(time.RFC3339))
+	}
+	return addr, cred, nil
+}
+
+// client is a connection to the control plane with its client APIs.
 type client struct {
 	addr string
 	cc   *grpc.ClientConn
 	cp   outpostv1.ControlPlaneServiceClient
 	art  outpostv1.ArtifactServiceClient
+	adm  outpostv1.AdminServiceClient
+	cred *pki.Credential
 }
 
-// dial prepares a connection to addr. It does not block: gRPC connects on
-// the first call, so an unreachable control plane surfaces there, as
+// dial prepares a TLS connection to the control plane with the
+// endpoint's credential. It does not block: gRPC connects on the first
+// call, so an unreachable control plane surfaces there, as
 // codes.Unavailable, which explain turns into advice.
-func dial(addr string) (*client, error) {
-	if addr == "" {
-		return nil, usagef("--controlplane is empty")
+func dial(ep endpoint) (*client, error) {
+	addr, cred, err := ep.load()
+	if err != nil {
+		return nil, err
 	}
-	// Plaintext for now; TLS comes with the security issue (DESIGN.md).
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := enroll.Dial(addr, cred)
 	if err != nil {
 		return nil, fmt.Errorf("control plane address %q: %w", addr, err)
 	}
@@ -64,6 +152,8 @@ func dial(addr string) (*client, error) {
 		cc:   cc,
 		cp:   outpostv1.NewControlPlaneServiceClient(cc),
 		art:  outpostv1.NewArtifactServiceClient(cc),
+		adm:  outpostv1.NewAdminServiceClient(cc),
+		cred: cred,
 	}, nil
 }
 
@@ -88,6 +178,13 @@ func (c *client) explain(what string, err error) error {
 	var b strings.Builder
 	switch st.Code() {
 	case codes.Unavailable:
+		if _, reason, ok := strings.Cut(msg, "authentication handshake failed: "); ok && c.cred != nil {
+			// Reachable, but TLS failed: most often a credential of
+			// another installation.
+			fmt.Fprintf(&b, "%s: TLS with the control plane at %s failed: %s (is the credential, %s, one of this control plane?)",
+				what, c.addr, strings.TrimSuffix(reason, `"`), c.cred.Identity)
+			break
+		}
 		fmt.Fprintf(&b, "%s: control plane at %s is not reachable (is `outpost controlplane` or `outpost dev` running?)", what, c.addr)
 		// Transport messages ("dial tcp ...: connection refused") repeat
 		// what the sentence says; anything else is the server's reason.
@@ -114,6 +211,16 @@ func (c *client) explain(what string, err error) error {
 		}
 	}
 	return &rpcError{msg: b.String(), code: st.Code()}
+}
+
+// innerStatus returns the gRPC status error that err wraps (as the
+// client libraries' errors do), or nil when there is none.
+func innerStatus(err error) error {
+	var se interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &se) {
+		return se.(error)
+	}
+	return nil
 }
 
 // rpcError is an explained RPC failure; code lets callers decide (watch

@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"path/filepath"
 
 	"github.com/outposthq/outpost/controlplane"
 	"github.com/outposthq/outpost/controlplane/leader"
@@ -14,7 +15,7 @@ func controlplaneCommand() *command {
 	return &command{
 		name:  "controlplane",
 		short: "run the control plane: the API, the rollout engine and the state store",
-		usage: "outpost controlplane [--listen ADDR] [--data-dir DIR] [--etcd-endpoints URLS] [flags]",
+		usage: "outpost controlplane [--listen ADDR] [--data-dir DIR] [--config FILE] [--etcd-endpoints URLS] [flags]",
 		long: `Runs a control plane until interrupted (SIGINT or SIGTERM), then shuts
 down gracefully: rollouts keep their state and continue when a control
 plane runs again.
@@ -30,11 +31,30 @@ never in etcd; replicas sharing an etcd cluster must share that directory.
 When the leader dies, another replica takes over within --leader-ttl
 (default 10s) and continues every running rollout.
 
-Transport is plaintext gRPC for now: listen on loopback or a trusted
-network only.
+Every connection is TLS (1.3) with client certificates. On first start
+the control plane creates its CA in --data-dir/pki (shared with the other
+replicas through etcd) and an admin credential, --data-dir/admin.pem, which
+the client verbs on this machine find by themselves when run from the same
+directory (else: export OUTPOST_CREDENTIAL=DATA-DIR/admin.pem). With it,
+make credentials for people (outpost user create NAME --role ROLE) and
+join tokens for gateways (outpost token create --datacenter NAME).
+
+--config names a YAML file declaring the deployment environments. Once
+any is declared, a plan must name one; a protected one needs an approval
+by someone other than the requester; a hook allow-list holds regular
+expressions, each matching a whole command, that every hook of a plan for
+that environment must match:
+
+  environments:
+    prod:
+      protected: true
+      approval_ttl: 24h
+      hook_allow_list: ["sudo systemctl (start|stop|restart) [a-z0-9-]+"]
+    staging: {}
 
 Examples:
   outpost controlplane
+  outpost controlplane --config /etc/outpost/controlplane.yaml --server-name cp.example.internal
   outpost controlplane --listen 0.0.0.0:7443 --data-dir /var/lib/outpost --metrics-listen 127.0.0.1:9464
   outpost controlplane --etcd-endpoints http://etcd-1:2379,http://etcd-2:2379,http://etcd-3:2379 \
       --data-dir /var/lib/outpost --otel-endpoint 127.0.0.1:4317
@@ -51,10 +71,21 @@ See deploy/systemd/outpost-controlplane.service for a systemd unit.`,
 			artifactDir := fs.String("artifact-dir", "", "artifact store `directory`; empty: DATA-DIR/artifacts. Replicas sharing an etcd cluster must share it (a shared volume)")
 			leaderTTL := fs.Duration("leader-ttl", leader.DefaultTTL, "leader lease `TTL` (whole seconds): a dead leader is replaced within about this long")
 			gatewayGrace := fs.Duration("gateway-grace", rollout.DefaultOrphanGrace, "how long the nodes of a disconnected gateway wait for it before they go to another gateway of the datacenter")
+			configFile := fs.String("config", "", "YAML `FILE` declaring environments (protected, approval_ttl, hook_allow_list)")
+			var serverNames stringList
+			fs.Var(&serverNames, "server-name", "extra DNS `name` or IP for the server certificate (a load balancer's); repeatable")
 			logs := addLogFlags(fs)
 			return func(ctx context.Context, args []string) error {
 				if len(args) > 0 {
 					return usagef("controlplane takes no arguments")
+				}
+				var envs map[string]controlplane.Environment
+				if *configFile != "" {
+					fc, err := controlplane.LoadFileConfig(*configFile)
+					if err != nil {
+						return err
+					}
+					envs = fc.Environments
 				}
 				log, err := logs.logger(env.Stderr)
 				if err != nil {
@@ -80,12 +111,18 @@ See deploy/systemd/outpost-controlplane.service for a systemd unit.`,
 					GatewayGrace:   *gatewayGrace,
 					Logger:         log,
 					TracerProvider: tp,
+					ServerNames:    serverNames,
+					Environments:   envs,
 				})
 				if err != nil {
 					return fmt.Errorf("start control plane: %w", err)
 				}
-				log.Info("control plane ready; stop with Ctrl-C", "addr", srv.Addr(),
-					"hint", "export "+controlPlaneEnv+"="+srv.Addr())
+				cred, err := filepath.Abs(srv.AdminCredentialFile())
+				if err != nil {
+					cred = srv.AdminCredentialFile()
+				}
+				log.Info("control plane ready; stop with Ctrl-C", "addr", srv.Addr(), "admin_credential", cred,
+					"hint", "export "+controlPlaneEnv+"="+srv.Addr()+" "+credentialEnv+"="+cred)
 				<-ctx.Done()
 				sctx, cancel := shutdownContext()
 				defer cancel()

@@ -103,10 +103,10 @@ func TestDaemonUsage(t *testing.T) {
 		args   []string
 		stderr string
 	}{
-		{[]string{"gateway", "--ssh-key", "k"}, "--datacenter is required"},
+		{[]string{"gateway", "--ssh-key", "k", "--credential-file", "/nonexistent/gateway.pem"}, "give --join-token-file or --join-token"},
 		{[]string{"gateway", "--datacenter", "dc-1"}, "no SSH credentials"},
-		{[]string{"gateway", "--datacenter", "dc-1", "--ssh-agent", "--log-level", "loud"}, `--log-level "loud"`},
-		{[]string{"gateway", "--datacenter", "dc-1", "--ssh-agent", "--otel-endpoint", "nohost"}, "--otel-endpoint"},
+		{[]string{"gateway", "--datacenter", "dc-1", "--ssh-agent", "--join-token", "t", "--log-level", "loud"}, `--log-level "loud"`},
+		{[]string{"gateway", "--datacenter", "dc-1", "--ssh-agent", "--join-token", "t", "--otel-endpoint", "nohost"}, "--otel-endpoint"},
 		{[]string{"controlplane", "extra"}, "takes no arguments"},
 		{[]string{"controlplane", "--log-format", "xml"}, `--log-format "xml"`},
 	}

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -9,19 +10,25 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/user"
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/crypto/ssh"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/outposthq/outpost/controlplane"
 	"github.com/outposthq/outpost/gateway"
+	"github.com/outposthq/outpost/internal/pki"
+	"github.com/outposthq/outpost/internal/pki/enroll"
 	"github.com/outposthq/outpost/internal/testfleet"
+	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
 // The simulated service's conventions (internal/testfleet): where it is
@@ -56,8 +63,15 @@ DATA/dev/:
   demo/app-v3.tar.gz  a broken release: it starts, but its health check fails
   demo/plan-v1.yaml, plan-v2.yaml, plan-v3.yaml   rolling plans, batch 5
 
+Connections are TLS: the control plane writes its admin credential to
+DATA/admin.pem, and each gateway joins with a join token and keeps its
+credential under DATA/dev/gateways. Client verbs run from the directory
+where 'outpost dev' was started find DATA/admin.pem by themselves (for the
+default --data-dir); elsewhere, export OUTPOST_CREDENTIAL as printed.
+
 Then, in another terminal:
   export OUTPOST_CONTROLPLANE=127.0.0.1:7443
+  export OUTPOST_CREDENTIAL=DATA/admin.pem
   outpost node apply -f DATA/dev/nodes.yaml
   outpost rollout create -f DATA/dev/demo/plan-v1.yaml --watch
   outpost rollout create -f DATA/dev/demo/plan-v3.yaml --watch   # rolled back, aborted
@@ -180,6 +194,11 @@ func runDev(ctx context.Context, cfg devConfig) (err error) {
 	}
 	stops = append(stops, cp.Shutdown)
 
+	tokens, err := devJoinTokens(ctx, cp, devDir, cfg.datacenters)
+	if err != nil {
+		return err
+	}
+
 	login := currentUser()
 	gctx, stopGateways := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -192,8 +211,10 @@ func runDev(ctx context.Context, cfg devConfig) (err error) {
 		dc := fmt.Sprintf("dc-%d", i)
 		g, err := gateway.New(gateway.Config{
 			ControlPlane:   cp.Addr(),
-			Name:           "dev-gateway-" + dc,
+			Name:           devGatewayName(dc),
 			Datacenter:     dc,
+			CredentialFile: devGatewayCredential(devDir, dc),
+			JoinToken:      tokens[dc],
 			CacheDir:       filepath.Join(devDir, "cache", dc),
 			SSH:            gateway.SSHConfig{User: login, KeyFiles: []string{keyPath}, KnownHostsFiles: []string{knownHosts}},
 			Logger:         cfg.log,
@@ -228,6 +249,7 @@ func runDev(ctx context.Context, cfg devConfig) (err error) {
 
 In another terminal:
   export %s=%s
+  export %s=%s
   outpost node apply -f %s
   outpost rollout create -f %s --watch
   outpost rollout create -f %s --watch
@@ -237,11 +259,56 @@ In another terminal:
 Stop with Ctrl-C.
 outpost dev: ready
 `, cfg.nodes, cfg.datacenters, cp.Addr(), cfg.dataDir, inventory, demoDir,
-		controlPlaneEnv, cp.Addr(), inventory, plans[0], plans[1], plans[2])
+		controlPlaneEnv, cp.Addr(), credentialEnv, cp.AdminCredentialFile(), inventory, plans[0], plans[1], plans[2])
 
 	<-ctx.Done()
 	fmt.Fprintln(cfg.out, "outpost dev: stopping")
 	return nil
+}
+
+// devGatewayName names the dev gateway of dc.
+func devGatewayName(dc string) string { return "dev-gateway-" + dc }
+
+// devGatewayCredential is where the dev gateway of dc keeps its credential.
+func devGatewayCredential(devDir, dc string) string {
+	return filepath.Join(devDir, "gateways", devGatewayName(dc)+".pem")
+}
+
+// devJoinTokens creates, as the admin, a join token for each dev gateway
+// that has no usable credential of this control plane yet, by datacenter.
+func devJoinTokens(ctx context.Context, cp *controlplane.Server, devDir string, datacenters int) (map[string]string, error) {
+	admin, err := pki.LoadCredential(cp.AdminCredentialFile())
+	if err != nil {
+		return nil, err
+	}
+	conn, err := enroll.Dial(cp.Addr(), admin)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	tokens := map[string]string{}
+	for i := 1; i <= datacenters; i++ {
+		dc := fmt.Sprintf("dc-%d", i)
+		path := devGatewayCredential(devDir, dc)
+		if cred, err := pki.LoadCredential(path); err == nil && time.Now().Before(cred.RenewAt()) && bytes.Equal(cred.CAPEM, admin.CAPEM) {
+			continue
+		}
+		// A credential of an older control plane (its data deleted) or an
+		// expired one is replaced.
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+		cctx, cancel := context.WithTimeout(ctx, callTimeout)
+		resp, err := outpostv1.NewAdminServiceClient(conn).CreateJoinToken(cctx, &outpostv1.CreateJoinTokenRequest{
+			Datacenter: dc, GatewayName: devGatewayName(dc), Ttl: durationpb.New(10 * time.Minute),
+		})
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("join token for the %s gateway: %w", dc, err)
+		}
+		tokens[dc] = resp.GetToken()
+	}
+	return tokens, nil
 }
 
 // writeClientKey writes a fresh ed25519 key for the gateways (0600) and

@@ -15,7 +15,10 @@ import (
 	"google.golang.org/grpc"
 )
 
-var devAddr = regexp.MustCompile(`(?m)^  export OUTPOST_CONTROLPLANE=(127\.0\.0\.1:\d+)$`)
+var (
+	devAddr       = regexp.MustCompile(`(?m)^  export OUTPOST_CONTROLPLANE=(127\.0\.0\.1:\d+)$`)
+	devCredential = regexp.MustCompile(`(?m)^  export OUTPOST_CREDENTIAL=(\S+)$`)
+)
 
 // TestDevSmoke runs `outpost dev` with a small fleet and deploys the first
 // demo plan it wrote, through the client verbs: the generated inventory,
@@ -33,7 +36,11 @@ func TestDevSmoke(t *testing.T) {
 	if m == nil {
 		t.Fatalf("no control plane address in:\n%s", d.out.String())
 	}
-	env := map[string]string{controlPlaneEnv: m[1]}
+	cred := devCredential.FindStringSubmatch(d.out.String())
+	if cred == nil || cred[1] != filepath.Join(data, "admin.pem") {
+		t.Fatalf("no export of %s/admin.pem in:\n%s", data, d.out.String())
+	}
+	env := map[string]string{controlPlaneEnv: m[1], credentialEnv: cred[1]}
 
 	for _, f := range []string{"id_ed25519", "known_hosts", "nodes.yaml", "demo/app-v1.tar.gz", "demo/app-v3.tar.gz", "demo/plan-v3.yaml"} {
 		if _, err := os.Stat(filepath.Join(data, "dev", f)); err != nil {
@@ -55,6 +62,12 @@ func TestDevSmoke(t *testing.T) {
 	code, out, errOut = runCLI(t, env, "rollout", "create", "-f", filepath.Join(data, "dev", "demo", "plan-v1.yaml"), "--watch")
 	if code != 0 || !strings.Contains(out, "SUCCEEDED after") {
 		t.Fatalf("rollout of v1: exit %d, stdout:\n%s\nstderr:\n%s\ndev log:\n%s", code, out, errOut, d.err.String())
+	}
+	// The gateways joined with the tokens dev made for them.
+	for _, f := range []string{"gateways/dev-gateway-dc-1.pem", "gateways/dev-gateway-dc-2.pem"} {
+		if st, err := os.Stat(filepath.Join(data, "dev", f)); err != nil || st.Mode().Perm() != 0o600 {
+			t.Errorf("gateway credential %s: %v", f, err)
+		}
 	}
 	for _, h := range []string{"host-001", "host-002", "host-003"} {
 		v, err := os.ReadFile(filepath.Join(data, "dev", "fleet", h, "app", "current", "VERSION"))

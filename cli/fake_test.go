@@ -3,8 +3,10 @@ package cli
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"flag"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -14,20 +16,83 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/outposthq/outpost/internal/pki"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files under testdata/")
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// testCA signs the fake control planes' server certificate and the
+// credential every client verb in these tests finds by default.
+var (
+	testCA         *pki.CA
+	testServerCert tls.Certificate
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "outpost-cli-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := 1
+	if err := setUpTestPKI(dir); err != nil {
+		fmt.Fprintln(os.Stderr, "test PKI:", err)
+	} else {
+		code = m.Run()
+	}
+	os.RemoveAll(dir)
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// newTestServer returns a gRPC server with TLS like the control plane's,
+// certified by the test CA.
+func newTestServer() *grpc.Server {
+	return grpc.NewServer(grpc.Creds(credentials.NewTLS(pki.ServerTLSConfig(testCA, testServerCert))))
+}
+
+// setUpTestPKI makes the test CA, the fakes' server certificate and an
+// admin credential, which client verbs find first among the default
+// credentials (tests that run real daemons pass theirs explicitly).
+func setUpTestPKI(dir string) error {
+	var err error
+	if testCA, err = pki.LoadOrCreateCA(filepath.Join(dir, "ca")); err != nil {
+		return err
+	}
+	if testServerCert, err = testCA.IssueServer([]string{"127.0.0.1"}, time.Hour); err != nil {
+		return err
+	}
+	key, err := pki.GenerateKey()
+	if err != nil {
+		return err
+	}
+	cert, err := testCA.IssueClient(pki.Identity{Kind: pki.KindUser, Name: "tester", Role: pki.RoleAdmin}, key.Public(), time.Hour)
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(dir, "admin.pem")
+	if err := pki.WriteCredential(path, testCA.CertPEM(), cert, key, ""); err != nil {
+		return err
+	}
+	defaultCredentials = append([]string{path}, defaultCredentials...)
+	return nil
+}
 
 // fakeControlPlane is an in-memory ControlPlaneService and ArtifactService
 // served over real gRPC on loopback, so verbs run exactly as against the
@@ -58,7 +123,7 @@ func startFake(t *testing.T) *fakeControlPlane {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
+	srv := newTestServer()
 	outpostv1.RegisterControlPlaneServiceServer(srv, f)
 	outpostv1.RegisterArtifactServiceServer(srv, f)
 	done := make(chan struct{})

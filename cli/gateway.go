@@ -2,9 +2,13 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"flag"
+	"fmt"
+	iofs "io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/outposthq/outpost/gateway"
 )
@@ -13,7 +17,7 @@ func gatewayCommand() *command {
 	return &command{
 		name:  "gateway",
 		short: "run a gateway: deploys to the nodes of one datacenter over SSH",
-		usage: "outpost gateway --controlplane ADDR --datacenter NAME --ssh-key FILE --known-hosts FILE [flags]",
+		usage: "outpost gateway --controlplane ADDR --join-token TOKEN --ssh-key FILE --known-hosts FILE [flags]",
 		long: `Runs a gateway until interrupted (SIGINT or SIGTERM). Run one or more per
 datacenter or network segment, next to its servers.
 
@@ -32,20 +36,37 @@ With several control plane replicas, give all of them, comma-separated:
 among them, and the next leader after a failover.
 
 Host keys are always verified: against the keys pinned on the node in the
-inventory, else against --known-hosts (which may hold @cert-authority
-lines). An unknown or changed host key fails that node.
+inventory (outpost node scan, then outpost node trust), else against
+--known-hosts (which may hold @cert-authority lines). An unknown or
+changed host key fails that node.
+
+The connection to the control plane is TLS with a client certificate
+bound to this gateway's name and datacenter. The first start joins with a
+single-use token (an admin runs: outpost token create --datacenter NAME)
+and writes the certificate, key and the control plane's CA to
+--credential-file; later starts use that file, and the gateway renews the
+certificate before it expires. The token decides the datacenter; give
+--datacenter too to have it checked. Prefer --join-token-file or
+$OUTPOST_JOIN_TOKEN to --join-token, which other users can see in ps.
 
 Examples:
-  outpost gateway --controlplane cp.example.internal:7443 --datacenter seoul-1 \
+  outpost gateway --controlplane cp.example.internal:7443 --join-token-file /etc/outpost/gateway/join-token \
       --ssh-key /etc/outpost/gateway/id_ed25519 --known-hosts /etc/outpost/gateway/known_hosts
   outpost gateway --controlplane 127.0.0.1:7443 --datacenter dc-1 --ssh-agent \
       --known-hosts ~/.ssh/known_hosts --ssh-user deploy --concurrency 50
 
 See deploy/systemd/outpost-gateway.service for a systemd unit.`,
 		flags: func(fs *flag.FlagSet, env *Env) func(context.Context, []string) error {
-			cp := controlPlaneFlag(fs, env)
-			dc := fs.String("datacenter", "", "`name` of the datacenter whose nodes this gateway deploys (required)")
-			name := fs.String("name", "", "gateway name shown in rollouts; empty: HOSTNAME-DATACENTER")
+			cpDefault := defaultControlPlane
+			if v := env.Getenv(controlPlaneEnv); v != "" {
+				cpDefault = v
+			}
+			cp := fs.String("controlplane", cpDefault, "control plane gRPC address `host:port`, or several replicas' comma-separated (env "+controlPlaneEnv+")")
+			dc := fs.String("datacenter", "", "`name` of the datacenter whose nodes this gateway deploys; empty: the join token's")
+			name := fs.String("name", "", "gateway name shown in rollouts; empty: the credential's, else HOSTNAME-DATACENTER")
+			credFile := fs.String("credential-file", defaultGatewayCredential(), "`FILE` holding the gateway's certificate and key (written when joining, renewed in place)")
+			joinToken := fs.String("join-token", env.Getenv(joinTokenEnv), "single-use join `TOKEN` from outpost token create (env "+joinTokenEnv+"); only needed until --credential-file exists")
+			joinTokenFile := fs.String("join-token-file", "", "read the join token from `FILE`")
 			var keys, knownHosts stringList
 			fs.Var(&keys, "ssh-key", "unencrypted SSH private key `FILE`; repeatable (FILE-cert.pub next to it is used as a certificate)")
 			fs.Var(&knownHosts, "known-hosts", "OpenSSH known_hosts `FILE` for nodes without pinned host keys; repeatable")
@@ -61,11 +82,22 @@ See deploy/systemd/outpost-gateway.service for a systemd unit.`,
 				if len(args) > 0 {
 					return usagef("gateway takes no arguments")
 				}
-				if *dc == "" {
-					return usagef("--datacenter is required")
-				}
 				if len(keys) == 0 && !*agent && *passwordFile == "" {
 					return usagef("no SSH credentials: give --ssh-key, --ssh-agent or --ssh-password-file")
+				}
+				if *credFile == "" {
+					return usagef("--credential-file is empty")
+				}
+				token := strings.TrimSpace(*joinToken)
+				if *joinTokenFile != "" {
+					b, err := os.ReadFile(*joinTokenFile)
+					if err != nil {
+						return fmt.Errorf("join token: %w", err)
+					}
+					token = strings.TrimSpace(string(b))
+				}
+				if _, err := os.Stat(*credFile); token == "" && errors.Is(err, iofs.ErrNotExist) {
+					return usagef("no credential at %s: give --join-token-file or --join-token (an admin creates one: outpost token create --datacenter NAME)", *credFile)
 				}
 				log, err := logs.logger(env.Stderr)
 				if err != nil {
@@ -81,11 +113,13 @@ See deploy/systemd/outpost-gateway.service for a systemd unit.`,
 					stopTracing(sctx)
 				}()
 				g, err := gateway.New(gateway.Config{
-					ControlPlane: *cp,
-					Name:         *name,
-					Datacenter:   *dc,
-					Concurrency:  *concurrency,
-					CacheDir:     *cacheDir,
+					ControlPlane:   *cp,
+					Name:           *name,
+					Datacenter:     *dc,
+					CredentialFile: *credFile,
+					JoinToken:      token,
+					Concurrency:    *concurrency,
+					CacheDir:       *cacheDir,
 					SSH: gateway.SSHConfig{
 						User:            *user,
 						KeyFiles:        keys,
@@ -101,7 +135,7 @@ See deploy/systemd/outpost-gateway.service for a systemd unit.`,
 				if err != nil {
 					return err
 				}
-				log.Info("gateway starting", "controlplane", *cp, "datacenter", *dc, "cache_dir", *cacheDir)
+				log.Info("gateway starting", "controlplane", *cp, "name", g.Name(), "datacenter", g.Datacenter(), "credential", *credFile, "cache_dir", *cacheDir)
 				if err := g.Run(ctx); err != nil {
 					return err
 				}
@@ -110,6 +144,18 @@ See deploy/systemd/outpost-gateway.service for a systemd unit.`,
 			}
 		},
 	}
+}
+
+// joinTokenEnv passes the join token without putting it on the command line.
+const joinTokenEnv = "OUTPOST_JOIN_TOKEN"
+
+// defaultGatewayCredential is in the user's config directory, or a
+// relative one when there is none.
+func defaultGatewayCredential() string {
+	if d, err := os.UserConfigDir(); err == nil {
+		return filepath.Join(d, "outpost", "gateway.pem")
+	}
+	return filepath.Join(".outpost", "gateway.pem")
 }
 
 // defaultCacheDir is the user's cache directory, or a relative one when

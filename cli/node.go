@@ -13,6 +13,8 @@ under version control and apply it.`,
 		sub: []*command{
 			nodeApplyCommand(),
 			nodeListCommand(),
+			nodeScanCommand(),
+			nodeTrustCommand(),
 		},
 	}
 }

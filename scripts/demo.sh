@@ -84,6 +84,11 @@ cat "$work/dev.out"
 addr=$(sed -n 's/^ *export OUTPOST_CONTROLPLANE=\([^ ]*\)$/\1/p' "$work/dev.out" | head -n 1)
 [ -n "$addr" ] || fail "no control plane address in the output of outpost dev"
 export OUTPOST_CONTROLPLANE=$addr
+# Every call is TLS with a client certificate: the admin credential that
+# the control plane wrote on its first start.
+cred=$(sed -n 's/^ *export OUTPOST_CREDENTIAL=\([^ ]*\)$/\1/p' "$work/dev.out" | head -n 1)
+[ -n "$cred" ] || fail "no credential in the output of outpost dev"
+export OUTPOST_CREDENTIAL=$cred
 demo="$data/dev/demo"
 
 bold "outpost node apply -f nodes.yaml"
