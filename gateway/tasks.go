@@ -260,6 +260,9 @@ func (g *Gateway) deployAssignment(ctx context.Context, t *task) deployer.Result
 		g.met.observeStep(ev)
 		g.out.addEvent(a.GetAssignmentId(), ev)
 	}
+	if !isDeploy(a) {
+		return g.runOther(ctx, a, emit)
+	}
 	job, err := jobOf(a, g.cfg.Name)
 	if err != nil {
 		return deployer.Result{State: outpostv1.NodeState_NODE_STATE_FAILED, Err: err}
