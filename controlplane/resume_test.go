@@ -99,7 +99,13 @@ func TestOrphanReassignedToAnotherGateway(t *testing.T) {
 	gw1 := newFakeGateway(t, "gw-1", "dc1", 10)
 	gw1.connect(s.Addr())
 	r := createRollout(t, c, rollingPlan("100%", 0), digest)
-	gw1.waitAssigned(2)
+	first := map[string]string{} // node -> gw-1's assignment
+	for _, a := range gw1.waitAssigned(2) {
+		first[a.GetNode().GetId()] = a.GetAssignmentId()
+		if a.GetTakeoverLockOf() != "" {
+			t.Errorf("first assignment of %s may take over lock %q", a.GetNode().GetId(), a.GetTakeoverLockOf())
+		}
+	}
 	gw1.disconnect()
 
 	gw2 := newFakeGateway(t, "gw-2", "dc1", 10)
@@ -110,6 +116,15 @@ func TestOrphanReassignedToAnotherGateway(t *testing.T) {
 	if got := gw2.counts(); got[nodeID(0)] != 1 || got[nodeID(1)] != 1 {
 		t.Errorf("gw-2 got %v", got)
 	}
+	// gw-1 may have died holding the nodes' locks: gw-2 may take over
+	// exactly those.
+	gw2.mu.Lock()
+	for _, a := range gw2.received {
+		if want := first[a.GetNode().GetId()]; a.GetTakeoverLockOf() != want {
+			t.Errorf("gw-2's assignment of %s may take over lock %q, want gw-1's %q", a.GetNode().GetId(), a.GetTakeoverLockOf(), want)
+		}
+	}
+	gw2.mu.Unlock()
 	for id, n := range rolloutNodes(t, c, r.GetId()) {
 		if n.GetGateway() != "gw-2" {
 			t.Errorf("node %s ran on %q, want gw-2", id, n.GetGateway())

@@ -508,6 +508,11 @@ func (e *Engine) unbind(n *nodeRun) {
 // does not start again: SKIPPED if it never started, else FAILED because
 // its outcome is unknown.
 func (e *Engine) requeue(n *nodeRun, why string, started bool) {
+	if started {
+		// Its gateway may have died holding the node's lock: the next
+		// assignment may take that lock over, and only that one.
+		n.takeover = n.rn.GetAssignmentId()
+	}
 	e.unbind(n)
 	delete(e.assignments, n.rn.GetAssignmentId())
 	delete(e.orphans, n)
@@ -717,17 +722,18 @@ func (e *Engine) assign(n *nodeRun, s *session) {
 	n.span.SetAttributes(attrGateway.String(s.name), attrAssignment.String(aid))
 	st := r.r.GetStages()[n.stage]
 	msg := &outpostv1.Assignment{
-		AssignmentId: aid,
-		RolloutId:    r.id(),
-		Epoch:        e.cfg.Epoch,
-		Node:         n.node,
-		Release:      r.release(),
-		Deploy:       r.r.GetDeploy(),
-		TraceContext: traceContext(n.span),
-		Owner:        e.cfg.ReplicaName + "/" + r.id(),
-		Stage:        st.GetName(),
-		Batch:        int32(n.batch),
-		Kind:         kind,
+		AssignmentId:   aid,
+		RolloutId:      r.id(),
+		Epoch:          e.cfg.Epoch,
+		Node:           n.node,
+		Release:        r.release(),
+		Deploy:         r.r.GetDeploy(),
+		TraceContext:   traceContext(n.span),
+		Owner:          e.cfg.ReplicaName + "/" + r.id(),
+		Stage:          st.GetName(),
+		Batch:          int32(n.batch),
+		Kind:           kind,
+		TakeoverLockOf: n.takeover,
 	}
 	switch kind {
 	case outpostv1.AssignmentKind_ASSIGNMENT_KIND_ROLLBACK:

@@ -70,6 +70,11 @@ type nodeRun struct {
 	span           trace.Span
 	// refusals counts gateways refusing the node's assignments in a row.
 	refusals int
+	// takeover is the assignment whose lock on the node the node's next
+	// assignment may take over (Assignment.takeover_lock_of): the last one
+	// given up on after it had started, because its gateway went away.
+	// "" when none; not kept across leaders for pending nodes.
+	takeover string
 	// notified is the final state OnNodeResult was last told about (or
 	// the state loaded from etcd).
 	notified outpostv1.NodeState
