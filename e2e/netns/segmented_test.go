@@ -19,9 +19,10 @@ import (
 	"go.uber.org/goleak"
 	"golang.org/x/crypto/ssh/knownhosts"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 	"sigs.k8s.io/yaml"
 
+	"github.com/outposthq/outpost/internal/pki"
 	"github.com/outposthq/outpost/internal/testfleet"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
@@ -77,6 +78,12 @@ func TestSegmentedNetwork(t *testing.T) {
 	if err := cp.waitListening(nw.central, cpAddr, "", 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
+	// The operator's credential, written by the control plane on its
+	// first start; every call is TLS with it.
+	if err := cp.waitLog("control plane ready", 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	admin := filepath.Join(dir, "controlplane", "admin.pem")
 
 	login, err := user.Current()
 	if err != nil {
@@ -110,15 +117,20 @@ func TestSegmentedNetwork(t *testing.T) {
 		}
 		gwDir := filepath.Join(dir, sg.gateway)
 		keyFile, knownFile := filepath.Join(gwDir, "id_ed25519"), filepath.Join(gwDir, "known_hosts")
+		// The gateway's join token, created by the admin in central and
+		// carried to the segment as a file.
+		tokenFile := filepath.Join(gwDir, "join-token")
 		if err := errors.Join(
 			os.MkdirAll(gwDir, 0o700),
 			os.WriteFile(keyFile, keyPEM, 0o600),
 			os.WriteFile(knownFile, []byte(known.String()), 0o600),
+			os.WriteFile(tokenFile, []byte(joinToken(t, nw.central, bin, admin, sg.datacenter, sg.gateway)), 0o600),
 		); err != nil {
 			t.Fatal(err)
 		}
 		sg.gatewayProc = startIn(t, ns, sg.gateway, 15*time.Second, bin, "gateway",
 			"--controlplane", cpAddr, "--datacenter", sg.datacenter, "--name", sg.gateway,
+			"--join-token-file", tokenFile, "--credential-file", filepath.Join(gwDir, "gateway.pem"),
 			"--ssh-key", keyFile, "--known-hosts", knownFile, "--cache-dir", filepath.Join(gwDir, "cache"),
 			"--metrics-listen", net.JoinHostPort(sg.gatewayIP, metricsPort))
 		segments = append(segments, sg)
@@ -147,7 +159,7 @@ func TestSegmentedNetwork(t *testing.T) {
 	); err != nil {
 		t.Fatal(err)
 	}
-	out, err := outpostIn(t, nw.central, bin, 30*time.Second, "node", "apply", "--controlplane", cpAddr, "-f", invFile)
+	out, err := outpostIn(t, nw.central, bin, 30*time.Second, "node", "apply", "--controlplane", cpAddr, "--credential", admin, "-f", invFile)
 	if err != nil {
 		t.Fatalf("outpost node apply: %v\n%s", err, out)
 	}
@@ -156,7 +168,7 @@ func TestSegmentedNetwork(t *testing.T) {
 	}
 
 	start := time.Now()
-	out, err = outpostIn(t, nw.central, bin, 60*time.Second, "rollout", "create", "--controlplane", cpAddr, "-f", planFile, "--watch")
+	out, err = outpostIn(t, nw.central, bin, 60*time.Second, "rollout", "create", "--controlplane", cpAddr, "--credential", admin, "-f", planFile, "--watch")
 	t.Logf("outpost rollout create --watch (%v):\n%s", time.Since(start).Round(time.Millisecond), out)
 	if err != nil {
 		t.Fatalf("outpost rollout create --watch: %v", err)
@@ -179,7 +191,7 @@ func TestSegmentedNetwork(t *testing.T) {
 		}
 	}
 	// And each node was deployed by the gateway of its own segment.
-	recs := rolloutNodes(t, nw.central, rolloutID)
+	recs := rolloutNodes(t, nw.central, admin, rolloutID)
 	for _, sg := range segments {
 		for _, n := range sg.nodes {
 			rec := recs[n.id]
@@ -210,6 +222,24 @@ health:
   interval: 200ms
 strategy: {type: rolling, batch: 2}
 `, app, artifact, app, deployPath, healthPort)
+}
+
+// joinToken creates, with the outpost CLI in central as the admin, a join
+// token for gateway name of datacenter dc.
+func joinToken(t *testing.T, central, bin, admin, dc, name string) string {
+	t.Helper()
+	out, err := outpostIn(t, central, bin, 30*time.Second, "token", "create", "--controlplane", cpAddr, "--credential", admin,
+		"--datacenter", dc, "--gateway-name", name)
+	if err != nil {
+		t.Fatalf("outpost token create: %v\n%s", err, out)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, pki.JoinTokenPrefix) {
+			return line
+		}
+	}
+	t.Fatalf("outpost token create printed no token:\n%s", out)
+	return ""
 }
 
 // outpostIn runs the outpost CLI in namespace ns and returns its output.
@@ -269,10 +299,14 @@ func checkNode(t *testing.T, n *node, releaseID string) {
 
 // rolloutNodes reads a rollout's node records through the API, from
 // central (the test's own client dials from inside that namespace).
-func rolloutNodes(t *testing.T, central, rolloutID string) map[string]*outpostv1.RolloutNode {
+func rolloutNodes(t *testing.T, central, adminFile, rolloutID string) map[string]*outpostv1.RolloutNode {
 	t.Helper()
+	admin, err := pki.LoadCredential(adminFile)
+	if err != nil {
+		t.Fatal(err)
+	}
 	conn, err := grpc.NewClient("passthrough:///"+cpAddr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(credentials.NewTLS(pki.ClientTLSConfig(admin, ""))),
 		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
 			return dialIn(ctx, central, addr)
 		}))
