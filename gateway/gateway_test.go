@@ -533,7 +533,7 @@ func TestJobOf(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := deployer.Job{
-		Node: a.GetNode(), Release: a.GetRelease(), RolloutID: "rollout-1", Owner: "gw-1", Epoch: 1,
+		Node: a.GetNode(), Release: a.GetRelease(), RolloutID: "rollout-1", Owner: "gw-1", Epoch: 1, AssignmentID: "a1",
 		Spec: deployer.Spec{
 			Path:         "/srv/app",
 			KeepReleases: 4,

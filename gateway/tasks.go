@@ -322,6 +322,10 @@ func jobOf(a *outpostv1.Assignment, gatewayName string) (deployer.Job, error) {
 		RolloutID: a.GetRolloutId(),
 		Owner:     owner,
 		Epoch:     a.GetEpoch(),
+		// The lock names the assignment, so that the control plane can
+		// hand the node to another gateway with leave to take it over.
+		AssignmentID:   a.GetAssignmentId(),
+		TakeoverLockOf: a.GetTakeoverLockOf(),
 	}, nil
 }
 
