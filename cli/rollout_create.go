@@ -31,10 +31,10 @@ Without --watch it prints just the rollout id on standard output, so
 scripts can capture it. With --watch it follows the rollout like
 'outpost rollout watch' and exits 0 only if the rollout succeeded.
 
---dry-run checks the plan on the control plane and prints the stages and
-batches it would run, without creating anything. The artifact is still
-uploaded when missing: it is stored by content and reused by the real
-rollout.
+--dry-run checks the plan on the control plane and prints the stages it
+would run and every node of every batch, in order, without creating
+anything or touching any node. The artifact is still uploaded when
+missing: it is stored by content and reused by the real rollout.
 
 A minimal plan (see deploy/examples/ for more):
 
@@ -103,7 +103,7 @@ Examples:
 					if *out == "json" {
 						return writeProto(env.Stdout, "json", r)
 					}
-					return writeRollout(env.Stdout, r)
+					return writeDryRun(env.Stdout, r)
 				}
 				created := fmt.Sprintf("rollout %s created: %s revision %d, release %s, %s in %s",
 					r.GetId(), r.GetApp(), r.GetRevision(), r.GetReleaseId(), countsText(rolloutCounts(r)), stagesText(r))

@@ -84,7 +84,7 @@ func TestRolloutCreateDryRun(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("dry run: exit %d, stderr %q", code, errOut)
 	}
-	for _, want := range []string{"Rollout:  (dry run: not created)", "3 nodes: 3 pending", "rolling  1 of 2  2      node-01 node-02", "rolling  -      3"} {
+	for _, want := range []string{"Dry run: nothing was created and no node was touched.", "3 nodes: 3 pending", "batch 1 of 2 (2): node-01 node-02\n", "batch 2 of 2 (1): node-03\n"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("dry run output lacks %q:\n%s", want, out)
 		}

@@ -1,0 +1,108 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"text/tabwriter"
+
+	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
+)
+
+func rolloutHistoryCommand() *command {
+	return &command{
+		name:  "history",
+		short: "list an app's revisions, newest first",
+		usage: "outpost rollout history APP [--limit N] [-o table|json|yaml]",
+		long: `Lists the revisions of an app, newest first: each rollout of the app is one
+revision, undos included. The current revision (the newest that succeeded)
+is marked; 'outpost rollout undo APP --to-revision N' returns to revision N.
+
+Examples:
+  outpost rollout history billing-api
+  outpost rollout history billing-api --limit 5 -o json`,
+		flags: func(fs *flag.FlagSet, env *Env) func(context.Context, []string) error {
+			addr := controlPlaneFlag(fs, env)
+			limit := fs.Int("limit", 20, "show at most `N` revisions; 0 means all")
+			out := outputFlag(fs, "table", "json", "yaml")
+			return func(ctx context.Context, args []string) error {
+				if len(args) != 1 {
+					return usagef("rollout history takes one APP")
+				}
+				if err := checkOutput(*out, "table", "json", "yaml"); err != nil {
+					return err
+				}
+				if *limit < 0 {
+					return usagef("--limit must not be negative")
+				}
+				c, err := dial(*addr)
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				revs, err := listRevisions(ctx, c, args[0], *limit)
+				if err != nil {
+					return err
+				}
+				if *out != "table" {
+					return writeProto(env.Stdout, *out, &outpostv1.ListRevisionsResponse{Revisions: revs})
+				}
+				if len(revs) == 0 {
+					fmt.Fprintf(env.Stderr, "%s has no revisions\n", args[0])
+					return nil
+				}
+				tw := tabwriter.NewWriter(env.Stdout, 0, 0, 2, ' ', 0)
+				fmt.Fprintln(tw, "REVISION\tROLLOUT\tRELEASE\tSTATE\tCREATED\tREQUESTER\tNOTE")
+				current := false
+				for _, rv := range revs {
+					var note []string
+					if !current && succeededRollout(rv.GetState()) {
+						current = true
+						note = append(note, "current")
+					}
+					if rv.GetSourceRevision() > 0 {
+						note = append(note, fmt.Sprintf("undo to %d", rv.GetSourceRevision()))
+					}
+					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", rv.GetRevision(), rv.GetRolloutId(), rv.GetReleaseId(),
+						rolloutState(rv.GetState()), timeText(rv.GetCreateTime()), rv.GetRequester(), joinNote(note))
+				}
+				return tw.Flush()
+			}
+		},
+	}
+}
+
+func joinNote(parts []string) string {
+	out := ""
+	for i, p := range parts {
+		if i > 0 {
+			out += ", "
+		}
+		out += p
+	}
+	return out
+}
+
+// listRevisions pages through ListRevisions until limit (0: all).
+func listRevisions(ctx context.Context, c *client, app string, limit int) ([]*outpostv1.Revision, error) {
+	var out []*outpostv1.Revision
+	token := ""
+	for range 10000 {
+		size := 200
+		if limit > 0 {
+			size = min(size, limit-len(out))
+		}
+		cctx, cancel := unary(ctx)
+		resp, err := c.cp.ListRevisions(cctx, &outpostv1.ListRevisionsRequest{App: app, PageSize: int32(size), PageToken: token})
+		cancel()
+		if err != nil {
+			return nil, c.explain("list revisions of "+app, err)
+		}
+		out = append(out, resp.GetRevisions()...)
+		token = resp.GetNextPageToken()
+		if token == "" || (limit > 0 && len(out) >= limit) {
+			break
+		}
+	}
+	return out, nil
+}
