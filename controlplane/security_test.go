@@ -437,3 +437,43 @@ func TestScanAndTrustHostKey(t *testing.T) {
 	_, err = c.ScanNodeHostKey(ctxT(t), &outpostv1.ScanNodeHostKeyRequest{Id: "nope"})
 	wantCode(t, "scan of an unknown node", err, codes.NotFound, "nope")
 }
+
+func TestAuditRecordsCallsNodesAndStates(t *testing.T) {
+	s := startCP(t, t.TempDir())
+	c := dial(t, s.Addr())
+	applyNodes(t, c, 2, nil)
+	digest := upload(t, c, "app.tar.gz", []byte("app"))
+	gw := newFakeGateway(t, "gw-dc1", "dc1", 10)
+	gw.auto = succeedAll
+	gw.connect(s.Addr())
+	defer gw.disconnect()
+	r := createRollout(t, c, rollingPlan("2", 0), digest)
+	waitRollout(t, c, r.GetId(), "success", stateIs(outpostv1.RolloutState_ROLLOUT_STATE_SUCCEEDED))
+
+	ac := outpostv1.NewAuditServiceClient(c.conn)
+	want := map[string]bool{
+		outpostv1.ControlPlaneService_CreateRollout_FullMethodName + " by admin": false,
+		"rollout.state by cp-test": false,
+		"node.result by gw-dc1":    false,
+	}
+	var last []string
+	for range 100 {
+		resp, err := ac.ListAuditEntries(ctxT(t), &outpostv1.ListAuditEntriesRequest{RolloutId: r.GetId()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = last[:0]
+		for _, e := range resp.GetEntries() {
+			k := e.GetAction() + " by " + e.GetActor()
+			last = append(last, k)
+			if _, ok := want[k]; ok {
+				want[k] = true
+			}
+		}
+		if want[outpostv1.ControlPlaneService_CreateRollout_FullMethodName+" by admin"] && want["rollout.state by cp-test"] && want["node.result by gw-dc1"] {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Errorf("audit entries of %s: %q; want %v", r.GetId(), last, want)
+}

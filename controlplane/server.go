@@ -17,6 +17,7 @@ import (
 	"github.com/outposthq/outpost/controlplane/audit"
 	"github.com/outposthq/outpost/controlplane/auth"
 	"github.com/outposthq/outpost/controlplane/leader"
+	"github.com/outposthq/outpost/controlplane/notify"
 	"github.com/outposthq/outpost/controlplane/rollout"
 	"github.com/outposthq/outpost/controlplane/store"
 	"github.com/outposthq/outpost/internal/pki"
@@ -46,6 +47,8 @@ const (
 	// serverCertTTL is the server certificate's lifetime. A new one is
 	// issued at every start, so it only has to outlive one run.
 	serverCertTTL = 365 * 24 * time.Hour
+	// notifyFlush bounds how long Shutdown waits for webhooks.
+	notifyFlush = 5 * time.Second
 )
 
 // Config configures a control plane.
@@ -174,6 +177,7 @@ type Server struct {
 	auth      *auth.Authority
 	audit     *audit.Log
 	auditSrv  *audit.Server
+	notifier  *notify.Notifier
 	envs      environments
 	scans     *scanHub
 
@@ -253,6 +257,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("controlplane: %w", err)
 	}
 	s.auditSrv = audit.NewServer(s.audit)
+	if s.notifier, err = notify.New(notify.Config{Logger: cfg.Logger}); err != nil {
+		return nil, fmt.Errorf("controlplane: %w", err)
+	}
 	s.artifacts, err = artifact.Open(cfg.ArtifactDir)
 	if err != nil {
 		return nil, err
@@ -411,10 +418,17 @@ func (s *Server) shutdown(ctx context.Context) error {
 		}
 	}
 	s.wg.Wait()
-	// After the engine stopped: its last entries are written too.
+	// After the engine stopped: its last entries and notifications go
+	// out too.
 	if aerr := s.audit.Close(ctx); aerr != nil && err == nil {
 		err = aerr
 	}
+	// A webhook that does not answer must not hold up the shutdown.
+	nctx, ncancel := context.WithTimeout(ctx, notifyFlush)
+	if nerr := s.notifier.Close(nctx); nerr != nil {
+		s.log.Warn("notifications not delivered before shutdown", "err", nerr)
+	}
+	ncancel()
 	s.auth.Close()
 	if cerr := s.store.Close(); cerr != nil && err == nil {
 		err = cerr
@@ -440,9 +454,14 @@ func (s *Server) abandon() {
 	if s.auditSrv != nil {
 		s.auditSrv.Stop()
 	}
-	if s.audit != nil {
+	if s.audit != nil || s.notifier != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), resignTimeout)
-		s.audit.Close(ctx)
+		if s.audit != nil {
+			s.audit.Close(ctx)
+		}
+		if s.notifier != nil {
+			s.notifier.Close(ctx)
+		}
 		cancel()
 	}
 	if s.auth != nil {
@@ -513,7 +532,13 @@ func (s *Server) lead(ctx context.Context, l *leader.Leadership) error {
 		Logger:            s.cfg.Logger,
 		TracerProvider:    s.cfg.TracerProvider,
 		Metrics:           s.metrics,
-		Events:            s.events,
+		Events:            auditedSteps{hub: s.events, audit: s.audit},
+		// Both only queue: the engine never waits for etcd or a webhook.
+		OnRolloutState: func(ctx context.Context, r *outpostv1.Rollout, from, to outpostv1.RolloutState, reason string) {
+			s.audit.RecordRolloutState(ctx, r, from, to, reason)
+			s.notifier.RolloutState(ctx, r, from, to, reason)
+		},
+		OnNodeResult: s.audit.RecordRolloutNode,
 		GatewayWaitLog:    s.cfg.GatewayWaitLog,
 		HeartbeatInterval: s.cfg.heartbeatInterval,
 		OrphanGrace:       s.cfg.GatewayGrace,
@@ -548,6 +573,22 @@ func (s *Server) lead(ctx context.Context, l *leader.Leadership) error {
 	cancel()
 	<-watchDone
 	return err
+}
+
+// auditedSteps passes the engine's step events to the watchers and records
+// the finished steps in the audit log.
+type auditedSteps struct {
+	hub   *eventHub
+	audit *audit.Log
+}
+
+var _ rollout.EventSink = auditedSteps{}
+
+// Publish implements rollout.EventSink; it never blocks. The event does
+// not say which gateway ran the step (the node's result entry does).
+func (a auditedSteps) Publish(rolloutID string, ev *outpostv1.NodeStepEvent) {
+	a.hub.Publish(rolloutID, ev)
+	a.audit.RecordNodeStep(context.Background(), "", ev)
 }
 
 // leaderEngine returns the running engine, or nil when this replica does
