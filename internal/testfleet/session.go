@@ -18,8 +18,14 @@ import (
 
 // execWaitDelay bounds how long a finished command's output pipes may be
 // held open by processes it left in the background; without it a command
-// like `daemon &` would pin its session forever.
-const execWaitDelay = 2 * time.Second
+// like `daemon &` would pin its session forever. It is also the time the
+// output of a command that has exited gets to reach the channel: when it
+// runs out, the rest is dropped and the exit status still sent. On a
+// saturated machine (a 1,000-node benchmark rollout on 2 cores) that copy
+// waited over 2 s for the CPU, and whole scripts' output went missing
+// behind an exit status of 0; it must not happen short of a process that
+// really holds the pipe.
+const execWaitDelay = 30 * time.Second
 
 // session is one SSH session channel: at most one exec or sftp subsystem.
 type session struct {
