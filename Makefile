@@ -7,7 +7,7 @@ BUF       := $(GO) tool -modfile=tools/go.mod buf
 BIN       := bin/outpost
 GOTESTFLAGS ?=
 
-.PHONY: all build deps test lint proto proto-check demo bench clean
+.PHONY: all build deps test chaos lint proto proto-check demo bench clean
 
 all: build
 
@@ -20,6 +20,11 @@ deps:
 
 test: deps
 	$(GO) test -count=1 -race -timeout 20m $(GOTESTFLAGS) ./...
+
+## chaos: only the fault tests (leader killed or frozen, gateway killed,
+## connection cut, disk full); `make test` runs them too.
+chaos: deps
+	$(GO) test -count=1 -race -timeout 15m $(GOTESTFLAGS) ./e2e/chaos/
 
 lint:
 	$(BUF) lint

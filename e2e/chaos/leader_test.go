@@ -1,0 +1,145 @@
+package chaos
+
+import (
+	"regexp"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/outposthq/outpost/e2e/e2etest"
+	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
+)
+
+// haSetup is three etcd members, three control plane replicas, one
+// gateway and six nodes, with every node's SSH slowed so that a rollout in
+// batches of two lasts several seconds.
+type haSetup struct {
+	c      *cluster
+	etcd   []string
+	nodes  []*node
+	leader string // the first leader's name
+	epoch  int64
+	// cl is a client of a replica that is not the first leader: it serves
+	// reads, watches and rollout creation, and survives the first leader.
+	cl *e2etest.Client
+}
+
+const haTTL = 2 * time.Second
+
+func startHA(t *testing.T, gatewayGrace time.Duration) *haSetup {
+	t.Helper()
+	h := &haSetup{etcd: startEtcd(t)}
+	h.c = startCluster(t, cpOptions{replicas: 3, etcd: h.etcd, leaderTTL: haTTL, gatewayGrace: gatewayGrace})
+	h.leader, h.epoch = waitLeader(t, etcdClient(t, h.etcd), "")
+	for _, cp := range h.c.cps {
+		if cp.name != h.leader {
+			h.cl = h.c.client(cp)
+			break
+		}
+	}
+	creds := newSSHCreds(t)
+	h.nodes = startNodes(t, 6, creds, nodeOptions{})
+	if err := h.cl.Apply(ctxT(t), inventory(h.nodes, "dc-1")); err != nil {
+		t.Fatal(err)
+	}
+	h.c.startGateway("gw-1", "dc-1", 4, creds)
+	return h
+}
+
+// startRollout uploads and rolls out a release in batches of two, and
+// returns once the first batch succeeded and the second runs.
+func (h *haSetup) startRollout(t *testing.T) (*outpostv1.Rollout, release) {
+	t.Helper()
+	rel := buildRelease(t, "1.0.0", 1<<20)
+	digest := upload(t, h.cl, rel)
+	setDelay(h.nodes, 40*time.Millisecond)
+	r := create(t, h.cl, e2etest.RollingPlan("release-1.0.0.tar.gz", "2", 0), digest)
+	waitRollout(t, h.cl, r.GetId(), "the second batch to run", func(r *outpostv1.Rollout) bool {
+		return r.GetNodeCounts().GetSucceeded() >= 2 && r.GetNodeCounts().GetRunning() > 0
+	})
+	return r, rel
+}
+
+// checkAllDeployed checks the end of a rollout that must succeed on every
+// node with each node deployed exactly once, and returns the epochs that
+// activated the nodes, by node.
+func (h *haSetup) checkAllDeployed(t *testing.T, r *outpostv1.Rollout, rel release) map[string]int64 {
+	t.Helper()
+	done := waitRollout(t, h.cl, r.GetId(), "the end of the rollout", terminal)
+	states := map[string]outpostv1.NodeState{}
+	for _, n := range h.nodes {
+		states[n.id] = outpostv1.NodeState_NODE_STATE_SUCCEEDED
+	}
+	checkRollout(t, h.cl, done, outpostv1.RolloutState_ROLLOUT_STATE_SUCCEEDED, states)
+	epochs := map[string]int64{}
+	for _, n := range h.nodes {
+		for _, e := range checkNode(t, n, wantOf(done, rel), 1) {
+			if e.Action == "activate" && e.Result == "succeeded" && e.Release == done.GetReleaseId() {
+				epochs[n.id] = e.Epoch
+			}
+		}
+	}
+	checkAudit(t, h.cl, done, states)
+	return epochs
+}
+
+func TestLeaderKilledMidRollout(t *testing.T) {
+	h := startHA(t, 0)
+	r, rel := h.startRollout(t)
+
+	killed := time.Now()
+	h.c.byName(h.leader).kill()
+	next, epoch := waitLeader(t, etcdClient(t, h.etcd), h.leader)
+	took := time.Since(killed)
+	t.Logf("leader %s killed with SIGKILL; %s leads with epoch %d after %v (TTL %v)", h.leader, next, epoch, took.Round(time.Millisecond), haTTL)
+	if epoch <= h.epoch {
+		t.Errorf("new leader's epoch %d is not above the dead leader's %d", epoch, h.epoch)
+	}
+	// etcd expires a lease within its TTL plus a keepalive interval; the
+	// slack is for a loaded machine, not a tolerance of the design.
+	if limit := haTTL + 5*time.Second; took > limit {
+		t.Errorf("took %v for a new leader, want within about the TTL (%v)", took, limit)
+	}
+
+	epochs := h.checkAllDeployed(t, r, rel)
+	// The last batch was assigned by the new leader: its nodes' lock and
+	// history carry the new epoch.
+	last := h.nodes[len(h.nodes)-1].id
+	if epochs[last] != epoch {
+		t.Errorf("%s was activated under epoch %d, want the new leader's %d (all: %v)", last, epochs[last], epoch, epochs)
+	}
+	if epochs[h.nodes[0].id] != h.epoch {
+		t.Errorf("%s was activated under epoch %d, want the first leader's %d (all: %v)", h.nodes[0].id, epochs[h.nodes[0].id], h.epoch, epochs)
+	}
+}
+
+var leadershipLostRE = regexp.MustCompile(`leadership lost`)
+
+func TestLeaderPausedPastItsLease(t *testing.T) {
+	// The grace outlasts the pause: the nodes the frozen leader had handed
+	// out are still running on the gateway, which must resume them with
+	// the new leader rather than have them deployed again.
+	h := startHA(t, 30*time.Second)
+	r, rel := h.startRollout(t)
+
+	old := h.c.byName(h.leader)
+	old.signal(syscall.SIGSTOP)
+	paused := time.Now()
+	next, epoch := waitLeader(t, etcdClient(t, h.etcd), h.leader)
+	t.Logf("leader %s frozen with SIGSTOP; %s leads with epoch %d after %v", h.leader, next, epoch, time.Since(paused).Round(time.Millisecond))
+	// Stay frozen a while after the takeover, so the old leader wakes up
+	// well past its lease with writes still queued.
+	time.Sleep(time.Second)
+	old.signal(syscall.SIGCONT)
+	old.waitLog(t, leadershipLostRE, waitLimit)
+
+	h.checkAllDeployed(t, r, rel)
+	// The old leader is a follower now: it refuses leader-only calls,
+	// naming the new leader.
+	_, err := h.c.client(old).AbortRollout(ctxT(t), &outpostv1.AbortRolloutRequest{Id: r.GetId()})
+	if err == nil || !regexp.MustCompile(`the leader is `+next).MatchString(err.Error()) {
+		t.Errorf("abort on the deposed leader = %v, want UNAVAILABLE naming %s", err, next)
+	}
+	t.Logf("deposed leader's log: %d fenced writes refused, %d leadership-lost lines",
+		old.logged(regexp.MustCompile(`fenced write was refused`)), old.logged(leadershipLostRE))
+}
