@@ -76,6 +76,8 @@ type system struct {
 	nodes  []*outpostv1.Node
 	tp     trace.TracerProvider // nil: the otel global (a no-op)
 	log    *slog.Logger
+	// cpConfig, when set, adjusts the control plane's config.
+	cpConfig func(*controlplane.Config)
 	client *e2etest.Client
 
 	cp    *controlplane.Server
@@ -134,13 +136,17 @@ func (s *system) startCP() {
 	if listen == "" {
 		listen = "127.0.0.1:0"
 	}
-	cp, err := controlplane.Start(ctxT(s.t), controlplane.Config{
+	cfg := controlplane.Config{
 		Listen:         listen,
 		DataDir:        filepath.Join(s.dir, "controlplane"),
 		ReplicaName:    "cp-e2e",
 		Logger:         s.log.With("component", "controlplane"),
 		TracerProvider: s.tp,
-	})
+	}
+	if s.cpConfig != nil {
+		s.cpConfig(&cfg)
+	}
+	cp, err := controlplane.Start(ctxT(s.t), cfg)
 	if err != nil {
 		s.t.Fatalf("start control plane: %v", err)
 	}
