@@ -6,8 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outposthq/outpost/controlplane/store"
 	"github.com/outposthq/outpost/e2e/e2etest"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // haSetup is three etcd members, three control plane replicas, one
@@ -89,6 +91,10 @@ func TestLeaderKilledMidRollout(t *testing.T) {
 
 	killed := time.Now()
 	h.c.byName(h.leader).kill()
+	// Before any other replica can lead: what the dead leader had done.
+	// A node is recorded RUNNING before its assignment is sent, so a node
+	// still PENDING now was never handed out by the dead leader.
+	before := rolloutNodes(t, h.cl, r.GetId())
 	next, epoch := waitLeader(t, etcdClient(t, h.etcd), h.leader)
 	took := time.Since(killed)
 	t.Logf("leader %s killed with SIGKILL; %s leads with epoch %d after %v (TTL %v)", h.leader, next, epoch, took.Round(time.Millisecond), haTTL)
@@ -102,14 +108,23 @@ func TestLeaderKilledMidRollout(t *testing.T) {
 	}
 
 	epochs := h.checkAllDeployed(t, r, rel)
-	// The last batch was assigned by the new leader: its nodes' lock and
-	// history carry the new epoch.
-	last := h.nodes[len(h.nodes)-1].id
-	if epochs[last] != epoch {
-		t.Errorf("%s was activated under epoch %d, want the new leader's %d (all: %v)", last, epochs[last], epoch, epochs)
+	// Nodes the dead leader had finished or handed out carry its epoch in
+	// their history; the rest were assigned by the new leader and carry
+	// the new one. The rollout was stopped in its second batch, so both
+	// kinds exist.
+	pending := 0
+	for id, rec := range before {
+		want := h.epoch
+		if rec.GetState() == outpostv1.NodeState_NODE_STATE_PENDING {
+			want = epoch
+			pending++
+		}
+		if epochs[id] != want {
+			t.Errorf("%s (%v when the leader died) was activated under epoch %d, want %d", id, rec.GetState(), epochs[id], want)
+		}
 	}
-	if epochs[h.nodes[0].id] != h.epoch {
-		t.Errorf("%s was activated under epoch %d, want the first leader's %d (all: %v)", h.nodes[0].id, epochs[h.nodes[0].id], h.epoch, epochs)
+	if pending == 0 {
+		t.Errorf("no node was pending when the leader died; the kill came too late to test a takeover mid-rollout")
 	}
 }
 
@@ -122,11 +137,29 @@ func TestLeaderPausedPastItsLease(t *testing.T) {
 	h := startHA(t, 30*time.Second)
 	r, rel := h.startRollout(t)
 
+	ecli := etcdClient(t, h.etcd)
+	resp, err := ecli.Get(ctxT(t), store.LeaderPrefix+"/", clientv3.WithFirstCreate()...)
+	if err != nil || len(resp.Kvs) == 0 {
+		t.Fatalf("read the leader key: %v", err)
+	}
+	oldKey, oldEpoch := string(resp.Kvs[0].Key), resp.Kvs[0].CreateRevision
 	old := h.c.byName(h.leader)
 	old.signal(syscall.SIGSTOP)
 	paused := time.Now()
-	next, epoch := waitLeader(t, etcdClient(t, h.etcd), h.leader)
+	next, epoch := waitLeader(t, ecli, h.leader)
 	t.Logf("leader %s frozen with SIGSTOP; %s leads with epoch %d after %v", h.leader, next, epoch, time.Since(paused).Round(time.Millisecond))
+	// The frozen leader's fence, as every write that advances a rollout
+	// carries it, no longer holds: its lease expired with its key.
+	fenced, err := ecli.Txn(ctxT(t)).
+		If(clientv3.Compare(clientv3.CreateRevision(oldKey), "=", oldEpoch)).
+		Then(clientv3.OpPut(store.Root+"chaos-probe", "written under the deposed leader's fence")).
+		Commit()
+	switch {
+	case err != nil:
+		t.Errorf("a write fenced on the deposed leader's key: %v", err)
+	case fenced.Succeeded:
+		t.Errorf("a write fenced on the deposed leader's key %s (epoch %d) succeeded; want it refused", oldKey, oldEpoch)
+	}
 	// Stay frozen a while after the takeover, so the old leader wakes up
 	// well past its lease with writes still queued.
 	time.Sleep(time.Second)
@@ -136,7 +169,7 @@ func TestLeaderPausedPastItsLease(t *testing.T) {
 	h.checkAllDeployed(t, r, rel)
 	// The old leader is a follower now: it refuses leader-only calls,
 	// naming the new leader.
-	_, err := h.c.client(old).AbortRollout(ctxT(t), &outpostv1.AbortRolloutRequest{Id: r.GetId()})
+	_, err = h.c.client(old).AbortRollout(ctxT(t), &outpostv1.AbortRolloutRequest{Id: r.GetId()})
 	if err == nil || !regexp.MustCompile(`the leader is `+next).MatchString(err.Error()) {
 		t.Errorf("abort on the deposed leader = %v, want UNAVAILABLE naming %s", err, next)
 	}
