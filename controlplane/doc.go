@@ -4,14 +4,24 @@
 // that runs the rollout engine.
 //
 // Start opens the state store (an embedded etcd in DataDir/etcd, or an
-// external cluster), the artifact store (DataDir/artifacts), serves gRPC
-// with server reflection and the standard health service, serves
-// Prometheus metrics, and campaigns for leadership. Any replica serves
-// reads, creates rollouts and stores artifacts; only the leader runs the
-// rollout engine (package controlplane/rollout), accepts gateway streams
-// and aborts rollouts, because it alone owns rollout state. A follower
-// answers those calls with UNAVAILABLE so the caller retries, normally
-// against the leader.
+// external cluster), the artifact store (Config.ArtifactDir, by default
+// DataDir/artifacts), serves gRPC with server reflection and the standard
+// health service, serves Prometheus metrics, and campaigns for
+// leadership. Any replica serves reads, creates rollouts and stores
+// artifacts; only the leader runs the rollout engine (package
+// controlplane/rollout), accepts gateway streams and aborts rollouts,
+// because it alone owns rollout state. A follower answers those calls with
+// UNAVAILABLE so the caller retries, normally against the leader; gateways
+// are given every replica's address and move on to the next one.
+//
+// High availability: replicas share an external etcd cluster and one
+// artifact directory (a shared volume), since an artifact uploaded through
+// one replica is fetched by gateways from any. A dead leader's lease
+// expires within Config.LeaderTTL (default 10 s) and another replica takes
+// over, loading every unfinished rollout from etcd; nodes a gateway was
+// deploying wait Config.GatewayGrace (default 30 s) for it to come back
+// before they go, with leave to take over its lock, to another gateway of
+// the datacenter.
 //
 // Leader loop (the model is Nomad's leader.go): campaign; on winning,
 // start an engine fenced with the leadership; when leadership ends (lease
