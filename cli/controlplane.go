@@ -34,10 +34,14 @@ When the leader dies, another replica takes over within --leader-ttl
 Every connection is TLS (1.3) with client certificates. On first start
 the control plane creates its CA in --data-dir/pki (shared with the other
 replicas through etcd) and an admin credential, --data-dir/admin.pem, which
-the client verbs on this machine find by themselves when run from the same
-directory (else: export OUTPOST_CREDENTIAL=DATA-DIR/admin.pem). With it,
+the client verbs find by themselves when run from the same directory with
+the default --data-dir (else: export OUTPOST_CREDENTIAL=DATA-DIR/admin.pem,
+as the ready log line says). With it,
 make credentials for people (outpost user create NAME --role ROLE) and
-join tokens for gateways (outpost token create --datacenter NAME).
+join tokens for gateways (outpost token create --datacenter NAME). grpcurl
+takes a credential file as certificate, key and CA at once:
+  grpcurl -cert admin.pem -key admin.pem -cacert admin.pem \
+      -servername controlplane.outpost.internal 127.0.0.1:7443 list
 
 --config names a YAML file declaring the deployment environments. Once
 any is declared, a plan must name one; a protected one needs an approval
