@@ -525,20 +525,20 @@ func (s *Server) leaderLoop(ctx context.Context) {
 // lead runs the engine for one leadership term.
 func (s *Server) lead(ctx context.Context, l *leader.Leadership) error {
 	eng, err := rollout.New(s.rolloutPolicy(rollout.Config{
-		Store:             s.store,
-		Fence:             l,
-		Epoch:             l.Epoch(),
-		ReplicaName:       s.cfg.ReplicaName,
-		Logger:            s.cfg.Logger,
-		TracerProvider:    s.cfg.TracerProvider,
-		Metrics:           s.metrics,
-		Events:            auditedSteps{hub: s.events, audit: s.audit},
+		Store:          s.store,
+		Fence:          l,
+		Epoch:          l.Epoch(),
+		ReplicaName:    s.cfg.ReplicaName,
+		Logger:         s.cfg.Logger,
+		TracerProvider: s.cfg.TracerProvider,
+		Metrics:        s.metrics,
+		Events:         auditedSteps{hub: s.events, audit: s.audit},
 		// Both only queue: the engine never waits for etcd or a webhook.
 		OnRolloutState: func(ctx context.Context, r *outpostv1.Rollout, from, to outpostv1.RolloutState, reason string) {
 			s.audit.RecordRolloutState(ctx, r, from, to, reason)
 			s.notifier.RolloutState(ctx, r, from, to, reason)
 		},
-		OnNodeResult: s.audit.RecordRolloutNode,
+		OnNodeResult:      s.audit.RecordRolloutNode,
 		GatewayWaitLog:    s.cfg.GatewayWaitLog,
 		HeartbeatInterval: s.cfg.heartbeatInterval,
 		OrphanGrace:       s.cfg.GatewayGrace,

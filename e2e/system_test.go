@@ -70,15 +70,15 @@ func ctxT(t *testing.T) context.Context {
 // embedded etcd, real gateways running in this process, and an in-process
 // SSH fleet whose hosts' files the tests read.
 type system struct {
-	t      *testing.T
-	dir    string
-	fleet  *e2etest.Fleet
-	nodes  []*outpostv1.Node
-	tp     trace.TracerProvider // nil: the otel global (a no-op)
-	log    *slog.Logger
+	t     *testing.T
+	dir   string
+	fleet *e2etest.Fleet
+	nodes []*outpostv1.Node
+	tp    trace.TracerProvider // nil: the otel global (a no-op)
+	log   *slog.Logger
 	// cpConfig, when set, adjusts the control plane's config.
 	cpConfig func(*controlplane.Config)
-	client *e2etest.Client
+	client   *e2etest.Client
 
 	cp    *controlplane.Server
 	addr  string          // the control plane's address, kept across restarts
