@@ -550,7 +550,11 @@ func TestJobOf(t *testing.T) {
 	}
 
 	a.Deploy.Layout = outpostv1.Layout_LAYOUT_INPLACE
+	if job, err := jobOf(a, "gw-1"); err != nil || job.Spec.Layout != deployer.LayoutInplace {
+		t.Errorf("jobOf(inplace) = layout %v, %v; want LayoutInplace", job.Spec.Layout, err)
+	}
+	a.Deploy.Layout = outpostv1.Layout(99)
 	if _, err := jobOf(a, "gw-1"); err == nil || !strings.Contains(err.Error(), "deploy spec") {
-		t.Errorf("jobOf(inplace) = %v, want a deploy spec error", err)
+		t.Errorf("jobOf(unknown layout) = %v, want a deploy spec error", err)
 	}
 }

@@ -55,6 +55,9 @@ func (dep *deployment) checkOnce(ctx context.Context) (string, error) {
 		}
 		defer dep.remote.Close()
 		dir = path.Join(dep.dir, "current")
+		if dep.spec.Layout == LayoutInplace {
+			dir = dep.dir
+		}
 	}
 	check, what := dep.healthCheck(dir, dep.job.Release.GetId())
 	actx, cancel := context.WithTimeout(ctx, h.Timeout)
@@ -242,6 +245,9 @@ func (dep *deployment) rollbackTo(ctx context.Context, to string) Result {
 		return fail(outpostv1.NodeState_NODE_STATE_FAILED, outpostv1.Step_STEP_CONNECT, err)
 	}
 	defer func() { dep.remote.Close() }()
+	if dep.spec.Layout == LayoutInplace {
+		return dep.rollbackInplace(ctx, to)
+	}
 
 	s = dep.rep.begin(outpostv1.Step_STEP_LOCK)
 	present, err := dep.lockForRollback(ctx, to)

@@ -260,6 +260,9 @@ func (dep *deployment) run(ctx context.Context) Result {
 		return dep.result(outpostv1.NodeState_NODE_STATE_FAILED, outpostv1.Step_STEP_CONNECT, err)
 	}
 	defer func() { dep.remote.Close() }() // the remote may be replaced by a reconnect
+	if dep.spec.Layout == LayoutInplace {
+		return dep.runInplace(ctx)
+	}
 	if err := dep.lock(ctx); err != nil {
 		return dep.abandon(ctx, outpostv1.Step_STEP_LOCK, err)
 	}

@@ -308,8 +308,12 @@ func TestSpecFromProto(t *testing.T) {
 		t.Errorf("SpecFromProto (-want +got):\n%s", diff)
 	}
 	p.Layout = outpostv1.Layout_LAYOUT_INPLACE
+	if got, err := SpecFromProto(p); err != nil || got.Layout != LayoutInplace {
+		t.Errorf("SpecFromProto(inplace) = layout %v, %v; want LayoutInplace", got.Layout, err)
+	}
+	p.Layout = outpostv1.Layout(99)
 	if _, err := SpecFromProto(p); err == nil {
-		t.Error("SpecFromProto accepted the inplace layout")
+		t.Error("SpecFromProto accepted an unknown layout")
 	}
 }
 

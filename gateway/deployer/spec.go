@@ -38,6 +38,9 @@ type Spec struct {
 	// Health says when the started release is healthy; the zero value
 	// means healthy once the start hook returns.
 	Health Health
+	// Layout is how releases are laid out under Path; the zero value is
+	// LayoutReleases (see inplace.go for LayoutInplace).
+	Layout Layout
 }
 
 // Precheck refuses a node whose deploy file system is too full, before
@@ -239,14 +242,16 @@ func checkHook(cmd string) error {
 
 // SpecFromProto converts the control plane's resolved DeploySpec. Its
 // min_free_bytes of 0 means no free-space check (the plan already turned
-// "auto" into bytes), which is MinFreeBytes -1 here. The inplace layout is
-// not supported yet and is refused.
+// "auto" into bytes), which is MinFreeBytes -1 here.
 func SpecFromProto(p *outpostv1.DeploySpec) (Spec, error) {
 	if p == nil {
 		return Spec{}, errors.New("spec: no deploy spec")
 	}
+	layout := LayoutReleases
 	switch p.GetLayout() {
 	case outpostv1.Layout_LAYOUT_RELEASES, outpostv1.Layout_LAYOUT_UNSPECIFIED:
+	case outpostv1.Layout_LAYOUT_INPLACE:
+		layout = LayoutInplace
 	default:
 		return Spec{}, fmt.Errorf("spec: layout %v is not supported by this gateway", p.GetLayout())
 	}
@@ -257,6 +262,7 @@ func SpecFromProto(p *outpostv1.DeploySpec) (Spec, error) {
 			MaxDiskUsedPercent: int(p.GetMaxDiskUsedPercent()),
 			MinFreeBytes:       p.GetMinFreeBytes(),
 		},
+		Layout: layout,
 		Hooks: Hooks{
 			BeforeInstall: p.GetHooks().GetBeforeInstall(),
 			Stop:          p.GetHooks().GetStop(),
