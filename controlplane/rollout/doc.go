@@ -1,6 +1,6 @@
 // Package rollout is the rollout engine: it drives every running rollout
-// through its stages and batches, hands node deployments to the gateways of
-// each node's datacenter, and applies what the gateways report back.
+// through its stages and batches, hands node work to the gateways of each
+// node's datacenter, and applies what the gateways report back.
 //
 // The engine runs only on the leader. The control plane starts one Engine
 // per leadership term (see controlplane's leader loop) and stops it when
@@ -15,14 +15,54 @@
 //     streams and API calls talk to it through closures on a channel.
 //   - A node is recorded RUNNING with its assignment id in etcd before the
 //     assignment is sent, so a restarted leader knows every assignment a
-//     gateway may still be running.
+//     gateway may still be running. Rollbacks and traffic switches are
+//     node assignments like deployments (AssignmentKind ROLLBACK,
+//     RUN_HOOK); only bake health checks are not recorded (a new term
+//     starts a new round).
 //   - Node states are written through a store.BatchWriter; a rollout's own
 //     record is written after the node records it summarizes, so a watcher
-//     that sees a terminal rollout has already seen every node change.
-//   - A rollout becomes terminal only when no node of it is still running:
-//     after an abort, running nodes finish (or roll back) first and pending
-//     nodes become SKIPPED.
-//   - A stage's failure budget counts FAILED, ROLLED_BACK and
-//     ROLLBACK_FAILED nodes over the whole stage; the rollout aborts when
-//     failed*100 > max_fail_percent*nodes, i.e. "more than" the budget.
+//     that sees a terminal rollout has already seen every node change. The
+//     OnRolloutState and OnNodeResult hooks are called after both are
+//     durable.
+//   - A rollout becomes terminal only when no node of it is still running
+//     and no rollback waits.
+//   - Rollouts of one app run one at a time, in creation order: a later
+//     one waits in APPROVED ("waiting for rollout X of app to end"). A
+//     rollout in PENDING_VALIDATION does not hold the app.
+//
+// Semantics people rely on (documented for the CLI too):
+//
+//   - Failure budget: a stage's FAILED, ROLLED_BACK and ROLLBACK_FAILED
+//     nodes are counted over the whole stage, not per batch; the rollout
+//     aborts when failed*100 > max_fail_percent*nodes, "more than" the
+//     budget: 10 nodes at 10% continue with 1 failure and abort with 2.
+//     The tiered preset's tier 1 allows none.
+//   - Abort (verb or budget): no new node starts, pending nodes become
+//     SKIPPED at once, nodes in flight finish (or roll back), queued
+//     rollbacks still run; then ABORTED. Nodes deployed keep the release.
+//   - Pause: RUNNING -> PAUSED, nothing new starts, running nodes finish,
+//     bake rounds stop (the bake's end, in etcd, keeps running). PAUSED and
+//     a stage WAITING_PROMOTION are in etcd and survive restarts. A stage
+//     with pause: manual ends WAITING_PROMOTION with the rollout PAUSED;
+//     Promote moves on (Resume is refused there); Promote on a BAKING
+//     stage ends the bake.
+//   - Bake (bake.go): health re-checked every health interval until the
+//     bake ends; one unhealthy answer fails the stage, its nodes are rolled
+//     back to their previous release, later nodes are skipped, and the
+//     rollout ends FAILED_ROLLED_BACK (ABORTED when a rollback failed or
+//     nodes of earlier stages keep the new release).
+//   - Blue/green (bluegreen.go): a failed traffic switch runs the
+//     switch-back hook; the rollout ends FAILED_ROLLED_BACK.
+//   - Retry: the failed nodes of a SUCCEEDED, ABORTED or
+//     FAILED_ROLLED_BACK rollout run again, and only they; only the app's
+//     newest rollout, while no other of the app runs.
+//   - Approval: four eyes (the approver is not the requester; two
+//     anonymous callers count as the same person) unless
+//     AllowSelfApproval. An approval not used within ApprovalTTL (the
+//     rollout waited for an earlier one) expires: back to
+//     PENDING_APPROVAL, approver cleared, to be approved again.
+//   - Validation: accept -> VALIDATED; reject -> an undo rollout (a new
+//     revision returning the app to its previous revision, approved by the
+//     rejecter) is created and the rollout ends REJECTED, its message
+//     naming the undo.
 package rollout
