@@ -19,6 +19,11 @@
 //     node assignments like deployments (AssignmentKind ROLLBACK,
 //     RUN_HOOK); only bake health checks are not recorded (a new term
 //     starts a new round).
+//   - A running node's progress alone (step, phase, event sequence) is
+//     written at most every progressInterval and when leadership ends; a
+//     gateway's ack of a step event means applied, not yet written, so a
+//     new leader may show a running node a few steps behind. Every state
+//     change is written before it is acknowledged or acted on.
 //   - Node states are written through a store.BatchWriter; a rollout's own
 //     record is written after the node records it summarizes, so a watcher
 //     that sees a terminal rollout has already seen every node change. The

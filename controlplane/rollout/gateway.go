@@ -392,7 +392,9 @@ func (e *Engine) onStep(se *outpostv1.AssignmentStepEvent) {
 	if ev.GetSeq() != 0 {
 		n.rn.LastEventSeq = ev.GetSeq()
 	}
-	e.dirtyNodes[n] = struct{}{}
+	// Progress alone is written lazily (see progressInterval); the ack
+	// of this event covers it once applied here.
+	e.progressed[n] = struct{}{}
 	stepName := strings.TrimPrefix(ev.GetStep().String(), "STEP_")
 	if m := e.cfg.Metrics; m != nil && ev.GetDuration() != nil {
 		switch ev.GetPhase() {

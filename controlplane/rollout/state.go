@@ -78,6 +78,9 @@ type nodeRun struct {
 	// notified is the final state OnNodeResult was last told about (or
 	// the state loaded from etcd).
 	notified outpostv1.NodeState
+	// written is when the node's record was last queued for writing; zero
+	// before the first write of this leadership term.
+	written time.Time
 }
 
 func (r *run) id() string     { return r.r.GetId() }
