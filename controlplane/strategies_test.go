@@ -716,3 +716,38 @@ func TestBlueGreenSwitchAndSwitchBack(t *testing.T) {
 		t.Errorf("the switch-back undo deployed %d nodes", deployed)
 	}
 }
+
+func TestMaxParallelPerGateway(t *testing.T) {
+	// A batch of 6 with max_parallel 1 and two gateways of the datacenter:
+	// one node at a time through each gateway, so two at once.
+	s := startCP(t, t.TempDir())
+	c := dial(t, s.Addr())
+	applyNodes(t, c, 6, nil)
+	digest := upload(t, c, "a.tar.gz", []byte("a"))
+	gws := []*fakeGateway{newFakeGateway(t, "gw-1", "dc1", 10), newFakeGateway(t, "gw-2", "dc1", 10)}
+	for _, g := range gws {
+		g.connect(s.Addr())
+		defer g.disconnect()
+	}
+	spec := rollingPlan("", 0)
+	spec.Strategy = &outpostv1.PlanStrategy{Stages: []*outpostv1.PlanStage{{Name: "all", Batch: "100%", MaxParallel: 1}}}
+	r := createRollout(t, c, spec, digest)
+	for round := range 3 {
+		// Both gateways run one node at the same time, and no more.
+		var running []*outpostv1.Assignment
+		for _, g := range gws {
+			running = append(running, g.waitAssigned(1)[0])
+		}
+		time.Sleep(quiet)
+		for i, g := range gws {
+			if n := g.pending(); n != 0 {
+				t.Fatalf("round %d: gateway %s got %d more while one runs (max_parallel 1 per gateway)", round, g.name, n)
+			}
+			g.finishNode(running[i].GetNode().GetId(), outpostv1.NodeState_NODE_STATE_SUCCEEDED, "")
+		}
+	}
+	done := waitRollout(t, c, r.GetId(), "SUCCEEDED", stateIs(outpostv1.RolloutState_ROLLOUT_STATE_SUCCEEDED))
+	if done.GetNodeCounts().GetSucceeded() != 6 {
+		t.Errorf("counts %v", done.GetNodeCounts())
+	}
+}
