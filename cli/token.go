@@ -83,7 +83,11 @@ Examples:
 				fmt.Fprintln(env.Stdout, resp.GetToken())
 				fmt.Fprintf(env.Stderr, "join token %s for %s in datacenter %s, single use, expires %s\n",
 					jt.GetId(), who, jt.GetDatacenter(), jt.GetExpireTime().AsTime().Local().Format(time.RFC3339))
-				fmt.Fprintf(env.Stderr, "start the gateway with: outpost gateway --controlplane %s --join-token-file FILE --ssh-key ... --known-hosts ...\n", c.addr)
+				nameFlag := ""
+				if jt.GetGatewayName() != "" {
+					nameFlag = " --name " + jt.GetGatewayName()
+				}
+				fmt.Fprintf(env.Stderr, "start the gateway with: outpost gateway --controlplane %s%s --join-token-file FILE --ssh-key ... --known-hosts ...\n", c.addr, nameFlag)
 				return nil
 			}
 		},

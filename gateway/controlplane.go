@@ -199,7 +199,7 @@ func (g *Gateway) credential(ctx context.Context) (*pki.Credential, error) {
 				return nil, fmt.Errorf("gateway: the join token is for datacenter %q, but this gateway was told to serve %q", cred.Identity.Datacenter, g.cfg.Datacenter)
 			}
 			if joined {
-				g.log.Info("joined the control plane", "credential", g.cfg.CredentialFile, "datacenter", cred.Identity.Datacenter,
+				g.log.Info("joined the control plane", "credential", g.cfg.CredentialFile, "bound_to", cred.Identity.String(),
 					"serial", pki.SerialString(cred.Leaf()), "expires", cred.Leaf().NotAfter)
 			}
 			return cred, nil

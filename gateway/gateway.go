@@ -83,13 +83,17 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g := &Gateway{
 		cfg:      cfg,
-		log:      cfg.Logger.With("gateway", cfg.Name, "datacenter", cfg.Datacenter),
+		log:      cfg.Logger.With("gateway", cfg.Name),
 		auth:     auth,
 		tracer:   cfg.TracerProvider.Tracer("outpost/gateway"),
 		reg:      prometheus.NewRegistry(),
 		out:      newOutbox(DefaultOutboxSize),
 		tasks:    make(map[string]*task),
 		finished: newRecentSet(1024),
+	}
+	if cfg.Datacenter != "" {
+		// Else Run adds it once the join token decided it.
+		g.log = g.log.With("datacenter", cfg.Datacenter)
 	}
 	g.met, err = newMetrics(g.reg)
 	if err != nil {
