@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -231,6 +232,20 @@ func TestEnvironmentPolicy(t *testing.T) {
 				t.Errorf("violations on %v, want %v", got, tt.fields)
 			}
 		})
+	}
+
+	// A protected environment needs an approval even when the plan does
+	// not ask for one.
+	for env, want := range map[string]outpostv1.RolloutState{
+		"prod":    outpostv1.RolloutState_ROLLOUT_STATE_PENDING_APPROVAL,
+		"staging": outpostv1.RolloutState_ROLLOUT_STATE_APPROVED,
+	} {
+		p := plan(env, nil)
+		p.App = "app-" + env
+		resp, err := c.CreateRollout(ctxT(t), &outpostv1.CreateRolloutRequest{Plan: p, ArtifactSha256: digest, DryRun: true})
+		if err != nil || resp.GetRollout().GetState() != want {
+			t.Errorf("rollout in %s: %v (%v), want %v", env, resp.GetRollout().GetState(), err, want)
+		}
 	}
 }
 
@@ -476,4 +491,64 @@ func TestAuditRecordsCallsNodesAndStates(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Errorf("audit entries of %s: %q; want %v", r.GetId(), last, want)
+}
+
+func TestExpiredAndRevokedCertificatesAreRefused(t *testing.T) {
+	dir := t.TempDir()
+	s := startCP(t, dir)
+	c := dial(t, s.Addr())
+
+	// An expired certificate of this very CA fails the TLS handshake.
+	ca, err := pki.LoadOrCreateCA(filepath.Join(dir, "pki"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Issued four minutes ago for one minute (the CA itself is only a few
+	// minutes old: its certificate is backdated five).
+	ca.Now = func() time.Time { return time.Now().Add(-4 * time.Minute) }
+	key, err := pki.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, err := ca.IssueClient(pki.Identity{Kind: pki.KindUser, Name: "old", Role: pki.RoleAdmin}, key.Public(), time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expired, err := pki.NewCredential(ca.CertPEM(), certPEM, key, s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := enroll.Dial(s.Addr(), expired)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, err = outpostv1.NewControlPlaneServiceClient(conn).ListNodes(ctxT(t), &outpostv1.ListNodesRequest{})
+	wantCode(t, "ListNodes with an expired certificate", err, codes.Unavailable, "tls: expired certificate")
+
+	// A revoked gateway certificate can no longer connect or renew.
+	gwCred := gatewayCred(t, s.Addr(), "gw-x", "dc1")
+	gconn, err := enroll.Dial(s.Addr(), gwCred)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gconn.Close()
+	gc := outpostv1.NewGatewayServiceClient(gconn)
+	if _, err := enroll.Renew(ctxT(t), gc, s.Addr()); err != nil {
+		t.Fatalf("renew before revocation: %v", err)
+	}
+	if _, err := c.RevokeCredential(ctxT(t), &outpostv1.RevokeCredentialRequest{Kind: outpostv1.CredentialKind_CREDENTIAL_KIND_GATEWAY, Name: "gw-x"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = enroll.Renew(ctxT(t), gc, s.Addr())
+	wantCode(t, "renew after revocation", innerStatusErr(err), codes.Unauthenticated, "revoked")
+}
+
+// innerStatusErr unwraps err to the gRPC status error it carries.
+func innerStatusErr(err error) error {
+	var se interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &se) {
+		return se.(error)
+	}
+	return err
 }
