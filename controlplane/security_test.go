@@ -524,7 +524,9 @@ func TestExpiredAndRevokedCertificatesAreRefused(t *testing.T) {
 	}
 	defer conn.Close()
 	_, err = outpostv1.NewControlPlaneServiceClient(conn).ListNodes(ctxT(t), &outpostv1.ListNodesRequest{})
-	wantCode(t, "ListNodes with an expired certificate", err, codes.Unavailable, "tls: expired certificate")
+	// TLS 1.3 refuses it after the client's half of the handshake: the
+	// client sees the alert or a broken pipe, depending on timing.
+	wantCode(t, "ListNodes with an expired certificate", err, codes.Unavailable, "")
 
 	// A revoked gateway certificate can no longer connect or renew.
 	gwCred := gatewayCred(t, s.Addr(), "gw-x", "dc1")
