@@ -14,6 +14,19 @@
 // UNAVAILABLE so the caller retries, normally against the leader; gateways
 // are given every replica's address and move on to the next one.
 //
+// Security: every connection is TLS 1.3 with the installation's CA, kept
+// in etcd so every replica shares it (package controlplane/auth), and the
+// first start writes an admin credential to DataDir/admin.pem. Each call
+// passes the auth interceptor (who may call what), then the audit one
+// (package controlplane/audit); AdminService issues join tokens and
+// credentials. A gateway's hello must match its certificate, so it is
+// only ever given nodes of its own datacenter. Declared environments
+// (Config.Environments) are enforced before CreateRollout: a plan must name
+// one, and its hooks must be on the environment's allow-list. Host keys
+// are pinned from a scan a gateway of the node's datacenter made
+// (ScanNodeHostKey, TrustNodeHostKey): the control plane never connects to
+// a node and never holds SSH credentials.
+//
 // High availability: replicas share an external etcd cluster and one
 // artifact directory (a shared volume), since an artifact uploaded through
 // one replica is fetched by gateways from any. A dead leader's lease

@@ -33,4 +33,13 @@
 //     events or traces.
 //   - The deployer's spans join the control plane's trace through the W3C
 //     trace context carried in each assignment.
+//   - The link is TLS with a client certificate bound to the gateway's name
+//     and datacenter (Config.CredentialFile). A gateway without one joins
+//     once with a single-use join token; it renews the certificate after
+//     two thirds of its remaining life and moves its streams to a new
+//     connection, leaving calls in flight on the old one until its
+//     certificate expires. Join tokens are never logged.
+//   - Beside Connect the gateway holds ServeHostKeyScans: asked for a
+//     node's host key, it reads it from the SSH handshake and hangs up
+//     before authenticating, offering no credential and trusting nothing.
 package gateway
