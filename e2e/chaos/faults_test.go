@@ -76,7 +76,7 @@ func (f *fleetSetup) checkOneFailed(t *testing.T, done *outpostv1.Rollout, rel r
 	if _, err := os.Stat(bad.deployDir() + "/releases/" + done.GetReleaseId()); !os.IsNotExist(err) {
 		t.Errorf("%s: release %s exists on the node: %v", bad.id, done.GetReleaseId(), err)
 	}
-	checkAudit(t, f.cl, done, states)
+	checkAudit(t, f.cl, done, states, nil)
 }
 
 func TestConnectionCutMidTransfer(t *testing.T) {

@@ -88,7 +88,7 @@ func TestGatewayKilledMidUpload(t *testing.T) {
 	for _, n := range nodes {
 		checkNode(t, n, wantOf(done, rel), 1)
 	}
-	checkAudit(t, cl, done, states)
+	checkAudit(t, cl, done, states, nil)
 }
 
 var tookOverRE = regexp.MustCompile(`took over the lock of a deployment whose gateway is gone`)

@@ -64,8 +64,9 @@ func (h *haSetup) startRollout(t *testing.T) (*outpostv1.Rollout, release) {
 
 // checkAllDeployed checks the end of a rollout that must succeed on every
 // node with each node deployed exactly once, and returns the epochs that
-// activated the nodes, by node.
-func (h *haSetup) checkAllDeployed(t *testing.T, r *outpostv1.Rollout, rel release) map[string]int64 {
+// activated the nodes, by node. diedWith are the nodes whose result a
+// killed leader had just written (see checkAudit).
+func (h *haSetup) checkAllDeployed(t *testing.T, r *outpostv1.Rollout, rel release, diedWith map[string]bool) map[string]int64 {
 	t.Helper()
 	done := waitRollout(t, h.cl, r.GetId(), "the end of the rollout", terminal)
 	states := map[string]outpostv1.NodeState{}
@@ -81,7 +82,7 @@ func (h *haSetup) checkAllDeployed(t *testing.T, r *outpostv1.Rollout, rel relea
 			}
 		}
 	}
-	checkAudit(t, h.cl, done, states)
+	checkAudit(t, h.cl, done, states, diedWith)
 	return epochs
 }
 
@@ -107,7 +108,11 @@ func TestLeaderKilledMidRollout(t *testing.T) {
 		t.Errorf("took %v for a new leader, want within about the TTL (%v)", took, limit)
 	}
 
-	epochs := h.checkAllDeployed(t, r, rel)
+	diedWith := map[string]bool{}
+	for id, rec := range before {
+		diedWith[id] = rec.GetState() == outpostv1.NodeState_NODE_STATE_SUCCEEDED
+	}
+	epochs := h.checkAllDeployed(t, r, rel, diedWith)
 	// Nodes the dead leader had finished or handed out carry its epoch in
 	// their history; the rest were assigned by the new leader and carry
 	// the new one. The rollout was stopped in its second batch, so both
@@ -166,7 +171,7 @@ func TestLeaderPausedPastItsLease(t *testing.T) {
 	old.signal(syscall.SIGCONT)
 	old.waitLog(t, leadershipLostRE, waitLimit)
 
-	h.checkAllDeployed(t, r, rel)
+	h.checkAllDeployed(t, r, rel, nil)
 	// The old leader is a follower now: it refuses leader-only calls,
 	// naming the new leader.
 	_, err = h.c.client(old).AbortRollout(ctxT(t), &outpostv1.AbortRolloutRequest{Id: r.GetId()})
