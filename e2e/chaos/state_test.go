@@ -228,8 +228,12 @@ func checkAudit(t *testing.T, cl *e2etest.Client, r *outpostv1.Rollout, nodeStat
 // recorder collects what a check would report.
 type recorder struct{ errs, logs []string }
 
-func (r *recorder) Errorf(format string, args ...any) { r.errs = append(r.errs, fmt.Sprintf(format, args...)) }
-func (r *recorder) Logf(format string, args ...any)   { r.logs = append(r.logs, fmt.Sprintf(format, args...)) }
+func (r *recorder) Errorf(format string, args ...any) {
+	r.errs = append(r.errs, fmt.Sprintf(format, args...))
+}
+func (r *recorder) Logf(format string, args ...any) {
+	r.logs = append(r.logs, fmt.Sprintf(format, args...))
+}
 
 // listAudit returns the rollout's audit entries; false when the control
 // plane does not serve the audit log, or on an error (reported).
