@@ -74,6 +74,7 @@ See deploy/systemd/outpost-gateway.service for a systemd unit.`,
 			agent := fs.Bool("ssh-agent", false, "also offer the keys of the ssh-agent at $SSH_AUTH_SOCK (for encrypted keys)")
 			passwordFile := fs.String("ssh-password-file", "", "`FILE` holding the SSH password for legacy nodes without keys")
 			concurrency := fs.Int("concurrency", gateway.DefaultConcurrency, "nodes deployed at once")
+			handshakes := fs.Int("max-handshakes", 0, "SSH connection set-ups at once across all nodes (0 = 32), so a large batch does not trip the servers' MaxStartups")
 			cacheDir := fs.String("cache-dir", defaultCacheDir(), "artifact cache `directory`")
 			metrics := fs.String("metrics-listen", "", "serve Prometheus /metrics on this `address` (e.g. 127.0.0.1:9465); empty: off")
 			otelEndpoint := fs.String("otel-endpoint", "", otelEndpointHelp)
@@ -126,6 +127,7 @@ See deploy/systemd/outpost-gateway.service for a systemd unit.`,
 						Agent:           *agent,
 						PasswordFile:    *passwordFile,
 						KnownHostsFiles: knownHosts,
+						MaxHandshakes:   *handshakes,
 					},
 					MetricsListen:  *metrics,
 					Logger:         log,

@@ -97,6 +97,12 @@ type SSHConfig struct {
 	// KnownHostsFiles are OpenSSH known_hosts files checked for nodes that
 	// carry no pinned host keys.
 	KnownHostsFiles []string
+	// MaxHandshakes bounds the SSH connection set-ups (TCP connect, key
+	// exchange, authentication) running at once across all nodes, so a
+	// large batch does not hit every server's MaxStartups and the
+	// gateway's CPU at the same instant; attempts beyond it wait their
+	// turn. Zero means sshexec's default (32).
+	MaxHandshakes int
 }
 
 // CheckAndSetDefaults validates c and fills in defaults. It reads nothing
@@ -125,6 +131,8 @@ func (c *Config) CheckAndSetDefaults() error {
 	switch {
 	case c.Concurrency < 0:
 		return fmt.Errorf("gateway: Concurrency %d is negative", c.Concurrency)
+	case c.SSH.MaxHandshakes < 0:
+		return fmt.Errorf("gateway: SSH.MaxHandshakes %d is negative", c.SSH.MaxHandshakes)
 	case c.Concurrency == 0:
 		c.Concurrency = DefaultConcurrency
 	}

@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
+	"github.com/outposthq/outpost/gateway/sshexec"
 	"os"
 	"path/filepath"
 	"strings"
@@ -150,7 +151,8 @@ func TestLoadAuth(t *testing.T) {
 func TestSSHConfigForNode(t *testing.T) {
 	hostKey := testSigner(t).PublicKey()
 	line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(hostKey)))
-	g := &Gateway{cfg: Config{SSH: SSHConfig{User: "deploy", KnownHostsFiles: []string{"/etc/kh"}}}, log: slogTo(&syncBuffer{})}
+	limiter := sshexec.NewDialLimiter(4)
+	g := &Gateway{cfg: Config{SSH: SSHConfig{User: "deploy", KnownHostsFiles: []string{"/etc/kh"}}}, log: slogTo(&syncBuffer{}), dials: limiter}
 
 	c, err := g.sshConfig(&outpostv1.Node{Id: "n1", Address: "10.0.0.1"})
 	if err != nil {
@@ -158,6 +160,9 @@ func TestSSHConfigForNode(t *testing.T) {
 	}
 	if c.User != "deploy" || len(c.HostKeys.Pinned) != 0 || len(c.HostKeys.KnownHostsFiles) != 1 {
 		t.Errorf("node without pinned keys: %+v, want default user and the known_hosts files", c)
+	}
+	if c.DialLimiter != limiter {
+		t.Errorf("node's dial limiter = %p, want the gateway's shared one %p", c.DialLimiter, limiter)
 	}
 	c, err = g.sshConfig(&outpostv1.Node{Id: "n1", Address: "10.0.0.1", User: "app", HostKeys: []string{line}})
 	if err != nil {

@@ -134,10 +134,11 @@ func (g *Gateway) sshConfig(n *outpostv1.Node) (sshexec.Config, error) {
 		}
 	}
 	return sshexec.Config{
-		Address:  n.GetAddress(),
-		User:     user,
-		Auth:     g.auth,
-		HostKeys: hk,
-		Logger:   g.log.With("node_id", n.GetId()),
+		Address:     n.GetAddress(),
+		User:        user,
+		Auth:        g.auth,
+		HostKeys:    hk,
+		DialLimiter: g.dials,
+		Logger:      g.log.With("node_id", n.GetId()),
 	}, nil
 }

@@ -43,7 +43,8 @@ var shutdownFlush = 5 * time.Second
 type Gateway struct {
 	cfg         Config
 	log         *slog.Logger
-	auth        sshexec.Auth // loaded once by New
+	auth        sshexec.Auth         // loaded once by New
+	dials       *sshexec.DialLimiter // shared by every node's connection set-up
 	tracer      trace.Tracer
 	deploy      nodeDeployer
 	reg         *prometheus.Registry
@@ -85,6 +86,7 @@ func New(cfg Config) (*Gateway, error) {
 		cfg:      cfg,
 		log:      cfg.Logger.With("gateway", cfg.Name),
 		auth:     auth,
+		dials:    sshexec.NewDialLimiter(cfg.SSH.MaxHandshakes),
 		tracer:   cfg.TracerProvider.Tracer("outpost/gateway"),
 		reg:      prometheus.NewRegistry(),
 		out:      newOutbox(DefaultOutboxSize),
