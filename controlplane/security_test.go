@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -140,6 +141,27 @@ func TestRolesAreEnforced(t *testing.T) {
 		err = stream.RecvMsg(&outpostv1.ConnectResponse{})
 	}
 	wantCode(t, "user Connect", err, codes.PermissionDenied, "for gateways only")
+
+	// Refused attempts are in the audit log too, with who tried and the
+	// refusal: the audit interceptor runs before authorization.
+	ac := outpostv1.NewAuditServiceClient(admin.conn)
+	var got []string
+	for range 100 {
+		resp, err := ac.ListAuditEntries(ctxT(t), &outpostv1.ListAuditEntriesRequest{PageSize: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = got[:0]
+		for _, e := range resp.GetEntries() {
+			got = append(got, e.GetAction()+" by "+e.GetActor()+": "+e.GetResult())
+		}
+		if slices.Contains(got, outpostv1.ControlPlaneService_CreateRollout_FullMethodName+" by vera: PERMISSION_DENIED") &&
+			slices.Contains(got, outpostv1.ControlPlaneService_ApplyNodes_FullMethodName+" by dora: PERMISSION_DENIED") {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Errorf("audit entries = %q, want the refused CreateRollout by vera and ApplyNodes by dora", got)
 }
 
 func TestGatewayCannotClaimAnotherDatacenterOrName(t *testing.T) {

@@ -247,9 +247,10 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.audit, err = audit.New(audit.Config{
 		Store: s.store,
-		// The audit interceptors run inside the auth ones, which have
-		// put the verified caller into the context.
-		Identity:    audit.FromPKI(auth.FromContext),
+		// The audit interceptors run outside the auth ones, so calls that
+		// auth refuses are recorded too (who tried what, and the refusal);
+		// the caller is named by the certificate TLS verified.
+		Identity:    audit.PeerIdentity,
 		ReplicaName: cfg.ReplicaName,
 		Logger:      cfg.Logger,
 	})
@@ -280,8 +281,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		grpc.Creds(credentials.NewTLS(pki.ServerTLSConfig(ca, serverCert))),
 		// Authorization comes first: nothing else sees a call that is
 		// refused, and everything after it knows the caller.
-		grpc.ChainUnaryInterceptor(s.auth.UnaryInterceptor(), s.audit.UnaryServerInterceptor()),
-		grpc.ChainStreamInterceptor(s.auth.StreamInterceptor(), s.audit.StreamServerInterceptor()),
+		grpc.ChainUnaryInterceptor(s.audit.UnaryServerInterceptor(), s.auth.UnaryInterceptor()),
+		grpc.ChainStreamInterceptor(s.audit.StreamServerInterceptor(), s.auth.StreamInterceptor()),
 		// Gateways ping every 10 s so a dead link is noticed fast; allow it.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	)
