@@ -84,7 +84,7 @@ func newHostKeyVerifier(address string, hk HostKeys) (*hostKeyVerifier, error) {
 		if err != nil {
 			return nil, err
 		}
-		v.knownHosts = db.cb
+		v.knownHosts = db.check
 		known, err := knownKeys(db, address)
 		if err != nil {
 			return nil, err
@@ -156,7 +156,7 @@ func knownKeys(db *knownHostsDB, address string) ([]knownKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	err = db.cb(address, &net.TCPAddr{IP: net.IPv4zero}, probe)
+	err = db.check(address, &net.TCPAddr{IP: net.IPv4zero}, probe)
 	var keyErr *knownhosts.KeyError
 	if !errors.As(err, &keyErr) {
 		// Only a KeyError can come back for a random plain key.
@@ -174,6 +174,16 @@ type knownHostsDB struct {
 	cb      ssh.HostKeyCallback     // read-only after loading: safe for concurrent dials
 	caLines map[string]map[int]bool // per file, its @cert-authority line numbers
 	stamps  []fileStamp             // what the files were when parsed
+	index   knownIndex              // nil unless every line is plain; read-only
+}
+
+// check is the known_hosts host key callback: answered from the index
+// when the files allow one, else by knownhosts line by line.
+func (db *knownHostsDB) check(address string, remote net.Addr, key ssh.PublicKey) error {
+	if db.index == nil {
+		return db.cb(address, remote, key)
+	}
+	return db.index.check(db.cb, address, remote, key)
 }
 
 // fileStamp identifies one version of a file cheaply.
@@ -231,6 +241,9 @@ func loadKnownHosts(files []string) (*knownHostsDB, error) {
 		if db.caLines[f], err = certAuthorityLines(f); err != nil {
 			return nil, err
 		}
+	}
+	if db.index, err = buildKnownIndex(files); err != nil {
+		return nil, err
 	}
 	knownHostsCache.mu.Lock()
 	if knownHostsCache.m == nil {
