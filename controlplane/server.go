@@ -49,6 +49,9 @@ const (
 	serverCertTTL = 365 * 24 * time.Hour
 	// notifyFlush bounds how long Shutdown waits for webhooks.
 	notifyFlush = 5 * time.Second
+	// auditReconcileAttempts bounds the tries of one term's audit
+	// reconciliation (see reconcileAudit).
+	auditReconcileAttempts = 5
 )
 
 // Config configures a control plane.
@@ -548,8 +551,20 @@ func (s *Server) lead(ctx context.Context, l *leader.Leadership) error {
 	if err != nil {
 		return err
 	}
+	// Every write of an earlier term is older than this revision (their
+	// fence failed once this term began), every write of this term's
+	// engine newer: audit.Reconcile records what is older.
+	startRev, err := s.store.Revision(ctx)
+	if err != nil {
+		return err
+	}
 	ectx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	reconciled := make(chan struct{})
+	go func() {
+		defer close(reconciled)
+		s.reconcileAudit(ectx, startRev)
+	}()
 	watchDone := make(chan struct{})
 	go func() {
 		defer close(watchDone)
@@ -573,7 +588,39 @@ func (s *Server) lead(ctx context.Context, l *leader.Leadership) error {
 	s.mu.Unlock()
 	cancel()
 	<-watchDone
+	<-reconciled
 	return err
+}
+
+// reconcileAudit writes the audit entries of node results (and rollout
+// ends) that a previous leader made durable but died before recording,
+// retrying a few times while the term lasts.
+func (s *Server) reconcileAudit(ctx context.Context, startRev int64) {
+	retry := time.Second
+	for attempt := 1; ; attempt++ {
+		n, err := s.audit.Reconcile(ctx, startRev, time.Now().Add(-audit.DefaultReconcileWindow))
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err == nil:
+			if n > 0 {
+				s.log.Warn("recorded audit entries a previous leader lost", "entries", n)
+			}
+			return
+		case attempt == auditReconcileAttempts:
+			s.log.Error("reconciling the audit log failed; node results of the previous leadership term may lack entries", "err", err, "recorded", n)
+			return
+		}
+		s.log.Warn("reconciling the audit log failed; will retry", "err", err, "recorded", n, "retry_in", retry)
+		t := time.NewTimer(retry)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		retry *= 2
+	}
 }
 
 // auditedSteps passes the engine's step events to the watchers and records

@@ -38,7 +38,25 @@
 // outcome is unknown the writer checks whether its batch landed, but a
 // transaction that lands after that check is written twice.
 //
+// Markers and recovery: the engine makes a node's result durable first
+// and queues its entry after, so a leader killed in between would lose the
+// entry. Every node result entry and every entry of a rollout reaching a
+// terminal state is written together with a marker key in the same
+// transaction (/outpost/auditidx/<rollout>/nodes/<node>/<STATE>/<assignment>
+// or /outpost/auditidx/<rollout>/state/<STATE>, holding the entry's
+// sequence; see IndexPrefix), which costs no extra transaction. When a
+// replica becomes leader the control plane runs [Log.Reconcile]: for each
+// rollout that is unfinished or ended within a day, it compares the final
+// node records (as they were when the term began) with the rollout's
+// markers, one range read, and records what has no marker with detail
+// recovered=true. So every node's latest result is in the log at least
+// once across leader crashes; a deposed leader that is still alive may
+// write the same result again. A rollout ending in the same terminal state
+// twice (a retry) shares one marker, so only the first end is recoverable.
+//
 // Retention: a janitor goroutine deletes entries older than
 // Config.Retention (90 days by default), but never the newest entry, which
-// carries the sequence. Every replica runs one; deletes are idempotent.
+// carries the sequence, and deletes each expired entry's marker first
+// unless a newer entry of the same result holds it. Every replica runs
+// one; deletes are idempotent.
 package audit

@@ -3,11 +3,15 @@ package audit
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/outposthq/outpost/controlplane/store"
+	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
 const (
@@ -16,6 +20,9 @@ const (
 	sweepChunk = 1000
 	// sweepTimeout bounds one background sweep.
 	sweepTimeout = 5 * time.Minute
+	// markerDeletes is how many conditional marker deletes one
+	// transaction carries, well under store.MaxTxnOps.
+	markerDeletes = 64
 )
 
 // janitor deletes expired entries at start and then every SweepInterval.
@@ -52,9 +59,10 @@ func (l *Log) janitor() {
 	}
 }
 
-// Sweep deletes the entries older than Retention (by Config.Now) and
-// returns how many it deleted. It never deletes the newest entry, which
-// carries the log's sequence.
+// Sweep deletes the entries older than Retention (by Config.Now), with
+// their markers (see IndexPrefix), and returns how many entries it
+// deleted. It never deletes the newest entry, which carries the log's
+// sequence.
 func (l *Log) Sweep(ctx context.Context) (int, error) {
 	cutoff := store.AuditKey(l.cfg.Now().Add(-l.cfg.Retention), 0)
 	client := l.cfg.Store.Client()
@@ -70,12 +78,19 @@ func (l *Log) Sweep(ctx context.Context) (int, error) {
 	// Each pass deletes at least one key or stops; the bound guards
 	// against a bug turning it into a spin.
 	for range 1 << 20 {
-		resp, err := client.Get(ctx, store.AuditPrefix, clientv3.WithRange(end), clientv3.WithKeysOnly(), clientv3.WithLimit(sweepChunk))
+		resp, err := client.Get(ctx, store.AuditPrefix, clientv3.WithRange(end), clientv3.WithLimit(sweepChunk))
 		if err != nil {
 			return deleted, fmt.Errorf("list expired audit entries: %w", err)
 		}
 		if len(resp.Kvs) == 0 {
 			return deleted, nil
+		}
+		// Markers first: a sweep cut short here leaves entries without
+		// markers (Reconcile may record them again, only for rollouts that
+		// ended recently, which these are not), never markers without
+		// entries that nothing would delete.
+		if err := l.deleteMarkers(ctx, resp.Kvs); err != nil {
+			return deleted, err
 		}
 		last := string(resp.Kvs[len(resp.Kvs)-1].Key)
 		del, err := client.Delete(ctx, store.AuditPrefix, clientv3.WithRange(last+"\x00"))
@@ -88,4 +103,54 @@ func (l *Log) Sweep(ctx context.Context) (int, error) {
 		}
 	}
 	return deleted, fmt.Errorf("delete expired audit entries: too many passes")
+}
+
+// deleteMarkers deletes the markers of the entries in kvs. A marker is
+// deleted only while it still holds its entry's sequence: a later entry
+// of the same result (written again by Reconcile, or a retried rollout
+// ending in the same state) took it over and keeps it.
+func (l *Log) deleteMarkers(ctx context.Context, kvs []*mvccpb.KeyValue) error {
+	// One transaction may not touch a key twice, and two entries of one
+	// result share a marker: the newer entry's sequence is the one a
+	// marker can hold.
+	seqs := map[string]int64{}
+	var keys []string
+	for _, kv := range kvs {
+		var e outpostv1.AuditEntry
+		if err := proto.Unmarshal(kv.Value, &e); err != nil {
+			// An entry that cannot be read has no marker we could find.
+			continue
+		}
+		key := markerKey(&e)
+		if key == "" {
+			continue
+		}
+		if _, ok := seqs[key]; !ok {
+			keys = append(keys, key)
+		}
+		seqs[key] = max(seqs[key], e.GetSequence())
+	}
+	var ops []clientv3.Op
+	flush := func() error {
+		if len(ops) == 0 {
+			return nil
+		}
+		if _, err := l.cfg.Store.Client().Txn(ctx).Then(ops...).Commit(); err != nil {
+			return fmt.Errorf("delete audit markers: %w", err)
+		}
+		ops = ops[:0]
+		return nil
+	}
+	for _, key := range keys {
+		seq := strconv.FormatInt(seqs[key], 10)
+		ops = append(ops, clientv3.OpTxn(
+			[]clientv3.Cmp{clientv3.Compare(clientv3.Value(key), "=", seq)},
+			[]clientv3.Op{clientv3.OpDelete(key)}, nil))
+		if len(ops) == markerDeletes {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return flush()
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -552,12 +553,16 @@ func (l *Log) commit(ctx context.Context, batch []*item) (int, error) {
 }
 
 // assign numbers the batch after the head and returns the puts for as many
-// entries as fit in one transaction, with the first one's key and bytes.
+// entries (each with its marker, see markerKey) as fit in one transaction,
+// how many entries that is, and the first one's key and bytes.
 func (l *Log) assign(batch []*item) ([]clientv3.Op, int, uncertain, error) {
 	var (
 		ops   []clientv3.Op
+		n     int // entries in ops
 		first uncertain
 		size  int
+		// markers are the ops' indexes of the markers put, by key.
+		markers = map[string]int{}
 	)
 	prev, seq := l.head.time, l.head.seq
 	for _, it := range batch {
@@ -573,17 +578,36 @@ func (l *Log) assign(batch []*item) ([]clientv3.Op, int, uncertain, error) {
 			return nil, 0, first, fmt.Errorf("encode audit entry: %w", err)
 		}
 		key := store.AuditKey(at, seq)
-		if len(ops) > 0 && size+len(key)+len(b) > maxBatchBytes {
+		// The marker goes in the entry's transaction: a crash cannot leave
+		// one without the other, so a marker proves the entry was written.
+		marker := markerKey(it.e)
+		idx, dup := markers[marker]
+		need := 1
+		if marker != "" && !dup {
+			need = 2
+		}
+		if n > 0 && (size+len(key)+len(b)+len(marker) > maxBatchBytes || len(ops)+need > store.MaxTxnOps) {
 			break
 		}
-		if len(ops) == 0 {
+		if n == 0 {
 			first = uncertain{key: key, value: b}
 		}
-		size += len(key) + len(b)
+		size += len(key) + len(b) + len(marker)
 		ops = append(ops, clientv3.OpPut(key, string(b)))
+		switch {
+		case marker == "":
+		case dup:
+			// etcd refuses a transaction that puts a key twice; the
+			// result was queued twice and its newer entry holds the marker.
+			ops[idx] = clientv3.OpPut(marker, strconv.FormatInt(seq, 10))
+		default:
+			markers[marker] = len(ops)
+			ops = append(ops, clientv3.OpPut(marker, strconv.FormatInt(seq, 10)))
+		}
+		n++
 		prev = at
 	}
-	return ops, len(ops), first, nil
+	return ops, n, first, nil
 }
 
 // readHead reads the newest entry.

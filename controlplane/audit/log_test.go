@@ -76,8 +76,10 @@ func openLog(t *testing.T, s *store.Store, cfg audit.Config) *audit.Log {
 // from an empty log.
 func clearAudit(t *testing.T, s *store.Store) {
 	t.Helper()
-	if _, err := s.Client().Delete(ctxT(t), store.AuditPrefix, clientv3.WithPrefix()); err != nil {
-		t.Fatal(err)
+	for _, prefix := range []string{store.AuditPrefix, audit.IndexPrefix} {
+		if _, err := s.Client().Delete(ctxT(t), prefix, clientv3.WithPrefix()); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
@@ -233,11 +235,23 @@ func TestAppendListWatch(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// Each etcd transaction adds one revision: 100 entries in batches of 64.
+		// Each etcd transaction adds one revision: 100 entries in batches
+		// of 64, each entry's marker in its transaction.
 		if txns := after - before; txns != 2 {
 			t.Errorf("100 entries took %d transactions, want 2", txns)
 		}
-		checkOrder(t, listAll(t, l, audit.Query{}, 1000), 1)
+		all := listAll(t, l, audit.Query{}, 1000)
+		checkOrder(t, all, 1)
+		markers := readMarkers(t, s, "r-1")
+		if len(markers) != 100 {
+			t.Errorf("%d markers for 100 node results, want 100", len(markers))
+		}
+		for _, e := range all {
+			key := audit.NodeResultMarkerKey("r-1", e.GetNodeId(), outpostv1.NodeState_NODE_STATE_SUCCEEDED, "")
+			if got, want := markers[key], e.GetSequence(); got != want {
+				t.Errorf("marker %s = %d, want the entry's sequence %d", key, got, want)
+			}
+		}
 	})
 
 	t.Run("ReplicasShareOneSequence", func(t *testing.T) {

@@ -57,6 +57,13 @@ func (l *Log) RecordNodeStep(ctx context.Context, gateway string, ev *outpostv1.
 // success), gateway the gateway that ran it ("" when none did). It never
 // blocks (see Enqueue); ctx only contributes its trace id.
 func (l *Log) RecordNodeResult(ctx context.Context, rolloutID, nodeID string, state outpostv1.NodeState, step outpostv1.Step, errText, gateway string) {
+	l.enqueueRecord(ctx, l.nodeResultEntry(rolloutID, nodeID, state, step, errText, gateway, ""))
+}
+
+// nodeResultEntry is the entry of RecordNodeResult; assignmentID, when
+// set, names the assignment that ended in state (detail "assignment"),
+// which tells the results of a retried node apart.
+func (l *Log) nodeResultEntry(rolloutID, nodeID string, state outpostv1.NodeState, step outpostv1.Step, errText, gateway, assignmentID string) *outpostv1.AuditEntry {
 	e := l.nodeEntry(gateway, rolloutID, nodeID)
 	e.Action = ActionNodeResult
 	name := strings.TrimPrefix(state.String(), "NODE_STATE_")
@@ -73,13 +80,19 @@ func (l *Log) RecordNodeResult(ctx context.Context, rolloutID, nodeID string, st
 	if step != outpostv1.Step_STEP_UNSPECIFIED {
 		detail(e, "step", stepName(step))
 	}
-	l.enqueueRecord(ctx, e)
+	detail(e, "assignment", assignmentID)
+	return e
 }
 
 // RecordRolloutNode is RecordNodeResult for a node's record, in the shape
-// of the rollout engine's OnNodeResult hook.
+// of the rollout engine's OnNodeResult hook; the entry also names the
+// node's assignment (detail "assignment").
 func (l *Log) RecordRolloutNode(ctx context.Context, rolloutID string, n *outpostv1.RolloutNode) {
-	l.RecordNodeResult(ctx, rolloutID, n.GetNodeId(), n.GetState(), n.GetStep(), n.GetError(), n.GetGateway())
+	l.enqueueRecord(ctx, l.rolloutNodeEntry(rolloutID, n))
+}
+
+func (l *Log) rolloutNodeEntry(rolloutID string, n *outpostv1.RolloutNode) *outpostv1.AuditEntry {
+	return l.nodeResultEntry(rolloutID, n.GetNodeId(), n.GetState(), n.GetStep(), n.GetError(), n.GetGateway(), n.GetAssignmentId())
 }
 
 // RecordRolloutState records that rollout r changed from state from to
@@ -88,6 +101,16 @@ func (l *Log) RecordRolloutNode(ctx context.Context, rolloutID string, n *outpos
 // separately by the interceptors. It never blocks (see Enqueue); ctx only
 // contributes its trace id.
 func (l *Log) RecordRolloutState(ctx context.Context, r *outpostv1.Rollout, from, to outpostv1.RolloutState, reason string) {
+	fromName := stateName(from)
+	if fromName == "" {
+		fromName = "NEW"
+	}
+	l.enqueueRecord(ctx, l.rolloutStateEntry(r, fromName, to, reason))
+}
+
+// rolloutStateEntry is the entry of RecordRolloutState from the state
+// named fromName ("" when not known).
+func (l *Log) rolloutStateEntry(r *outpostv1.Rollout, fromName string, to outpostv1.RolloutState, reason string) *outpostv1.AuditEntry {
 	e := &outpostv1.AuditEntry{
 		Actor:     l.cfg.ReplicaName,
 		ActorKind: outpostv1.AuditActorKind_AUDIT_ACTOR_KIND_SYSTEM,
@@ -95,11 +118,11 @@ func (l *Log) RecordRolloutState(ctx context.Context, r *outpostv1.Rollout, from
 		Result:    ResultOK,
 	}
 	setRollout(e, r.GetId())
-	fromName, toName := stateName(from), stateName(to)
-	if fromName == "" {
-		fromName = "NEW"
+	toName := stateName(to)
+	e.Message = toName
+	if fromName != "" {
+		e.Message = fromName + " -> " + toName
 	}
-	e.Message = fromName + " -> " + toName
 	if reason != "" {
 		e.Message += ": " + reason
 	}
@@ -112,7 +135,7 @@ func (l *Log) RecordRolloutState(ctx context.Context, r *outpostv1.Rollout, from
 		detail(e, "revision", strconv.FormatInt(r.GetRevision(), 10))
 	}
 	detail(e, "release", r.GetReleaseId())
-	l.enqueueRecord(ctx, e)
+	return e
 }
 
 // nodeEntry starts an entry about a node: the gateway that ran it is the
