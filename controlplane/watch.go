@@ -43,7 +43,7 @@ func (c *controlPlaneService) WatchRollout(req *outpostv1.WatchRolloutRequest, s
 	}
 	ctx := stream.Context()
 
-	events, unsubscribe := s.events.subscribe(id)
+	events, unsubscribe := s.events.subscribe(id, req.GetFromRevision() == 0)
 	defer unsubscribe()
 
 	from := req.GetFromRevision()
