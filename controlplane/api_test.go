@@ -512,6 +512,15 @@ func TestMetrics(t *testing.T) {
 	defer gw.disconnect()
 	r := createRollout(t, c, rollingPlan("100%", 50), digest)
 	waitRollout(t, c, r.GetId(), "SUCCEEDED", stateIs(outpostv1.RolloutState_ROLLOUT_STATE_SUCCEEDED))
+	fs, err := c.FetchArtifact(ctxT(t), &outpostv1.FetchArtifactRequest{Sha256: digest})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := fs.Recv(); err != nil {
+			break
+		}
+	}
 
 	resp, err := http.Get("http://" + s.MetricsAddr() + "/metrics")
 	if err != nil {
@@ -526,6 +535,8 @@ func TestMetrics(t *testing.T) {
 		`outpost_gateways_connected{datacenter="dc1"} 1`,
 		`outpost_step_duration_seconds_count{result="SUCCEEDED",step="UNLOCK"} 2`,
 		`outpost_step_duration_seconds_count{result="FAILED",step="HEALTH"} 1`,
+		"outpost_artifact_fetches_total 1\n",
+		"outpost_artifact_fetch_sent_bytes_total 1\n",
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %q", want)

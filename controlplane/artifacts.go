@@ -131,6 +131,7 @@ func (s *Server) fetchArtifact(req *outpostv1.FetchArtifactRequest, stream grpc.
 	if _, err := f.Seek(off, io.SeekStart); err != nil {
 		return internal(fmt.Errorf("seek: %w", err))
 	}
+	s.fetchMet.fetches.Inc()
 	buf := make([]byte, fetchChunk)
 	first := &outpostv1.FetchArtifactResponse{Artifact: artifactOf(meta)}
 	for sent := off; ; {
@@ -146,6 +147,7 @@ func (s *Server) fetchArtifact(req *outpostv1.FetchArtifactRequest, stream grpc.
 		if err := stream.Send(m); err != nil {
 			return err
 		}
+		s.fetchMet.sentBytes.Add(float64(n))
 		sent += int64(n)
 		if sent >= meta.Size || n == 0 {
 			return nil

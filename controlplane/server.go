@@ -174,6 +174,7 @@ type Server struct {
 	health    *health.Server
 	addr      string
 	metrics   *rollout.Metrics
+	fetchMet  *artifactMetrics
 	events    *eventHub
 	httpSrv   *http.Server // nil without MetricsListen
 	metricsLn net.Listener
@@ -272,6 +273,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if s.metrics, err = rollout.NewMetrics(reg); err != nil {
+		return nil, fmt.Errorf("controlplane: metrics: %w", err)
+	}
+	if s.fetchMet, err = newArtifactMetrics(reg); err != nil {
 		return nil, fmt.Errorf("controlplane: metrics: %w", err)
 	}
 
