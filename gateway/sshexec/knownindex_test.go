@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"golang.org/x/crypto/ssh"
@@ -150,5 +151,40 @@ func BenchmarkKnownHostsCheck(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestKnownHostsParsedOnceByConcurrentDials checks that the dials of a
+// batch starting together share one parse of the files.
+func TestKnownHostsParsedOnceByConcurrentDials(t *testing.T) {
+	var buf bytes.Buffer
+	for i := range 2000 {
+		buf.WriteString(knownhosts.Line([]string{fmt.Sprintf("127.2.%d.%d:2222", i/250, i%250+1)}, randomHostKey(t)) + "\n")
+	}
+	f := filepath.Join(t.TempDir(), "known_hosts")
+	if err := os.WriteFile(f, buf.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const dials = 32
+	dbs := make(chan *knownHostsDB, dials)
+	var wg sync.WaitGroup
+	for range dials {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			db, err := loadKnownHosts([]string{f})
+			if err != nil {
+				t.Error(err)
+			}
+			dbs <- db
+		}()
+	}
+	wg.Wait()
+	close(dbs)
+	first := <-dbs
+	for db := range dbs {
+		if db != first {
+			t.Fatal("concurrent dials parsed the known_hosts files more than once")
+		}
 	}
 }
