@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"testing"
 	"time"
@@ -135,6 +136,10 @@ func BenchmarkProfile(b *testing.B) {
 	}
 	spec := scalePlan()
 	sys := &outpostSystem{client: client}
+	if path := os.Getenv("OUTPOST_BENCH_HEAPPROFILE"); path != "" {
+		stop := peakHeapProfile(b, path)
+		defer stop()
+	}
 	b.ResetTimer()
 	var total time.Duration
 	for range b.N {
@@ -142,6 +147,47 @@ func BenchmarkProfile(b *testing.B) {
 		total += elapsed
 	}
 	b.ReportMetric(total.Seconds()/float64(b.N), "s/rollout")
+}
+
+// peakHeapProfile writes a heap profile to path each time the heap in use
+// reaches a new peak, until stop: -memprofile only sees the heap at the
+// end, after the rollout let go of it.
+func peakHeapProfile(b *testing.B, path string) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		var peak uint64
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			if ms.HeapInuse <= peak*11/10 {
+				continue
+			}
+			peak = ms.HeapInuse
+			runtime.GC() // a heap profile shows the heap as of the last GC
+			f, err := os.Create(path)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			if err := pprof.WriteHeapProfile(f); err != nil {
+				b.Error(err)
+			}
+			f.Close()
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
+	}
 }
 
 // scalePlan is the plan of BenchmarkScale and BenchmarkProfile: a 1 KiB

@@ -264,10 +264,11 @@ func inventory(fleets []*fleetProc) []*outpostv1.Node {
 // outpostSystem is a control plane and one gateway per datacenter, each an
 // `outpost` process.
 type outpostSystem struct {
-	cp       *daemon
-	addr     string
-	gateways []*daemon
-	client   *e2etest.Client
+	cp          *daemon
+	addr        string
+	metricsAddr string // the control plane's /metrics
+	gateways    []*daemon
+	client      *e2etest.Client
 }
 
 type systemConfig struct {
@@ -284,8 +285,9 @@ func startSystem(ctx context.Context, b *testing.B, dir, bin string, cfg systemC
 	s := &outpostSystem{}
 	s.cp = startDaemon(b, dir, "controlplane", bin, "controlplane",
 		"--listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "cp-data"), "--name", "bench-cp",
-		"--log-format", "json", "--log-level", "info")
+		"--metrics-listen", "127.0.0.1:0", "--log-format", "json", "--log-level", "info")
 	s.addr = s.cp.waitLog(b, "control plane ready", "addr")
+	s.metricsAddr = s.cp.waitLog(b, "control plane started", "metrics")
 	admin, err := pki.LoadCredential(filepath.Join(dir, "cp-data", "admin.pem"))
 	if err != nil {
 		b.Fatal(err)
@@ -358,10 +360,24 @@ func (s *outpostSystem) failures(ctx context.Context, id string) string {
 	return strings.Join(out, "; ")
 }
 
+// metrics returns the control plane's own unlabelled metrics.
+func (s *outpostSystem) metrics(b *testing.B) map[string]float64 {
+	b.Helper()
+	resp, err := http.Get("http://" + s.metricsAddr + "/metrics")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	return parseMetrics(resp.Body)
+}
+
 // usage is what every process has spent so far.
 type usage struct {
 	cp, gateways, fleet float64 // CPU seconds
-	etcd                etcdCounts
+	// fleetCmds is the part of fleet spent by the commands the hosts ran
+	// (children of fleetd); the rest is the hosts' SSH servers.
+	fleetCmds float64
+	etcd      etcdCounts
 }
 
 func (s *outpostSystem) usage(b *testing.B, fleets []*fleetProc) usage {
@@ -371,7 +387,9 @@ func (s *outpostSystem) usage(b *testing.B, fleets []*fleetProc) usage {
 		u.gateways += g.cpuSeconds(b)
 	}
 	for _, f := range fleets {
-		u.fleet += f.cpuSeconds(b)
+		all := f.cpuSeconds(b)
+		u.fleet += all
+		u.fleetCmds += all - procCPU(b, f.cmd.Process.Pid, false)
 	}
 	return u
 }
@@ -546,6 +564,65 @@ func listeners(pid int) ([]string, error) {
 		out = append(out, net.JoinHostPort(ip.String(), strconv.FormatUint(port, 10)))
 	}
 	return out, nil
+}
+
+// rssSampler records the peak anonymous and file-backed resident memory
+// of a process (RssAnon, RssFile in /proc/pid/status) while it runs:
+// VmHWM says how much, these say whether it is heap or mapped files (the
+// embedded etcd's bbolt database is mapped).
+type rssSampler struct {
+	stop chan struct{}
+	done chan struct{}
+	// peak values in kB, valid after Stop.
+	anon, file int64
+	// anonAt is when anon peaked; log lists RssAnon every few seconds.
+	anonAt time.Duration
+	log    []string
+}
+
+func sampleRSS(pid int) *rssSampler {
+	s := &rssSampler{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		tick := time.NewTicker(250 * time.Millisecond)
+		defer tick.Stop()
+		start := time.Now()
+		for i := 0; ; i++ {
+			if data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
+				for _, line := range strings.Split(string(data), "\n") {
+					f := strings.Fields(line)
+					if len(f) != 3 {
+						continue
+					}
+					v, _ := strconv.ParseInt(f[1], 10, 64)
+					switch f[0] {
+					case "RssAnon:":
+						if v > s.anon {
+							s.anon, s.anonAt = v, time.Since(start)
+						}
+						if i%20 == 0 {
+							s.log = append(s.log, fmt.Sprintf("%.0fs:%dMB", time.Since(start).Seconds(), v/1024))
+						}
+					case "RssFile:":
+						s.file = max(s.file, v)
+					}
+				}
+			}
+			select {
+			case <-s.stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return s
+}
+
+// Stop ends the sampling and returns the peaks in MB.
+func (s *rssSampler) Stop() (anonMB, fileMB float64) {
+	close(s.stop)
+	<-s.done
+	return float64(s.anon) / 1024, float64(s.file) / 1024
 }
 
 // raiseFileLimit lifts the open files limit to its hard maximum and skips
