@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 out=BENCHMARKS.md
 raw=$(mktemp -d)
 trap 'rm -rf "$raw"' EXIT
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 
 run() { # name, go test args...
   local name=$1; shift
@@ -38,6 +39,7 @@ cpu=$(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2; exit}')
   echo
   echo "Written by \`make bench\` (scripts/bench.sh) on $(date -u +%Y-%m-%d). Machine: ${cpu:-unknown CPU},"
   echo "$(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB memory, $(go version | awk '{print $3}'), $(ssh -V 2>&1)."
+  echo "Load average (1, 5, 15 min) when the run started: $load_start; when these sections ended: $(cut -d' ' -f1-3 /proc/loadavg)."
   echo "Each figure is the median of the runs shown below; ratios compare figures measured in the"
   echo "same run against the same real OpenSSH sshd on loopback."
   echo
