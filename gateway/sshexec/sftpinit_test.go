@@ -63,9 +63,10 @@ func TestSFTPLimitsWriteSize(t *testing.T) {
 		want int
 	}{
 		{"not stated", sftpLimits{}, 32 << 10},
-		{"openssh", sftpLimits{MaxPacket: 256 << 10, MaxRead: 255 << 10, MaxWrite: 255 << 10}, 255 << 10},
+		{"openssh, capped", sftpLimits{MaxPacket: 256 << 10, MaxRead: 255 << 10, MaxWrite: 255 << 10}, 128 << 10},
 		{"only packet size", sftpLimits{MaxPacket: 64 << 10}, 63 << 10},
-		{"generous server capped", sftpLimits{MaxWrite: 16 << 20}, 256 << 10},
+		{"generous server capped", sftpLimits{MaxWrite: 16 << 20}, 128 << 10},
+		{"just under the cap", sftpLimits{MaxWrite: 100 << 10}, 100 << 10},
 		{"small server honored", sftpLimits{MaxWrite: 8 << 10}, 8 << 10},
 	}
 	for _, tt := range tests {

@@ -33,9 +33,13 @@ const (
 	parallelUploadMin = 32 << 20
 	// sessionInflightBytes is how much each session keeps in flight: a
 	// little more than OpenSSH's 2 MiB window, so the window, not our
-	// pipeline, is what waits for acknowledgements. Each byte in flight is
-	// a buffered byte: about 13 MiB per upload with 4 sessions.
+	// pipeline, is what waits for acknowledgements, over a long round trip
+	// (what this path is for; see sftpInflightBytes for its cost on a fast
+	// link). Each byte in flight is a buffered byte: about 13 MiB per
+	// upload with 4 sessions.
 	sessionInflightBytes = 3 << 20
+	// sessionMaxWriters caps the writes in flight per session.
+	sessionMaxWriters = 64
 )
 
 // uploadSize reports how many bytes remain in src when that is known
@@ -94,7 +98,7 @@ type parallelUpload struct {
 }
 
 func newParallelUpload(c *Client, remotePath string, writeSize, sessions int) *parallelUpload {
-	writers := min(max(sessionInflightBytes/writeSize+1, 2), sftpConcurrency)
+	writers := min(max(sessionInflightBytes/writeSize+1, 2), sessionMaxWriters)
 	maxBufs := sessions*writers + sessions
 	return &parallelUpload{
 		c:          c,

@@ -83,9 +83,10 @@ func TestUpload(t *testing.T) {
 			c.mu.Lock()
 			writeSize := c.sftpWriteSize
 			c.mu.Unlock()
-			// OpenSSH states its limit through limits@openssh.com; using it
-			// is what makes uploads fast.
-			if want := 256<<10 - 1024; writeSize != want {
+			// OpenSSH states its limit (255 KiB) through
+			// limits@openssh.com; using it, up to our cap, is what makes
+			// uploads fast.
+			if want := sftpMaxWriteSize; writeSize != want {
 				t.Errorf("SFTP write size = %d, want %d from limits@openssh.com", writeSize, want)
 			}
 		})
