@@ -64,7 +64,7 @@ func (dep *deployment) activateScript() string {
 		s.set("S", a.GetSha256())
 		s.set("F", dep.uploadName())
 		s.line(`m 5 start`)
-		s.line(`s=$(sha256sum -b <"$T/$F") || { m 5 fail; exit 1; }`)
+		s.digest(`"$T/$F"`)
 		s.line(`s=${s%% *}; m 5 note "$s"`)
 		s.line(`[ "$s" = "$S" ] || { m 5 fail; exit 1; }`)
 		s.line(`m 5 ok`)

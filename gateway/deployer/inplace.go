@@ -253,7 +253,7 @@ func (dep *deployment) inplaceActivateScript(ip *inplace) string {
 	s.set("X", a.GetSha256())
 	s.set("F", dep.uploadName())
 	s.line(`m 5 start`)
-	s.line(`s=$(sha256sum -b <"$S.partial/$F") || { m 5 fail; exit 1; }`)
+	s.digest(`"$S.partial/$F"`)
 	s.line(`s=${s%% *}; m 5 note "$s"`)
 	s.line(`[ "$s" = "$X" ] || { m 5 fail; exit 1; }`)
 	s.line(`m 5 ok`)

@@ -1,8 +1,11 @@
 package deployer
 
 import (
+	"crypto/sha256"
 	"flag"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -103,4 +106,69 @@ func TestFinishScriptRefusesOutsidePaths(t *testing.T) {
 	if _, err := dep.finishScript(finishPlan{remove: []string{"/srv/bill's app/current"}}); err == nil {
 		t.Error("finishScript would remove a path outside releases/")
 	}
+}
+
+// TestScriptDigest runs the verify step's checksum line under sh with
+// OpenSSL present, present but failing, and absent: each gives the file's
+// SHA-256, and a node with neither tool fails the step.
+func TestScriptDigest(t *testing.T) {
+	dir := t.TempDir()
+	data := []byte("release bytes\n")
+	if err := os.WriteFile(filepath.Join(dir, "a b.tar"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("%x", sha256.Sum256(data))
+	link := func(bin, name string) {
+		t.Helper()
+		real, err := exec.LookPath(name)
+		if err != nil {
+			t.Skipf("%s not on this machine: %v", name, err)
+		}
+		if err := os.Symlink(real, filepath.Join(bin, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run := func(t *testing.T, bin string) (string, error) {
+		t.Helper()
+		var s script
+		s.line(`m() { echo "m $*" >&2; }`)
+		s.set("T", dir)
+		s.set("F", "a b.tar")
+		s.digest(`"$T/$F"`)
+		s.line(`printf '%s' "${s%% *}"`)
+		cmd := exec.Command("/bin/sh", "-c", s.String())
+		cmd.Env = []string{"PATH=" + bin}
+		out, err := cmd.Output()
+		return string(out), err
+	}
+	cases := []struct {
+		name  string
+		setup func(bin string)
+	}{
+		// Without sha256sum, so that only OpenSSL's output can pass.
+		{"openssl only", func(bin string) { link(bin, "openssl") }},
+		{"openssl fails", func(bin string) {
+			link(bin, "sha256sum")
+			if err := os.WriteFile(filepath.Join(bin, "openssl"), []byte("#!/bin/sh\necho broken\nexit 1\n"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"sha256sum only", func(bin string) { link(bin, "sha256sum") }},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			bin := t.TempDir()
+			c.setup(bin)
+			got, err := run(t, bin)
+			if err != nil || got != want {
+				t.Errorf("digest = %q, %v; want %q", got, err, want)
+			}
+		})
+	}
+	t.Run("neither", func(t *testing.T) {
+		got, err := run(t, t.TempDir())
+		if err == nil {
+			t.Errorf("digest with no tool = %q, want the step to fail", got)
+		}
+	})
 }

@@ -13,7 +13,7 @@ echo $$ >"$P/.outpost/active"
 S=9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
 F=.outpost-artifact
 m 5 start
-s=$(sha256sum -b <"$T/$F") || { m 5 fail; exit 1; }
+if command -v openssl >/dev/null 2>&1 && s=$(openssl dgst -sha256 -r <"$T/$F" 2>/dev/null); then :; else s=$(sha256sum -b <"$T/$F") || { m 5 fail; exit 1; }; fi
 s=${s%% *}; m 5 note "$s"
 [ "$s" = "$S" ] || { m 5 fail; exit 1; }
 m 5 ok
