@@ -10,27 +10,39 @@ import (
 	"io/fs"
 	"os"
 	"slices"
+	"time"
 
 	"github.com/pkg/sftp"
 )
 
-// SFTP tuning. Writes are pipelined: each session keeps up to
-// sftpInflightBytes of writes unanswered, so throughput does not wait on
-// round trips. More in flight than that does not pay: OpenSSH grants a
-// session channel a 2 MiB window, and once a sender fills it sshd's and
-// sftp-server's buffers hold the backlog, which they move in memory again
-// and again: a 5 MiB upload cost sshd 160 ms of CPU with 2 MiB in flight,
-// 38–60 ms with 0.5–1 MiB, and finished sooner (bench: BenchmarkUploadSmall).
+// SFTP tuning. Writes are pipelined so that throughput does not wait on
+// round trips: each session keeps enough writes unanswered to cover its
+// path's bandwidth-delay product at sftpTargetRate, measured by the
+// session's first round trip (see sftpInflight). More than that does not
+// pay on a fast path: once a sender fills OpenSSH's 2 MiB session window,
+// sshd's and sftp-server's buffers hold the backlog and copy it in memory
+// again and again. A 5 MiB upload over loopback cost sshd 160 ms of CPU
+// with 2 MiB in flight, 57 ms with 1 MiB and 38 ms with 0.5 MiB, and
+// finished sooner the less was in flight (bench: BenchmarkUploadSmall).
 const (
-	sftpInflightBytes = 1 << 20
+	sftpTargetRate  = 256 << 20 // bytes per second one session should reach
+	sftpMinInflight = 512 << 10
+	sftpMaxInflight = 2 << 20 // OpenSSH's session window: more only queues here
 	// sftpDefaultPacket is the write size every SFTP server must accept.
 	sftpDefaultPacket = 32 << 10
 )
 
-// sftpConcurrency is how many writes of writeSize bytes one session keeps
-// in flight.
-func sftpConcurrency(writeSize int) int {
-	return max(sftpInflightBytes/writeSize, 2)
+// sftpInflight is how many bytes of writes one session keeps in flight
+// over a path whose round trip took rtt.
+func sftpInflight(rtt time.Duration) int {
+	n := int(float64(sftpTargetRate) * rtt.Seconds())
+	return min(max(n, sftpMinInflight), sftpMaxInflight)
+}
+
+// sftpConcurrency is how many writes of writeSize bytes keep inflight
+// bytes in flight.
+func sftpConcurrency(writeSize, inflight int) int {
+	return max(inflight/writeSize, 2)
 }
 
 // UploadResult describes a finished upload.
@@ -73,7 +85,7 @@ func (c *Client) Upload(ctx context.Context, src io.Reader, remotePath string, m
 	}
 	in := &detachableReader{r: src}
 	c.mu.Lock()
-	writeSize := c.sftpWriteSize
+	writeSize, inflight := c.sftpWriteSize, c.sftpInflight
 	c.mu.Unlock()
 	var (
 		n        int64
@@ -83,7 +95,7 @@ func (c *Client) Upload(ctx context.Context, src io.Reader, remotePath string, m
 	)
 	body := func() error {
 		var err error
-		n, sum, err = uploadSequential(s, in, remotePath, mode, writeSize)
+		n, sum, err = uploadSequential(s, in, remotePath, mode, sftpConcurrency(writeSize, inflight))
 		return err
 	}
 	if size, ok := uploadSize(src); ok && size >= cmp.Or(c.parallelMin, parallelUploadMin) && c.cfg.UploadSessions > 1 {
@@ -116,8 +128,8 @@ func (c *Client) Upload(ctx context.Context, src io.Reader, remotePath string, m
 }
 
 // uploadSequential writes src into remotePath over one SFTP session, with
-// pkg/sftp's pipelined writes of writeSize bytes.
-func uploadSequential(s *sftp.Client, src io.Reader, remotePath string, mode fs.FileMode, writeSize int) (int64, []byte, error) {
+// pkg/sftp's pipelined writes, concurrency of them in flight.
+func uploadSequential(s *sftp.Client, src io.Reader, remotePath string, mode fs.FileMode, concurrency int) (int64, []byte, error) {
 	f, err := s.OpenFile(remotePath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
 	if err != nil {
 		return 0, nil, err
@@ -131,7 +143,7 @@ func uploadSequential(s *sftp.Client, src io.Reader, remotePath string, mode fs.
 	h := sha256.New()
 	// An explicit concurrency: ReadFrom would fall back to sequential
 	// writes for a reader of unknown length such as this tee.
-	n, err := f.ReadFromWithConcurrency(io.TeeReader(src, h), sftpConcurrency(writeSize))
+	n, err := f.ReadFromWithConcurrency(io.TeeReader(src, h), concurrency)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -176,7 +188,7 @@ func (c *Client) sftpClient(ctx context.Context) (*sftp.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start sftp: %w", err)
 	}
-	c.log.Debug("sftp started", "write_size", st.writeSize)
+	c.log.Debug("sftp started", "write_size", st.writeSize, "inflight", st.inflight)
 	s = st.client
 	c.mu.Lock()
 	if c.closed {
@@ -186,6 +198,7 @@ func (c *Client) sftpClient(ctx context.Context) (*sftp.Client, error) {
 	}
 	c.sftp = s
 	c.sftpWriteSize = st.writeSize
+	c.sftpInflight = st.inflight
 	c.mu.Unlock()
 	// Forget the session as soon as it ends (server gone, aborted), so the
 	// next call starts a fresh one instead of failing forever.
