@@ -98,11 +98,20 @@ func sshdTarget(t *testing.T) *target {
 
 // fleetTarget is one host of the in-process fleet: /bin/sh (dash) runs the
 // commands, and faults are injected by the host itself.
-func fleetTarget(t *testing.T) *target {
+func fleetTarget(t *testing.T) *target { return fleetShellTarget(t, "fleet", testfleet.ShellProcess) }
+
+// fleetInterpTarget is a fleet host whose commands run in the fleet's
+// in-process shell, as the large benchmarks' fleets do: every scenario
+// passing here as on sshd is what makes their figures about Outpost.
+func fleetInterpTarget(t *testing.T) *target {
+	return fleetShellTarget(t, "fleet-interp", testfleet.ShellInterp)
+}
+
+func fleetShellTarget(t *testing.T, name string, shell testfleet.Shell) *target {
 	signer, pub := testsshd.ClientKey(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	fleet, err := testfleet.Start(ctx, testfleet.Config{Hosts: 1, Dir: t.TempDir(), ClientKeys: []ssh.PublicKey{pub}})
+	fleet, err := testfleet.Start(ctx, testfleet.Config{Hosts: 1, Dir: t.TempDir(), ClientKeys: []ssh.PublicKey{pub}, Shell: shell})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +141,7 @@ func fleetTarget(t *testing.T) *target {
 		t.Fatal(err)
 	}
 	return &target{
-		name:       "fleet",
+		name:       name,
 		node:       &outpostv1.Node{Id: "srv-000002", Address: proxy.addr(), User: "deploy"},
 		ip:         host.IP,
 		root:       host.Root,
@@ -158,7 +167,7 @@ func forEachTarget(t *testing.T, fn func(t *testing.T, tg *target)) {
 	// Most of a test's time is the remote shells starting; overlapping
 	// tests keeps the package fast on a small machine.
 	t.Parallel()
-	for _, mk := range []func(*testing.T) *target{sshdTarget, fleetTarget} {
+	for _, mk := range []func(*testing.T) *target{sshdTarget, fleetTarget, fleetInterpTarget} {
 		tg := mk(t)
 		t.Run(tg.name, func(t *testing.T) { fn(t, tg) })
 	}

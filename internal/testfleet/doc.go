@@ -7,7 +7,8 @@
 // service contract (see HealthHandler and BuildRelease). A host's Root
 // directory is its home and working directory: relative paths in exec
 // commands and SFTP resolve against it. Commands really run, as the
-// process's user, through /bin/sh; the fleet is a simulation of separate
+// process's user, through /bin/sh, or, with Config.Shell ShellInterp, in
+// this process (see interp.go); the fleet is a simulation of separate
 // machines, not a sandbox.
 //
 // The fleet is built to hold thousands of hosts: the only per-host

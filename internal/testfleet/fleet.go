@@ -63,6 +63,10 @@ type Config struct {
 	Logger *slog.Logger
 	// NamePrefix prefixes host names; empty means DefaultNamePrefix.
 	NamePrefix string
+	// Shell is how hosts run exec commands: ShellProcess (the default,
+	// /bin/sh as sshd runs it) or ShellInterp (in this process; see
+	// interp.go).
+	Shell Shell
 }
 
 // CheckAndSetDefaults validates c and fills in defaults.

@@ -118,19 +118,24 @@ func (s *session) exec(ctx context.Context, wg *sync.WaitGroup, command string) 
 		}
 	}
 
-	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", command)
-	cmd.Dir = h.Root
 	path := os.Getenv("PATH")
 	if path == "" {
 		path = "/usr/local/bin:/usr/bin:/bin"
 	}
-	cmd.Env = []string{
+	env := []string{
 		"HOME=" + h.Root,
 		"PATH=" + path,
 		"USER=" + s.user,
 		"LOGNAME=" + s.user,
 		"SHELL=/bin/sh",
 	}
+	if h.fleet.cfg.Shell == ShellInterp {
+		s.interpExec(ctx, wg, env, command)
+		return
+	}
+	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", command)
+	cmd.Dir = h.Root
+	cmd.Env = env
 	// Its own process group, so cancellation also reaches the command's
 	// children, as a closing sshd session's SIGHUP would.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -171,6 +176,24 @@ func (s *session) exec(ctx context.Context, wg *sync.WaitGroup, command string) 
 		return
 	}
 	s.exit(exitStatus(ws.ExitStatus()))
+}
+
+// interpExec runs command with the in-process shell (ShellInterp).
+// Its standard input is a pipe fed from the channel, as a process's is.
+func (s *session) interpExec(ctx context.Context, wg *sync.WaitGroup, env []string, command string) {
+	pr, pw := io.Pipe()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_, err := io.Copy(pw, s.ch)
+		pw.CloseWithError(err)
+	}()
+	status := runInterp(ctx, s.host.Root, env, nil, pr, s.ch, s.ch.Stderr(), command)
+	pr.Close()
+	if ctx.Err() != nil {
+		return // the client is gone; nobody to tell
+	}
+	s.exit(exitStatus(status))
 }
 
 // exit ends the session the way OpenSSH does: EOF, the exit request, close.
