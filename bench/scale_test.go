@@ -28,15 +28,17 @@ const (
 // in one batch, through 2 gateways deploying 200 nodes at once each. The
 // control plane and the gateways are `outpost` processes; the fleet is
 // two fleetd processes (5,000 hosts each: a host holds two listeners and a
-// process may hold 20,000 descriptors here).
+// process may hold 20,000 descriptors here) whose hosts run the
+// deployer's scripts in their in-process shell (testfleet.ShellInterp).
 //
 // Figures per rollout: wall time from CreateRollout to SUCCEEDED; the
 // peak RSS (VmHWM) of the control plane (with its embedded etcd) and of
 // each gateway; the keys written to etcd per node, counted by etcd itself
 // (etcd_mvcc_put_total), and its write requests (raft proposals); the CPU
 // seconds per 1,000 nodes of the control plane, of the gateways and of the
-// simulated fleet (its SSH servers and the shell commands they run, which
-// real nodes would run on their own CPUs).
+// simulated fleet (its SSH servers and the scripts they run, which real
+// nodes would run on their own CPUs; fleet-cmds is the part in child
+// processes, the programs the in-process shell does not do itself).
 //
 // OUTPOST_BENCH_SCALE_NODES lowers the node count while working on it.
 func BenchmarkScale(b *testing.B) {

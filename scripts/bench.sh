@@ -131,8 +131,11 @@ ll_rounds_ratios=$(awk '
   echo
   echo "Through internal/testproxy adding 5 ms each way in front of the same real sshd."
   echo "One SSH channel carries at most the server's window (OpenSSH: 2 MiB) per round trip,"
-  echo "whatever the number of SFTP requests in flight, so scp and a one-session upload share"
-  echo "that bound; Outpost spreads a large file over several sessions (channels) of one connection."
+  echo "whatever the number of SFTP requests in flight, so scp is held to that bound; Outpost"
+  echo "spreads a large file over several sessions (channels) of one connection. A session keeps"
+  echo "the bandwidth-delay product of its first round trip in flight, 0.5 to 2 MiB (less is"
+  echo "cheaper for the server on a fast link: see the 5 MiB upload above); the one-session row shows"
+  echo "that session alone."
   echo
   echo "| tool | MB/s | Outpost ÷ tool |"
   echo "|---|---|---|"
@@ -161,7 +164,9 @@ r1k() { median 'BenchmarkRollout1k' "$1" "$raw/rollout1k.txt"; }
   echo "Command: \`$r1k_cmd\`"
   echo
   echo "bin/outpost runs as three processes (control plane with embedded etcd, two gateways, joined"
-  echo "with tokens over TLS); the 1,000 simulated SSH servers run inside the benchmark process."
+  echo "with tokens over TLS); the 1,000 simulated SSH servers run inside the benchmark process and"
+  echo "run the deployer's scripts in their in-process shell (internal/testfleet ShellInterp), so"
+  echo "that no fork per utility stands between the figure and Outpost."
   echo "1 KiB artifact, hooks \`true\`, TCP health check, batches of 10%, 50 nodes at once per gateway."
   echo "Every host's \`current\` is checked after each rollout."
   echo
@@ -175,9 +180,9 @@ r1k() { median 'BenchmarkRollout1k' "$1" "$raw/rollout1k.txt"; }
   echo "| gateways' CPU per rollout | $(r1k gateways-cpu-s) s | |"
   echo "| simulated fleet's CPU per rollout (the servers' own shell commands) | $(r1k fleet-cpu-s) s | |"
   echo
-  echo "On 2 cores the simulated fleet's commands (sh, tar, sha256sum, mv: what real servers run"
-  echo "themselves) compete with Outpost for the same CPU; Outpost's own cost is the control plane"
-  echo "and gateway CPU."
+  echo "On 2 cores the simulated fleet (SSH, SFTP and the scripts' work: what real servers do on"
+  echo "their own CPUs) competes with Outpost for the same CPU; Outpost's own cost is the control"
+  echo "plane and gateway CPU."
   echo
   echo "### Raw output: rollout1k"
   echo
@@ -255,7 +260,8 @@ f100_outpost=$(f100 outpost s/fleet)
   echo
   echo "bin/outpost as three processes (control plane with embedded etcd, two gateways deploying 200"
   echo "nodes at once each); 10,000 simulated SSH servers (internal/testfleet) in two fleetd"
-  echo "processes, 5,000 each (two listeners per host, 20,000 descriptors per process here). 1 KiB"
+  echo "processes, 5,000 each (two listeners per host, 20,000 descriptors per process here), running"
+  echo "the deployer's scripts in their in-process shell (internal/testfleet ShellInterp). 1 KiB"
   echo "artifact, hooks \`true\`, TCP health check, one batch of every node. Every host's \`current\`"
   echo "is checked after the rollout."
   echo
@@ -271,14 +277,14 @@ f100_outpost=$(f100 outpost s/fleet)
   echo "| … node records / audit entries / rollout record | $(sc etcd-puts-rollout-nodes/node) / $(sc etcd-puts-audit/node) / $(sc etcd-puts-rollouts/node) | |"
   echo "| **5.** control plane CPU per 1,000 nodes | $(sc cp-cpu-s/1k-nodes) s | |"
   echo "| **5.** gateways' CPU per 1,000 nodes | $(sc gw-cpu-s/1k-nodes) s | |"
-  echo "| simulated fleet's CPU per 1,000 nodes (all / its commands) | $(sc fleet-cpu-s/1k-nodes) / $(sc fleet-cmds-cpu-s/1k-nodes) s | |"
+  echo "| simulated fleet's CPU per 1,000 nodes (all / in child processes) | $(sc fleet-cpu-s/1k-nodes) / $(sc fleet-cmds-cpu-s/1k-nodes) s | |"
   echo "| Outpost's own CPU for the 10,000 nodes (control plane + gateways) | $(awk -v c="$(sc cp-cpu-s/1k-nodes)" -v g="$(sc gw-cpu-s/1k-nodes)" 'BEGIN { if (c+0 > 0) printf "%.0f s: %.0f s of both cores", 10*(c+g), 5*(c+g); else print "n/a" }') | |"
   echo "| commands run per node | $(sc execs/node) | |"
   echo
-  echo "The simulated servers run on the same 2 cores: each deployment's three shell scripts start"
-  echo "about 20 processes (mkdir, df, sha256sum, mv, ln, the hooks…), which real servers run on"
-  echo "their own CPUs; here they take most of the CPU, and the wall time is the CPU of all"
-  echo "processes over 2 cores. Write requests are etcd transactions (node records are batched, up to 128"
+  echo "The simulated servers run on the same 2 cores; with /bin/sh each deployment's three scripts"
+  echo "would start about 20 processes (mkdir, df, sha256sum, mv, ln, the hooks…), 29 s of CPU per"
+  echo "1,000 nodes here, which is why the fleet interprets them in process (the deployer's test"
+  echo "suite passes against both shells). Write requests are etcd transactions (node records are batched, up to 128"
   echo "per transaction); keys written counts every key of every transaction, by kind of key from"
   echo "etcd's history."
   echo

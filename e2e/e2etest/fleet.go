@@ -49,7 +49,15 @@ type Fleet struct {
 }
 
 // StartFleet starts hosts hosts under dir and closes them when tb ends.
+// Their commands run through /bin/sh.
 func StartFleet(tb testing.TB, hosts int, dir string) *Fleet {
+	tb.Helper()
+	return StartFleetShell(tb, hosts, dir, testfleet.ShellProcess)
+}
+
+// StartFleetShell is StartFleet with the hosts' shell chosen: benchmarks
+// of many hosts use testfleet.ShellInterp.
+func StartFleetShell(tb testing.TB, hosts int, dir string, shell testfleet.Shell) *Fleet {
 	tb.Helper()
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -66,6 +74,7 @@ func StartFleet(tb testing.TB, hosts int, dir string) *Fleet {
 		Dir:         filepath.Join(dir, "hosts"),
 		ClientKeys:  []ssh.PublicKey{signer.PublicKey()},
 		ServicePath: DeployPath,
+		Shell:       shell,
 	})
 	if err != nil {
 		tb.Fatalf("start fleet: %v", err)

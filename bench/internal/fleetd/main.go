@@ -61,7 +61,16 @@ func run() error {
 	servicePath := flag.String("service-path", testfleet.DefaultServicePath, "deploy path, relative to each host root, that health checks watch")
 	manifest := flag.String("manifest", "", "write the host list (JSON) to this `file`")
 	knownHosts := flag.String("known-hosts", "", "write the hosts' known_hosts to this `file`")
+	shellName := flag.String("shell", "interp", "how hosts run commands: interp (in this process, testfleet.ShellInterp) or process (/bin/sh)")
 	flag.Parse()
+	shell := testfleet.ShellInterp
+	switch *shellName {
+	case "interp":
+	case "process":
+		shell = testfleet.ShellProcess
+	default:
+		return fmt.Errorf("-shell %q: want interp or process", *shellName)
+	}
 	if *dir == "" || *clientKey == "" || *manifest == "" || *knownHosts == "" {
 		return errors.New("-dir, -client-key, -manifest and -known-hosts are required")
 	}
@@ -79,6 +88,7 @@ func run() error {
 		ClientKeys:  keys,
 		ServicePath: *servicePath,
 		NamePrefix:  *prefix,
+		Shell:       shell,
 	})
 	cancel()
 	if err != nil {
