@@ -24,8 +24,12 @@ type Environment struct {
 	// Protected environments require an approval, by someone other than
 	// the requester, before a rollout starts, whatever the plan says.
 	Protected bool
-	// ApprovalTTL is how long a rollout of a protected environment waits
-	// for its approval; 0 means the rollout engine's default.
+	// ApprovalTTL is how long an approval of a rollout in this protected
+	// environment stays good: an approved rollout that has not started
+	// within it (waiting behind another rollout of the app, say) returns
+	// to PENDING_APPROVAL and must be approved again. 0 means the rollout
+	// engine's default. A rollout waits for its first approval without a
+	// limit.
 	ApprovalTTL time.Duration
 	// HookAllowList holds regular expressions (RE2); when it is not empty,
 	// every hook command of a plan for this environment (hooks, the health
