@@ -47,9 +47,6 @@ type Client struct {
 	// sftpWriteSize is the write size of the current SFTP session; guarded
 	// by mu.
 	sftpWriteSize int
-	// sftpInflight is the bytes of writes the current SFTP session keeps
-	// in flight (sftpInflight of its first round trip); guarded by mu.
-	sftpInflight int
 	// drains are closed as abandoned SFTP sessions finish ending; guarded
 	// by mu. See drain.
 	drains []chan struct{}

@@ -10,39 +10,32 @@ import (
 	"io/fs"
 	"os"
 	"slices"
-	"time"
 
 	"github.com/pkg/sftp"
 )
 
-// SFTP tuning. Writes are pipelined so that throughput does not wait on
-// round trips: each session keeps enough writes unanswered to cover its
-// path's bandwidth-delay product at sftpTargetRate, measured by the
-// session's first round trip (see sftpInflight). More than that does not
-// pay on a fast path: once a sender fills OpenSSH's 2 MiB session window,
-// sshd's and sftp-server's buffers hold the backlog and copy it in memory
-// again and again. A 5 MiB upload over loopback cost sshd 160 ms of CPU
-// with 2 MiB in flight, 57 ms with 1 MiB and 38 ms with 0.5 MiB, and
-// finished sooner the less was in flight (bench: BenchmarkUploadSmall).
+// SFTP tuning. Writes are pipelined: each session keeps up to
+// sftpInflightBytes of writes unanswered, so throughput does not wait on
+// round trips. More in flight than that does not pay: OpenSSH grants a
+// session channel a 2 MiB window, and once a sender fills it sshd's and
+// sftp-server's buffers hold the backlog, which they move in memory again
+// and again: a 5 MiB upload cost sshd 160 ms of CPU with 2 MiB in flight,
+// 38–60 ms with 0.5–1 MiB, and finished sooner (bench: BenchmarkUploadSmall).
+// A fixed amount, not one sized by a measured round trip: a gateway busy
+// with many nodes measures its own scheduling delay as round trip, and
+// sizing by it put 2 MiB in flight exactly when the servers were busiest
+// (BenchmarkFleet100: 12.1 s against 8.2 s). One session over a long link
+// is held to 1 MiB per round trip; large files use several sessions.
 const (
-	sftpTargetRate  = 256 << 20 // bytes per second one session should reach
-	sftpMinInflight = 512 << 10
-	sftpMaxInflight = 2 << 20 // OpenSSH's session window: more only queues here
+	sftpInflightBytes = 1 << 20
 	// sftpDefaultPacket is the write size every SFTP server must accept.
 	sftpDefaultPacket = 32 << 10
 )
 
-// sftpInflight is how many bytes of writes one session keeps in flight
-// over a path whose round trip took rtt.
-func sftpInflight(rtt time.Duration) int {
-	n := int(float64(sftpTargetRate) * rtt.Seconds())
-	return min(max(n, sftpMinInflight), sftpMaxInflight)
-}
-
-// sftpConcurrency is how many writes of writeSize bytes keep inflight
-// bytes in flight.
-func sftpConcurrency(writeSize, inflight int) int {
-	return max(inflight/writeSize, 2)
+// sftpConcurrency is how many writes of writeSize bytes one session keeps
+// in flight.
+func sftpConcurrency(writeSize int) int {
+	return max(sftpInflightBytes/writeSize, 2)
 }
 
 // UploadResult describes a finished upload.
@@ -85,7 +78,7 @@ func (c *Client) Upload(ctx context.Context, src io.Reader, remotePath string, m
 	}
 	in := &detachableReader{r: src}
 	c.mu.Lock()
-	writeSize, inflight := c.sftpWriteSize, c.sftpInflight
+	writeSize := c.sftpWriteSize
 	c.mu.Unlock()
 	var (
 		n        int64
@@ -95,7 +88,7 @@ func (c *Client) Upload(ctx context.Context, src io.Reader, remotePath string, m
 	)
 	body := func() error {
 		var err error
-		n, sum, err = uploadSequential(s, in, remotePath, mode, sftpConcurrency(writeSize, inflight))
+		n, sum, err = uploadSequential(s, in, remotePath, mode, writeSize)
 		return err
 	}
 	if size, ok := uploadSize(src); ok && size >= cmp.Or(c.parallelMin, parallelUploadMin) && c.cfg.UploadSessions > 1 {
@@ -128,8 +121,8 @@ func (c *Client) Upload(ctx context.Context, src io.Reader, remotePath string, m
 }
 
 // uploadSequential writes src into remotePath over one SFTP session, with
-// pkg/sftp's pipelined writes, concurrency of them in flight.
-func uploadSequential(s *sftp.Client, src io.Reader, remotePath string, mode fs.FileMode, concurrency int) (int64, []byte, error) {
+// pkg/sftp's pipelined writes of writeSize bytes.
+func uploadSequential(s *sftp.Client, src io.Reader, remotePath string, mode fs.FileMode, writeSize int) (int64, []byte, error) {
 	f, err := s.OpenFile(remotePath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
 	if err != nil {
 		return 0, nil, err
@@ -143,7 +136,7 @@ func uploadSequential(s *sftp.Client, src io.Reader, remotePath string, mode fs.
 	h := sha256.New()
 	// An explicit concurrency: ReadFrom would fall back to sequential
 	// writes for a reader of unknown length such as this tee.
-	n, err := f.ReadFromWithConcurrency(io.TeeReader(src, h), concurrency)
+	n, err := f.ReadFromWithConcurrency(io.TeeReader(src, h), sftpConcurrency(writeSize))
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -188,7 +181,7 @@ func (c *Client) sftpClient(ctx context.Context) (*sftp.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start sftp: %w", err)
 	}
-	c.log.Debug("sftp started", "write_size", st.writeSize, "inflight", st.inflight)
+	c.log.Debug("sftp started", "write_size", st.writeSize)
 	s = st.client
 	c.mu.Lock()
 	if c.closed {
@@ -198,7 +191,6 @@ func (c *Client) sftpClient(ctx context.Context) (*sftp.Client, error) {
 	}
 	c.sftp = s
 	c.sftpWriteSize = st.writeSize
-	c.sftpInflight = st.inflight
 	c.mu.Unlock()
 	// Forget the session as soon as it ends (server gone, aborted), so the
 	// next call starts a fresh one instead of failing forever.

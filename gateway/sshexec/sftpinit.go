@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"time"
 
 	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
@@ -58,7 +57,6 @@ func (l sftpLimits) writeSize() int {
 type sftpSession struct {
 	client    *sftp.Client
 	writeSize int
-	inflight  int // bytes of writes to keep in flight; see sftpInflight
 	sess      *ssh.Session
 }
 
@@ -93,14 +91,10 @@ func openSFTP(conn *ssh.Client, writeCap int) (_ sftpSession, err error) {
 		return sftpSession{}, err
 	}
 
-	// The first round trip, INIT to VERSION, includes the server starting
-	// its SFTP server; the limits request, when made, is a cleaner one.
-	sent := time.Now()
 	if err := writeSFTPPacket(stdin, fxpInit, binary.BigEndian.AppendUint32(nil, sftpVersion)); err != nil {
 		return sftpSession{}, fmt.Errorf("sftp init: %w", err)
 	}
 	rawVersion, typ, payload, err := readSFTPPacket(stdout)
-	rtt := time.Since(sent)
 	if err != nil {
 		return sftpSession{}, fmt.Errorf("sftp version: %w", err)
 	}
@@ -113,13 +107,10 @@ func openSFTP(conn *ssh.Client, writeCap int) (_ sftpSession, err error) {
 	}
 	var limits sftpLimits
 	if _, ok := exts[limitsExtension]; ok {
-		sent := time.Now()
 		if limits, err = queryLimits(stdin, stdout); err != nil {
 			return sftpSession{}, err
 		}
-		rtt = time.Since(sent)
 	}
-	inflight := sftpInflight(rtt)
 
 	writeSize := limits.writeSize()
 	if writeCap > 0 {
@@ -129,13 +120,13 @@ func openSFTP(conn *ssh.Client, writeCap int) (_ sftpSession, err error) {
 		io.MultiReader(bytes.NewReader(rawVersion), stdout),
 		&initSwallower{w: stdin},
 		sftp.UseConcurrentWrites(true),
-		sftp.MaxConcurrentRequestsPerFile(sftpConcurrency(writeSize, inflight)),
+		sftp.MaxConcurrentRequestsPerFile(sftpConcurrency(writeSize)),
 		sftp.MaxPacketUnchecked(writeSize),
 	)
 	if err != nil {
 		return sftpSession{}, err
 	}
-	return sftpSession{client: client, writeSize: writeSize, inflight: inflight, sess: sess}, nil
+	return sftpSession{client: client, writeSize: writeSize, sess: sess}, nil
 }
 
 func parseVersion(p []byte) (map[string]string, error) {

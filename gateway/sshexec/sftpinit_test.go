@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -185,29 +184,5 @@ func TestParseVersion(t *testing.T) {
 		if diff := cmp.Diff(tt.want, got, cmpopts.EquateEmpty()); diff != "" {
 			t.Errorf("%s: parseVersion (-want +got):\n%s", tt.name, diff)
 		}
-	}
-}
-
-func TestSFTPInflight(t *testing.T) {
-	tests := []struct {
-		rtt  time.Duration
-		want int
-	}{
-		{0, 512 << 10},                   // loopback: the floor
-		{time.Millisecond, 512 << 10},    // a LAN: 256 KiB would do, the floor holds
-		{4 * time.Millisecond, 1073741},  // 256 MiB/s x 4 ms
-		{10 * time.Millisecond, 2 << 20}, // a long link: the window, no more
-		{time.Second, 2 << 20},
-	}
-	for _, tt := range tests {
-		if got := sftpInflight(tt.rtt); got != tt.want {
-			t.Errorf("sftpInflight(%v) = %d, want %d", tt.rtt, got, tt.want)
-		}
-	}
-	if got := sftpConcurrency(128<<10, 512<<10); got != 4 {
-		t.Errorf("sftpConcurrency(128 KiB, 512 KiB) = %d, want 4", got)
-	}
-	if got := sftpConcurrency(256<<10, 256<<10); got != 2 {
-		t.Errorf("sftpConcurrency(256 KiB, 256 KiB) = %d, want at least 2", got)
 	}
 }
