@@ -132,10 +132,9 @@ ll_rounds_ratios=$(awk '
   echo "Through internal/testproxy adding 5 ms each way in front of the same real sshd."
   echo "One SSH channel carries at most the server's window (OpenSSH: 2 MiB) per round trip,"
   echo "whatever the number of SFTP requests in flight, so scp is held to that bound; Outpost"
-  echo "spreads a large file over several sessions (channels) of one connection. A session keeps"
-  echo "the bandwidth-delay product of its first round trip in flight, 0.5 to 2 MiB (less is"
-  echo "cheaper for the server on a fast link: see the 5 MiB upload above); the one-session row shows"
-  echo "that session alone."
+  echo "spreads a large file over several sessions (channels) of one connection, 3 MiB in flight"
+  echo "each. A small file's single session keeps 1 MiB in flight (cheaper for the server on a fast"
+  echo "link: see the 5 MiB upload above), which is what holds the one-session row here."
   echo
   echo "| tool | MB/s | Outpost ÷ tool |"
   echo "|---|---|---|"
