@@ -177,7 +177,7 @@ r1k() { median 'BenchmarkRollout1k' "$1" "$raw/rollout1k.txt"; }
   echo "| gateway peak RSS (VmHWM, the larger of the two) | $(r1k gateway-peak-MB) MB | < 300 MB |"
   echo "| control plane CPU per rollout | $(r1k cp-cpu-s) s | |"
   echo "| gateways' CPU per rollout | $(r1k gateways-cpu-s) s | |"
-  echo "| simulated fleet's CPU per rollout (the servers' own shell commands) | $(r1k fleet-cpu-s) s | |"
+  echo "| simulated fleet's CPU per rollout (its SSH servers and the scripts they run) | $(r1k fleet-cpu-s) s | |"
   echo
   echo "On 2 cores the simulated fleet (SSH, SFTP and the scripts' work: what real servers do on"
   echo "their own CPUs) competes with Outpost for the same CPU; Outpost's own cost is the control"
