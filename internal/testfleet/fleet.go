@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -116,7 +117,32 @@ type Fleet struct {
 	closed bool
 
 	closeOnce sync.Once
+
+	// open counts the SSH connections past their handshake now, peak the
+	// most at once; see PeakConnections.
+	open, peak atomic.Int64
 }
+
+// connOpened counts a connection that completed its handshake.
+func (f *Fleet) connOpened() {
+	n := f.open.Add(1)
+	for {
+		p := f.peak.Load()
+		if n <= p || f.peak.CompareAndSwap(p, n) {
+			return
+		}
+	}
+}
+
+// PeakConnections returns the most SSH connections the fleet's hosts had
+// open at once (handshake done, not yet closed) since the fleet started
+// or the last ResetPeakConnections. A deployment holds one connection per
+// node, so this is how many nodes were deployed at once.
+func (f *Fleet) PeakConnections() int64 { return f.peak.Load() }
+
+// ResetPeakConnections starts PeakConnections again from the connections
+// open now.
+func (f *Fleet) ResetPeakConnections() { f.peak.Store(f.open.Load()) }
 
 // Start creates the host roots and keys, binds every host's SSH and health
 // listeners, and starts serving. ctx bounds only the startup; the fleet runs

@@ -175,6 +175,8 @@ func (h *Host) serveConn(c net.Conn) error {
 	}
 	_ = c.SetDeadline(time.Time{})
 	h.connections.Add(1)
+	h.fleet.connOpened()
+	defer h.fleet.open.Add(-1)
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
