@@ -75,6 +75,7 @@ See deploy/systemd/outpost-controlplane.service for a systemd unit.`,
 			artifactDir := fs.String("artifact-dir", "", "artifact store `directory`; empty: DATA-DIR/artifacts. Replicas sharing an etcd cluster must share it (a shared volume)")
 			leaderTTL := fs.Duration("leader-ttl", leader.DefaultTTL, "leader lease `TTL` (whole seconds): a dead leader is replaced within about this long")
 			gatewayGrace := fs.Duration("gateway-grace", rollout.DefaultOrphanGrace, "how long the nodes of a disconnected gateway wait for it before they go to another gateway of the datacenter")
+			perDC := fs.Int("max-per-datacenter", 0, "node deployments at once in one datacenter, over all its gateways (0 = only each gateway's --concurrency bounds them)")
 			configFile := fs.String("config", "", "YAML `FILE` declaring environments (protected, approval_ttl, hook_allow_list)")
 			var serverNames stringList
 			fs.Var(&serverNames, "server-name", "extra DNS `name` or IP for the server certificate (a load balancer's); repeatable")
@@ -105,18 +106,19 @@ See deploy/systemd/outpost-controlplane.service for a systemd unit.`,
 					stopTracing(sctx)
 				}()
 				srv, err := controlplane.Start(ctx, controlplane.Config{
-					Listen:         *listen,
-					DataDir:        *dataDir,
-					EtcdEndpoints:  etcd,
-					MetricsListen:  *metrics,
-					ReplicaName:    *replica,
-					ArtifactDir:    *artifactDir,
-					LeaderTTL:      *leaderTTL,
-					GatewayGrace:   *gatewayGrace,
-					Logger:         log,
-					TracerProvider: tp,
-					ServerNames:    serverNames,
-					Environments:   envs,
+					Listen:           *listen,
+					DataDir:          *dataDir,
+					EtcdEndpoints:    etcd,
+					MetricsListen:    *metrics,
+					ReplicaName:      *replica,
+					ArtifactDir:      *artifactDir,
+					LeaderTTL:        *leaderTTL,
+					GatewayGrace:     *gatewayGrace,
+					MaxPerDatacenter: *perDC,
+					Logger:           log,
+					TracerProvider:   tp,
+					ServerNames:      serverNames,
+					Environments:     envs,
 				})
 				if err != nil {
 					return fmt.Errorf("start control plane: %w", err)

@@ -118,6 +118,10 @@ type Config struct {
 	// another gateway of the datacenter. 0 means rollout.DefaultOrphanGrace
 	// (30s).
 	GatewayGrace time.Duration
+	// MaxPerDatacenter bounds the node deployments running at once in one
+	// datacenter over all its gateways (rollout.Config.MaxPerDatacenter);
+	// 0 means only the gateways' capacities bound them.
+	MaxPerDatacenter int
 
 	// Knobs for tests in this package; zero means the engine's defaults.
 	heartbeatInterval time.Duration
@@ -129,8 +133,8 @@ func (c *Config) CheckAndSetDefaults() error {
 	if c.DataDir == "" {
 		return errors.New("controlplane: DataDir is required")
 	}
-	if c.GatewayWaitLog < 0 || c.LeaderTTL < 0 || c.GatewayGrace < 0 {
-		return errors.New("controlplane: negative GatewayWaitLog, LeaderTTL or GatewayGrace")
+	if c.GatewayWaitLog < 0 || c.LeaderTTL < 0 || c.GatewayGrace < 0 || c.MaxPerDatacenter < 0 {
+		return errors.New("controlplane: negative GatewayWaitLog, LeaderTTL, GatewayGrace or MaxPerDatacenter")
 	}
 	if c.ArtifactDir == "" {
 		c.ArtifactDir = filepath.Join(c.DataDir, "artifacts")
@@ -550,6 +554,7 @@ func (s *Server) lead(ctx context.Context, l *leader.Leadership) error {
 		GatewayWaitLog:    s.cfg.GatewayWaitLog,
 		HeartbeatInterval: s.cfg.heartbeatInterval,
 		OrphanGrace:       s.cfg.GatewayGrace,
+		MaxPerDatacenter:  s.cfg.MaxPerDatacenter,
 		RefuseBackoff:     s.cfg.refuseBackoff,
 	}))
 	if err != nil {

@@ -110,6 +110,12 @@ type Config struct {
 	// DefaultCapacity is a gateway's capacity when its hello says 0; 0
 	// means DefaultCapacity.
 	DefaultCapacity int
+	// MaxPerDatacenter bounds the node deployments (and rollbacks) running
+	// at once in one datacenter, over all its gateways and rollouts, so
+	// that several gateways of a datacenter together do not open more
+	// SSH connections into it than its servers and network take. 0 means
+	// no bound beyond the gateways' own capacities.
+	MaxPerDatacenter int
 	// RefuseBackoff is how long a gateway that refused an assignment gets
 	// no new ones; 0 means DefaultRefuseBackoff.
 	RefuseBackoff time.Duration
@@ -146,7 +152,8 @@ func (c *Config) CheckAndSetDefaults() error {
 		return fmt.Errorf("rollout: Epoch must be positive, got %d", c.Epoch)
 	case c.ReplicaName == "":
 		return errors.New("rollout: ReplicaName is required")
-	case c.GatewayWaitLog < 0, c.HeartbeatInterval < 0, c.OrphanGrace < 0, c.DefaultCapacity < 0, c.RefuseBackoff < 0, c.ApprovalTTL < 0:
+	case c.GatewayWaitLog < 0, c.HeartbeatInterval < 0, c.OrphanGrace < 0, c.DefaultCapacity < 0, c.RefuseBackoff < 0, c.ApprovalTTL < 0,
+		c.MaxPerDatacenter < 0:
 		return errors.New("rollout: negative durations or capacity")
 	}
 	if c.Logger == nil {

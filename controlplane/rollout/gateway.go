@@ -545,9 +545,9 @@ func (e *Engine) requeue(n *nodeRun, why string, started bool) {
 }
 
 // dispatch assigns the pending nodes of every running batch to gateways
-// of their datacenters, within gateway capacity and the stage's
-// max_parallel per gateway; and, in rollouts that are stopping, the nodes
-// waiting to be rolled back.
+// of their datacenters, within gateway capacity, the stage's max_parallel
+// per gateway and Config.MaxPerDatacenter; and, in rollouts that are
+// stopping, the nodes waiting to be rolled back.
 func (e *Engine) dispatch() {
 	now := e.cfg.Now()
 	ids := make([]string, 0, len(e.runs))
@@ -560,6 +560,11 @@ func (e *Engine) dispatch() {
 	full := map[string]bool{}   // datacenters with no free gateway now
 	absent := map[string]bool{} // datacenters with no gateway at all
 	waiting := map[string]int{} // nodes waiting by datacenter with no gateway
+	running := map[string]int{} // assignments running by datacenter, for MaxPerDatacenter
+	for _, s := range e.gateways {
+		running[s.dc] += len(s.active)
+	}
+	dcLimit := e.cfg.MaxPerDatacenter
 	for _, id := range ids {
 		r := e.runs[id]
 		var candidates []*nodeRun
@@ -606,6 +611,9 @@ func (e *Engine) dispatch() {
 				continue
 			}
 			var s *session
+			if dcLimit > 0 && running[dc] >= dcLimit {
+				continue // the datacenter's bound: the node waits its turn
+			}
 			if !full[dc] {
 				var connected bool
 				s, connected = e.pickGateway(dc, now, atLimit)
@@ -624,6 +632,7 @@ func (e *Engine) dispatch() {
 			}
 			e.assign(n, s)
 			perGateway[s.name]++
+			running[dc]++
 		}
 		e.setRunWaiting(r, waitDCs)
 	}
