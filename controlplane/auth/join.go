@@ -51,8 +51,12 @@ func (j *JoinServer) JoinGateway(ctx context.Context, req *outpostv1.JoinGateway
 	if req.GetToken() == "" {
 		return nil, status.Error(codes.Unauthenticated, "token is required")
 	}
-	var is *issued
+	var (
+		is       *issued
+		replaced []*outpostv1.Credential // revoked by the committed transaction
+	)
 	tok, err := a.tokens.Redeem(ctx, req.GetToken(), name, func(tok *outpostv1.JoinToken) ([]clientv3.Op, error) {
+		replaced = nil
 		recs, err := a.credentialsOf(ctx, pki.KindGateway, name)
 		if err != nil {
 			return nil, err
@@ -72,6 +76,7 @@ func (j *JoinServer) JoinGateway(ctx context.Context, req *outpostv1.JoinGateway
 		if err != nil {
 			return nil, err
 		}
+		replaced = live
 		id := pki.Identity{Kind: pki.KindGateway, Name: name, Datacenter: tok.GetDatacenter()}
 		is, err = a.issue(ctx, id, pub, a.cfg.GatewayCertTTL, "join token "+tok.GetId())
 		if err != nil {
@@ -91,6 +96,12 @@ func (j *JoinServer) JoinGateway(ctx context.Context, req *outpostv1.JoinGateway
 	default:
 		a.log.Error("gateway join failed", "gateway", name, "err", err)
 		return nil, status.Errorf(codes.Unavailable, "join: %v", err)
+	}
+	// This replica refuses the replaced certificates at once, as
+	// revokeRecords does; the others when their watch delivers the change.
+	a.revoked.markRevoked(replaced)
+	for _, rec := range replaced {
+		a.log.Info("credential revoked", "serial", rec.GetSerial(), "kind", rec.GetKind().String(), "name", rec.GetName(), "reason", "replaced by a join with a token for its name")
 	}
 	a.log.Info("gateway joined", "gateway", name, "datacenter", tok.GetDatacenter(), "token_id", tok.GetId(),
 		"serial", is.record.GetSerial(), "expires", is.record.GetExpireTime().AsTime(), "peer", peerAddr(ctx))
