@@ -760,6 +760,10 @@ func TestDeployConnectionLostDuringActivationRollsBack(t *testing.T) {
 			defer close(done)
 			for i := 0; i < 200; i++ { // 10 s at most
 				if _, err := os.Stat(marker); err == nil {
+					// The hook runs; the step markers printed before it
+					// may still be on their way to the deployer. Cut once
+					// they have arrived, well inside the hook's 3 s.
+					time.Sleep(500 * time.Millisecond)
 					tg.cut()
 					return
 				}
