@@ -209,6 +209,15 @@ func await[T any](ctx context.Context, c *Client, f func() (T, error), discard f
 	if err := ctx.Err(); err != nil {
 		return zero, err
 	}
+	// A connection the Client gave up on (keepalive) takes no new work:
+	// x/crypto may wait forever for the reply to a channel opened on a
+	// closed connection whose key exchange was under way.
+	c.mu.Lock()
+	broken := c.broken != nil
+	c.mu.Unlock()
+	if broken {
+		return zero, ErrClosed
+	}
 	done := make(chan result) // unbuffered: a result is either taken or discarded
 	abandoned := make(chan struct{})
 	if !c.goOwned(func() {
