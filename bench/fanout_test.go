@@ -46,14 +46,7 @@ func BenchmarkFanout(b *testing.B) {
 	bin := buildOutpost(b, dir)
 	fleetd := buildFleetd(b, dir)
 	key := newClientKey(b, dir)
-	var fleets []*fleetProc
-	for i, dc := range scaleDCs {
-		n := nodes / len(scaleDCs)
-		if i == 0 {
-			n += nodes % len(scaleDCs)
-		}
-		fleets = append(fleets, startFleetd(b, fleetd, dir, dc, n, key))
-	}
+	fleets := startFleets(b, fleetd, dir, nodes, key)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	var proxies []*countingProxy

@@ -179,12 +179,7 @@ func raiseNoFile(b *testing.B) {
 // buildOutpost builds the outpost binary into dir.
 func buildOutpost(b *testing.B, dir string) string {
 	b.Helper()
-	bin := filepath.Join(dir, "outpost")
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/outposthq/outpost/cli/outpost")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
+	return goBuild(b, dir, "outpost", "github.com/outposthq/outpost/cli/outpost")
 }
 
 // daemon is an outpost child process whose standard error (its logs) goes

@@ -49,15 +49,8 @@ func BenchmarkScale(b *testing.B) {
 	fleetd := buildFleetd(b, dir)
 	key := newClientKey(b, dir)
 
-	var fleets []*fleetProc
 	fleetStart := time.Now()
-	for i, dc := range scaleDCs {
-		n := nodes / len(scaleDCs)
-		if i == 0 {
-			n += nodes % len(scaleDCs)
-		}
-		fleets = append(fleets, startFleetd(b, fleetd, dir, dc, n, key))
-	}
+	fleets := startFleets(b, fleetd, dir, nodes, key)
 	b.Logf("fleet of %d hosts started in %v", nodes, time.Since(fleetStart).Round(time.Millisecond))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()

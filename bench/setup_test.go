@@ -1,9 +1,7 @@
 package bench
 
 import (
-	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/pem"
 	"io"
 	"net"
 	"net/http"
@@ -29,25 +27,10 @@ type target struct {
 
 func startTarget(b *testing.B) *target {
 	b.Helper()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		b.Fatal(err)
-	}
-	signer, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv := testsshd.Start(b, testsshd.Options{AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()}})
 	dir := b.TempDir()
-	block, err := ssh.MarshalPrivateKey(priv, "")
-	if err != nil {
-		b.Fatal(err)
-	}
-	keyFile := filepath.Join(dir, "id_ed25519")
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(block), 0o600); err != nil {
-		b.Fatal(err)
-	}
-	t := &target{srv: srv, signer: signer, keyFile: keyFile, knownHosts: srv.WriteKnownHosts(b)}
+	key := newClientKey(b, dir)
+	srv := testsshd.Start(b, testsshd.Options{AuthorizedKeys: []ssh.PublicKey{key.signer.PublicKey()}})
+	t := &target{srv: srv, signer: key.signer, keyFile: key.privateKey, knownHosts: srv.WriteKnownHosts(b)}
 	t.optsFile = filepath.Join(dir, "ssh-opts")
 	opts := ""
 	for _, o := range t.sshOpts() {

@@ -115,12 +115,33 @@ type fleetProc struct {
 
 func buildFleetd(b *testing.B, dir string) string {
 	b.Helper()
-	bin := filepath.Join(dir, "fleetd")
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/outposthq/outpost/bench/internal/fleetd")
+	return goBuild(b, dir, "fleetd", "github.com/outposthq/outpost/bench/internal/fleetd")
+}
+
+// goBuild builds the command pkg into dir/name and returns its path.
+func goBuild(b *testing.B, dir, name, pkg string) string {
+	b.Helper()
+	bin := filepath.Join(dir, name)
+	cmd := exec.Command("go", "build", "-o", bin, pkg)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("go build fleetd: %v\n%s", err, out)
+		b.Fatalf("go build %s: %v\n%s", pkg, err, out)
 	}
 	return bin
+}
+
+// startFleets starts nodes hosts in fleetd processes, one per datacenter
+// of scaleDCs, the first taking the remainder.
+func startFleets(b *testing.B, fleetd, dir string, nodes int, key clientKey) []*fleetProc {
+	b.Helper()
+	var fleets []*fleetProc
+	for i, dc := range scaleDCs {
+		n := nodes / len(scaleDCs)
+		if i == 0 {
+			n += nodes % len(scaleDCs)
+		}
+		fleets = append(fleets, startFleetd(b, fleetd, dir, dc, n, key))
+	}
+	return fleets
 }
 
 // startFleetd starts hosts hosts named <name>-NNNN under dir/<name> and
