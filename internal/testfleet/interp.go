@@ -649,6 +649,15 @@ func tarUtil(u *call) (int, bool) {
 	return 0, true
 }
 
+// inside returns dir/name, or an error when name leaves dir.
+func inside(dir, name string) (string, error) {
+	clean := filepath.Clean(name)
+	if filepath.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, "../") {
+		return "", fmt.Errorf("%s: member outside the directory", name)
+	}
+	return filepath.Join(dir, clean), nil
+}
+
 // extract writes an archive's directories, regular files, symbolic and
 // hard links under dir; a member outside dir is an error, as the
 // deployer's own scan makes it before any upload.
@@ -661,11 +670,10 @@ func extract(tr *tar.Reader, dir string) error {
 		if err != nil {
 			return err
 		}
-		name := filepath.Clean(hdr.Name)
-		if filepath.IsAbs(name) || name == ".." || strings.HasPrefix(name, "../") {
-			return fmt.Errorf("%s: member outside the directory", hdr.Name)
+		dst, err := inside(dir, hdr.Name)
+		if err != nil {
+			return err
 		}
-		dst := filepath.Join(dir, name)
 		mode := fs.FileMode(hdr.Mode).Perm()
 		switch hdr.Typeflag {
 		case tar.TypeDir:
@@ -701,7 +709,11 @@ func extract(tr *tar.Reader, dir string) error {
 				return err
 			}
 		case tar.TypeLink:
-			if err := os.Link(filepath.Join(dir, filepath.Clean(hdr.Linkname)), dst); err != nil {
+			src, err := inside(dir, hdr.Linkname)
+			if err != nil {
+				return err
+			}
+			if err := os.Link(src, dst); err != nil {
 				return err
 			}
 		default:
