@@ -170,7 +170,7 @@ func (l *Log) finalNodes(ctx context.Context, rolloutID string, rev int64) ([]*o
 			if err := proto.Unmarshal(kv.Value, n); err != nil {
 				return nil, fmt.Errorf("decode %s: %w", kv.Key, err)
 			}
-			if finalNode(n.GetState()) {
+			if rollout.FinalNodeState(n.GetState()) {
 				out = append(out, n)
 			}
 		}
@@ -204,16 +204,4 @@ func (l *Log) stateAt(ctx context.Context, rolloutID string, state outpostv1.Rol
 		return false, fmt.Errorf("decode rollout: %w", err)
 	}
 	return r.GetState() == state, nil
-}
-
-// finalNode reports whether a node in state s has a result the engine
-// records (OnNodeResult).
-func finalNode(s outpostv1.NodeState) bool {
-	switch s {
-	case outpostv1.NodeState_NODE_STATE_SUCCEEDED, outpostv1.NodeState_NODE_STATE_FAILED,
-		outpostv1.NodeState_NODE_STATE_ROLLED_BACK, outpostv1.NodeState_NODE_STATE_ROLLBACK_FAILED,
-		outpostv1.NodeState_NODE_STATE_SKIPPED:
-		return true
-	}
-	return false
 }

@@ -509,7 +509,7 @@ func (e *Engine) commit(ctx context.Context) error {
 		e.bw.Put(store.RolloutNodeKey(n.run.id(), n.id()), n.rn)
 		n.written = now
 		delete(e.progressed, n)
-		if finalNode(n.rn.GetState()) && n.rn.GetState() != n.notified {
+		if FinalNodeState(n.rn.GetState()) && n.rn.GetState() != n.notified {
 			e.noted[n] = struct{}{}
 		}
 	}

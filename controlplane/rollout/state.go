@@ -86,7 +86,9 @@ type nodeRun struct {
 func (r *run) id() string     { return r.r.GetId() }
 func (n *nodeRun) id() string { return n.rn.GetNodeId() }
 
-func finalNode(s outpostv1.NodeState) bool {
+// FinalNodeState reports whether a node in state s is done with its
+// rollout: the states whose result the engine hands to OnNodeResult.
+func FinalNodeState(s outpostv1.NodeState) bool {
 	switch s {
 	case outpostv1.NodeState_NODE_STATE_SUCCEEDED, outpostv1.NodeState_NODE_STATE_FAILED,
 		outpostv1.NodeState_NODE_STATE_ROLLED_BACK, outpostv1.NodeState_NODE_STATE_ROLLBACK_FAILED,
@@ -427,7 +429,7 @@ func (e *Engine) advance(r *run) {
 		case outpostv1.StageState_STAGE_STATE_RUNNING:
 			if b := int(st.GetCurrentBatch()); b >= 0 && b < len(r.batches[cur]) {
 				for _, n := range r.batches[cur][b] {
-					if !finalNode(n.rn.GetState()) {
+					if !FinalNodeState(n.rn.GetState()) {
 						return
 					}
 				}
