@@ -146,13 +146,18 @@ func (a *Authority) revokeRecords(ctx context.Context, recs []*outpostv1.Credent
 	if err := a.store.Txn(ctx, nil, ops...); err != nil {
 		return fmt.Errorf("auth: revoke: %w", err)
 	}
-	// This replica refuses them at once; the others when their watch
-	// delivers the change.
+	a.revokedCommitted(recs, reason)
+	return nil
+}
+
+// revokedCommitted follows a committed transaction of revokeOps for recs:
+// this replica refuses them at once, the others when their watch delivers
+// the change.
+func (a *Authority) revokedCommitted(recs []*outpostv1.Credential, reason string) {
 	a.revoked.markRevoked(recs)
 	for _, rec := range recs {
 		a.log.Info("credential revoked", "serial", rec.GetSerial(), "kind", rec.GetKind().String(), "name", rec.GetName(), "reason", reason)
 	}
-	return nil
 }
 
 // credentialsOf returns the unexpired certificate records of kind/name.

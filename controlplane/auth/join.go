@@ -97,12 +97,7 @@ func (j *JoinServer) JoinGateway(ctx context.Context, req *outpostv1.JoinGateway
 		a.log.Error("gateway join failed", "gateway", name, "err", err)
 		return nil, status.Errorf(codes.Unavailable, "join: %v", err)
 	}
-	// This replica refuses the replaced certificates at once, as
-	// revokeRecords does; the others when their watch delivers the change.
-	a.revoked.markRevoked(replaced)
-	for _, rec := range replaced {
-		a.log.Info("credential revoked", "serial", rec.GetSerial(), "kind", rec.GetKind().String(), "name", rec.GetName(), "reason", "replaced by a join with a token for its name")
-	}
+	a.revokedCommitted(replaced, "replaced by a join with a token for its name")
 	a.log.Info("gateway joined", "gateway", name, "datacenter", tok.GetDatacenter(), "token_id", tok.GetId(),
 		"serial", is.record.GetSerial(), "expires", is.record.GetExpireTime().AsTime(), "peer", peerAddr(ctx))
 	return &outpostv1.JoinGatewayResponse{
