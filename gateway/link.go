@@ -125,12 +125,29 @@ func (g *Gateway) session(ctx context.Context, client outpostv1.GatewayServiceCl
 		<-recvDone
 	}()
 
+	// sendFailed ends the session after a failed Send. Send's io.EOF only
+	// says the stream is gone; the status the server ended it with comes
+	// from Recv, and only the receive goroutine may call Recv now (it also
+	// handles whatever the server sent before the end).
+	sendFailed := func(what string, err error) (bool, error) {
+		if !errors.Is(err, io.EOF) {
+			return true, fmt.Errorf("%s: %w", what, err)
+		}
+		select {
+		case rerr := <-recvDone:
+			recvDone <- rerr // for the deferred wait
+			return true, fmt.Errorf("%s: %w", what, rerr)
+		case <-ctx.Done():
+			return true, ctx.Err()
+		}
+	}
+
 	heartbeat := time.NewTicker(interval)
 	defer heartbeat.Stop()
 	for {
 		for _, req := range g.out.take() {
 			if err := stream.Send(req); err != nil {
-				return true, fmt.Errorf("send: %w", recvErr(stream, err))
+				return sendFailed("send", err)
 			}
 		}
 		select {
@@ -144,7 +161,7 @@ func (g *Gateway) session(ctx context.Context, client outpostv1.GatewayServiceCl
 		case <-heartbeat.C:
 			hb := &outpostv1.GatewayHeartbeat{Time: timestamppb.New(g.cfg.Now()), Active: int32(g.activeCount())}
 			if err := stream.Send(&outpostv1.ConnectRequest{Msg: &outpostv1.ConnectRequest_Heartbeat{Heartbeat: hb}}); err != nil {
-				return true, fmt.Errorf("send heartbeat: %w", recvErr(stream, err))
+				return sendFailed("send heartbeat", err)
 			}
 		case <-g.out.ready:
 		}
@@ -158,7 +175,8 @@ type connectStream interface {
 }
 
 // recvErr turns Send's io.EOF, which only says the stream is gone, into
-// the status the server ended it with.
+// the status the server ended it with. It calls Recv, so it is only for
+// while no other goroutine receives on the stream.
 func recvErr(stream connectStream, err error) error {
 	if !errors.Is(err, io.EOF) {
 		return err
