@@ -36,7 +36,7 @@ func newEventHub() *eventHub {
 	}
 }
 
-// Publish implements rollout.EventSink; it never blocks.
+// Publish sends ev to rolloutID's watchers on this replica; it never blocks.
 func (h *eventHub) Publish(rolloutID string, ev *outpostv1.NodeStepEvent) {
 	h.mu.Lock()
 	defer h.mu.Unlock()

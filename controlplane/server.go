@@ -641,11 +641,11 @@ type auditedSteps struct {
 
 var _ rollout.EventSink = auditedSteps{}
 
-// Publish implements rollout.EventSink; it never blocks. The event does
-// not say which gateway ran the step (the node's result entry does).
-func (a auditedSteps) Publish(rolloutID string, ev *outpostv1.NodeStepEvent) {
+// Publish implements rollout.EventSink; it never blocks. The gateway that
+// ran the step is the audit entry's actor.
+func (a auditedSteps) Publish(rolloutID, gateway string, ev *outpostv1.NodeStepEvent) {
 	a.hub.Publish(rolloutID, ev)
-	a.audit.RecordNodeStep(context.Background(), "", ev)
+	a.audit.RecordNodeStep(context.Background(), gateway, ev)
 }
 
 // leaderEngine returns the running engine, or nil when this replica does

@@ -18,7 +18,8 @@ var nodeSteps = []string{"connect", "lock", "precheck", "upload", "verify", "unp
 
 // TestAuditTrailOfARollout: the audit log holds exactly who created the
 // rollout, each of its state changes, every step result of every node and
-// each node's result, each once, and for every node in step order.
+// each node's result, each once, and for every node in step order. The
+// node entries name the gateway that deployed the node.
 func TestAuditTrailOfARollout(t *testing.T) {
 	s := newSystem(t, 2, alternateDC)
 	s.twoGateways()
@@ -33,12 +34,12 @@ func TestAuditTrailOfARollout(t *testing.T) {
 	want = append(want,
 		"rollout.state rollouts/"+r.GetId()+": OK APPROVED -> RUNNING",
 		"rollout.state rollouts/"+r.GetId()+": OK RUNNING -> SUCCEEDED")
-	for i := range 2 {
+	for i, gw := range []string{"gw-a", "gw-b"} { // alternateDC
 		id := e2etest.NodeID(i)
 		for _, step := range nodeSteps {
-			want = append(want, fmt.Sprintf("node.step nodes/%s: OK %s succeeded", id, step))
+			want = append(want, fmt.Sprintf("node.step nodes/%s by gateway %s: OK %s succeeded", id, gw, step))
 		}
-		want = append(want, fmt.Sprintf("node.result nodes/%s: OK SUCCEEDED", id))
+		want = append(want, fmt.Sprintf("node.result nodes/%s by gateway %s: OK SUCCEEDED", id, gw))
 	}
 
 	ac := outpostv1.NewAuditServiceClient(s.client.Conn)
@@ -52,8 +53,11 @@ func TestAuditTrailOfARollout(t *testing.T) {
 		got = got[:0]
 		for _, e := range resp.GetEntries() {
 			line := e.GetAction() + " " + e.GetResource()
-			if e.GetActorKind() == outpostv1.AuditActorKind_AUDIT_ACTOR_KIND_USER {
+			switch e.GetActorKind() {
+			case outpostv1.AuditActorKind_AUDIT_ACTOR_KIND_USER:
 				line += " by " + e.GetActor()
+			case outpostv1.AuditActorKind_AUDIT_ACTOR_KIND_GATEWAY:
+				line += " by gateway " + e.GetActor()
 			}
 			line += ": " + e.GetResult()
 			if strings.HasPrefix(e.GetAction(), "node.") || e.GetAction() == "rollout.state" {
@@ -69,7 +73,7 @@ func TestAuditTrailOfARollout(t *testing.T) {
 	// Nodes deploy in parallel, so entries of different nodes interleave;
 	// each node's own entries keep their order.
 	for i := range 2 {
-		id := "nodes/" + e2etest.NodeID(i) + ":"
+		id := "nodes/" + e2etest.NodeID(i) + " "
 		if g, w := only(got, id), only(want, id); !slices.Equal(g, w) {
 			t.Errorf("audit entries of %s:\n got %q\nwant %q", id, g, w)
 		}

@@ -9,8 +9,10 @@
 //     [Log.StreamServerInterceptor]: caller, role, method, resource,
 //     request_id, peer address, result code and error text;
 //   - every node step result and every node's final result in a rollout
-//     ([Log.RecordNodeStep], [Log.RecordNodeResult]) and every rollout
-//     state change ([Log.RecordRolloutState]), called by the rollout engine.
+//     ([Log.RecordNodeStep], [Log.RecordNodeResult]), with the gateway
+//     that deployed the node as actor, and every rollout state change
+//     ([Log.RecordRolloutState]), with the control plane as actor; the
+//     rollout engine calls them.
 //
 // Request bodies are never stored: an entry holds only the fields of
 // outpost.v1.AuditEntry, filled from an allow-list of request fields (ids,

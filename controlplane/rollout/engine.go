@@ -72,9 +72,10 @@ func (e *StateError) Error() string {
 }
 
 // EventSink receives every step event the engine applies, for live
-// fan-out to watchers on this replica. Publish must not block.
+// fan-out to watchers on this replica and the audit log; gateway is the
+// gateway that reported it. Publish must not block.
 type EventSink interface {
-	Publish(rolloutID string, ev *outpostv1.NodeStepEvent)
+	Publish(rolloutID, gateway string, ev *outpostv1.NodeStepEvent)
 }
 
 // Config configures an Engine for one leadership term.

@@ -409,7 +409,7 @@ func (e *Engine) onStep(se *outpostv1.AssignmentStepEvent) {
 	if e.cfg.Events != nil {
 		out := proto.CloneOf(ev)
 		out.NodeId, out.RolloutId = n.id(), n.run.id()
-		e.cfg.Events.Publish(n.run.id(), out)
+		e.cfg.Events.Publish(n.run.id(), n.rn.GetGateway(), out)
 	}
 }
 
