@@ -114,12 +114,37 @@ var activateSteps = []outpostv1.Step{
 // that failed. dep.stopped and dep.switched record how far the node got,
 // for the rollback.
 func (dep *deployment) activate(ctx context.Context) (outpostv1.Step, error) {
+	first := outpostv1.Step_STEP_VERIFY
 	if dep.facts.present {
 		dep.rep.skip(ctx, outpostv1.Step_STEP_VERIFY, "already present: recorded sha256 matches")
 		dep.rep.skip(ctx, outpostv1.Step_STEP_UNPACK, "already present")
+		first = outpostv1.Step_STEP_BEFORE_INSTALL
 	}
+	return dep.runActivation(ctx, activation{
+		script:       dep.activateScript(),
+		switchDetail: "current -> releases/" + dep.job.Release.GetId(),
+		firstStep:    first,
+	})
+}
+
+// activation is what tells the layouts' activation scripts apart as
+// runActivation reads their markers.
+type activation struct {
+	script       string
+	switchDetail string         // the switch step's detail
+	firstStep    outpostv1.Step // blamed when the script ends before any marker
+	// inPlace: the switch moves the running release's entries out, so it
+	// counts as a stop, and so does a stop step skipped for want of a
+	// hook: a restore must start the old release again either way.
+	inPlace bool
+}
+
+// runActivation runs an activation script and reports its steps from its
+// markers. It returns the step that failed. dep.stopped and dep.switched
+// record how far the node got, for the rollback or restore.
+func (dep *deployment) runActivation(ctx context.Context, a activation) (outpostv1.Step, error) {
 	sent := dep.d.cfg.Now()
-	res, runErr := dep.exec(ctx, dep.activateScript())
+	res, runErr := dep.exec(ctx, a.script)
 	marks := parseMarkers(res.Stdout)
 	clock := newNodeClock(sent, dep.d.cfg.Now(), marks)
 
@@ -135,16 +160,20 @@ func (dep *deployment) activate(ctx context.Context) (outpostv1.Step, error) {
 		case markStart:
 			s := dep.rep.beginAt(m.step, at, "")
 			open = &s
-			if m.step == outpostv1.Step_STEP_STOP {
+			switch m.step {
+			case outpostv1.Step_STEP_STOP:
 				dep.stopped = true
-			}
-			if m.step == outpostv1.Step_STEP_SWITCH {
+			case outpostv1.Step_STEP_SWITCH:
 				dep.switched = true
+				dep.stopped = dep.stopped || a.inPlace
 			}
 		case markNote:
 			noteHash = m.label
 		case markSkip:
 			dep.rep.endAt(ctx, dep.rep.beginAt(m.step, at, ""), at, nil, "no hook")
+			if a.inPlace && m.step == outpostv1.Step_STEP_STOP {
+				dep.stopped = true
+			}
 		case markOK, markFail:
 			if open == nil || open.step != m.step {
 				continue
@@ -157,7 +186,7 @@ func (dep *deployment) activate(ctx context.Context) (outpostv1.Step, error) {
 			} else if m.step == outpostv1.Step_STEP_VERIFY {
 				detail = "sha256 " + noteHash
 			} else if m.step == outpostv1.Step_STEP_SWITCH {
-				detail = "current -> releases/" + dep.job.Release.GetId()
+				detail = a.switchDetail
 			}
 			dep.rep.endAt(ctx, *open, at, err, detail)
 			open = nil
@@ -173,10 +202,7 @@ func (dep *deployment) activate(ctx context.Context) (outpostv1.Step, error) {
 		if err == nil {
 			err = res.Err()
 		}
-		step := outpostv1.Step_STEP_VERIFY
-		if dep.facts.present {
-			step = outpostv1.Step_STEP_BEFORE_INSTALL
-		}
+		step := a.firstStep
 		if open != nil {
 			step = open.step
 			err = fmt.Errorf("%s: %w", stepName(step), err)
@@ -189,15 +215,15 @@ func (dep *deployment) activate(ctx context.Context) (outpostv1.Step, error) {
 		}
 		// With the connection gone the script may have gone on past the
 		// last marker we saw (until its next write fails): assume the
-		// service was stopped and current switched, so that the rollback,
-		// which is idempotent, restores both.
+		// service was stopped and the release switched, so that the
+		// rollback or restore, which is idempotent, undoes both.
 		if runErr != nil {
 			dep.stopped, dep.switched, dep.orphaned = true, true, true
 		}
 		return step, err
 	}
 	if !dep.switched {
-		return outpostv1.Step_STEP_SWITCH, errors.New("activate: the script ended without switching current")
+		return outpostv1.Step_STEP_SWITCH, errors.New("activate: the script ended without switching the release")
 	}
 	return 0, nil
 }

@@ -296,83 +296,12 @@ func (dep *deployment) inplaceActivateScript(ip *inplace) string {
 // inplaceActivate runs the activation script and reports its steps, as
 // activate does for the releases layout.
 func (dep *deployment) inplaceActivate(ctx context.Context, ip *inplace) (outpostv1.Step, error) {
-	sent := dep.d.cfg.Now()
-	res, runErr := dep.exec(ctx, dep.inplaceActivateScript(ip))
-	marks := parseMarkers(res.Stdout)
-	clock := newNodeClock(sent, dep.d.cfg.Now(), marks)
-	var (
-		open     *stepRun
-		failed   outpostv1.Step
-		failErr  error
-		noteHash string
-	)
-	for _, m := range marks {
-		at := clock.at(m)
-		switch m.kind {
-		case markStart:
-			s := dep.rep.beginAt(m.step, at, "")
-			open = &s
-			switch m.step {
-			case outpostv1.Step_STEP_STOP:
-				dep.stopped = true
-			case outpostv1.Step_STEP_SWITCH:
-				dep.stopped, dep.switched = true, true
-			}
-		case markNote:
-			noteHash = m.label
-		case markSkip:
-			dep.rep.endAt(ctx, dep.rep.beginAt(m.step, at, ""), at, nil, "no hook")
-			if m.step == outpostv1.Step_STEP_STOP {
-				dep.stopped = true
-			}
-		case markOK, markFail:
-			if open == nil || open.step != m.step {
-				continue
-			}
-			var err error
-			detail := ""
-			if m.kind == markFail {
-				err = dep.activateError(m.step, res, noteHash)
-				failed, failErr = m.step, err
-			} else if m.step == outpostv1.Step_STEP_VERIFY {
-				detail = "sha256 " + noteHash
-			} else if m.step == outpostv1.Step_STEP_SWITCH {
-				detail = "in place; the previous content is in .outpost/backups/" + ip.backup
-			}
-			dep.rep.endAt(ctx, *open, at, err, detail)
-			open = nil
-		}
-	}
-	if failErr != nil {
-		return failed, failErr
-	}
-	if runErr != nil || res.Err() != nil {
-		err := runErr
-		if err == nil {
-			err = res.Err()
-		}
-		step := outpostv1.Step_STEP_VERIFY
-		if open != nil {
-			step = open.step
-			err = fmt.Errorf("%s: %w", stepName(step), err)
-			dep.rep.endAt(ctx, *open, dep.d.cfg.Now(), err, "")
-		} else if last := lastMarked(marks); last != 0 {
-			step = nextActivateStep(last)
-			err = fmt.Errorf("after %s: %w", stepName(last), err)
-		} else {
-			err = fmt.Errorf("activate: %w", err)
-		}
-		if runErr != nil {
-			// The script may go on past the last marker seen; restoring
-			// is safe either way (see inplaceRestoreScript).
-			dep.stopped, dep.switched, dep.orphaned = true, true, true
-		}
-		return step, err
-	}
-	if !dep.switched {
-		return outpostv1.Step_STEP_SWITCH, errors.New("activate: the script ended without switching")
-	}
-	return 0, nil
+	return dep.runActivation(ctx, activation{
+		script:       dep.inplaceActivateScript(ip),
+		switchDetail: "in place; the previous content is in .outpost/backups/" + ip.backup,
+		firstStep:    outpostv1.Step_STEP_VERIFY,
+		inPlace:      true,
+	})
 }
 
 // inplaceRestoreScript puts P back: stop the new release, move its
