@@ -138,23 +138,20 @@ func (a auditClient) list(ctx context.Context, rollout string, since time.Time, 
 		req.Since = timestamppb.New(since)
 	}
 	var out []*outpostv1.AuditEntry
-	for range 1000000 {
-		cctx, cancel := unary(ctx)
-		resp, err := a.ac.ListAuditEntries(cctx, req)
-		cancel()
-		if err != nil {
-			return nil, a.c.explain("list audit entries", err)
-		}
+	err := listPages(ctx, a.c, "list audit entries", func(ctx context.Context, token string) (*outpostv1.ListAuditEntriesResponse, error) {
+		req.PageToken = token
+		return a.ac.ListAuditEntries(ctx, req)
+	}, func(resp *outpostv1.ListAuditEntriesResponse) bool {
 		out = append(out, resp.GetEntries()...)
 		if limit > 0 && len(out) > limit {
 			out = append(out[:0], out[len(out)-limit:]...)
 		}
-		if resp.GetNextPageToken() == "" {
-			return out, nil
-		}
-		req.PageToken = resp.GetNextPageToken()
+		return true
+	})
+	if err != nil {
+		return nil, err
 	}
-	return nil, errors.New("list audit entries: too many pages")
+	return out, nil
 }
 
 // follow prints entries from since (zero: only new ones) as they come,

@@ -264,6 +264,33 @@ func unary(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, callTimeout)
 }
 
+// maxPages bounds every paging loop: a server that kept answering with a
+// next page token would otherwise keep the CLI asking forever.
+const maxPages = 100000
+
+// listPages fetches the pages of a List call in turn, from the first, each
+// within its own call deadline, and hands every answer to keep, until the
+// last page or until keep returns false. Errors are explained as what.
+func listPages[R interface{ GetNextPageToken() string }](ctx context.Context, c *client, what string,
+	fetch func(ctx context.Context, pageToken string) (R, error), keep func(R) bool) error {
+	token := ""
+	for range maxPages {
+		cctx, cancel := unary(ctx)
+		resp, err := fetch(cctx, token)
+		cancel()
+		if err != nil {
+			return c.explain(what, err)
+		}
+		if !keep(resp) {
+			return nil
+		}
+		if token = resp.GetNextPageToken(); token == "" {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s: more than %d pages", what, maxPages)
+}
+
 // newRequestID returns a fresh idempotency key for a mutating call, so a
 // retried call cannot act twice.
 func newRequestID() string {

@@ -73,21 +73,14 @@ Examples:
 // listNodes fetches every page of ListNodes.
 func listNodes(ctx context.Context, c *client, selector, dc string) ([]*outpostv1.Node, error) {
 	var nodes []*outpostv1.Node
-	req := &outpostv1.ListNodesRequest{PageSize: listPageSize, LabelSelector: selector, Datacenter: dc}
-	// A server that kept returning the same token would loop forever; no
-	// real inventory has this many pages.
-	for range 100000 {
-		cctx, cancel := unary(ctx)
-		resp, err := c.cp.ListNodes(cctx, req)
-		cancel()
-		if err != nil {
-			return nil, c.explain("list nodes", err)
-		}
+	err := listPages(ctx, c, "list nodes", func(ctx context.Context, token string) (*outpostv1.ListNodesResponse, error) {
+		return c.cp.ListNodes(ctx, &outpostv1.ListNodesRequest{PageSize: listPageSize, LabelSelector: selector, Datacenter: dc, PageToken: token})
+	}, func(resp *outpostv1.ListNodesResponse) bool {
 		nodes = append(nodes, resp.GetNodes()...)
-		if resp.GetNextPageToken() == "" {
-			return nodes, nil
-		}
-		req.PageToken = resp.GetNextPageToken()
+		return true
+	})
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("list nodes: too many pages")
+	return nodes, nil
 }

@@ -86,23 +86,18 @@ func joinNote(parts []string) string {
 // listRevisions pages through ListRevisions until limit (0: all).
 func listRevisions(ctx context.Context, c *client, app string, limit int) ([]*outpostv1.Revision, error) {
 	var out []*outpostv1.Revision
-	token := ""
-	for range 10000 {
+	err := listPages(ctx, c, "list revisions of "+app, func(ctx context.Context, token string) (*outpostv1.ListRevisionsResponse, error) {
 		size := 200
 		if limit > 0 {
 			size = min(size, limit-len(out))
 		}
-		cctx, cancel := unary(ctx)
-		resp, err := c.cp.ListRevisions(cctx, &outpostv1.ListRevisionsRequest{App: app, PageSize: int32(size), PageToken: token})
-		cancel()
-		if err != nil {
-			return nil, c.explain("list revisions of "+app, err)
-		}
+		return c.cp.ListRevisions(ctx, &outpostv1.ListRevisionsRequest{App: app, PageSize: int32(size), PageToken: token})
+	}, func(resp *outpostv1.ListRevisionsResponse) bool {
 		out = append(out, resp.GetRevisions()...)
-		token = resp.GetNextPageToken()
-		if token == "" || (limit > 0 && len(out) >= limit) {
-			break
-		}
+		return limit <= 0 || len(out) < limit
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }

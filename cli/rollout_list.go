@@ -78,26 +78,22 @@ func nodesColumn(c *outpostv1.NodeCounts) string {
 
 // listRollouts fetches pages of ListRollouts until limit rollouts (0: all).
 func listRollouts(ctx context.Context, c *client, app string, limit int) ([]*outpostv1.Rollout, error) {
-	var out []*outpostv1.Rollout
-	req := &outpostv1.ListRolloutsRequest{PageSize: listPageSize, App: app}
+	size := int32(listPageSize)
 	if limit > 0 && limit < listPageSize {
-		req.PageSize = int32(limit)
+		size = int32(limit)
 	}
-	for range 100000 {
-		cctx, cancel := unary(ctx)
-		resp, err := c.cp.ListRollouts(cctx, req)
-		cancel()
-		if err != nil {
-			return nil, c.explain("list rollouts", err)
-		}
+	var out []*outpostv1.Rollout
+	err := listPages(ctx, c, "list rollouts", func(ctx context.Context, token string) (*outpostv1.ListRolloutsResponse, error) {
+		return c.cp.ListRollouts(ctx, &outpostv1.ListRolloutsRequest{PageSize: size, App: app, PageToken: token})
+	}, func(resp *outpostv1.ListRolloutsResponse) bool {
 		out = append(out, resp.GetRollouts()...)
-		if limit > 0 && len(out) >= limit {
-			return out[:limit], nil
-		}
-		if resp.GetNextPageToken() == "" {
-			return out, nil
-		}
-		req.PageToken = resp.GetNextPageToken()
+		return limit <= 0 || len(out) < limit
+	})
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("list rollouts: too many pages")
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
 }

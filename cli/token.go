@@ -121,18 +121,14 @@ Examples:
 				}
 				defer c.Close()
 				var all []*outpostv1.JoinToken
-				req := &outpostv1.ListJoinTokensRequest{PageSize: listPageSize}
-				for range 10000 {
-					cctx, cancel := unary(ctx)
-					resp, err := c.adm.ListJoinTokens(cctx, req)
-					cancel()
-					if err != nil {
-						return c.explain("list join tokens", err)
-					}
+				err = listPages(ctx, c, "list join tokens", func(ctx context.Context, token string) (*outpostv1.ListJoinTokensResponse, error) {
+					return c.adm.ListJoinTokens(ctx, &outpostv1.ListJoinTokensRequest{PageSize: listPageSize, PageToken: token})
+				}, func(resp *outpostv1.ListJoinTokensResponse) bool {
 					all = append(all, resp.GetJoinTokens()...)
-					if req.PageToken = resp.GetNextPageToken(); req.PageToken == "" {
-						break
-					}
+					return true
+				})
+				if err != nil {
+					return err
 				}
 				if *out == "json" {
 					return writeProto(env.Stdout, "json", &outpostv1.ListJoinTokensResponse{JoinTokens: all})

@@ -138,17 +138,15 @@ Examples:
 					req.Kind = outpostv1.CredentialKind_CREDENTIAL_KIND_UNSPECIFIED
 				}
 				var creds []*outpostv1.Credential
-				for range 10000 {
-					cctx, cancel := unary(ctx)
-					resp, err := c.adm.ListCredentials(cctx, req)
-					cancel()
-					if err != nil {
-						return c.explain("list credentials", err)
-					}
+				err = listPages(ctx, c, "list credentials", func(ctx context.Context, token string) (*outpostv1.ListCredentialsResponse, error) {
+					req.PageToken = token
+					return c.adm.ListCredentials(ctx, req)
+				}, func(resp *outpostv1.ListCredentialsResponse) bool {
 					creds = append(creds, resp.GetCredentials()...)
-					if req.PageToken = resp.GetNextPageToken(); req.PageToken == "" {
-						break
-					}
+					return true
+				})
+				if err != nil {
+					return err
 				}
 				if *out == "json" {
 					return writeProto(env.Stdout, "json", &outpostv1.ListCredentialsResponse{Credentials: creds})
