@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"sigs.k8s.io/yaml"
 
+	"github.com/outposthq/outpost/controlplane/rollout"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -118,30 +119,7 @@ func timeText(ts *timestamppb.Timestamp) string {
 }
 
 // countsText summarizes node counts: "20 nodes: 15 succeeded, 5 pending".
-// Zero counts are left out.
-func countsText(c *outpostv1.NodeCounts) string {
-	var parts []string
-	add := func(n int32, word string) {
-		if n > 0 {
-			parts = append(parts, fmt.Sprintf("%d %s", n, word))
-		}
-	}
-	add(c.GetSucceeded(), "succeeded")
-	add(c.GetRunning(), "running")
-	add(c.GetPending(), "pending")
-	add(c.GetFailed(), "failed")
-	add(c.GetRolledBack(), "rolled back")
-	add(c.GetRollbackFailed(), "rollback failed")
-	add(c.GetSkipped(), "skipped")
-	s := fmt.Sprintf("%d nodes", c.GetTotal())
-	if c.GetTotal() == 1 {
-		s = "1 node"
-	}
-	if len(parts) == 0 {
-		return s
-	}
-	return s + ": " + strings.Join(parts, ", ")
-}
+func countsText(c *outpostv1.NodeCounts) string { return rollout.CountsText(c) }
 
 // byteSize renders a byte count for people ("5.0 MiB").
 func byteSize(n int64) string {

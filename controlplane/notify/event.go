@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/outposthq/outpost/controlplane/rollout"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -200,7 +201,7 @@ func Text(ev Event) string {
 	if ev.ChangeID != "" {
 		details = append(details, "change "+ev.ChangeID)
 	}
-	fmt.Fprintf(&b, " (%s; %s)", strings.Join(details, ", "), countsText(ev.Counts))
+	fmt.Fprintf(&b, " (%s; %s)", strings.Join(details, ", "), rollout.CountsText(ev.Counts))
 	return slackEscape(oneLine(b.String()))
 }
 
@@ -209,31 +210,6 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
-}
-
-// countsText summarizes node counts: "20 nodes: 15 succeeded, 5 pending".
-func countsText(c *outpostv1.NodeCounts) string {
-	var parts []string
-	add := func(n int32, word string) {
-		if n > 0 {
-			parts = append(parts, fmt.Sprintf("%d %s", n, word))
-		}
-	}
-	add(c.GetSucceeded(), "succeeded")
-	add(c.GetRunning(), "running")
-	add(c.GetPending(), "pending")
-	add(c.GetFailed(), "failed")
-	add(c.GetRolledBack(), "rolled back")
-	add(c.GetRollbackFailed(), "rollback failed")
-	add(c.GetSkipped(), "skipped")
-	s := fmt.Sprintf("%d nodes", c.GetTotal())
-	if c.GetTotal() == 1 {
-		s = "1 node"
-	}
-	if len(parts) == 0 {
-		return s
-	}
-	return s + ": " + strings.Join(parts, ", ")
 }
 
 // oneLine folds line breaks and tabs into spaces.

@@ -190,6 +190,32 @@ func NodeCounts(nodes []*outpostv1.RolloutNode) *outpostv1.NodeCounts {
 	return c
 }
 
+// CountsText summarizes node counts: "20 nodes: 15 succeeded, 5 pending".
+// Zero counts are left out. The CLI and the notifications use it.
+func CountsText(c *outpostv1.NodeCounts) string {
+	var parts []string
+	add := func(n int32, word string) {
+		if n > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", n, word))
+		}
+	}
+	add(c.GetSucceeded(), "succeeded")
+	add(c.GetRunning(), "running")
+	add(c.GetPending(), "pending")
+	add(c.GetFailed(), "failed")
+	add(c.GetRolledBack(), "rolled back")
+	add(c.GetRollbackFailed(), "rollback failed")
+	add(c.GetSkipped(), "skipped")
+	s := fmt.Sprintf("%d nodes", c.GetTotal())
+	if c.GetTotal() == 1 {
+		s = "1 node"
+	}
+	if len(parts) == 0 {
+		return s
+	}
+	return s + ": " + strings.Join(parts, ", ")
+}
+
 // active reports whether the engine drives rollouts in state s.
 func active(s outpostv1.RolloutState) bool {
 	switch s {
