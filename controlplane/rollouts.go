@@ -119,8 +119,16 @@ func (c *controlPlaneService) CreateRollout(ctx context.Context, req *outpostv1.
 	if err != nil {
 		return nil, err
 	}
+	return s.createBuilt(ctx, req, r, nodes)
+}
+
+// createBuilt ends CreateRollout for a rollout built from a plan or an
+// undo: it names the requester, holds the rollout for approval when its
+// plan needs it, and stores it unless this is a dry run. A request_id
+// makes the call idempotent: a retry gets the first call's rollout.
+func (s *Server) createBuilt(ctx context.Context, req *outpostv1.CreateRolloutRequest, r *outpostv1.Rollout, nodes []*outpostv1.RolloutNode) (*outpostv1.CreateRolloutResponse, error) {
 	r.Requester = callerName(ctx)
-	if s.needsApproval(spec) {
+	if s.needsApproval(r.GetPlan()) {
 		r.State = outpostv1.RolloutState_ROLLOUT_STATE_PENDING_APPROVAL
 	}
 	if req.GetDryRun() {

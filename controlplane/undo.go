@@ -71,30 +71,7 @@ func (s *Server) createUndo(ctx context.Context, req *outpostv1.CreateRolloutReq
 	if err := s.envs.checkPlan(r.GetPlan()); err != nil {
 		return nil, err
 	}
-	r.Requester = callerName(ctx)
-	if s.needsApproval(r.GetPlan()) {
-		r.State = outpostv1.RolloutState_ROLLOUT_STATE_PENDING_APPROVAL
-	}
-	if req.GetDryRun() {
-		return &outpostv1.CreateRolloutResponse{Rollout: r}, nil
-	}
-	var dedup *requestRecord
-	if rid := req.GetRequestId(); rid != "" {
-		if err := checkRequestID(rid); err != nil {
-			return nil, err
-		}
-		dedup = &requestRecord{key: requestsPrefix + rid, hash: requestHash(req)}
-		if prev, err := s.replay(ctx, dedup); prev != nil || err != nil {
-			return prev, err
-		}
-	}
-	if err := s.storeRollout(ctx, r, nodes, dedup); err != nil {
-		if errors.Is(err, errDuplicateRequest) {
-			return s.replay(ctx, dedup)
-		}
-		return nil, err
-	}
-	return &outpostv1.CreateRolloutResponse{Rollout: r}, nil
+	return s.createBuilt(ctx, req, r, nodes)
 }
 
 // rollbackRejected creates the undo of a rollout rejected at validation,
