@@ -33,7 +33,9 @@
 //     of the exact assignment the control plane names (Job.TakeoverLockOf,
 //     its gateway gone) is taken over, never while that assignment's
 //     activation still runs; and an activation starts only while the lock
-//     is still this deployment's, so the one taken over cannot switch.
+//     is still this deployment's, so the one taken over cannot switch. In
+//     the in-place layout a switch the holder left half done is undone
+//     first, from the switch's journal (see inplace.go).
 //     Cleanup and unlock run even when ctx is cancelled, under a fresh
 //     bounded context, reconnecting once if the connection dropped.
 //

@@ -32,6 +32,7 @@ const (
 //	P/.outpost/release             id of the release in place
 //	P/.outpost/staging/<id>        the upload, verified and unpacked, before it goes in place
 //	P/.outpost/backups/<stamp>-<id> what P held before an activation (<id> its release, "none" when unknown)
+//	P/.outpost/switching           the switch's journal, from its start until the deployment ends
 //
 // The steps and events are the releases layout's: connect, lock,
 // precheck, upload (into staging), verify, unpack, before_install (in the
@@ -44,6 +45,17 @@ const (
 // a first deployment P ends empty and the node is FAILED). Prune keeps
 // the newest keep_releases backups. A release is always uploaded: an
 // in-place node keeps no other release to re-activate.
+//
+// The journal lets a switch that was cut off be undone by someone else:
+// a deployment that takes over the lock of one whose gateway is gone
+// (Job.TakeoverLockOf) first puts P back as it was before that switch
+// (inplaceTakeOverScript). Its lines: the backup directory, the release
+// that was in place ("" when none), the lock content of the deployment
+// that switched, and "in" once every entry of P is in the backup and the
+// staged entries start moving into P: before that, P holds only entries
+// of the old release, after it only entries of the new one. No hook runs
+// while the takeover puts P back; the new deployment's stop hook runs
+// next, in the release put back.
 
 // Exit code of the in-place lock script when the lock is held: as lockScript.
 
@@ -64,6 +76,9 @@ type inplace struct {
 func (ip *inplace) stagingDir(dep *deployment) string {
 	return path.Join(dep.dir, ".outpost", "staging", dep.job.Release.GetId())
 }
+
+// journalPath is the in-place switch's journal (see the layout above).
+func (dep *deployment) journalPath() string { return path.Join(dep.dir, ".outpost", "switching") }
 
 // runInplace deploys job in place, after connect.
 func (dep *deployment) runInplace(ctx context.Context) Result {
@@ -144,11 +159,10 @@ func (dep *deployment) inplaceLockScript() string {
 	return s.String()
 }
 
+// inplaceLock is the lock step of the in-place layout (see lockStep).
 func (dep *deployment) inplaceLock(ctx context.Context, ip *inplace) error {
-	s := dep.rep.begin(outpostv1.Step_STEP_LOCK)
-	err := dep.inplaceLockRun(ctx, ip)
-	dep.rep.end(ctx, s, err, "")
-	return err
+	run := func(ctx context.Context) error { return dep.inplaceLockRun(ctx, ip) }
+	return dep.lockStep(ctx, run, dep.inplaceTakeOverScript)
 }
 
 func (dep *deployment) inplaceLockRun(ctx context.Context, ip *inplace) error {
@@ -162,7 +176,8 @@ func (dep *deployment) inplaceLockRun(ctx context.Context, ip *inplace) error {
 		return fmt.Errorf("lock: %w", err)
 	}
 	if res.ExitCode == exitLockHeld {
-		return dep.lockedError(strings.TrimSpace(sec["held"]))
+		dep.heldRaw = strings.TrimSpace(sec["held"])
+		return dep.lockedError(dep.heldRaw)
 	}
 	if err := res.Err(); err != nil {
 		return fmt.Errorf("lock %s: %w", dep.lockPath(), err)
@@ -281,10 +296,16 @@ func (dep *deployment) inplaceActivateScript(ip *inplace) string {
 		hookStep(&s, outpostv1.Step_STEP_STOP, `"$S"`, h.Stop)
 	}
 	// The switch: every entry of P but .outpost into the backup, then
-	// every staged entry into P. Renames within one file system.
+	// every staged entry into P. Renames within one file system. The
+	// journal is written before the backup exists, so a backup named in
+	// no journal is always complete.
+	s.set("J", dep.journalPath())
+	s.set("V", ip.facts.release)
 	s.line(`m 9 start`)
+	s.line(`printf '%s\n%s\n%s\n' "$B" "$V" "$L" >"$J" || { m 9 fail; exit 1; }`)
 	s.line(`mkdir -p -- "$B" || { m 9 fail; exit 1; }`)
 	s.line(`for e in "$P"/* "$P"/.[!.]* "$P"/..?*; do { [ -e "$e" ] || [ -L "$e" ]; } || continue; [ "${e##*/}" = .outpost ] && continue; mv -- "$e" "$B/" || { m 9 fail; exit 1; }; done`)
+	s.line(`echo in >>"$J" || { m 9 fail; exit 1; }`)
 	s.line(`for e in "$S"/* "$S"/.[!.]* "$S"/..?*; do { [ -e "$e" ] || [ -L "$e" ]; } || continue; mv -- "$e" "$P/" || { m 9 fail; exit 1; }; done`)
 	s.line(`printf '%s\n' "$I" >"$P/.outpost/release" || { m 9 fail; exit 1; }`)
 	s.line(`m 9 ok`)
@@ -315,6 +336,8 @@ func (dep *deployment) inplaceRestoreScript(ip *inplace) string {
 	s.set("S", ip.stagingDir(dep))
 	s.set("B", path.Join(dep.dir, ".outpost", "backups", ip.backup))
 	s.set("V", ip.facts.release)
+	s.set("J", dep.journalPath())
+	s.set("K", dep.lockContent)
 	dep.waitActivation(&s)
 	h := dep.spec.Hooks
 	if h.Stop != "" {
@@ -322,19 +345,61 @@ func (dep *deployment) inplaceRestoreScript(ip *inplace) string {
 		s.line(`m 16 start stop; if h "$P" "$C"; then m 16 ok; else m 16 fail; fi`)
 	}
 	s.line(`m 16 start restore`)
-	s.line(`if [ -d "$B" ]; then`)
-	s.line(`  mkdir -p -- "$S.failed" || { m 16 fail; exit 1; }`)
-	s.line(`  for e in "$P"/* "$P"/.[!.]* "$P"/..?*; do { [ -e "$e" ] || [ -L "$e" ]; } || continue; [ "${e##*/}" = .outpost ] && continue; mv -- "$e" "$S.failed/" || { m 16 fail; exit 1; }; done`)
-	s.line(`  for e in "$B"/* "$B"/.[!.]* "$B"/..?*; do { [ -e "$e" ] || [ -L "$e" ]; } || continue; mv -- "$e" "$P/" || { m 16 fail; exit 1; }; done`)
-	s.line(`  rmdir -- "$B" && rm -rf -- "$S.failed" || { m 16 fail; exit 1; }`)
-	s.line(`  if [ -n "$V" ]; then printf '%s\n' "$V" >"$P/.outpost/release"; else rm -f -- "$P/.outpost/release"; fi || { m 16 fail; exit 1; }`)
-	s.line(`fi`)
+	restoreSwitch(&s, `{ m 16 fail; exit 1; }`)
 	s.line(`m 16 ok`)
 	if h.Start != "" && ip.facts.occupied {
 		s.set("OUTPOST_RELEASE", ip.facts.release)
 		s.set("C", h.Start)
 		s.line(`m 16 start start; h "$P" "$C" || { m 16 fail; exit 1; }; m 16 ok`)
 	}
+	return s.String()
+}
+
+// restoreSwitch appends the file part of undoing a switch: P's entries
+// go to "$S.failed" (removed once done) and the entries of the backup $B
+// back into P, and .outpost/release says $V again. When the journal $J
+// is that of the switch of the deployment whose lock content is $K, into
+// $B, and that switch stopped before its second half, P holds only
+// entries of the old release and keeps them. Each part can run again
+// after a failure. fail is the shell code run when a part fails.
+func restoreSwitch(s *script, fail string) {
+	s.line(`jb=; jv=; jl=; ph=`)
+	s.line(`[ ! -f "$J" ] || { read -r jb; read -r jv; read -r jl; read -r ph; } <"$J"`)
+	s.line(`if [ "$jb" = "$B" ] && [ "$jl" = "$K" ]; then j=1; else j=0; fi`)
+	s.line(`if [ -d "$B" ]; then`)
+	s.line(`  if [ $j = 0 ] || [ "$ph" = in ]; then`)
+	s.line(`    mkdir -p -- "$S.failed" || ` + fail)
+	s.line(`    for e in "$P"/* "$P"/.[!.]* "$P"/..?*; do { [ -e "$e" ] || [ -L "$e" ]; } || continue; [ "${e##*/}" = .outpost ] && continue; mv -- "$e" "$S.failed/" || ` + fail + `; done`)
+	s.line(`  fi`)
+	s.line(`  for e in "$B"/* "$B"/.[!.]* "$B"/..?*; do { [ -e "$e" ] || [ -L "$e" ]; } || continue; mv -- "$e" "$P/" || ` + fail + `; done`)
+	s.line(`  rmdir -- "$B" && rm -rf -- "$S.failed" || ` + fail)
+	s.line(`  if [ -n "$V" ]; then printf '%s\n' "$V" >"$P/.outpost/release"; else rm -f -- "$P/.outpost/release"; fi || ` + fail)
+	s.line(`fi`)
+	s.line(`[ $j = 0 ] || rm -f -- "$J" || ` + fail)
+}
+
+// inplaceTakeOverScript is takeOverScript for the in-place layout: before
+// the lock goes, a switch the holder left half done (its journal names
+// the holder's lock) is undone, so that P holds the release it held
+// before that deployment and the backups hold no piece of it. The backup
+// put back is printed after "@restored".
+func (dep *deployment) inplaceTakeOverScript() string {
+	var s script
+	s.set("P", dep.dir)
+	s.set("O", dep.heldRaw)
+	s.set("J", dep.journalPath())
+	s.set("S", path.Join(dep.dir, ".outpost", "staging", ".takeover"))
+	s.line(`[ "$(cat -- "$P/.outpost/lock" 2>/dev/null)" = "$O" ] || exit 75`)
+	s.line(`if [ -s "$P/.outpost/active" ]; then a=$(cat -- "$P/.outpost/active"); if kill -0 "$a" 2>/dev/null; then echo "$a"; exit 76; fi; fi`)
+	s.line(`B=; V=; K=`)
+	s.line(`[ ! -f "$J" ] || { read -r B; read -r V; read -r K; } <"$J"`)
+	s.line(`if [ -n "$B" ] && [ "$K" = "$O" ]; then`)
+	s.line(`  case $B in "$P/.outpost/backups/"*/*|*/..*) echo "the journal $J names $B" >&2; exit 77;; "$P/.outpost/backups/"?*) ;; *) echo "the journal $J names $B" >&2; exit 77;; esac`)
+	s.line(`  r=; [ ! -d "$B" ] || r=${B##*/}`)
+	restoreSwitch(&s, `{ echo "putting $B back into $P failed" >&2; exit 77; }`)
+	s.line(`  [ -z "$r" ] || { echo @restored; echo "$r"; }`)
+	s.line(`fi`)
+	s.line(`rm -f -- "$P/.outpost/active" "$P/.outpost/lock"`)
 	return s.String()
 }
 
@@ -418,7 +483,9 @@ func (dep *deployment) inplaceCleanup(ctx context.Context, ip *inplace, prune bo
 			s.set("X", b)
 			s.line(`rm -rf -- "$P/.outpost/backups/$X" || e=1`)
 		}
-		s.line(`rm -rf -- "$S" "$S.partial" || e=1`)
+		// The switch is done for good: its journal goes.
+		s.set("J", dep.journalPath())
+		s.line(`rm -rf -- "$S" "$S.partial" || e=1; rm -f -- "$J" || e=1`)
 		s.line(`if [ $e = 0 ]; then m 13 ok; else m 13 fail; fi`)
 	} else {
 		s.line(`rm -rf -- "$S" "$S.partial"`)

@@ -17,6 +17,7 @@ import (
 const (
 	exitLockHeld = 75 // another deployment holds the lock; its content follows "@held"
 	exitActive   = 76 // takeover refused: an activation of the lock's holder still runs
+	exitRestore  = 77 // takeover failed: undoing the holder's interrupted in-place switch failed
 )
 
 // nodeFacts is what the lock script found on the node, under the lock.
@@ -68,17 +69,27 @@ func (dep *deployment) lockScript() string {
 // lock runs the lock script and records the facts it found. A lock held by
 // the deployment Job.TakeoverLockOf names is broken (takeOver) and taken.
 func (dep *deployment) lock(ctx context.Context) error {
+	return dep.lockStep(ctx, dep.lockRun, dep.takeOverScript)
+}
+
+// lockStep is the lock step of either layout: run takes the lock and
+// reads the facts, takeOverScript breaks the lock of the deployment
+// Job.TakeoverLockOf names, after which run is tried again.
+func (dep *deployment) lockStep(ctx context.Context, run func(context.Context) error, takeOverScript func() string) error {
 	s := dep.rep.begin(outpostv1.Step_STEP_LOCK)
-	err := dep.lockRun(ctx)
+	err := run(ctx)
 	var held *LockedError
 	if errors.As(err, &held) && dep.mayTakeOver(held.Holder) {
-		if err = dep.takeOver(ctx, held); err == nil {
-			err = dep.lockRun(ctx)
+		if err = dep.takeOver(ctx, held, takeOverScript()); err == nil {
+			err = run(ctx)
 		}
 	}
 	detail := ""
 	if dep.tookOver != "" {
 		detail = "took over the lock of assignment " + dep.tookOver + ", whose gateway is gone"
+		if dep.restoredSwitch != "" {
+			detail += "; put back what its interrupted switch had moved (.outpost/backups/" + dep.restoredSwitch + ")"
+		}
 	}
 	dep.rep.end(ctx, s, err, detail)
 	return err
@@ -94,12 +105,14 @@ func (dep *deployment) mayTakeOver(holder LockInfo) bool {
 		holder.Rollout == j.RolloutID && holder.Epoch <= j.Epoch && dep.tookOver == ""
 }
 
-// takeOver breaks the lock held, if it still holds exactly what the lock
-// script read and no activation of its holder still runs (its gateway may
-// be gone while sshd has not yet noticed). What the holder left, a partial
-// release, is then replaced by the lock script as after any broken attempt.
-func (dep *deployment) takeOver(ctx context.Context, held *LockedError) error {
-	res, err := dep.exec(ctx, dep.takeOverScript())
+// takeOver runs script, a takeover script, to break the lock held: only
+// if it still holds exactly what the lock script read and no activation
+// of its holder still runs (its gateway may be gone while sshd has not yet
+// noticed). What the holder left, a partial release, is then replaced by
+// the lock script as after any broken attempt; an interrupted in-place
+// switch is undone by the script itself (inplaceTakeOverScript).
+func (dep *deployment) takeOver(ctx context.Context, held *LockedError, script string) error {
+	res, err := dep.exec(ctx, script)
 	switch {
 	case err != nil:
 		return fmt.Errorf("take over lock %s: %w", dep.lockPath(), err)
@@ -108,10 +121,14 @@ func (dep *deployment) takeOver(ctx context.Context, held *LockedError) error {
 	case res.ExitCode == exitActive:
 		return fmt.Errorf("take over lock %s of assignment %s: its activation still runs on the node (pid %s)",
 			dep.lockPath(), held.Holder.Assignment, strings.TrimSpace(string(res.Stdout)))
+	case res.ExitCode == exitRestore:
+		return fmt.Errorf("take over lock %s of assignment %s: its switch was interrupted and putting %s back failed, so the lock stays: %s",
+			dep.lockPath(), held.Holder.Assignment, dep.dir, tail(strings.TrimSpace(string(res.Stderr)), 1024))
 	case res.Err() != nil:
 		return fmt.Errorf("take over lock %s: %w", dep.lockPath(), res.Err())
 	}
 	dep.tookOver = held.Holder.Assignment
+	dep.restoredSwitch = strings.TrimSpace(splitSections(res.Stdout)["restored"])
 	dep.log.Warn("took over the lock of a deployment whose gateway is gone",
 		"assignment", held.Holder.Assignment, "owner", held.Holder.Owner, "epoch", held.Holder.Epoch, "since", held.Holder.Time)
 	return nil
