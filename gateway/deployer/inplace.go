@@ -364,7 +364,7 @@ func (dep *deployment) inplaceRestoreScript(ip *inplace) string {
 // after a failure. fail is the shell code run when a part fails.
 func restoreSwitch(s *script, fail string) {
 	s.line(`jb=; jv=; jl=; ph=`)
-	s.line(`[ ! -f "$J" ] || { read -r jb; read -r jv; read -r jl; read -r ph; } <"$J"`)
+	s.line(`[ ! -f "$J" ] || { IFS= read -r jb; IFS= read -r jv; IFS= read -r jl; IFS= read -r ph; } <"$J"`)
 	s.line(`if [ "$jb" = "$B" ] && [ "$jl" = "$K" ]; then j=1; else j=0; fi`)
 	s.line(`if [ -d "$B" ]; then`)
 	s.line(`  if [ $j = 0 ] || [ "$ph" = in ]; then`)
@@ -392,7 +392,7 @@ func (dep *deployment) inplaceTakeOverScript() string {
 	s.line(`[ "$(cat -- "$P/.outpost/lock" 2>/dev/null)" = "$O" ] || exit 75`)
 	s.line(`if [ -s "$P/.outpost/active" ]; then a=$(cat -- "$P/.outpost/active"); if kill -0 "$a" 2>/dev/null; then echo "$a"; exit 76; fi; fi`)
 	s.line(`B=; V=; K=`)
-	s.line(`[ ! -f "$J" ] || { read -r B; read -r V; read -r K; } <"$J"`)
+	s.line(`[ ! -f "$J" ] || { IFS= read -r B; IFS= read -r V; IFS= read -r K; } <"$J"`)
 	s.line(`if [ -n "$B" ] && [ "$K" = "$O" ]; then`)
 	s.line(`  case $B in "$P/.outpost/backups/"*/*|*/..*) echo "the journal $J names $B" >&2; exit 77;; "$P/.outpost/backups/"?*) ;; *) echo "the journal $J names $B" >&2; exit 77;; esac`)
 	s.line(`  r=; [ ! -d "$B" ] || r=${B##*/}`)
