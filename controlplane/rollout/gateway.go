@@ -300,8 +300,10 @@ func (e *Engine) detach(ctx context.Context, s *session, why error) {
 		return
 	}
 	delete(e.gateways, s.name)
-	if ctx.Err() == nil { // else the engine is stopping and revokes the lease
-		if err := e.cfg.Store.Txn(ctx, e.cfg.Fence, clientv3.OpDelete(store.GatewayKey(s.name))); err != nil {
+	// When the engine is stopping (ctx ends, maybe during the write), it
+	// revokes the presence lease instead, which removes the key too.
+	if ctx.Err() == nil {
+		if err := e.cfg.Store.Txn(ctx, e.cfg.Fence, clientv3.OpDelete(store.GatewayKey(s.name))); err != nil && ctx.Err() == nil {
 			e.log.Warn("removing gateway presence failed", "gateway", s.name, "err", err)
 		}
 	}
