@@ -70,7 +70,14 @@ func TestScriptsGolden(t *testing.T) {
 	}
 	takeover := goldenDeployment()
 	takeover.heldRaw = lockContentFor(LockInfo{Owner: "cp-1/ro-7", Rollout: "ro-7", Release: "r1.4.2", Epoch: 2, Assignment: "ro-7-srv-1-e2-4"})
+	inPlace := goldenDeployment()
+	inPlace.spec.Layout = LayoutInplace
+	ip := &inplace{facts: inplaceFacts{release: "r1.4.1", occupied: true}, backup: "20261101T100000.000000000Z-r1.4.1"}
 	for name, got := range map[string]string{
+		"inplace-lock.sh":      inPlace.inplaceLockScript(),
+		"inplace-takeover.sh":  takeover.inplaceTakeOverScript(),
+		"inplace-activate.sh":  inPlace.inplaceActivateScript(ip),
+		"inplace-restore.sh":   inPlace.inplaceRestoreScript(ip),
 		"lock.sh":              dep.lockScript(),
 		"takeover.sh":          takeover.takeOverScript(),
 		"activate.sh":          dep.activateScript(),
