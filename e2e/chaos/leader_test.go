@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"regexp"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -19,11 +20,12 @@ type haSetup struct {
 	c      *cluster
 	etcd   []string
 	nodes  []*node
-	leader string // the first leader's name
+	leader string // the leader's name, as of startHA or the last currentLeader
 	epoch  int64
-	// cl is a client of a replica that is not the first leader: it serves
-	// reads, watches and rollout creation, and survives the first leader.
-	cl *e2etest.Client
+	// cl is a client of a replica that is not the leader: it serves
+	// reads, watches and rollout creation, and survives the leader.
+	cl   *e2etest.Client
+	clOf string // the replica cl talks to
 }
 
 const haTTL = 2 * time.Second
@@ -32,13 +34,7 @@ func startHA(t *testing.T, gatewayGrace time.Duration) *haSetup {
 	t.Helper()
 	h := &haSetup{etcd: startEtcd(t)}
 	h.c = startCluster(t, cpOptions{replicas: 3, etcd: h.etcd, leaderTTL: haTTL, gatewayGrace: gatewayGrace})
-	h.leader, h.epoch = waitLeader(t, etcdClient(t, h.etcd), "")
-	for _, cp := range h.c.cps {
-		if cp.name != h.leader {
-			h.cl = h.c.client(cp)
-			break
-		}
-	}
+	h.currentLeader(t)
 	creds := newSSHCreds(t)
 	h.nodes = startNodes(t, 6, creds, nodeOptions{})
 	if err := h.cl.Apply(ctxT(t), inventory(h.nodes, "dc-1")); err != nil {
@@ -46,6 +42,24 @@ func startHA(t *testing.T, gatewayGrace time.Duration) *haSetup {
 	}
 	h.c.startGateway("gw-1", "dc-1", 4, creds)
 	return h
+}
+
+// currentLeader reads who leads now into h.leader and h.epoch, and points
+// h.cl at another replica. A test calls it right before it harms the
+// leader: on a loaded machine a 2 s lease can lapse by itself, so the
+// leader of startHA may have handed over since.
+func (h *haSetup) currentLeader(t *testing.T) {
+	t.Helper()
+	h.leader, h.epoch = waitLeader(t, etcdClient(t, h.etcd), "")
+	if h.cl != nil && h.clOf != h.leader {
+		return
+	}
+	for _, cp := range h.c.cps {
+		if cp.name != h.leader {
+			h.cl, h.clOf = h.c.client(cp), cp.name
+			return
+		}
+	}
 }
 
 // startRollout uploads and rolls out a release in batches of two, and
@@ -90,6 +104,7 @@ func TestLeaderKilledMidRollout(t *testing.T) {
 	h := startHA(t, 0)
 	r, rel := h.startRollout(t)
 
+	h.currentLeader(t)
 	killed := time.Now()
 	h.c.byName(h.leader).kill()
 	// Before any other replica can lead: what the dead leader had done.
@@ -113,13 +128,14 @@ func TestLeaderKilledMidRollout(t *testing.T) {
 		diedWith[id] = rec.GetState() == outpostv1.NodeState_NODE_STATE_SUCCEEDED
 	}
 	epochs := h.checkAllDeployed(t, r, rel, diedWith)
-	// Nodes the dead leader had finished or handed out carry its epoch in
-	// their history; the rest were assigned by the new leader and carry
-	// the new one. The rollout was stopped in its second batch, so both
-	// kinds exist.
+	// Nodes the dead leader had finished or handed out carry the epoch of
+	// their assignment in their history (the dead leader's, or an earlier
+	// leader's if leadership moved during the first batch); the rest were
+	// assigned by the new leader and carry the new one. The rollout was
+	// stopped in its second batch, so both kinds exist.
 	pending := 0
 	for id, rec := range before {
-		want := h.epoch
+		want := assignmentEpoch(rec.GetAssignmentId())
 		if rec.GetState() == outpostv1.NodeState_NODE_STATE_PENDING {
 			want = epoch
 			pending++
@@ -135,6 +151,20 @@ func TestLeaderKilledMidRollout(t *testing.T) {
 
 var leadershipLostRE = regexp.MustCompile(`leadership lost`)
 
+// assignmentEpochRE is the end of an assignment id: the epoch of the
+// leader that made it and a sequence number.
+var assignmentEpochRE = regexp.MustCompile(`-e([0-9]+)-[0-9]+$`)
+
+// assignmentEpoch returns the epoch an assignment id was made in, or 0.
+func assignmentEpoch(id string) int64 {
+	m := assignmentEpochRE.FindStringSubmatch(id)
+	if m == nil {
+		return 0
+	}
+	n, _ := strconv.ParseInt(m[1], 10, 64)
+	return n
+}
+
 func TestLeaderPausedPastItsLease(t *testing.T) {
 	// The grace outlasts the pause: the nodes the frozen leader had handed
 	// out are still running on the gateway, which must resume them with
@@ -142,12 +172,22 @@ func TestLeaderPausedPastItsLease(t *testing.T) {
 	h := startHA(t, 30*time.Second)
 	r, rel := h.startRollout(t)
 
+	// The leader's key, read together with who leads (they are one read
+	// apart: read again if leadership moved in between).
 	ecli := etcdClient(t, h.etcd)
-	resp, err := ecli.Get(ctxT(t), store.LeaderPrefix+"/", clientv3.WithFirstCreate()...)
-	if err != nil || len(resp.Kvs) == 0 {
-		t.Fatalf("read the leader key: %v", err)
+	var oldKey string
+	var oldEpoch int64
+	for attempt := 0; oldEpoch == 0 || oldEpoch != h.epoch; attempt++ {
+		if attempt == 5 {
+			t.Fatalf("leadership keeps moving: key of epoch %d, leader %s of epoch %d", oldEpoch, h.leader, h.epoch)
+		}
+		h.currentLeader(t)
+		resp, err := ecli.Get(ctxT(t), store.LeaderPrefix+"/", clientv3.WithFirstCreate()...)
+		if err != nil || len(resp.Kvs) == 0 {
+			t.Fatalf("read the leader key: %v", err)
+		}
+		oldKey, oldEpoch = string(resp.Kvs[0].Key), resp.Kvs[0].CreateRevision
 	}
-	oldKey, oldEpoch := string(resp.Kvs[0].Key), resp.Kvs[0].CreateRevision
 	old := h.c.byName(h.leader)
 	old.signal(syscall.SIGSTOP)
 	paused := time.Now()
