@@ -15,10 +15,10 @@ import (
 // told otherwise, and cannot ask the server what it accepts. OpenSSH's
 // sftp-server accepts 255 KiB writes and says so through the
 // limits@openssh.com extension; writes of 128 KiB (four times fewer
-// requests) make uploads markedly faster (see BenchmarkUpload). So the SFTP handshake is done here,
-// the limits are asked for when the server advertises them, and pkg/sftp is
-// then handed the already-initialized stream: its own INIT is swallowed and
-// the server's VERSION replayed to it.
+// requests) make uploads markedly faster (see BenchmarkUpload). So the SFTP
+// handshake is done here, the limits are asked for when the server
+// advertises them, and pkg/sftp is then handed the already-initialized
+// stream: its own INIT is swallowed and the server's VERSION replayed to it.
 
 // SFTP protocol version 3 packet types and limits used here.
 const (

@@ -528,12 +528,7 @@ func sha256sumUtil(u *call) (int, bool) {
 	if !ok || len(ops) != 0 || f != "b" {
 		return 0, false
 	}
-	h := sha256.New()
-	if _, err := io.Copy(h, u.hc.Stdin); err != nil {
-		return u.fail(1, "-: %s", errText(err)), true
-	}
-	fmt.Fprintf(u.hc.Stdout, "%x *-\n", h.Sum(nil))
-	return 0, true
+	return u.digestStdin("-: ", "-"), true
 }
 
 // opensslUtil does `openssl dgst -sha256 -r` of standard input.
@@ -541,12 +536,19 @@ func opensslUtil(u *call) (int, bool) {
 	if !slices.Equal(u.args, []string{"dgst", "-sha256", "-r"}) {
 		return 0, false
 	}
+	return u.digestStdin("", "stdin"), true
+}
+
+// digestStdin prints the SHA-256 of standard input as "<hex> *<name>",
+// the binary-mode line both tools print; a read error is reported after
+// errPrefix.
+func (u *call) digestStdin(errPrefix, name string) int {
 	h := sha256.New()
 	if _, err := io.Copy(h, u.hc.Stdin); err != nil {
-		return u.fail(1, "%s", errText(err)), true
+		return u.fail(1, "%s%s", errPrefix, errText(err))
 	}
-	fmt.Fprintf(u.hc.Stdout, "%x *stdin\n", h.Sum(nil))
-	return 0, true
+	fmt.Fprintf(u.hc.Stdout, "%x *%s\n", h.Sum(nil), name)
+	return 0
 }
 
 // tailUtil does `tail -c N -- FILE`.
