@@ -159,6 +159,7 @@ type Log struct {
 	progress chan struct{} // closed and replaced when entries leave the queue
 	queued   int64         // entries ever queued
 	settled  int64         // entries ever written or given up
+	waitFor  int64         // entries up to this count (of queued) have a caller waiting: Append or Flush
 	dropped  int64         // entries Enqueue dropped
 	lastAt   time.Time     // latest queue time, so times never go backwards here
 	lastDrop time.Time     // when a drop was last logged
@@ -261,6 +262,7 @@ func (l *Log) Dropped() int64 {
 func (l *Log) Flush(ctx context.Context) error {
 	l.mu.Lock()
 	target := l.queued
+	l.waitFor = max(l.waitFor, target)
 	l.mu.Unlock()
 	signal(l.urgent)
 	for range 1 << 30 {
@@ -380,6 +382,9 @@ func (l *Log) enqueueLocked(it *item) {
 	l.lastAt = it.at
 	l.queue = append(l.queue, it)
 	l.queued++
+	if it.done != nil {
+		l.waitFor = l.queued
+	}
 	switch {
 	case it.done != nil, len(l.queue) >= maxBatch:
 		signal(l.urgent)
@@ -409,14 +414,25 @@ func (l *Log) pending() int {
 }
 
 // run is the writer goroutine: it waits for entries, gives unhurried ones
-// BatchDelay to gather, and writes until the queue is empty, retrying
-// failed writes with backoff.
+// BatchDelay to gather, and writes until the queue is empty or holds only
+// a partial batch nobody waits for, retrying failed writes with backoff.
 func (l *Log) run() {
 	defer close(l.done)
 	retry := time.Duration(0)
 	lastWarn := time.Time{}
+	gather := false // the queue holds a partial batch: give it BatchDelay
 	for {
-		if retry == 0 {
+		if gather {
+			t := time.NewTimer(l.cfg.BatchDelay)
+			select {
+			case <-l.stop:
+				t.Stop()
+				return
+			case <-t.C:
+			case <-l.urgent:
+				t.Stop()
+			}
+		} else if retry == 0 {
 			select {
 			case <-l.stop:
 				return
@@ -441,7 +457,7 @@ func (l *Log) run() {
 			case <-t.C:
 			}
 		}
-		retry = 0
+		retry, gather = 0, false
 		for l.pending() > 0 {
 			ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
 			err := l.writeBatch(ctx)
@@ -459,8 +475,31 @@ func (l *Log) run() {
 				return
 			default:
 			}
+			if l.partialRest() {
+				gather = true
+				break
+			}
 		}
 	}
+}
+
+// partialRest reports whether what a full batch left in the queue is a
+// partial batch that nobody waits for. It then gathers for BatchDelay, as
+// entries arriving in an empty queue do, rather than go out at once in a
+// small transaction. A full-batch signal sent while the batch before was
+// being written is stale and is dropped; a caller who starts waiting
+// later signals again.
+func (l *Log) partialRest() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if n := len(l.queue); n == 0 || n >= maxBatch || l.settled < l.waitFor {
+		return false
+	}
+	select {
+	case <-l.urgent:
+	default:
+	}
+	return true
 }
 
 // writeBatch writes the oldest queued entries in one transaction and
