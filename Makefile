@@ -7,7 +7,7 @@ BUF       := $(GO) tool -modfile=tools/go.mod buf
 BIN       := bin/outpost
 GOTESTFLAGS ?=
 
-.PHONY: all build deps test chaos lint proto proto-check demo bench clean
+.PHONY: all build deps test chaos fuzz lint proto proto-check demo bench clean
 
 all: build
 
@@ -25,6 +25,11 @@ test: deps
 ## connection cut, disk full); `make test` runs them too.
 chaos: deps
 	$(GO) test -count=1 -race -timeout 15m $(GOTESTFLAGS) ./e2e/chaos/
+
+## fuzz: every fuzz target (plan decoder, tar scanner, known_hosts index,
+## hook policy, ...) for FUZZTIME each (default 15s); CI runs it after make test.
+fuzz:
+	@GO=$(GO) scripts/fuzz.sh
 
 lint:
 	$(BUF) lint
