@@ -231,7 +231,7 @@ func TestEnvironmentPolicy(t *testing.T) {
 		{"undeclared environment", plan("production", nil), []string{"plan.environment"}, `"production" is not declared`},
 		{"no environment", plan("", nil), []string{"plan.environment"}, "declares the environments prod, staging"},
 		{"dangerous hook", plan("staging", func(p *outpostv1.PlanSpec) { p.Hooks.BeforeInstall = "rm -rf /" }),
-			[]string{"plan.hooks.before_install"}, `deny-list pattern "rm -rf /"`},
+			[]string{"plan.hooks.before_install"}, `"rm -rf /": denied: recursive delete of /`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := c.CreateRollout(ctxT(t), &outpostv1.CreateRolloutRequest{Plan: tt.spec, ArtifactSha256: digest, DryRun: true})
