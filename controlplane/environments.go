@@ -35,7 +35,9 @@ type Environment struct {
 	// every hook command of a plan for this environment (hooks, the health
 	// command, the blue/green switch hooks) must match one of them as a
 	// whole, or CreateRollout refuses the plan. Empty means any command
-	// that passes the deny list.
+	// that passes the deny list (internal/hookpolicy), which is a seat
+	// belt, not a control: a protected environment should have one, and
+	// Start warns when it has not.
 	HookAllowList []string
 }
 
@@ -101,6 +103,19 @@ func (es environments) protected() []string {
 	var out []string
 	for _, n := range es.names() {
 		if es[n].Protected {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// unguarded returns the names of the protected environments without a
+// hook allow-list: their hooks pass only the deny list, a seat belt that
+// a determined plan author can walk around.
+func (es environments) unguarded() []string {
+	var out []string
+	for _, n := range es.names() {
+		if es[n].Protected && len(es[n].allow) == 0 {
 			out = append(out, n)
 		}
 	}

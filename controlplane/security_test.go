@@ -5,10 +5,12 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -231,7 +233,7 @@ func TestEnvironmentPolicy(t *testing.T) {
 		{"undeclared environment", plan("production", nil), []string{"plan.environment"}, `"production" is not declared`},
 		{"no environment", plan("", nil), []string{"plan.environment"}, "declares the environments prod, staging"},
 		{"dangerous hook", plan("staging", func(p *outpostv1.PlanSpec) { p.Hooks.BeforeInstall = "rm -rf /" }),
-			[]string{"plan.hooks.before_install"}, `deny-list pattern "rm -rf /"`},
+			[]string{"plan.hooks.before_install"}, `"rm -rf /": denied: recursive delete of /`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := c.CreateRollout(ctxT(t), &outpostv1.CreateRolloutRequest{Plan: tt.spec, ArtifactSha256: digest, DryRun: true})
@@ -269,6 +271,64 @@ func TestEnvironmentPolicy(t *testing.T) {
 			t.Errorf("rollout in %s: %v (%v), want %v", env, resp.GetRollout().GetState(), err, want)
 		}
 	}
+}
+
+// TestStartWarnsOfProtectedEnvironmentWithoutAllowList: the deny list is
+// a seat belt; a protected environment whose hooks pass only it is
+// named in a warning at start.
+func TestStartWarnsOfProtectedEnvironmentWithoutAllowList(t *testing.T) {
+	logs := &recordingHandler{}
+	startCP(t, t.TempDir(), withLogger(slog.New(logs)), func(c *Config) {
+		c.Environments = map[string]Environment{
+			"prod":     {Protected: true},
+			"payments": {Protected: true, HookAllowList: []string{`sh bin/(start|stop)`}},
+			"staging":  {},
+			"dr":       {Protected: true, ApprovalTTL: time.Hour},
+		}
+	})
+	var warned []string
+	for _, r := range logs.all() {
+		if env, ok := r.attrs["environment"]; ok && r.level == slog.LevelWarn && strings.Contains(r.msg, "no hook allow-list") {
+			warned = append(warned, env)
+		}
+	}
+	if want := []string{"dr", "prod"}; strings.Join(warned, ",") != strings.Join(want, ",") {
+		t.Errorf("warned of environments %v, want %v", warned, want)
+	}
+}
+
+// recordingHandler keeps every log record's level, message and
+// attributes (and forwards nothing).
+type recordingHandler struct {
+	mu      sync.Mutex
+	records []loggedRecord
+}
+
+type loggedRecord struct {
+	level slog.Level
+	msg   string
+	attrs map[string]string
+}
+
+func (h *recordingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *recordingHandler) Handle(_ context.Context, r slog.Record) error {
+	rec := loggedRecord{level: r.Level, msg: r.Message, attrs: map[string]string{}}
+	r.Attrs(func(a slog.Attr) bool {
+		rec.attrs[a.Key] = a.Value.String()
+		return true
+	})
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.records = append(h.records, rec)
+	return nil
+}
+func (h *recordingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *recordingHandler) WithGroup(string) slog.Handler      { return h }
+
+func (h *recordingHandler) all() []loggedRecord {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]loggedRecord(nil), h.records...)
 }
 
 func TestStartRefusesBadEnvironments(t *testing.T) {

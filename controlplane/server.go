@@ -349,6 +349,10 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("controlplane: %w", err)
 	}
 	ok = true
+	for _, name := range envs.unguarded() {
+		s.log.Warn("protected environment has no hook allow-list: its hooks pass only the deny list, a seat belt, not a control; set hook_allow_list",
+			"environment", name)
+	}
 	s.log.Info("control plane started", "addr", s.addr, "data_dir", cfg.DataDir, "metrics", s.MetricsAddr(),
 		"admin_credential", cfg.AdminCredentialFile, "admin_credential_written", written,
 		"environments", strings.Join(envs.names(), ","))

@@ -64,8 +64,10 @@ func TestParseBad(t *testing.T) {
 		{"disk percent", base + "precheck: {max_disk_used_percent: 101}\n", `precheck.max_disk_used_percent: 101: must be from 1 to 100 (line 4)`},
 		{"min free bytes", base + "precheck: {min_free_bytes: lots}\n", `precheck.min_free_bytes: "lots": not a size (write bytes such as "1048576" or a size such as "512MiB" or "2GB") (line 4)`},
 		{"min free unit", base + "precheck: {min_free_bytes: 2 GiGs}\n", `precheck.min_free_bytes: "2 GiGs": unknown unit "GiGs" (use B, kB, MB, GB, TB, KiB, MiB, GiB or TiB) (line 4)`},
-		{"dangerous hook", base + "hooks:\n  start: rm -rf / --no-preserve-root\n", `hooks.start: hook command "rm -rf / --no-preserve-root" is refused: it matches the deny-list pattern "rm -rf /" (line 5)`},
-		{"dangerous health command", base + "health: {command: mkfs.ext4 /dev/sdb}\n", `health.command: hook command "mkfs.ext4 /dev/sdb" is refused: it matches the deny-list pattern "mkfs" (line 4)`},
+		{"dangerous hook", base + "hooks:\n  start: rm -rf / --no-preserve-root\n", `hooks.start: "rm -rf / --no-preserve-root": denied: recursive delete of / (rm -rf / --no-preserve-root) (line 5)`},
+		{"dangerous hook in sh -c", base + "hooks:\n  stop: sh -c \"rm -rf /\"\n", `hooks.stop: "sh -c \"rm -rf /\"": denied: recursive delete of / (rm -rf /) (line 5)`},
+		{"hook that does not parse", base + "hooks:\n  start: echo \"$(date\n", "hooks.start: \"echo \\\"$(date\": does not parse as a shell command: 1:7: reached EOF without matching `$(` with `)` (line 5)"},
+		{"dangerous health command", base + "health: {command: mkfs.ext4 /dev/sdb}\n", `health.command: "mkfs.ext4 /dev/sdb": denied: mkfs.ext4 formats a filesystem (mkfs.ext4 /dev/sdb) (line 4)`},
 		{"two health checks", base + "health:\n  http: {port: 8080}\n  tcp: {port: 8080}\n", `health: set only one of http, tcp and command (found http and tcp) (line 4)`},
 		{"health without check", base + "health: {timeout: 1m}\n", `health: timeout and interval are set but no check: set one of http, tcp and command (line 4)`},
 		{"health port zero", base + "health: {http: {path: /health}}\n", `health.http.port: required`},
@@ -90,7 +92,7 @@ func TestParseBad(t *testing.T) {
 		{"count and percent", base + "strategy: {type: canary, count: 1, percent: 10}\n", `strategy.percent: set count or percent, not both (line 4)`},
 		{"blue green without switch", base + "strategy: {type: blue_green}\n", `strategy.switch_node: required for blue_green: the node that runs the traffic switch
 strategy.switch_hook: required for blue_green: the command that moves traffic to the new color`},
-		{"dangerous switch hook", base + "strategy: {type: blue_green, switch_node: lb-1, switch_hook: 'reboot'}\n", `strategy.switch_hook: hook command "reboot" is refused: it matches the deny-list pattern "shutdown/reboot" (line 4)`},
+		{"dangerous switch hook", base + "strategy: {type: blue_green, switch_node: lb-1, switch_hook: 'reboot'}\n", `strategy.switch_hook: "reboot": denied: reboot stops the server (reboot) (line 4)`},
 		{"stage without name", base + "strategy:\n  stages:\n    - {count: 1}\n", `strategy.stages[0].name: required`},
 		{"stage names twice", base + "strategy:\n  stages:\n    - {name: a}\n    - {name: a}\n", `strategy.stages[1].name: "a": used twice (also strategy.stages[0]) (line 7)`},
 		{"stage batch", base + "strategy:\n  stages:\n    - {name: a, batch: \"-3\"}\n", `strategy.stages[0].batch: "-3": batch must be at least 1 (line 6)`},
@@ -119,17 +121,29 @@ strategy.batch: "0": batch must be at least 1 (line 4)`},
 }
 
 func TestParseHookErrorIsDeniedError(t *testing.T) {
-	_, err := Parse([]byte(base + "hooks: {stop: 'truncate -s 0 /var/log/app.log', start: 'echo ok'}\n"))
+	_, err := Parse([]byte(base + "hooks: {stop: \"psql -c 'TRUNCATE sessions'\", start: 'echo ok'}\n"))
 	var denied *hookpolicy.DeniedError
 	if !errors.As(err, &denied) {
 		t.Fatalf("Parse error %v does not wrap a *hookpolicy.DeniedError", err)
 	}
-	if denied.Pattern != "truncate" {
-		t.Errorf("Pattern = %q, want %q", denied.Pattern, "truncate")
+	if want := "destructive SQL"; denied.Rule != want {
+		t.Errorf("Rule = %q, want %q", denied.Rule, want)
 	}
 	fes := FieldErrors(err)
 	if len(fes) != 1 || fes[0].Field != "hooks.stop" {
 		t.Errorf("FieldErrors = %v, want one for hooks.stop", fes)
+	}
+}
+
+// TestParseAcceptsTruncateOfAFile: the SQL rules apply to SQL, not to
+// truncate(1) (issue #11, finding 9).
+func TestParseAcceptsTruncateOfAFile(t *testing.T) {
+	spec, err := Parse([]byte(base + "hooks: {stop: 'truncate -s 0 app.log', start: 'sh bin/start'}\n"))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if got := spec.GetHooks().GetStop(); got != "truncate -s 0 app.log" {
+		t.Errorf("stop hook = %q", got)
 	}
 }
 
