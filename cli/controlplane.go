@@ -29,7 +29,8 @@ external etcd cluster with --etcd-endpoints, in which case several control
 planes may run: one leads and drives rollouts, the others serve and take
 over when it dies. An external etcd is used over TLS (https:// endpoints,
 --etcd-cacert, and a client certificate: --etcd-cert, --etcd-key);
-http:// endpoints are refused unless --etcd-insecure is given.
+http:// endpoints, or no client certificate, are refused unless
+--etcd-insecure is given.
 Uploaded artifacts are stored in --data-dir/artifacts (or --artifact-dir),
 never in etcd; replicas sharing an etcd cluster must share that directory.
 When the leader dies, another replica takes over within --leader-ttl
@@ -81,7 +82,7 @@ See deploy/systemd/outpost-controlplane.service for a systemd unit.`,
 			etcdCA := fs.String("etcd-cacert", "", "PEM `file` of the CA that signs the external etcd's server certificates; empty: the system's roots")
 			etcdCert := fs.String("etcd-cert", "", "PEM client certificate `file` for the external etcd (with --etcd-key)")
 			etcdKey := fs.String("etcd-key", "", "PEM client key `file` for the external etcd (with --etcd-cert)")
-			etcdInsecure := fs.Bool("etcd-insecure", false, "allow plain-text etcd endpoints (http://, unix://): anyone on the network path reads and rewrites all state")
+			etcdInsecure := fs.Bool("etcd-insecure", false, "allow plain-text etcd endpoints (http://, unix://), and https:// ones without --etcd-cert: anyone who reaches etcd reads and rewrites all state")
 			kekFile := fs.String("kek-file", "", "key-encryption key `file` that seals the CA key in etcd (0600, created when etcd has no sealed CA key); replicas sharing an etcd need the same file. Empty: DATA-DIR/ca.kek")
 			metrics := fs.String("metrics-listen", "", "serve Prometheus /metrics on this `address` (e.g. 127.0.0.1:9464); empty: off")
 			otelEndpoint := fs.String("otel-endpoint", "", otelEndpointHelp)

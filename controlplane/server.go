@@ -71,15 +71,16 @@ type Config struct {
 	ArtifactDir string
 	// EtcdEndpoints are the client URLs of an external etcd cluster; empty
 	// means an embedded single-node etcd in DataDir/etcd, reachable only
-	// through a unix socket there. They must be https:// unless
-	// EtcdInsecure is set.
+	// through a unix socket there. They must be https://, with
+	// EtcdCertFile and EtcdKeyFile, unless EtcdInsecure is set.
 	EtcdEndpoints []string
 	// EtcdCAFile, EtcdCertFile and EtcdKeyFile are the CA that signs the
 	// external etcd's server certificates ("" means the system's roots)
 	// and this replica's client certificate and key (both or neither).
 	EtcdCAFile, EtcdCertFile, EtcdKeyFile string
 	// EtcdInsecure allows plain-text (http://) etcd endpoints, which
-	// anyone on their network path can read and rewrite.
+	// anyone on their network path can read and rewrite, and TLS ones
+	// without a client certificate.
 	EtcdInsecure bool
 	// KEKFile holds the key-encryption key that seals the CA's private
 	// key in etcd; "" means DataDir/ca.kek. It is created (0600) when

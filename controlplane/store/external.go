@@ -14,8 +14,9 @@ import (
 const maxEndpoints = 64
 
 // checkExternal validates the external etcd settings: every endpoint is a
-// URL the etcd client reads the same way we do, plain text only with
-// Insecure, and TLS files only with TLS endpoints.
+// URL the etcd client reads the same way we do; plain text, or TLS without
+// a client certificate, only with Insecure; TLS files only with TLS
+// endpoints.
 func (c *Config) checkExternal() error {
 	tlsFiles := c.CAFile != "" || c.CertFile != "" || c.KeyFile != ""
 	if len(c.Endpoints) == 0 {
@@ -50,6 +51,10 @@ func (c *Config) checkExternal() error {
 		return fmt.Errorf("store: etcd endpoint %s is plain text but CAFile, CertFile or KeyFile is set; use https://", plain[0])
 	case len(plain) > 0 && !c.Insecure:
 		return fmt.Errorf("store: etcd endpoint %s has no TLS: anyone who reaches it reads and rewrites all state. Use https:// with a client certificate (--etcd-cacert, --etcd-cert, --etcd-key), or accept plain text with Insecure (--etcd-insecure)", plain[0])
+	case len(secure) > 0 && c.CertFile == "" && !c.Insecure:
+		// We have no other credential for etcd: one that lets us in
+		// without a certificate lets anyone in who reaches it.
+		return errors.New("store: no client certificate for etcd (CertFile and KeyFile: --etcd-cert, --etcd-key): an etcd that admits this control plane without one admits anyone who reaches it. Set one, or accept that with Insecure (--etcd-insecure)")
 	}
 	return nil
 }

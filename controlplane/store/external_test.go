@@ -55,7 +55,8 @@ func TestOpenRefusesUnsafeExternalConfig(t *testing.T) {
 		{"TLS files for the embedded etcd", store.Config{DataDir: dataDir, CAFile: "ca.pem"}, "external etcd"},
 		{"insecure for the embedded etcd", store.Config{DataDir: dataDir, Insecure: true}, "external etcd"},
 		{"missing client certificate file", store.Config{Endpoints: []string{"https://etcd-1:2379"}, CertFile: "/nonexistent/c.pem", KeyFile: "/nonexistent/k.pem"}, "/nonexistent/c.pem"},
-		{"missing CA file", store.Config{Endpoints: []string{"https://etcd-1:2379"}, CAFile: "/nonexistent/ca.pem"}, "/nonexistent/ca.pem"},
+		{"missing CA file", store.Config{Endpoints: []string{"https://etcd-1:2379"}, CAFile: "/nonexistent/ca.pem", CertFile: "/nonexistent/c.pem", KeyFile: "/nonexistent/k.pem"}, "/nonexistent/ca.pem"},
+		{"TLS without a client certificate", store.Config{Endpoints: []string{"https://etcd-1:2379"}, CAFile: "ca.pem"}, "--etcd-cert"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.cfg.Logger = storetest.Logger()
@@ -211,7 +212,8 @@ func TestOpenExternalTLS(t *testing.T) {
 		name string
 		cfg  store.Config
 	}{
-		{"no client certificate", store.Config{CAFile: p.caFile}},
+		// Insecure lets it try without a certificate; the server refuses.
+		{"no client certificate", store.Config{CAFile: p.caFile, Insecure: true}},
 		{"client certificate of another CA", store.Config{CAFile: p.caFile, CertFile: other.clientCert, KeyFile: other.clientKey}},
 		{"server not in the system roots", store.Config{CertFile: p.clientCert, KeyFile: p.clientKey}},
 		{"server of another CA", store.Config{CAFile: other.caFile, CertFile: p.clientCert, KeyFile: p.clientKey}},

@@ -51,7 +51,8 @@ type Config struct {
 	// Endpoints are the client URLs of an external etcd cluster. Empty
 	// means: start an embedded single-node etcd in this process, listening
 	// only on unix sockets in DataDir/etcd (see [EmbeddedClientSocket]).
-	// Endpoints must all be https:// (or unixs://) unless Insecure is set.
+	// Endpoints must all be https:// (or unixs://), with CertFile and
+	// KeyFile, unless Insecure is set.
 	Endpoints []string
 	// CAFile is a PEM file of the CA certificates that sign the external
 	// etcd's server certificates; "" means the system's roots.
@@ -60,9 +61,10 @@ type Config struct {
 	// control plane shows the external etcd (etcd --client-cert-auth);
 	// both or neither. "" means none.
 	CertFile, KeyFile string
-	// Insecure allows external endpoints without TLS (http://, unix://).
-	// Without it Open refuses them: whoever can reach such an endpoint
-	// reads the whole state and rewrites every rollout.
+	// Insecure allows external endpoints without TLS (http://, unix://),
+	// and TLS endpoints without a client certificate. Without it Open
+	// refuses them: whoever can reach such an endpoint reads the whole
+	// state and rewrites every rollout.
 	Insecure bool
 	// DialTimeout bounds connecting to etcd. Zero means DefaultDialTimeout.
 	DialTimeout time.Duration
