@@ -14,6 +14,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // The key-encryption key (KEK) seals the CA's private key before it goes
@@ -47,7 +48,9 @@ type kek struct {
 // regular file that neither group nor others may access. A missing file is
 // errNoKEK.
 func loadKEK(path string) (*kek, error) {
-	f, err := os.Open(path)
+	// O_NONBLOCK: a FIFO put at path must not hang the start; it is
+	// refused below like any other file that is not regular.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%w: %s", errNoKEK, path)
 	}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -57,6 +58,13 @@ func TestLoadKEK(t *testing.T) {
 	}
 	if _, err := loadKEK(link); err != nil {
 		t.Errorf("loadKEK(symlink to a 0400 file) = %v", err)
+	}
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadKEK(fifo); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("loadKEK(FIFO) = %v, want a refusal (and no hang)", err)
 	}
 	if _, err := loadKEK(filepath.Join(t.TempDir(), "none")); !errors.Is(err, errNoKEK) {
 		t.Errorf("loadKEK(missing) = %v, want errNoKEK", err)
