@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -288,6 +287,7 @@ type outpostSystem struct {
 	cp          *daemon
 	addr        string
 	metricsAddr string // the control plane's /metrics
+	etcdSocket  string // the embedded etcd's client socket
 	gateways    []*daemon
 	client      *e2etest.Client
 }
@@ -303,7 +303,7 @@ type systemConfig struct {
 
 func startSystem(ctx context.Context, b *testing.B, dir, bin string, cfg systemConfig) *outpostSystem {
 	b.Helper()
-	s := &outpostSystem{}
+	s := &outpostSystem{etcdSocket: filepath.Join(dir, "cp-data", store.EmbeddedDir, store.EmbeddedClientSocket)}
 	s.cp = startDaemon(b, dir, "controlplane", bin, "controlplane",
 		"--listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "cp-data"), "--name", "bench-cp",
 		"--metrics-listen", "127.0.0.1:0", "--log-format", "json", "--log-level", "info")
@@ -437,38 +437,30 @@ type etcdCounts struct {
 // etcdCounts scrapes /metrics from the control plane's embedded etcd.
 func (s *outpostSystem) etcdCounts(b *testing.B) etcdCounts {
 	b.Helper()
-	m, _ := s.etcdMetrics(b)
+	m := s.etcdMetrics(b)
 	return etcdCounts{puts: m["etcd_mvcc_put_total"], proposals: m["etcd_server_proposals_committed_total"], deletes: m["etcd_mvcc_delete_total"]}
 }
 
-// etcdMetrics returns the embedded etcd's unlabelled metrics and the
-// address of its client listener. The control plane does not say where
-// etcd listens, so every TCP listener of its process other than the gRPC
-// one is asked; etcd's client listener serves /metrics, the others do not
-// have etcd_mvcc_put_total.
-func (s *outpostSystem) etcdMetrics(b *testing.B) (map[string]float64, string) {
+// etcdMetrics returns the embedded etcd's unlabelled metrics, read from
+// its client socket (which only the control plane's user reaches).
+func (s *outpostSystem) etcdMetrics(b *testing.B) map[string]float64 {
 	b.Helper()
-	addrs, err := listeners(s.cp.cmd.Process.Pid)
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		Proxy: nil,
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", s.etcdSocket)
+		},
+	}}
+	resp, err := client.Get("http://etcd/metrics")
 	if err != nil {
-		b.Fatal(err)
+		b.Fatalf("etcd metrics on %s: %v", s.etcdSocket, err)
 	}
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}
-	for _, a := range addrs {
-		if a == s.addr {
-			continue
-		}
-		resp, err := client.Get("http://" + a + "/metrics")
-		if err != nil {
-			continue
-		}
-		m := parseMetrics(resp.Body)
-		resp.Body.Close()
-		if _, ok := m["etcd_mvcc_put_total"]; ok {
-			return m, a
-		}
+	defer resp.Body.Close()
+	m := parseMetrics(resp.Body)
+	if _, ok := m["etcd_mvcc_put_total"]; !ok {
+		b.Fatalf("%s serves no etcd_mvcc_put_total", s.etcdSocket)
 	}
-	b.Fatalf("no listener of the control plane (%v) serves etcd's metrics", addrs)
-	return nil, ""
+	return m
 }
 
 // etcdHistory reads the embedded etcd's history: revision returns the
@@ -478,8 +470,7 @@ type etcdHistory struct{ client *clientv3.Client }
 
 func (s *outpostSystem) etcdHistory(b *testing.B) etcdHistory {
 	b.Helper()
-	_, addr := s.etcdMetrics(b)
-	c, err := clientv3.New(clientv3.Config{Endpoints: []string{"http://" + addr}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	c, err := clientv3.New(clientv3.Config{Endpoints: []string{"unix://" + s.etcdSocket}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -554,44 +545,6 @@ func parseMetrics(r io.Reader) map[string]float64 {
 		}
 	}
 	return m
-}
-
-// listeners returns the addresses of the TCP sockets process pid listens
-// on: its socket inodes (/proc/pid/fd) matched against the LISTEN entries
-// of /proc/pid/net/tcp.
-func listeners(pid int) ([]string, error) {
-	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	if err != nil {
-		return nil, err
-	}
-	inodes := map[string]bool{}
-	for _, fd := range fds {
-		link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
-		if err == nil && strings.HasPrefix(link, "socket:[") {
-			inodes[strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]")] = true
-		}
-	}
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/tcp", pid))
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, line := range strings.Split(string(data), "\n")[1:] {
-		f := strings.Fields(line)
-		if len(f) < 10 || f[3] != "0A" || !inodes[f[9]] { // 0A: LISTEN
-			continue
-		}
-		hostPort := strings.Split(f[1], ":")
-		ipHex, err1 := hex.DecodeString(hostPort[0])
-		port, err2 := strconv.ParseUint(hostPort[1], 16, 16)
-		if err1 != nil || err2 != nil || len(ipHex) != 4 {
-			continue
-		}
-		// /proc prints the address as a host-order word: little endian here.
-		ip := net.IPv4(ipHex[3], ipHex[2], ipHex[1], ipHex[0])
-		out = append(out, net.JoinHostPort(ip.String(), strconv.FormatUint(port, 10)))
-	}
-	return out, nil
 }
 
 // rssSampler records the peak anonymous and file-backed resident memory

@@ -23,9 +23,14 @@ plane runs again.
 The control plane serves the gRPC API that the outpost client verbs,
 grpcurl (server reflection is on) and the gateways use, and runs the
 rollout engine. Its state lives in etcd: by default an embedded single-node
-etcd in --data-dir (nothing else to install), or an external etcd cluster
-with --etcd-endpoints, in which case several control planes may run: one
-leads and drives rollouts, the others serve and take over when it dies.
+etcd in --data-dir (nothing else to install; it listens only on a unix
+socket in --data-dir/etcd, so no other local user reaches it), or an
+external etcd cluster with --etcd-endpoints, in which case several control
+planes may run: one leads and drives rollouts, the others serve and take
+over when it dies. An external etcd is used over TLS (https:// endpoints,
+--etcd-cacert, and a client certificate: --etcd-cert, --etcd-key);
+http:// endpoints, or no client certificate, are refused unless
+--etcd-insecure is given.
 Uploaded artifacts are stored in --data-dir/artifacts (or --artifact-dir),
 never in etcd; replicas sharing an etcd cluster must share that directory.
 When the leader dies, another replica takes over within --leader-ttl
@@ -33,7 +38,10 @@ When the leader dies, another replica takes over within --leader-ttl
 
 Every connection is TLS (1.3) with client certificates. On first start
 the control plane creates its CA in --data-dir/pki (shared with the other
-replicas through etcd) and an admin credential, --data-dir/admin.pem, which
+replicas through etcd, its key sealed there with the key-encryption key in
+--kek-file, default --data-dir/ca.kek: give every replica a copy of that
+file, and keep it out of etcd backups) and an admin credential,
+--data-dir/admin.pem, which
 the client verbs find by themselves when run from the same directory with
 the default --data-dir (else: export OUTPOST_CREDENTIAL=DATA-DIR/admin.pem,
 as the ready log line says). With it,
@@ -60,7 +68,9 @@ Examples:
   outpost controlplane
   outpost controlplane --config /etc/outpost/controlplane.yaml --server-name cp.example.internal
   outpost controlplane --listen 0.0.0.0:7443 --data-dir /var/lib/outpost --metrics-listen 127.0.0.1:9464
-  outpost controlplane --etcd-endpoints http://etcd-1:2379,http://etcd-2:2379,http://etcd-3:2379 \
+  outpost controlplane --etcd-endpoints https://etcd-1:2379,https://etcd-2:2379,https://etcd-3:2379 \
+      --etcd-cacert /etc/outpost/etcd-ca.pem --etcd-cert /etc/outpost/etcd-client.pem \
+      --etcd-key /etc/outpost/etcd-client-key.pem --kek-file /etc/outpost/ca.kek \
       --data-dir /var/lib/outpost --otel-endpoint 127.0.0.1:4317
 
 See deploy/systemd/outpost-controlplane.service for a systemd unit.`,
@@ -68,7 +78,12 @@ See deploy/systemd/outpost-controlplane.service for a systemd unit.`,
 			listen := fs.String("listen", controlplane.DefaultListen, "gRPC `address` to serve on (port 0 picks a free port)")
 			dataDir := fs.String("data-dir", ".outpost/controlplane", "`directory` for the embedded etcd and the artifact store")
 			var etcd stringList
-			fs.Var(&etcd, "etcd-endpoints", "external etcd client `URLs`, comma-separated; empty: embedded etcd in --data-dir")
+			fs.Var(&etcd, "etcd-endpoints", "external etcd client `URLs` (https://HOST:PORT), comma-separated; empty: embedded etcd in --data-dir, reachable only through a unix socket there")
+			etcdCA := fs.String("etcd-cacert", "", "PEM `file` of the CA that signs the external etcd's server certificates; empty: the system's roots")
+			etcdCert := fs.String("etcd-cert", "", "PEM client certificate `file` for the external etcd (with --etcd-key)")
+			etcdKey := fs.String("etcd-key", "", "PEM client key `file` for the external etcd (with --etcd-cert)")
+			etcdInsecure := fs.Bool("etcd-insecure", false, "allow plain-text etcd endpoints (http://, unix://), and https:// ones without --etcd-cert: anyone who reaches etcd reads and rewrites all state")
+			kekFile := fs.String("kek-file", "", "key-encryption key `file` that seals the CA key in etcd (0600, created when etcd has no sealed CA key); replicas sharing an etcd need the same file. Empty: DATA-DIR/ca.kek")
 			metrics := fs.String("metrics-listen", "", "serve Prometheus /metrics on this `address` (e.g. 127.0.0.1:9464); empty: off")
 			otelEndpoint := fs.String("otel-endpoint", "", otelEndpointHelp)
 			replica := fs.String("name", "", "replica name in leader election and logs; empty: the host name")
@@ -109,6 +124,11 @@ See deploy/systemd/outpost-controlplane.service for a systemd unit.`,
 					Listen:           *listen,
 					DataDir:          *dataDir,
 					EtcdEndpoints:    etcd,
+					EtcdCAFile:       *etcdCA,
+					EtcdCertFile:     *etcdCert,
+					EtcdKeyFile:      *etcdKey,
+					EtcdInsecure:     *etcdInsecure,
+					KEKFile:          *kekFile,
 					MetricsListen:    *metrics,
 					ReplicaName:      *replica,
 					ArtifactDir:      *artifactDir,

@@ -250,3 +250,47 @@ func TestJoinTokensThroughTheCLI(t *testing.T) {
 		}
 	}
 }
+
+func TestControlPlaneEtcdAndKEKFlags(t *testing.T) {
+	dir := t.TempDir()
+	kek := filepath.Join(dir, "secrets", "ca.kek")
+	first, _, _ := startControlPlane(t, dir, "--kek-file", kek)
+	if fi, err := os.Stat(kek); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("--kek-file: %v, %v; want a 0600 file", fi, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "data", "ca.kek")); err == nil {
+		t.Error("a KEK was written in the data dir despite --kek-file")
+	}
+
+	// A second replica on the first one's etcd: its socket is plain text,
+	// refused unless --etcd-insecure; with it, the replica needs the KEK.
+	socket := "unix://" + filepath.Join(dir, "data", "etcd", "client.sock")
+	base := []string{"controlplane", "--listen", "127.0.0.1:0", "--name", "cp-2", "--etcd-endpoints", socket}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"plain text", []string{"--data-dir", filepath.Join(dir, "d2")}, "--etcd-insecure"},
+		{"no KEK", []string{"--data-dir", filepath.Join(dir, "d3"), "--etcd-insecure"}, filepath.Join(dir, "d3", "ca.kek") + " does not exist"},
+		{"TLS files for a plain endpoint", []string{"--data-dir", filepath.Join(dir, "d4"), "--etcd-insecure", "--etcd-cacert", kek}, "use https://"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, errOut := runCLI(t, nil, append(base, tc.args...)...)
+			if code != 1 || !strings.Contains(errOut, tc.want) {
+				t.Errorf("exit %d, stderr %q; want 1 and %q", code, errOut, tc.want)
+			}
+		})
+	}
+	if code, _, errOut := runCLI(t, nil, "controlplane", "--data-dir", filepath.Join(dir, "d5"), "--etcd-insecure"); code != 1 || !strings.Contains(errOut, "external etcd") {
+		t.Errorf("--etcd-insecure without --etcd-endpoints: exit %d, stderr %q", code, errOut)
+	}
+	second := startDaemon(t, nil, append(base, "--data-dir", filepath.Join(dir, "d6"), "--etcd-insecure", "--kek-file", kek)...)
+	second.err.waitFor(t, "control plane ready", 60*time.Second)
+	if code := second.stop(t); code != 0 {
+		t.Errorf("second replica exit %d; stderr:\n%s", code, second.err.String())
+	}
+	if code := first.stop(t); code != 0 {
+		t.Errorf("first replica exit %d; stderr:\n%s", code, first.err.String())
+	}
+}

@@ -21,7 +21,7 @@ import (
 const shutdownTimeout = 30 * time.Second
 
 // stringList is a flag that may be given several times, and whose values
-// may also be comma-separated ("--etcd-endpoints a:2379,b:2379").
+// may also be comma-separated ("--etcd-endpoints https://a:2379,https://b:2379").
 type stringList []string
 
 func (l *stringList) String() string { return strings.Join(*l, ",") }

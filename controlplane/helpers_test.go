@@ -306,9 +306,14 @@ func succeedAll(*outpostv1.Assignment) (outpostv1.NodeState, string) {
 	return outpostv1.NodeState_NODE_STATE_SUCCEEDED, ""
 }
 
-func withEtcd(endpoints []string) cpOption { return func(c *Config) { c.EtcdEndpoints = endpoints } }
-func withName(name string) cpOption        { return func(c *Config) { c.ReplicaName = name } }
-func withLogger(l *slog.Logger) cpOption   { return func(c *Config) { c.Logger = l } }
+// withEtcd makes the replica use the etcd at endpoints (in tests, an
+// embedded one reached through its plain-text unix socket) and the CA key
+// sealed with the KEK in kekFile, which the replicas sharing it share.
+func withEtcd(endpoints []string, kekFile string) cpOption {
+	return func(c *Config) { c.EtcdEndpoints, c.EtcdInsecure, c.KEKFile = endpoints, true, kekFile }
+}
+func withName(name string) cpOption      { return func(c *Config) { c.ReplicaName = name } }
+func withLogger(l *slog.Logger) cpOption { return func(c *Config) { c.Logger = l } }
 
 // countingHandler counts log records by message (and forwards nothing).
 type countingHandler struct {

@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -28,8 +29,9 @@ func connectOnce(t *testing.T, c *client) error {
 
 func TestFollowerRefusesLeaderWorkAndTakesOver(t *testing.T) {
 	etcd := storetest.Open(t) // shared by both replicas, outlives them
-	s1 := startCP(t, t.TempDir(), withEtcd(etcd.Endpoints()), withName("cp-1"))
-	s2 := startCP(t, t.TempDir(), withEtcd(etcd.Endpoints()), withName("cp-2"))
+	kek := filepath.Join(t.TempDir(), "ca.kek")
+	s1 := startCP(t, t.TempDir(), withEtcd(etcd.Endpoints(), kek), withName("cp-1"))
+	s2 := startCP(t, t.TempDir(), withEtcd(etcd.Endpoints(), kek), withName("cp-2"))
 	c1, c2 := dial(t, s1.Addr()), dial(t, s2.Addr())
 	applyNodes(t, c2, 4, nil)
 	// Each replica has its own artifact store.

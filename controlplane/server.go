@@ -70,8 +70,25 @@ type Config struct {
 	// leader may change between the upload and the fetch.
 	ArtifactDir string
 	// EtcdEndpoints are the client URLs of an external etcd cluster; empty
-	// means an embedded single-node etcd in DataDir/etcd.
+	// means an embedded single-node etcd in DataDir/etcd, reachable only
+	// through a unix socket there. They must be https://, with
+	// EtcdCertFile and EtcdKeyFile, unless EtcdInsecure is set.
 	EtcdEndpoints []string
+	// EtcdCAFile, EtcdCertFile and EtcdKeyFile are the CA that signs the
+	// external etcd's server certificates ("" means the system's roots)
+	// and this replica's client certificate and key (both or neither).
+	EtcdCAFile, EtcdCertFile, EtcdKeyFile string
+	// EtcdInsecure allows plain-text (http://) etcd endpoints, which
+	// anyone on their network path can read and rewrite, and TLS ones
+	// without a client certificate.
+	EtcdInsecure bool
+	// KEKFile holds the key-encryption key that seals the CA's private
+	// key in etcd; "" means DataDir/ca.kek. It is created (0600) when
+	// etcd has no sealed CA key yet. Replicas sharing an external etcd
+	// must all have the same file; it must not be readable by group or
+	// others, and it is not in etcd, so an etcd backup cannot sign
+	// credentials.
+	KEKFile string
 	// MetricsListen is the address of the Prometheus /metrics endpoint;
 	// "" means no metrics endpoint.
 	MetricsListen string
@@ -161,6 +178,9 @@ func (c *Config) CheckAndSetDefaults() error {
 	if c.AdminCredentialFile == "" {
 		c.AdminCredentialFile = filepath.Join(c.DataDir, auth.AdminCredentialFile)
 	}
+	if c.KEKFile == "" {
+		c.KEKFile = filepath.Join(c.DataDir, auth.KEKFile)
+	}
 	if c.GatewayCertTTL < 0 {
 		return fmt.Errorf("controlplane: negative GatewayCertTTL %v", c.GatewayCertTTL)
 	}
@@ -235,13 +255,21 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		}
 	}()
 
-	s.store, err = store.Open(ctx, store.Config{DataDir: cfg.DataDir, Endpoints: cfg.EtcdEndpoints, Logger: cfg.Logger})
+	s.store, err = store.Open(ctx, store.Config{
+		DataDir:   cfg.DataDir,
+		Endpoints: cfg.EtcdEndpoints,
+		CAFile:    cfg.EtcdCAFile,
+		CertFile:  cfg.EtcdCertFile,
+		KeyFile:   cfg.EtcdKeyFile,
+		Insecure:  cfg.EtcdInsecure,
+		Logger:    cfg.Logger,
+	})
 	if err != nil {
 		return nil, err
 	}
-	// Every replica uses the one CA kept in etcd; its copy in DataDir/pki
-	// shows which CA that is.
-	ca, err := auth.LoadOrCreateCA(ctx, s.store, filepath.Join(cfg.DataDir, auth.PKIDir))
+	// Every replica uses the one CA kept in etcd (its key sealed with the
+	// KEK); its copy in DataDir/pki shows which CA that is.
+	ca, err := auth.LoadOrCreateCA(ctx, s.store, filepath.Join(cfg.DataDir, auth.PKIDir), cfg.KEKFile)
 	if err != nil {
 		return nil, fmt.Errorf("controlplane: %w", err)
 	}

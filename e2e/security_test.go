@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/outposthq/outpost/controlplane"
+	"github.com/outposthq/outpost/controlplane/auth"
 	"github.com/outposthq/outpost/controlplane/store"
 	"github.com/outposthq/outpost/e2e/e2etest"
 	"github.com/outposthq/outpost/gateway"
@@ -378,6 +379,17 @@ func TestSecretsStayOutOfLogsTracesEtcdAndAudit(t *testing.T) {
 	for i, line := range strings.Split(body, "\n") {
 		if len(line) >= 16 {
 			secrets[fmt.Sprintf("line %d of the SSH private key", i+1)] = line
+		}
+	}
+	// The CA's private key: etcd holds it only sealed.
+	caKey, err := os.ReadFile(filepath.Join(s.dir, "controlplane", auth.PKIDir, pki.CAKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	caBody := strings.TrimSpace(strings.TrimSuffix(strings.TrimPrefix(string(caKey), "-----BEGIN PRIVATE KEY-----"), "-----END PRIVATE KEY-----\n"))
+	for i, line := range strings.Split(caBody, "\n") {
+		if len(line) >= 16 {
+			secrets[fmt.Sprintf("line %d of the CA private key", i+1)] = line
 		}
 	}
 	check := func(where, text string) {

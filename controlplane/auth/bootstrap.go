@@ -19,6 +19,8 @@ const (
 	PKIDir = "pki"
 	// AdminCredentialFile is the admin credential written on first start.
 	AdminCredentialFile = "admin.pem"
+	// KEKFile is the default key-encryption key file (LoadOrCreateCA).
+	KEKFile = "ca.kek"
 )
 
 // AdminName is the user name of the bootstrap admin credential.

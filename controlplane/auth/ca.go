@@ -3,6 +3,8 @@ package auth
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -17,11 +19,16 @@ import (
 	"github.com/outposthq/outpost/internal/pki"
 )
 
-// CAKey is where the CA every replica shares is kept: the certificate and
-// its private key in PEM, as a google.protobuf.BytesValue. Whoever can
-// read etcd can already rewrite every rollout; protect etcd accordingly
-// (client TLS and auth on an external cluster).
+// CAKey is where the CA every replica shares is kept: the certificate in
+// PEM followed by its private key sealed with the key-encryption key (a
+// PEM block of type "OUTPOST SEALED CA KEY", see kek.go), as a
+// google.protobuf.BytesValue. Versions before sealing kept the key there
+// in the clear; LoadOrCreateCA seals such a key on start.
 const CAKey = store.Root + "ca"
+
+// caAttempts bounds LoadOrCreateCA's read-and-write rounds: each one that
+// does not finish lost a race to another replica, which settles the value.
+const caAttempts = 3
 
 // LoadOrCreateCA returns the installation's CA, the same on every control
 // plane replica: the one in etcd when there is one (copied into dir, so
@@ -29,15 +36,49 @@ const CAKey = store.Root + "ca"
 // if dir has none), published to etcd for the other replicas. When two
 // replicas start at once, one CA wins and the other replica adopts it.
 //
+// The CA key in etcd is sealed with the key-encryption key in kekFile,
+// which every replica must share. A replica finding a sealed key it cannot
+// open (kekFile missing or another key) refuses to start; it never makes
+// a new CA or a new KEK then. kekFile is created (0600) only when etcd has
+// no sealed key yet: with a new CA, or to seal a key an older version
+// stored in the clear.
+//
 // A replica whose dir holds a CA different from etcd's refuses to start:
 // its credentials would not work anywhere else.
-func LoadOrCreateCA(ctx context.Context, st *store.Store, dir string) (*pki.CA, error) {
-	shared, err := getSharedCA(ctx, st)
+func LoadOrCreateCA(ctx context.Context, st *store.Store, dir, kekFile string) (*pki.CA, error) {
+	if kekFile == "" {
+		return nil, errors.New("auth: no key-encryption key file")
+	}
+	for range caAttempts {
+		shared, err := getSharedCA(ctx, st)
+		if err != nil {
+			return nil, err
+		}
+		var ca *pki.CA
+		switch {
+		case shared == nil:
+			ca, err = publishCA(ctx, st, dir, kekFile)
+		case shared.sealed != nil:
+			ca, err = openSharedCA(dir, kekFile, shared)
+		default:
+			ca, err = sealSharedCA(ctx, st, dir, kekFile, shared)
+		}
+		if !errors.Is(err, errCALost) {
+			return ca, err
+		}
+	}
+	return nil, fmt.Errorf("auth: the shared CA in etcd at %s kept changing while this replica started", CAKey)
+}
+
+// errCALost says another replica changed the shared CA first: read it again.
+var errCALost = errors.New("another replica changed the shared CA")
+
+// publishCA publishes the CA in dir (made now if dir has none), sealed,
+// when etcd has none yet.
+func publishCA(ctx context.Context, st *store.Store, dir, kekFile string) (*pki.CA, error) {
+	k, err := loadOrCreateKEK(kekFile)
 	if err != nil {
 		return nil, err
-	}
-	if shared != nil {
-		return adoptCA(dir, shared)
 	}
 	_, statErr := os.Stat(filepath.Join(dir, pki.CACertFile))
 	createdHere := errors.Is(statErr, fs.ErrNotExist)
@@ -45,13 +86,9 @@ func LoadOrCreateCA(ctx context.Context, st *store.Store, dir string) (*pki.CA, 
 	if err != nil {
 		return nil, err
 	}
-	pemBundle, err := caBundle(ca)
+	b, err := sealedBundle(ca, k)
 	if err != nil {
 		return nil, err
-	}
-	b, err := proto.Marshal(wrapperspb.Bytes(pemBundle))
-	if err != nil {
-		return nil, fmt.Errorf("auth: encode CA: %w", err)
 	}
 	absent := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(CAKey), "=", 0)}
 	switch err := st.TxnIf(ctx, nil, absent, clientv3.OpPut(CAKey, string(b))); {
@@ -60,12 +97,6 @@ func LoadOrCreateCA(ctx context.Context, st *store.Store, dir string) (*pki.CA, 
 	case errors.Is(err, store.ErrConflict):
 		// Another replica published first: use its CA. Ours, made a
 		// moment ago, has signed nothing yet.
-		if shared, err = getSharedCA(ctx, st); err != nil {
-			return nil, err
-		}
-		if shared == nil {
-			return nil, errors.New("auth: the shared CA vanished while publishing ours")
-		}
 		if createdHere {
 			for _, f := range []string{pki.CACertFile, pki.CAKeyFile} {
 				if err := os.Remove(filepath.Join(dir, f)); err != nil {
@@ -73,38 +104,125 @@ func LoadOrCreateCA(ctx context.Context, st *store.Store, dir string) (*pki.CA, 
 				}
 			}
 		}
-		return adoptCA(dir, shared)
+		return nil, errCALost
 	default:
 		return nil, fmt.Errorf("auth: publish CA: %w", err)
 	}
 }
 
-// getSharedCA returns the PEM bundle stored in etcd, or nil.
-func getSharedCA(ctx context.Context, st *store.Store) ([]byte, error) {
+// openSharedCA opens the sealed CA key in etcd and adopts the CA.
+func openSharedCA(dir, kekFile string, shared *sharedCA) (*pki.CA, error) {
+	k, err := loadKEK(kekFile)
+	if errors.Is(err, errNoKEK) {
+		return nil, fmt.Errorf("auth: the CA key in etcd at %s is sealed, and the key-encryption key file %s does not exist: copy the KEK file of the replica that created the CA there (the KEK cannot be made again; a new one would not open the key)", CAKey, kekFile)
+	}
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err := k.open(shared.cert.Raw, shared.sealed)
+	if err != nil {
+		return nil, err
+	}
+	return adoptCA(dir, shared.certPEM, keyPEM)
+}
+
+// sealSharedCA replaces a CA key an older version stored in the clear by
+// the same key sealed, and adopts the CA.
+func sealSharedCA(ctx context.Context, st *store.Store, dir, kekFile string, shared *sharedCA) (*pki.CA, error) {
+	ca, err := pki.ParseCA(shared.certPEM, shared.plainKey)
+	if err != nil {
+		return nil, fmt.Errorf("auth: shared CA in etcd: %w", err)
+	}
+	k, err := loadOrCreateKEK(kekFile)
+	if err != nil {
+		return nil, err
+	}
+	b, err := sealedBundle(ca, k)
+	if err != nil {
+		return nil, err
+	}
+	unchanged := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(CAKey), "=", shared.rev)}
+	switch err := st.TxnIf(ctx, nil, unchanged, clientv3.OpPut(CAKey, string(b))); {
+	case errors.Is(err, store.ErrConflict):
+		return nil, errCALost
+	case err != nil:
+		return nil, fmt.Errorf("auth: seal the CA key in etcd: %w", err)
+	}
+	return adoptCA(dir, shared.certPEM, shared.plainKey)
+}
+
+// sharedCA is the value at CAKey.
+type sharedCA struct {
+	cert     *x509.Certificate
+	certPEM  []byte
+	sealed   *pem.Block // the sealed key; nil when plainKey is set
+	plainKey []byte     // PEM, as older versions stored it; nil when sealed
+	rev      int64      // the value's ModRevision
+}
+
+// getSharedCA returns the CA stored in etcd, or nil.
+func getSharedCA(ctx context.Context, st *store.Store) (*sharedCA, error) {
 	v := new(wrapperspb.BytesValue)
-	found, _, err := st.Get(ctx, CAKey, v)
+	found, rev, err := st.Get(ctx, CAKey, v)
 	if err != nil {
 		return nil, fmt.Errorf("auth: read shared CA: %w", err)
 	}
 	if !found {
 		return nil, nil
 	}
-	return v.GetValue(), nil
+	shared := &sharedCA{rev: rev}
+	rest := v.GetValue()
+	var certs, keys int
+	for {
+		var blk *pem.Block
+		if blk, rest = pem.Decode(rest); blk == nil {
+			break
+		}
+		switch blk.Type {
+		case "CERTIFICATE":
+			certs++
+			shared.certPEM = pem.EncodeToMemory(blk)
+			if shared.cert, err = x509.ParseCertificate(blk.Bytes); err != nil {
+				return nil, fmt.Errorf("auth: shared CA in etcd at %s: %w", CAKey, err)
+			}
+		case sealedKeyType:
+			keys++
+			shared.sealed = blk
+		case "PRIVATE KEY":
+			keys++
+			shared.plainKey = pem.EncodeToMemory(blk)
+		default:
+			return nil, fmt.Errorf("auth: shared CA in etcd at %s holds a PEM block %q", CAKey, blk.Type)
+		}
+	}
+	if certs != 1 || keys != 1 || len(bytes.TrimSpace(rest)) > 0 {
+		return nil, fmt.Errorf("auth: shared CA in etcd at %s: want one certificate and one key, found %d and %d", CAKey, certs, keys)
+	}
+	return shared, nil
 }
 
-// caBundle returns the CA certificate followed by its key, in PEM.
-func caBundle(ca *pki.CA) ([]byte, error) {
-	key, err := ca.KeyPEM()
+// sealedBundle returns the value to store at CAKey for ca: its certificate
+// and its key sealed with k.
+func sealedBundle(ca *pki.CA, k *kek) ([]byte, error) {
+	keyPEM, err := ca.KeyPEM()
 	if err != nil {
 		return nil, err
 	}
-	return append(ca.CertPEM(), key...), nil
+	sealed, err := k.seal(ca.Certificate().Raw, keyPEM)
+	if err != nil {
+		return nil, err
+	}
+	b, err := proto.Marshal(wrapperspb.Bytes(append(ca.CertPEM(), sealed...)))
+	if err != nil {
+		return nil, fmt.Errorf("auth: encode CA: %w", err)
+	}
+	return b, nil
 }
 
 // adoptCA makes dir hold the shared CA and returns it. If dir already has
 // a CA it must be the same one.
-func adoptCA(dir string, bundle []byte) (*pki.CA, error) {
-	ca, err := pki.ParseCA(bundle, bundle)
+func adoptCA(dir string, certPEM, keyPEM []byte) (*pki.CA, error) {
+	ca, err := pki.ParseCA(certPEM, keyPEM)
 	if err != nil {
 		return nil, fmt.Errorf("auth: shared CA in etcd: %w", err)
 	}

@@ -41,10 +41,14 @@
 //	/outpost/jointokens/<hex SHA-256 of the secret>  outpost.v1.JoinToken
 //	/outpost/credentials/<serial>                    outpost.v1.Credential
 //	/outpost/revoked/<serial>                        outpost.v1.Credential
-//	/outpost/ca           google.protobuf.BytesValue (CA certificate and key, PEM; no lease)
+//	/outpost/ca           google.protobuf.BytesValue (CA certificate, PEM, and its key
+//	                      sealed with the key-encryption key; no lease)
 //
 // The CA is shared through etcd so every replica issues and accepts the
-// same certificates ([LoadOrCreateCA]).
+// same certificates ([LoadOrCreateCA]). Its private key is in etcd only
+// sealed (AES-256-GCM) with a key-encryption key kept in a file outside
+// etcd, which every replica shares: reading etcd, or a backup of it, is
+// not enough to sign credentials.
 //
 // Secrets — join tokens and private keys — never reach logs or errors. The
 // control plane never sees a client's private key: clients send CSRs.

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/server/v3/embed"
 )
 
 // ErrNotLeader is returned by fenced writes when the fence no longer holds:
@@ -51,8 +50,22 @@ type Config struct {
 	DataDir string
 	// Endpoints are the client URLs of an external etcd cluster. Empty
 	// means: start an embedded single-node etcd in this process, listening
-	// on loopback ports chosen at start (never fixed ports).
+	// only on unix sockets in DataDir/etcd (see [EmbeddedClientSocket]).
+	// Endpoints must all be https:// (or unixs://), with CertFile and
+	// KeyFile, unless Insecure is set.
 	Endpoints []string
+	// CAFile is a PEM file of the CA certificates that sign the external
+	// etcd's server certificates; "" means the system's roots.
+	CAFile string
+	// CertFile and KeyFile are the PEM client certificate and key this
+	// control plane shows the external etcd (etcd --client-cert-auth);
+	// both or neither. "" means none.
+	CertFile, KeyFile string
+	// Insecure allows external endpoints without TLS (http://, unix://),
+	// and TLS endpoints without a client certificate. Without it Open
+	// refuses them: whoever can reach such an endpoint reads the whole
+	// state and rewrites every rollout.
+	Insecure bool
 	// DialTimeout bounds connecting to etcd. Zero means DefaultDialTimeout.
 	DialTimeout time.Duration
 	// Logger receives etcd's errors and the store's own messages. Nil means
@@ -64,6 +77,9 @@ type Config struct {
 func (c *Config) CheckAndSetDefaults() error {
 	if len(c.Endpoints) == 0 && c.DataDir == "" {
 		return errors.New("store: DataDir is required for the embedded etcd (or set Endpoints)")
+	}
+	if err := c.checkExternal(); err != nil {
+		return err
 	}
 	if c.DialTimeout < 0 {
 		return fmt.Errorf("store: negative DialTimeout %v", c.DialTimeout)
@@ -81,8 +97,7 @@ func (c *Config) CheckAndSetDefaults() error {
 // concurrent use.
 type Store struct {
 	client    *clientv3.Client
-	embedded  *embed.Etcd // nil with an external cluster
-	unlock    func()      // releases the data dir lock; nil with an external cluster
+	embedded  *embedded // nil with an external cluster
 	endpoints []string
 	logger    *slog.Logger
 	stopping  atomic.Bool // set by Close: etcd's shutdown errors are noise
@@ -106,22 +121,25 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	s := &Store{logger: cfg.Logger}
 	zl := newZapLogger(cfg.Logger, &s.stopping)
+	tlsCfg, err := cfg.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
 	endpoints := cfg.Endpoints
 	if len(endpoints) == 0 {
-		e, unlock, err := startEmbedded(ctx, cfg.DataDir, zl, cfg.Logger)
+		e, err := startEmbedded(ctx, cfg.DataDir, zl)
 		if err != nil {
 			return nil, err
 		}
-		s.embedded, s.unlock = e, unlock
-		for _, l := range e.Clients {
-			endpoints = append(endpoints, "http://"+l.Addr().String())
-		}
+		s.embedded = e
+		endpoints = []string{e.endpoint}
 	}
 	s.endpoints = append([]string(nil), endpoints...)
 
 	client, err := clientv3.New(clientv3.Config{
 		Endpoints:   s.endpoints,
 		DialTimeout: cfg.DialTimeout,
+		TLS:         tlsCfg,
 		Logger:      zl,
 	})
 	if err != nil {
@@ -145,9 +163,11 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 // etcd primitives the Store does not wrap. It is closed by Close.
 func (s *Store) Client() *clientv3.Client { return s.client }
 
-// Endpoints returns the etcd client URLs in use. With an embedded etcd these
-// are its loopback URLs, so a second control plane replica in a test can
-// share it.
+// Endpoints returns the etcd client URLs in use. With an embedded etcd this
+// is its unix socket (unix:///DATADIR/etcd/client.sock, or a
+// /proc/self/fd path that only this process can use when the data dir's
+// path is too long for a socket), so a second control plane replica in a
+// test can share it (with Insecure).
 func (s *Store) Endpoints() []string { return append([]string(nil), s.endpoints...) }
 
 // Close closes the client and, when embedded, stops etcd and waits for it
@@ -179,12 +199,8 @@ func (s *Store) Revision(ctx context.Context) (int64, error) {
 func (s *Store) stopEmbedded() {
 	s.stopping.Store(true)
 	if s.embedded != nil {
-		s.embedded.Close()
+		s.embedded.close()
 		s.embedded = nil
-	}
-	if s.unlock != nil {
-		s.unlock()
-		s.unlock = nil
 	}
 }
 

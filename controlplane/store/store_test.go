@@ -352,7 +352,7 @@ func TestReopenAndShare(t *testing.T) {
 	}
 
 	// A second store (a second replica) can share the embedded etcd.
-	ext, err := store.Open(ctx, store.Config{Endpoints: s.Endpoints(), Logger: storetest.Logger()})
+	ext, err := store.Open(ctx, store.Config{Endpoints: s.Endpoints(), Insecure: true, Logger: storetest.Logger()})
 	if err != nil {
 		t.Fatalf("Open(Endpoints of embedded): %v", err)
 	}
@@ -383,6 +383,7 @@ func TestReopenAndShare(t *testing.T) {
 func TestOpenUnreachable(t *testing.T) {
 	_, err := store.Open(ctxT(t), store.Config{
 		Endpoints:   []string{"http://127.0.0.1:1"},
+		Insecure:    true,
 		DialTimeout: 300 * time.Millisecond,
 		Logger:      storetest.Logger(),
 	})

@@ -74,6 +74,9 @@ func startCluster(t *testing.T, opts cpOptions) *cluster {
 		t.Fatal("several replicas need an external etcd")
 	}
 	c := &cluster{t: t, bin: bins(t).outpost, opts: opts, artifactDir: filepath.Join(t.TempDir(), "artifacts")}
+	// One key-encryption key for every replica, as a secret mounted on
+	// each would be: whichever replica starts first creates it.
+	kekFile := filepath.Join(t.TempDir(), "ca.kek")
 	for i := 1; i <= opts.replicas; i++ {
 		name := fmt.Sprintf("cp-%d", i)
 		dataDir := filepath.Join(t.TempDir(), name)
@@ -87,7 +90,8 @@ func startCluster(t *testing.T, opts cpOptions) *cluster {
 			"--artifact-dir", c.artifactDir,
 		}
 		if len(opts.etcd) > 0 {
-			args = append(args, "--etcd-endpoints", strings.Join(opts.etcd, ","))
+			// The test's etcd members serve plain text on loopback.
+			args = append(args, "--etcd-endpoints", strings.Join(opts.etcd, ","), "--etcd-insecure", "--kek-file", kekFile)
 		}
 		if opts.leaderTTL > 0 {
 			args = append(args, "--leader-ttl", opts.leaderTTL.String())
