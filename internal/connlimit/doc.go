@@ -17,10 +17,12 @@
 //     /64, which one host usually owns whole).
 //   - A new connection over its source's limit is closed at once (with a
 //     reset, so no socket lingers). A new connection over the overall
-//     limits takes the place of the oldest unauthenticated connection,
-//     which is closed: a client that completes its handshake in time gets
-//     in even while idle sockets from many addresses fill the table. Only
-//     when every open connection is authenticated is the new one refused.
+//     limits takes the place of the oldest unauthenticated connection
+//     still in its handshake, or if there is none the oldest past it
+//     without a certificate, which is closed: a client that completes its
+//     handshake in time gets in, and a gateway joining stays, even while
+//     idle sockets from many addresses fill the table. Only when every
+//     open connection is authenticated is the new one refused.
 //   - A connection whose handshake has not finished HandshakeTimeout after
 //     it was accepted is closed. One that finished it without a client
 //     certificate (a gateway joining with a token) stays unauthenticated

@@ -92,15 +92,17 @@ type Listener struct {
 	inner net.Listener
 	cfg   Config
 
-	mu      sync.Mutex // guards the fields below and every conn's state, elem and timer
-	open    int        // conns not closed
-	pending list.List  // unauthenticated *conn, oldest first
-	perIP   map[netip.Addr]int
-	closed  bool
-	stats   Stats
-	logged  Stats     // stats at the last log line
-	lastLog time.Time // zero: nothing logged yet
-	lastIP  netip.Addr
+	mu sync.Mutex // guards the fields below and every conn's state, elem and timer
+	// The unauthenticated *conn, oldest first: those still in their
+	// handshake, and those past it without a certificate.
+	handshaking, certless list.List
+	perIP                 map[netip.Addr]int // unauthenticated conns by source
+	open                  int                // conns not closed
+	closed                bool
+	stats                 Stats
+	logged                Stats      // stats at the last log line
+	lastLog               time.Time  // zero: nothing logged yet
+	lastIP                netip.Addr // source of the last conn the limits closed
 }
 
 var _ net.Listener = (*Listener)(nil)
@@ -140,8 +142,14 @@ func (l *Listener) admit(nc net.Conn) net.Conn {
 	case l.perIP[src] >= l.cfg.MaxUnauthenticatedPerIP:
 		refuse = true
 		l.stats.RefusedPerIP++
-	case l.pending.Len() >= l.cfg.MaxUnauthenticated || l.open >= l.cfg.MaxConns:
-		if front := l.pending.Front(); front != nil {
+	case l.unauthenticatedLocked() >= l.cfg.MaxUnauthenticated || l.open >= l.cfg.MaxConns:
+		// Sockets that never finished a handshake go first: the one past
+		// it may be a gateway joining.
+		front := l.handshaking.Front()
+		if front == nil {
+			front = l.certless.Front()
+		}
+		if front != nil {
 			evicted = front.Value.(*conn)
 			l.forgetLocked(evicted)
 			l.stats.Evicted++
@@ -158,7 +166,7 @@ func (l *Listener) admit(nc net.Conn) net.Conn {
 		return nil
 	}
 	c := &conn{Conn: nc, l: l, src: src}
-	c.elem = l.pending.PushBack(c)
+	c.list, c.elem = &l.handshaking, l.handshaking.PushBack(c)
 	l.perIP[src]++
 	l.open++
 	c.timer = time.AfterFunc(l.cfg.HandshakeTimeout, c.expire)
@@ -179,10 +187,8 @@ func (l *Listener) Close() error {
 	l.mu.Lock()
 	l.closed = true
 	var drop []*conn
-	for e := l.pending.Front(); e != nil; e = e.Next() {
-		if c := e.Value.(*conn); !c.handshaken {
-			drop = append(drop, c)
-		}
+	for e := l.handshaking.Front(); e != nil; e = e.Next() {
+		drop = append(drop, e.Value.(*conn))
 	}
 	for _, c := range drop {
 		l.forgetLocked(c)
@@ -202,9 +208,11 @@ func (l *Listener) Stats() Stats {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	s := l.stats
-	s.Open, s.Unauthenticated = l.open, l.pending.Len()
+	s.Open, s.Unauthenticated = l.open, l.unauthenticatedLocked()
 	return s
 }
+
+func (l *Listener) unauthenticatedLocked() int { return l.handshaking.Len() + l.certless.Len() }
 
 // forgetLocked takes c out of the counts for good: it is closed or about
 // to be.
@@ -215,8 +223,8 @@ func (l *Listener) forgetLocked(c *conn) {
 	c.closed = true
 	c.timer.Stop()
 	if c.elem != nil {
-		l.pending.Remove(c.elem)
-		c.elem = nil
+		c.list.Remove(c.elem)
+		c.list, c.elem = nil, nil
 		l.dropSourceLocked(c.src)
 	}
 	l.open--
@@ -243,7 +251,7 @@ func (l *Listener) noteLocked() {
 		"handshake_timeouts", s.HandshakeTimeouts-was.HandshakeTimeouts,
 		"since", sinceText(l.lastLog, now),
 		"last_source", l.lastIP.String(),
-		"open", l.open, "unauthenticated", l.pending.Len(),
+		"open", l.open, "unauthenticated", l.unauthenticatedLocked(),
 		"max_conns", l.cfg.MaxConns, "max_unauthenticated", l.cfg.MaxUnauthenticated,
 		"max_unauthenticated_per_source", l.cfg.MaxUnauthenticatedPerIP)
 	l.logged, l.lastLog = s, now
@@ -263,9 +271,10 @@ type conn struct {
 	src netip.Addr
 
 	// Guarded by l.mu.
-	elem       *list.Element // in l.pending while unauthenticated and open
+	list       *list.List    // l.handshaking or l.certless while unauthenticated and open, else nil
+	elem       *list.Element // c's element in list
 	timer      *time.Timer   // the handshake deadline
-	handshaken bool          // the handshake finished (elem may remain: no certificate)
+	handshaken bool          // the handshake finished
 	closed     bool          // forgotten by the Listener
 }
 
@@ -287,9 +296,17 @@ func (c *conn) expire() {
 
 // Close closes the connection and leaves the Listener's counts.
 func (c *conn) Close() error {
-	c.l.mu.Lock()
-	c.l.forgetLocked(c)
-	c.l.mu.Unlock()
+	l := c.l
+	l.mu.Lock()
+	// The server's own deadline (grpc.ConnectionTimeout) may beat expire
+	// to it: a timeout all the same.
+	if !c.closed && !c.handshaken && !c.timer.Stop() {
+		l.stats.HandshakeTimeouts++
+		l.lastIP = c.src
+		l.noteLocked()
+	}
+	l.forgetLocked(c)
+	l.mu.Unlock()
 	return c.Conn.Close()
 }
 
@@ -309,13 +326,18 @@ func Handshaken(nc net.Conn, authenticated bool) {
 	if c.closed {
 		return
 	}
+	if c.handshaken {
+		return
+	}
 	c.handshaken = true
 	c.timer.Stop()
-	if authenticated && c.elem != nil {
-		l.pending.Remove(c.elem)
-		c.elem = nil
+	c.list.Remove(c.elem)
+	if authenticated {
+		c.list, c.elem = nil, nil
 		l.dropSourceLocked(c.src)
+		return
 	}
+	c.list, c.elem = &l.certless, l.certless.PushBack(c)
 }
 
 // sourceOf is the key of addr's per-source count: the IPv4 address, or the

@@ -182,6 +182,34 @@ func TestEvictsOldestUnauthenticatedWhenFull(t *testing.T) {
 	waitClosed(t, clients[1], "second oldest")
 }
 
+// TestEvictsHandshakingBeforeCertless: a connection past its handshake
+// without a certificate (a gateway joining) is evicted only when no
+// connection is still in its handshake.
+func TestEvictsHandshakingBeforeCertless(t *testing.T) {
+	s := listen(t, Config{MaxConns: 100, MaxUnauthenticated: 2, MaxUnauthenticatedPerIP: 2, HandshakeTimeout: longTimeout, Logger: discard()})
+	addr := s.l.Addr()
+	joining := dialFrom(t, addr, "127.0.0.2")
+	Handshaken(s.next(t), false)
+	handshaking := dialFrom(t, addr, "127.0.0.3")
+	s.next(t)
+	dialFrom(t, addr, "127.0.0.4")
+	newer := s.next(t)
+	waitClosed(t, handshaking, "the connection still in its handshake")
+	// One eviction so far, the socket above: the older certless one stays.
+	if st := s.l.Stats(); st.Evicted != 1 {
+		t.Fatalf("stats %+v, want 1 evicted", st)
+	}
+	// Once every unauthenticated connection is past its handshake, the
+	// oldest goes.
+	Handshaken(newer, false)
+	dialFrom(t, addr, "127.0.0.5")
+	s.next(t)
+	waitClosed(t, joining, "the oldest certless connection")
+	if st := s.l.Stats(); st.Evicted != 2 || st.Open != 2 || st.Unauthenticated != 2 {
+		t.Errorf("stats %+v, want 2 evicted, 2 open and unauthenticated", st)
+	}
+}
+
 func TestAuthenticatedConnectionsAreNeverEvicted(t *testing.T) {
 	s := listen(t, Config{MaxConns: 2, MaxUnauthenticated: 2, MaxUnauthenticatedPerIP: 2, HandshakeTimeout: longTimeout, Logger: discard()})
 	addr := s.l.Addr()
