@@ -231,7 +231,7 @@ func (c *Config) setConnLimits() error {
 	case c.MaxUnauthenticatedConnsPerIP < 0:
 		return fmt.Errorf("controlplane: negative MaxUnauthenticatedConnsPerIP %d", c.MaxUnauthenticatedConnsPerIP)
 	case c.MaxStreamsPerConn < 0 || c.MaxStreamsPerConn > math.MaxUint32:
-		return fmt.Errorf("controlplane: MaxStreamsPerConn %d out of range", c.MaxStreamsPerConn)
+		return fmt.Errorf("controlplane: MaxStreamsPerConn %d must be between 0 and %d", c.MaxStreamsPerConn, uint32(math.MaxUint32))
 	case c.HandshakeTimeout != 0 && (c.HandshakeTimeout < MinHandshakeTimeout || c.HandshakeTimeout > MaxHandshakeTimeout):
 		return fmt.Errorf("controlplane: HandshakeTimeout %v must be between %v and %v", c.HandshakeTimeout, MinHandshakeTimeout, MaxHandshakeTimeout)
 	}
