@@ -244,7 +244,7 @@ func (l *Listener) noteLocked() {
 		return
 	}
 	s, was := l.stats, l.logged
-	l.cfg.Logger.Warn("closing connections that have not authenticated: too many open, or handshake too slow",
+	l.cfg.Logger.Warn("closing connections that have not authenticated: over the connection limits, or past the handshake deadline",
 		"refused_per_source", s.RefusedPerIP-was.RefusedPerIP,
 		"refused_full", s.RefusedFull-was.RefusedFull,
 		"evicted", s.Evicted-was.Evicted,
