@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"syscall"
@@ -84,6 +87,7 @@ func TestAPIConnectionLimits(t *testing.T) {
 	s := startCP(t, t.TempDir(), func(c *Config) {
 		c.MaxConns, c.MaxUnauthenticatedConns, c.MaxUnauthenticatedConnsPerIP = 64, 16, perIP
 		c.HandshakeTimeout = timeout
+		c.MetricsListen = "127.0.0.1:0"
 	})
 	var flood []net.Conn
 	for src := 2; src < 6; src++ {
@@ -132,6 +136,23 @@ func TestAPIConnectionLimits(t *testing.T) {
 	}
 	if _, err := c.ListRollouts(ctx, &outpostv1.ListRolloutsRequest{}); err != nil {
 		t.Errorf("ListRollouts after the flood: %v", err)
+	}
+
+	resp, err := http.Get("http://" + s.MetricsAddr() + "/metrics")
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, want := range []string{
+		fmt.Sprintf(`outpost_api_connections_closed_total{reason="per_source_limit"} %d`, st.RefusedPerIP),
+		fmt.Sprintf(`outpost_api_connections_closed_total{reason="handshake_timeout"} %d`, st.HandshakeTimeouts),
+		`outpost_api_connections{state="authenticated"} 1`,
+		`outpost_api_connections{state="unauthenticated"} 0`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %q", want)
+		}
 	}
 }
 
