@@ -11,6 +11,8 @@ import (
 	"github.com/outposthq/outpost/controlplane/rollout"
 )
 
+var _ runningServer = (*controlplane.Server)(nil)
+
 func controlplaneCommand() *command {
 	return &command{
 		name:  "controlplane",
@@ -34,7 +36,18 @@ http:// endpoints, or no client certificate, are refused unless
 Uploaded artifacts are stored in --data-dir/artifacts (or --artifact-dir),
 never in etcd; replicas sharing an etcd cluster must share that directory.
 When the leader dies, another replica takes over within --leader-ttl
-(default 10s) and continues every running rollout.
+(default 10s) and continues every running rollout. If its state store
+fails (the embedded etcd stops), the control plane logs why and exits 1:
+restart it (systemd's Restart=on-failure does).
+
+Connections that have not shown a client certificate are bounded, so a
+flood of idle or half-open sockets cannot use up the file descriptors
+etcd and the gateways need: each gets --handshake-timeout to finish its
+TLS handshake, at most --max-unauthenticated-conns-per-ip come from one
+address, and when --max-unauthenticated-conns is reached the oldest is
+closed. The open file limit is raised to its hard limit at start and
+--max-conns derived from it; raise the hard limit (LimitNOFILE=) for
+large fleets.
 
 Every connection is TLS (1.3) with client certificates. On first start
 the control plane creates its CA in --data-dir/pki (shared with the other
@@ -94,6 +107,11 @@ See deploy/systemd/outpost-controlplane.service for a systemd unit.`,
 			configFile := fs.String("config", "", "YAML `FILE` declaring environments (protected, approval_ttl, hook_allow_list)")
 			var serverNames stringList
 			fs.Var(&serverNames, "server-name", "extra DNS `name` or IP for the server certificate (a load balancer's); repeatable")
+			handshakeTimeout := fs.Duration("handshake-timeout", controlplane.DefaultHandshakeTimeout, "close a new connection whose TLS handshake is not done within this `duration`")
+			maxConns := fs.Int("max-conns", 0, fmt.Sprintf("API connections open at once (0 = the open file limit minus %d kept for etcd and files)", controlplane.ReservedFiles))
+			maxUnauth := fs.Int("max-unauthenticated-conns", 0, fmt.Sprintf("connections without a verified client certificate; when full the oldest is closed (0 = %d, at most half of --max-conns)", controlplane.DefaultMaxUnauthenticatedConns))
+			maxUnauthPerIP := fs.Int("max-unauthenticated-conns-per-ip", 0, fmt.Sprintf("of those, from one IP address or IPv6 /64; more are closed at once (0 = %d)", controlplane.DefaultMaxUnauthenticatedConnsPerIP))
+			maxStreams := fs.Int("max-streams-per-conn", controlplane.DefaultMaxStreamsPerConn, "concurrent calls on one connection; more wait")
 			logs := addLogFlags(fs)
 			return func(ctx context.Context, args []string) error {
 				if len(args) > 0 {
@@ -111,6 +129,7 @@ See deploy/systemd/outpost-controlplane.service for a systemd unit.`,
 				if err != nil {
 					return err
 				}
+				fileLimit := raiseFileLimit(log)
 				tp, stopTracing, err := tracing(ctx, "outpost-controlplane", *otelEndpoint, log)
 				if err != nil {
 					return err
@@ -139,6 +158,13 @@ See deploy/systemd/outpost-controlplane.service for a systemd unit.`,
 					TracerProvider:   tp,
 					ServerNames:      serverNames,
 					Environments:     envs,
+
+					FileLimit:                    fileLimit,
+					MaxConns:                     *maxConns,
+					MaxUnauthenticatedConns:      *maxUnauth,
+					MaxUnauthenticatedConnsPerIP: *maxUnauthPerIP,
+					HandshakeTimeout:             *handshakeTimeout,
+					MaxStreamsPerConn:            *maxStreams,
 				})
 				if err != nil {
 					return fmt.Errorf("start control plane: %w", err)
@@ -149,10 +175,7 @@ See deploy/systemd/outpost-controlplane.service for a systemd unit.`,
 				}
 				log.Info("control plane ready; stop with Ctrl-C", "addr", srv.Addr(), "admin_credential", cred,
 					"hint", "export "+controlPlaneEnv+"="+srv.Addr()+" "+credentialEnv+"="+cred)
-				<-ctx.Done()
-				sctx, cancel := shutdownContext()
-				defer cancel()
-				return srv.Shutdown(sctx)
+				return serveUntil(ctx, srv)
 			}
 		},
 	}

@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -292,5 +294,35 @@ func TestControlPlaneEtcdAndKEKFlags(t *testing.T) {
 	}
 	if code := first.stop(t); code != 0 {
 		t.Errorf("first replica exit %d; stderr:\n%s", code, first.err.String())
+	}
+}
+
+// TestControlPlaneRefusesBadLimits: a connection limit out of range is an
+// error that names it, and nothing is created.
+func TestControlPlaneRefusesBadLimits(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--handshake-timeout", "1ns"}, "HandshakeTimeout 1ns must be between 100ms and 2m0s"},
+		{[]string{"--handshake-timeout", "1000h"}, "HandshakeTimeout 1000h0m0s must be between"},
+		{[]string{"--handshake-timeout", "-1s"}, "HandshakeTimeout -1s"},
+		{[]string{"--max-conns", "-1"}, "negative MaxConns -1"},
+		{[]string{"--max-unauthenticated-conns", "-7"}, "negative MaxUnauthenticatedConns -7"},
+		{[]string{"--max-unauthenticated-conns", "10", "--max-unauthenticated-conns-per-ip", "11"}, "MaxUnauthenticatedConnsPerIP 11 exceeds MaxUnauthenticatedConns 10"},
+		{[]string{"--max-conns", "20", "--max-unauthenticated-conns", "21"}, "MaxUnauthenticatedConns 21 exceeds MaxConns 20"},
+		{[]string{"--max-streams-per-conn", "-5"}, "MaxStreamsPerConn -5"},
+		{[]string{"--max-streams-per-conn", "99999999999"}, "MaxStreamsPerConn 99999999999 must be between 0 and 4294967295"},
+	}
+	for _, tt := range tests {
+		data := filepath.Join(t.TempDir(), "data")
+		args := append([]string{"controlplane", "--listen", "127.0.0.1:0", "--data-dir", data}, tt.args...)
+		code, _, errOut := runCLI(t, nil, args...)
+		if code != 1 || !strings.Contains(errOut, tt.want) {
+			t.Errorf("outpost %q: exit %d, stderr %q; want exit 1 and %q", tt.args, code, errOut, tt.want)
+		}
+		if _, err := os.Stat(data); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("outpost %q: data dir: %v, want none created", tt.args, err)
+		}
 	}
 }

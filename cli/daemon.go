@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"syscall"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -77,6 +78,52 @@ func tracing(ctx context.Context, service, endpoint string, log *slog.Logger) (t
 }
 
 const otelEndpointHelp = "OTLP/gRPC collector `host:port` or URL for traces (plaintext to loopback hosts); empty: no export"
+
+// raiseFileLimit raises the open file limit (RLIMIT_NOFILE) to its hard
+// limit, logs it, and returns the limit in force (0 when unknown). Go
+// raises it at start on Linux already; this makes sure, and the log line
+// tells an operator what the connection limits were derived from.
+func raiseFileLimit(log *slog.Logger) uint64 {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		log.Warn("cannot read the open file limit", "err", err)
+		return 0
+	}
+	if lim.Cur < lim.Max {
+		raised := syscall.Rlimit{Cur: lim.Max, Max: lim.Max}
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &raised); err != nil {
+			log.Warn("cannot raise the open file limit to its hard limit", "soft", lim.Cur, "hard", lim.Max, "err", err)
+			return lim.Cur
+		}
+		lim = raised
+	}
+	log.Info("open file limit", "nofile", lim.Cur)
+	return lim.Cur
+}
+
+// runningServer is what a daemon verb needs of the server it runs.
+type runningServer interface {
+	Done() <-chan struct{}
+	Err() error
+	Shutdown(context.Context) error
+}
+
+// serveUntil waits until ctx ends (an interrupt) or srv fails by itself,
+// then shuts srv down. A failure is the error, so the daemon exits
+// non-zero and a supervisor restarts it.
+func serveUntil(ctx context.Context, srv runningServer) error {
+	select {
+	case <-ctx.Done():
+	case <-srv.Done():
+	}
+	sctx, cancel := shutdownContext()
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	if ferr := srv.Err(); ferr != nil {
+		return ferr
+	}
+	return err
+}
 
 // shutdownContext is the context for stopping a daemon after its run
 // context ended: fresh, since that one is done, and bounded.

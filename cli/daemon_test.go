@@ -6,10 +6,14 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -125,5 +129,63 @@ func TestStringList(t *testing.T) {
 	}
 	if got := l.String(); got != "a:1,b:2,c:3" {
 		t.Errorf("stringList = %q, want a:1,b:2,c:3", got)
+	}
+}
+
+// fakeServer is a runningServer whose failure the test decides.
+type fakeServer struct {
+	done      chan struct{}
+	err       error
+	shutdowns int
+}
+
+func (f *fakeServer) Done() <-chan struct{} { return f.done }
+func (f *fakeServer) Err() error            { return f.err }
+func (f *fakeServer) Shutdown(context.Context) error {
+	f.shutdowns++
+	return nil
+}
+
+func TestServeUntil(t *testing.T) {
+	// The server fails by itself: shut down, and the failure is the error.
+	failed := &fakeServer{done: make(chan struct{}), err: errors.New("controlplane: state store: embedded etcd server stopped")}
+	close(failed.done)
+	if err := serveUntil(context.Background(), failed); err == nil || !strings.Contains(err.Error(), "embedded etcd server stopped") || failed.shutdowns != 1 {
+		t.Errorf("serveUntil(failed server) = %v after %d Shutdowns, want its failure after 1", err, failed.shutdowns)
+	}
+	// An interrupt: shut down, no error.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	healthy := &fakeServer{done: make(chan struct{})}
+	if err := serveUntil(ctx, healthy); err != nil || healthy.shutdowns != 1 {
+		t.Errorf("serveUntil(interrupted) = %v after %d Shutdowns, want nil after 1", err, healthy.shutdowns)
+	}
+}
+
+func TestRaiseFileLimit(t *testing.T) {
+	var orig syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &orig); err != nil {
+		t.Fatal(err)
+	}
+	if orig.Max < 2048 {
+		t.Skipf("hard open file limit %d: too low to lower safely", orig.Max)
+	}
+	t.Cleanup(func() { syscall.Setrlimit(syscall.RLIMIT_NOFILE, &orig) })
+	// Lowered by half, not to a handful: goroutines of earlier tests may
+	// still open files.
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: orig.Max / 2, Max: orig.Max}); err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	got := raiseFileLimit(slog.New(slog.NewTextHandler(&logs, nil)))
+	var now syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &now); err != nil {
+		t.Fatal(err)
+	}
+	if got != orig.Max || now.Cur != orig.Max {
+		t.Errorf("raiseFileLimit() = %d, soft limit now %d; want both the hard limit %d", got, now.Cur, orig.Max)
+	}
+	if want := fmt.Sprintf("open file limit\" nofile=%d", orig.Max); !strings.Contains(logs.String(), want) {
+		t.Errorf("log %q, want %q", logs.String(), want)
 	}
 }

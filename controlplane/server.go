@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/outposthq/outpost/controlplane/artifact"
@@ -20,6 +22,7 @@ import (
 	"github.com/outposthq/outpost/controlplane/notify"
 	"github.com/outposthq/outpost/controlplane/rollout"
 	"github.com/outposthq/outpost/controlplane/store"
+	"github.com/outposthq/outpost/internal/connlimit"
 	"github.com/outposthq/outpost/internal/pki"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 	"github.com/prometheus/client_golang/prometheus"
@@ -52,6 +55,33 @@ const (
 	// auditReconcileAttempts bounds the tries of one term's audit
 	// reconciliation (see reconcileAudit).
 	auditReconcileAttempts = 5
+)
+
+// Connection limits (see Config and package internal/connlimit).
+const (
+	// DefaultHandshakeTimeout bounds a new connection's TLS handshake and
+	// HTTP/2 preface: a client on any real link needs a fraction of it.
+	DefaultHandshakeTimeout = 10 * time.Second
+	// MinHandshakeTimeout and MaxHandshakeTimeout bound
+	// Config.HandshakeTimeout.
+	MinHandshakeTimeout = 100 * time.Millisecond
+	MaxHandshakeTimeout = 2 * time.Minute
+	// DefaultMaxUnauthenticatedConns is the default cap on connections
+	// without a verified client certificate, when the file limit allows.
+	DefaultMaxUnauthenticatedConns = 1024
+	// DefaultMaxUnauthenticatedConnsPerIP is the default cap on those of
+	// one source address.
+	DefaultMaxUnauthenticatedConnsPerIP = 32
+	// DefaultMaxStreamsPerConn bounds concurrent calls on one connection;
+	// a gateway needs its control stream and a few artifact fetches.
+	DefaultMaxStreamsPerConn = 128
+	// ReservedFiles is how many of the open file limit the derived
+	// MaxConns leaves to everything else: the embedded etcd (WAL,
+	// database, snapshots, its listeners and client connections),
+	// artifact files being read or written, metrics and webhooks.
+	ReservedFiles = 256
+	// minConns is the least MaxConns that serves anyone.
+	minConns = 16
 )
 
 // Config configures a control plane.
@@ -140,6 +170,30 @@ type Config struct {
 	// 0 means only the gateways' capacities bound them.
 	MaxPerDatacenter int
 
+	// FileLimit is the process's open file limit (RLIMIT_NOFILE), from
+	// which MaxConns is derived; 0 means the current soft limit.
+	FileLimit uint64
+	// MaxConns bounds the API connections open at once; a new one over it
+	// is closed. 0 means FileLimit minus ReservedFiles, so a flood of
+	// connections cannot take the descriptors etcd needs to stay alive.
+	MaxConns int
+	// MaxUnauthenticatedConns bounds the connections that have not shown
+	// a verified client certificate (in their handshake, joining, or
+	// never finishing); when full, the oldest is closed to make room. 0
+	// means DefaultMaxUnauthenticatedConns, at most half of MaxConns.
+	MaxUnauthenticatedConns int
+	// MaxUnauthenticatedConnsPerIP bounds those of one source address (an
+	// IPv6 /64 counts as one); more are closed at once. 0 means
+	// DefaultMaxUnauthenticatedConnsPerIP, at most
+	// MaxUnauthenticatedConns.
+	MaxUnauthenticatedConnsPerIP int
+	// HandshakeTimeout bounds a new connection's TLS handshake and HTTP/2
+	// preface; 0 means DefaultHandshakeTimeout.
+	HandshakeTimeout time.Duration
+	// MaxStreamsPerConn bounds the concurrent calls on one connection;
+	// more wait for one to end. 0 means DefaultMaxStreamsPerConn.
+	MaxStreamsPerConn int
+
 	// Knobs for tests in this package; zero means the engine's defaults.
 	heartbeatInterval time.Duration
 	refuseBackoff     time.Duration
@@ -184,6 +238,55 @@ func (c *Config) CheckAndSetDefaults() error {
 	if c.GatewayCertTTL < 0 {
 		return fmt.Errorf("controlplane: negative GatewayCertTTL %v", c.GatewayCertTTL)
 	}
+	return c.setConnLimits()
+}
+
+// setConnLimits validates and derives the connection limits.
+func (c *Config) setConnLimits() error {
+	switch {
+	case c.MaxConns < 0:
+		return fmt.Errorf("controlplane: negative MaxConns %d", c.MaxConns)
+	case c.MaxUnauthenticatedConns < 0:
+		return fmt.Errorf("controlplane: negative MaxUnauthenticatedConns %d", c.MaxUnauthenticatedConns)
+	case c.MaxUnauthenticatedConnsPerIP < 0:
+		return fmt.Errorf("controlplane: negative MaxUnauthenticatedConnsPerIP %d", c.MaxUnauthenticatedConnsPerIP)
+	case c.MaxStreamsPerConn < 0 || c.MaxStreamsPerConn > math.MaxUint32:
+		return fmt.Errorf("controlplane: MaxStreamsPerConn %d must be between 0 and %d", c.MaxStreamsPerConn, uint32(math.MaxUint32))
+	case c.HandshakeTimeout != 0 && (c.HandshakeTimeout < MinHandshakeTimeout || c.HandshakeTimeout > MaxHandshakeTimeout):
+		return fmt.Errorf("controlplane: HandshakeTimeout %v must be between %v and %v", c.HandshakeTimeout, MinHandshakeTimeout, MaxHandshakeTimeout)
+	}
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if c.MaxStreamsPerConn == 0 {
+		c.MaxStreamsPerConn = DefaultMaxStreamsPerConn
+	}
+	if c.FileLimit == 0 {
+		var lim syscall.Rlimit
+		if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+			return fmt.Errorf("controlplane: read the open file limit: %w", err)
+		}
+		c.FileLimit = lim.Cur
+	}
+	if c.MaxConns == 0 {
+		if c.FileLimit < ReservedFiles+minConns {
+			return fmt.Errorf("controlplane: the open file limit %d leaves fewer than %d connections once %d files are kept for etcd and artifacts; raise it (ulimit -n, systemd LimitNOFILE=) or set MaxConns",
+				c.FileLimit, minConns, ReservedFiles)
+		}
+		c.MaxConns = int(min(c.FileLimit-ReservedFiles, math.MaxInt32))
+	}
+	if c.MaxUnauthenticatedConns == 0 {
+		c.MaxUnauthenticatedConns = max(1, min(DefaultMaxUnauthenticatedConns, c.MaxConns/2))
+	}
+	if c.MaxUnauthenticatedConnsPerIP == 0 {
+		c.MaxUnauthenticatedConnsPerIP = min(DefaultMaxUnauthenticatedConnsPerIP, c.MaxUnauthenticatedConns)
+	}
+	if c.MaxUnauthenticatedConns > c.MaxConns {
+		return fmt.Errorf("controlplane: MaxUnauthenticatedConns %d exceeds MaxConns %d", c.MaxUnauthenticatedConns, c.MaxConns)
+	}
+	if c.MaxUnauthenticatedConnsPerIP > c.MaxUnauthenticatedConns {
+		return fmt.Errorf("controlplane: MaxUnauthenticatedConnsPerIP %d exceeds MaxUnauthenticatedConns %d", c.MaxUnauthenticatedConnsPerIP, c.MaxUnauthenticatedConns)
+	}
 	return nil
 }
 
@@ -202,6 +305,7 @@ type Server struct {
 	events    *eventHub
 	httpSrv   *http.Server // nil without MetricsListen
 	metricsLn net.Listener
+	conns     *connlimit.Listener // the API listener
 	auth      *auth.Authority
 	audit     *audit.Log
 	auditSrv  *audit.Server
@@ -220,6 +324,13 @@ type Server struct {
 
 	shutdownOnce sync.Once
 	shutdownErr  error
+
+	// done is closed when the server failed (failure says why) or
+	// Shutdown finished.
+	done     chan struct{}
+	doneOnce sync.Once
+	failMu   sync.Mutex
+	failure  error // guarded by failMu
 }
 
 // Start opens the stores, starts serving and campaigns for leadership. It
@@ -244,6 +355,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		tracer:   cfg.TracerProvider.Tracer("github.com/outposthq/outpost/controlplane"),
 		events:   newEventHub(),
 		quit:     make(chan struct{}),
+		done:     make(chan struct{}),
 		leaderUp: make(chan struct{}),
 		envs:     envs,
 		scans:    newScanHub(),
@@ -311,18 +423,42 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("controlplane: metrics: %w", err)
 	}
 
-	lis, err := net.Listen("tcp", cfg.Listen)
+	if limit := cfg.FileLimit - min(cfg.FileLimit, ReservedFiles); uint64(cfg.MaxConns) > limit {
+		log.Warn("MaxConns leaves etcd fewer than the reserved file descriptors: a flood of connections may make it fail",
+			"max_conns", cfg.MaxConns, "file_limit", cfg.FileLimit, "reserved", ReservedFiles)
+	}
+	inner, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("controlplane: listen: %w", err)
 	}
-	s.addr = lis.Addr().String()
+	s.conns, err = connlimit.NewListener(inner, connlimit.Config{
+		MaxConns:                cfg.MaxConns,
+		MaxUnauthenticated:      cfg.MaxUnauthenticatedConns,
+		MaxUnauthenticatedPerIP: cfg.MaxUnauthenticatedConnsPerIP,
+		HandshakeTimeout:        cfg.HandshakeTimeout,
+		Logger:                  log,
+	})
+	if err != nil {
+		inner.Close()
+		return nil, fmt.Errorf("controlplane: %w", err)
+	}
+	s.addr = inner.Addr().String()
+	if err := registerConnMetrics(reg, s.conns); err != nil {
+		return nil, fmt.Errorf("controlplane: metrics: %w", err)
+	}
 	s.grpc = grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(pki.ServerTLSConfig(ca, serverCert))),
+		// The limiter learns which connections authenticated.
+		grpc.Creds(connlimit.Credentials(credentials.NewTLS(pki.ServerTLSConfig(ca, serverCert)))),
+		// The limiter's deadline covers the TLS handshake; this one the
+		// HTTP/2 preface after it too.
+		grpc.ConnectionTimeout(cfg.HandshakeTimeout),
+		grpc.MaxConcurrentStreams(uint32(cfg.MaxStreamsPerConn)),
 		// Authorization comes first: nothing else sees a call that is
 		// refused, and everything after it knows the caller.
 		grpc.ChainUnaryInterceptor(s.audit.UnaryServerInterceptor(), s.auth.UnaryInterceptor()),
 		grpc.ChainStreamInterceptor(s.audit.StreamServerInterceptor(), s.auth.StreamInterceptor()),
-		// Gateways ping every 10 s so a dead link is noticed fast; allow it.
+		// Gateways ping every 10 s so a dead link is noticed fast; allow
+		// it, and no more: a client pinging faster is sent away.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	)
 	outpostv1.RegisterControlPlaneServiceServer(s.grpc, guardedControlPlane{controlPlaneService: &controlPlaneService{s: s}, envs: envs})
@@ -341,8 +477,21 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		if err := s.grpc.Serve(lis); err != nil {
-			s.log.Error("gRPC server stopped", "err", err)
+		if err := s.grpc.Serve(s.conns); err != nil {
+			s.fail(fmt.Errorf("controlplane: serve: %w", err))
+		}
+	}()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		select {
+		case <-s.store.Done():
+			err := s.store.Err()
+			if err == nil {
+				err = errors.New("store closed")
+			}
+			s.fail(fmt.Errorf("controlplane: state store: %w", err))
+		case <-s.quit:
 		}
 	}()
 
@@ -382,6 +531,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 			"environment", name)
 	}
 	s.log.Info("control plane started", "addr", s.addr, "data_dir", cfg.DataDir, "metrics", s.MetricsAddr(),
+		"max_conns", cfg.MaxConns, "max_unauthenticated_conns", cfg.MaxUnauthenticatedConns,
+		"max_unauthenticated_conns_per_ip", cfg.MaxUnauthenticatedConnsPerIP, "handshake_timeout", cfg.HandshakeTimeout,
 		"admin_credential", cfg.AdminCredentialFile, "admin_credential_written", written,
 		"environments", strings.Join(envs.names(), ","))
 	return s, nil
@@ -413,6 +564,33 @@ func (s *Server) waitForLeader(ctx context.Context) error {
 			return fmt.Errorf("controlplane: wait for a leader: %w", ctx.Err())
 		}
 	}
+}
+
+// fail records that the server cannot go on, and says so loudly: the
+// process must end (see Done) and be restarted.
+func (s *Server) fail(err error) {
+	s.failMu.Lock()
+	first := s.failure == nil
+	if first {
+		s.failure = err
+	}
+	s.failMu.Unlock()
+	if first {
+		s.log.Error("control plane failed: it can no longer work and must be restarted", "err", err)
+		s.doneOnce.Do(func() { close(s.done) })
+	}
+}
+
+// Done returns a channel closed when the server failed by itself (its
+// state store stopped, or it could no longer accept connections) or
+// Shutdown finished. After a failure, call Shutdown and exit non-zero.
+func (s *Server) Done() <-chan struct{} { return s.done }
+
+// Err returns why the server failed, or nil.
+func (s *Server) Err() error {
+	s.failMu.Lock()
+	defer s.failMu.Unlock()
+	return s.failure
 }
 
 // Addr returns the gRPC address the server listens on.
@@ -478,11 +656,13 @@ func (s *Server) shutdown(ctx context.Context) error {
 		err = cerr
 	}
 	s.log.Info("control plane stopped")
+	s.doneOnce.Do(func() { close(s.done) })
 	return err
 }
 
 // abandon releases what a failed Start opened.
 func (s *Server) abandon() {
+	close(s.quit)
 	if s.cancel != nil {
 		s.cancel()
 	}

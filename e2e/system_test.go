@@ -17,6 +17,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"google.golang.org/grpc"
 
+	"github.com/outposthq/outpost/cli"
 	"github.com/outposthq/outpost/controlplane"
 	"github.com/outposthq/outpost/e2e/e2etest"
 	"github.com/outposthq/outpost/gateway"
@@ -26,6 +27,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	// A child started by startCPProcess: the outpost command line.
+	if os.Getenv(cliChildEnv) == "1" {
+		os.Exit(cli.Main(os.Args[1:]))
+	}
 	goleak.VerifyTestMain(m)
 }
 

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
 )
 
 // ErrNotLeader is returned by fenced writes when the fence no longer holds:
@@ -105,6 +107,15 @@ type Store struct {
 	closeOnce sync.Once
 	closeErr  error // set by closeOnce
 
+	// done is closed once the store stopped: Close, or the embedded etcd
+	// stopping by itself (failure says why).
+	done      chan struct{}
+	doneOnce  sync.Once
+	closing   chan struct{}  // closed by Close: the watch of the embedded etcd ends
+	watchWG   sync.WaitGroup // the watch of the embedded etcd
+	failureMu sync.Mutex
+	failure   error // guarded by failureMu
+
 	writeTxns      atomic.Int64
 	writeOps       atomic.Int64
 	fenceFailures  atomic.Int64
@@ -119,8 +130,8 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err := cfg.CheckAndSetDefaults(); err != nil {
 		return nil, err
 	}
-	s := &Store{logger: cfg.Logger}
-	zl := newZapLogger(cfg.Logger, &s.stopping)
+	s := &Store{logger: cfg.Logger, done: make(chan struct{}), closing: make(chan struct{})}
+	zl := newZapLogger(cfg.Logger, &s.stopping, os.Exit)
 	tlsCfg, err := cfg.tlsConfig()
 	if err != nil {
 		return nil, err
@@ -132,6 +143,11 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			return nil, err
 		}
 		s.embedded = e
+		s.watchWG.Add(1)
+		go func() {
+			defer s.watchWG.Done()
+			s.watchEmbedded(e.etcd)
+		}()
 		endpoints = []string{e.endpoint}
 	}
 	s.endpoints = append([]string(nil), endpoints...)
@@ -143,7 +159,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		Logger:      zl,
 	})
 	if err != nil {
-		s.stopEmbedded()
+		s.Close()
 		return nil, fmt.Errorf("store: etcd client: %w", err)
 	}
 	s.client = client
@@ -176,14 +192,55 @@ func (s *Store) Endpoints() []string { return append([]string(nil), s.endpoints.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.stopping.Store(true)
+		close(s.closing)
+		s.watchWG.Wait()
 		if s.client != nil {
 			if err := s.client.Close(); err != nil && !errors.Is(err, context.Canceled) {
 				s.closeErr = fmt.Errorf("store: close client: %w", err)
 			}
 		}
 		s.stopEmbedded()
+		s.doneOnce.Do(func() { close(s.done) })
 	})
 	return s.closeErr
+}
+
+// Done returns a channel closed when the store stopped: Close was called,
+// or the embedded etcd stopped by itself (Err says why). Nothing works
+// after it, and a control plane must not carry on without its state.
+// With an external cluster only Close closes it: the client rides out an
+// unreachable etcd.
+func (s *Store) Done() <-chan struct{} { return s.done }
+
+// Err returns why the embedded etcd stopped by itself, or nil.
+func (s *Store) Err() error {
+	s.failureMu.Lock()
+	defer s.failureMu.Unlock()
+	return s.failure
+}
+
+// watchEmbedded notices the embedded etcd stopping before Close: one of
+// its servers failed (Err), or the server stopped itself. (A fatal error
+// in etcd exits the process; see newZapLogger.)
+func (s *Store) watchEmbedded(e *embed.Etcd) {
+	var err error
+	select {
+	case err = <-e.Err():
+		if err == nil {
+			err = errors.New("embedded etcd closed")
+		}
+	case <-e.Server.StopNotify():
+		err = errors.New("embedded etcd server stopped")
+	case <-s.closing:
+		return
+	}
+	if s.stopping.Load() {
+		return
+	}
+	s.failureMu.Lock()
+	s.failure = fmt.Errorf("store: %w", err)
+	s.failureMu.Unlock()
+	s.doneOnce.Do(func() { close(s.done) })
 }
 
 // Revision returns etcd's current revision: list after reading it, then

@@ -15,8 +15,29 @@ import (
 // several lines per request at info level, which would drown ours.
 // Once *stopping is set, errors are logged at debug level: a closing etcd
 // reports its own closed listeners as errors.
-func newZapLogger(logger *slog.Logger, stopping *atomic.Bool) *zap.Logger {
-	return zap.New(&slogCore{logger: logger, level: zapcore.ErrorLevel, stopping: stopping})
+//
+// etcd logs at fatal level when it cannot go on (it cannot purge its WAL,
+// save raft state, commit to its database), often with locks held, so the
+// process must end; but first a line of ours says so plainly, or the
+// control plane would seem to vanish. exit is os.Exit outside tests.
+func newZapLogger(logger *slog.Logger, stopping *atomic.Bool, exit func(int)) *zap.Logger {
+	return zap.New(&slogCore{logger: logger, level: zapcore.ErrorLevel, stopping: stopping},
+		zap.WithFatalHook(exitOnFatal{logger: logger, exit: exit}))
+}
+
+// exitOnFatal ends the process after etcd logged a fatal error.
+type exitOnFatal struct {
+	logger *slog.Logger
+	exit   func(int)
+}
+
+var _ zapcore.CheckWriteHook = exitOnFatal{}
+
+// OnWrite implements zapcore.CheckWriteHook.
+func (h exitOnFatal) OnWrite(e *zapcore.CheckedEntry, _ []zapcore.Field) {
+	h.logger.Error("the embedded etcd failed and cannot go on; the control plane exits now and must be restarted",
+		"component", "store", "etcd_error", e.Message)
+	h.exit(1)
 }
 
 // slogCore is a zapcore.Core that writes entries to a slog.Logger.
