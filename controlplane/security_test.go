@@ -363,6 +363,7 @@ func TestStartRefusesBadEnvironments(t *testing.T) {
 		{"empty prefix", map[string]Environment{"prod": {DeployPathPrefixes: []string{"/srv", ""}}}, "environments.prod.deploy_path_prefixes[1]: empty prefix"},
 		{"root prefix", map[string]Environment{"prod": {DeployPathPrefixes: []string{"//"}}}, "allows every path"},
 		{"dotdot prefix", map[string]Environment{"prod": {DeployPathPrefixes: []string{"/srv/../etc"}}}, "must not contain '..'"},
+		{"huge prefix", map[string]Environment{"prod": {DeployPathPrefixes: []string{"/" + strings.Repeat("a", 5000)}}}, "5001 bytes long"},
 		{"newline prefix", map[string]Environment{"prod": {DeployPathPrefixes: []string{"/srv\n/etc"}}}, "control characters"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

@@ -213,6 +213,7 @@ func TestDeployRefusesHomeAndSSHDirs(t *testing.T) {
 					job.Spec.Hooks, job.Spec.Health = Hooks{}, Health{}
 				}
 				res, evs := f.deploy(t, job)
+				assertUnchanged(t, home, before) // .ssh and the rest still in place
 				var pe *PathRefusedError
 				if res.State != failed || res.Step != outpostv1.Step_STEP_LOCK || !errors.As(res.Err, &pe) {
 					t.Fatalf("deploy to %s = %v at %v: %v; want FAILED at LOCK with a *PathRefusedError", tc.path, res.State, res.Step, res.Err)
@@ -224,7 +225,6 @@ func TestDeployRefusesHomeAndSSHDirs(t *testing.T) {
 				if got := evs.steps(); strings.Join(got, " ") != strings.Join(want, " ") {
 					t.Errorf("events %v, want %v", got, want)
 				}
-				assertUnchanged(t, home, before)
 
 				// A rollback of the same node is refused the same way.
 				rb := f.d.Rollback(t.Context(), job, "r0", nil)

@@ -211,6 +211,9 @@ func checkPath(p string) error {
 	if p == "" {
 		return errors.New("spec: path is required")
 	}
+	if len(p) > deploypath.MaxLen {
+		return fmt.Errorf("spec: path is %d bytes long, at most %d", len(p), deploypath.MaxLen)
+	}
 	if err := shell.CheckArg(p); err != nil {
 		return fmt.Errorf("spec: path %q: %w", p, err)
 	}

@@ -98,6 +98,9 @@ var rules = []Rule{
 // backup locks the gateway, and everyone else, out.
 const SSHDir = ".ssh"
 
+// MaxLen bounds a deploy path, in bytes: Linux's PATH_MAX.
+const MaxLen = 4096
+
 // Rules returns the deny list, for code that applies it elsewhere.
 func Rules() []Rule { return slices.Clone(rules) }
 

@@ -30,7 +30,7 @@ const (
 	// MaxStages bounds the number of explicit stages.
 	MaxStages = 50
 	// MaxDeployPath bounds deploy.path, in bytes: Linux's PATH_MAX.
-	MaxDeployPath = 4096
+	MaxDeployPath = deploypath.MaxLen
 )
 
 // Words a plan uses for its string-typed choices.
