@@ -68,13 +68,15 @@ takes a credential file as certificate, key and CA at once:
 any is declared, a plan must name one; a protected one needs an approval
 by someone other than the requester; a hook allow-list holds regular
 expressions, each matching a whole command, that every hook of a plan for
-that environment must match:
+that environment must match; deploy path prefixes are the directories
+under which its plans may deploy:
 
   environments:
     prod:
       protected: true
       approval_ttl: 24h
       hook_allow_list: ["sudo systemctl (start|stop|restart) [a-z0-9-]+"]
+      deploy_path_prefixes: [/srv, /opt/apps]
     staging: {}
 
 Examples:
@@ -104,7 +106,7 @@ See deploy/systemd/outpost-controlplane.service for a systemd unit.`,
 			leaderTTL := fs.Duration("leader-ttl", leader.DefaultTTL, "leader lease `TTL` (whole seconds): a dead leader is replaced within about this long")
 			gatewayGrace := fs.Duration("gateway-grace", rollout.DefaultOrphanGrace, "how long the nodes of a disconnected gateway wait for it before they go to another gateway of the datacenter")
 			perDC := fs.Int("max-per-datacenter", 0, "node deployments at once in one datacenter, over all its gateways (0 = only each gateway's --concurrency bounds them)")
-			configFile := fs.String("config", "", "YAML `FILE` declaring environments (protected, approval_ttl, hook_allow_list)")
+			configFile := fs.String("config", "", "YAML `FILE` declaring environments (protected, approval_ttl, hook_allow_list, deploy_path_prefixes)")
 			var serverNames stringList
 			fs.Var(&serverNames, "server-name", "extra DNS `name` or IP for the server certificate (a load balancer's); repeatable")
 			handshakeTimeout := fs.Duration("handshake-timeout", controlplane.DefaultHandshakeTimeout, "close a new connection whose TLS handshake is not done within this `duration`")

@@ -2,18 +2,23 @@ package controlplane
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"path"
 	"regexp"
 	"slices"
 	"sort"
 	"strings"
 	"time"
+	"unicode"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"sigs.k8s.io/yaml"
 
+	"github.com/outposthq/outpost/internal/deploypath"
+	"github.com/outposthq/outpost/internal/plan"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -39,6 +44,12 @@ type Environment struct {
 	// belt, not a control: a protected environment should have one, and
 	// Start warns when it has not.
 	HookAllowList []string
+	// DeployPathPrefixes holds absolute directories; when it is not empty,
+	// a plan for this environment must deploy to one of them or below
+	// (by whole path elements: /srv allows /srv/app, not /srvx), with an
+	// absolute deploy.path, or CreateRollout refuses it. Empty means any
+	// path internal/plan accepts.
+	DeployPathPrefixes []string
 }
 
 // envNameRE is what an environment may be named: what a plan's
@@ -51,7 +62,8 @@ type environments map[string]*environment
 
 type environment struct {
 	Environment
-	allow []*regexp.Regexp // HookAllowList, anchored
+	allow    []*regexp.Regexp // HookAllowList, anchored
+	prefixes []string         // DeployPathPrefixes, cleaned
 }
 
 // compileEnvironments validates the declared environments.
@@ -81,9 +93,37 @@ func compileEnvironments(in map[string]Environment) (environments, error) {
 			}
 			ce.allow = append(ce.allow, re)
 		}
+		for i, p := range e.DeployPathPrefixes {
+			c, err := checkPathPrefix(p)
+			if err != nil {
+				return nil, fmt.Errorf("environments.%s.deploy_path_prefixes[%d]: %w", name, i, err)
+			}
+			ce.prefixes = append(ce.prefixes, c)
+		}
 		out[name] = ce
 	}
 	return out, nil
+}
+
+// checkPathPrefix validates one of DeployPathPrefixes and returns it
+// cleaned.
+func checkPathPrefix(p string) (string, error) {
+	switch {
+	case p == "":
+		return "", errors.New("empty prefix")
+	case len(p) > plan.MaxDeployPath:
+		return "", fmt.Errorf("%d bytes long: at most %d", len(p), plan.MaxDeployPath)
+	case strings.ContainsFunc(p, unicode.IsControl):
+		return "", fmt.Errorf("%q: contains control characters", p)
+	case !path.IsAbs(p):
+		return "", fmt.Errorf("%q: must be an absolute path", p)
+	case slices.Contains(strings.Split(p, "/"), ".."):
+		return "", fmt.Errorf("%q: must not contain '..'", p)
+	case path.Clean(p) == "/":
+		// It would allow every path: leave the list out instead.
+		return "", fmt.Errorf("%q: allows every path; leave deploy_path_prefixes out to allow any", p)
+	}
+	return path.Clean(p), nil
 }
 
 func sortedKeys[V any](m map[string]V) []string {
@@ -139,8 +179,9 @@ func hookFields(spec *outpostv1.PlanSpec) [][2]string {
 
 // checkPlan enforces the declared environments on a submitted plan: once
 // any is declared, a plan must name one of them (so a typo cannot dodge a
-// protected environment's approval), and every hook command must be on
-// its environment's allow-list when it has one. The error is
+// protected environment's approval), every hook command must be on its
+// environment's allow-list when it has one, and the deploy path under one
+// of its deploy path prefixes when it has those. The error is
 // INVALID_ARGUMENT naming each field at fault.
 func (es environments) checkPlan(spec *outpostv1.PlanSpec) error {
 	if len(es) == 0 {
@@ -155,19 +196,30 @@ func (es environments) checkPlan(spec *outpostv1.PlanSpec) error {
 		}
 		return fieldError("plan.environment", "%q is not declared in the control plane's configuration (declared: %s)", name, declared)
 	}
-	if len(env.allow) == 0 {
-		return nil
-	}
 	var msgs []string
 	var vs []*errdetails.BadRequest_FieldViolation
+	violation := func(field, desc string) {
+		msgs = append(msgs, "plan."+field+": "+desc)
+		vs = append(vs, &errdetails.BadRequest_FieldViolation{Field: "plan." + field, Description: desc})
+	}
+	// A missing or over-long path is left to plan validation, which runs
+	// next and names it without echoing a megabyte back.
+	if p := spec.GetDeploy().GetPath(); len(env.prefixes) > 0 && p != "" && len(p) <= plan.MaxDeployPath {
+		switch {
+		case !path.IsAbs(p):
+			violation("deploy.path", fmt.Sprintf("%q is relative to the SSH user's home: environment %q allows only absolute deploy paths under %s",
+				p, name, strings.Join(env.prefixes, ", ")))
+		case !slices.ContainsFunc(env.prefixes, func(dir string) bool { return deploypath.Under(p, dir) }):
+			violation("deploy.path", fmt.Sprintf("%q is not under the deploy path prefixes of environment %q (%s)",
+				p, name, strings.Join(env.prefixes, ", ")))
+		}
+	}
 	for _, f := range hookFields(spec) {
 		cmd := strings.TrimSpace(f[1])
-		if cmd == "" || slices.ContainsFunc(env.allow, func(re *regexp.Regexp) bool { return re.MatchString(cmd) }) {
+		if len(env.allow) == 0 || cmd == "" || slices.ContainsFunc(env.allow, func(re *regexp.Regexp) bool { return re.MatchString(cmd) }) {
 			continue
 		}
-		desc := fmt.Sprintf("%q is not on the hook allow-list of environment %q", cmd, name)
-		msgs = append(msgs, "plan."+f[0]+": "+desc)
-		vs = append(vs, &errdetails.BadRequest_FieldViolation{Field: "plan." + f[0], Description: desc})
+		violation(f[0], fmt.Sprintf("%q is not on the hook allow-list of environment %q", cmd, name))
 	}
 	if len(vs) == 0 {
 		return nil
@@ -203,6 +255,7 @@ func (g guardedControlPlane) CreateRollout(ctx context.Context, req *outpostv1.C
 //	    approval_ttl: 24h
 //	    hook_allow_list:
 //	      - "sudo systemctl (start|stop|restart) [a-z0-9-]+"
+//	    deploy_path_prefixes: [/srv, /opt/apps]
 //	  staging: {}
 //
 // Unknown fields are refused.
@@ -216,9 +269,10 @@ type fileConfigYAML struct {
 }
 
 type environmentYAML struct {
-	Protected     bool     `json:"protected"`
-	ApprovalTTL   string   `json:"approval_ttl"`
-	HookAllowList []string `json:"hook_allow_list"`
+	Protected          bool     `json:"protected"`
+	ApprovalTTL        string   `json:"approval_ttl"`
+	HookAllowList      []string `json:"hook_allow_list"`
+	DeployPathPrefixes []string `json:"deploy_path_prefixes"`
 }
 
 // LoadFileConfig reads and validates a configuration file.
@@ -246,7 +300,7 @@ func ParseFileConfig(data []byte) (*FileConfig, error) {
 		if e == nil {
 			e = &environmentYAML{}
 		}
-		env := Environment{Protected: e.Protected, HookAllowList: e.HookAllowList}
+		env := Environment{Protected: e.Protected, HookAllowList: e.HookAllowList, DeployPathPrefixes: e.DeployPathPrefixes}
 		if e.ApprovalTTL != "" {
 			d, err := time.ParseDuration(e.ApprovalTTL)
 			if err != nil {

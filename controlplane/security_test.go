@@ -331,6 +331,85 @@ func (h *recordingHandler) all() []loggedRecord {
 	return append([]loggedRecord(nil), h.records...)
 }
 
+// TestEnvironmentDeployPathPrefixes checks issue #11's allow-list: an
+// environment with deploy_path_prefixes refuses a rollout (and its dry
+// run) whose deploy path is not under one of them, naming
+// plan.deploy.path; the deny list of system and home directories applies
+// in every environment.
+func TestEnvironmentDeployPathPrefixes(t *testing.T) {
+	s := startCP(t, t.TempDir(), func(c *Config) {
+		c.Environments = map[string]Environment{
+			"prod":    {DeployPathPrefixes: []string{"/srv", "/opt/apps/"}, HookAllowList: []string{`sh bin/(start|stop)`}},
+			"staging": {},
+		}
+	})
+	c := dial(t, s.Addr())
+	applyNodes(t, c, 2, nil)
+	digest := upload(t, c, "app.tar.gz", []byte("app"))
+	for _, tt := range []struct {
+		name, env, path string
+		hook            string   // a start hook; "" keeps the plan's
+		fields          []string // violations expected; none means accepted
+		msg             string
+	}{
+		{"under a prefix", "prod", "/srv/billing-api", "", nil, ""},
+		{"under the other prefix", "prod", "/opt/apps/billing/", "", nil, ""},
+		{"outside", "prod", "/var/www/billing", "", []string{"plan.deploy.path"},
+			`"/var/www/billing" is not under the deploy path prefixes of environment "prod" (/srv, /opt/apps)`},
+		{"a sibling that shares the prefix's letters", "prod", "/srvx/billing", "", []string{"plan.deploy.path"}, "is not under the deploy path prefixes"},
+		{"a parent of a prefix", "prod", "/opt/app", "", []string{"plan.deploy.path"}, "is not under the deploy path prefixes"},
+		{"out by ..", "prod", "/srv/../home/deploy/app", "", []string{"plan.deploy.path"}, "is not under the deploy path prefixes"},
+		{"relative to the home", "prod", "app", "", []string{"plan.deploy.path"},
+			`"app" is relative to the SSH user's home: environment "prod" allows only absolute deploy paths under /srv, /opt/apps`},
+		{"outside, and a hook off the list", "prod", "/home/deploy/app", "./run.sh", []string{"plan.deploy.path", "plan.hooks.start"}, "allow-list"},
+		{"a prefix itself is still a system directory", "prod", "/srv", "", []string{"plan.deploy.path"}, "must not be /srv"},
+		{"no prefixes", "staging", "/home/deploy/app", "", nil, ""},
+		{"a home directory in any environment", "staging", "/home/deploy", "", []string{"plan.deploy.path"}, "must not be a directory directly in /home"},
+		{"a system directory in any environment", "staging", "/var/lib", "", []string{"plan.deploy.path"}, "must not be a directory directly in /var"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := rollingPlan("1", 0)
+			p.Environment = tt.env
+			p.Deploy.Path = tt.path
+			if tt.hook != "" {
+				p.Hooks.Start = tt.hook
+			}
+			_, err := c.CreateRollout(ctxT(t), &outpostv1.CreateRolloutRequest{Plan: p, ArtifactSha256: digest, DryRun: true})
+			if len(tt.fields) == 0 {
+				if err != nil {
+					t.Fatalf("CreateRollout: %v, want accepted", err)
+				}
+				return
+			}
+			wantCode(t, "CreateRollout", err, codes.InvalidArgument, tt.msg)
+			var got []string
+			for _, d := range status.Convert(err).Details() {
+				if br, ok := d.(*errdetails.BadRequest); ok {
+					for _, v := range br.GetFieldViolations() {
+						got = append(got, v.GetField())
+					}
+				}
+			}
+			if strings.Join(got, ",") != strings.Join(tt.fields, ",") {
+				t.Errorf("violations on %v, want %v", got, tt.fields)
+			}
+		})
+	}
+	// The dry runs stored nothing; a real rollout outside the prefixes is
+	// refused the same way.
+	p := rollingPlan("1", 0)
+	p.Environment, p.Deploy.Path = "prod", "/home/deploy/app"
+	_, err := c.CreateRollout(ctxT(t), &outpostv1.CreateRolloutRequest{Plan: p, ArtifactSha256: digest})
+	wantCode(t, "CreateRollout", err, codes.InvalidArgument, "is not under the deploy path prefixes")
+	resp, err := c.ListRollouts(ctxT(t), &outpostv1.ListRolloutsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(resp.GetRollouts()); n != 0 {
+		t.Errorf("%d rollouts stored, want none", n)
+	}
+}
+
 func TestStartRefusesBadEnvironments(t *testing.T) {
 	for _, tt := range []struct {
 		name string
@@ -340,6 +419,12 @@ func TestStartRefusesBadEnvironments(t *testing.T) {
 		{"bad pattern", map[string]Environment{"prod": {HookAllowList: []string{"sh ("}}}, "environments.prod.hook_allow_list[0]"},
 		{"bad name", map[string]Environment{"Prod": {}}, `"Prod"`},
 		{"ttl unprotected", map[string]Environment{"prod": {ApprovalTTL: time.Hour}}, "not protected"},
+		{"relative prefix", map[string]Environment{"prod": {DeployPathPrefixes: []string{"srv"}}}, `environments.prod.deploy_path_prefixes[0]: "srv": must be an absolute path`},
+		{"empty prefix", map[string]Environment{"prod": {DeployPathPrefixes: []string{"/srv", ""}}}, "environments.prod.deploy_path_prefixes[1]: empty prefix"},
+		{"root prefix", map[string]Environment{"prod": {DeployPathPrefixes: []string{"//"}}}, "allows every path"},
+		{"dotdot prefix", map[string]Environment{"prod": {DeployPathPrefixes: []string{"/srv/../etc"}}}, "must not contain '..'"},
+		{"huge prefix", map[string]Environment{"prod": {DeployPathPrefixes: []string{"/" + strings.Repeat("a", 5000)}}}, "5001 bytes long"},
+		{"newline prefix", map[string]Environment{"prod": {DeployPathPrefixes: []string{"/srv\n/etc"}}}, "control characters"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := Start(ctxT(t), Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0", Environments: tt.envs, Logger: testLogger()})
@@ -356,6 +441,7 @@ func TestParseFileConfig(t *testing.T) {
     protected: true
     approval_ttl: 24h
     hook_allow_list: ["sudo systemctl (start|stop|restart) [a-z0-9-]+"]
+    deploy_path_prefixes: [/srv, /opt/apps]
   staging: {}
   dev:
 `))
@@ -363,7 +449,8 @@ func TestParseFileConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]Environment{
-		"prod":    {Protected: true, ApprovalTTL: 24 * time.Hour, HookAllowList: []string{"sudo systemctl (start|stop|restart) [a-z0-9-]+"}},
+		"prod": {Protected: true, ApprovalTTL: 24 * time.Hour, HookAllowList: []string{"sudo systemctl (start|stop|restart) [a-z0-9-]+"},
+			DeployPathPrefixes: []string{"/srv", "/opt/apps"}},
 		"staging": {},
 		"dev":     {},
 	}
@@ -372,7 +459,8 @@ func TestParseFileConfig(t *testing.T) {
 	}
 	for name, w := range want {
 		g := fc.Environments[name]
-		if g.Protected != w.Protected || g.ApprovalTTL != w.ApprovalTTL || strings.Join(g.HookAllowList, "|") != strings.Join(w.HookAllowList, "|") {
+		if g.Protected != w.Protected || g.ApprovalTTL != w.ApprovalTTL || strings.Join(g.HookAllowList, "|") != strings.Join(w.HookAllowList, "|") ||
+			strings.Join(g.DeployPathPrefixes, "|") != strings.Join(w.DeployPathPrefixes, "|") {
 			t.Errorf("environment %s = %+v, want %+v", name, g, w)
 		}
 	}
@@ -382,6 +470,8 @@ func TestParseFileConfig(t *testing.T) {
 		{"environments: {prod: {hook_allowlist: []}}", "hook_allowlist"},
 		{"environment: {}", "environment"},
 		{"environments: {prod: {hook_allow_list: ['(']}}", "hook_allow_list[0]"},
+		{"environments: {prod: {deploy_path_prefixes: [srv]}}", "environments.prod.deploy_path_prefixes[0]"},
+		{"environments: {prod: {deploy_path_prefixes: /srv}}", "deploy_path_prefixes"},
 	} {
 		if _, err := ParseFileConfig([]byte(tt.in)); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("ParseFileConfig(%q) = %v, want an error containing %q", tt.in, err, tt.want)

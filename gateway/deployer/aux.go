@@ -313,14 +313,15 @@ func orNone(id string) string {
 	return id
 }
 
-// rollbackLockScript takes the node's lock as the deploy lock script does,
-// and reports current and whether releases/<to> is there. It creates
-// nothing else.
+// rollbackLockScript guards the deploy path and takes the node's lock as
+// the deploy lock script does, and reports current and whether
+// releases/<to> is there. It creates nothing else.
 func (dep *deployment) rollbackLockScript(to string) string {
 	var s script
 	s.set("P", dep.dir)
 	s.set("L", dep.lockContent)
 	s.set("V", to)
+	guard(&s, false)
 	s.line(`mkdir -p -- "$P/.outpost" || exit 70`)
 	s.line(`if ! (set -C; printf '%s' "$L" >"$P/.outpost/lock"); then`)
 	s.line(`  if [ -e "$P/.outpost/lock" ]; then echo @held; cat -- "$P/.outpost/lock"; exit 75; fi`)
@@ -343,6 +344,9 @@ func (dep *deployment) lockForRollback(ctx context.Context, to string) (present 
 	if err != nil {
 		dep.locked = true // it may have; unlocking checks the content
 		return false, fmt.Errorf("lock: %w", err)
+	}
+	if sec, ok := sections["refused"]; ok && res.ExitCode == exitRefused {
+		return false, dep.refusedError(sec)
 	}
 	if res.ExitCode == exitLockHeld {
 		return false, dep.lockedError(strings.TrimSpace(sections["held"]))

@@ -20,6 +20,12 @@
 //
 //   - A job is validated, and a tar artifact scanned for entries that would
 //     escape the release directory, before anything is sent to the node.
+//   - Nothing on the node changes before the lock script's guard
+//     (guard.go) has accepted the deploy path as the node resolves it,
+//     symlinks followed: not a system directory (internal/deploypath),
+//     not the SSH user's home or a directory holding it, and, in the
+//     in-place layout, not a directory holding .ssh. A refused path
+//     leaves the node untouched and the node FAILED at the lock step.
 //   - Every remote command is built from constant script text and values
 //     quoted by internal/shell; every hook passes internal/hookpolicy.
 //   - A failure before the service is stopped leaves the node as it was:

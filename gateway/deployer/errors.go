@@ -106,6 +106,29 @@ func (e *UnsafeArtifactError) Error() string {
 // Is makes errors.Is(err, ErrInvalidJob) hold for an unsafe artifact.
 func (e *UnsafeArtifactError) Is(target error) bool { return target == ErrInvalidJob }
 
+// PathRefusedError reports a deploy path that the node refused before
+// anything on it was changed (see guard.go): a system directory, the SSH
+// user's home, a directory holding it, or, in the in-place layout, one
+// holding .ssh, after symlinks were followed.
+type PathRefusedError struct {
+	// Path is the deploy path, absolute.
+	Path string
+	// Real is Path with its symlinks resolved on the node; empty when it
+	// could not be resolved.
+	Real string
+	// Reason says why, as internal/deploypath says it for a plan
+	// ("must not be in /etc, the system's configuration").
+	Reason string
+}
+
+func (e *PathRefusedError) Error() string {
+	where := e.Path
+	if e.Real != "" && e.Real != e.Path {
+		where += ", which is " + e.Real + " on the node,"
+	}
+	return fmt.Sprintf("deploy path %s %s; nothing was changed on the node", where, e.Reason)
+}
+
 // bytesIEC formats n for people: "1.5 GiB".
 func bytesIEC(n int64) string {
 	const unit = 1024

@@ -137,13 +137,15 @@ func (dep *deployment) inplaceResult(ip *inplace, state outpostv1.NodeState, ste
 	return res
 }
 
-// inplaceLockScript takes the lock, reports the facts and prepares an
-// empty staging directory for the upload.
+// inplaceLockScript refuses a deploy path the node shows to be a system
+// or home directory or to hold .ssh (guard.go), takes the lock, reports
+// the facts and prepares an empty staging directory for the upload.
 func (dep *deployment) inplaceLockScript() string {
 	var s script
 	s.set("P", dep.dir)
 	s.set("I", dep.job.Release.GetId())
 	s.set("L", dep.lockContent)
+	guard(&s, true)
 	s.line(`mkdir -p -- "$P/.outpost/staging" "$P/.outpost/backups" || exit 70`)
 	s.line(`if ! (set -C; printf '%s' "$L" >"$P/.outpost/lock"); then`)
 	s.line(`  if [ -e "$P/.outpost/lock" ]; then echo @held; cat -- "$P/.outpost/lock"; exit 75; fi`)
@@ -174,6 +176,9 @@ func (dep *deployment) inplaceLockRun(ctx context.Context, ip *inplace) error {
 	if err != nil {
 		dep.locked = true // it may have; unlocking checks the content
 		return fmt.Errorf("lock: %w", err)
+	}
+	if r, ok := sec["refused"]; ok && res.ExitCode == exitRefused {
+		return dep.refusedError(r)
 	}
 	if res.ExitCode == exitLockHeld {
 		dep.heldRaw = strings.TrimSpace(sec["held"])

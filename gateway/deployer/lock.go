@@ -40,15 +40,17 @@ type nodeFacts struct {
 	releases []string
 }
 
-// lockScript takes the lock atomically (noclobber is O_EXCL), then, under
-// it, reports the facts the precheck and later steps need and prepares the
-// partial release directory for the upload (removing a leftover one from
-// an earlier broken attempt). One round trip.
+// lockScript refuses a deploy path the node shows to be a system or home
+// directory (guard.go), takes the lock atomically (noclobber is O_EXCL),
+// then, under it, reports the facts the precheck and later steps need and
+// prepares the partial release directory for the upload (removing a
+// leftover one from an earlier broken attempt). One round trip.
 func (dep *deployment) lockScript() string {
 	var s script
 	s.set("P", dep.dir)
 	s.set("I", dep.job.Release.GetId())
 	s.set("L", dep.lockContent)
+	guard(&s, false)
 	s.line(`mkdir -p -- "$P/.outpost" "$P/releases" || exit 70`)
 	s.line(`if ! (set -C; printf '%s' "$L" >"$P/.outpost/lock"); then`)
 	s.line(`  if [ -e "$P/.outpost/lock" ]; then echo @held; cat -- "$P/.outpost/lock"; exit 75; fi`)
@@ -149,6 +151,9 @@ func (dep *deployment) lockRun(ctx context.Context) error {
 		// (it checks the content), so try it.
 		dep.locked, dep.partialMaybe = true, true
 		return fmt.Errorf("lock: %w", err)
+	}
+	if sec, ok := sections["refused"]; ok && res.ExitCode == exitRefused {
+		return dep.refusedError(sec)
 	}
 	if res.ExitCode == exitLockHeld {
 		dep.heldRaw = strings.TrimSpace(sections["held"])

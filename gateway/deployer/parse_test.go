@@ -272,6 +272,10 @@ func TestSpecPaths(t *testing.T) {
 		"/srv/../etc":  "",
 		"/srv/a\nb":    "",
 		"/srv/a\x00b":  "",
+		"/etc/app":     "",
+		"/home/deploy": "",
+		"/usr/local":   "",
+		"apps/.ssh":    "",
 	} {
 		s := Spec{Path: in}
 		err := s.CheckAndSetDefaults()
@@ -281,6 +285,14 @@ func TestSpecPaths(t *testing.T) {
 		case want != "" && (err != nil || s.Path != want):
 			t.Errorf("Spec{Path: %q} = %q, %v; want %q", in, s.Path, err, want)
 		}
+	}
+	// Up to PATH_MAX bytes.
+	long := "/srv/" + strings.Repeat("a", 4091)
+	if s := (Spec{Path: long}); s.CheckAndSetDefaults() != nil {
+		t.Errorf("a %d-byte path refused", len(long))
+	}
+	if s := (Spec{Path: long + "a"}); s.CheckAndSetDefaults() == nil {
+		t.Errorf("a %d-byte path accepted", len(long)+1)
 	}
 }
 

@@ -85,6 +85,7 @@ func TestScriptsGolden(t *testing.T) {
 		"rollback.sh":          dep.rollbackScript(),
 		"rollback-orphaned.sh": orphaned.rollbackScript(),
 		"rollback-first.sh":    dep.rollbackFirstScript(),
+		"rollback-lock.sh":     dep.rollbackLockScript("r1.4.1"),
 		"finish.sh":            finish,
 		"abandon.sh":           abandon,
 	} {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/outposthq/outpost/internal/deploypath"
 	"github.com/outposthq/outpost/internal/hookpolicy"
 	"github.com/outposthq/outpost/internal/shell"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
@@ -203,11 +204,15 @@ func checkPort(p int) error {
 }
 
 // checkPath accepts deploy paths a person can read back in an error and
-// that no remote tool can misread: no control characters, no "..", not the
-// root directory itself.
+// that no remote tool can misread (no control characters, no "..") and
+// that internal/deploypath allows: not the root, a system or home
+// directory, or in .ssh.
 func checkPath(p string) error {
 	if p == "" {
 		return errors.New("spec: path is required")
+	}
+	if len(p) > deploypath.MaxLen {
+		return fmt.Errorf("spec: path is %d bytes long, at most %d", len(p), deploypath.MaxLen)
 	}
 	if err := shell.CheckArg(p); err != nil {
 		return fmt.Errorf("spec: path %q: %w", p, err)
@@ -227,6 +232,12 @@ func checkPath(p string) error {
 	}
 	if strings.HasPrefix(p, "~") {
 		return fmt.Errorf("spec: path %q: only ~/ is understood, for the login's home", p)
+	}
+	// The plan was checked against the same table by the control plane;
+	// the gateway does not take its word for it. The node checks again
+	// with symlinks resolved (guard.go).
+	if err := deploypath.Check(p); err != nil {
+		return fmt.Errorf("spec: path %q: %w", p, err)
 	}
 	return nil
 }

@@ -43,15 +43,28 @@ type target struct {
 	// homeInRoot reports whether the login's home is root, so that relative
 	// deploy paths can be tested.
 	homeInRoot bool
+	// home is the login's $HOME when a test may deploy into it (a
+	// directory of the test's), "" when it is the real home of the user
+	// running the tests, which no test may touch.
+	home string
 	// cut drops every connection to the node open now.
 	cut func()
 }
 
 // sshdTarget is a real OpenSSH sshd, reached through a proxy that can cut
 // the connection.
-func sshdTarget(t *testing.T) *target {
+func sshdTarget(t *testing.T) *target { return sshdTargetHome(t, "") }
+
+// sshdTargetHome is sshdTarget with the sessions' $HOME set to home (sshd's
+// SetEnv) when it is not "". The session still starts in the real home of
+// the user running the tests.
+func sshdTargetHome(t *testing.T, home string) *target {
 	signer, pub := testsshd.ClientKey(t)
-	srv := testsshd.Start(t, testsshd.Options{AuthorizedKeys: []ssh.PublicKey{pub}})
+	opts := testsshd.Options{AuthorizedKeys: []ssh.PublicKey{pub}}
+	if home != "" {
+		opts.ExtraConfig = []string{"SetEnv HOME=" + home}
+	}
+	srv := testsshd.Start(t, opts)
 	proxy := startProxy(t, srv.IP, srv.Addr)
 	dialer := func(hostKey ssh.PublicKey) func(ctx context.Context, n *outpostv1.Node) (Remote, error) {
 		return func(ctx context.Context, n *outpostv1.Node) (Remote, error) {
@@ -92,7 +105,8 @@ func sshdTarget(t *testing.T) *target {
 			f.wrap = func(r *countingRemote) { r.cutAfter, r.cut = after, proxy.cut }
 			return func() {}
 		},
-		cut: proxy.cut,
+		cut:  proxy.cut,
+		home: home,
 	}
 }
 
@@ -157,6 +171,7 @@ func fleetShellTarget(t *testing.T, name string, shell testfleet.Shell) *target 
 			return func() { host.SetFaults(testfleet.Faults{}) }
 		},
 		homeInRoot: true,
+		home:       host.Root,
 		cut:        proxy.cut,
 	}
 }

@@ -33,7 +33,7 @@ type knownIndex map[hostPort][]indexedKey
 
 type indexedKey struct {
 	known knownhosts.KnownKey
-	blob  []byte // known.Key.Marshal()
+	blob  []byte // known.Key.Marshal(), which may differ from the file's bytes
 }
 
 // buildKnownIndex indexes files, or returns nil when a line is not plain.
@@ -66,7 +66,10 @@ func buildKnownIndex(files []string) (knownIndex, error) {
 			if err != nil || key.Type() != keyType {
 				return nil, nil
 			}
-			entry := indexedKey{known: knownhosts.KnownKey{Key: key, Filename: name, Line: n}, blob: blob}
+			// The key as re-encoded, not the file's bytes: knownhosts
+			// compares Marshal() of both keys, and a blob may encode a key
+			// in a longer form (an RSA exponent with a leading zero).
+			entry := indexedKey{known: knownhosts.KnownKey{Key: key, Filename: name, Line: n}, blob: key.Marshal()}
 			var seen []hostPort // a line matches once however often it names a host
 			for _, p := range strings.Split(patterns, ",") {
 				if p == "" {

@@ -8,6 +8,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/outposthq/outpost/internal/deploypath"
 	"github.com/outposthq/outpost/internal/hookpolicy"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 	"google.golang.org/protobuf/proto"
@@ -28,6 +29,8 @@ const (
 	MaxKeepReleases = 100
 	// MaxStages bounds the number of explicit stages.
 	MaxStages = 50
+	// MaxDeployPath bounds deploy.path, in bytes: Linux's PATH_MAX.
+	MaxDeployPath = deploypath.MaxLen
 )
 
 // Words a plan uses for its string-typed choices.
@@ -142,14 +145,6 @@ func validateTargets(t *outpostv1.PlanTargets, p *problems) {
 	}
 }
 
-// systemDirs are directories a deploy path must never be: the releases
-// layout writes next to them and the inplace layout copies over them.
-var systemDirs = map[string]bool{
-	"/bin": true, "/boot": true, "/dev": true, "/etc": true, "/home": true, "/lib": true,
-	"/lib32": true, "/lib64": true, "/opt": true, "/proc": true, "/root": true, "/run": true,
-	"/sbin": true, "/srv": true, "/sys": true, "/tmp": true, "/usr": true, "/var": true,
-}
-
 func validateDeploy(d *outpostv1.PlanDeploy, p *problems) {
 	p.addErr(checkDeployPath("deploy.path", d.GetPath()))
 	switch l := d.GetLayout(); l {
@@ -163,7 +158,10 @@ func validateDeploy(d *outpostv1.PlanDeploy, p *problems) {
 }
 
 // checkDeployPath accepts an absolute path, or one relative to the SSH
-// user's home directory, that names a directory of its own.
+// user's home directory, that names a directory of its own and none that
+// internal/deploypath refuses (a system or home directory, .ssh). What
+// only the node knows, the user's home and symlinks, the gateway checks
+// there.
 func checkDeployPath(field, s string) error {
 	fe := func(format string, args ...any) error {
 		return &FieldError{Field: field, Err: fmt.Errorf(format, args...)}
@@ -171,6 +169,8 @@ func checkDeployPath(field, s string) error {
 	switch {
 	case s == "":
 		return fe("required")
+	case len(s) > MaxDeployPath:
+		return fe("%d bytes long: at most %d", len(s), MaxDeployPath)
 	case hasControl(s):
 		return fe("%q: contains control characters", s)
 	case strings.HasPrefix(s, "~"):
@@ -187,8 +187,9 @@ func checkDeployPath(field, s string) error {
 		return fe("%q: must not be the root directory", s)
 	case c == ".":
 		return fe("%q: must name a directory, not the home directory itself", s)
-	case systemDirs[c]:
-		return fe("%q: must not be a system directory; use a directory below it", s)
+	}
+	if err := deploypath.Check(c); err != nil {
+		return fe("%q: %w", s, err)
 	}
 	return nil
 }

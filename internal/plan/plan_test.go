@@ -3,6 +3,7 @@ package plan
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -54,9 +55,10 @@ func TestParseBad(t *testing.T) {
 		{"missing deploy", "app: web\nartifact: {path: web.war}\n", `deploy.path: required`},
 		{"deploy path dotdot", "app: web\nartifact: {path: web.war}\ndeploy: {path: /srv/../etc}\n", `deploy.path: "/srv/../etc": must not contain '..' (line 3)`},
 		{"deploy path root", "app: web\nartifact: {path: web.war}\ndeploy: {path: //}\n", `deploy.path: "//": must not be the root directory (line 3)`},
-		{"deploy path system dir", "app: web\nartifact: {path: web.war}\ndeploy: {path: /usr/}\n", `deploy.path: "/usr/": must not be a system directory; use a directory below it (line 3)`},
+		{"deploy path system dir", "app: web\nartifact: {path: web.war}\ndeploy: {path: /usr/}\n", `deploy.path: "/usr/": must not be /usr, the system's programs and data; use a directory below it (line 3)`},
 		{"deploy path home", "app: web\nartifact: {path: web.war}\ndeploy: {path: ./}\n", `deploy.path: "./": must name a directory, not the home directory itself (line 3)`},
 		{"deploy path tilde", "app: web\nartifact: {path: web.war}\ndeploy: {path: ~/web}\n", `deploy.path: "~/web": write paths in the home directory without ~ (relative paths start there) (line 3)`},
+		{"deploy path too long", "app: web\nartifact: {path: web.war}\ndeploy: {path: /" + strings.Repeat("a", MaxDeployPath) + "}\n", `deploy.path: 4097 bytes long: at most 4096 (line 3)`},
 		{"deploy path newline", "app: web\nartifact: {path: web.war}\ndeploy: {path: \"/srv/web\\nx\"}\n", `deploy.path: "/srv/web\nx": contains control characters (line 3)`},
 		{"bad layout", "app: web\nartifact: {path: web.war}\ndeploy: {path: /srv/web, layout: blue}\n", `deploy.layout: "blue": must be "releases" or "inplace" (line 3)`},
 		{"keep releases too many", "app: web\nartifact: {path: web.war}\ndeploy: {path: /srv/web, keep_releases: 101}\n", `deploy.keep_releases: 101: must be from 1 to 100 (line 3)`},
@@ -117,6 +119,56 @@ strategy.batch: "0": batch must be at least 1 (line 4)`},
 				t.Errorf("Parse(%q) returned a spec with its error", tt.yaml)
 			}
 		})
+	}
+}
+
+// TestDeployPathRefusesSystemAndHomeDirs covers issue #11: a deploy path
+// that is a system or home directory (or in .ssh) is refused at
+// submission, in either layout, by an error that names deploy.path and
+// says why; a directory of its own below one is accepted.
+func TestDeployPathRefusesSystemAndHomeDirs(t *testing.T) {
+	tests := []struct {
+		path string
+		want string // "" when accepted, else the error after `deploy.path: "<path>": `
+	}{
+		{"/var/lib", "must not be a directory directly in /var, the system's variable data (/var/lib, /var/log, ...); use a directory below it"},
+		{"/usr/local", "must not be a directory directly in /usr, the system's programs and data; use a directory below it"},
+		{"/usr/lib", "must not be /usr/lib, the system's libraries"},
+		{"/etc/ssh", "must not be in /etc, the system's configuration"},
+		{"/etc/systemd/system", "must not be in /etc, the system's configuration"},
+		{"/boot/grub", "must not be in /boot, the kernel and its boot loader"},
+		{"/home/deploy", "must not be a directory directly in /home, the users' home directories; use a directory below it"},
+		{"/root", "must not be /root, root's home directory; use a directory below it"},
+		{"/home/deploy/.ssh", "must not be in an .ssh directory, which holds SSH keys and authorized_keys"},
+		{".ssh", "must not be in an .ssh directory, which holds SSH keys and authorized_keys"},
+		{"/var/log/", "must not be a directory directly in /var, the system's variable data (/var/lib, /var/log, ...); use a directory below it"},
+		{"/srv", "must not be /srv, where each service has a directory of its own; use a directory below it"},
+		{"/opt", "must not be /opt, where each application has a directory of its own; use a directory below it"},
+
+		{"/srv/billing-api", ""},
+		{"/opt/app", ""},
+		{"/usr/local/app", ""},
+		{"/var/lib/app", ""},
+		{"/home/deploy/app", ""},
+		{"apps/billing", ""},
+	}
+	for _, layout := range []string{"", LayoutReleases, LayoutInplace} {
+		for _, tt := range tests {
+			spec := &outpostv1.PlanSpec{App: "web", Artifact: &outpostv1.PlanArtifact{Path: "web.war"},
+				Deploy: &outpostv1.PlanDeploy{Path: tt.path, Layout: layout}}
+			err := Validate(spec)
+			if tt.want == "" {
+				if err != nil {
+					t.Errorf("layout %q, deploy.path %q: %v, want accepted", layout, tt.path, err)
+				}
+				continue
+			}
+			want := fmt.Sprintf("deploy.path: %q: %s", tt.path, tt.want)
+			fes := FieldErrors(err)
+			if len(fes) != 1 || fes[0].Error() != want {
+				t.Errorf("layout %q, deploy.path %q:\n got: %v\nwant: %s", layout, tt.path, err, want)
+			}
+		}
 	}
 }
 
