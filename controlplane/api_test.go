@@ -537,6 +537,8 @@ func TestMetrics(t *testing.T) {
 		`outpost_step_duration_seconds_count{result="FAILED",step="HEALTH"} 1`,
 		"outpost_artifact_fetches_total 1\n",
 		"outpost_artifact_fetch_sent_bytes_total 1\n",
+		"outpost_audit_queue_capacity 10000\n",
+		"outpost_audit_entries_not_queued_total 0\n",
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %q", want)

@@ -24,7 +24,10 @@ import (
 // fakeGateway is a gateway for tests: it dials the control plane with the
 // real gRPC client, says hello, and answers assignments as the test says,
 // without SSH. In auto mode (auto != nil) each assignment is answered at
-// once with auto's result; otherwise the test picks assignments with
+// once with auto's result, by a goroutine of its own, so that receiving
+// never waits for sending (as in the real gateway: a control plane busy
+// sending a burst of assignments reads nothing meanwhile, and flow control
+// would stall both ends); otherwise the test picks assignments with
 // waitAssigned and ends them with finish. It counts assignments per node.
 type fakeGateway struct {
 	t        testing.TB
@@ -58,7 +61,10 @@ type fakeGateway struct {
 	seq     uint64
 	// stepSeq numbers step events per assignment
 	stepSeq map[string]uint64
-	changed chan struct{} // signalled on every received message
+	// autoQueue are the assignments auto mode has yet to answer, oldest
+	// first.
+	autoQueue []*outpostv1.Assignment
+	changed   chan struct{} // signalled on every received message
 }
 
 func newFakeGateway(t testing.TB, name, dc string, capacity int32) *fakeGateway {
@@ -164,6 +170,23 @@ func (g *fakeGateway) receive(stream grpc.BidiStreamingClient[outpostv1.ConnectR
 			g.heartbeats(ctx)
 		}()
 	}
+	var work chan struct{} // signalled when autoQueue grew
+	if g.auto != nil {
+		work = make(chan struct{}, 1)
+		stop, answered := make(chan struct{}), make(chan struct{})
+		defer func() {
+			close(stop)
+			<-answered
+			// Unanswered assignments went with the stream.
+			g.mu.Lock()
+			g.autoQueue = nil
+			g.mu.Unlock()
+		}()
+		go func() {
+			defer close(answered)
+			g.answer(work, stop)
+		}()
+	}
 	for {
 		m, err := stream.Recv()
 		if err != nil {
@@ -173,7 +196,7 @@ func (g *fakeGateway) receive(stream grpc.BidiStreamingClient[outpostv1.ConnectR
 			g.signal()
 			return
 		}
-		var auto, refused *outpostv1.Assignment
+		var refused *outpostv1.Assignment
 		g.mu.Lock()
 		switch x := m.GetMsg().(type) {
 		case *outpostv1.ConnectResponse_Assignment:
@@ -183,7 +206,11 @@ func (g *fakeGateway) receive(stream grpc.BidiStreamingClient[outpostv1.ConnectR
 				refused = x.Assignment
 			case g.auto != nil:
 				g.running[x.Assignment.GetAssignmentId()] = x.Assignment
-				auto = x.Assignment
+				g.autoQueue = append(g.autoQueue, x.Assignment)
+				select {
+				case work <- struct{}{}:
+				default:
+				}
 			default:
 				g.running[x.Assignment.GetAssignmentId()] = x.Assignment
 			}
@@ -199,14 +226,34 @@ func (g *fakeGateway) receive(stream grpc.BidiStreamingClient[outpostv1.ConnectR
 				AssignmentId: refused.GetAssignmentId(), Reason: g.refuse,
 			}}})
 		}
-		if auto != nil {
+	}
+}
+
+// answer answers the assignments of autoQueue with auto's result until
+// stop is closed; a send it is stuck in ends with the stream.
+func (g *fakeGateway) answer(work, stop <-chan struct{}) {
+	for {
+		select {
+		case <-stop:
+			return
+		case <-work:
+		}
+		for {
+			g.mu.Lock()
+			if len(g.autoQueue) == 0 {
+				g.mu.Unlock()
+				break
+			}
+			a := g.autoQueue[0]
+			g.autoQueue = g.autoQueue[1:]
+			g.mu.Unlock()
 			if err := g.send(&outpostv1.ConnectRequest{Msg: &outpostv1.ConnectRequest_AssignmentAck{AssignmentAck: &outpostv1.AssignmentAck{
-				AssignmentId: auto.GetAssignmentId(), Accepted: true,
+				AssignmentId: a.GetAssignmentId(), Accepted: true,
 			}}}); err != nil {
 				continue
 			}
-			state, msg := g.auto(auto)
-			g.finish(auto.GetAssignmentId(), state, msg) //nolint:errcheck // a cut stream shows in the test's waits
+			state, msg := g.auto(a)
+			g.finish(a.GetAssignmentId(), state, msg) //nolint:errcheck // a cut stream shows in the test's waits
 		}
 	}
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
@@ -197,6 +198,11 @@ type Config struct {
 	// Knobs for tests in this package; zero means the engine's defaults.
 	heartbeatInterval time.Duration
 	refuseBackoff     time.Duration
+	// auditQueueSize is audit.Config.QueueSize.
+	auditQueueSize int
+	// wrapKV, when set, wraps the etcd client's KV as soon as the store
+	// opens (storetest.DelayedKV makes one writer slow).
+	wrapKV func(clientv3.KV) clientv3.KV
 }
 
 // CheckAndSetDefaults validates the config and fills in defaults.
@@ -379,6 +385,10 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.wrapKV != nil {
+		c := s.store.Client()
+		c.KV = cfg.wrapKV(c.KV)
+	}
 	// Every replica uses the one CA kept in etcd (its key sealed with the
 	// KEK); its copy in DataDir/pki shows which CA that is.
 	ca, err := auth.LoadOrCreateCA(ctx, s.store, filepath.Join(cfg.DataDir, auth.PKIDir), cfg.KEKFile)
@@ -393,6 +403,11 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("controlplane: %w", err)
 	}
+	reg := prometheus.NewRegistry()
+	auditMet, err := audit.NewMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: metrics: %w", err)
+	}
 	s.audit, err = audit.New(audit.Config{
 		Store: s.store,
 		// The audit interceptors run outside the auth ones, so calls that
@@ -401,6 +416,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		Identity:    audit.PeerIdentity,
 		ReplicaName: cfg.ReplicaName,
 		Logger:      cfg.Logger,
+		QueueSize:   cfg.auditQueueSize,
+		Metrics:     auditMet,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("controlplane: %w", err)
@@ -414,7 +431,6 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 
-	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if s.metrics, err = rollout.NewMetrics(reg); err != nil {
 		return nil, fmt.Errorf("controlplane: metrics: %w", err)
@@ -757,7 +773,8 @@ func (s *Server) lead(ctx context.Context, l *leader.Leadership) error {
 		TracerProvider: s.cfg.TracerProvider,
 		Metrics:        s.metrics,
 		Events:         auditedSteps{hub: s.events, audit: s.audit},
-		// Both only queue: the engine never waits for etcd or a webhook.
+		// Both only queue: the engine waits for the audit queue when it is
+		// full (an audit entry is never dropped), never for a webhook.
 		OnRolloutState: func(ctx context.Context, r *outpostv1.Rollout, from, to outpostv1.RolloutState, reason string) {
 			s.audit.RecordRolloutState(ctx, r, from, to, reason)
 			s.notifier.RolloutState(ctx, r, from, to, reason)
@@ -853,11 +870,12 @@ type auditedSteps struct {
 
 var _ rollout.EventSink = auditedSteps{}
 
-// Publish implements rollout.EventSink; it never blocks. The gateway that
-// ran the step is the audit entry's actor.
-func (a auditedSteps) Publish(rolloutID, gateway string, ev *outpostv1.NodeStepEvent) {
+// Publish implements rollout.EventSink. It waits while the audit queue
+// is full, bounded by the engine's ctx. The gateway that ran the step is
+// the audit entry's actor.
+func (a auditedSteps) Publish(ctx context.Context, rolloutID, gateway string, ev *outpostv1.NodeStepEvent) {
 	a.hub.Publish(rolloutID, ev)
-	a.audit.RecordNodeStep(context.Background(), gateway, ev)
+	a.audit.RecordNodeStep(ctx, gateway, ev)
 }
 
 // leaderEngine returns the running engine, or nil when this replica does

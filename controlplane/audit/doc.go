@@ -35,10 +35,28 @@
 // leadership term, so the engine's entries queued before leadership moves
 // are still written. Entries are queued and written in batches (one etcd
 // transaction for up to 64 entries); API calls wait until their entry is
-// written, the engine never waits ([Log.Enqueue] drops and counts when the
-// queue is full). Delivery is at least once: after an etcd error whose
-// outcome is unknown the writer checks whether its batch landed, but a
-// transaction that lands after that check is written twice.
+// written, the engine only until it is queued ([Log.Enqueue]). Delivery
+// is at least once: after an etcd error whose outcome is unknown the
+// writer checks whether its batch landed, but a transaction that lands
+// after that check is written twice.
+//
+// Back-pressure: an entry is never dropped because the queue is full
+// (Config.QueueSize). A caller that finds it full waits for space, bounded
+// by its context, and the writer writes at once instead of gathering a
+// batch; so a slow etcd slows the rollout engine down (and, through it,
+// the gateways' streams, by gRPC flow control) rather than losing its
+// entries. The writer needs nothing the engine holds, so the wait ends
+// when etcd answers. The engine waits with its leadership term's context:
+// when the term ends (or the control plane shuts down) a waiting entry is
+// not queued, is logged as an error and counted
+// (outpost_audit_entries_not_queued_total), and the markers let the next
+// term's Reconcile record the node results and final rollout states among
+// those (step results and other state changes are lost). An API call
+// waits at most 5 s for space and its write. Close wakes every waiting
+// caller with ErrClosed, then writes what is queued. The queue's depth,
+// its capacity and the time callers waited are metrics
+// (outpost_audit_queue_depth, outpost_audit_queue_capacity,
+// outpost_audit_queue_wait_seconds).
 //
 // Markers and recovery: the engine makes a node's result durable first
 // and queues its entry after, so a leader killed in between would lose the

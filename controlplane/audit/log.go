@@ -42,11 +42,11 @@ const (
 	// casAttempts bounds retries of one batch that keeps losing the race
 	// for the head to other replicas before it counts as a failed write.
 	casAttempts = 20
-	// dropLogEvery rate-limits the "audit queue full" warning.
-	dropLogEvery = 10 * time.Second
+	// lostLogEvery rate-limits the "audit entry not recorded" error.
+	lostLogEvery = 10 * time.Second
 )
 
-// ErrClosed is returned by Append after Close.
+// ErrClosed is returned by Append and Enqueue after Close.
 var ErrClosed = errors.New("audit log closed")
 
 // marshal encodes deterministically (details is a map), so a batch's bytes
@@ -67,7 +67,8 @@ type Config struct {
 	// DefaultBatchDelay. Entries that a caller waits for are written at once.
 	BatchDelay time.Duration
 	// QueueSize bounds the entries waiting to be written; 0 means
-	// DefaultQueueSize. When it is full, Append waits and Enqueue drops.
+	// DefaultQueueSize. When it is full, Append and Enqueue wait for
+	// space (back-pressure): nothing is dropped.
 	QueueSize int
 	// Identity names the caller of an API call; nil means PeerIdentity (the
 	// verified TLS client certificate).
@@ -79,6 +80,8 @@ type Config struct {
 	Now func() time.Time
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
+	// Metrics; nil means no metrics.
+	Metrics *Metrics
 }
 
 // CheckAndSetDefaults validates the config and fills in defaults.
@@ -160,9 +163,14 @@ type Log struct {
 	queued   int64         // entries ever queued
 	settled  int64         // entries ever written or given up
 	waitFor  int64         // entries up to this count (of queued) have a caller waiting: Append or Flush
-	dropped  int64         // entries Enqueue dropped
+	waiters  int           // callers waiting for space in the full queue
 	lastAt   time.Time     // latest queue time, so times never go backwards here
-	lastDrop time.Time     // when a drop was last logged
+	// lost counts the engine's entries that were not queued (see
+	// enqueueRecord); lastLost is when that was last logged, and
+	// lostSince how many since.
+	lost      int64
+	lastLost  time.Time
+	lostSince int64
 
 	kick   chan struct{} // an entry arrived in an empty queue
 	urgent chan struct{} // someone waits, or a batch is full: write now
@@ -194,6 +202,10 @@ func New(cfg Config) (*Log, error) {
 		done:     make(chan struct{}),
 		jdone:    make(chan struct{}),
 	}
+	if m := cfg.Metrics; m != nil {
+		m.QueueCapacity.Set(float64(cfg.QueueSize))
+		m.QueueDepth.Set(0)
+	}
 	go l.run()
 	go l.janitor()
 	return l, nil
@@ -201,9 +213,10 @@ func New(cfg Config) (*Log, error) {
 
 // Append queues e and waits until it is written to etcd, bounded by ctx.
 // It sets e's time and sequence. What is stored is a copy of e with
-// secret-looking details redacted and free text scrubbed (see Scrub). When the queue is full it first waits
-// for space. If ctx ends first the entry may still be written later; e is
-// then left unchanged. Append returns ErrClosed after Close.
+// secret-looking details redacted and free text scrubbed (see Scrub).
+// When the queue is full it first waits for space, as Enqueue does. If
+// ctx ends once e is queued, the entry is still written later; e is then
+// left unchanged. Append returns ErrClosed after Close.
 func (l *Log) Append(ctx context.Context, e *outpostv1.AuditEntry) error {
 	it := l.newItem(e, true)
 	if err := l.push(ctx, it); err != nil {
@@ -222,39 +235,15 @@ func (l *Log) Append(ctx context.Context, e *outpostv1.AuditEntry) error {
 	}
 }
 
-// Enqueue queues e without waiting: it never blocks. It reports false when
-// the entry was dropped because the queue is full or the Log is closed;
-// drops are logged (rate-limited) and counted (Dropped). The rollout
-// engine records through it, so a slow etcd never stalls a rollout.
-func (l *Log) Enqueue(e *outpostv1.AuditEntry) bool {
-	it := l.newItem(e, false)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.closed || len(l.queue) >= l.cfg.QueueSize {
-		l.dropped++
-		if now := time.Now(); now.Sub(l.lastDrop) >= dropLogEvery {
-			l.lastDrop = now
-			l.log.Error("audit entry dropped", "reason", l.dropReason(), "action", e.GetAction(),
-				"resource", e.GetResource(), "dropped_total", l.dropped)
-		}
-		return false
-	}
-	l.enqueueLocked(it)
-	return true
-}
-
-func (l *Log) dropReason() string {
-	if l.closed {
-		return "log closed"
-	}
-	return "queue full (etcd slow or unreachable)"
-}
-
-// Dropped returns how many entries Enqueue has dropped.
-func (l *Log) Dropped() int64 {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.dropped
+// Enqueue queues e to be written, without waiting for the write; e is
+// left unchanged. While the queue is full it waits for space, bounded by
+// ctx: an entry is never dropped because etcd is slow, the caller slows
+// down instead (back-pressure). When ctx ends first it returns ctx's
+// error, and ErrClosed after Close; the entry is then not queued, and
+// the caller must report that loudly. The rollout engine records through
+// it (the Record methods), so a slow etcd slows rollouts down.
+func (l *Log) Enqueue(ctx context.Context, e *outpostv1.AuditEntry) error {
+	return l.push(ctx, l.newItem(e, false))
 }
 
 // Flush waits until every entry queued before the call is written (or
@@ -329,6 +318,7 @@ func (l *Log) abandon(err error) int {
 	l.queue = nil
 	l.settled += int64(len(q))
 	l.signalProgressLocked()
+	l.setDepthLocked()
 	l.mu.Unlock()
 	for _, it := range q {
 		if it.done != nil {
@@ -349,28 +339,61 @@ func (l *Log) newItem(e *outpostv1.AuditEntry, wait bool) *item {
 	return it
 }
 
-// push queues it, waiting for space while the queue is full.
+// push queues it, waiting for space while the queue is full, bounded by
+// ctx. It never gives up for want of space alone.
 func (l *Log) push(ctx context.Context, it *item) error {
+	var waited time.Time // when it found the queue full; zero if it did not
 	for range 1 << 30 {
 		l.mu.Lock()
 		if l.closed {
 			l.mu.Unlock()
+			l.countNotQueued()
 			return ErrClosed
 		}
 		if len(l.queue) < l.cfg.QueueSize {
 			l.enqueueLocked(it)
 			l.mu.Unlock()
+			if m := l.cfg.Metrics; m != nil && !waited.IsZero() {
+				m.QueueWait.Observe(time.Since(waited).Seconds())
+			}
 			return nil
 		}
+		if waited.IsZero() {
+			waited = time.Now()
+		}
 		space := l.space
+		l.waiters++
 		l.mu.Unlock()
+		// Someone waits: the writer must not gather a batch first.
+		signal(l.urgent)
+		var err error
 		select {
 		case <-space:
 		case <-ctx.Done():
-			return fmt.Errorf("audit: queue full: %w", ctx.Err())
+			err = ctx.Err()
+		}
+		l.mu.Lock()
+		l.waiters--
+		l.mu.Unlock()
+		if err != nil {
+			l.countNotQueued()
+			return fmt.Errorf("audit: queue full: %w", err)
 		}
 	}
 	return errors.New("audit: queue full")
+}
+
+func (l *Log) countNotQueued() {
+	if m := l.cfg.Metrics; m != nil {
+		m.NotQueued.Inc()
+	}
+}
+
+// setDepthLocked reports the queue's depth.
+func (l *Log) setDepthLocked() {
+	if m := l.cfg.Metrics; m != nil {
+		m.QueueDepth.Set(float64(len(l.queue)))
+	}
 }
 
 func (l *Log) enqueueLocked(it *item) {
@@ -382,11 +405,13 @@ func (l *Log) enqueueLocked(it *item) {
 	l.lastAt = it.at
 	l.queue = append(l.queue, it)
 	l.queued++
+	l.setDepthLocked()
 	if it.done != nil {
 		l.waitFor = l.queued
 	}
 	switch {
-	case it.done != nil, len(l.queue) >= maxBatch:
+	// A full queue makes the next caller wait: write it now.
+	case it.done != nil, len(l.queue) >= maxBatch, len(l.queue) >= l.cfg.QueueSize:
 		signal(l.urgent)
 	case len(l.queue) == 1:
 		signal(l.kick)
@@ -484,15 +509,16 @@ func (l *Log) run() {
 }
 
 // partialRest reports whether what a full batch left in the queue is a
-// partial batch that nobody waits for. It then gathers for BatchDelay, as
-// entries arriving in an empty queue do, rather than go out at once in a
-// small transaction. A full-batch signal sent while the batch before was
-// being written is stale and is dropped; a caller who starts waiting
-// later signals again.
+// partial batch that nobody waits for (neither for its write nor for
+// space in the queue). It then gathers for BatchDelay, as entries
+// arriving in an empty queue do, rather than go out at once in a small
+// transaction. A full-batch signal sent while the batch before was being
+// written is stale and is dropped; a caller who starts waiting later
+// signals again.
 func (l *Log) partialRest() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if n := len(l.queue); n == 0 || n >= maxBatch || l.settled < l.waitFor {
+	if n := len(l.queue); n == 0 || n >= maxBatch || n >= l.cfg.QueueSize || l.settled < l.waitFor || l.waiters > 0 {
 		return false
 	}
 	select {
@@ -526,6 +552,7 @@ func (l *Log) writeBatch(ctx context.Context) error {
 	l.queue = l.queue[n:]
 	l.settled += int64(n)
 	l.signalProgressLocked()
+	l.setDepthLocked()
 	l.mu.Unlock()
 	for _, it := range written {
 		if it.done != nil {

@@ -160,8 +160,8 @@ func TestAppendListWatch(t *testing.T) {
 				if e.GetSequence() == 0 || e.GetTime() == nil {
 					t.Errorf("Append left sequence %d, time %v unset", e.GetSequence(), e.GetTime())
 				}
-			} else if !l.Enqueue(e) {
-				t.Fatal("Enqueue dropped an entry")
+			} else if err := l.Enqueue(ctx, e); err != nil {
+				t.Fatalf("Enqueue: %v", err)
 			}
 			if i != 4 { // two entries in the same nanosecond: seq orders them
 				clk.Add(time.Millisecond)
@@ -272,8 +272,8 @@ func TestAppendListWatch(t *testing.T) {
 							if err := l.Append(ctx, e); err != nil {
 								t.Errorf("Append: %v", err)
 							}
-						} else {
-							l.Enqueue(e)
+						} else if err := l.Enqueue(ctx, e); err != nil {
+							t.Errorf("Enqueue: %v", err)
 						}
 					}
 				})
@@ -322,7 +322,9 @@ func TestAppendListWatch(t *testing.T) {
 		l := openLog(t, s, audit.Config{BatchDelay: time.Hour})
 		ctx := ctxT(t)
 		for i := range 5 {
-			l.Enqueue(entry(fmt.Sprintf("q%d", i), ""))
+			if err := l.Enqueue(ctx, entry(fmt.Sprintf("q%d", i), "")); err != nil {
+				t.Fatalf("Enqueue: %v", err)
+			}
 		}
 		if err := l.Close(ctx); err != nil {
 			t.Fatal(err)
@@ -330,30 +332,8 @@ func TestAppendListWatch(t *testing.T) {
 		if n := len(rawKeys(t, s)); n != 5 {
 			t.Errorf("%d entries after Close, want the 5 queued", n)
 		}
-		if l.Enqueue(entry("late", "")) {
-			t.Error("Enqueue after Close reported success")
-		}
-		if l.Dropped() != 1 {
-			t.Errorf("Dropped() = %d, want 1", l.Dropped())
-		}
-	})
-
-	t.Run("EnqueueDropsWhenFull", func(t *testing.T) {
-		clearAudit(t, s)
-		l := openLog(t, s, audit.Config{BatchDelay: time.Hour, QueueSize: 2})
-		for i, want := range []bool{true, true, false, false} {
-			if got := l.Enqueue(entry("e", "")); got != want {
-				t.Errorf("Enqueue #%d = %v, want %v", i, got, want)
-			}
-		}
-		if l.Dropped() != 2 {
-			t.Errorf("Dropped() = %d, want 2", l.Dropped())
-		}
-		// Append waits for space, bounded by its context.
-		short, cancel := context.WithTimeout(ctxT(t), 50*time.Millisecond)
-		defer cancel()
-		if err := l.Append(short, entry("a", "")); !errors.Is(err, context.DeadlineExceeded) {
-			t.Errorf("Append to a full queue = %v, want DeadlineExceeded", err)
+		if err := l.Enqueue(ctx, entry("late", "")); !errors.Is(err, audit.ErrClosed) {
+			t.Errorf("Enqueue after Close = %v, want ErrClosed", err)
 		}
 	})
 
@@ -561,7 +541,9 @@ func TestSweep(t *testing.T) {
 		clk := newClock(t0)
 		l := openLog(t, s, audit.Config{Now: clk.Now, Retention: time.Hour, SweepInterval: time.Hour, BatchDelay: time.Millisecond})
 		for i := range 2500 {
-			l.Enqueue(entry(fmt.Sprintf("e%d", i), ""))
+			if err := l.Enqueue(ctx, entry(fmt.Sprintf("e%d", i), "")); err != nil {
+				t.Fatalf("Enqueue: %v", err)
+			}
 		}
 		if err := l.Flush(ctx); err != nil {
 			t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"strings"
+	"time"
 
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
@@ -27,7 +28,8 @@ const (
 
 // RecordNodeStep records that a step ended on a node, as gateway reported
 // in ev. Events of steps starting are ignored: the entry is the result.
-// It never blocks (see Enqueue); ctx only contributes its trace id.
+// It waits while the queue is full, bounded by ctx (see enqueueRecord);
+// ctx also contributes its trace id.
 func (l *Log) RecordNodeStep(ctx context.Context, gateway string, ev *outpostv1.NodeStepEvent) {
 	if ev.GetPhase() == outpostv1.StepPhase_STEP_PHASE_STARTED || ev.GetPhase() == outpostv1.StepPhase_STEP_PHASE_UNSPECIFIED {
 		return
@@ -54,8 +56,9 @@ func (l *Log) RecordNodeStep(ctx context.Context, gateway string, ev *outpostv1.
 // RecordNodeResult records a node's final state in a rollout: state is
 // SUCCEEDED, FAILED, ROLLED_BACK, ROLLBACK_FAILED or SKIPPED, step the last
 // step that ran (the failed one), errText the node's error ("" on
-// success), gateway the gateway that ran it ("" when none did). It never
-// blocks (see Enqueue); ctx only contributes its trace id.
+// success), gateway the gateway that ran it ("" when none did). It waits
+// while the queue is full, bounded by ctx (see enqueueRecord); ctx also
+// contributes its trace id.
 func (l *Log) RecordNodeResult(ctx context.Context, rolloutID, nodeID string, state outpostv1.NodeState, step outpostv1.Step, errText, gateway string) {
 	l.enqueueRecord(ctx, l.nodeResultEntry(rolloutID, nodeID, state, step, errText, gateway, ""))
 }
@@ -98,8 +101,8 @@ func (l *Log) rolloutNodeEntry(rolloutID string, n *outpostv1.RolloutNode) *outp
 // RecordRolloutState records that rollout r changed from state from to
 // state to; reason says why ("" when the states say it all). The actor is
 // this control plane (Config.ReplicaName): people's verbs are recorded
-// separately by the interceptors. It never blocks (see Enqueue); ctx only
-// contributes its trace id.
+// separately by the interceptors. It waits while the queue is full,
+// bounded by ctx (see enqueueRecord); ctx also contributes its trace id.
 func (l *Log) RecordRolloutState(ctx context.Context, r *outpostv1.Rollout, from, to outpostv1.RolloutState, reason string) {
 	fromName := stateName(from)
 	if fromName == "" {
@@ -157,9 +160,35 @@ func (l *Log) nodeEntry(gateway, rolloutID, nodeID string) *outpostv1.AuditEntry
 	return e
 }
 
+// enqueueRecord queues an entry the rollout engine reports, waiting while
+// the queue is full (see Enqueue). The engine's context ends with its
+// leadership term (or the control plane's shutdown), so a stuck etcd
+// cannot hold the engine past it. An entry not queued then is logged as
+// an error, rate-limited: the next term's Reconcile records the node
+// results and final rollout states among them (markers tell what is
+// missing); step results and other state changes are lost.
 func (l *Log) enqueueRecord(ctx context.Context, e *outpostv1.AuditEntry) {
 	addTraceID(ctx, e)
-	l.Enqueue(e)
+	err := l.Enqueue(ctx, e)
+	if err == nil {
+		return
+	}
+	l.mu.Lock()
+	l.lost++
+	l.lostSince++
+	now := time.Now()
+	report := now.Sub(l.lastLost) >= lostLogEvery
+	total, since := l.lost, l.lostSince
+	if report {
+		l.lastLost, l.lostSince = now, 0
+	}
+	l.mu.Unlock()
+	if report {
+		// Not the message: it is scrubbed only on its way into the log.
+		l.log.Error("audit entry not recorded", "err", err, "action", e.GetAction(), "rollout", e.GetRolloutId(),
+			"node", e.GetNodeId(), "not_recorded", since, "not_recorded_total", total,
+			"recovery", "the next leadership term records node results and final rollout states")
+	}
 }
 
 // stepName is a step without its prefix, lower case ("health").

@@ -1,7 +1,6 @@
 package audit_test
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -90,18 +89,4 @@ func TestRecordRollout(t *testing.T) {
 		t.Errorf("entries (-want +got):\n%s", diff)
 	}
 	checkOrder(t, got, 1)
-}
-
-// TestRecordNeverBlocks fills the queue of a log whose writer waits an
-// hour: the engine's calls return at once and the overflow is counted.
-func TestRecordNeverBlocks(t *testing.T) {
-	s := storetest.Open(t)
-	l := openLog(t, s, audit.Config{BatchDelay: time.Hour, QueueSize: 10})
-	ctx := context.Background()
-	for range 100 {
-		l.RecordNodeResult(ctx, "r-1", "n", outpostv1.NodeState_NODE_STATE_SUCCEEDED, outpostv1.Step_STEP_UNLOCK, "", "gw")
-	}
-	if got := l.Dropped(); got != 90 {
-		t.Errorf("Dropped() = %d, want 90", got)
-	}
 }

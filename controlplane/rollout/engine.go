@@ -73,9 +73,11 @@ func (e *StateError) Error() string {
 
 // EventSink receives every step event the engine applies, for live
 // fan-out to watchers on this replica and the audit log; gateway is the
-// gateway that reported it. Publish must not block.
+// gateway that reported it. Publish runs on the engine's loop with its
+// context: it may wait for the audit log's queue (back-pressure) but must
+// return when ctx ends, and must not call the engine.
 type EventSink interface {
-	Publish(rolloutID, gateway string, ev *outpostv1.NodeStepEvent)
+	Publish(ctx context.Context, rolloutID, gateway string, ev *outpostv1.NodeStepEvent)
 }
 
 // Config configures an Engine for one leadership term.
@@ -136,8 +138,9 @@ type Config struct {
 	// message. OnNodeResult, when set, is called after a node reached a
 	// final state (SUCCEEDED, FAILED, ROLLED_BACK, ROLLBACK_FAILED,
 	// SKIPPED) and that is durably written. Both run on the engine's loop
-	// with its context and get copies: they must not block (enqueue and
-	// return), and must not call the engine.
+	// with its context and get copies: they may wait while the audit log's
+	// queue is full (back-pressure, which slows the rollout down) but must
+	// return when ctx ends, and must not call the engine.
 	OnRolloutState func(ctx context.Context, r *outpostv1.Rollout, from, to outpostv1.RolloutState, reason string)
 	OnNodeResult   func(ctx context.Context, rolloutID string, n *outpostv1.RolloutNode)
 }

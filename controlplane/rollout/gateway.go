@@ -335,7 +335,7 @@ func (e *Engine) onGatewayMessage(ctx context.Context, s *session, m *outpostv1.
 	case *outpostv1.ConnectRequest_AssignmentAck:
 		e.onAck(s, x.AssignmentAck)
 	case *outpostv1.ConnectRequest_StepEvent:
-		e.onStep(x.StepEvent)
+		e.onStep(ctx, x.StepEvent)
 	case *outpostv1.ConnectRequest_NodeResult:
 		e.onResult(x.NodeResult)
 	case *outpostv1.ConnectRequest_Hello:
@@ -380,7 +380,7 @@ func (e *Engine) onAck(s *session, a *outpostv1.AssignmentAck) {
 	}
 }
 
-func (e *Engine) onStep(se *outpostv1.AssignmentStepEvent) {
+func (e *Engine) onStep(ctx context.Context, se *outpostv1.AssignmentStepEvent) {
 	n := e.current(se.GetAssignmentId())
 	ev := se.GetEvent()
 	if n == nil || ev == nil {
@@ -411,7 +411,7 @@ func (e *Engine) onStep(se *outpostv1.AssignmentStepEvent) {
 	if e.cfg.Events != nil {
 		out := proto.CloneOf(ev)
 		out.NodeId, out.RolloutId = n.id(), n.run.id()
-		e.cfg.Events.Publish(n.run.id(), n.rn.GetGateway(), out)
+		e.cfg.Events.Publish(ctx, n.run.id(), n.rn.GetGateway(), out)
 	}
 }
 
