@@ -7,7 +7,7 @@ BUF       := $(GO) tool -modfile=tools/go.mod buf
 BIN       := bin/outpost
 GOTESTFLAGS ?=
 
-.PHONY: all build deps test chaos lint proto proto-check demo bench clean
+.PHONY: all build deps test chaos fuzz lint proto proto-check demo bench clean
 
 all: build
 
@@ -25,6 +25,12 @@ test: deps
 ## connection cut, disk full); `make test` runs them too.
 chaos: deps
 	$(GO) test -count=1 -race -timeout 15m $(GOTESTFLAGS) ./e2e/chaos/
+
+## fuzz: the fuzz targets, each for FUZZTIME (their seed corpora also run
+## in `make test`). A failing input is written under testdata/fuzz/.
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzScanTar$$' -fuzztime $(FUZZTIME) ./gateway/deployer/
 
 lint:
 	$(BUF) lint
