@@ -23,8 +23,9 @@ var fuzzLimits = tarscan.Limits{MaxUnpackedBytes: 1 << 20, MaxRatio: 200, RatioF
 // FuzzScanTar feeds the artifact scan arbitrary bytes. It must never panic
 // or hang, and what it accepts must hold up when read back independently
 // with archive/tar: every name inside the release directory, no device, no
-// setuid or setgid bit, sizes and entries within the limits; the control
-// plane's walk (tarscan alone) must accept it too and measure the same.
+// setuid or setgid bit, size, ratio and entries within the limits; the
+// control plane's walk (tarscan alone) must accept it too and measure the
+// same.
 //
 // The seed corpus is testdata/fuzz/FuzzScanTar (rewritten by
 // TestFuzzScanTarSeeds with -update); `make fuzz` runs the fuzzer for a
@@ -83,8 +84,9 @@ func FuzzScanTar(f *testing.F) {
 				t.Errorf("accepted entry %q with mode %o", h.Name, h.Mode)
 			}
 		}
-		if entries == 0 || entries > fuzzLimits.MaxEntries || unpacked != info.unpacked || unpacked > fuzzLimits.MaxUnpackedBytes {
-			t.Errorf("accepted %d entries of %d bytes (scan said %d), limits %+v", entries, unpacked, info.unpacked, fuzzLimits)
+		if entries == 0 || entries > fuzzLimits.MaxEntries || unpacked != info.unpacked || unpacked > fuzzLimits.MaxUnpackedBytes ||
+			(unpacked > fuzzLimits.RatioFloor && unpacked > fuzzLimits.MaxRatio*int64(len(data))) {
+			t.Errorf("accepted %d entries of %d bytes (scan said %d) from %d, limits %+v", entries, unpacked, info.unpacked, len(data), fuzzLimits)
 		}
 	})
 }
