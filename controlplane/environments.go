@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -50,6 +51,17 @@ type Environment struct {
 	// absolute deploy.path, or CreateRollout refuses it. Empty means any
 	// path internal/plan accepts.
 	DeployPathPrefixes []string
+	// MaxUnpackedBytes bounds what a tar artifact deployed in this
+	// environment may unpack to; 0 means tarscan.DefaultMaxUnpackedBytes
+	// (8 GiB). A plan's artifact.max_unpacked_bytes may lower it, never
+	// raise it (without it, a plan may ask for more than the default).
+	MaxUnpackedBytes int64
+	// MaxUnpackedRatio bounds a tar artifact's unpacked size over its size,
+	// once past 64 MiB unpacked; 0 means tarscan.DefaultMaxRatio (200).
+	MaxUnpackedRatio int64
+	// AllowSetuid admits tar entries with the setuid or setgid bit, and
+	// lets the unpack keep them; otherwise such an artifact is refused.
+	AllowSetuid bool
 }
 
 // envNameRE is what an environment may be named: what a plan's
@@ -79,6 +91,12 @@ func compileEnvironments(in map[string]Environment) (environments, error) {
 		}
 		if e.ApprovalTTL > 0 && !e.Protected {
 			return nil, fmt.Errorf("environments.%s.approval_ttl: set, but the environment is not protected", name)
+		}
+		if e.MaxUnpackedBytes < 0 || e.MaxUnpackedBytes > 1<<62 {
+			return nil, fmt.Errorf("environments.%s.max_unpacked_bytes: %d must be from 1 to %d (or 0 for the default)", name, e.MaxUnpackedBytes, int64(1)<<62)
+		}
+		if e.MaxUnpackedRatio < 0 {
+			return nil, fmt.Errorf("environments.%s.max_unpacked_ratio: %d is negative", name, e.MaxUnpackedRatio)
 		}
 		ce := &environment{Environment: e}
 		for i, p := range e.HookAllowList {
@@ -256,6 +274,9 @@ func (g guardedControlPlane) CreateRollout(ctx context.Context, req *outpostv1.C
 //	    hook_allow_list:
 //	      - "sudo systemctl (start|stop|restart) [a-z0-9-]+"
 //	    deploy_path_prefixes: [/srv, /opt/apps]
+//	    max_unpacked_bytes: 20GiB   # a tar artifact's unpacked size; default 8GiB
+//	    max_unpacked_ratio: 500     # unpacked / artifact size past 64 MiB; default 200
+//	    allow_setuid: false         # admit setuid and setgid bits in tar artifacts
 //	  staging: {}
 //
 // Unknown fields are refused.
@@ -273,6 +294,26 @@ type environmentYAML struct {
 	ApprovalTTL        string   `json:"approval_ttl"`
 	HookAllowList      []string `json:"hook_allow_list"`
 	DeployPathPrefixes []string `json:"deploy_path_prefixes"`
+	MaxUnpackedBytes   sizeText `json:"max_unpacked_bytes"`
+	MaxUnpackedRatio   int64    `json:"max_unpacked_ratio"`
+	AllowSetuid        bool     `json:"allow_setuid"`
+}
+
+// sizeText is a size as written in YAML: "20GiB", or a number of bytes.
+type sizeText string
+
+func (s *sizeText) UnmarshalJSON(b []byte) error {
+	var str string
+	if err := json.Unmarshal(b, &str); err == nil {
+		*s = sizeText(str)
+		return nil
+	}
+	var n json.Number
+	if err := json.Unmarshal(b, &n); err != nil {
+		return fmt.Errorf("a size must be a number of bytes or a string such as \"20GiB\", not %s", b)
+	}
+	*s = sizeText(n.String())
+	return nil
 }
 
 // LoadFileConfig reads and validates a configuration file.
@@ -300,7 +341,18 @@ func ParseFileConfig(data []byte) (*FileConfig, error) {
 		if e == nil {
 			e = &environmentYAML{}
 		}
-		env := Environment{Protected: e.Protected, HookAllowList: e.HookAllowList, DeployPathPrefixes: e.DeployPathPrefixes}
+		env := Environment{Protected: e.Protected, HookAllowList: e.HookAllowList, DeployPathPrefixes: e.DeployPathPrefixes,
+			MaxUnpackedRatio: e.MaxUnpackedRatio, AllowSetuid: e.AllowSetuid}
+		if e.MaxUnpackedBytes != "" {
+			n, err := plan.ParseSize("environments."+name+".max_unpacked_bytes", string(e.MaxUnpackedBytes))
+			if err != nil {
+				return nil, err
+			}
+			if n <= 0 {
+				return nil, fmt.Errorf("environments.%s.max_unpacked_bytes: %q must be more than zero", name, e.MaxUnpackedBytes)
+			}
+			env.MaxUnpackedBytes = n
+		}
 		if e.ApprovalTTL != "" {
 			d, err := time.ParseDuration(e.ApprovalTTL)
 			if err != nil {

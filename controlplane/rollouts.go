@@ -209,10 +209,19 @@ func (s *Server) buildRollout(ctx context.Context, spec *outpostv1.PlanSpec, art
 	if err != nil {
 		return nil, nil, planStatus(err, "plan.")
 	}
-	deploy, err := plan.DeploySpecOf(spec, art.GetSize())
+	tp, err := s.tarPolicyOf(spec)
+	if err != nil {
+		return nil, nil, err
+	}
+	unpacked, err := s.measureTar(ctx, art, tp)
+	if err != nil {
+		return nil, nil, err
+	}
+	deploy, err := plan.DeploySpecOf(spec, max(art.GetSize(), unpacked))
 	if err != nil {
 		return nil, nil, planStatus(err, "plan.")
 	}
+	deploy.MaxUnpackedBytes, deploy.MaxUnpackedRatio, deploy.AllowSetuid = tp.lim.MaxUnpackedBytes, tp.lim.MaxRatio, tp.lim.AllowSetuid
 	now := timestamppb.New(time.Now())
 	r := &outpostv1.Rollout{
 		App:          spec.GetApp(),

@@ -318,6 +318,8 @@ type Server struct {
 	notifier  *notify.Notifier
 	envs      environments
 	scans     *scanHub
+	// tarMeasures caches the unpacked sizes of tar artifacts.
+	tarMeasures tarMeasures
 
 	// quit is closed by Shutdown: long-lived streams end.
 	quit   chan struct{}

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/outposthq/outpost/gateway/deployer"
+	"github.com/outposthq/outpost/internal/tarscan"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -520,6 +521,8 @@ func TestJobOf(t *testing.T) {
 		KeepReleases:       4,
 		MaxDiskUsedPercent: 80,
 		MinFreeBytes:       1 << 20,
+		MaxUnpackedBytes:   2 << 30,
+		AllowSetuid:        true,
 		Hooks:              &outpostv1.Hooks{BeforeInstall: "true", Stop: "sh bin/stop", AfterInstall: "true", Start: "sh bin/start"},
 		Health: &outpostv1.HealthCheck{
 			Check:    &outpostv1.HealthCheck_Http{Http: &outpostv1.HttpHealthCheck{Port: 18080, Path: "/health", ExpectStatus: 204}},
@@ -542,6 +545,10 @@ func TestJobOf(t *testing.T) {
 			Health: deployer.Health{
 				HTTP:    &deployer.HTTPCheck{Port: 18080, Path: "/health", ExpectStatus: 204},
 				Timeout: 5 * time.Second, Interval: 100 * time.Millisecond,
+			},
+			TarLimits: tarscan.Limits{
+				MaxUnpackedBytes: 2 << 30, AllowSetuid: true, MaxRatio: tarscan.DefaultMaxRatio,
+				RatioFloor: tarscan.DefaultRatioFloor, MaxEntries: tarscan.DefaultMaxEntries,
 			},
 		},
 	}

@@ -70,11 +70,7 @@ func (dep *deployment) activateScript() string {
 		s.line(`m 5 ok`)
 		s.line(`m 6 start`)
 		if a.GetUnpack() == outpostv1.Unpack_UNPACK_TAR {
-			tar := `tar -xf`
-			if dep.art.gzip {
-				tar = `tar -xzf`
-			}
-			s.line(tar + ` "$T/$F" -C "$T" --no-same-owner && rm -f -- "$T/$F" || { m 6 fail; exit 1; }`)
+			s.untar(`"$T/$F"`, `"$T"`, dep.art.gzip, dep.spec.TarLimits.AllowSetuid)
 		}
 		s.line(`{ printf '%s\n' "$S" >"$T/` + digestFile + `" && mv -T -- "$T" "$R"; } || { m 6 fail; exit 1; }`)
 		s.line(`m 6 ok`)

@@ -2,9 +2,6 @@ package deployer
 
 import (
 	"archive/tar"
-	"bufio"
-	"bytes"
-	"compress/gzip"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/outposthq/outpost/internal/tarscan"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -28,6 +26,8 @@ const (
 type artifactInfo struct {
 	// gzip reports whether the tar is gzip-compressed (by magic bytes).
 	gzip bool
+	// unpacked is the sum of a tar's entry sizes; 0 for a single file.
+	unpacked int64
 }
 
 // artifactKey identifies one version of a local artifact file, so that a
@@ -38,6 +38,7 @@ type artifactKey struct {
 	size    int64
 	modTime time.Time
 	unpack  outpostv1.Unpack
+	limits  tarscan.Limits
 }
 
 // maxScanCache bounds the scan cache; a gateway holds few artifacts at once.
@@ -50,9 +51,9 @@ type artifactScans struct {
 }
 
 // inspect checks the local artifact file against the release: its size,
-// and for a tar, that it is one and that every entry stays inside the
-// release directory. Only successes are cached.
-func (c *artifactScans) inspect(file string, a *outpostv1.Artifact) (artifactInfo, error) {
+// and for a tar, that it is one, that every entry stays inside the release
+// directory, and that it stays within lim. Only successes are cached.
+func (c *artifactScans) inspect(file string, a *outpostv1.Artifact, lim tarscan.Limits) (artifactInfo, error) {
 	f, err := os.Open(file)
 	if err != nil {
 		return artifactInfo{}, fmt.Errorf("artifact: %w", err)
@@ -68,7 +69,7 @@ func (c *artifactScans) inspect(file string, a *outpostv1.Artifact) (artifactInf
 	if st.Size() != a.GetSize() {
 		return artifactInfo{}, fmt.Errorf("artifact %s is %d bytes, the release says %d", file, st.Size(), a.GetSize())
 	}
-	key := artifactKey{path: file, sha256: a.GetSha256(), size: st.Size(), modTime: st.ModTime(), unpack: a.GetUnpack()}
+	key := artifactKey{path: file, sha256: a.GetSha256(), size: st.Size(), modTime: st.ModTime(), unpack: a.GetUnpack(), limits: lim}
 	c.mu.Lock()
 	info, ok := c.infos[key]
 	c.mu.Unlock()
@@ -76,7 +77,7 @@ func (c *artifactScans) inspect(file string, a *outpostv1.Artifact) (artifactInf
 		return info, nil
 	}
 	if a.GetUnpack() == outpostv1.Unpack_UNPACK_TAR {
-		if info, err = scanTar(f); err != nil {
+		if info, err = scanTar(f, st.Size(), lim); err != nil {
 			return artifactInfo{}, err
 		}
 	}
@@ -89,47 +90,26 @@ func (c *artifactScans) inspect(file string, a *outpostv1.Artifact) (artifactInf
 	return info, nil
 }
 
-var gzipMagic = []byte{0x1f, 0x8b}
-
-// scanTar reads a whole tar (gzip-compressed or not) and refuses entries
-// that could escape the release directory when GNU tar extracts them:
-// absolute names, ".." components, writes through a symlink the archive
-// made, links whose target is absolute or outside, and anything that is not
-// a file, directory or link (devices, fifos). It also refuses the names the
-// deployer writes itself.
-func scanTar(r io.Reader) (artifactInfo, error) {
-	br := bufio.NewReader(r)
-	magic, _ := br.Peek(2)
-	info := artifactInfo{gzip: bytes.Equal(magic, gzipMagic)}
-	var src io.Reader = br
-	if info.gzip {
-		zr, err := gzip.NewReader(br)
-		if err != nil {
-			return info, fmt.Errorf("artifact: gzip: %w", err)
-		}
-		defer zr.Close()
-		src = zr
-	}
-	tr := tar.NewReader(src)
+// scanTar reads a whole tar (gzip-compressed or not) of size bytes and
+// refuses entries that could escape the release directory when GNU tar
+// extracts them: absolute names, ".." components, writes through a symlink
+// the archive made, links whose target is absolute or outside, and
+// anything that is not a file, directory or link (devices, fifos). It also
+// refuses the names the deployer writes itself, and, through tarscan, an
+// archive over lim: too large unpacked, too compressed, too many entries,
+// or setuid and setgid bits lim does not allow.
+func scanTar(r io.Reader, size int64, lim tarscan.Limits) (artifactInfo, error) {
 	symlinks := map[string]bool{}
-	entries := 0
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return info, fmt.Errorf("artifact: not a readable tar: %w", err)
-		}
-		entries++
-		if err := checkEntry(h, symlinks); err != nil {
-			return info, err
-		}
+	sum, err := tarscan.Walk(r, size, lim, func(h *tar.Header) error { return checkEntry(h, symlinks) })
+	info := artifactInfo{gzip: sum.Gzip, unpacked: sum.UnpackedBytes}
+	switch {
+	case err == nil, errors.As(err, new(*UnsafeArtifactError)):
+	case errors.As(err, new(*tarscan.ModeError)):
+		err = fmt.Errorf("artifact: %w unless the environment sets allow_setuid", err)
+	default:
+		err = fmt.Errorf("artifact: %w", err)
 	}
-	if entries == 0 {
-		return info, errors.New("artifact: the tar has no entries")
-	}
-	return info, nil
+	return info, err
 }
 
 // checkEntry applies scanTar's rules to one header; symlinks holds the

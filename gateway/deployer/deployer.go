@@ -406,7 +406,7 @@ func (dep *deployment) validate() error {
 	if err := dep.spec.CheckAndSetDefaults(); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidJob, err)
 	}
-	info, err := dep.d.scans.inspect(j.ArtifactPath, a)
+	info, err := dep.d.scans.inspect(j.ArtifactPath, a, dep.spec.TarLimits)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidJob, err)
 	}

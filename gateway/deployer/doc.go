@@ -20,6 +20,10 @@
 //
 //   - A job is validated, and a tar artifact scanned for entries that would
 //     escape the release directory, before anything is sent to the node.
+//     The same scan (internal/tarscan) refuses a tar that unpacks to more
+//     than Spec.TarLimits allow (size, ratio, entries) or carries setuid or
+//     setgid bits they do not allow, and the unpack drops such bits unless
+//     allowed, should an archive the scan read differently reach the node.
 //   - Nothing on the node changes before the lock script's guard
 //     (guard.go) has accepted the deploy path as the node resolves it,
 //     symlinks followed: not a system directory (internal/deploypath),

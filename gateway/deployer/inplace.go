@@ -213,7 +213,7 @@ func (dep *deployment) inplacePrecheck(ip *inplace) (string, error) {
 	}
 	need := dep.spec.Precheck.MinFreeBytes
 	if need == 0 {
-		need = 2 * dep.job.Release.GetArtifact().GetSize()
+		need = dep.autoFreeBytes()
 	}
 	pe := &PrecheckError{
 		Path: dep.dir, UsedPercent: disk.usedPercent, MaxUsedPercent: dep.spec.Precheck.MaxDiskUsedPercent,
@@ -279,11 +279,7 @@ func (dep *deployment) inplaceActivateScript(ip *inplace) string {
 	s.line(`m 5 ok`)
 	s.line(`m 6 start`)
 	if a.GetUnpack() == outpostv1.Unpack_UNPACK_TAR {
-		tar := `tar -xf`
-		if dep.art.gzip {
-			tar = `tar -xzf`
-		}
-		s.line(tar + ` "$S.partial/$F" -C "$S.partial" --no-same-owner && rm -f -- "$S.partial/$F" || { m 6 fail; exit 1; }`)
+		s.untar(`"$S.partial/$F"`, `"$S.partial"`, dep.art.gzip, dep.spec.TarLimits.AllowSetuid)
 	}
 	s.line(`mv -T -- "$S.partial" "$S" || { m 6 fail; exit 1; }`)
 	s.line(`m 6 ok`)

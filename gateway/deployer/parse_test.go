@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/outposthq/outpost/internal/tarscan"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -101,7 +102,8 @@ func TestScanTar(t *testing.T) {
 		{"reserved digest", []tarEntry{reg(digestFile)}, digestFile},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := scanTar(bytes.NewReader(tarBytes(t, tc.entries)))
+			b := tarBytes(t, tc.entries)
+			_, err := scanTar(bytes.NewReader(b), int64(len(b)), tarscan.Limits{})
 			var ue *UnsafeArtifactError
 			switch {
 			case tc.unsafe == "" && err != nil:
@@ -112,14 +114,14 @@ func TestScanTar(t *testing.T) {
 		})
 	}
 	t.Run("not a tar", func(t *testing.T) {
-		if _, err := scanTar(strings.NewReader(strings.Repeat("hello", 200))); err == nil {
+		if _, err := scanTar(strings.NewReader(strings.Repeat("hello", 200)), 1000, tarscan.Limits{}); err == nil {
 			t.Error("scanTar accepted text")
 		}
 	})
 	t.Run("gzip detected", func(t *testing.T) {
 		rel := writeTar(t, t.TempDir()+"/a.tgz", true, []tarEntry{reg("a")})
 		b, _ := os.ReadFile(rel.Path)
-		info, err := scanTar(bytes.NewReader(b))
+		info, err := scanTar(bytes.NewReader(b), int64(len(b)), tarscan.Limits{})
 		if err != nil || !info.gzip {
 			t.Errorf("scanTar(gzip) = %+v, %v", info, err)
 		}
@@ -252,6 +254,10 @@ func TestSpecDefaults(t *testing.T) {
 			HTTP:    &HTTPCheck{Port: 8080, Path: "/", ExpectStatus: 200},
 			Timeout: DefaultHealthTimeout, Interval: DefaultHealthInterval,
 		},
+		TarLimits: tarscan.Limits{
+			MaxUnpackedBytes: tarscan.DefaultMaxUnpackedBytes, MaxRatio: tarscan.DefaultMaxRatio,
+			RatioFloor: tarscan.DefaultRatioFloor, MaxEntries: tarscan.DefaultMaxEntries,
+		},
 	}
 	if diff := cmp.Diff(want, s); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)
@@ -300,6 +306,7 @@ func TestSpecFromProto(t *testing.T) {
 	p := &outpostv1.DeploySpec{
 		Path: "apps/billing", Layout: outpostv1.Layout_LAYOUT_RELEASES, KeepReleases: 3,
 		MaxDiskUsedPercent: 80, MinFreeBytes: 0,
+		MaxUnpackedBytes: 1 << 30, MaxUnpackedRatio: 50, AllowSetuid: true,
 		Hooks: &outpostv1.Hooks{Stop: "systemctl stop x", Start: "systemctl start x"},
 		Health: &outpostv1.HealthCheck{
 			Check:   &outpostv1.HealthCheck_Tcp{Tcp: &outpostv1.TcpHealthCheck{Port: 9000}},
@@ -315,9 +322,27 @@ func TestSpecFromProto(t *testing.T) {
 		Precheck: Precheck{MaxDiskUsedPercent: 80, MinFreeBytes: -1},
 		Hooks:    Hooks{Stop: "systemctl stop x", Start: "systemctl start x"},
 		Health:   Health{TCP: &TCPCheck{Port: 9000}, Timeout: 10 * time.Second, Interval: time.Second},
+		TarLimits: tarscan.Limits{
+			MaxUnpackedBytes: 1 << 30, MaxRatio: 50, AllowSetuid: true,
+			RatioFloor: tarscan.DefaultRatioFloor, MaxEntries: tarscan.DefaultMaxEntries,
+		},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("SpecFromProto (-want +got):\n%s", diff)
+	}
+	// Zero limits are an older control plane's: the gateway's defaults.
+	p.MaxUnpackedBytes, p.MaxUnpackedRatio, p.AllowSetuid = 0, 0, false
+	if got, err := SpecFromProto(p); err != nil || got.TarLimits.MaxUnpackedBytes != tarscan.DefaultMaxUnpackedBytes ||
+		got.TarLimits.MaxRatio != tarscan.DefaultMaxRatio || got.TarLimits.AllowSetuid {
+		t.Errorf("SpecFromProto(no limits) = %+v, %v; want the defaults", got.TarLimits, err)
+	}
+	for _, bad := range []*outpostv1.DeploySpec{
+		{Path: "app", MaxUnpackedBytes: -1},
+		{Path: "app", MaxUnpackedRatio: -5},
+	} {
+		if _, err := SpecFromProto(bad); err == nil || !strings.Contains(err.Error(), "negative") {
+			t.Errorf("SpecFromProto(%v) = %v, want a negative-limit error", bad, err)
+		}
 	}
 	p.Layout = outpostv1.Layout_LAYOUT_INPLACE
 	if got, err := SpecFromProto(p); err != nil || got.Layout != LayoutInplace {

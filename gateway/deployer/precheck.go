@@ -94,7 +94,7 @@ func (dep *deployment) precheckFacts() (string, error) {
 	}
 	need := dep.spec.Precheck.MinFreeBytes
 	if need == 0 {
-		need = 2 * dep.job.Release.GetArtifact().GetSize()
+		need = dep.autoFreeBytes()
 	}
 	pe := &PrecheckError{
 		Path: dep.dir, UsedPercent: disk.usedPercent, MaxUsedPercent: dep.spec.Precheck.MaxDiskUsedPercent,
@@ -104,4 +104,11 @@ func (dep *deployment) precheckFacts() (string, error) {
 		return "", pe
 	}
 	return figures, nil
+}
+
+// autoFreeBytes is the free space a node needs when the spec leaves it to
+// the deployer: twice what the release will take, which for a tar is the
+// larger of the upload and what it unpacks to (a bomb is small uploaded).
+func (dep *deployment) autoFreeBytes() int64 {
+	return 2 * max(dep.job.Release.GetArtifact().GetSize(), dep.art.unpacked)
 }

@@ -46,6 +46,25 @@ func (s *script) digest(file string) {
 		`else s=$(sha256sum -b <` + file + `) || { m 5 fail; exit 1; }; fi`)
 }
 
+// untar appends the unpack step's tar command: extract archive into dir
+// (both shell words naming variables, such as "$T/$F"), then remove
+// archive. Owners never come from the archive. Modes do, but as root GNU
+// tar would also restore setuid, setgid and sticky bits and ignore the
+// umask; unless keepModes, --no-same-permissions stops that, whatever user
+// the node is deployed as: the bits are dropped even should an archive
+// reach the node that the gateway's scan read differently.
+func (s *script) untar(archive, dir string, gzip, keepModes bool) {
+	cmd := `tar -xf`
+	if gzip {
+		cmd = `tar -xzf`
+	}
+	cmd += ` ` + archive + ` -C ` + dir + ` --no-same-owner`
+	if !keepModes {
+		cmd += ` --no-same-permissions`
+	}
+	s.line(cmd + ` && rm -f -- ` + archive + ` || { m 6 fail; exit 1; }`)
+}
+
 // Marker kinds printed by the scripts' m function.
 const (
 	markStart = "start"

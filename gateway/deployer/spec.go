@@ -10,6 +10,7 @@ import (
 	"github.com/outposthq/outpost/internal/deploypath"
 	"github.com/outposthq/outpost/internal/hookpolicy"
 	"github.com/outposthq/outpost/internal/shell"
+	"github.com/outposthq/outpost/internal/tarscan"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -42,6 +43,12 @@ type Spec struct {
 	// Layout is how releases are laid out under Path; the zero value is
 	// LayoutReleases (see inplace.go for LayoutInplace).
 	Layout Layout
+	// TarLimits bound what a tar artifact may unpack to; its zero fields
+	// mean tarscan's defaults. It is checked on the gateway before
+	// anything is sent to the node. AllowSetuid also lets the unpack keep
+	// the archive's setuid, setgid and sticky bits, as GNU tar does when
+	// it runs as root; otherwise it drops them and applies the umask.
+	TarLimits tarscan.Limits
 }
 
 // Precheck refuses a node whose deploy file system is too full, before
@@ -51,7 +58,8 @@ type Precheck struct {
 	// 1..100; zero means DefaultMaxDiskUsedPercent.
 	MaxDiskUsedPercent int
 	// MinFreeBytes is the free space required before an upload; zero means
-	// twice the artifact's size, negative means no free-space check.
+	// twice the artifact's size, or twice a tar's unpacked size when that
+	// is larger; negative means no free-space check.
 	MinFreeBytes int64
 }
 
@@ -130,6 +138,18 @@ func (s *Spec) CheckAndSetDefaults() error {
 		return fmt.Errorf("spec: max_disk_used_percent %d is outside 1..100", p.MaxDiskUsedPercent)
 	case p.MaxDiskUsedPercent == 0:
 		p.MaxDiskUsedPercent = DefaultMaxDiskUsedPercent
+	}
+	switch l := &s.TarLimits; {
+	case l.MaxUnpackedBytes < 0:
+		return fmt.Errorf("spec: max_unpacked_bytes %d is negative", l.MaxUnpackedBytes)
+	case l.MaxUnpackedBytes > 1<<62:
+		// Twice it is the free space to ask for.
+		return fmt.Errorf("spec: max_unpacked_bytes %d is too large", l.MaxUnpackedBytes)
+	case l.MaxRatio < 0:
+		return fmt.Errorf("spec: max_unpacked_ratio %d is negative", l.MaxRatio)
+	}
+	if err := s.TarLimits.CheckAndSetDefaults(); err != nil {
+		return fmt.Errorf("spec: %w", err)
 	}
 	for _, h := range []struct{ name, cmd string }{
 		{"before_install", s.Hooks.BeforeInstall},
@@ -274,6 +294,11 @@ func SpecFromProto(p *outpostv1.DeploySpec) (Spec, error) {
 			MinFreeBytes:       p.GetMinFreeBytes(),
 		},
 		Layout: layout,
+		TarLimits: tarscan.Limits{
+			MaxUnpackedBytes: p.GetMaxUnpackedBytes(),
+			MaxRatio:         p.GetMaxUnpackedRatio(),
+			AllowSetuid:      p.GetAllowSetuid(),
+		},
 		Hooks: Hooks{
 			BeforeInstall: p.GetHooks().GetBeforeInstall(),
 			Stop:          p.GetHooks().GetStop(),

@@ -48,7 +48,8 @@ const (
 
 	PauseManual = "manual"
 
-	// MinFreeAuto asks for twice the artifact size free.
+	// MinFreeAuto asks for twice the artifact size free, or twice a tar's
+	// unpacked size when that is larger.
 	MinFreeAuto = "auto"
 )
 
@@ -126,6 +127,13 @@ func validateArtifact(a *outpostv1.PlanArtifact, p *problems) {
 	case "", UnpackTar, UnpackNone:
 	default:
 		p.add("artifact.unpack", "%q: must be %q or %q", u, UnpackTar, UnpackNone)
+	}
+	if s := a.GetMaxUnpackedBytes(); s != "" {
+		if n, err := ParseSize("artifact.max_unpacked_bytes", s); err != nil {
+			p.addErr(err)
+		} else if n <= 0 {
+			p.add("artifact.max_unpacked_bytes", "%q: must be more than zero", s)
+		}
 	}
 }
 
@@ -432,15 +440,18 @@ func UnpackOf(spec *outpostv1.PlanSpec) outpostv1.Unpack {
 
 // DeploySpecOf resolves the part of a plan a gateway needs for each node,
 // with every default applied: layout releases, keep_releases 5,
-// max_disk_used_percent 90, min_free_bytes auto (twice artifactSize),
-// health timeout 30s and interval 2s, HTTP path "/" and status 200. The plan
+// max_disk_used_percent 90, min_free_bytes auto (twice footprint),
+// health timeout 30s and interval 2s, HTTP path "/" and status 200.
+// footprint is what the artifact takes on a node: its size, or a tar's
+// unpacked size when that is larger. max_unpacked_bytes is the plan's, 0
+// when it has none (the control plane applies the environment's). The plan
 // is validated first; an invalid plan returns Validate's error.
-func DeploySpecOf(spec *outpostv1.PlanSpec, artifactSize int64) (*outpostv1.DeploySpec, error) {
+func DeploySpecOf(spec *outpostv1.PlanSpec, footprint int64) (*outpostv1.DeploySpec, error) {
 	if err := Validate(spec); err != nil {
 		return nil, err
 	}
-	if artifactSize < 0 {
-		return nil, fmt.Errorf("artifact size %d is negative", artifactSize)
+	if footprint < 0 {
+		return nil, fmt.Errorf("artifact size %d is negative", footprint)
 	}
 	d := spec.GetDeploy()
 	out := &outpostv1.DeploySpec{
@@ -461,16 +472,23 @@ func DeploySpecOf(spec *outpostv1.PlanSpec, artifactSize int64) (*outpostv1.Depl
 	}
 	switch s := pc.GetMinFreeBytes(); s {
 	case "", MinFreeAuto:
-		if artifactSize > (1<<62)/2 {
-			return nil, fmt.Errorf("artifact size %d is too large", artifactSize)
+		if footprint > (1<<62)/2 {
+			return nil, fmt.Errorf("artifact size %d is too large", footprint)
 		}
-		out.MinFreeBytes = 2 * artifactSize
+		out.MinFreeBytes = 2 * footprint
 	default:
 		n, err := ParseSize("precheck.min_free_bytes", s)
 		if err != nil {
 			return nil, err
 		}
 		out.MinFreeBytes = n
+	}
+	if s := spec.GetArtifact().GetMaxUnpackedBytes(); s != "" {
+		n, err := ParseSize("artifact.max_unpacked_bytes", s)
+		if err != nil {
+			return nil, err
+		}
+		out.MaxUnpackedBytes = n
 	}
 	if h := spec.GetHooks(); h != nil {
 		out.Hooks = proto.CloneOf(h)

@@ -626,9 +626,14 @@ func shUtil(u *call) (int, bool) {
 	return runInterp(u.ctx, u.hc.Dir, env, params, u.hc.Stdin, u.hc.Stdout, u.hc.Stderr, script), true
 }
 
-// tarUtil does `tar -xf FILE -C DIR --no-same-owner` and its -xzf form.
+// tarUtil does `tar -xf FILE -C DIR --no-same-owner` and its -xzf form,
+// with or without --no-same-permissions (setuid, setgid and sticky bits are
+// never restored here either way).
 func tarUtil(u *call) (int, bool) {
 	a := u.args
+	if len(a) == 6 && a[5] == "--no-same-permissions" {
+		a = a[:5]
+	}
 	if len(a) != 5 || (a[0] != "-xf" && a[0] != "-xzf") || a[2] != "-C" || a[4] != "--no-same-owner" {
 		return 0, false
 	}

@@ -72,12 +72,15 @@ func TestInterpTar(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out bytes.Buffer
-	script := `mkdir -- x && tar -xzf ` + rel.Path + ` -C x --no-same-owner && cat x/VERSION && [ -x x/bin/start ] && echo executable`
-	if status := runInterp(context.Background(), t.TempDir(), []string{"PATH=" + os.Getenv("PATH")}, nil, strings.NewReader(""), &out, &out, script); status != 0 {
-		t.Fatalf("status %d: %s", status, out.String())
-	}
-	if got := out.String(); got != "v1\nexecutable\n" {
-		t.Errorf("printed %q", got)
+	for _, flags := range []string{"--no-same-owner", "--no-same-owner --no-same-permissions"} {
+		var out bytes.Buffer
+		script := `mkdir -- x && tar -xzf ` + rel.Path + ` -C x ` + flags + ` && cat x/VERSION && [ -x x/bin/start ] && echo executable`
+		// No PATH: only the in-process tar can do it.
+		if status := runInterp(context.Background(), t.TempDir(), []string{"PATH=/nonexistent"}, nil, strings.NewReader(""), &out, &out, script); status != 0 {
+			t.Fatalf("%s: status %d: %s", flags, status, out.String())
+		}
+		if got := out.String(); got != "v1\nexecutable\n" {
+			t.Errorf("%s: printed %q", flags, got)
+		}
 	}
 }

@@ -18,7 +18,7 @@ s=${s%% *}; m 5 note "$s"
 [ "$s" = "$S" ] || { m 5 fail; exit 1; }
 m 5 ok
 m 6 start
-tar -xzf "$T/$F" -C "$T" --no-same-owner && rm -f -- "$T/$F" || { m 6 fail; exit 1; }
+tar -xzf "$T/$F" -C "$T" --no-same-owner --no-same-permissions && rm -f -- "$T/$F" || { m 6 fail; exit 1; }
 { printf '%s\n' "$S" >"$T/.outpost-sha256" && mv -T -- "$T" "$R"; } || { m 6 fail; exit 1; }
 m 6 ok
 C='echo "$HOME" > /dev/null'

@@ -20,7 +20,7 @@ s=${s%% *}; m 5 note "$s"
 [ "$s" = "$X" ] || { m 5 fail; exit 1; }
 m 5 ok
 m 6 start
-tar -xzf "$S.partial/$F" -C "$S.partial" --no-same-owner && rm -f -- "$S.partial/$F" || { m 6 fail; exit 1; }
+tar -xzf "$S.partial/$F" -C "$S.partial" --no-same-owner --no-same-permissions && rm -f -- "$S.partial/$F" || { m 6 fail; exit 1; }
 mv -T -- "$S.partial" "$S" || { m 6 fail; exit 1; }
 m 6 ok
 C='echo "$HOME" > /dev/null'

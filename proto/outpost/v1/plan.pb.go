@@ -245,9 +245,14 @@ type PlanArtifact struct {
 	// "tar" (a tar archive, gzip or not, unpacked into the release directory)
 	// or "none" (a single file placed as it is). Empty means "tar" when the
 	// path ends in .tar, .tar.gz or .tgz, else "none".
-	Unpack        string `protobuf:"bytes,2,opt,name=unpack,proto3" json:"unpack,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Unpack string `protobuf:"bytes,2,opt,name=unpack,proto3" json:"unpack,omitempty"`
+	// Largest total size of a tar artifact's entries once unpacked: a byte
+	// count ("1073741824") or a size with a unit ("512MiB", "20GiB"). Empty
+	// means the environment's max_unpacked_bytes, else 8GiB. It may not be
+	// above the environment's max_unpacked_bytes when that is set.
+	MaxUnpackedBytes string `protobuf:"bytes,3,opt,name=max_unpacked_bytes,json=maxUnpackedBytes,proto3" json:"max_unpacked_bytes,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *PlanArtifact) Reset() {
@@ -290,6 +295,13 @@ func (x *PlanArtifact) GetPath() string {
 func (x *PlanArtifact) GetUnpack() string {
 	if x != nil {
 		return x.Unpack
+	}
+	return ""
+}
+
+func (x *PlanArtifact) GetMaxUnpackedBytes() string {
+	if x != nil {
+		return x.MaxUnpackedBytes
 	}
 	return ""
 }
@@ -419,9 +431,10 @@ type PlanPrecheck struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Refuse the node when its deploy filesystem is fuller than this, 1..100; 0 means 90.
 	MaxDiskUsedPercent int32 `protobuf:"varint,1,opt,name=max_disk_used_percent,json=maxDiskUsedPercent,proto3" json:"max_disk_used_percent,omitempty"`
-	// Free bytes required on the deploy filesystem: "auto" (twice the artifact
-	// size), a byte count ("1048576") or a size with a unit ("512MiB", "1GB").
-	// Empty means "auto".
+	// Free bytes required on the deploy filesystem: "auto" (twice the
+	// artifact's size, or twice a tar's unpacked size when that is larger), a
+	// byte count ("1048576") or a size with a unit ("512MiB", "1GB"). Empty
+	// means "auto".
 	MinFreeBytes  string `protobuf:"bytes,2,opt,name=min_free_bytes,json=minFreeBytes,proto3" json:"min_free_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1166,7 +1179,17 @@ type DeploySpec struct {
 	// Hook commands; an empty hook is skipped. Unset means no hooks.
 	Hooks *Hooks `protobuf:"bytes,6,opt,name=hooks,proto3" json:"hooks,omitempty"`
 	// Health check; unset means the node is healthy once start returns.
-	Health        *HealthCheck `protobuf:"bytes,7,opt,name=health,proto3" json:"health,omitempty"`
+	Health *HealthCheck `protobuf:"bytes,7,opt,name=health,proto3" json:"health,omitempty"`
+	// Largest total size of a tar artifact's entries once unpacked; 0 means
+	// the gateway's default (8 GiB).
+	MaxUnpackedBytes int64 `protobuf:"varint,8,opt,name=max_unpacked_bytes,json=maxUnpackedBytes,proto3" json:"max_unpacked_bytes,omitempty"`
+	// Largest ratio of a tar artifact's unpacked size to its size, checked
+	// once the unpacked size passes 64 MiB; 0 means the gateway's default
+	// (200).
+	MaxUnpackedRatio int64 `protobuf:"varint,9,opt,name=max_unpacked_ratio,json=maxUnpackedRatio,proto3" json:"max_unpacked_ratio,omitempty"`
+	// Admit tar entries with setuid or setgid bits. When false such an
+	// artifact is refused, and the unpack drops those bits.
+	AllowSetuid   bool `protobuf:"varint,10,opt,name=allow_setuid,json=allowSetuid,proto3" json:"allow_setuid,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1248,6 +1271,27 @@ func (x *DeploySpec) GetHealth() *HealthCheck {
 		return x.Health
 	}
 	return nil
+}
+
+func (x *DeploySpec) GetMaxUnpackedBytes() int64 {
+	if x != nil {
+		return x.MaxUnpackedBytes
+	}
+	return 0
+}
+
+func (x *DeploySpec) GetMaxUnpackedRatio() int64 {
+	if x != nil {
+		return x.MaxUnpackedRatio
+	}
+	return 0
+}
+
+func (x *DeploySpec) GetAllowSetuid() bool {
+	if x != nil {
+		return x.AllowSetuid
+	}
+	return false
 }
 
 // HealthCheck is a resolved health check.
@@ -1394,10 +1438,11 @@ const file_outpost_v1_plan_proto_rawDesc = "" +
 	"\n" +
 	"validation\x18\f \x01(\v2\x1a.outpost.v1.PlanValidationR\n" +
 	"validation\x12.\n" +
-	"\x06notify\x18\r \x01(\v2\x16.outpost.v1.PlanNotifyR\x06notify\":\n" +
+	"\x06notify\x18\r \x01(\v2\x16.outpost.v1.PlanNotifyR\x06notify\"h\n" +
 	"\fPlanArtifact\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x16\n" +
-	"\x06unpack\x18\x02 \x01(\tR\x06unpack\"\xaf\x01\n" +
+	"\x06unpack\x18\x02 \x01(\tR\x06unpack\x12,\n" +
+	"\x12max_unpacked_bytes\x18\x03 \x01(\tR\x10maxUnpackedBytes\"\xaf\x01\n" +
 	"\vPlanTargets\x12A\n" +
 	"\bselector\x18\x01 \x03(\v2%.outpost.v1.PlanTargets.SelectorEntryR\bselector\x12 \n" +
 	"\vdatacenters\x18\x02 \x03(\tR\vdatacenters\x1a;\n" +
@@ -1466,7 +1511,7 @@ const file_outpost_v1_plan_proto_rawDesc = "" +
 	"\brequired\x18\x01 \x01(\bR\brequired\"&\n" +
 	"\n" +
 	"PlanNotify\x12\x18\n" +
-	"\awebhook\x18\x01 \x01(\tR\awebhook\"\xa4\x02\n" +
+	"\awebhook\x18\x01 \x01(\tR\awebhook\"\xa3\x03\n" +
 	"\n" +
 	"DeploySpec\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12*\n" +
@@ -1475,7 +1520,11 @@ const file_outpost_v1_plan_proto_rawDesc = "" +
 	"\x15max_disk_used_percent\x18\x04 \x01(\x05R\x12maxDiskUsedPercent\x12$\n" +
 	"\x0emin_free_bytes\x18\x05 \x01(\x03R\fminFreeBytes\x12'\n" +
 	"\x05hooks\x18\x06 \x01(\v2\x11.outpost.v1.HooksR\x05hooks\x12/\n" +
-	"\x06health\x18\a \x01(\v2\x17.outpost.v1.HealthCheckR\x06health\"\x81\x02\n" +
+	"\x06health\x18\a \x01(\v2\x17.outpost.v1.HealthCheckR\x06health\x12,\n" +
+	"\x12max_unpacked_bytes\x18\b \x01(\x03R\x10maxUnpackedBytes\x12,\n" +
+	"\x12max_unpacked_ratio\x18\t \x01(\x03R\x10maxUnpackedRatio\x12!\n" +
+	"\fallow_setuid\x18\n" +
+	" \x01(\bR\vallowSetuid\"\x81\x02\n" +
 	"\vHealthCheck\x121\n" +
 	"\x04http\x18\x01 \x01(\v2\x1b.outpost.v1.HttpHealthCheckH\x00R\x04http\x12.\n" +
 	"\x03tcp\x18\x02 \x01(\v2\x1a.outpost.v1.TcpHealthCheckH\x00R\x03tcp\x12\x1a\n" +
