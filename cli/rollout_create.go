@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/outposthq/outpost/internal/plan"
+	"github.com/outposthq/outpost/internal/rolloutstate"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -106,7 +107,7 @@ Examples:
 					return writeDryRun(env.Stdout, r)
 				}
 				created := fmt.Sprintf("rollout %s created: %s revision %d, release %s, %s in %s",
-					r.GetId(), r.GetApp(), r.GetRevision(), r.GetReleaseId(), countsText(rolloutCounts(r)), stagesText(r))
+					r.GetId(), r.GetApp(), r.GetRevision(), r.GetReleaseId(), rolloutstate.CountsText(rolloutCounts(r)), stagesText(r))
 				if r.GetState() == outpostv1.RolloutState_ROLLOUT_STATE_PENDING_APPROVAL {
 					created += "; waiting for approval by someone else"
 				}

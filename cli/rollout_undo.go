@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 
+	"github.com/outposthq/outpost/internal/rolloutstate"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -68,7 +69,7 @@ Examples:
 					return writeDryRun(env.Stdout, r)
 				}
 				created := fmt.Sprintf("rollout %s created: %s revision %d returns to revision %d (release %s), %s in %s",
-					r.GetId(), r.GetApp(), r.GetRevision(), r.GetSourceRevision(), r.GetReleaseId(), countsText(rolloutCounts(r)), stagesText(r))
+					r.GetId(), r.GetApp(), r.GetRevision(), r.GetSourceRevision(), r.GetReleaseId(), rolloutstate.CountsText(rolloutCounts(r)), stagesText(r))
 				if r.GetState() == outpostv1.RolloutState_ROLLOUT_STATE_PENDING_APPROVAL {
 					created += "; waiting for approval by someone else"
 				}

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/outposthq/outpost/internal/rolloutstate"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -116,7 +117,7 @@ func watchRollout(ctx context.Context, c *client, id string, o watchOptions) err
 		if got {
 			failures = 0
 		}
-		if errors.Is(err, io.EOF) && p.rollout != nil && terminalRollout(p.rollout.GetState()) {
+		if errors.Is(err, io.EOF) && p.rollout != nil && rolloutstate.Finished(p.rollout.GetState()) {
 			break
 		}
 		if ctx.Err() != nil {
@@ -153,8 +154,8 @@ func watchRollout(ctx context.Context, c *client, id string, o watchOptions) err
 	if counts.GetTotal() == 0 {
 		counts = r.GetNodeCounts()
 	}
-	fmt.Fprintf(o.summary, "rollout %s %s after %s: %s\n", r.GetId(), rolloutState(r.GetState()), durationText(elapsed), countsText(counts))
-	if !succeededRollout(r.GetState()) {
+	fmt.Fprintf(o.summary, "rollout %s %s after %s: %s\n", r.GetId(), rolloutstate.Name(r.GetState()), durationText(elapsed), rolloutstate.CountsText(counts))
+	if !rolloutstate.Deployed(r.GetState()) {
 		return &exitError{code: 1, err: errors.New("")}
 	}
 	return nil

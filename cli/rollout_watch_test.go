@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/outposthq/outpost/internal/rolloutstate"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -130,13 +131,13 @@ func TestWatchSucceededExitsZero(t *testing.T) {
 		f.watch = serve([]*outpostv1.WatchRolloutResponse{{Revision: 5, Event: &outpostv1.WatchRolloutResponse_Rollout{Rollout: r}}}, -1, nil)
 		code, out, errOut := f.run(t, "rollout", "watch", r.GetId())
 		want := 1
-		if succeededRollout(state) {
+		if rolloutstate.Deployed(state) {
 			want = 0
 		}
 		if code != want {
 			t.Errorf("watch ending in %v: exit %d, want %d (stdout %q, stderr %q)", state, code, want, out, errOut)
 		}
-		if !strings.Contains(out, "rollout r-000042 "+rolloutState(state)+" after 1m35s: 15 nodes") {
+		if !strings.Contains(out, "rollout r-000042 "+rolloutstate.Name(state)+" after 1m35s: 15 nodes") {
 			t.Errorf("watch ending in %v: no summary line in %q", state, out)
 		}
 	}

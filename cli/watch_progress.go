@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"github.com/outposthq/outpost/internal/rolloutstate"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -29,9 +30,13 @@ func (c *stateCounts) add(o stateCounts) {
 
 // done counts nodes that will not change any more in this rollout.
 func (c stateCounts) done() int32 {
-	return c[outpostv1.NodeState_NODE_STATE_SUCCEEDED] + c[outpostv1.NodeState_NODE_STATE_FAILED] +
-		c[outpostv1.NodeState_NODE_STATE_ROLLED_BACK] + c[outpostv1.NodeState_NODE_STATE_ROLLBACK_FAILED] +
-		c[outpostv1.NodeState_NODE_STATE_SKIPPED]
+	var n int32
+	for s, v := range c {
+		if rolloutstate.NodeFinal(outpostv1.NodeState(s)) {
+			n += v
+		}
+	}
+	return n
 }
 
 func (c stateCounts) total() int32 {
