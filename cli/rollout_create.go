@@ -54,7 +54,7 @@ Examples:
 		flags: func(fs *flag.FlagSet, env *Env) func(context.Context, []string) error {
 			addr := controlPlaneFlag(fs, env)
 			file := fs.String("f", "", "plan `FILE` (YAML)")
-			watch := fs.Bool("watch", false, "follow the rollout until it ends; exit 0 only if it succeeded")
+			watch := fs.Bool("watch", false, "follow the rollout like rollout watch until it ends or waits for validation; exit 0 only if it succeeded")
 			dryRun := fs.Bool("dry-run", false, "show the stages and batches the plan would run; create nothing")
 			out := outputFlag(fs, "text", "json")
 			return func(ctx context.Context, args []string) error {

@@ -33,7 +33,7 @@ Examples:
 			addr := controlPlaneFlag(fs, env)
 			to := fs.Int64("to-revision", 0, "revision `N` to return to; 0 means the one before the current")
 			dryRun := fs.Bool("dry-run", false, "show what the undo would run; create nothing")
-			watch := fs.Bool("watch", false, "follow the rollout until it ends; exit 0 only if it succeeded")
+			watch := fs.Bool("watch", false, "follow the rollout like rollout watch until it ends or waits for validation; exit 0 only if it succeeded")
 			out := outputFlag(fs, "text", "json")
 			return func(ctx context.Context, args []string) error {
 				if len(args) != 1 {
