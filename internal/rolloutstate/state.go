@@ -57,8 +57,9 @@ func Terminal(s outpostv1.RolloutState) bool {
 // over: it is Terminal, or PENDING_VALIDATION, where no node changes
 // until a person decides. `outpost rollout watch` returns here (its
 // help promises to return once the rollout is deployed and waits for
-// validation), `rollout get` stops showing it as running, and tests wait
-// for it.
+// validation; the server keeps the stream open, see Terminal), `rollout
+// get` stops showing it as running, AbortRollout refuses it, an undo
+// does not count it as the app's running rollout, and tests wait for it.
 func Finished(s outpostv1.RolloutState) bool {
 	return Terminal(s) || s == outpostv1.RolloutState_ROLLOUT_STATE_PENDING_VALIDATION
 }
