@@ -17,6 +17,7 @@ import (
 
 	"github.com/outposthq/outpost/e2e/e2etest"
 	"github.com/outposthq/outpost/internal/pki"
+	"github.com/outposthq/outpost/internal/rolloutstate"
 	"github.com/outposthq/outpost/internal/testfleet"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
@@ -115,7 +116,7 @@ func BenchmarkRollout1k(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		done, err := client.Wait(ctx, r.GetId(), 50*time.Millisecond, func(r *outpostv1.Rollout) bool { return e2etest.Terminal(r.GetState()) })
+		done, err := client.Wait(ctx, r.GetId(), 50*time.Millisecond, func(r *outpostv1.Rollout) bool { return rolloutstate.Finished(r.GetState()) })
 		elapsed := time.Since(start)
 		if err != nil {
 			b.Fatal(err)

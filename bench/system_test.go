@@ -29,6 +29,7 @@ import (
 	"github.com/outposthq/outpost/controlplane/store"
 	"github.com/outposthq/outpost/e2e/e2etest"
 	"github.com/outposthq/outpost/internal/pki"
+	"github.com/outposthq/outpost/internal/rolloutstate"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -357,7 +358,7 @@ func (s *outpostSystem) deploy(ctx context.Context, b *testing.B, spec *outpostv
 	if nodes > 1000 {
 		every = time.Second
 	}
-	done, err := s.client.Wait(ctx, r.GetId(), every, func(r *outpostv1.Rollout) bool { return e2etest.Terminal(r.GetState()) })
+	done, err := s.client.Wait(ctx, r.GetId(), every, func(r *outpostv1.Rollout) bool { return rolloutstate.Finished(r.GetState()) })
 	elapsed := time.Since(start)
 	if err != nil {
 		b.Fatal(err)

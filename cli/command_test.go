@@ -5,14 +5,21 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 )
+
+// cliTimeout bounds each command line a test runs, so a verb that hangs
+// fails its test with its own error instead of timing out the package.
+const cliTimeout = 2 * time.Minute
 
 // runCLI runs one command line in-process and returns its exit code and
 // output streams.
 func runCLI(t *testing.T, env map[string]string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
+	defer cancel()
 	var out, errOut bytes.Buffer
-	code = Run(context.Background(), args, &Env{
+	code = Run(ctx, args, &Env{
 		Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errOut,
 		Getenv: func(k string) string { return env[k] },
 	})

@@ -8,7 +8,6 @@ import (
 
 	"github.com/outposthq/outpost/controlplane"
 	"github.com/outposthq/outpost/controlplane/leader"
-	"github.com/outposthq/outpost/controlplane/rollout"
 )
 
 var _ runningServer = (*controlplane.Server)(nil)
@@ -104,7 +103,7 @@ See deploy/systemd/outpost-controlplane.service for a systemd unit.`,
 			replica := fs.String("name", "", "replica name in leader election and logs; empty: the host name")
 			artifactDir := fs.String("artifact-dir", "", "artifact store `directory`; empty: DATA-DIR/artifacts. Replicas sharing an etcd cluster must share it (a shared volume)")
 			leaderTTL := fs.Duration("leader-ttl", leader.DefaultTTL, "leader lease `TTL` (whole seconds): a dead leader is replaced within about this long")
-			gatewayGrace := fs.Duration("gateway-grace", rollout.DefaultOrphanGrace, "how long the nodes of a disconnected gateway wait for it before they go to another gateway of the datacenter")
+			gatewayGrace := fs.Duration("gateway-grace", controlplane.DefaultGatewayGrace, "how long the nodes of a disconnected gateway wait for it before they go to another gateway of the datacenter")
 			perDC := fs.Int("max-per-datacenter", 0, "node deployments at once in one datacenter, over all its gateways (0 = only each gateway's --concurrency bounds them)")
 			configFile := fs.String("config", "", "YAML `FILE` declaring environments (protected, approval_ttl, hook_allow_list, deploy_path_prefixes)")
 			var serverNames stringList

@@ -15,7 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"sigs.k8s.io/yaml"
 
-	"github.com/outposthq/outpost/controlplane/rollout"
+	"github.com/outposthq/outpost/internal/rolloutstate"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -77,19 +77,11 @@ func writeProto(w io.Writer, format string, m proto.Message) error {
 
 // Enum names without their type prefix, as people read them.
 
-func rolloutState(s outpostv1.RolloutState) string {
-	return strings.TrimPrefix(s.String(), "ROLLOUT_STATE_")
-}
-
 func stageState(s outpostv1.StageState) string {
 	if s == outpostv1.StageState_STAGE_STATE_UNSPECIFIED {
 		return "-" // not started by the engine (a dry run)
 	}
-	return strings.TrimPrefix(s.String(), "STAGE_STATE_")
-}
-
-func nodeState(s outpostv1.NodeState) string {
-	return strings.TrimPrefix(s.String(), "NODE_STATE_")
+	return rolloutstate.StageName(s)
 }
 
 func stepName(s outpostv1.Step) string {
@@ -117,9 +109,6 @@ func timeText(ts *timestamppb.Timestamp) string {
 	}
 	return ts.AsTime().UTC().Format(time.RFC3339)
 }
-
-// countsText summarizes node counts: "20 nodes: 15 succeeded, 5 pending".
-func countsText(c *outpostv1.NodeCounts) string { return rollout.CountsText(c) }
 
 // byteSize renders a byte count for people ("5.0 MiB").
 func byteSize(n int64) string {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/outposthq/outpost/internal/plan"
+	"github.com/outposthq/outpost/internal/rolloutstate"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -53,7 +54,7 @@ Examples:
 		flags: func(fs *flag.FlagSet, env *Env) func(context.Context, []string) error {
 			addr := controlPlaneFlag(fs, env)
 			file := fs.String("f", "", "plan `FILE` (YAML)")
-			watch := fs.Bool("watch", false, "follow the rollout until it ends; exit 0 only if it succeeded")
+			watch := fs.Bool("watch", false, "follow the rollout like rollout watch until it ends or waits for validation; exit 0 only if it succeeded")
 			dryRun := fs.Bool("dry-run", false, "show the stages and batches the plan would run; create nothing")
 			out := outputFlag(fs, "text", "json")
 			return func(ctx context.Context, args []string) error {
@@ -106,7 +107,7 @@ Examples:
 					return writeDryRun(env.Stdout, r)
 				}
 				created := fmt.Sprintf("rollout %s created: %s revision %d, release %s, %s in %s",
-					r.GetId(), r.GetApp(), r.GetRevision(), r.GetReleaseId(), countsText(rolloutCounts(r)), stagesText(r))
+					r.GetId(), r.GetApp(), r.GetRevision(), r.GetReleaseId(), rolloutstate.CountsText(rolloutCounts(r)), stagesText(r))
 				if r.GetState() == outpostv1.RolloutState_ROLLOUT_STATE_PENDING_APPROVAL {
 					created += "; waiting for approval by someone else"
 				}

@@ -5,6 +5,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/outposthq/outpost/internal/rolloutstate"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -40,7 +41,7 @@ func writeDryRun(w io.Writer, r *outpostv1.Rollout) error {
 	if r.GetPlan().GetValidation().GetRequired() {
 		fmt.Fprintf(&b, "End:      waits for validation after success\n")
 	}
-	fmt.Fprintf(&b, "Nodes:    %s in %s\n", countsText(rolloutCounts(r)), stagesText(r))
+	fmt.Fprintf(&b, "Nodes:    %s in %s\n", rolloutstate.CountsText(rolloutCounts(r)), stagesText(r))
 	for i, st := range r.GetStages() {
 		n := stageCounts(st).GetTotal()
 		what := "deploy"

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/outposthq/outpost/internal/rolloutstate"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -86,7 +87,7 @@ func writeRollout(w io.Writer, r *outpostv1.Rollout) error {
 		}
 		fmt.Fprintf(tw, "Artifact:\t%s (%s, sha256 %s)\n", a.GetName(), byteSize(a.GetSize()), sha)
 	}
-	fmt.Fprintf(tw, "State:\t%s\n", rolloutState(r.GetState()))
+	fmt.Fprintf(tw, "State:\t%s\n", rolloutstate.Name(r.GetState()))
 	if r.GetMessage() != "" {
 		fmt.Fprintf(tw, "Message:\t%s\n", r.GetMessage())
 	}
@@ -102,7 +103,7 @@ func writeRollout(w io.Writer, r *outpostv1.Rollout) error {
 	if r.GetUpdateTime() != nil {
 		fmt.Fprintf(tw, "Updated:\t%s\n", timeText(r.GetUpdateTime()))
 	}
-	fmt.Fprintf(tw, "Nodes:\t%s\n", countsText(rolloutCounts(r)))
+	fmt.Fprintf(tw, "Nodes:\t%s\n", rolloutstate.CountsText(rolloutCounts(r)))
 	if r.GetTraceId() != "" {
 		fmt.Fprintf(tw, "Trace:\t%s\n", r.GetTraceId())
 	}
@@ -112,7 +113,7 @@ func writeRollout(w io.Writer, r *outpostv1.Rollout) error {
 	if len(r.GetStages()) == 0 {
 		return nil
 	}
-	running := !terminalRollout(r.GetState())
+	running := !rolloutstate.Finished(r.GetState())
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "STAGE\tSTATE\tNODES\tSUCCEEDED\tRUNNING\tPENDING\tFAILED\tROLLED BACK\tSETTINGS")
@@ -191,31 +192,4 @@ func stageCounts(s *outpostv1.Stage) *outpostv1.NodeCounts {
 		n += int32(len(b.GetNodeIds()))
 	}
 	return &outpostv1.NodeCounts{Total: n, Pending: n}
-}
-
-// terminalRollout reports whether no further change will happen to a
-// rollout without a person acting (validation waits for one).
-func terminalRollout(s outpostv1.RolloutState) bool {
-	switch s {
-	case outpostv1.RolloutState_ROLLOUT_STATE_SUCCEEDED,
-		outpostv1.RolloutState_ROLLOUT_STATE_PENDING_VALIDATION,
-		outpostv1.RolloutState_ROLLOUT_STATE_VALIDATED,
-		outpostv1.RolloutState_ROLLOUT_STATE_ABORTED,
-		outpostv1.RolloutState_ROLLOUT_STATE_FAILED_ROLLED_BACK,
-		outpostv1.RolloutState_ROLLOUT_STATE_REJECTED:
-		return true
-	}
-	return false
-}
-
-// succeededRollout reports whether the rollout's deployment succeeded: the
-// watch exits 0 only then.
-func succeededRollout(s outpostv1.RolloutState) bool {
-	switch s {
-	case outpostv1.RolloutState_ROLLOUT_STATE_SUCCEEDED,
-		outpostv1.RolloutState_ROLLOUT_STATE_PENDING_VALIDATION,
-		outpostv1.RolloutState_ROLLOUT_STATE_VALIDATED:
-		return true
-	}
-	return false
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"text/tabwriter"
 
+	"github.com/outposthq/outpost/internal/rolloutstate"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -56,7 +57,7 @@ Examples:
 				current := false
 				for _, rv := range revs {
 					var note []string
-					if !current && succeededRollout(rv.GetState()) {
+					if !current && rolloutstate.Deployed(rv.GetState()) {
 						current = true
 						note = append(note, "current")
 					}
@@ -64,7 +65,7 @@ Examples:
 						note = append(note, fmt.Sprintf("undo to %d", rv.GetSourceRevision()))
 					}
 					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", rv.GetRevision(), rv.GetRolloutId(), rv.GetReleaseId(),
-						rolloutState(rv.GetState()), timeText(rv.GetCreateTime()), rv.GetRequester(), joinNote(note))
+						rolloutstate.Name(rv.GetState()), timeText(rv.GetCreateTime()), rv.GetRequester(), joinNote(note))
 				}
 				return tw.Flush()
 			}

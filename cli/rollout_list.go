@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"text/tabwriter"
 
+	"github.com/outposthq/outpost/internal/rolloutstate"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -56,7 +57,7 @@ Examples:
 				fmt.Fprintln(tw, "ID\tAPP\tREVISION\tRELEASE\tSTATE\tNODES\tCREATED")
 				for _, r := range rollouts {
 					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", r.GetId(), r.GetApp(), r.GetRevision(), r.GetReleaseId(),
-						rolloutState(r.GetState()), nodesColumn(rolloutCounts(r)), timeText(r.GetCreateTime()))
+						rolloutstate.Name(r.GetState()), nodesColumn(rolloutCounts(r)), timeText(r.GetCreateTime()))
 				}
 				return tw.Flush()
 			}

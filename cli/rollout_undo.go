@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 
+	"github.com/outposthq/outpost/internal/rolloutstate"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -32,7 +33,7 @@ Examples:
 			addr := controlPlaneFlag(fs, env)
 			to := fs.Int64("to-revision", 0, "revision `N` to return to; 0 means the one before the current")
 			dryRun := fs.Bool("dry-run", false, "show what the undo would run; create nothing")
-			watch := fs.Bool("watch", false, "follow the rollout until it ends; exit 0 only if it succeeded")
+			watch := fs.Bool("watch", false, "follow the rollout like rollout watch until it ends or waits for validation; exit 0 only if it succeeded")
 			out := outputFlag(fs, "text", "json")
 			return func(ctx context.Context, args []string) error {
 				if len(args) != 1 {
@@ -68,7 +69,7 @@ Examples:
 					return writeDryRun(env.Stdout, r)
 				}
 				created := fmt.Sprintf("rollout %s created: %s revision %d returns to revision %d (release %s), %s in %s",
-					r.GetId(), r.GetApp(), r.GetRevision(), r.GetSourceRevision(), r.GetReleaseId(), countsText(rolloutCounts(r)), stagesText(r))
+					r.GetId(), r.GetApp(), r.GetRevision(), r.GetSourceRevision(), r.GetReleaseId(), rolloutstate.CountsText(rolloutCounts(r)), stagesText(r))
 				if r.GetState() == outpostv1.RolloutState_ROLLOUT_STATE_PENDING_APPROVAL {
 					created += "; waiting for approval by someone else"
 				}

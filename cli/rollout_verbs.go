@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/outposthq/outpost/internal/rolloutstate"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -62,14 +63,14 @@ func writeVerbResult(w io.Writer, format string, r *outpostv1.Rollout) error {
 	if format != "text" {
 		return writeProto(w, format, r)
 	}
-	line := fmt.Sprintf("%s: %s", r.GetId(), rolloutState(r.GetState()))
-	if st := currentStage(r); st != nil && !terminalRollout(r.GetState()) {
+	line := fmt.Sprintf("%s: %s", r.GetId(), rolloutstate.Name(r.GetState()))
+	if st := currentStage(r); st != nil && !rolloutstate.Finished(r.GetState()) {
 		line += fmt.Sprintf(" (stage %s %s)", st.GetName(), stageState(st.GetState()))
 	}
 	if r.GetMessage() != "" {
 		line += ": " + r.GetMessage()
 	}
-	_, err := fmt.Fprintf(w, "%s\n  %s\n", line, countsText(rolloutCounts(r)))
+	_, err := fmt.Fprintf(w, "%s\n  %s\n", line, rolloutstate.CountsText(rolloutCounts(r)))
 	return err
 }
 

@@ -12,16 +12,20 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/outposthq/outpost/internal/rolloutstate"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
 func rolloutWatchCommand() *command {
 	return &command{
 		name:  "watch",
-		short: "follow a rollout live until it ends",
+		short: "follow a rollout live until it ends or waits for validation",
 		usage: "outpost rollout watch ROLLOUT_ID [-o text|json]",
-		long: `Follows a rollout until it ends, then prints a summary line (node counts
-per state and the duration).
+		long: `Follows a rollout until its deployment is over, then prints a summary
+line (node counts per state and the duration). It returns when the
+rollout ends, and at PENDING_VALIDATION: the release is deployed and
+waits for a person to accept or reject it (outpost rollout validate).
+It keeps following a rollout that waits for approval or is paused.
 
 On a terminal it shows a progress bar per stage and for the running
 batch, redrawn in place, with a line per node step as it ends (failed
@@ -100,8 +104,10 @@ func watchOptionsFor(env *Env, json bool) watchOptions {
 	return o
 }
 
-// watchRollout follows rollout id until it ends and returns nil only when
-// it succeeded; otherwise an exitError with code 1 after the summary.
+// watchRollout follows rollout id until it is finished
+// (rolloutstate.Finished) and returns nil only when it was deployed
+// (rolloutstate.Deployed); otherwise an exitError with code 1 after the
+// summary.
 func watchRollout(ctx context.Context, c *client, id string, o watchOptions) error {
 	p := newProgress()
 	view := &textView{w: o.out, p: p, live: o.live, color: o.color, width: o.width, now: o.now}
@@ -116,13 +122,13 @@ func watchRollout(ctx context.Context, c *client, id string, o watchOptions) err
 		if got {
 			failures = 0
 		}
-		if errors.Is(err, io.EOF) && p.rollout != nil && terminalRollout(p.rollout.GetState()) {
+		if p.finished() {
 			break
 		}
 		if ctx.Err() != nil {
 			return c.explain("watch rollout "+id, ctx.Err())
 		}
-		if errors.Is(err, io.EOF) {
+		if err == nil || errors.Is(err, io.EOF) {
 			// The server ends the stream only after a terminal state; an
 			// early end is a restart or a leader change: resume.
 			err = status.Error(codes.Unavailable, "the watch ended before the rollout did")
@@ -153,8 +159,8 @@ func watchRollout(ctx context.Context, c *client, id string, o watchOptions) err
 	if counts.GetTotal() == 0 {
 		counts = r.GetNodeCounts()
 	}
-	fmt.Fprintf(o.summary, "rollout %s %s after %s: %s\n", r.GetId(), rolloutState(r.GetState()), durationText(elapsed), countsText(counts))
-	if !succeededRollout(r.GetState()) {
+	fmt.Fprintf(o.summary, "rollout %s %s after %s: %s\n", r.GetId(), rolloutstate.Name(r.GetState()), durationText(elapsed), rolloutstate.CountsText(counts))
+	if !rolloutstate.Deployed(r.GetState()) {
 		return &exitError{code: 1, err: errors.New("")}
 	}
 	return nil
@@ -183,15 +189,22 @@ type recvResult struct {
 	err  error
 }
 
-// watchOnce runs one WatchRollout stream from p.revision until it ends,
-// folding every item into p. It reports whether anything was received,
-// and the error that ended the stream (io.EOF for a clean end).
+// watchOnce runs one WatchRollout stream from p.revision until it ends or
+// the rollout is finished, folding every item into p. It reports whether
+// anything was received, and the error that ended the stream (io.EOF for
+// a clean end, nil when it stopped at a finished rollout).
+//
+// The server ends the stream only at a terminal state; at
+// PENDING_VALIDATION it keeps it open for the person's decision, so the
+// watch stops by itself once p.finished, and cancels the stream.
 //
 // A goroutine receives, so the loop can redraw the live view on a ticker
 // between items; it is stopped and waited for before returning.
 func watchOnce(ctx context.Context, c *client, id string, p *progress, sink watchSink, view *textView, o watchOptions) (got bool, err error) {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// The server starts with a snapshot exactly when asked from revision 0.
+	p.snapshot = p.revision == 0
 	stream, err := c.cp.WatchRollout(sctx, &outpostv1.WatchRolloutRequest{Id: id, FromRevision: p.revision})
 	if err != nil {
 		return false, err
@@ -255,6 +268,10 @@ func watchOnce(ctx context.Context, c *client, id string, p *progress, sink watc
 			}
 			p.apply(r.resp, sink)
 			dirty = true
+			if p.finished() {
+				view.render()
+				return got, nil
+			}
 		case now := <-tick:
 			// Redraw on change, and every second anyway so the elapsed
 			// time moves while nodes wait on a slow step.

@@ -9,8 +9,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/outposthq/outpost/internal/rolloutstate"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -73,11 +75,21 @@ func watchScript() []*outpostv1.WatchRolloutResponse {
 }
 
 // serve returns a watch that sends items from from_revision on (all for 0),
-// or up to cut items and then fails with err.
+// or up to cut items and then ends with err (nil: a clean early end, as
+// when the server restarts).
+//
+// After the last item it keeps the real server's contract: the stream
+// ends only when the rollout's last state is terminal
+// (rolloutstate.Terminal); otherwise, PENDING_VALIDATION included, it
+// stays open until the client cancels it.
 func serve(items []*outpostv1.WatchRolloutResponse, cut int, err error) func(int, *outpostv1.WatchRolloutRequest, grpc.ServerStreamingServer[outpostv1.WatchRolloutResponse]) error {
 	return func(_ int, req *outpostv1.WatchRolloutRequest, stream grpc.ServerStreamingServer[outpostv1.WatchRolloutResponse]) error {
 		sent := 0
+		var last *outpostv1.Rollout
 		for _, it := range items {
+			if r := it.GetRollout(); r != nil {
+				last = r
+			}
 			if it.GetRevision() <= req.GetFromRevision() {
 				continue
 			}
@@ -89,7 +101,11 @@ func serve(items []*outpostv1.WatchRolloutResponse, cut int, err error) func(int
 			}
 			sent++
 		}
-		return nil
+		if last != nil && rolloutstate.Terminal(last.GetState()) {
+			return nil
+		}
+		<-stream.Context().Done()
+		return status.FromContextError(stream.Context().Err()).Err()
 	}
 }
 
@@ -127,18 +143,149 @@ func TestWatchSucceededExitsZero(t *testing.T) {
 		f := startFake(t)
 		r := sampleRollout()
 		r.State = state
-		f.watch = serve([]*outpostv1.WatchRolloutResponse{{Revision: 5, Event: &outpostv1.WatchRolloutResponse_Rollout{Rollout: r}}}, -1, nil)
+		f.watch = serve(snapshotOf(5, r), -1, nil)
 		code, out, errOut := f.run(t, "rollout", "watch", r.GetId())
 		want := 1
-		if succeededRollout(state) {
+		if rolloutstate.Deployed(state) {
 			want = 0
 		}
 		if code != want {
 			t.Errorf("watch ending in %v: exit %d, want %d (stdout %q, stderr %q)", state, code, want, out, errOut)
 		}
-		if !strings.Contains(out, "rollout r-000042 "+rolloutState(state)+" after 1m35s: 15 nodes") {
+		if !strings.Contains(out, "rollout r-000042 "+rolloutstate.Name(state)+" after 1m35s: 15 nodes") {
 			t.Errorf("watch ending in %v: no summary line in %q", state, out)
 		}
+	}
+}
+
+// snapshotOf is the snapshot WatchRollout starts with: the rollout, its
+// nodes, and snapshot_end, all at revision rev.
+func snapshotOf(rev int64, r *outpostv1.Rollout, nodes ...*outpostv1.RolloutNode) []*outpostv1.WatchRolloutResponse {
+	items := []*outpostv1.WatchRolloutResponse{{Revision: rev, Event: &outpostv1.WatchRolloutResponse_Rollout{Rollout: r}}}
+	for _, n := range nodes {
+		items = append(items, &outpostv1.WatchRolloutResponse{Revision: rev, Event: &outpostv1.WatchRolloutResponse_Node{Node: n}})
+	}
+	return append(items, &outpostv1.WatchRolloutResponse{Revision: rev, Event: &outpostv1.WatchRolloutResponse_SnapshotEnd{SnapshotEnd: &outpostv1.WatchSnapshotEnd{}}})
+}
+
+// validationRollout is a rollout of two nodes in one batch, in state.
+func validationRollout(state outpostv1.RolloutState, updated time.Duration) *outpostv1.Rollout {
+	r := &outpostv1.Rollout{
+		Id: "r-000004", App: "demo", Revision: 4, ReleaseId: "r4-0badc0de", State: state,
+		CurrentStage: 0, CreateTime: ts(0), UpdateTime: ts(updated),
+		Stages: []*outpostv1.Stage{{
+			Name: "rolling", State: outpostv1.StageState_STAGE_STATE_RUNNING, CurrentBatch: 0, MaxFailPercent: 10,
+			Batches: []*outpostv1.Batch{{Index: 0, NodeIds: []string{"node-01", "node-02"}}},
+		}},
+	}
+	if state == outpostv1.RolloutState_ROLLOUT_STATE_PENDING_VALIDATION {
+		r.Stages[0].State = outpostv1.StageState_STAGE_STATE_SUCCEEDED
+		r.Message = "waiting for validation (outpost rollout validate r-000004 --accept or --reject)"
+	}
+	return r
+}
+
+func validationNode(id string, state outpostv1.NodeState) *outpostv1.RolloutNode {
+	return &outpostv1.RolloutNode{RolloutId: "r-000004", NodeId: id, Stage: "rolling", Batch: 0, State: state}
+}
+
+// TestWatchReturnsAtPendingValidation: the server keeps the stream open at
+// PENDING_VALIDATION (only terminal states end it), so the watch must
+// stop by itself there, exit 0 and cancel the stream, whether the state
+// comes as a change or in the first snapshot.
+func TestWatchReturnsAtPendingValidation(t *testing.T) {
+	const (
+		running   = outpostv1.NodeState_NODE_STATE_RUNNING
+		succeeded = outpostv1.NodeState_NODE_STATE_SUCCEEDED
+		pv        = outpostv1.RolloutState_ROLLOUT_STATE_PENDING_VALIDATION
+	)
+	change := func(rev int64, m proto.Message) *outpostv1.WatchRolloutResponse {
+		switch m := m.(type) {
+		case *outpostv1.Rollout:
+			return &outpostv1.WatchRolloutResponse{Revision: rev, Event: &outpostv1.WatchRolloutResponse_Rollout{Rollout: m}}
+		case *outpostv1.RolloutNode:
+			return &outpostv1.WatchRolloutResponse{Revision: rev, Event: &outpostv1.WatchRolloutResponse_Node{Node: m}}
+		}
+		panic("not a watch item")
+	}
+	tests := []struct {
+		name  string
+		items []*outpostv1.WatchRolloutResponse
+	}{
+		{"as a change", append(snapshotOf(10,
+			validationRollout(outpostv1.RolloutState_ROLLOUT_STATE_RUNNING, time.Second),
+			validationNode("node-01", running), validationNode("node-02", running)),
+			change(11, validationNode("node-01", succeeded)),
+			change(12, validationNode("node-02", succeeded)),
+			change(13, validationRollout(pv, 30*time.Second)))},
+		// The summary counts the nodes sent after the rollout: the watch
+		// ends at snapshot_end, not at the rollout's first message.
+		{"in the snapshot", snapshotOf(13, validationRollout(pv, 30*time.Second),
+			validationNode("node-01", succeeded), validationNode("node-02", succeeded))},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := startFake(t)
+			ended := make(chan error, 1)
+			whole := serve(tt.items, -1, nil)
+			f.watch = func(n int, req *outpostv1.WatchRolloutRequest, stream grpc.ServerStreamingServer[outpostv1.WatchRolloutResponse]) error {
+				err := whole(n, req, stream)
+				ended <- err
+				return err
+			}
+			code, out, errOut := f.run(t, "rollout", "watch", "r-000004")
+			if code != 0 {
+				t.Errorf("exit %d, want 0 (stdout %q, stderr %q)", code, out, errOut)
+			}
+			if want := "rollout r-000004 PENDING_VALIDATION after 30s: 2 nodes: 2 succeeded\n"; !strings.HasSuffix(out, want) {
+				t.Errorf("stdout %q, want it to end with the summary %q", out, want)
+			}
+			select {
+			case err := <-ended:
+				if status.Code(err) != codes.Canceled {
+					t.Errorf("the server's stream ended with %v, want the client's cancel", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Errorf("the server's stream is still open after the watch returned")
+			}
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			if len(f.watches) != 1 {
+				t.Errorf("%d watch calls, want 1", len(f.watches))
+			}
+		})
+	}
+}
+
+// TestWatchResumesBrokenSnapshotWhole: a stream that breaks in the
+// middle of its snapshot resumes with a whole snapshot (from revision 0):
+// resuming from the snapshot's revision would miss the nodes not yet
+// received, and a finished rollout would then never look finished.
+func TestWatchResumesBrokenSnapshotWhole(t *testing.T) {
+	shortRetry(t, 3)
+	f := startFake(t)
+	items := watchScript()
+	whole := serve(items, -1, nil)
+	broken := serve(items, 2, status.Error(codes.Unavailable, "leader changed")) // the rollout and node-01
+	f.watch = func(n int, req *outpostv1.WatchRolloutRequest, stream grpc.ServerStreamingServer[outpostv1.WatchRolloutResponse]) error {
+		if n == 0 {
+			return broken(n, req, stream)
+		}
+		return whole(n, req, stream)
+	}
+	code, out, _ := f.run(t, "rollout", "watch", "r-000003")
+	if code != 1 {
+		t.Errorf("exit %d, want 1", code)
+	}
+	golden(t, "watch_plain.golden", out)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var revs []int64
+	for _, w := range f.watches {
+		revs = append(revs, w.GetFromRevision())
+	}
+	if len(revs) != 2 || revs[0] != 0 || revs[1] != 0 {
+		t.Errorf("watch calls with from_revision %v, want [0 0]", revs)
 	}
 }
 

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"github.com/outposthq/outpost/internal/rolloutstate"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -14,8 +15,14 @@ type progress struct {
 	nodes   map[string]*nodeProgress
 	// idWidth is the longest node id, to align per-node lines.
 	idWidth int
-	// revision is the highest WatchRolloutResponse.revision seen: the resume point.
+	// revision is the highest WatchRolloutResponse.revision seen after a
+	// whole snapshot: the resume point.
 	revision int64
+	// snapshot is set while the snapshot a stream starts with is being
+	// received: the view is incomplete until its snapshot_end, and
+	// revision does not move, so a stream broken in the middle resumes
+	// with a whole snapshot again instead of missing its remaining nodes.
+	snapshot bool
 }
 
 // stateCounts counts nodes by NodeState (indexed by the enum value).
@@ -29,9 +36,13 @@ func (c *stateCounts) add(o stateCounts) {
 
 // done counts nodes that will not change any more in this rollout.
 func (c stateCounts) done() int32 {
-	return c[outpostv1.NodeState_NODE_STATE_SUCCEEDED] + c[outpostv1.NodeState_NODE_STATE_FAILED] +
-		c[outpostv1.NodeState_NODE_STATE_ROLLED_BACK] + c[outpostv1.NodeState_NODE_STATE_ROLLBACK_FAILED] +
-		c[outpostv1.NodeState_NODE_STATE_SKIPPED]
+	var n int32
+	for s, v := range c {
+		if rolloutstate.NodeFinal(outpostv1.NodeState(s)) {
+			n += v
+		}
+	}
+	return n
 }
 
 func (c stateCounts) total() int32 {
@@ -87,10 +98,9 @@ type watchSink interface {
 
 // apply folds one watch item into p and tells sink what changed.
 func (p *progress) apply(resp *outpostv1.WatchRolloutResponse, sink watchSink) {
-	if resp.GetRevision() > p.revision {
-		p.revision = resp.GetRevision()
-	}
 	switch ev := resp.GetEvent().(type) {
+	case *outpostv1.WatchRolloutResponse_SnapshotEnd:
+		p.snapshot = false
 	case *outpostv1.WatchRolloutResponse_Rollout:
 		p.applyRollout(ev.Rollout, sink)
 	case *outpostv1.WatchRolloutResponse_Node:
@@ -100,6 +110,16 @@ func (p *progress) apply(resp *outpostv1.WatchRolloutResponse, sink watchSink) {
 			sink.stepEnded(ev.StepEvent)
 		}
 	}
+	if !p.snapshot && resp.GetRevision() > p.revision {
+		p.revision = resp.GetRevision()
+	}
+}
+
+// finished reports whether the watch has seen all it waits for: the
+// rollout is finished (rolloutstate.Finished: terminal, or deployed and
+// waiting for validation) and no snapshot is half received.
+func (p *progress) finished() bool {
+	return !p.snapshot && p.rollout != nil && rolloutstate.Finished(p.rollout.GetState())
 }
 
 func (p *progress) applyRollout(r *outpostv1.Rollout, sink watchSink) {

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/outposthq/outpost/internal/rolloutstate"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -59,11 +60,11 @@ func (v *textView) line(format string, a ...any) {
 }
 
 func (v *textView) rolloutChanged(old, r *outpostv1.Rollout) {
-	state := rolloutState(r.GetState())
+	state := rolloutstate.Name(r.GetState())
 	switch {
-	case succeededRollout(r.GetState()):
+	case rolloutstate.Deployed(r.GetState()):
 		state = v.paint(ansiGreen, state)
-	case terminalRollout(r.GetState()):
+	case rolloutstate.Finished(r.GetState()):
 		state = v.paint(ansiRed+ansiBold, state)
 	}
 	msg := ""
@@ -87,7 +88,7 @@ func (v *textView) stageChanged(r *outpostv1.Rollout, s *stageProgress, old outp
 		if s.state == outpostv1.StageState_STAGE_STATE_FAILED {
 			state = v.paint(ansiRed, state)
 		}
-		v.line("stage %s: %s (%s)", s.name, state, countsText(s.counts.proto()))
+		v.line("stage %s: %s (%s)", s.name, state, rolloutstate.CountsText(s.counts.proto()))
 	default:
 		v.line("stage %s: %s", s.name, state)
 	}
@@ -107,7 +108,7 @@ func (v *textView) nodeChanged(n *outpostv1.RolloutNode, old outpostv1.NodeState
 	if n.GetError() != "" {
 		msg = ": " + n.GetError()
 	}
-	v.line("%-*s %s%s", v.p.idWidth, n.GetNodeId(), v.paint(code, nodeState(n.GetState())), msg)
+	v.line("%-*s %s%s", v.p.idWidth, n.GetNodeId(), v.paint(code, rolloutstate.NodeName(n.GetState())), msg)
 }
 
 func (v *textView) stepEnded(ev *outpostv1.NodeStepEvent) {
@@ -156,12 +157,12 @@ func (v *textView) bars() string {
 	elapsed := ""
 	if ct := r.GetCreateTime(); ct != nil {
 		end := v.now()
-		if terminalRollout(r.GetState()) && r.GetUpdateTime() != nil {
+		if rolloutstate.Finished(r.GetState()) && r.GetUpdateTime() != nil {
 			end = r.GetUpdateTime().AsTime()
 		}
 		elapsed = "  " + clockText(end.Sub(ct.AsTime()))
 	}
-	lines = append(lines, fmt.Sprintf("rollout %s  %s rev %d  release %s  %s%s", r.GetId(), r.GetApp(), r.GetRevision(), r.GetReleaseId(), rolloutState(r.GetState()), elapsed))
+	lines = append(lines, fmt.Sprintf("rollout %s  %s rev %d  release %s  %s%s", r.GetId(), r.GetApp(), r.GetRevision(), r.GetReleaseId(), rolloutstate.Name(r.GetState()), elapsed))
 	nameWidth := 0
 	for _, s := range v.p.stages {
 		nameWidth = max(nameWidth, len(s.name))
@@ -171,7 +172,7 @@ func (v *textView) bars() string {
 		c := s.counts
 		lines = append(lines, fmt.Sprintf("  %-*s %s %*d/%d  %-9s %s", nameWidth, s.name, bar(c.done(), c.total()),
 			digits(c.total()), c.done(), c.total(), stageState(s.state), barCounts(c)))
-		if s == cur && s.current >= 0 && int(s.current) < len(s.batches) && !terminalRollout(r.GetState()) {
+		if s == cur && s.current >= 0 && int(s.current) < len(s.batches) && !rolloutstate.Finished(r.GetState()) {
 			bc := s.batches[s.current]
 			lines = append(lines, fmt.Sprintf("  %-*s %s %*d/%d  batch %d of %d  %s", nameWidth, "", bar(bc.done(), bc.total()),
 				digits(c.total()), bc.done(), bc.total(), s.current+1, len(s.batches), barCounts(bc)))

@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/outposthq/outpost/controlplane/store"
+	"github.com/outposthq/outpost/internal/rolloutstate"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 	"google.golang.org/protobuf/testing/protocmp"
 )
@@ -268,7 +269,7 @@ func TestExplicitStages(t *testing.T) {
 	mid := waitRollout(t, c, r.GetId(), "tier1 running", func(r *outpostv1.Rollout) bool { return r.GetCurrentStage() == 2 })
 	var states []string
 	for _, st := range mid.GetStages() {
-		states = append(states, st.GetName()+"="+strings.TrimPrefix(st.GetState().String(), "STAGE_STATE_"))
+		states = append(states, st.GetName()+"="+rolloutstate.StageName(st.GetState()))
 	}
 	if want := []string{"canary=SUCCEEDED", "nothing=SUCCEEDED", "tier1=RUNNING", "rest=PENDING"}; !slices.Equal(states, want) {
 		t.Errorf("stages = %v, want %v", states, want)

@@ -17,6 +17,7 @@ import (
 	"github.com/outposthq/outpost/controlplane/rollout"
 	"github.com/outposthq/outpost/controlplane/store"
 	"github.com/outposthq/outpost/internal/plan"
+	"github.com/outposthq/outpost/internal/rolloutstate"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.opentelemetry.io/otel/attribute"
@@ -229,7 +230,7 @@ func (s *Server) buildRollout(ctx context.Context, spec *outpostv1.PlanSpec, art
 		Artifact:     art,
 		State:        outpostv1.RolloutState_ROLLOUT_STATE_APPROVED,
 		Stages:       exp.Stages,
-		NodeCounts:   rollout.NodeCounts(exp.Nodes),
+		NodeCounts:   rolloutstate.Counts(exp.Nodes),
 		CreateTime:   now,
 		UpdateTime:   now,
 		CurrentStage: -1,
@@ -243,7 +244,7 @@ func (s *Server) buildRollout(ctx context.Context, spec *outpostv1.PlanSpec, art
 				recs = append(recs, n)
 			}
 		}
-		st.NodeCounts = rollout.NodeCounts(recs)
+		st.NodeCounts = rolloutstate.Counts(recs)
 	}
 	return r, exp.Nodes, nil
 }

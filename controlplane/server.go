@@ -43,6 +43,7 @@ import (
 const (
 	DefaultListen         = "127.0.0.1:7443"
 	DefaultGatewayWaitLog = rollout.DefaultGatewayWaitLog
+	DefaultGatewayGrace   = rollout.DefaultOrphanGrace
 	// startTimeout bounds how long Start waits for a leader to exist when
 	// ctx has no deadline.
 	startTimeout = time.Minute

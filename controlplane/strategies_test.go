@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/outposthq/outpost/internal/pki"
+	"github.com/outposthq/outpost/internal/rolloutstate"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/testing/protocmp"
@@ -89,7 +90,7 @@ func failNodes(ids ...string) func(a *outpostv1.Assignment) (outpostv1.NodeState
 func stageStates(r *outpostv1.Rollout) []string {
 	var out []string
 	for _, st := range r.GetStages() {
-		out = append(out, st.GetName()+"="+strings.TrimPrefix(st.GetState().String(), "STAGE_STATE_"))
+		out = append(out, st.GetName()+"="+rolloutstate.StageName(st.GetState()))
 	}
 	return out
 }
@@ -139,7 +140,7 @@ func TestTieredFailureBudget(t *testing.T) {
 			spec := rollingPlan("", 0)
 			spec.Strategy = &outpostv1.PlanStrategy{Type: "tiered"}
 			r := createRollout(t, c, spec, digest)
-			done := waitRollout(t, c, r.GetId(), "the end", func(r *outpostv1.Rollout) bool { return rolloutTerminal(r.GetState()) })
+			done := waitRollout(t, c, r.GetId(), "the end", func(r *outpostv1.Rollout) bool { return rolloutstate.Finished(r.GetState()) })
 			if done.GetState() != tt.state || done.GetMessage() != tt.msg {
 				t.Errorf("rollout ended %v %q, want %v %q", done.GetState(), done.GetMessage(), tt.state, tt.msg)
 			}
@@ -151,16 +152,6 @@ func TestTieredFailureBudget(t *testing.T) {
 			}
 		})
 	}
-}
-
-func rolloutTerminal(s outpostv1.RolloutState) bool {
-	switch s {
-	case outpostv1.RolloutState_ROLLOUT_STATE_SUCCEEDED, outpostv1.RolloutState_ROLLOUT_STATE_ABORTED,
-		outpostv1.RolloutState_ROLLOUT_STATE_FAILED_ROLLED_BACK, outpostv1.RolloutState_ROLLOUT_STATE_REJECTED,
-		outpostv1.RolloutState_ROLLOUT_STATE_VALIDATED, outpostv1.RolloutState_ROLLOUT_STATE_PENDING_VALIDATION:
-		return true
-	}
-	return false
 }
 
 // canaryPlan is a canary of one node with a bake and health checks every 50ms.
@@ -552,7 +543,7 @@ func TestValidationRejectRollsBack(t *testing.T) {
 	}
 	var list []string
 	for _, rv := range revs.GetRevisions() {
-		list = append(list, fmt.Sprintf("%d:%s:%d", rv.GetRevision(), strings.TrimPrefix(rv.GetState().String(), "ROLLOUT_STATE_"), rv.GetSourceRevision()))
+		list = append(list, fmt.Sprintf("%d:%s:%d", rv.GetRevision(), rolloutstate.Name(rv.GetState()), rv.GetSourceRevision()))
 	}
 	if diff := cmp.Diff([]string{"3:SUCCEEDED:1", "2:REJECTED:0"}, list); diff != "" || revs.GetNextPageToken() == "" {
 		t.Errorf("revisions page 1 (token %q) (-want +got):\n%s", revs.GetNextPageToken(), diff)

@@ -8,6 +8,7 @@ import (
 	"github.com/outposthq/outpost/controlplane/planner"
 	"github.com/outposthq/outpost/controlplane/store"
 	"github.com/outposthq/outpost/internal/plan"
+	"github.com/outposthq/outpost/internal/rolloutstate"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
@@ -36,16 +37,6 @@ const maxHistory = 10000
 
 // errNoEarlierRevision: nothing to return to.
 var errNoEarlierRevision = errors.New("no earlier revision to return to")
-
-// deployed reports whether a revision in state s put its release on the nodes.
-func deployed(s outpostv1.RolloutState) bool {
-	switch s {
-	case outpostv1.RolloutState_ROLLOUT_STATE_SUCCEEDED, outpostv1.RolloutState_ROLLOUT_STATE_PENDING_VALIDATION,
-		outpostv1.RolloutState_ROLLOUT_STATE_VALIDATED:
-		return true
-	}
-	return false
-}
 
 // createUndo serves CreateRollout with undo set.
 func (s *Server) createUndo(ctx context.Context, req *outpostv1.CreateRolloutRequest) (*outpostv1.CreateRolloutResponse, error) {
@@ -120,7 +111,7 @@ func (s *Server) prepareUndo(ctx context.Context, app string, to, below int64) (
 	}
 	var cur *outpostv1.Revision
 	for i := len(revs) - 1; i >= 0; i-- {
-		if (below == 0 || revs[i].GetRevision() < below) && deployed(revs[i].GetState()) {
+		if (below == 0 || revs[i].GetRevision() < below) && rolloutstate.Deployed(revs[i].GetState()) {
 			cur = revs[i]
 			break
 		}
@@ -135,9 +126,9 @@ func (s *Server) prepareUndo(ctx context.Context, app string, to, below int64) (
 		switch {
 		case target == nil:
 			return nil, nil, status.Errorf(codes.NotFound, "app %s has no revision %d", app, to)
-		case !deployed(target.GetState()):
+		case !rolloutstate.Deployed(target.GetState()):
 			return nil, nil, status.Errorf(codes.FailedPrecondition, "revision %d of %s ended %s: only a revision that succeeded can be returned to",
-				to, app, rolloutStateName(target.GetState()))
+				to, app, rolloutstate.Name(target.GetState()))
 		case cur != nil && cur.GetRevision() == to:
 			return nil, nil, status.Errorf(codes.FailedPrecondition, "revision %d is the current revision of %s", to, app)
 		}
@@ -147,7 +138,7 @@ func (s *Server) prepareUndo(ctx context.Context, app string, to, below int64) (
 		}
 		for i := len(revs) - 1; i >= 0; i-- {
 			rv := revs[i]
-			if rv.GetRevision() < cur.GetRevision() && deployed(rv.GetState()) && rv.GetReleaseId() != cur.GetReleaseId() {
+			if rv.GetRevision() < cur.GetRevision() && rolloutstate.Deployed(rv.GetState()) && rv.GetReleaseId() != cur.GetReleaseId() {
 				target = rv
 				break
 			}
@@ -188,10 +179,6 @@ func (s *Server) prepareUndo(ctx context.Context, app string, to, below int64) (
 	r.ReleaseId = src.GetReleaseId()
 	r.SourceRevision = target.GetRevision()
 	return r, nodes, nil
-}
-
-func rolloutStateName(st outpostv1.RolloutState) string {
-	return st.String()[len("ROLLOUT_STATE_"):]
 }
 
 // appRevisions reads app's revision records, oldest first.
@@ -255,7 +242,7 @@ func (s *Server) blueGreenHistory(ctx context.Context, app string) (bgHistory, e
 	}
 	for _, r := range rs {
 		st := r.GetState()
-		if h.busy == "" && !deployed(st) && !terminalState(st) {
+		if h.busy == "" && !rolloutstate.Finished(st) {
 			h.busy = r.GetId()
 		}
 		bg := r.GetBlueGreen()
@@ -283,13 +270,4 @@ func (s *Server) blueGreenHistory(ctx context.Context, app string) (bgHistory, e
 		}
 	}
 	return h, nil
-}
-
-func terminalState(s outpostv1.RolloutState) bool {
-	switch s {
-	case outpostv1.RolloutState_ROLLOUT_STATE_ABORTED, outpostv1.RolloutState_ROLLOUT_STATE_FAILED_ROLLED_BACK,
-		outpostv1.RolloutState_ROLLOUT_STATE_REJECTED:
-		return true
-	}
-	return false
 }

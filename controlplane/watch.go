@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/outposthq/outpost/controlplane/rollout"
 	"github.com/outposthq/outpost/controlplane/store"
+	"github.com/outposthq/outpost/internal/rolloutstate"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -67,7 +67,7 @@ func (c *controlPlaneService) WatchRollout(req *outpostv1.WatchRolloutRequest, s
 			if !found {
 				return status.Errorf(codes.NotFound, "rollout %s not found", id)
 			}
-			if rollout.Terminal(r.GetState()) && modRev <= from {
+			if rolloutstate.Terminal(r.GetState()) && modRev <= from {
 				return nil // the client has seen the end already
 			}
 			last = from
@@ -142,7 +142,7 @@ func (s *Server) sendSnapshot(ctx context.Context, stream grpc.ServerStreamingSe
 	if err := stream.Send(&outpostv1.WatchRolloutResponse{Revision: rev, Event: &outpostv1.WatchRolloutResponse_SnapshotEnd{SnapshotEnd: &outpostv1.WatchSnapshotEnd{}}}); err != nil {
 		return 0, false, err
 	}
-	return rev, rollout.Terminal(r.GetState()), nil
+	return rev, rolloutstate.Terminal(r.GetState()), nil
 }
 
 // streamChanges sends every change to the rollout's keys after revision
@@ -194,7 +194,7 @@ func (s *Server) streamChanges(ctx context.Context, stream grpc.ServerStreamingS
 						return err
 					}
 					last = rev
-					if rollout.Terminal(r.GetState()) {
+					if rolloutstate.Terminal(r.GetState()) {
 						return nil
 					}
 				case strings.HasPrefix(key, nodesPrefix) && ev.Type == clientv3.EventTypePut:

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -127,6 +128,54 @@ func TestCLIRolloutCreateWatch(t *testing.T) {
 	}
 	if !strings.Contains(out, "ABORTED") {
 		t.Errorf("broken release: output does not say ABORTED:\n%s", out)
+	}
+}
+
+// TestCLIWatchReturnsAtValidation runs the watch against the real control
+// plane, whose WatchRollout keeps the stream open at PENDING_VALIDATION
+// (only terminal states end it): `rollout create --watch` and `rollout
+// watch` of a plan that requires validation must return there with exit
+// 0 well within the test's bound, and once the rollout is accepted,
+// `rollout watch` returns VALIDATED.
+func TestCLIWatchReturnsAtValidation(t *testing.T) {
+	const hosts = 2
+	s := newSystem(t, hosts, alternateDC)
+	s.twoGateways()
+	dir := t.TempDir()
+	rel, err := testfleet.BuildRelease(dir, "1.0.0", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "plan.yaml")
+	plan := fmt.Sprintf(planYAML, "./"+filepath.Base(rel.Path)) + "validation: {required: true}\n"
+	if err := os.WriteFile(file, []byte(plan), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	// The rollout reaches PENDING_VALIDATION while the watch follows it.
+	code, out := s.runCLI(t, "rollout", "create", "-f", file, "--watch", "--controlplane", s.addr)
+	m := regexp.MustCompile(`(?m)^rollout (r-\S+) created:`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("create --watch: exit %d, no rollout id in:\n%s", code, out)
+	}
+	id := m[1]
+	want := fmt.Sprintf("rollout %s PENDING_VALIDATION after ", id)
+	if code != 0 || !strings.Contains(out, want) || !strings.Contains(out, fmt.Sprintf("%d nodes: %d succeeded", hosts, hosts)) {
+		t.Fatalf("create --watch: exit %d, want 0 and a summary %q... with %d nodes succeeded", code, want, hosts)
+	}
+
+	// A watch that starts there returns at once from the snapshot.
+	code, out = s.runCLI(t, "rollout", "watch", id, "--controlplane", s.addr)
+	if code != 0 || !strings.Contains(out, want) {
+		t.Fatalf("watch at PENDING_VALIDATION: exit %d, want 0 and %q", code, want)
+	}
+
+	if code, _ = s.runCLI(t, "rollout", "validate", id, "--accept", "--comment", "smoke tests green", "--controlplane", s.addr); code != 0 {
+		t.Fatalf("validate: exit %d", code)
+	}
+	code, out = s.runCLI(t, "rollout", "watch", id, "--controlplane", s.addr)
+	if want := fmt.Sprintf("rollout %s VALIDATED after ", id); code != 0 || !strings.Contains(out, want) {
+		t.Fatalf("watch after validation: exit %d, want 0 and %q", code, want)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 
 	"github.com/outposthq/outpost/e2e/e2etest"
+	"github.com/outposthq/outpost/internal/rolloutstate"
 	"github.com/outposthq/outpost/internal/testfleet"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
@@ -126,7 +127,7 @@ func TestTieredAbortAtExactThreshold(t *testing.T) {
 func stageNames(r *outpostv1.Rollout) []string {
 	var out []string
 	for _, st := range r.GetStages() {
-		out = append(out, st.GetName()+"="+strings.TrimPrefix(st.GetState().String(), "STAGE_STATE_"))
+		out = append(out, st.GetName()+"="+rolloutstate.StageName(st.GetState()))
 	}
 	return out
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/outposthq/outpost/e2e/e2etest"
 	"github.com/outposthq/outpost/gateway"
 	"github.com/outposthq/outpost/internal/pki"
+	"github.com/outposthq/outpost/internal/rolloutstate"
 	"github.com/outposthq/outpost/internal/testfleet"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
@@ -309,7 +310,7 @@ func (s *system) wait(id, what string, ok func(*outpostv1.Rollout) bool) *outpos
 // waitDone waits for the rollout to end and returns it.
 func (s *system) waitDone(id string) *outpostv1.Rollout {
 	s.t.Helper()
-	return s.wait(id, "the end of the rollout", func(r *outpostv1.Rollout) bool { return e2etest.Terminal(r.GetState()) })
+	return s.wait(id, "the end of the rollout", func(r *outpostv1.Rollout) bool { return rolloutstate.Finished(r.GetState()) })
 }
 
 // deploy runs a rollout of a healthy version to every node and requires

@@ -1,10 +1,8 @@
 package audit
 
 import (
-	"strings"
-
-	"github.com/outposthq/outpost/controlplane/rollout"
 	"github.com/outposthq/outpost/controlplane/store"
+	"github.com/outposthq/outpost/internal/rolloutstate"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -30,7 +28,7 @@ func IndexRolloutPrefix(rolloutID string) string { return IndexPrefix + rolloutI
 // that assignment ("" when it had none). A node reaches a final state once
 // per assignment and state: a retry or a rollback runs a new assignment.
 func NodeResultMarkerKey(rolloutID, nodeID string, state outpostv1.NodeState, assignmentID string) string {
-	return nodeMarkerKey(rolloutID, nodeID, nodeStateName(state), assignmentID)
+	return nodeMarkerKey(rolloutID, nodeID, rolloutstate.NodeName(state), assignmentID)
 }
 
 func nodeMarkerKey(rolloutID, nodeID, stateName, assignmentID string) string {
@@ -67,15 +65,11 @@ func markerKey(e *outpostv1.AuditEntry) string {
 		}
 		return nodeMarkerKey(rid, nid, st, aid)
 	case ActionRolloutState:
-		to, ok := outpostv1.RolloutState_value["ROLLOUT_STATE_"+e.GetDetails()["to"]]
-		if !ok || !rollout.Terminal(outpostv1.RolloutState(to)) {
+		to, ok := rolloutstate.ParseName(e.GetDetails()["to"])
+		if !ok || !rolloutstate.Terminal(to) {
 			return ""
 		}
-		return RolloutStateMarkerKey(rid, outpostv1.RolloutState(to))
+		return RolloutStateMarkerKey(rid, to)
 	}
 	return ""
-}
-
-func nodeStateName(s outpostv1.NodeState) string {
-	return strings.TrimPrefix(s.String(), "NODE_STATE_")
 }

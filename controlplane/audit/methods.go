@@ -9,6 +9,7 @@ import (
 	reflectionv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/outposthq/outpost/internal/rolloutstate"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -315,5 +316,5 @@ func stateName(s outpostv1.RolloutState) string {
 	if s == outpostv1.RolloutState_ROLLOUT_STATE_UNSPECIFIED {
 		return ""
 	}
-	return strings.TrimPrefix(s.String(), "ROLLOUT_STATE_")
+	return rolloutstate.Name(s)
 }

@@ -10,8 +10,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/outposthq/outpost/controlplane/rollout"
 	"github.com/outposthq/outpost/controlplane/store"
+	"github.com/outposthq/outpost/internal/rolloutstate"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -61,7 +61,7 @@ func (l *Log) Reconcile(ctx context.Context, rev int64, endedSince time.Time) (i
 			if err := proto.Unmarshal(v, r); err != nil {
 				return err
 			}
-			if !rollout.Terminal(r.GetState()) || !r.GetUpdateTime().AsTime().Before(endedSince) {
+			if !rolloutstate.Terminal(r.GetState()) || !r.GetUpdateTime().AsTime().Before(endedSince) {
 				rs = append(rs, r)
 			}
 			return nil
@@ -95,7 +95,7 @@ func (l *Log) reconcileRollout(ctx context.Context, r *outpostv1.Rollout, rev in
 	if err != nil {
 		return 0, err
 	}
-	terminal := rollout.Terminal(r.GetState())
+	terminal := rolloutstate.Terminal(r.GetState())
 	if len(nodes) == 0 && !terminal {
 		return 0, nil
 	}
@@ -170,7 +170,7 @@ func (l *Log) finalNodes(ctx context.Context, rolloutID string, rev int64) ([]*o
 			if err := proto.Unmarshal(kv.Value, n); err != nil {
 				return nil, fmt.Errorf("decode %s: %w", kv.Key, err)
 			}
-			if rollout.FinalNodeState(n.GetState()) {
+			if rolloutstate.NodeFinal(n.GetState()) {
 				out = append(out, n)
 			}
 		}

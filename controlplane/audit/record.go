@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/outposthq/outpost/internal/rolloutstate"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -69,7 +70,7 @@ func (l *Log) RecordNodeResult(ctx context.Context, rolloutID, nodeID string, st
 func (l *Log) nodeResultEntry(rolloutID, nodeID string, state outpostv1.NodeState, step outpostv1.Step, errText, gateway, assignmentID string) *outpostv1.AuditEntry {
 	e := l.nodeEntry(gateway, rolloutID, nodeID)
 	e.Action = ActionNodeResult
-	name := strings.TrimPrefix(state.String(), "NODE_STATE_")
+	name := rolloutstate.NodeName(state)
 	e.Result = ResultFailed
 	switch state {
 	case outpostv1.NodeState_NODE_STATE_SUCCEEDED, outpostv1.NodeState_NODE_STATE_SKIPPED:

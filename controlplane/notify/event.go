@@ -5,7 +5,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/outposthq/outpost/controlplane/rollout"
+	"github.com/outposthq/outpost/internal/rolloutstate"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -102,7 +102,7 @@ func RolloutEvent(typ EventType, r *outpostv1.Rollout, now time.Time) Event {
 		ChangeID:    r.GetPlan().GetChangeId(),
 		Revision:    r.GetRevision(),
 		Release:     r.GetReleaseId(),
-		State:       strings.TrimPrefix(r.GetState().String(), "ROLLOUT_STATE_"),
+		State:       rolloutstate.Name(r.GetState()),
 		Message:     r.GetMessage(),
 		Counts:      r.GetNodeCounts(),
 	}
@@ -201,7 +201,7 @@ func Text(ev Event) string {
 	if ev.ChangeID != "" {
 		details = append(details, "change "+ev.ChangeID)
 	}
-	fmt.Fprintf(&b, " (%s; %s)", strings.Join(details, ", "), rollout.CountsText(ev.Counts))
+	fmt.Fprintf(&b, " (%s; %s)", strings.Join(details, ", "), rolloutstate.CountsText(ev.Counts))
 	return slackEscape(oneLine(b.String()))
 }
 

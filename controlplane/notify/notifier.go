@@ -12,10 +12,10 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/outposthq/outpost/internal/rolloutstate"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -187,20 +187,14 @@ func (n *Notifier) RolloutState(_ context.Context, r *outpostv1.Rollout, from, t
 	if !ok {
 		return
 	}
-	if typ == EventAborted && failedNodes(r) > 0 {
+	if typ == EventAborted && rolloutstate.Failed(r.GetNodeCounts()) > 0 {
 		// Ended by its failure budget (or aborted after failures): that
 		// is a failed rollout to the people watching the channel.
 		typ = EventFailed
 	}
 	ev := RolloutEvent(typ, r, n.cfg.Now())
-	ev.State = strings.TrimPrefix(to.String(), "ROLLOUT_STATE_")
+	ev.State = rolloutstate.Name(to)
 	n.Notify(ev)
-}
-
-// failedNodes counts r's nodes that failed, rolled back or could not.
-func failedNodes(r *outpostv1.Rollout) int32 {
-	c := r.GetNodeCounts()
-	return c.GetFailed() + c.GetRolledBack() + c.GetRollbackFailed()
 }
 
 // Stats returns the counters so far.

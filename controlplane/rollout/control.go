@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/outposthq/outpost/controlplane/store"
+	"github.com/outposthq/outpost/internal/rolloutstate"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
@@ -68,7 +69,7 @@ func (e *Engine) verb(ctx context.Context, id string, f func(ctx context.Context
 		if err := f(lctx, r); err != nil {
 			return nil, err
 		}
-		if active(r.r.GetState()) && e.runs[id] == nil {
+		if rolloutstate.Active(r.r.GetState()) && e.runs[id] == nil {
 			e.adopt(r)
 		}
 		r.recount()
@@ -99,7 +100,7 @@ func (e *Engine) Abort(ctx context.Context, id, reason string) (*outpostv1.Rollo
 		switch st := r.r.GetState(); {
 		case st == outpostv1.RolloutState_ROLLOUT_STATE_ABORTED:
 			return nil
-		case terminal(st), st == outpostv1.RolloutState_ROLLOUT_STATE_PENDING_VALIDATION:
+		case rolloutstate.Finished(st):
 			return &StateError{ID: id, State: st, Verb: "abort"}
 		}
 		if r.aborting() {
@@ -170,9 +171,9 @@ func (e *Engine) Promote(ctx context.Context, id, stage string) (*outpostv1.Roll
 			(r.r.GetState() == outpostv1.RolloutState_ROLLOUT_STATE_RUNNING && !r.aborting() &&
 				st.GetState() == outpostv1.StageState_STAGE_STATE_BAKING))
 		if !waiting {
-			what := stateName(r.r.GetState())
+			what := rolloutstate.Name(r.r.GetState())
 			if st != nil {
-				what += ", stage " + st.GetName() + " " + strings.TrimPrefix(st.GetState().String(), "STAGE_STATE_")
+				what += ", stage " + st.GetName() + " " + rolloutstate.StageName(st.GetState())
 			}
 			return &PreconditionError{ID: id, Msg: "no stage waits for promotion (" + what + ")"}
 		}
@@ -225,7 +226,7 @@ func (e *Engine) Retry(ctx context.Context, id string, nodeIDs []string) (*outpo
 		}
 		for _, o := range e.runs {
 			if o != r && o.r.GetApp() == r.r.GetApp() {
-				return &PreconditionError{ID: id, Msg: fmt.Sprintf("rollout %s of %s is %s; retry once it ended", o.id(), r.r.GetApp(), stateName(o.r.GetState()))}
+				return &PreconditionError{ID: id, Msg: fmt.Sprintf("rollout %s of %s is %s; retry once it ended", o.id(), r.r.GetApp(), rolloutstate.Name(o.r.GetState()))}
 			}
 		}
 		var pick []*nodeRun
@@ -245,7 +246,7 @@ func (e *Engine) Retry(ctx context.Context, id string, nodeIDs []string) (*outpo
 				case n == nil:
 					return &ArgumentError{Field: "node_ids", Msg: fmt.Sprintf("node %s is not part of rollout %s", nid, id)}
 				case !retryable(n.rn.GetState()) && n.rn.GetState() != outpostv1.NodeState_NODE_STATE_ROLLBACK_FAILED:
-					return &ArgumentError{Field: "node_ids", Msg: fmt.Sprintf("node %s is %s, not failed", nid, nodeStateName(n.rn.GetState()))}
+					return &ArgumentError{Field: "node_ids", Msg: fmt.Sprintf("node %s is %s, not failed", nid, rolloutstate.NodeName(n.rn.GetState()))}
 				}
 				if !slices.Contains(pick, n) {
 					pick = append(pick, n)

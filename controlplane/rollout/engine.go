@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/outposthq/outpost/controlplane/store"
+	"github.com/outposthq/outpost/internal/rolloutstate"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.opentelemetry.io/otel"
@@ -68,7 +69,7 @@ type StateError struct {
 }
 
 func (e *StateError) Error() string {
-	return fmt.Sprintf("rollout %s is %s: cannot %s", e.ID, stateName(e.State), e.Verb)
+	return fmt.Sprintf("rollout %s is %s: cannot %s", e.ID, rolloutstate.Name(e.State), e.Verb)
 }
 
 // EventSink receives every step event the engine applies, for live
@@ -513,7 +514,7 @@ func (e *Engine) commit(ctx context.Context) error {
 		e.bw.Put(store.RolloutNodeKey(n.run.id(), n.id()), n.rn)
 		n.written = now
 		delete(e.progressed, n)
-		if FinalNodeState(n.rn.GetState()) && n.rn.GetState() != n.notified {
+		if rolloutstate.NodeFinal(n.rn.GetState()) && n.rn.GetState() != n.notified {
 			e.noted[n] = struct{}{}
 		}
 	}
@@ -598,7 +599,7 @@ func (e *Engine) failCommit(err error) error {
 // afterWrite forgets a rollout that the engine no longer drives (it ended,
 // waits for validation, or its approval expired) once that is written.
 func (e *Engine) afterWrite(r *run) {
-	if active(r.r.GetState()) {
+	if rolloutstate.Active(r.r.GetState()) {
 		return
 	}
 	for _, n := range r.order {
@@ -609,8 +610,8 @@ func (e *Engine) afterWrite(r *run) {
 	}
 	e.dropChecks(r)
 	delete(e.runs, r.id())
-	if m := e.cfg.Metrics; m != nil && terminal(r.r.GetState()) {
-		m.RolloutsFinished.WithLabelValues(stateName(r.r.GetState())).Inc()
+	if m := e.cfg.Metrics; m != nil && rolloutstate.Terminal(r.r.GetState()) {
+		m.RolloutsFinished.WithLabelValues(rolloutstate.Name(r.r.GetState())).Inc()
 	}
 	e.updateRolloutGauge()
 }
@@ -661,7 +662,7 @@ func (e *Engine) updateRolloutGauge() {
 	}
 	m.Rollouts.Reset()
 	for st, n := range counts {
-		m.Rollouts.WithLabelValues(stateName(st)).Set(float64(n))
+		m.Rollouts.WithLabelValues(rolloutstate.Name(st)).Set(float64(n))
 	}
 }
 
@@ -671,33 +672,6 @@ func (e *Engine) markNode(n *nodeRun) {
 }
 
 func (e *Engine) markRun(r *run) { e.dirtyRuns[r] = struct{}{} }
-
-func terminal(s outpostv1.RolloutState) bool {
-	switch s {
-	case outpostv1.RolloutState_ROLLOUT_STATE_SUCCEEDED,
-		outpostv1.RolloutState_ROLLOUT_STATE_VALIDATED,
-		outpostv1.RolloutState_ROLLOUT_STATE_ABORTED,
-		outpostv1.RolloutState_ROLLOUT_STATE_FAILED_ROLLED_BACK,
-		outpostv1.RolloutState_ROLLOUT_STATE_REJECTED:
-		return true
-	}
-	return false
-}
-
-// Terminal reports whether a rollout in state s will not change any more
-// by itself. PENDING_VALIDATION is not terminal: a person still accepts or
-// rejects it. RetryRollout may run the failed nodes of a SUCCEEDED,
-// ABORTED or FAILED_ROLLED_BACK rollout again, making it RUNNING.
-func Terminal(s outpostv1.RolloutState) bool { return terminal(s) }
-
-// stateName is the enum name without its prefix, for messages and labels.
-func stateName(s outpostv1.RolloutState) string {
-	return strings.TrimPrefix(s.String(), "ROLLOUT_STATE_")
-}
-
-func nodeStateName(s outpostv1.NodeState) string {
-	return strings.TrimPrefix(s.String(), "NODE_STATE_")
-}
 
 // RevisionOf is the revision record of r.
 func RevisionOf(r *outpostv1.Rollout) *outpostv1.Revision {

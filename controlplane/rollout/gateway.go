@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/outposthq/outpost/controlplane/store"
+	"github.com/outposthq/outpost/internal/rolloutstate"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
@@ -431,7 +432,7 @@ func (e *Engine) onResult(res *outpostv1.NodeResult) {
 	case outpostv1.NodeState_NODE_STATE_SUCCEEDED:
 	case outpostv1.NodeState_NODE_STATE_FAILED, outpostv1.NodeState_NODE_STATE_ROLLED_BACK, outpostv1.NodeState_NODE_STATE_ROLLBACK_FAILED:
 		if errMsg == "" {
-			errMsg = "deployment " + strings.ToLower(nodeStateName(state))
+			errMsg = "deployment " + strings.ToLower(rolloutstate.NodeName(state))
 		}
 	default:
 		errMsg = fmt.Sprintf("gateway reported %s as a result: %s", state, errMsg)
@@ -458,13 +459,13 @@ func (e *Engine) onResult(res *outpostv1.NodeResult) {
 	e.markNode(n)
 	endNodeSpan(n, errMsg)
 	if m := e.cfg.Metrics; m != nil {
-		m.NodeDeployments.WithLabelValues(nodeStateName(state)).Inc()
+		m.NodeDeployments.WithLabelValues(rolloutstate.NodeName(state)).Inc()
 	}
 	lvl := "node finished"
 	if state != outpostv1.NodeState_NODE_STATE_SUCCEEDED {
-		e.log.Warn(lvl, "rollout", n.run.id(), "node", n.id(), "state", nodeStateName(state), "step", res.GetStep().String(), "err", errMsg)
+		e.log.Warn(lvl, "rollout", n.run.id(), "node", n.id(), "state", rolloutstate.NodeName(state), "step", res.GetStep().String(), "err", errMsg)
 	} else {
-		e.log.Debug(lvl, "rollout", n.run.id(), "node", n.id(), "state", nodeStateName(state))
+		e.log.Debug(lvl, "rollout", n.run.id(), "node", n.id(), "state", rolloutstate.NodeName(state))
 	}
 	if n.rn.GetRollingBack() || n.isSwitch() {
 		return // no budget: a switch failure and rollbacks end the rollout by themselves

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/outposthq/outpost/controlplane/store"
+	"github.com/outposthq/outpost/internal/rolloutstate"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.opentelemetry.io/otel/codes"
@@ -86,27 +87,6 @@ type nodeRun struct {
 func (r *run) id() string     { return r.r.GetId() }
 func (n *nodeRun) id() string { return n.rn.GetNodeId() }
 
-// FinalNodeState reports whether a node in state s is done with its
-// rollout: the states whose result the engine hands to OnNodeResult.
-func FinalNodeState(s outpostv1.NodeState) bool {
-	switch s {
-	case outpostv1.NodeState_NODE_STATE_SUCCEEDED, outpostv1.NodeState_NODE_STATE_FAILED,
-		outpostv1.NodeState_NODE_STATE_ROLLED_BACK, outpostv1.NodeState_NODE_STATE_ROLLBACK_FAILED,
-		outpostv1.NodeState_NODE_STATE_SKIPPED:
-		return true
-	}
-	return false
-}
-
-func failedNode(s outpostv1.NodeState) bool {
-	switch s {
-	case outpostv1.NodeState_NODE_STATE_FAILED, outpostv1.NodeState_NODE_STATE_ROLLED_BACK,
-		outpostv1.NodeState_NODE_STATE_ROLLBACK_FAILED:
-		return true
-	}
-	return false
-}
-
 // aborting reports whether the rollout is stopping: its current stage
 // failed (budget, abort, failed bake or traffic switch) and it waits for
 // running nodes to finish and queued rollbacks to run.
@@ -152,78 +132,12 @@ func (r *run) recount() {
 	for i, st := range r.r.GetStages() {
 		c := &outpostv1.NodeCounts{}
 		for _, n := range r.stageNodes[i] {
-			addCount(c, n.rn.GetState())
-			addCount(total, n.rn.GetState())
+			rolloutstate.Add(c, n.rn.GetState())
+			rolloutstate.Add(total, n.rn.GetState())
 		}
 		st.NodeCounts = c
 	}
 	r.r.NodeCounts = total
-}
-
-func addCount(c *outpostv1.NodeCounts, s outpostv1.NodeState) {
-	c.Total++
-	switch s {
-	case outpostv1.NodeState_NODE_STATE_PENDING:
-		c.Pending++
-	case outpostv1.NodeState_NODE_STATE_RUNNING:
-		c.Running++
-	case outpostv1.NodeState_NODE_STATE_SUCCEEDED:
-		c.Succeeded++
-	case outpostv1.NodeState_NODE_STATE_FAILED:
-		c.Failed++
-	case outpostv1.NodeState_NODE_STATE_ROLLED_BACK:
-		c.RolledBack++
-	case outpostv1.NodeState_NODE_STATE_ROLLBACK_FAILED:
-		c.RollbackFailed++
-	case outpostv1.NodeState_NODE_STATE_SKIPPED:
-		c.Skipped++
-	}
-}
-
-// NodeCounts sums node states; it is what the engine stores in
-// Rollout.node_counts, exported for the API's dry run.
-func NodeCounts(nodes []*outpostv1.RolloutNode) *outpostv1.NodeCounts {
-	c := &outpostv1.NodeCounts{}
-	for _, n := range nodes {
-		addCount(c, n.GetState())
-	}
-	return c
-}
-
-// CountsText summarizes node counts: "20 nodes: 15 succeeded, 5 pending".
-// Zero counts are left out. The CLI and the notifications use it.
-func CountsText(c *outpostv1.NodeCounts) string {
-	var parts []string
-	add := func(n int32, word string) {
-		if n > 0 {
-			parts = append(parts, fmt.Sprintf("%d %s", n, word))
-		}
-	}
-	add(c.GetSucceeded(), "succeeded")
-	add(c.GetRunning(), "running")
-	add(c.GetPending(), "pending")
-	add(c.GetFailed(), "failed")
-	add(c.GetRolledBack(), "rolled back")
-	add(c.GetRollbackFailed(), "rollback failed")
-	add(c.GetSkipped(), "skipped")
-	s := fmt.Sprintf("%d nodes", c.GetTotal())
-	if c.GetTotal() == 1 {
-		s = "1 node"
-	}
-	if len(parts) == 0 {
-		return s
-	}
-	return s + ": " + strings.Join(parts, ", ")
-}
-
-// active reports whether the engine drives rollouts in state s.
-func active(s outpostv1.RolloutState) bool {
-	switch s {
-	case outpostv1.RolloutState_ROLLOUT_STATE_APPROVED, outpostv1.RolloutState_ROLLOUT_STATE_RUNNING,
-		outpostv1.RolloutState_ROLLOUT_STATE_PAUSED:
-		return true
-	}
-	return false
 }
 
 // loadAll loads every active rollout not yet known.
@@ -236,7 +150,7 @@ func (e *Engine) loadAll(ctx context.Context) error {
 			if err := proto.Unmarshal(v, r); err != nil {
 				return err
 			}
-			if active(r.GetState()) && e.runs[r.GetId()] == nil {
+			if rolloutstate.Active(r.GetState()) && e.runs[r.GetId()] == nil {
 				found = append(found, r)
 			}
 			return nil
@@ -295,7 +209,7 @@ func (e *Engine) onRevisionEvent(ctx context.Context, ev *clientv3.Event) {
 		return
 	}
 	id := rev.GetRolloutId()
-	if id == "" || e.runs[id] != nil || !active(rev.GetState()) {
+	if id == "" || e.runs[id] != nil || !rolloutstate.Active(rev.GetState()) {
 		return
 	}
 	rr, err := e.loadOne(ctx, id)
@@ -303,7 +217,7 @@ func (e *Engine) onRevisionEvent(ctx context.Context, ev *clientv3.Event) {
 		e.log.Warn("loading a new rollout failed", "rollout", id, "err", err)
 		return
 	}
-	if active(rr.r.GetState()) {
+	if rolloutstate.Active(rr.r.GetState()) {
 		e.adopt(rr)
 	}
 }
@@ -407,7 +321,7 @@ func (e *Engine) adopt(r *run) {
 			}
 		}
 	}
-	e.log.Info("rollout loaded", "rollout", r.id(), "app", r.r.GetApp(), "state", stateName(r.r.GetState()),
+	e.log.Info("rollout loaded", "rollout", r.id(), "app", r.r.GetApp(), "state", rolloutstate.Name(r.r.GetState()),
 		"nodes", len(r.order), "running", running)
 	e.updateRolloutGauge()
 }
@@ -455,7 +369,7 @@ func (e *Engine) advance(r *run) {
 		case outpostv1.StageState_STAGE_STATE_RUNNING:
 			if b := int(st.GetCurrentBatch()); b >= 0 && b < len(r.batches[cur]) {
 				for _, n := range r.batches[cur][b] {
-					if !FinalNodeState(n.rn.GetState()) {
+					if !rolloutstate.NodeFinal(n.rn.GetState()) {
 						return
 					}
 				}
@@ -664,20 +578,17 @@ func (e *Engine) finish(r *run, state outpostv1.RolloutState) {
 	e.dropChecks(r)
 	r.recount()
 	c := r.r.GetNodeCounts()
-	e.log.Info("rollout finished", "rollout", r.id(), "state", stateName(state), "message", r.r.GetMessage(),
+	e.log.Info("rollout finished", "rollout", r.id(), "state", rolloutstate.Name(state), "message", r.r.GetMessage(),
 		"succeeded", c.GetSucceeded(), "failed", c.GetFailed(), "rolled_back", c.GetRolledBack(),
 		"rollback_failed", c.GetRollbackFailed(), "skipped", c.GetSkipped())
 	status := ""
-	switch state {
-	case outpostv1.RolloutState_ROLLOUT_STATE_SUCCEEDED, outpostv1.RolloutState_ROLLOUT_STATE_PENDING_VALIDATION,
-		outpostv1.RolloutState_ROLLOUT_STATE_VALIDATED:
-	default:
+	if !rolloutstate.Deployed(state) {
 		status = r.r.GetMessage()
 		if status == "" {
-			status = stateName(state)
+			status = rolloutstate.Name(state)
 		}
 	}
-	r.endSpansStatus(status, stateName(state))
+	r.endSpansStatus(status, rolloutstate.Name(state))
 	e.markRun(r)
 	e.updateRolloutGauge()
 }
@@ -745,7 +656,7 @@ func (e *Engine) checkBudget(r *run, stage int) {
 	st := r.r.GetStages()[stage]
 	total, failed := len(r.stageNodes[stage]), 0
 	for _, n := range r.stageNodes[stage] {
-		if failedNode(n.rn.GetState()) {
+		if rolloutstate.NodeFailed(n.rn.GetState()) {
 			failed++
 		}
 	}
@@ -781,7 +692,7 @@ func (e *Engine) failNode(n *nodeRun, msg string) {
 	e.markNode(n)
 	e.log.Warn("node failed", "rollout", n.run.id(), "node", n.id(), "err", msg)
 	if m := e.cfg.Metrics; m != nil {
-		m.NodeDeployments.WithLabelValues(nodeStateName(n.rn.GetState())).Inc()
+		m.NodeDeployments.WithLabelValues(rolloutstate.NodeName(n.rn.GetState())).Inc()
 	}
 	e.checkBudget(n.run, n.stage)
 }

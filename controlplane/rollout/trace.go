@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 
+	"github.com/outposthq/outpost/internal/rolloutstate"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -139,7 +140,7 @@ func endNodeSpan(n *nodeRun, errMsg string) {
 	if n.span == nil {
 		return
 	}
-	n.span.SetAttributes(attrNodeState.String(nodeStateName(n.rn.GetState())))
+	n.span.SetAttributes(attrNodeState.String(rolloutstate.NodeName(n.rn.GetState())))
 	if errMsg != "" {
 		n.span.SetStatus(codes.Error, errMsg)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/outposthq/outpost/e2e/e2etest"
 	"github.com/outposthq/outpost/internal/pki"
 	"github.com/outposthq/outpost/internal/pki/enroll"
+	"github.com/outposthq/outpost/internal/rolloutstate"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -253,7 +254,7 @@ func waitRollout(t *testing.T, cl *e2etest.Client, id, what string, ok func(*out
 	return r
 }
 
-func terminal(r *outpostv1.Rollout) bool { return e2etest.Terminal(r.GetState()) }
+func terminal(r *outpostv1.Rollout) bool { return rolloutstate.Finished(r.GetState()) }
 
 // rolloutNodes returns the rollout's node records by node id.
 func rolloutNodes(t *testing.T, cl *e2etest.Client, id string) map[string]*outpostv1.RolloutNode {

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/outposthq/outpost/e2e/e2etest"
+	"github.com/outposthq/outpost/internal/rolloutstate"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -262,7 +263,7 @@ func listAudit(t *testing.T, cl *e2etest.Client, rolloutID string) ([]*outpostv1
 
 // auditComplete checks entries against the rollout's end.
 func auditComplete(t *recorder, entries []*outpostv1.AuditEntry, r *outpostv1.Rollout, nodeStates map[string]outpostv1.NodeState, diedWith map[string]bool) {
-	final := strings.TrimPrefix(r.GetState().String(), "ROLLOUT_STATE_")
+	final := rolloutstate.Name(r.GetState())
 	results := map[string][]string{}
 	sawFinal, sawCreate := false, false
 	for _, e := range entries {
@@ -287,7 +288,7 @@ func auditComplete(t *recorder, entries []*outpostv1.AuditEntry, r *outpostv1.Ro
 		t.Errorf("audit: no rollout.state entry to %s among %d entries", final, len(entries))
 	}
 	for id, st := range nodeStates {
-		name := strings.TrimPrefix(st.String(), "NODE_STATE_")
+		name := rolloutstate.NodeName(st)
 		got := results[id]
 		switch {
 		case len(got) == 0 && diedWith[id]:

@@ -170,21 +170,6 @@ func (c *Client) Nodes(ctx context.Context, id string) ([]*outpostv1.RolloutNode
 	return nil, errors.New("list rollout nodes: too many pages")
 }
 
-// Terminal reports whether a rollout in state s is done (including
-// PENDING_VALIDATION, which waits for a person).
-func Terminal(s outpostv1.RolloutState) bool {
-	switch s {
-	case outpostv1.RolloutState_ROLLOUT_STATE_SUCCEEDED,
-		outpostv1.RolloutState_ROLLOUT_STATE_PENDING_VALIDATION,
-		outpostv1.RolloutState_ROLLOUT_STATE_VALIDATED,
-		outpostv1.RolloutState_ROLLOUT_STATE_ABORTED,
-		outpostv1.RolloutState_ROLLOUT_STATE_FAILED_ROLLED_BACK,
-		outpostv1.RolloutState_ROLLOUT_STATE_REJECTED:
-		return true
-	}
-	return false
-}
-
 // RollingPlan is a rolling plan over every node labelled app=App with the
 // demo conventions: deploy path DeployPath, the simulated service's start
 // and stop hooks, HTTP health on HealthPort.
