@@ -126,6 +126,9 @@ type Config struct {
 	// Knobs for tests in this package; zero means the engine's defaults.
 	heartbeatInterval time.Duration
 	refuseBackoff     time.Duration
+	// failCreate, when set, runs after CreateRollout wrote a rollout's node
+	// records and before it writes the rollout; an error fails the create.
+	failCreate func(rolloutID string) error
 }
 
 // CheckAndSetDefaults validates the config and fills in defaults.
