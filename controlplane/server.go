@@ -27,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/sync/singleflight"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
@@ -196,6 +197,10 @@ type Server struct {
 	quit   chan struct{}
 	cancel context.CancelFunc // stops the leader loop
 	wg     sync.WaitGroup     // serve goroutines and the leader loop
+
+	// verbCalls joins rollout verb calls that repeat one in progress
+	// (same request_id and content); see runVerb.
+	verbCalls singleflight.Group
 
 	mu       sync.Mutex // guards engine and leaderUp
 	engine   *rollout.Engine
