@@ -11,7 +11,8 @@ import (
 // not half-way through storing its rollout (etcd refuses requests over
 // 1.5 MiB), and not after the CLI read a 100 MB file into memory. The CLI
 // checks them before it uploads anything and the control plane checks them
-// again (it does not trust the CLI). README.md's Plans section has the
+// again (it does not trust the CLI; a request over gRPC's default 4 MiB
+// message size never reaches it). README.md's Plans section has the
 // table; keep the two in step.
 const (
 	// MaxPlanBytes bounds the plan file and a plan sent to the control
