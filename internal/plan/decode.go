@@ -34,13 +34,17 @@ func decodeYAML(doc string, data []byte) (map[string]any, error) {
 		// The YAML library's messages carry the line ("yaml: line 3: ...").
 		return &FieldError{Field: doc, Err: fmt.Errorf("%s", clip(strings.TrimPrefix(err.Error(), "error converting YAML to JSON: "), 200))}
 	}
-	var raw any
-	if err := yamlv2.UnmarshalStrict(data, &raw); err != nil {
-		return nil, yamlError(err)
-	}
-	limit := MaxYAMLExpansion*len(data) + yamlExpansionSlack
-	if n := expandedSize(raw, limit); n > limit {
-		return nil, &FieldError{Field: doc, Err: fmt.Errorf("its anchors and aliases expand it to more than %d bytes (%d times its size): write the repeated parts out", limit, MaxYAMLExpansion)}
+	// An alias (*name) needs an anchor (&name); a document without both
+	// characters has none and is decoded once.
+	if bytes.IndexByte(data, '&') >= 0 && bytes.IndexByte(data, '*') >= 0 {
+		var raw any
+		if err := yamlv2.UnmarshalStrict(data, &raw); err != nil {
+			return nil, yamlError(err)
+		}
+		limit := MaxYAMLExpansion*len(data) + yamlExpansionSlack
+		if n := expandedSize(raw, limit); n > limit {
+			return nil, &FieldError{Field: doc, Err: fmt.Errorf("its anchors and aliases expand it to more than %d bytes (%d times its size): write the repeated parts out", limit, MaxYAMLExpansion)}
+		}
 	}
 	j, err := yaml.YAMLToJSONStrict(data)
 	if err != nil {
