@@ -70,7 +70,7 @@ Examples:
 				if *watch && *dryRun {
 					return usagef("--watch and --dry-run do not go together")
 				}
-				data, err := os.ReadFile(*file)
+				data, err := readPlan(*file)
 				if err != nil {
 					return err
 				}
@@ -126,6 +126,28 @@ Examples:
 			}
 		},
 	}
+}
+
+// readPlan reads a plan file, refusing one over plan.MaxPlanBytes before
+// reading it: a 100 MB file is not read into memory to be refused after.
+// A stream (a pipe, a device) is read up to one byte past the limit.
+func readPlan(name string) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Mode().IsRegular() && st.Size() > plan.MaxPlanBytes {
+		return nil, fmt.Errorf("%s: %d bytes: a plan is at most %d bytes", name, st.Size(), plan.MaxPlanBytes)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, plan.MaxPlanBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	if len(data) > plan.MaxPlanBytes {
+		return nil, fmt.Errorf("%s: more than %d bytes: a plan is at most %d bytes", name, plan.MaxPlanBytes, plan.MaxPlanBytes)
+	}
+	return data, nil
 }
 
 // stagesText says how a rollout is cut: "2 stages, 5 batches" or "4 batches".

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -152,5 +153,47 @@ func TestArtifactName(t *testing.T) {
 		if got := artifactName(in); got != want {
 			t.Errorf("artifactName(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestRolloutCreateRefusesOversizedPlans: a plan over a size limit is
+// refused before anything is uploaded, and a 100 MB plan file without
+// being read into memory.
+func TestRolloutCreateRefusesOversizedPlans(t *testing.T) {
+	f := startFake(t)
+	bigHook, _ := writePlan(t, strings.Replace(planYAML, "stop: sh bin/stop", "stop: sh "+strings.Repeat("x", 20<<10), 1), 100)
+	huge, _ := writePlan(t, planYAML, 100)
+	// Sparse: 100 MB on paper, nothing on disk.
+	if err := os.Truncate(huge, 100<<20); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name   string
+		plan   string
+		stderr string
+	}{
+		{"20 KiB hooks.stop", bigHook, "hooks.stop: 20483 bytes: at most 16384 (line 5)"},
+		{"100 MB file", huge, "plan.yaml: 104857600 bytes: a plan is at most 262144 bytes"},
+		{"endless stream", "/dev/zero", "/dev/zero: more than 262144 bytes: a plan is at most 262144 bytes"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			code, out, errOut := f.run(t, "rollout", "create", "-f", tt.plan)
+			runtime.ReadMemStats(&after)
+			if code != 1 || out != "" || !strings.Contains(errOut, tt.stderr) {
+				t.Errorf("exit %d, stdout %q, stderr %q; want exit 1 and stderr containing %q", code, out, errOut, tt.stderr)
+			}
+			// Everything the CLI and the fake server allocated meanwhile.
+			if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 16<<20 {
+				t.Errorf("refusing the plan allocated %d MiB; want it refused unread", alloc>>20)
+			}
+		})
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.uploads != 0 || len(f.creates) != 0 {
+		t.Errorf("control plane saw %d uploads and %d creates; want none", f.uploads, len(f.creates))
 	}
 }

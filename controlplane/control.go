@@ -23,8 +23,11 @@ import (
 // The rollout verbs (pause, resume, abort, promote, retry, approve,
 // reject, validate) run on the leader's engine (controlplane/rollout,
 // control.go there has the state machine); a follower answers UNAVAILABLE
-// naming the leader. Each accepts a request_id: a retried call with the
-// same id returns the rollout as it is now instead of acting again.
+// naming the leader. A verb refuses a rollout in a state it does not apply
+// to (FAILED_PRECONDITION naming the state), also when it already took
+// effect; so each accepts a request_id: a retried call with the same id
+// returns the rollout as it is now instead of acting again (or being
+// refused), also while the first call is still running.
 
 // anonymous is the caller's name when the call carries no identity.
 const anonymous = "anonymous"
@@ -71,17 +74,39 @@ func messageHash(m proto.Message) string {
 
 // runVerb checks the rollout id, replays a request_id seen before, and
 // otherwise runs do on the leader's engine and remembers the request_id.
+// Calls with the same request_id, rollout and content that arrive while
+// the first runs wait for it and share its result (or error).
 func (s *Server) runVerb(ctx context.Context, verb, id, requestID string, req proto.Message,
 	do func(ctx context.Context, eng *rollout.Engine) (*outpostv1.Rollout, error)) (*outpostv1.Rollout, error) {
 	if err := checkRolloutID("id", id); err != nil {
 		return nil, err
 	}
-	var rec *requestRecord
-	if requestID != "" {
-		if err := checkRequestID(requestID); err != nil {
-			return nil, err
-		}
-		rec = &requestRecord{key: verbRequestsPrefix + verb + "/" + requestID, hash: messageHash(req)}
+	if requestID == "" {
+		return s.runVerbOnce(ctx, verb, id, nil, do)
+	}
+	if err := checkRequestID(requestID); err != nil {
+		return nil, err
+	}
+	rec := &requestRecord{key: verbRequestsPrefix + verb + "/" + requestID, hash: messageHash(req)}
+	// The first call runs on its own goroutine (and context); the others
+	// wait for it.
+	v, err, shared := s.verbCalls.Do(rec.key+" "+id+" "+rec.hash, func() (any, error) {
+		return s.runVerbOnce(ctx, verb, id, rec, do)
+	})
+	if err != nil {
+		return nil, err
+	}
+	r := v.(*outpostv1.Rollout)
+	if shared {
+		r = proto.CloneOf(r)
+	}
+	return r, nil
+}
+
+// runVerbOnce is runVerb for one call (or several identical ones).
+func (s *Server) runVerbOnce(ctx context.Context, verb, id string, rec *requestRecord,
+	do func(ctx context.Context, eng *rollout.Engine) (*outpostv1.Rollout, error)) (*outpostv1.Rollout, error) {
+	if rec != nil {
 		v := &wrapperspb.StringValue{}
 		found, _, err := s.store.Get(ctx, rec.key, v)
 		if err != nil {
@@ -104,16 +129,33 @@ func (s *Server) runVerb(ctx context.Context, verb, id, requestID string, req pr
 		return nil, s.verbStatus(ctx, err)
 	}
 	if rec != nil {
-		// Best effort: without the record a retry still finds the verb
-		// done (verbs are idempotent) or refused by the rollout's state.
-		if lease, err := s.store.Client().Grant(ctx, requestTTL); err == nil {
-			if b, err := proto.Marshal(wrapperspb.String(id + " " + rec.hash)); err == nil {
-				_, _ = s.store.Client().Put(ctx, rec.key, string(b), clientv3.WithLease(lease.ID))
+		// The verb happened: remember it even if the caller went away.
+		// Without the record a later retry is refused by the rollout's
+		// new state, which still says what happened.
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), requestRecordTimeout)
+		defer cancel()
+		err := func() error {
+			lease, err := s.store.Client().Grant(wctx, requestTTL)
+			if err != nil {
+				return err
 			}
+			b, err := proto.Marshal(wrapperspb.String(id + " " + rec.hash))
+			if err != nil {
+				return err
+			}
+			_, err = s.store.Client().Put(wctx, rec.key, string(b), clientv3.WithLease(lease.ID))
+			return err
+		}()
+		if err != nil {
+			s.log.Warn("request_id of a rollout verb not recorded; a retry will be refused by the rollout's state",
+				"rollout", id, "key", rec.key, "err", err)
 		}
 	}
 	return r, nil
 }
+
+// requestRecordTimeout bounds writing a verb's request_id record.
+const requestRecordTimeout = 5 * time.Second
 
 // verbStatus converts the engine's verb errors to status codes.
 func (s *Server) verbStatus(ctx context.Context, err error) error {

@@ -37,8 +37,12 @@ func planStatus(err error, prefix string) error {
 	var msgs []string
 	var vs []*errdetails.BadRequest_FieldViolation
 	for _, fe := range fes {
-		msgs = append(msgs, prefix+fe.Error())
-		vs = append(vs, &errdetails.BadRequest_FieldViolation{Field: prefix + fe.Field, Description: fe.Err.Error()})
+		field := prefix + fe.Field
+		if fe.Field == "plan" && prefix == "plan." {
+			field = "plan" // the plan as a whole (its size)
+		}
+		msgs = append(msgs, (&plan.FieldError{Field: field, Err: fe.Err, Line: fe.Line}).Error())
+		vs = append(vs, &errdetails.BadRequest_FieldViolation{Field: field, Description: fe.Err.Error()})
 	}
 	return withViolations(codes.InvalidArgument, strings.Join(msgs, "; "), vs)
 }

@@ -250,7 +250,10 @@ func (s *Server) buildRollout(ctx context.Context, spec *outpostv1.PlanSpec, art
 }
 
 // storeRollout gives r its id, trace and revision and writes it with its
-// node records.
+// node records. A create that fails leaves nothing behind: its node
+// records are deleted and its rollout number is given back unless a later
+// one was handed out meanwhile (abandonRollout); the revision is only
+// taken by the transaction that writes the rollout record.
 func (s *Server) storeRollout(ctx context.Context, r *outpostv1.Rollout, nodes []*outpostv1.RolloutNode, dedup *requestRecord) error {
 	n, err := s.nextRolloutNumber(ctx)
 	if err != nil {
@@ -266,23 +269,24 @@ func (s *Server) storeRollout(ctx context.Context, r *outpostv1.Rollout, nodes [
 		span.SetAttributes(attribute.String("outpost.rollout.id", r.Id), attribute.String("outpost.app", r.App))
 	}
 
-	// Node records first: the engine starts a rollout when its record
-	// appears (with its revision), and then needs every node record.
-	var ops []clientv3.Op
-	for _, rn := range nodes {
-		rn.RolloutId = r.Id
-		rn.UpdateTime = r.GetCreateTime()
-		op, err := store.OpPut(store.RolloutNodeKey(r.Id, rn.GetNodeId()), rn)
-		if err != nil {
-			return internal(err)
+	err = s.writeRollout(ctx, r, nodes, dedup)
+	if err != nil {
+		stored, aerr := s.abandonRollout(ctx, n)
+		switch {
+		case aerr != nil:
+			s.log.Error("a failed create left node records behind", "rollout", r.Id, "prefix", store.RolloutNodesPrefix(r.Id), "err", aerr, "create_err", err)
+		case stored:
+			// The write went through; only its answer was lost.
+			got, gerr := s.getRollout(ctx, r.Id)
+			if gerr != nil {
+				return gerr
+			}
+			proto.Reset(r)
+			proto.Merge(r, got)
+			err = nil
 		}
-		ops = append(ops, op)
 	}
-	if err := s.store.Txn(ctx, nil, ops...); err != nil {
-		span.SetStatus(otelcodes.Error, err.Error())
-		return internal(err)
-	}
-	if err := s.storeWithRevision(ctx, r, dedup); err != nil {
+	if err != nil {
 		if errors.Is(err, errDuplicateRequest) {
 			return err
 		}
@@ -293,6 +297,67 @@ func (s *Server) storeRollout(ctx context.Context, r *outpostv1.Rollout, nodes [
 		"nodes", len(nodes), "stages", len(r.Stages), "state", r.State.String(), "requester", r.Requester,
 		"undo_to", r.SourceRevision)
 	return nil
+}
+
+// writeRollout writes the node records of r, then r with its revision.
+// Node records go first: the engine starts a rollout when its record
+// appears (with its revision), and then needs every node record. They take
+// several transactions for more than store.MaxTxnOps nodes.
+func (s *Server) writeRollout(ctx context.Context, r *outpostv1.Rollout, nodes []*outpostv1.RolloutNode, dedup *requestRecord) error {
+	var ops []clientv3.Op
+	for _, rn := range nodes {
+		rn.RolloutId = r.Id
+		rn.UpdateTime = r.GetCreateTime()
+		op, err := store.OpPut(store.RolloutNodeKey(r.Id, rn.GetNodeId()), rn)
+		if err != nil {
+			return err
+		}
+		ops = append(ops, op)
+	}
+	if err := s.store.Txn(ctx, nil, ops...); err != nil {
+		return err
+	}
+	if f := s.cfg.failCreate; f != nil {
+		if err := f(r.Id); err != nil {
+			return err
+		}
+	}
+	return s.storeWithRevision(ctx, r, dedup)
+}
+
+// abandonTimeout bounds the clean-up of a failed create, which runs even
+// when the caller has gone away.
+const abandonTimeout = 10 * time.Second
+
+// abandonRollout undoes a create of rollout number n that failed before
+// or while writing its rollout record: in one transaction, and only if
+// that record does not exist, it deletes the rollout's node records and
+// sets the rollout counter back to n-1 if it still says n (a later create
+// may have taken n+1; then n stays unused). It reports whether the record
+// exists after all: a write whose answer was lost.
+func (s *Server) abandonRollout(ctx context.Context, n int64) (stored bool, err error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), abandonTimeout)
+	defer cancel()
+	id := rolloutID(n)
+	cur, err := proto.Marshal(wrapperspb.Int64(n))
+	if err != nil {
+		return false, err
+	}
+	prev, err := proto.Marshal(wrapperspb.Int64(n - 1))
+	if err != nil {
+		return false, err
+	}
+	giveBack := clientv3.OpTxn(
+		[]clientv3.Cmp{clientv3.Compare(clientv3.Value(rolloutSeqKey), "=", string(cur))},
+		[]clientv3.Op{clientv3.OpPut(rolloutSeqKey, string(prev))}, nil)
+	resp, err := s.store.Client().Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(store.RolloutKey(id)), "=", 0)).
+		Then(clientv3.OpDelete(store.RolloutNodesPrefix(id), clientv3.WithPrefix()), giveBack).
+		Commit()
+	if err != nil {
+		return false, fmt.Errorf("abandon rollout %s: %w", id, err)
+	}
+	return !resp.Succeeded, nil
 }
 
 // nextRolloutNumber hands out the next rollout number (compare-and-swap).
@@ -509,7 +574,8 @@ func (c *controlPlaneService) ListRollouts(ctx context.Context, req *outpostv1.L
 		below = cur.GetValue() + 1
 	}
 	resp := &outpostv1.ListRolloutsResponse{}
-	// Numbers are dense except for creates that failed half-way, so a
+	// Numbers are dense except where a create failed while a later one was
+	// created (abandonRollout cannot give its number back then), so a
 	// batch of size ids usually fills the page.
 	for below > 1 && len(resp.Rollouts) < size {
 		want := size - len(resp.Rollouts)

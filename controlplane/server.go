@@ -31,6 +31,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/sync/singleflight"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
@@ -204,6 +205,9 @@ type Config struct {
 	// wrapKV, when set, wraps the etcd client's KV as soon as the store
 	// opens (storetest.DelayedKV makes one writer slow).
 	wrapKV func(clientv3.KV) clientv3.KV
+	// failCreate, when set, runs after CreateRollout wrote a rollout's node
+	// records and before it writes the rollout; an error fails the create.
+	failCreate func(rolloutID string) error
 }
 
 // CheckAndSetDefaults validates the config and fills in defaults.
@@ -326,6 +330,10 @@ type Server struct {
 	quit   chan struct{}
 	cancel context.CancelFunc // stops the leader loop
 	wg     sync.WaitGroup     // serve goroutines and the leader loop
+
+	// verbCalls joins rollout verb calls that repeat one in progress
+	// (same request_id and content); see runVerb.
+	verbCalls singleflight.Group
 
 	mu       sync.Mutex // guards engine and leaderUp
 	engine   *rollout.Engine

@@ -214,7 +214,7 @@ func TestCanaryBakeThenManualPromotion(t *testing.T) {
 		t.Errorf("done: counts %v, stages (-want +got):\n%s", done.GetNodeCounts(), diff)
 	}
 	_, err = c.PromoteRollout(ctxT(t), &outpostv1.PromoteRolloutRequest{Id: r.GetId()})
-	wantCode(t, "promote a finished rollout", err, codes.FailedPrecondition, "no stage waits")
+	wantCode(t, "promote a finished rollout", err, codes.FailedPrecondition, "is SUCCEEDED (stage rest SUCCEEDED); promote applies only to ")
 }
 
 func TestCanaryBakeFailureRollsBack(t *testing.T) {
@@ -422,7 +422,7 @@ func TestPauseAndPromotionSurviveRestart(t *testing.T) {
 		t.Fatalf("paused across a restart: counts %v, %d new assignments", got.GetNodeCounts(), gw.pending())
 	}
 	_, err = c.PromoteRollout(ctxT(t), &outpostv1.PromoteRolloutRequest{Id: r.GetId()})
-	wantCode(t, "promote a paused rollout", err, codes.FailedPrecondition, "no stage waits")
+	wantCode(t, "promote a paused rollout", err, codes.FailedPrecondition, "is PAUSED (stage rest RUNNING); promote applies only to ")
 	if _, err := c.ResumeRollout(ctxT(t), &outpostv1.ResumeRolloutRequest{Id: r.GetId()}); err != nil {
 		t.Fatalf("resume: %v", err)
 	}
@@ -533,10 +533,14 @@ func TestValidationRejectRollsBack(t *testing.T) {
 		t.Errorf("undo: release %s (want %s) source %d revision %d approver %q", undo.GetReleaseId(), first.GetReleaseId(),
 			undo.GetSourceRevision(), undo.GetRevision(), undo.GetApprover())
 	}
-	// Rejecting again returns the rejected rollout, and starts no second undo.
-	if _, err := bob.RejectRollout(ctxT(t), &outpostv1.RejectRolloutRequest{Id: second.GetId()}); err != nil {
-		t.Errorf("reject again: %v", err)
+	// The reject retried (its request_id) returns the rejected rollout;
+	// a new reject is refused. Neither starts a second undo.
+	if again, err := bob.RejectRollout(ctxT(t), &outpostv1.RejectRolloutRequest{Id: second.GetId(), Reason: "checkout broken", RequestId: "rej-1"}); err != nil ||
+		again.GetRollout().GetState() != outpostv1.RolloutState_ROLLOUT_STATE_REJECTED {
+		t.Errorf("reject retried = %v, %v; want the rejected rollout", again.GetRollout(), err)
 	}
+	_, err = bob.RejectRollout(ctxT(t), &outpostv1.RejectRolloutRequest{Id: second.GetId()})
+	wantCode(t, "reject again", err, codes.FailedPrecondition, "is REJECTED; reject applies only to PENDING_APPROVAL or PENDING_VALIDATION")
 	revs, err := admin.ListRevisions(ctxT(t), &outpostv1.ListRevisionsRequest{App: "billing-api", PageSize: 2})
 	if err != nil {
 		t.Fatal(err)

@@ -127,7 +127,7 @@ func (s *Server) prepareUndo(ctx context.Context, app string, to, below int64) (
 		case target == nil:
 			return nil, nil, status.Errorf(codes.NotFound, "app %s has no revision %d", app, to)
 		case !rolloutstate.Deployed(target.GetState()):
-			return nil, nil, status.Errorf(codes.FailedPrecondition, "revision %d of %s ended %s: only a revision that succeeded can be returned to",
+			return nil, nil, status.Errorf(codes.FailedPrecondition, "revision %d of %s is %s; undo applies only to a revision that succeeded",
 				to, app, rolloutstate.Name(target.GetState()))
 		case cur != nil && cur.GetRevision() == to:
 			return nil, nil, status.Errorf(codes.FailedPrecondition, "revision %d is the current revision of %s", to, app)

@@ -2,18 +2,24 @@ package e2e
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 
 	"github.com/outposthq/outpost/cli"
+	"github.com/outposthq/outpost/controlplane"
 	"github.com/outposthq/outpost/e2e/e2etest"
 	"github.com/outposthq/outpost/internal/testfleet"
+	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
 // planYAML is a rolling plan in the plan file format, batches of 2,
@@ -205,4 +211,65 @@ func releaseDigest(t *testing.T, version string, healthy bool) string {
 		t.Fatal(err)
 	}
 	return rel.SHA256
+}
+
+// buildCLI builds the outpost binary into a fresh directory, so a test
+// runs the command line exactly as operators do: its exit code included.
+func buildCLI(t *testing.T) string {
+	t.Helper()
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("the go command is needed to build outpost: %v", err)
+	}
+	bin := filepath.Join(t.TempDir(), "outpost")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, goTool, "build", "-o", bin, "github.com/outposthq/outpost/cli/outpost").CombinedOutput(); err != nil {
+		t.Fatalf("go build outpost: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestCLIBinaryRefusesApproveOfRunningRollout runs the outpost binary:
+// approving a rollout that waits for approval exits 0; approving it again
+// once it is RUNNING (its datacenter has no gateway, so it stays so) exits
+// non-zero, saying the rollout's state and what approve applies to, and
+// changes nothing. The control plane allows self-approval, so that the
+// admin is the same person approving twice.
+func TestCLIBinaryRefusesApproveOfRunningRollout(t *testing.T) {
+	bin := buildCLI(t)
+	s := newSystem(t, 1, oneDC, withCPConfig(func(c *controlplane.Config) { c.AllowSelfApproval = true }))
+	_, digest := s.release("1.0.0", true)
+	spec := e2etest.RollingPlan("release-1.0.0.tar.gz", "1", 0)
+	spec.Approval = &outpostv1.PlanApproval{Required: true}
+	r := s.create(spec, digest)
+	approve := func() (int, string, string) {
+		t.Helper()
+		cmd := exec.CommandContext(ctxT(t), bin, "rollout", "approve", r.GetId(), "--controlplane", s.addr)
+		cmd.Env = append(os.Environ(), "OUTPOST_CREDENTIAL="+s.adminFile)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		var exit *exec.ExitError
+		if err != nil && !errors.As(err, &exit) {
+			t.Fatalf("run outpost: %v", err)
+		}
+		t.Logf("outpost rollout approve %s: exit %d\nstdout:\n%s\nstderr:\n%s", r.GetId(), cmd.ProcessState.ExitCode(), stdout.String(), stderr.String())
+		return cmd.ProcessState.ExitCode(), stdout.String(), stderr.String()
+	}
+
+	if code, _, _ := approve(); code != 0 {
+		t.Fatalf("approve of a PENDING_APPROVAL rollout: exit %d, want 0", code)
+	}
+	s.wait(r.GetId(), "RUNNING", func(r *outpostv1.Rollout) bool {
+		return r.GetState() == outpostv1.RolloutState_ROLLOUT_STATE_RUNNING
+	})
+	code, stdout, stderr := approve()
+	want := "rollout " + r.GetId() + " is RUNNING; approve applies only to PENDING_APPROVAL"
+	if code == 0 || stdout != "" || !strings.Contains(stderr, want) {
+		t.Errorf("approve of a RUNNING rollout: exit %d, stdout %q, stderr %q; want a non-zero exit and stderr containing %q", code, stdout, stderr, want)
+	}
+	if got := s.wait(r.GetId(), "the rollout", func(*outpostv1.Rollout) bool { return true }); got.GetState() != outpostv1.RolloutState_ROLLOUT_STATE_RUNNING {
+		t.Errorf("after the refused approve: %v, want RUNNING still", got.GetState())
+	}
 }

@@ -17,9 +17,13 @@ import (
 )
 
 // The verbs people use on rollouts. Each runs on the engine's loop and
-// returns the rollout once its change is in etcd; repeating a verb that
-// already took effect (pausing a paused rollout) returns the rollout
-// unchanged, so retried calls are harmless.
+// returns the rollout once its change is in etcd. Each applies to some
+// states only (the *States lists below) and refuses a rollout in any other
+// with a *StateError naming its state, also when the verb already took
+// effect (pausing a paused rollout): whoever repeats a verb learns that it
+// had been done, and the audit log records the repeat as refused. A
+// retried call, one with the same request_id, is answered from the first
+// call's result by the control plane without reaching the engine.
 //
 // States (DESIGN.md, Rollout states):
 //
@@ -32,6 +36,37 @@ import (
 //	any non-final -Abort, or failure budget-> ABORTED once no node runs
 //	RUNNING -bake or traffic switch fails-> FAILED_ROLLED_BACK once the rollbacks ran
 //	SUCCEEDED, ABORTED, FAILED_ROLLED_BACK -Retry-> RUNNING (failed nodes only)
+
+// The states each verb applies to.
+var (
+	abortStates = []outpostv1.RolloutState{outpostv1.RolloutState_ROLLOUT_STATE_PENDING_APPROVAL,
+		outpostv1.RolloutState_ROLLOUT_STATE_APPROVED, outpostv1.RolloutState_ROLLOUT_STATE_RUNNING,
+		outpostv1.RolloutState_ROLLOUT_STATE_PAUSED}
+	pauseStates  = []outpostv1.RolloutState{outpostv1.RolloutState_ROLLOUT_STATE_RUNNING}
+	resumeStates = []outpostv1.RolloutState{outpostv1.RolloutState_ROLLOUT_STATE_PAUSED}
+	retryStates  = []outpostv1.RolloutState{outpostv1.RolloutState_ROLLOUT_STATE_SUCCEEDED,
+		outpostv1.RolloutState_ROLLOUT_STATE_ABORTED, outpostv1.RolloutState_ROLLOUT_STATE_FAILED_ROLLED_BACK}
+	approveStates = []outpostv1.RolloutState{outpostv1.RolloutState_ROLLOUT_STATE_PENDING_APPROVAL}
+	rejectStates  = []outpostv1.RolloutState{outpostv1.RolloutState_ROLLOUT_STATE_PENDING_APPROVAL,
+		outpostv1.RolloutState_ROLLOUT_STATE_PENDING_VALIDATION}
+	validateStates = []outpostv1.RolloutState{outpostv1.RolloutState_ROLLOUT_STATE_PENDING_VALIDATION}
+)
+
+// appliesTo returns a *StateError unless state is one of states.
+func appliesTo(id string, state outpostv1.RolloutState, verb string, states []outpostv1.RolloutState) error {
+	if slices.Contains(states, state) {
+		return nil
+	}
+	names := make([]string, len(states))
+	for i, st := range states {
+		names[i] = rolloutstate.Name(st)
+	}
+	list := names[len(names)-1]
+	if len(names) > 1 {
+		list = strings.Join(names[:len(names)-1], ", ") + " or " + list
+	}
+	return &StateError{ID: id, State: state, Verb: verb, AppliesTo: list}
+}
 
 // ErrSelfApproval: the approver is the requester, and four eyes are required.
 var ErrSelfApproval = errors.New("the requester cannot approve their own rollout")
@@ -94,17 +129,14 @@ func withReason(msg, reason string) string {
 // the rollout is ABORTED once none runs. It returns the rollout after the
 // change is durable: still RUNNING (with a message saying it is aborting)
 // while nodes finish, else ABORTED. Aborting an aborted or aborting
-// rollout returns it unchanged.
+// rollout is refused.
 func (e *Engine) Abort(ctx context.Context, id, reason string) (*outpostv1.Rollout, error) {
 	return e.verb(ctx, id, func(_ context.Context, r *run) error {
-		switch st := r.r.GetState(); {
-		case st == outpostv1.RolloutState_ROLLOUT_STATE_ABORTED:
-			return nil
-		case rolloutstate.Finished(st):
-			return &StateError{ID: id, State: st, Verb: "abort"}
+		if err := appliesTo(id, r.r.GetState(), "abort", abortStates); err != nil {
+			return err
 		}
 		if r.aborting() {
-			return nil
+			return &PreconditionError{ID: id, Msg: "it is RUNNING and already aborting (" + r.r.GetMessage() + "); it ends once its running nodes finish"}
 		}
 		e.log.Info("rollout aborted by request", "rollout", id, "reason", reason)
 		e.abort(r, withReason("aborted", reason))
@@ -116,12 +148,10 @@ func (e *Engine) Abort(ctx context.Context, id, reason string) (*outpostv1.Rollo
 // and a bake stops checking (its time keeps running). RUNNING -> PAUSED.
 func (e *Engine) Pause(ctx context.Context, id, reason string) (*outpostv1.Rollout, error) {
 	return e.verb(ctx, id, func(_ context.Context, r *run) error {
-		switch st := r.r.GetState(); {
-		case st == outpostv1.RolloutState_ROLLOUT_STATE_PAUSED:
-			return nil
-		case st != outpostv1.RolloutState_ROLLOUT_STATE_RUNNING:
-			return &StateError{ID: id, State: st, Verb: "pause"}
-		case r.aborting():
+		if err := appliesTo(id, r.r.GetState(), "pause", pauseStates); err != nil {
+			return err
+		}
+		if r.aborting() {
 			return &PreconditionError{ID: id, Msg: "it is aborting (" + r.r.GetMessage() + "); it cannot be paused"}
 		}
 		r.r.State = outpostv1.RolloutState_ROLLOUT_STATE_PAUSED
@@ -139,11 +169,8 @@ func (e *Engine) Pause(ctx context.Context, id, reason string) (*outpostv1.Rollo
 // waits for promotion after a stage with pause: manual needs Promote.
 func (e *Engine) Resume(ctx context.Context, id string) (*outpostv1.Rollout, error) {
 	return e.verb(ctx, id, func(_ context.Context, r *run) error {
-		switch st := r.r.GetState(); {
-		case st == outpostv1.RolloutState_ROLLOUT_STATE_RUNNING:
-			return nil
-		case st != outpostv1.RolloutState_ROLLOUT_STATE_PAUSED:
-			return &StateError{ID: id, State: st, Verb: "resume"}
+		if err := appliesTo(id, r.r.GetState(), "resume", resumeStates); err != nil {
+			return err
 		}
 		if s := r.stage(); s.GetState() == outpostv1.StageState_STAGE_STATE_WAITING_PROMOTION {
 			return &PreconditionError{ID: id, Msg: fmt.Sprintf("stage %s waits for promotion: run promote, not resume", s.GetName())}
@@ -171,11 +198,12 @@ func (e *Engine) Promote(ctx context.Context, id, stage string) (*outpostv1.Roll
 			(r.r.GetState() == outpostv1.RolloutState_ROLLOUT_STATE_RUNNING && !r.aborting() &&
 				st.GetState() == outpostv1.StageState_STAGE_STATE_BAKING))
 		if !waiting {
-			what := rolloutstate.Name(r.r.GetState())
+			se := &StateError{ID: id, State: r.r.GetState(), Verb: "promote",
+				AppliesTo: "a rollout whose stage waits for promotion (PAUSED) or bakes (RUNNING)"}
 			if st != nil {
-				what += ", stage " + st.GetName() + " " + rolloutstate.StageName(st.GetState())
+				se.Stage = "stage " + st.GetName() + " " + rolloutstate.StageName(st.GetState())
 			}
-			return &PreconditionError{ID: id, Msg: "no stage waits for promotion (" + what + ")"}
+			return se
 		}
 		if stage != "" && stage != st.GetName() {
 			return &PreconditionError{ID: id, Msg: fmt.Sprintf("stage %s waits for promotion, not %s", st.GetName(), stage)}
@@ -210,11 +238,8 @@ func retryable(s outpostv1.NodeState) bool {
 // rollout of the app runs: retrying an older one would undo a newer one.
 func (e *Engine) Retry(ctx context.Context, id string, nodeIDs []string) (*outpostv1.Rollout, error) {
 	return e.verb(ctx, id, func(lctx context.Context, r *run) error {
-		switch st := r.r.GetState(); st {
-		case outpostv1.RolloutState_ROLLOUT_STATE_SUCCEEDED, outpostv1.RolloutState_ROLLOUT_STATE_ABORTED,
-			outpostv1.RolloutState_ROLLOUT_STATE_FAILED_ROLLED_BACK:
-		default:
-			return &StateError{ID: id, State: st, Verb: "retry"}
+		if err := appliesTo(id, r.r.GetState(), "retry", retryStates); err != nil {
+			return err
 		}
 		latest, err := e.latestRevision(lctx, r.r.GetApp())
 		if err != nil {
@@ -296,15 +321,11 @@ func (e *Engine) latestRevision(ctx context.Context, app string) (*outpostv1.Rev
 // Approve approves a rollout waiting for approval; the approver must not
 // be its requester unless Config.AllowSelfApproval. PENDING_APPROVAL ->
 // APPROVED, after which it starts as soon as no earlier rollout of its
-// app runs. Approving again as the same approver returns it unchanged.
+// app runs. Approving it again is refused: it is APPROVED (or further).
 func (e *Engine) Approve(ctx context.Context, id, approver, comment string) (*outpostv1.Rollout, error) {
 	return e.verb(ctx, id, func(_ context.Context, r *run) error {
-		st := r.r.GetState()
-		if st != outpostv1.RolloutState_ROLLOUT_STATE_PENDING_APPROVAL {
-			if r.r.GetApprover() == approver && r.r.GetApproveTime() != nil && st != outpostv1.RolloutState_ROLLOUT_STATE_REJECTED {
-				return nil
-			}
-			return &StateError{ID: id, State: st, Verb: "approve"}
+		if err := appliesTo(id, r.r.GetState(), "approve", approveStates); err != nil {
+			return err
 		}
 		if !e.cfg.AllowSelfApproval && approver == r.r.GetRequester() {
 			return fmt.Errorf("%w: %s asked for rollout %s; another person must approve it", ErrSelfApproval, approver, id)
@@ -350,12 +371,13 @@ type Rollback func(ctx context.Context, rejected *outpostv1.Rollout) (string, er
 // Reject rejects a rollout waiting for approval (-> REJECTED, nothing ran)
 // or for validation: then rollback is called first to create the undo
 // rollout, and the rollout ends REJECTED, its message naming the undo.
-// Rejecting a rejected rollout returns it unchanged.
+// Rejecting a rejected rollout is refused.
 func (e *Engine) Reject(ctx context.Context, id, who, reason string, rollback Rollback) (*outpostv1.Rollout, error) {
 	return e.verb(ctx, id, func(lctx context.Context, r *run) error {
-		switch st := r.r.GetState(); st {
-		case outpostv1.RolloutState_ROLLOUT_STATE_REJECTED:
-			return nil
+		if err := appliesTo(id, r.r.GetState(), "reject", rejectStates); err != nil {
+			return err
+		}
+		switch r.r.GetState() {
 		case outpostv1.RolloutState_ROLLOUT_STATE_PENDING_APPROVAL:
 			r.r.Approver = who
 			r.r.Message = withReason("rejected by "+who, reason)
@@ -374,8 +396,6 @@ func (e *Engine) Reject(ctx context.Context, id, who, reason string, rollback Ro
 			}
 			r.r.Message = msg
 			e.finish(r, outpostv1.RolloutState_ROLLOUT_STATE_REJECTED)
-		default:
-			return &StateError{ID: id, State: st, Verb: "reject"}
 		}
 		e.log.Info("rollout rejected", "rollout", id, "by", who, "reason", reason)
 		return nil
@@ -383,15 +403,11 @@ func (e *Engine) Reject(ctx context.Context, id, who, reason string, rollback Ro
 }
 
 // Validate accepts a rollout waiting for validation. PENDING_VALIDATION ->
-// VALIDATED; validating again returns it unchanged.
+// VALIDATED; validating again is refused.
 func (e *Engine) Validate(ctx context.Context, id, who, comment string) (*outpostv1.Rollout, error) {
 	return e.verb(ctx, id, func(_ context.Context, r *run) error {
-		switch st := r.r.GetState(); st {
-		case outpostv1.RolloutState_ROLLOUT_STATE_VALIDATED:
-			return nil
-		case outpostv1.RolloutState_ROLLOUT_STATE_PENDING_VALIDATION:
-		default:
-			return &StateError{ID: id, State: st, Verb: "validate"}
+		if err := appliesTo(id, r.r.GetState(), "validate", validateStates); err != nil {
+			return err
 		}
 		r.r.Message = withReason("validated by "+who, comment)
 		e.finish(r, outpostv1.RolloutState_ROLLOUT_STATE_VALIDATED)

@@ -61,15 +61,25 @@ var (
 	ErrNotFound = errors.New("rollout not found")
 )
 
-// StateError is a verb refused because of the rollout's state.
+// StateError is a verb refused because of the rollout's state: "rollout
+// r-00000012 is RUNNING; approve applies only to PENDING_APPROVAL".
 type StateError struct {
 	ID    string
 	State outpostv1.RolloutState
+	// Stage describes the current stage when the verb depends on it
+	// ("stage canary RUNNING"); "" otherwise.
+	Stage string
 	Verb  string
+	// AppliesTo says what the verb applies to ("PENDING_APPROVAL").
+	AppliesTo string
 }
 
 func (e *StateError) Error() string {
-	return fmt.Sprintf("rollout %s is %s: cannot %s", e.ID, rolloutstate.Name(e.State), e.Verb)
+	state := rolloutstate.Name(e.State)
+	if e.Stage != "" {
+		state += " (" + e.Stage + ")"
+	}
+	return fmt.Sprintf("rollout %s is %s; %s applies only to %s", e.ID, state, e.Verb, e.AppliesTo)
 }
 
 // EventSink receives every step event the engine applies, for live

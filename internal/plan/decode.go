@@ -9,7 +9,9 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
+	yamlv2 "go.yaml.in/yaml/v2"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -18,14 +20,35 @@ import (
 
 // decodeYAML turns a YAML document into a JSON object, strictly: duplicate
 // keys are refused. doc names the document in errors ("plan").
+//
+// Its cost is bounded by the size of data: the YAML library refuses
+// nesting deeper than 10,000 levels and documents made mostly of alias
+// expansions, and a document that its aliases would expand beyond
+// MaxYAMLExpansion times its size is refused before it is turned into
+// JSON (aliases of a long string are cheap to decode, each use is not).
 func decodeYAML(doc string, data []byte) (map[string]any, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, &FieldError{Field: doc, Err: fmt.Errorf("empty document")}
 	}
+	yamlError := func(err error) error {
+		// The YAML library's messages carry the line ("yaml: line 3: ...").
+		return &FieldError{Field: doc, Err: fmt.Errorf("%s", clip(strings.TrimPrefix(err.Error(), "error converting YAML to JSON: "), 200))}
+	}
+	// An alias (*name) needs an anchor (&name); a document without both
+	// characters has none and is decoded once.
+	if bytes.IndexByte(data, '&') >= 0 && bytes.IndexByte(data, '*') >= 0 {
+		var raw any
+		if err := yamlv2.UnmarshalStrict(data, &raw); err != nil {
+			return nil, yamlError(err)
+		}
+		limit := MaxYAMLExpansion*len(data) + yamlExpansionSlack
+		if n := expandedSize(raw, limit); n > limit {
+			return nil, &FieldError{Field: doc, Err: fmt.Errorf("its anchors and aliases expand it to more than %d bytes (%d times its size): write the repeated parts out", limit, MaxYAMLExpansion)}
+		}
+	}
 	j, err := yaml.YAMLToJSONStrict(data)
 	if err != nil {
-		// The YAML library's messages carry the line ("yaml: line 3: ...").
-		return nil, &FieldError{Field: doc, Err: fmt.Errorf("%s", strings.TrimPrefix(err.Error(), "error converting YAML to JSON: "))}
+		return nil, yamlError(err)
 	}
 	d := json.NewDecoder(bytes.NewReader(j))
 	d.UseNumber()
@@ -64,7 +87,7 @@ func normalize(md protoreflect.MessageDescriptor, obj map[string]any, path strin
 			where = "plan"
 		}
 		if fd == nil {
-			msg := fmt.Sprintf("unknown field %q", key)
+			msg := fmt.Sprintf("unknown field %q", clip(key, 64))
 			if s := suggest(key, md); s != "" {
 				msg += fmt.Sprintf(" (did you mean %q?)", s)
 			}
@@ -102,7 +125,7 @@ func normalizeField(fd protoreflect.FieldDescriptor, v any, field string, p *pro
 				// "tier:" with no value means the empty string.
 				mv = ""
 			}
-			if nv, ok := normalizeSingular(fd.MapValue(), mv, field+"."+k, p); ok {
+			if nv, ok := normalizeSingular(fd.MapValue(), mv, field+"."+clip(k, 64), p); ok {
 				out[k] = nv
 			}
 		}
@@ -110,7 +133,7 @@ func normalizeField(fd protoreflect.FieldDescriptor, v any, field string, p *pro
 	case fd.IsList():
 		l, ok := v.([]any)
 		if !ok {
-			p.add(field, "must be a list, not %s (write [%v])", kindOf(v), scalarText(v))
+			p.add(field, "must be a list, not %s (write [%v])", kindOf(v), clip(scalarText(v), 1024))
 			return nil, false
 		}
 		out := make([]any, 0, len(l))
@@ -190,9 +213,9 @@ func normalizeSingular(fd protoreflect.FieldDescriptor, v any, field string, p *
 		}
 		if err != nil {
 			if ne, ok := err.(*strconv.NumError); ok && ne.Err == strconv.ErrRange {
-				p.add(field, "%q: out of range", text)
+				p.add(field, "%q: out of range", clip(text, 64))
 			} else {
-				p.add(field, "%q: must be a whole number", text)
+				p.add(field, "%q: must be a whole number", clip(text, 64))
 			}
 			return nil, false
 		}
@@ -261,7 +284,7 @@ func quoteValue(v any) string {
 	case map[string]any, []any:
 		return kindOf(v)
 	}
-	return strconv.Quote(scalarText(v))
+	return strconv.Quote(clip(scalarText(v), 64))
 }
 
 // suggest returns the field of md closest to a misspelt key, or "".
@@ -303,8 +326,13 @@ func editDistance(a, b string) int {
 // step is ambiguous or missing (a required field that is absent) the error
 // gets no line rather than a misleading one.
 func addLines(err error, src []byte) {
+	fes := FieldErrors(err)
+	if len(fes) == 0 {
+		return
+	}
 	lines := strings.Split(string(src), "\n")
-	for _, fe := range FieldErrors(err) {
+	keys := scanKeys(lines)
+	for _, fe := range fes {
 		field := fe.Field
 		if field == "plan" || field == "inventory" {
 			field = ""
@@ -313,7 +341,7 @@ func addLines(err error, src []byte) {
 			field = join(field, fe.key)
 		}
 		if field != "" {
-			fe.Line = lineOf(lines, field)
+			fe.Line = lineOf(lines, keys, field)
 		}
 	}
 }
@@ -324,9 +352,32 @@ var (
 	indexRE    = regexp.MustCompile(`^(.*?)((?:\[[0-9]+\])*)$`)
 )
 
+// lineKeys is what the key patterns find on one line of the source.
+type lineKeys struct {
+	block string   // the key of a block mapping entry ("- name: x" has "name"), or ""
+	col   int      // the column of block, counting "- " list markers
+	flow  []string // the keys inside flow mappings ("{name: a, bake: 2m}")
+}
+
+// scanKeys matches the key patterns against every line once, so that
+// finding the lines of many errors costs no more regular expression runs
+// than the source has lines.
+func scanKeys(lines []string) []lineKeys {
+	keys := make([]lineKeys, len(lines))
+	for i, l := range lines {
+		if bm := blockKeyRE.FindStringSubmatch(l); bm != nil {
+			keys[i].block, keys[i].col = bm[2], len(bm[1])
+		}
+		for _, fm := range flowKeyRE.FindAllStringSubmatch(l, -1) {
+			keys[i].flow = append(keys[i].flow, fm[1])
+		}
+	}
+	return keys
+}
+
 // lineOf returns the 1-based line of field ("strategy.stages[1].batch") in
-// lines, or 0.
-func lineOf(lines []string, field string) int {
+// lines, whose keys scanKeys found, or 0.
+func lineOf(lines []string, keys []lineKeys, field string) int {
 	lo, hi, line := 0, len(lines), 0
 	// The line of the key just found: its own block key is not a child.
 	parentLine := -1
@@ -335,14 +386,14 @@ func lineOf(lines []string, field string) int {
 		key, idxs := m[1], m[2]
 		found, col, flow := -1, 0, false
 		for i := lo; i < hi; i++ {
-			if bm := blockKeyRE.FindStringSubmatch(lines[i]); bm != nil && bm[2] == key && i != parentLine {
+			if k := keys[i]; k.block != "" && k.block == key && i != parentLine {
 				if found >= 0 {
 					return 0
 				}
-				found, col, flow = i, len(bm[1]), false
+				found, col, flow = i, k.col, false
 			}
-			for _, fm := range flowKeyRE.FindAllStringSubmatch(lines[i], -1) {
-				if fm[1] == key {
+			for _, fk := range keys[i].flow {
+				if fk == key {
 					if found >= 0 {
 						return 0
 					}
@@ -415,4 +466,58 @@ func listItems(lines []string, lo, hi int) []int {
 		}
 	}
 	return items
+}
+
+// expandedSize estimates the size as JSON of v, a document the YAML
+// library decoded, counting what aliases share once per use. It stops
+// counting soon after the count passes limit, so a document of a billion
+// repeated strings costs no more than one of limit bytes.
+func expandedSize(v any, limit int) int {
+	n := 0
+	var walk func(v any)
+	walk = func(v any) {
+		if n > limit {
+			return
+		}
+		switch v := v.(type) {
+		case map[any]any:
+			n += 2
+			for k, e := range v {
+				if n > limit {
+					return
+				}
+				walk(k)
+				walk(e)
+				n += 2
+			}
+		case []any:
+			n += 2
+			for _, e := range v {
+				if n > limit {
+					return
+				}
+				walk(e)
+				n++
+			}
+		case string:
+			n += len(v) + 2
+		default:
+			n += 4 // numbers, true/false, null
+		}
+	}
+	walk(v)
+	return n
+}
+
+// clip shortens a value quoted in an error message to its first keep
+// bytes, saying how long it was: an error need not repeat a megabyte.
+func clip(s string, keep int) string {
+	if len(s) <= keep {
+		return s
+	}
+	cut := keep
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s... (%d bytes)", s[:cut], len(s))
 }

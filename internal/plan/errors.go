@@ -47,9 +47,17 @@ func FieldErrors(err error) []*FieldError {
 	return nil
 }
 
+// maxProblems bounds the problems an error lists: a file of 30,000
+// unknown keys gets the first of them and a count of the rest, not a
+// message of megabytes that takes minutes to annotate with lines.
+const maxProblems = 100
+
 // problems collects field errors in the order they are found.
 type problems struct {
 	errs []error
+	// doc names the document in the summary of problems past maxProblems;
+	// "" means "plan".
+	doc string
 }
 
 func (p *problems) add(field string, format string, args ...any) {
@@ -68,7 +76,15 @@ func (p *problems) addErr(err error) {
 }
 
 func (p *problems) err() error {
-	return errors.Join(p.errs...)
+	if len(p.errs) <= maxProblems {
+		return errors.Join(p.errs...)
+	}
+	doc := p.doc
+	if doc == "" {
+		doc = "plan"
+	}
+	more := &FieldError{Field: doc, Err: fmt.Errorf("%d more problems not listed", len(p.errs)-maxProblems)}
+	return errors.Join(append(p.errs[:maxProblems:maxProblems], more)...)
 }
 
 // join builds a field path: join("strategy", "batch") = "strategy.batch".

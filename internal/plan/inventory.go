@@ -24,7 +24,7 @@ func ParseInventory(data []byte) ([]*outpostv1.Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	var p problems
+	p := problems{doc: "inventory"}
 	for _, k := range sortedKeys(obj) {
 		if k != "nodes" {
 			p.errs = append(p.errs, &FieldError{Field: "inventory", Err: fmt.Errorf("unknown field %q (an inventory has only \"nodes\")", k), key: k})
@@ -110,7 +110,7 @@ func NormalizeAddress(addr string) (string, error) {
 // pinned host keys well-formed. It reports every problem, each naming the
 // entry ("nodes[3].id"); duplicates name both entries.
 func CheckNodes(nodes []*outpostv1.Node) error {
-	var p problems
+	p := problems{doc: "inventory"}
 	ids := map[string]int{}
 	addrs := map[string]int{}
 	for i, n := range nodes {

@@ -27,8 +27,6 @@ const (
 	DefaultMaxFailPercent = 10
 	// MaxKeepReleases bounds keep_releases.
 	MaxKeepReleases = 100
-	// MaxStages bounds the number of explicit stages.
-	MaxStages = 50
 	// MaxDeployPath bounds deploy.path, in bytes: Linux's PATH_MAX.
 	MaxDeployPath = deploypath.MaxLen
 )
@@ -55,8 +53,12 @@ const (
 
 // Parse reads a plan from YAML and validates it. Keys are the PlanSpec
 // field names in snake_case. Errors name the field by its YAML path and,
-// when the key is unambiguous, its line; see Validate.
+// when the key is unambiguous, its line; see Validate. data longer than
+// MaxPlanBytes is refused unread.
 func Parse(data []byte) (*outpostv1.PlanSpec, error) {
+	if len(data) > MaxPlanBytes {
+		return nil, &FieldError{Field: "plan", Err: fmt.Errorf("%d bytes: at most %d", len(data), MaxPlanBytes)}
+	}
 	obj, err := decodeYAML("plan", data)
 	if err != nil {
 		return nil, err
@@ -80,20 +82,23 @@ func Parse(data []byte) (*outpostv1.PlanSpec, error) {
 
 // Validate checks a plan, wherever it came from (YAML or the API). It
 // returns every problem found, joined with errors.Join; each is a
-// *FieldError naming the field by its YAML path. Whether the selector
-// matches any node is checked by SelectNodes, which needs the inventory.
+// *FieldError naming the field by its YAML path. A plan with a field over
+// its size limit (limits.go) gets only those errors: the other checks
+// would repeat the oversized values. Whether the selector matches any
+// node is checked by SelectNodes, which needs the inventory.
 func Validate(spec *outpostv1.PlanSpec) error {
 	if spec == nil {
 		return &FieldError{Field: "plan", Err: fmt.Errorf("empty plan")}
+	}
+	if err := checkLimits(spec); err != nil {
+		return err
 	}
 	var p problems
 	p.addErr(checkName("app", spec.GetApp()))
 	if e := spec.GetEnvironment(); e != "" {
 		p.addErr(checkName("environment", e))
 	}
-	if c := spec.GetChangeId(); len(c) > 200 {
-		p.add("change_id", "longer than 200 characters")
-	} else if hasControl(c) {
+	if c := spec.GetChangeId(); hasControl(c) {
 		p.add("change_id", "%q: contains control characters", c)
 	}
 	validateArtifact(spec.GetArtifact(), &p)
@@ -363,9 +368,6 @@ func validateStrategy(s *outpostv1.PlanStrategy, p *problems) {
 	checkHook("strategy.switch_hook", s.GetSwitchHook(), p)
 	checkHook("strategy.switch_back_hook", s.GetSwitchBackHook(), p)
 
-	if len(s.GetStages()) > MaxStages {
-		p.add("strategy.stages", "%d stages: at most %d", len(s.GetStages()), MaxStages)
-	}
 	names := map[string]int{}
 	for i, st := range s.GetStages() {
 		f := index("strategy.stages", i)

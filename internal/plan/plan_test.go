@@ -58,7 +58,7 @@ func TestParseBad(t *testing.T) {
 		{"deploy path system dir", "app: web\nartifact: {path: web.war}\ndeploy: {path: /usr/}\n", `deploy.path: "/usr/": must not be /usr, the system's programs and data; use a directory below it (line 3)`},
 		{"deploy path home", "app: web\nartifact: {path: web.war}\ndeploy: {path: ./}\n", `deploy.path: "./": must name a directory, not the home directory itself (line 3)`},
 		{"deploy path tilde", "app: web\nartifact: {path: web.war}\ndeploy: {path: ~/web}\n", `deploy.path: "~/web": write paths in the home directory without ~ (relative paths start there) (line 3)`},
-		{"deploy path too long", "app: web\nartifact: {path: web.war}\ndeploy: {path: /" + strings.Repeat("a", MaxDeployPath) + "}\n", `deploy.path: 4097 bytes long: at most 4096 (line 3)`},
+		{"deploy path too long", "app: web\nartifact: {path: web.war}\ndeploy: {path: /" + strings.Repeat("a", MaxDeployPath) + "}\n", `deploy.path: 4097 bytes: at most 4096 (line 3)`},
 		{"deploy path newline", "app: web\nartifact: {path: web.war}\ndeploy: {path: \"/srv/web\\nx\"}\n", `deploy.path: "/srv/web\nx": contains control characters (line 3)`},
 		{"bad layout", "app: web\nartifact: {path: web.war}\ndeploy: {path: /srv/web, layout: blue}\n", `deploy.layout: "blue": must be "releases" or "inplace" (line 3)`},
 		{"keep releases too many", "app: web\nartifact: {path: web.war}\ndeploy: {path: /srv/web, keep_releases: 101}\n", `deploy.keep_releases: 101: must be from 1 to 100 (line 3)`},

@@ -169,7 +169,7 @@ nodes:
 		{"deploy.path", 0},
 	}
 	for _, tt := range tests {
-		if got := lineOf(lines, tt.field); got != tt.want {
+		if got := lineOf(lines, scanKeys(lines), tt.field); got != tt.want {
 			t.Errorf("lineOf(%q) = %d, want %d", tt.field, got, tt.want)
 		}
 	}
