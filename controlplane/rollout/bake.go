@@ -206,25 +206,6 @@ func (e *Engine) bakeFailed(r *run, failed []string) {
 	e.abort(r, fmt.Sprintf("%s; rolling back the stage's %d node(s)", why, n))
 }
 
-// queueRollbacks marks the succeeded nodes among ns for rollback (PENDING
-// with rolling_back; dispatch sends ROLLBACK assignments) and returns how
-// many.
-func (e *Engine) queueRollbacks(r *run, ns []*nodeRun, why string) int {
-	count := 0
-	for _, n := range ns {
-		if n.rn.GetState() != outpostv1.NodeState_NODE_STATE_SUCCEEDED || n.rn.GetRollingBack() {
-			continue
-		}
-		n.rn.State = outpostv1.NodeState_NODE_STATE_PENDING
-		n.rn.RollingBack = true
-		n.rn.Error = why
-		n.rn.AssignmentId = ""
-		e.markNode(n)
-		count++
-	}
-	return count
-}
-
 // cancelCheck tells the check's gateway to stop it and forgets it.
 func (e *Engine) cancelCheck(c *check, why string) {
 	e.forgetCheck(c)
