@@ -2,13 +2,11 @@ package rollout
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"io"
 	"sort"
-	"sync"
 	"time"
 
+	"github.com/outposthq/outpost/controlplane/gatewaylink"
 	"github.com/outposthq/outpost/controlplane/store"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -16,42 +14,47 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
-// Reasons a gateway session ends, for the API to turn into status codes.
+// Link is what the engine needs of one gateway's Connect stream: send it
+// an assignment, a cancel or a sequence ack, and end it.
+// gatewaylink.Session implements it; the engine holds no stream. Every
+// method returns at once: the engine's loop calls them.
+type Link interface {
+	Assign(*outpostv1.Assignment)
+	Cancel(assignmentID, reason string)
+	Ack(sequence uint64)
+	Close(err error)
+}
+
+var _ Link = (*gatewaylink.Session)(nil)
+
+// Reasons a gateway session ends, for the API to turn into status codes;
+// gatewaylink defines them.
 var (
 	// ErrReplaced: a newer stream of the same gateway took over.
-	ErrReplaced = errors.New("replaced by a newer stream of the same gateway")
+	ErrReplaced = gatewaylink.ErrReplaced
 	// ErrLeadershipEnded: this replica stopped leading; reconnect (to the leader).
-	ErrLeadershipEnded = errors.New("this control plane is no longer the leader")
+	ErrLeadershipEnded = gatewaylink.ErrLeadershipEnded
 	// ErrHeartbeatTimeout: the gateway sent nothing for three heartbeat intervals.
-	ErrHeartbeatTimeout = errors.New("no heartbeat from the gateway")
+	ErrHeartbeatTimeout = gatewaylink.ErrHeartbeatTimeout
 )
 
 // GatewayStream is the part of the Connect stream the engine uses.
-type GatewayStream interface {
-	Context() context.Context
-	Send(*outpostv1.ConnectResponse) error
-	Recv() (*outpostv1.ConnectRequest, error)
-}
+type GatewayStream = gatewaylink.Stream
 
-// session is one Connect stream of one gateway.
+// session is the engine's record of one gateway's current stream, owned
+// by the loop: what runs there and how much more it takes.
 type session struct {
 	name     string
 	dc       string
 	capacity int
+	link     Link
 
-	// Owned by the loop.
 	active       map[string]*nodeRun // assignments outstanding, by id
 	checks       map[string]*check   // bake health checks outstanding, by id
 	refusedUntil time.Time
-
-	mu       sync.Mutex // guards queue and closeErr
-	queue    []*outpostv1.ConnectResponse
-	closeErr error
-	signal   chan struct{} // capacity 1: queue is non-empty
-	closed   chan struct{} // closed by close
 }
 
-func newSession(h *outpostv1.GatewayHello, defaultCapacity int) *session {
+func newSession(h *outpostv1.GatewayHello, defaultCapacity int, link Link) *session {
 	c := int(h.GetCapacity())
 	if c <= 0 {
 		c = defaultCapacity
@@ -60,55 +63,18 @@ func newSession(h *outpostv1.GatewayHello, defaultCapacity int) *session {
 		name:     h.GetName(),
 		dc:       h.GetDatacenter(),
 		capacity: c,
+		link:     link,
 		active:   map[string]*nodeRun{},
 		checks:   map[string]*check{},
-		signal:   make(chan struct{}, 1),
-		closed:   make(chan struct{}),
 	}
-}
-
-// enqueue queues m for the stream; it never blocks.
-func (s *session) enqueue(m *outpostv1.ConnectResponse) {
-	s.mu.Lock()
-	s.queue = append(s.queue, m)
-	s.mu.Unlock()
-	select {
-	case s.signal <- struct{}{}:
-	default:
-	}
-}
-
-func (s *session) take() []*outpostv1.ConnectResponse {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	q := s.queue
-	s.queue = nil
-	return q
-}
-
-// close ends the session with err (first call wins).
-func (s *session) close(err error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closeErr != nil {
-		return
-	}
-	s.closeErr = err
-	close(s.closed)
-}
-
-func (s *session) err() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closeErr
 }
 
 // ServeGateway runs one gateway's Connect stream after its hello: it
-// registers the gateway, sends the welcome, then streams assignments and
-// acks while applying what the gateway reports. It returns when the stream
-// ends, the gateway is replaced by a newer stream, heartbeats stop, or the
-// engine stops (ErrStopped, ErrLeadershipEnded). io.EOF from the gateway
-// returns nil.
+// registers the gateway, then gatewaylink serves the stream (welcome,
+// assignments, acks, heartbeats) while the loop applies what the gateway
+// reports. It returns when the stream ends, the gateway is replaced by a
+// newer stream, heartbeats stop, or the engine stops (ErrStopped,
+// ErrLeadershipEnded). io.EOF from the gateway returns nil.
 func (e *Engine) ServeGateway(stream GatewayStream, hello *outpostv1.GatewayHello) error {
 	e.mu.Lock()
 	if e.stopped {
@@ -120,7 +86,8 @@ func (e *Engine) ServeGateway(stream GatewayStream, hello *outpostv1.GatewayHell
 	defer e.handlers.Done()
 
 	ctx := stream.Context()
-	s := newSession(hello, e.cfg.DefaultCapacity)
+	link := gatewaylink.New()
+	s := newSession(hello, e.cfg.DefaultCapacity, link)
 	var welcome *outpostv1.GatewayWelcome
 	if err := e.do(ctx, func(lctx context.Context) { welcome = e.register(lctx, s, hello) }); err != nil {
 		return err
@@ -131,76 +98,25 @@ func (e *Engine) ServeGateway(stream GatewayStream, hello *outpostv1.GatewayHell
 		case <-e.stopping:
 		}
 	}()
-	if err := stream.Send(&outpostv1.ConnectResponse{Msg: &outpostv1.ConnectResponse_Welcome{Welcome: welcome}}); err != nil {
-		return err
-	}
-
-	msgs := make(chan *outpostv1.ConnectRequest)
-	recvErr := make(chan error, 1)
-	// Recv cannot be interrupted except by ending the stream, which
-	// happens when this handler returns; the goroutine then ends too, and
-	// Run waits for it.
-	e.handlers.Add(1)
-	go func() {
-		defer e.handlers.Done()
-		for {
-			m, err := stream.Recv()
-			if err != nil {
-				recvErr <- err
-				return
-			}
-			select {
-			case msgs <- m:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-
-	timeout := 3*e.cfg.HeartbeatInterval + e.cfg.HeartbeatInterval/2
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	for {
-		select {
-		case m := <-msgs:
-			timer.Reset(timeout)
+	return link.Serve(stream, gatewaylink.ServeConfig{
+		Welcome:           welcome,
+		HeartbeatInterval: e.cfg.HeartbeatInterval,
+		Deliver: func(ctx context.Context, m *outpostv1.ConnectRequest) error {
 			f := func(lctx context.Context) { e.onGatewayMessage(lctx, s, m) }
 			select {
 			case e.reqs <- f:
+				return nil
 			case <-e.stopping:
 				return ErrLeadershipEnded
-			case <-s.closed:
-				return s.err()
+			case <-link.Done():
+				return link.Err()
 			case <-ctx.Done():
 				return ctx.Err()
 			}
-		case err := <-recvErr:
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return err
-		case <-s.signal:
-			for _, m := range s.take() {
-				if err := stream.Send(m); err != nil {
-					return err
-				}
-			}
-		case <-s.closed:
-			// Flush what was queued before the close (a final ack).
-			for _, m := range s.take() {
-				if err := stream.Send(m); err != nil {
-					break
-				}
-			}
-			return s.err()
-		case <-e.stopping:
-			return ErrLeadershipEnded
-		case <-timer.C:
-			return fmt.Errorf("%w for %v", ErrHeartbeatTimeout, timeout)
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+		},
+		Stopping:   e.stopping,
+		Goroutines: &e.handlers,
+	})
 }
 
 // register makes s the gateway's current session. Assignments the
@@ -221,9 +137,7 @@ func (e *Engine) register(ctx context.Context, s *session, hello *outpostv1.Gate
 		n := e.assignments[id]
 		if n == nil || n.rn.GetState() != outpostv1.NodeState_NODE_STATE_RUNNING || n.rn.GetAssignmentId() != id {
 			unknown++
-			s.enqueue(&outpostv1.ConnectResponse{Msg: &outpostv1.ConnectResponse_Cancel{Cancel: &outpostv1.AssignmentCancel{
-				AssignmentId: id, Reason: "unknown or finished assignment",
-			}}})
+			s.link.Cancel(id, "unknown or finished assignment")
 			continue
 		}
 		if n.sess != nil && n.sess != s {
@@ -293,7 +207,7 @@ func (e *Engine) detach(ctx context.Context, s *session, why error) {
 	if why == nil {
 		why = io.EOF
 	}
-	s.close(why)
+	s.link.Close(why)
 	if e.gateways[s.name] != s {
 		return
 	}
