@@ -140,7 +140,7 @@ func (e *Engine) startRound(r *run, now time.Time) {
 		s.checks[c.id] = c
 		rd.pending[c.id] = c
 		st := r.stage()
-		s.enqueue(&outpostv1.ConnectResponse{Msg: &outpostv1.ConnectResponse_Assignment{Assignment: &outpostv1.Assignment{
+		s.link.Assign(&outpostv1.Assignment{
 			AssignmentId: c.id,
 			RolloutId:    r.id(),
 			Epoch:        e.cfg.Epoch,
@@ -151,7 +151,7 @@ func (e *Engine) startRound(r *run, now time.Time) {
 			Stage:        st.GetName(),
 			Batch:        int32(n.batch),
 			Kind:         outpostv1.AssignmentKind_ASSIGNMENT_KIND_HEALTH_CHECK,
-		}}})
+		})
 	}
 	if len(rd.pending) == 0 {
 		e.endRound(r, now)
@@ -206,31 +206,10 @@ func (e *Engine) bakeFailed(r *run, failed []string) {
 	e.abort(r, fmt.Sprintf("%s; rolling back the stage's %d node(s)", why, n))
 }
 
-// queueRollbacks marks the succeeded nodes among ns for rollback (PENDING
-// with rolling_back; dispatch sends ROLLBACK assignments) and returns how
-// many.
-func (e *Engine) queueRollbacks(r *run, ns []*nodeRun, why string) int {
-	count := 0
-	for _, n := range ns {
-		if n.rn.GetState() != outpostv1.NodeState_NODE_STATE_SUCCEEDED || n.rn.GetRollingBack() {
-			continue
-		}
-		n.rn.State = outpostv1.NodeState_NODE_STATE_PENDING
-		n.rn.RollingBack = true
-		n.rn.Error = why
-		n.rn.AssignmentId = ""
-		e.markNode(n)
-		count++
-	}
-	return count
-}
-
 // cancelCheck tells the check's gateway to stop it and forgets it.
 func (e *Engine) cancelCheck(c *check, why string) {
 	e.forgetCheck(c)
-	c.sess.enqueue(&outpostv1.ConnectResponse{Msg: &outpostv1.ConnectResponse_Cancel{Cancel: &outpostv1.AssignmentCancel{
-		AssignmentId: c.id, Reason: why,
-	}}})
+	c.sess.link.Cancel(c.id, why)
 }
 
 func (e *Engine) forgetCheck(c *check) {

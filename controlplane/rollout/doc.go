@@ -9,10 +9,36 @@
 // nodes again. Every write that advances a rollout is fenced with the
 // term's leadership, so a deposed leader cannot write.
 //
+// Files, by what they decide:
+//
+//   - engine.go: Config, the loop (Run), commit: what is written when.
+//   - load.go: which rollouts a term drives (loadAll, onRevisionEvent, adopt).
+//   - advance.go: how a rollout moves (advance, mayStart, start, finish,
+//     abort, skipRest).
+//   - schedule.go: which gateway gets which node (dispatch, pickGateway,
+//     assign).
+//   - results.go: what a gateway's report changes (onAck, onStep,
+//     onResult, requeue, failNode).
+//   - budget.go: the failure budget (checkBudget, OverBudget).
+//   - rollback.go: rollbacks the engine orders and how a stopped rollout
+//     ends (queueRollbacks, applyAuxResult, failState).
+//   - bake.go, bluegreen.go: bakes and traffic switches.
+//   - gateways.go: which gateways are connected (ServeGateway, register,
+//     detach) and the Link the engine sends through.
+//   - control.go: the verbs (Abort, Pause, Approve, …).
+//   - state.go, trace.go, metrics.go: the in-memory records, spans, metrics.
+//
 // Invariants:
 //
 //   - One goroutine (the loop in Run) owns all rollout state; gateway
 //     streams and API calls talk to it through closures on a channel.
+//   - The engine holds no gateway stream. It reaches a gateway only
+//     through Link (assign, cancel, ack, close), which
+//     controlplane/gatewaylink implements without blocking; gatewaylink
+//     serves the stream and hands each message to the loop. What a
+//     gateway runs and how much more it takes (session.active, checks,
+//     free) is engine state, owned by the loop, so scheduling never asks
+//     the session layer.
 //   - A node is recorded RUNNING with its assignment id in etcd before the
 //     assignment is sent, so a restarted leader knows every assignment a
 //     gateway may still be running. Rollbacks and traffic switches are

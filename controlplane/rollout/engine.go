@@ -391,7 +391,7 @@ func (e *Engine) watchRevisions(ctx context.Context, rev int64) (clientv3.WatchC
 // stop ends sessions and spans and writes what is pending, best effort.
 func (e *Engine) stop() {
 	for _, s := range e.gateways {
-		s.close(ErrLeadershipEnded)
+		s.link.Close(ErrLeadershipEnded)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
 	defer cancel()
@@ -578,14 +578,14 @@ func (e *Engine) commit(ctx context.Context) error {
 	for _, s := range e.sends {
 		// The node may have been re-queued or the session replaced since.
 		if s.n.sess == s.s && s.n.rn.GetAssignmentId() == s.msg.GetAssignmentId() {
-			s.s.enqueue(&outpostv1.ConnectResponse{Msg: &outpostv1.ConnectResponse_Assignment{Assignment: s.msg}})
+			s.s.link.Assign(s.msg)
 		}
 	}
 	e.sends = e.sends[:0]
 	for name, seq := range e.ackPending {
 		e.acked[name] = max(e.acked[name], seq)
 		if s := e.gateways[name]; s != nil {
-			s.enqueue(&outpostv1.ConnectResponse{Msg: &outpostv1.ConnectResponse_Ack{Ack: &outpostv1.SequenceAck{Sequence: e.acked[name]}}})
+			s.link.Ack(e.acked[name])
 		}
 	}
 	clear(e.ackPending)

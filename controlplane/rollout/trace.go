@@ -147,3 +147,41 @@ func endNodeSpan(n *nodeRun, errMsg string) {
 	n.span.End()
 	n.span = nil
 }
+
+// endSpans ends the term's spans of a rollout that did not finish.
+func (r *run) endSpans(why string) {
+	for _, n := range r.order {
+		if n.span != nil {
+			n.span.SetAttributes(attrInterrupted.String(why))
+			n.span.End()
+			n.span = nil
+		}
+	}
+	if r.batchSpan != nil {
+		r.batchSpan.SetAttributes(attrInterrupted.String(why))
+		r.batchSpan.End()
+		r.batchSpan = nil
+	}
+	if r.span != nil {
+		r.span.SetAttributes(attrInterrupted.String(why))
+		r.span.End()
+		r.span = nil
+	}
+}
+
+// endSpansStatus ends the spans of a finished rollout; a non-empty errMsg
+// marks the rollout span as an error.
+func (r *run) endSpansStatus(errMsg, state string) {
+	if r.batchSpan != nil {
+		r.batchSpan.End()
+		r.batchSpan = nil
+	}
+	if r.span != nil {
+		r.span.SetAttributes(attrState.String(state))
+		if errMsg != "" {
+			r.span.SetStatus(codes.Error, errMsg)
+		}
+		r.span.End()
+		r.span = nil
+	}
+}
