@@ -20,6 +20,7 @@ import (
 	"github.com/outposthq/outpost/controlplane/notify"
 	"github.com/outposthq/outpost/controlplane/rollout"
 	"github.com/outposthq/outpost/controlplane/store"
+	"github.com/outposthq/outpost/controlplane/watchhub"
 	"github.com/outposthq/outpost/internal/pki"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 	"github.com/prometheus/client_golang/prometheus"
@@ -122,6 +123,12 @@ type Config struct {
 	// datacenter over all its gateways (rollout.Config.MaxPerDatacenter);
 	// 0 means only the gateways' capacities bound them.
 	MaxPerDatacenter int
+	// MaxWatchersPerCaller bounds the WatchRollout streams one identity
+	// holds at once; 0 means watchhub.DefaultMaxPerCaller (10).
+	MaxWatchersPerCaller int
+	// MaxWatchers bounds the WatchRollout streams this replica serves at
+	// once; 0 means watchhub.DefaultMaxTotal (500).
+	MaxWatchers int
 
 	// Knobs for tests in this package; zero means the engine's defaults.
 	heartbeatInterval time.Duration
@@ -135,6 +142,9 @@ func (c *Config) CheckAndSetDefaults() error {
 	}
 	if c.GatewayWaitLog < 0 || c.LeaderTTL < 0 || c.GatewayGrace < 0 || c.MaxPerDatacenter < 0 {
 		return errors.New("controlplane: negative GatewayWaitLog, LeaderTTL, GatewayGrace or MaxPerDatacenter")
+	}
+	if c.MaxWatchersPerCaller < 0 || c.MaxWatchers < 0 {
+		return fmt.Errorf("controlplane: negative MaxWatchersPerCaller %d or MaxWatchers %d", c.MaxWatchersPerCaller, c.MaxWatchers)
 	}
 	if c.ArtifactDir == "" {
 		c.ArtifactDir = filepath.Join(c.DataDir, "artifacts")
@@ -180,6 +190,7 @@ type Server struct {
 	metrics   *rollout.Metrics
 	fetchMet  *artifactMetrics
 	events    *eventHub
+	watches   *watchhub.Hub
 	httpSrv   *http.Server // nil without MetricsListen
 	metricsLn net.Listener
 	auth      *auth.Authority
@@ -281,6 +292,16 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if s.fetchMet, err = newArtifactMetrics(reg); err != nil {
 		return nil, fmt.Errorf("controlplane: metrics: %w", err)
+	}
+	s.watches, err = watchhub.New(watchhub.Config{
+		Store:        s.store,
+		MaxPerCaller: cfg.MaxWatchersPerCaller,
+		MaxTotal:     cfg.MaxWatchers,
+		Registerer:   reg,
+		Logger:       cfg.Logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: %w", err)
 	}
 
 	lis, err := net.Listen("tcp", cfg.Listen)
@@ -430,6 +451,8 @@ func (s *Server) shutdown(ctx context.Context) error {
 		}
 	}
 	s.wg.Wait()
+	// The streams ended with the gRPC server: stop their feeds.
+	s.watches.Close()
 	// After the engine stopped: its last entries and notifications go
 	// out too.
 	if aerr := s.audit.Close(ctx); aerr != nil && err == nil {
@@ -463,6 +486,9 @@ func (s *Server) abandon() {
 		s.metricsLn.Close()
 	}
 	s.wg.Wait()
+	if s.watches != nil {
+		s.watches.Close()
+	}
 	if s.auditSrv != nil {
 		s.auditSrv.Stop()
 	}
