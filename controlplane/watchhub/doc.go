@@ -8,11 +8,14 @@
 //     rollout and its node records once, at one revision, then follows one
 //     etcd watch on the rollout's keys. Every watcher of the rollout is
 //     served from the feed's cache; a watcher never reads etcd.
-//   - The cache keeps each node's latest record and the revision it was
-//     written at, in pages of PageSize nodes. A record in the cache is
-//     never modified, and a page is copied before it changes, so a
-//     snapshot is a copy of the page list and responses share the records:
-//     they are read only.
+//   - The cache keeps each node's latest record as etcd holds it (its
+//     protobuf encoding) and the revision it was written at, in pages of
+//     PageSize nodes. Records are never modified and a page is copied
+//     before it changes, so a snapshot is a copy of the page list.
+//   - Responses carry records as encoded fields (wire.go): a record is
+//     encoded once, by whoever wrote it; a snapshot page in the page size
+//     clients ask for, once, by the first watcher that sends it; the
+//     rollout, once per version. Watchers share those bytes.
 //   - A watcher holds no queue of changes: the feed marks what changed in
 //     the watcher's bitset (one bit per node), and the watcher sends the
 //     latest state of what is marked, oldest change first. However slow its

@@ -42,11 +42,8 @@ type feed struct {
 	// loaded is set once the cache holds the rollout and all its nodes.
 	loaded bool
 	// rev is the revision the cache is complete at.
-	rev     int64
-	rollout *outpostv1.Rollout
-	// brief is rollout with its batches' node counts instead of their
-	// node ids, for watchers that send node pages.
-	brief      *outpostv1.Rollout
+	rev        int64
+	rollout    *rolloutVersion
 	rolloutRev int64
 	// pages hold the nodes in slot order (key order at the first load,
 	// then nodes created later). A page is replaced, never changed, once
@@ -59,22 +56,42 @@ type feed struct {
 	watchers map[*Watcher]struct{}
 }
 
-// page is up to PageSize nodes of a feed, with the revision each was
-// written at and the size of its record.
+// rolloutVersion is one version of the rollout record, ready to send.
+type rolloutVersion struct {
+	state outpostv1.RolloutState
+	// whole is the WatchRolloutResponse.rollout field carrying the record
+	// as stored; brief carries it with node counts instead of node ids in
+	// its batches, for watchers that send node pages.
+	whole, brief []byte
+}
+
+// page is up to PageSize nodes of a feed: each one's record as etcd
+// holds it (its protobuf encoding) and the revision it was written at.
 type page struct {
-	gen   uint64
-	nodes []*outpostv1.RolloutNode
-	revs  []int64
-	sizes []int
+	gen  uint64
+	vals [][]byte
+	revs []int64
+
+	// shared is the page as node_page fields of at most PageSize nodes
+	// and maxPageBytes: built by the first watcher that sends the page,
+	// then copied by every other one. The page never changes, so neither
+	// does this.
+	sharedOnce sync.Once
+	shared     [][]byte
 }
 
 func (p *page) clone(gen uint64) *page {
 	return &page{
-		gen:   gen,
-		nodes: append(make([]*outpostv1.RolloutNode, 0, PageSize), p.nodes...),
-		revs:  append(make([]int64, 0, PageSize), p.revs...),
-		sizes: append(make([]int, 0, PageSize), p.sizes...),
+		gen:  gen,
+		vals: append(make([][]byte, 0, PageSize), p.vals...),
+		revs: append(make([]int64, 0, PageSize), p.revs...),
 	}
+}
+
+// pageFields returns the page as node_page fields for PageSize.
+func (p *page) pageFields() [][]byte {
+	p.sharedOnce.Do(func() { p.shared, _ = nodePages(p.vals, PageSize) })
+	return p.shared
 }
 
 func newFeed(h *Hub, id string) *feed {
@@ -120,10 +137,14 @@ func (f *feed) failed() bool {
 func (f *feed) run() {
 	defer f.hub.wg.Done()
 	err := f.follow()
-	if f.ctx.Err() != nil {
+	switch {
+	case f.ctx.Err() != nil:
 		err = ErrClosed
-	} else {
-		f.hub.log.Warn("rollout watch feed stopped", "rollout", f.id, "err", err)
+	case errors.Is(err, ErrNotFound):
+		// Anyone may ask for a rollout that does not exist: no warning.
+		f.hub.log.Debug("rollout watch feed stopped", "rollout", f.id, "err", err)
+	default:
+		f.hub.log.Warn("rollout watch feed stopped; its watchers will resume", "rollout", f.id, "err", err)
 	}
 	f.mu.Lock()
 	f.err = err
@@ -153,17 +174,15 @@ func (f *feed) follow() error {
 // state is everything a load read, at one revision.
 type state struct {
 	rev        int64
-	rollout    *outpostv1.Rollout
-	brief      *outpostv1.Rollout
+	rollout    *rolloutVersion
 	rolloutRev int64
 	nodes      []nodeRecord
 }
 
 type nodeRecord struct {
-	id   string
-	node *outpostv1.RolloutNode
-	rev  int64
-	size int
+	id  string
+	val []byte
+	rev int64
 }
 
 // load reads the rollout and all its nodes at one revision.
@@ -176,20 +195,21 @@ func (f *feed) load() (*state, error) {
 	if len(resp.Kvs) == 0 {
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, f.id)
 	}
-	st := &state{rev: resp.Header.Revision, rollout: &outpostv1.Rollout{}, rolloutRev: resp.Kvs[0].ModRevision}
-	if err := proto.Unmarshal(resp.Kvs[0].Value, st.rollout); err != nil {
-		return nil, fmt.Errorf("decode rollout %s: %w", f.id, err)
+	r, err := f.decodeRollout(resp.Kvs[0].Value)
+	if err != nil {
+		return nil, err
 	}
-	st.brief = brief(st.rollout)
+	st := &state{rev: resp.Header.Revision, rollout: r, rolloutRev: resp.Kvs[0].ModRevision}
 	end := clientv3.GetPrefixRangeEnd(f.nodesPrefix)
 	start := f.nodesPrefix
+	var scratch outpostv1.RolloutNode
 	for range maxLoadPages {
 		page, err := cli.Get(f.ctx, start, clientv3.WithRange(end), clientv3.WithRev(st.rev), clientv3.WithLimit(PageSize))
 		if err != nil {
 			return nil, fmt.Errorf("read nodes of %s: %w", f.id, err)
 		}
 		for _, kv := range page.Kvs {
-			r, err := f.decodeNode(kv)
+			r, err := f.nodeRecord(kv, &scratch)
 			if err != nil {
 				return nil, err
 			}
@@ -203,17 +223,26 @@ func (f *feed) load() (*state, error) {
 	return nil, fmt.Errorf("read nodes of %s: more than %d pages", f.id, maxLoadPages)
 }
 
-func (f *feed) decodeNode(kv *mvccpb.KeyValue) (nodeRecord, error) {
-	n := &outpostv1.RolloutNode{}
-	if err := proto.Unmarshal(kv.Value, n); err != nil {
+// nodeRecord checks that kv holds a RolloutNode (decoding it into
+// scratch, which is then dropped) and returns it as stored.
+func (f *feed) nodeRecord(kv *mvccpb.KeyValue, scratch *outpostv1.RolloutNode) (nodeRecord, error) {
+	if err := proto.Unmarshal(kv.Value, scratch); err != nil {
 		return nodeRecord{}, fmt.Errorf("decode %s: %w", kv.Key, err)
 	}
-	return nodeRecord{
-		id:   strings.TrimPrefix(string(kv.Key), f.nodesPrefix),
-		node: n,
-		rev:  kv.ModRevision,
-		size: len(kv.Value),
-	}, nil
+	return nodeRecord{id: strings.TrimPrefix(string(kv.Key), f.nodesPrefix), val: kv.Value, rev: kv.ModRevision}, nil
+}
+
+// decodeRollout prepares one version of the rollout record for sending.
+func (f *feed) decodeRollout(val []byte) (*rolloutVersion, error) {
+	r := &outpostv1.Rollout{}
+	if err := proto.Unmarshal(val, r); err != nil {
+		return nil, fmt.Errorf("decode rollout %s: %w", f.id, err)
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(brief(r))
+	if err != nil {
+		return nil, fmt.Errorf("encode rollout %s: %w", f.id, err)
+	}
+	return &rolloutVersion{state: r.GetState(), whole: rolloutField(val), brief: rolloutField(b)}, nil
 }
 
 // install puts a load into the cache. After a reload, what changed is
@@ -229,7 +258,7 @@ func (f *feed) install(st *state) {
 		}
 	}
 	rolloutChanged := st.rolloutRev != f.rolloutRev
-	f.rollout, f.brief, f.rolloutRev = st.rollout, st.brief, st.rolloutRev
+	f.rollout, f.rolloutRev = st.rollout, st.rolloutRev
 	f.rev = st.rev
 	if !f.loaded {
 		// Watchers start from the first load: nothing to mark.
@@ -264,11 +293,10 @@ func (f *feed) setNode(r nodeRecord) (int, bool) {
 		f.pages[slot/PageSize] = p
 	}
 	if ok {
-		p.nodes[i], p.revs[i], p.sizes[i] = r.node, r.rev, r.size
+		p.vals[i], p.revs[i] = r.val, r.rev
 	} else {
-		p.nodes = append(p.nodes, r.node)
+		p.vals = append(p.vals, r.val)
 		p.revs = append(p.revs, r.rev)
-		p.sizes = append(p.sizes, r.size)
 	}
 	return slot, true
 }
@@ -321,13 +349,14 @@ func (f *feed) watch(rev int64) error {
 }
 
 // apply puts the changes of one watch response into the cache. Records
-// are decoded before the lock is taken.
+// are checked and the rollout prepared before the lock is taken.
 func (f *feed) apply(events []*clientv3.Event) error {
 	var (
-		nodes          []nodeRecord
-		rollout, short *outpostv1.Rollout
-		rRev           int64
-		last           int64
+		nodes   []nodeRecord
+		rollout *rolloutVersion
+		rRev    int64
+		last    int64
+		scratch outpostv1.RolloutNode
 	)
 	for _, ev := range events {
 		key := string(ev.Kv.Key)
@@ -336,13 +365,13 @@ func (f *feed) apply(events []*clientv3.Event) error {
 			if ev.Type == clientv3.EventTypeDelete {
 				return fmt.Errorf("%w: %s was deleted", ErrNotFound, f.id)
 			}
-			r := &outpostv1.Rollout{}
-			if err := proto.Unmarshal(ev.Kv.Value, r); err != nil {
-				return fmt.Errorf("decode rollout %s: %w", f.id, err)
+			r, err := f.decodeRollout(ev.Kv.Value)
+			if err != nil {
+				return err
 			}
-			rollout, short, rRev = r, brief(r), ev.Kv.ModRevision
+			rollout, rRev = r, ev.Kv.ModRevision
 		case strings.HasPrefix(key, f.nodesPrefix) && ev.Type == clientv3.EventTypePut:
-			r, err := f.decodeNode(ev.Kv)
+			r, err := f.nodeRecord(ev.Kv, &scratch)
 			if err != nil {
 				return err
 			}
@@ -365,7 +394,7 @@ func (f *feed) apply(events []*clientv3.Event) error {
 		}
 	}
 	if rollout != nil {
-		f.rollout, f.brief, f.rolloutRev = rollout, short, rRev
+		f.rollout, f.rolloutRev = rollout, rRev
 	}
 	f.rev = last
 	f.mark(changed, rollout != nil)
@@ -374,7 +403,7 @@ func (f *feed) apply(events []*clientv3.Event) error {
 
 // brief returns a copy of r whose batches carry their node count instead
 // of their node ids: a few hundred bytes instead of ten or so per node.
-// r must not be shared yet (it is changed and restored meanwhile).
+// r must not be shared (it is changed and restored meanwhile).
 func brief(r *outpostv1.Rollout) *outpostv1.Rollout {
 	stages := r.Stages
 	r.Stages = nil

@@ -33,13 +33,9 @@ const PageSize = 1000
 // reads slowly.
 const maxPageBytes = 32 << 10
 
-// Bytes a page response spends beyond its node records: per node a field
-// tag and a length, per response the revision and the page's own tag and
-// length.
-const (
-	nodeOverhead = 4
-	pageOverhead = 16
-)
+// pageOverhead bounds what a page response spends beyond its page field's
+// contents: the revision, and the page field's tag and length.
+const pageOverhead = 16
 
 // Errors a Watcher reports.
 var (

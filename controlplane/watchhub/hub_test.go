@@ -125,9 +125,28 @@ func (k *taken) until(what string, ok func(k *taken) bool) {
 	}
 }
 
+// wire returns m as a client receives it: Take's responses carry their
+// event as encoded bytes.
+func wire(t *testing.T, m *outpostv1.WatchRolloutResponse) *outpostv1.WatchRolloutResponse {
+	t.Helper()
+	b, err := proto.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := &outpostv1.WatchRolloutResponse{}
+	if err := proto.Unmarshal(b, out); err != nil {
+		t.Fatalf("a response does not decode: %v", err)
+	}
+	if len(out.ProtoReflect().GetUnknown()) != 0 {
+		t.Fatalf("a response has fields a client does not know: %v", out)
+	}
+	return out
+}
+
 func (k *taken) add(resps []*outpostv1.WatchRolloutResponse) {
 	k.t.Helper()
 	for _, m := range resps {
+		m = wire(k.t, m)
 		if n := len(k.resps); n > 0 && m.GetRevision() < k.resps[n-1].GetRevision() {
 			k.t.Fatalf("revision went back from %d to %d", k.resps[n-1].GetRevision(), m.GetRevision())
 		}
@@ -645,6 +664,48 @@ func TestConfig(t *testing.T) {
 		}
 		if err != nil || c.MaxPerCaller != tc.per || c.MaxTotal != tc.total {
 			t.Errorf("CheckAndSetDefaults(%+v) = %v, caps %d/%d; want %d/%d", tc.cfg, err, c.MaxPerCaller, c.MaxTotal, tc.per, tc.total)
+		}
+	}
+}
+
+// Every watcher that asks for pages of PageSize sends the same encoded
+// pages: encoded once, shared, never copied per watcher.
+func TestSnapshotPagesEncodedOnce(t *testing.T) {
+	s := storetest.Open(t)
+	putRollout(t, s, "r-1", 2500, outpostv1.RolloutState_ROLLOUT_STATE_RUNNING)
+	h := newHub(t, s, 10, 10)
+	var raws [][][]byte
+	for range 2 {
+		k := join(t, h, "user/a", "r-1", 0, PageSize)
+		var raw [][]byte
+		for !k.snapshotDone() {
+			resps, _, err := k.w.Take()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(resps) == 0 {
+				select {
+				case <-k.w.Ready():
+				case <-time.After(waitLimit):
+					t.Fatal("no snapshot")
+				}
+			}
+			for _, m := range resps {
+				if u := m.ProtoReflect().GetUnknown(); len(u) > 0 {
+					raw = append(raw, u)
+				}
+			}
+			k.add(resps)
+		}
+		raws = append(raws, raw)
+	}
+	// The rollout, then the pages.
+	if len(raws[0]) < 4 || len(raws[0]) != len(raws[1]) {
+		t.Fatalf("encoded events: %d and %d, want the same number, 4 or more", len(raws[0]), len(raws[1]))
+	}
+	for i := range raws[0] {
+		if &raws[0][i][0] != &raws[1][i][0] {
+			t.Errorf("event %d was encoded for each watcher", i)
 		}
 	}
 }

@@ -29,8 +29,8 @@ type Watcher struct {
 	snap    *snapshot // the snapshot being sent; nil when none is
 	// pending are the changes taken and not sent yet, oldest first.
 	pending        []change
-	pendingRollout *outpostv1.Rollout // the rollout as taken, when pending holds it
-	last           int64              // revision of the last response
+	pendingRollout *rolloutVersion // the rollout as taken, when pending holds it
+	last           int64           // revision of the last response
 	ended          bool
 
 	leaveOnce sync.Once
@@ -39,7 +39,7 @@ type Watcher struct {
 // snapshot is a feed's cache at one revision, being sent.
 type snapshot struct {
 	rev         int64
-	rollout     *outpostv1.Rollout
+	rollout     *rolloutVersion
 	rolloutSent bool
 	pages       []*page
 	next        int // index of the next page to send
@@ -128,12 +128,12 @@ func (w *Watcher) start() bool {
 	w.started = true
 	if w.from == 0 {
 		// The snapshot holds every change marked so far.
-		w.snap = &snapshot{rev: f.rev, rollout: w.rolloutOf(f), pages: slices.Clone(f.pages)}
+		w.snap = &snapshot{rev: f.rev, rollout: f.rollout, pages: slices.Clone(f.pages)}
 		w.dirty.clear()
 		w.rolloutDirty = false
 		return true
 	}
-	if rollout.Terminal(f.rollout.GetState()) && f.rolloutRev <= w.from {
+	if rollout.Terminal(f.rollout.state) && f.rolloutRev <= w.from {
 		w.ended = true // the client has seen the end already
 		return true
 	}
@@ -148,14 +148,14 @@ func (w *Watcher) start() bool {
 	return true
 }
 
-// rolloutOf returns the feed's rollout as this watcher sends it: with its
-// batches' node ids when it sends a response per node, with their counts
-// when it sends pages. f.mu is held.
-func (w *Watcher) rolloutOf(f *feed) *outpostv1.Rollout {
+// rolloutResponse returns r as this watcher sends it: whole when it sends
+// a response per node, brief (node counts instead of node ids in its
+// batches) when it sends pages.
+func (w *Watcher) rolloutResponse(rev int64, r *rolloutVersion) *outpostv1.WatchRolloutResponse {
 	if w.pageSize > 0 {
-		return f.brief
+		return response(rev, r.brief)
 	}
-	return f.rollout
+	return response(rev, r.whole)
 }
 
 // takeSnapshot returns the snapshot's next responses: the rollout, then
@@ -165,16 +165,32 @@ func (w *Watcher) takeSnapshot() []*outpostv1.WatchRolloutResponse {
 	var out []*outpostv1.WatchRolloutResponse
 	if !s.rolloutSent {
 		s.rolloutSent = true
-		out = append(out, rolloutResponse(s.rev, s.rollout))
+		out = append(out, w.rolloutResponse(s.rev, s.rollout))
 	}
 	if s.next < len(s.pages) {
 		p := s.pages[s.next]
 		s.next++
-		return w.nodeResponses(out, p.nodes, p.sizes, func(int) int64 { return s.rev })
+		switch w.pageSize {
+		case 0:
+			for _, v := range p.vals {
+				out = append(out, response(s.rev, nodeField(v)))
+			}
+		case PageSize:
+			// What most clients ask for: encoded once, for all of them.
+			for _, f := range p.pageFields() {
+				out = append(out, response(s.rev, f))
+			}
+		default:
+			fields, _ := nodePages(p.vals, w.pageSize)
+			for _, f := range fields {
+				out = append(out, response(s.rev, f))
+			}
+		}
+		return out
 	}
 	w.snap = nil
 	w.last = s.rev
-	w.ended = rollout.Terminal(s.rollout.GetState())
+	w.ended = rollout.Terminal(s.rollout.state)
 	return append(out, &outpostv1.WatchRolloutResponse{Revision: s.rev, Event: &outpostv1.WatchRolloutResponse_SnapshotEnd{SnapshotEnd: &outpostv1.WatchSnapshotEnd{}}})
 }
 
@@ -189,7 +205,7 @@ func (w *Watcher) collect() {
 	w.dirty.clear()
 	if w.rolloutDirty {
 		w.pending = append(w.pending, change{slot: rolloutSlot, rev: f.rolloutRev})
-		w.pendingRollout = w.rolloutOf(f)
+		w.pendingRollout = f.rollout
 		w.rolloutDirty = false
 	}
 	f.mu.Unlock()
@@ -204,9 +220,9 @@ func (w *Watcher) takeChanges() []*outpostv1.WatchRolloutResponse {
 	}
 	if w.pending[0].slot == rolloutSlot {
 		r := w.pendingRollout
-		resp := rolloutResponse(w.revisionAfter(0), r)
+		resp := w.rolloutResponse(w.revisionAfter(0), r)
 		w.advance(1)
-		if rollout.Terminal(r.GetState()) {
+		if rollout.Terminal(r.state) {
 			w.ended = true
 			w.pending = nil
 		}
@@ -216,16 +232,24 @@ func (w *Watcher) takeChanges() []*outpostv1.WatchRolloutResponse {
 	for n < len(w.pending) && n < PageSize && w.pending[n].slot != rolloutSlot {
 		n++
 	}
-	nodes := make([]*outpostv1.RolloutNode, n)
-	sizes := make([]int, n)
+	vals := make([][]byte, n)
 	f := w.feed
 	f.mu.Lock()
 	for i, c := range w.pending[:n] {
-		p := f.pages[c.slot/PageSize]
-		nodes[i], sizes[i] = p.nodes[c.slot%PageSize], p.sizes[c.slot%PageSize]
+		vals[i] = f.pages[c.slot/PageSize].vals[c.slot%PageSize]
 	}
 	f.mu.Unlock()
-	out := w.nodeResponses(nil, nodes, sizes, w.revisionAfter)
+	var out []*outpostv1.WatchRolloutResponse
+	if w.pageSize == 0 {
+		for i, v := range vals {
+			out = append(out, response(w.revisionAfter(i), nodeField(v)))
+		}
+	} else {
+		fields, ends := nodePages(vals, w.pageSize)
+		for i, f := range fields {
+			out = append(out, response(w.revisionAfter(ends[i]-1), f))
+		}
+	}
 	w.advance(n)
 	return out
 }
@@ -254,35 +278,6 @@ func (w *Watcher) revisionAfter(i int) int64 {
 	}
 	w.last = max(w.last, rev)
 	return w.last
-}
-
-// nodeResponses appends responses carrying nodes to out: one per node, or
-// pages of at most pageSize nodes and maxPageBytes. revAfter(i) is the
-// revision of a response whose last node is nodes[i].
-func (w *Watcher) nodeResponses(out []*outpostv1.WatchRolloutResponse, nodes []*outpostv1.RolloutNode, sizes []int, revAfter func(int) int64) []*outpostv1.WatchRolloutResponse {
-	if w.pageSize == 0 {
-		for i, n := range nodes {
-			out = append(out, &outpostv1.WatchRolloutResponse{Revision: revAfter(i), Event: &outpostv1.WatchRolloutResponse_Node{Node: n}})
-		}
-		return out
-	}
-	for start := 0; start < len(nodes); {
-		end, bytes := start, pageOverhead
-		for end < len(nodes) && end-start < w.pageSize && (end == start || bytes+sizes[end]+nodeOverhead <= maxPageBytes) {
-			bytes += sizes[end] + nodeOverhead
-			end++
-		}
-		out = append(out, &outpostv1.WatchRolloutResponse{
-			Revision: revAfter(end - 1),
-			Event:    &outpostv1.WatchRolloutResponse_NodePage{NodePage: &outpostv1.WatchNodePage{Nodes: nodes[start:end:end]}},
-		})
-		start = end
-	}
-	return out
-}
-
-func rolloutResponse(rev int64, r *outpostv1.Rollout) *outpostv1.WatchRolloutResponse {
-	return &outpostv1.WatchRolloutResponse{Revision: rev, Event: &outpostv1.WatchRolloutResponse_Rollout{Rollout: r}}
 }
 
 // bitset is a set of small non-negative integers.
