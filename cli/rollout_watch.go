@@ -192,13 +192,12 @@ type recvResult struct {
 func watchOnce(ctx context.Context, c *client, id string, p *progress, sink watchSink, view *textView, o watchOptions) (got bool, err error) {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// The server starts with a snapshot exactly when asked from revision 0.
+	p.snapshot = p.revision == 0
 	stream, err := c.cp.WatchRollout(sctx, &outpostv1.WatchRolloutRequest{Id: id, FromRevision: p.revision, NodePageSize: watchNodePage})
 	if err != nil {
 		return false, err
 	}
-	// From revision 0 a snapshot comes first: its revision is a resume
-	// point only once it is whole.
-	p.snapshot = p.revision == 0
 	ch := make(chan recvResult, 64)
 	var wg sync.WaitGroup
 	wg.Add(1)

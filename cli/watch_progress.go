@@ -14,11 +14,13 @@ type progress struct {
 	nodes   map[string]*nodeProgress
 	// idWidth is the longest node id, to align per-node lines.
 	idWidth int
-	// revision is the highest WatchRolloutResponse.revision seen: the resume point.
+	// revision is the highest WatchRolloutResponse.revision seen after a
+	// whole snapshot: the resume point.
 	revision int64
-	// snapshot is set while a snapshot is received: its responses all carry
-	// its revision, which counts only once snapshot_end came (a resume
-	// from it would miss the nodes not received yet).
+	// snapshot is set while the snapshot a stream starts with is being
+	// received: the view is incomplete until its snapshot_end, and
+	// revision does not move, so a stream broken in the middle resumes
+	// with a whole snapshot again instead of missing its remaining nodes.
 	snapshot bool
 }
 
@@ -91,13 +93,9 @@ type watchSink interface {
 
 // apply folds one watch item into p and tells sink what changed.
 func (p *progress) apply(resp *outpostv1.WatchRolloutResponse, sink watchSink) {
-	if resp.GetSnapshotEnd() != nil {
-		p.snapshot = false
-	}
-	if !p.snapshot && resp.GetRevision() > p.revision {
-		p.revision = resp.GetRevision()
-	}
 	switch ev := resp.GetEvent().(type) {
+	case *outpostv1.WatchRolloutResponse_SnapshotEnd:
+		p.snapshot = false
 	case *outpostv1.WatchRolloutResponse_Rollout:
 		p.applyRollout(ev.Rollout, sink)
 	case *outpostv1.WatchRolloutResponse_Node:
@@ -110,6 +108,9 @@ func (p *progress) apply(resp *outpostv1.WatchRolloutResponse, sink watchSink) {
 		if ph := ev.StepEvent.GetPhase(); ph == outpostv1.StepPhase_STEP_PHASE_SUCCEEDED || ph == outpostv1.StepPhase_STEP_PHASE_FAILED {
 			sink.stepEnded(ev.StepEvent)
 		}
+	}
+	if !p.snapshot && resp.GetRevision() > p.revision {
+		p.revision = resp.GetRevision()
 	}
 }
 
