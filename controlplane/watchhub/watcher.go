@@ -133,7 +133,7 @@ func (w *Watcher) start() bool {
 		w.rolloutDirty = false
 		return true
 	}
-	if rollout.Terminal(f.rollout.state) && f.rolloutRev <= w.from {
+	if ended(f.rollout.state) && f.rolloutRev <= w.from {
 		w.ended = true // the client has seen the end already
 		return true
 	}
@@ -147,6 +147,10 @@ func (w *Watcher) start() bool {
 	w.rolloutDirty = w.rolloutDirty || f.rolloutRev > w.from
 	return true
 }
+
+// ended reports whether a watch ends once it sent a rollout in state s:
+// the rollout ended (the rule is controlplane/rollout's).
+func ended(s outpostv1.RolloutState) bool { return rollout.Terminal(s) }
 
 // rolloutResponse returns r as this watcher sends it: whole when it sends
 // a response per node, brief (node counts instead of node ids in its
@@ -190,7 +194,7 @@ func (w *Watcher) takeSnapshot() []*outpostv1.WatchRolloutResponse {
 	}
 	w.snap = nil
 	w.last = s.rev
-	w.ended = rollout.Terminal(s.rollout.state)
+	w.ended = ended(s.rollout.state)
 	return append(out, &outpostv1.WatchRolloutResponse{Revision: s.rev, Event: &outpostv1.WatchRolloutResponse_SnapshotEnd{SnapshotEnd: &outpostv1.WatchSnapshotEnd{}}})
 }
 
@@ -222,7 +226,7 @@ func (w *Watcher) takeChanges() []*outpostv1.WatchRolloutResponse {
 		r := w.pendingRollout
 		resp := w.rolloutResponse(w.revisionAfter(0), r)
 		w.advance(1)
-		if rollout.Terminal(r.state) {
+		if ended(r.state) {
 			w.ended = true
 			w.pending = nil
 		}
