@@ -1314,11 +1314,12 @@ type WatchRolloutRequest struct {
 	FromRevision int64 `protobuf:"varint,2,opt,name=from_revision,json=fromRevision,proto3" json:"from_revision,omitempty"`
 	// Most nodes per response: when above 0, node states come in node_page
 	// responses of at most this many nodes (at most 1000: a larger value
-	// means 1000; pages also stay under 32 KiB), and the rollout's batches
-	// carry node_count instead of node_ids (each node names its batch), so
-	// that a rollout of many nodes is not resent whole at every change. 0
-	// means one node response per node and whole rollouts, as clients
-	// written before node_page expect. Negative values are an error.
+	// means 1000; pages also stay under 32 KiB unless a node alone is
+	// larger), and the rollout's batches carry node_count instead of
+	// node_ids (each node names its batch), so that a rollout of many nodes
+	// is not resent whole at every change. 0 means one node response per
+	// node and whole rollouts, as clients written before node_page expect.
+	// Negative values are an error.
 	NodePageSize  int32 `protobuf:"varint,3,opt,name=node_page_size,json=nodePageSize,proto3" json:"node_page_size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
