@@ -8,6 +8,7 @@ import (
 
 	"github.com/outposthq/outpost/controlplane"
 	"github.com/outposthq/outpost/controlplane/leader"
+	"github.com/outposthq/outpost/controlplane/watchhub"
 )
 
 var _ runningServer = (*controlplane.Server)(nil)
@@ -105,6 +106,8 @@ See deploy/systemd/outpost-controlplane.service for a systemd unit.`,
 			leaderTTL := fs.Duration("leader-ttl", leader.DefaultTTL, "leader lease `TTL` (whole seconds): a dead leader is replaced within about this long")
 			gatewayGrace := fs.Duration("gateway-grace", controlplane.DefaultGatewayGrace, "how long the nodes of a disconnected gateway wait for it before they go to another gateway of the datacenter")
 			perDC := fs.Int("max-per-datacenter", 0, "node deployments at once in one datacenter, over all its gateways (0 = only each gateway's --concurrency bounds them)")
+			perCaller := fs.Int("max-watchers-per-caller", watchhub.DefaultMaxPerCaller, "rollout watches (`rollout watch`, the console) one user may hold at once")
+			watchers := fs.Int("max-watchers", watchhub.DefaultMaxTotal, "rollout watches this control plane serves at once, over all users")
 			configFile := fs.String("config", "", "YAML `FILE` declaring environments (protected, approval_ttl, hook_allow_list, deploy_path_prefixes)")
 			var serverNames stringList
 			fs.Var(&serverNames, "server-name", "extra DNS `name` or IP for the server certificate (a load balancer's); repeatable")
@@ -117,6 +120,9 @@ See deploy/systemd/outpost-controlplane.service for a systemd unit.`,
 			return func(ctx context.Context, args []string) error {
 				if len(args) > 0 {
 					return usagef("controlplane takes no arguments")
+				}
+				if *perCaller < 1 || *watchers < 1 {
+					return usagef("--max-watchers-per-caller and --max-watchers must be at least 1")
 				}
 				var envs map[string]controlplane.Environment
 				if *configFile != "" {
@@ -166,6 +172,9 @@ See deploy/systemd/outpost-controlplane.service for a systemd unit.`,
 					MaxUnauthenticatedConnsPerIP: *maxUnauthPerIP,
 					HandshakeTimeout:             *handshakeTimeout,
 					MaxStreamsPerConn:            *maxStreams,
+
+					MaxWatchersPerCaller: *perCaller,
+					MaxWatchers:          *watchers,
 				})
 				if err != nil {
 					return fmt.Errorf("start control plane: %w", err)

@@ -205,7 +205,7 @@ func watchOnce(ctx context.Context, c *client, id string, p *progress, sink watc
 	defer cancel()
 	// The server starts with a snapshot exactly when asked from revision 0.
 	p.snapshot = p.revision == 0
-	stream, err := c.cp.WatchRollout(sctx, &outpostv1.WatchRolloutRequest{Id: id, FromRevision: p.revision})
+	stream, err := c.cp.WatchRollout(sctx, &outpostv1.WatchRolloutRequest{Id: id, FromRevision: p.revision, NodePageSize: watchNodePage})
 	if err != nil {
 		return false, err
 	}
@@ -260,11 +260,13 @@ func watchOnce(ctx context.Context, c *client, id string, p *progress, sink watc
 			}
 			got = true
 			if o.json {
-				j, err := protoJSON(r.resp)
-				if err != nil {
-					return got, err
+				for _, item := range perNode(r.resp) {
+					j, err := protoJSON(item)
+					if err != nil {
+						return got, err
+					}
+					o.out.Write(append(j, '\n'))
 				}
-				o.out.Write(append(j, '\n'))
 			}
 			p.apply(r.resp, sink)
 			dirty = true
@@ -281,6 +283,24 @@ func watchOnce(ctx context.Context, c *client, id string, p *progress, sink watc
 			}
 		}
 	}
+}
+
+// watchNodePage is the most nodes the watch asks for per response: pages
+// cost the control plane far less than a response per node.
+const watchNodePage = 1000
+
+// perNode splits a node page into one response per node, so that -o json
+// prints the same lines whatever the server sent.
+func perNode(resp *outpostv1.WatchRolloutResponse) []*outpostv1.WatchRolloutResponse {
+	page := resp.GetNodePage()
+	if page == nil {
+		return []*outpostv1.WatchRolloutResponse{resp}
+	}
+	out := make([]*outpostv1.WatchRolloutResponse, 0, len(page.GetNodes()))
+	for _, n := range page.GetNodes() {
+		out = append(out, &outpostv1.WatchRolloutResponse{Revision: resp.GetRevision(), Event: &outpostv1.WatchRolloutResponse_Node{Node: n}})
+	}
+	return out
 }
 
 // nopSink ignores changes (JSON mode prints the raw items instead).

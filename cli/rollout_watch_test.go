@@ -132,6 +132,101 @@ func TestWatchJSONGolden(t *testing.T) {
 	}
 }
 
+// paged is items with each run of node responses at one revision turned
+// into one node_page response, as a server sends them to a client that
+// asks for pages; with brief, rollouts' batches carry their node count
+// instead of their node ids, as such a server sends them too.
+func paged(items []*outpostv1.WatchRolloutResponse, brief bool) []*outpostv1.WatchRolloutResponse {
+	var out []*outpostv1.WatchRolloutResponse
+	for _, it := range items {
+		n := it.GetNode()
+		if r := it.GetRollout(); r != nil && brief {
+			r = proto.CloneOf(r)
+			for _, st := range r.GetStages() {
+				for _, b := range st.GetBatches() {
+					b.NodeCount, b.NodeIds = int32(len(b.GetNodeIds())), nil
+				}
+			}
+			it = &outpostv1.WatchRolloutResponse{Revision: it.GetRevision(), Event: &outpostv1.WatchRolloutResponse_Rollout{Rollout: r}}
+		}
+		if n == nil {
+			out = append(out, it)
+			continue
+		}
+		if last := out[len(out)-1]; last.GetNodePage() != nil && last.GetRevision() == it.GetRevision() {
+			last.GetNodePage().Nodes = append(last.GetNodePage().Nodes, n)
+			continue
+		}
+		out = append(out, &outpostv1.WatchRolloutResponse{Revision: it.GetRevision(), Event: &outpostv1.WatchRolloutResponse_NodePage{
+			NodePage: &outpostv1.WatchNodePage{Nodes: []*outpostv1.RolloutNode{n}},
+		}})
+	}
+	return out
+}
+
+// The watch asks for node pages, and shows them (and rollouts with batch
+// node counts) as it shows nodes one by one and whole rollouts: the same
+// lines, and -o json still one node per line.
+func TestWatchNodePages(t *testing.T) {
+	if items := paged(watchScript(), true); len(items) != len(watchScript())-2 || items[1].GetNodePage() == nil {
+		t.Fatalf("paged script: %v", items)
+	}
+	for _, tc := range []struct {
+		args   []string
+		items  []*outpostv1.WatchRolloutResponse
+		golden string
+	}{
+		{args: []string{"rollout", "watch", "r-000003"}, items: paged(watchScript(), true), golden: "watch_plain.golden"},
+		{args: []string{"rollout", "watch", "r-000003", "-o", "json"}, items: paged(watchScript(), false), golden: "watch_json.golden"},
+	} {
+		t.Run(tc.golden, func(t *testing.T) {
+			f := startFake(t)
+			f.watch = serve(tc.items, -1, nil)
+			if code, out, errOut := f.run(t, tc.args...); code != 1 {
+				t.Errorf("exit %d, want 1 (stderr %q)", code, errOut)
+			} else {
+				golden(t, tc.golden, out)
+			}
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			if got := f.watches[0].GetNodePageSize(); got != watchNodePage {
+				t.Errorf("node_page_size = %d, want %d", got, watchNodePage)
+			}
+		})
+	}
+}
+
+// A stream that breaks inside the snapshot resumes with a new snapshot:
+// its revision says nothing until snapshot_end.
+func TestWatchBrokenSnapshotStartsOver(t *testing.T) {
+	shortRetry(t, 3)
+	f := startFake(t)
+	items := watchScript()
+	f.watch = func(n int, req *outpostv1.WatchRolloutRequest, stream grpc.ServerStreamingServer[outpostv1.WatchRolloutResponse]) error {
+		if n == 0 {
+			// The rollout and one node of the snapshot, then a break.
+			return serve(items, 2, status.Error(codes.Unavailable, "leader changed"))(n, req, stream)
+		}
+		return serve(items, -1, nil)(n, req, stream)
+	}
+	code, out, _ := f.run(t, "rollout", "watch", "r-000003")
+	if code != 1 {
+		t.Errorf("exit %d, want 1", code)
+	}
+	if !strings.Contains(out, "3 nodes: 1 succeeded, 1 rolled back, 1 skipped") {
+		t.Errorf("stdout %q: want every node counted", out)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var revs []int64
+	for _, w := range f.watches {
+		revs = append(revs, w.GetFromRevision())
+	}
+	if len(revs) != 2 || revs[1] != 0 {
+		t.Errorf("watch calls with from_revision %v, want [0 0]", revs)
+	}
+}
+
 func TestWatchSucceededExitsZero(t *testing.T) {
 	for _, state := range []outpostv1.RolloutState{
 		outpostv1.RolloutState_ROLLOUT_STATE_SUCCEEDED,

@@ -105,6 +105,10 @@ func (p *progress) apply(resp *outpostv1.WatchRolloutResponse, sink watchSink) {
 		p.applyRollout(ev.Rollout, sink)
 	case *outpostv1.WatchRolloutResponse_Node:
 		p.applyNode(ev.Node, sink)
+	case *outpostv1.WatchRolloutResponse_NodePage:
+		for _, n := range ev.NodePage.GetNodes() {
+			p.applyNode(n, sink)
+		}
 	case *outpostv1.WatchRolloutResponse_StepEvent:
 		if ph := ev.StepEvent.GetPhase(); ph == outpostv1.StepPhase_STEP_PHASE_SUCCEEDED || ph == outpostv1.StepPhase_STEP_PHASE_FAILED {
 			sink.stepEnded(ev.StepEvent)
@@ -159,7 +163,7 @@ func (p *progress) sameShape(r *outpostv1.Rollout) bool {
 			return false
 		}
 		for j, b := range s.GetBatches() {
-			if int32(len(b.GetNodeIds())) != sp.batches[j].total() {
+			if batchSize(b) != sp.batches[j].total() {
 				return false
 			}
 		}
@@ -175,7 +179,7 @@ func (p *progress) rebuild(r *outpostv1.Rollout) {
 	for i, s := range r.GetStages() {
 		sp := &stageProgress{name: s.GetName(), current: -1, batches: make([]stateCounts, len(s.GetBatches()))}
 		for j, b := range s.GetBatches() {
-			sp.batches[j][outpostv1.NodeState_NODE_STATE_PENDING] = int32(len(b.GetNodeIds()))
+			sp.batches[j][outpostv1.NodeState_NODE_STATE_PENDING] = batchSize(b)
 			for _, id := range b.GetNodeIds() {
 				p.idWidth = max(p.idWidth, len(id))
 			}
@@ -190,6 +194,15 @@ func (p *progress) rebuild(r *outpostv1.Rollout) {
 		n.stage = -1
 		p.place(n)
 	}
+}
+
+// batchSize is how many nodes a batch has: a watch that asks for node
+// pages gets batches with a node count instead of node ids.
+func batchSize(b *outpostv1.Batch) int32 {
+	if ids := b.GetNodeIds(); len(ids) > 0 {
+		return int32(len(ids))
+	}
+	return b.GetNodeCount()
 }
 
 // place counts n in its batch, if the rollout has that batch.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
@@ -85,6 +86,34 @@ func BenchmarkWatch10000Nodes(b *testing.B) {
 				p.apply(rolloutResp(r), v)
 				v.render()
 			}
+		}
+	}
+}
+
+// A rollout whose batches carry node counts (a watch with node pages)
+// counts like one that lists the node ids.
+func TestProgressBatchNodeCounts(t *testing.T) {
+	listed := bigRollout(7, 3)
+	counted := proto.CloneOf(listed)
+	for _, b := range counted.GetStages()[0].GetBatches() {
+		b.NodeCount, b.NodeIds = int32(len(b.GetNodeIds())), nil
+	}
+	var got []*outpostv1.NodeCounts
+	for _, r := range []*outpostv1.Rollout{listed, counted} {
+		p := newProgress()
+		p.apply(rolloutResp(r), nopSink{})
+		p.apply(&outpostv1.WatchRolloutResponse{Event: &outpostv1.WatchRolloutResponse_NodePage{NodePage: &outpostv1.WatchNodePage{Nodes: []*outpostv1.RolloutNode{
+			{NodeId: "node-00000", Stage: "rolling", Batch: 0, State: outpostv1.NodeState_NODE_STATE_SUCCEEDED},
+			{NodeId: "node-00004", Stage: "rolling", Batch: 1, State: outpostv1.NodeState_NODE_STATE_RUNNING},
+		}}}}, nopSink{})
+		// The same rollout again is the same shape: no recount.
+		p.apply(rolloutResp(r), nopSink{})
+		got = append(got, p.counts().proto())
+	}
+	want := &outpostv1.NodeCounts{Total: 7, Pending: 5, Running: 1, Succeeded: 1}
+	for i, c := range got {
+		if diff := cmp.Diff(want, c, protocmp.Transform()); diff != "" {
+			t.Errorf("rollout %d: counts (-want +got):\n%s", i, diff)
 		}
 	}
 }

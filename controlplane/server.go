@@ -22,6 +22,7 @@ import (
 	"github.com/outposthq/outpost/controlplane/notify"
 	"github.com/outposthq/outpost/controlplane/rollout"
 	"github.com/outposthq/outpost/controlplane/store"
+	"github.com/outposthq/outpost/controlplane/watchhub"
 	"github.com/outposthq/outpost/internal/connlimit"
 	"github.com/outposthq/outpost/internal/pki"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
@@ -172,6 +173,12 @@ type Config struct {
 	// datacenter over all its gateways (rollout.Config.MaxPerDatacenter);
 	// 0 means only the gateways' capacities bound them.
 	MaxPerDatacenter int
+	// MaxWatchersPerCaller bounds the WatchRollout streams one identity
+	// holds at once; 0 means watchhub.DefaultMaxPerCaller (10).
+	MaxWatchersPerCaller int
+	// MaxWatchers bounds the WatchRollout streams this replica serves at
+	// once; 0 means watchhub.DefaultMaxTotal (500).
+	MaxWatchers int
 
 	// FileLimit is the process's open file limit (RLIMIT_NOFILE), from
 	// which MaxConns is derived; 0 means the current soft limit.
@@ -217,6 +224,9 @@ func (c *Config) CheckAndSetDefaults() error {
 	}
 	if c.GatewayWaitLog < 0 || c.LeaderTTL < 0 || c.GatewayGrace < 0 || c.MaxPerDatacenter < 0 {
 		return errors.New("controlplane: negative GatewayWaitLog, LeaderTTL, GatewayGrace or MaxPerDatacenter")
+	}
+	if c.MaxWatchersPerCaller < 0 || c.MaxWatchers < 0 {
+		return fmt.Errorf("controlplane: negative MaxWatchersPerCaller %d or MaxWatchers %d", c.MaxWatchersPerCaller, c.MaxWatchers)
 	}
 	if c.ArtifactDir == "" {
 		c.ArtifactDir = filepath.Join(c.DataDir, "artifacts")
@@ -314,6 +324,7 @@ type Server struct {
 	metrics   *rollout.Metrics
 	fetchMet  *artifactMetrics
 	events    *eventHub
+	watches   *watchhub.Hub
 	httpSrv   *http.Server // nil without MetricsListen
 	metricsLn net.Listener
 	conns     *connlimit.Listener // the API listener
@@ -448,6 +459,16 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if s.fetchMet, err = newArtifactMetrics(reg); err != nil {
 		return nil, fmt.Errorf("controlplane: metrics: %w", err)
+	}
+	s.watches, err = watchhub.New(watchhub.Config{
+		Store:        s.store,
+		MaxPerCaller: cfg.MaxWatchersPerCaller,
+		MaxTotal:     cfg.MaxWatchers,
+		Registerer:   reg,
+		Logger:       cfg.Logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: %w", err)
 	}
 
 	if limit := cfg.FileLimit - min(cfg.FileLimit, ReservedFiles); uint64(cfg.MaxConns) > limit {
@@ -667,6 +688,8 @@ func (s *Server) shutdown(ctx context.Context) error {
 		}
 	}
 	s.wg.Wait()
+	// The streams ended with the gRPC server: stop their feeds.
+	s.watches.Close()
 	// After the engine stopped: its last entries and notifications go
 	// out too.
 	if aerr := s.audit.Close(ctx); aerr != nil && err == nil {
@@ -702,6 +725,9 @@ func (s *Server) abandon() {
 		s.metricsLn.Close()
 	}
 	s.wg.Wait()
+	if s.watches != nil {
+		s.watches.Close()
+	}
 	if s.auditSrv != nil {
 		s.auditSrv.Stop()
 	}

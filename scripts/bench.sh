@@ -314,3 +314,35 @@ f100_outpost=$(f100 outpost s/fleet)
   done
 } >> "$out"
 echo "bench: added issue 7's benchmarks to $out" >&2
+
+# --- Issue 11, finding 6: 200 watchers of a 50,000-node rollout ---
+w_cmd="go test -run '^\$' -bench 'BenchmarkWatchers\$' -benchtime 1x -count 1 -timeout 30m ./bench/"
+run watchers -bench 'BenchmarkWatchers$' -benchtime 1x -count 1 -timeout 30m ./bench/
+wt() { median 'BenchmarkWatchers' "$1" "$raw/watchers.txt"; }
+{
+  echo
+  echo "## 200 watchers of a 50,000-node rollout (issue 11, finding 6)"
+  echo
+  echo "Command: \`$w_cmd\`"
+  echo
+  echo "A control plane (\`outpost\` process, embedded etcd) with one running 50,000-node rollout; 200"
+  echo "WatchRollout streams (20 viewers, 10 each, a connection each) attach, then the rollout is paused"
+  echo "and resumed 3 times. \`outpost rollout list\` is run as its own process. The watchers parse only"
+  echo "what they count, so that their CPU competes as little as it can with the control plane's."
+  echo
+  echo "| figure | no watcher | 200 watchers | goal |"
+  echo "|---|---|---|---|"
+  echo "| control plane RSS (embedded etcd included) | $(wt cp-base-MB) MB | peak $(wt cp-peak-MB) MB ($(wt peak/base)×); $(wt cp-with-MB) MB with them idle, $(wt cp-after-MB) MB after they left | < 600 MB |"
+  echo "| control plane Go heap in use | $(wt cp-base-heap-MB) MB | $(wt cp-with-heap-MB) MB | |"
+  echo "| \`rollout list\`, median | $(wt list-base-ms) ms | $(wt list-attach-ms) ms while the snapshots stream, $(wt list-with-ms) ms after | < 1 s |"
+  echo "| \`rollout list\`, slowest while the snapshots stream | | $(wt list-attach-max-ms) ms | < 1 s |"
+  echo "| until every watcher held its snapshot (CPU until then: control plane; the watchers' process) | | $(wt snapshots-s) s ($(wt snapshots-cp-cpu-s) s; $(wt snapshots-clients-cpu-s) s) | |"
+  echo "| until every watcher saw the last of 6 changes | | $(wt changes-s) s | |"
+  echo
+  echo "### Raw output: watchers"
+  echo
+  echo '```'
+  grep -E '^(Benchmark|goos|goarch|cpu|ok|PASS)|GOAL|watchers_test' "$raw/watchers.txt" || true
+  echo '```'
+} >> "$out"
+echo "bench: added the watchers benchmark to $out" >&2

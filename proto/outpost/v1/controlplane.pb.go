@@ -1308,9 +1308,19 @@ type WatchRolloutRequest struct {
 	// Rollout id (required).
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// 0 means start with a full snapshot. Otherwise the revision of the last
-	// response received: the server sends only later changes, or a full
-	// snapshot again when that history is no longer available.
-	FromRevision  int64 `protobuf:"varint,2,opt,name=from_revision,json=fromRevision,proto3" json:"from_revision,omitempty"`
+	// response received: the server sends the current state of everything
+	// that changed after it. Within a snapshot every response carries the
+	// snapshot's revision, so resume from one only after its snapshot_end.
+	FromRevision int64 `protobuf:"varint,2,opt,name=from_revision,json=fromRevision,proto3" json:"from_revision,omitempty"`
+	// Most nodes per response: when above 0, node states come in node_page
+	// responses of at most this many nodes (at most 1000: a larger value
+	// means 1000; pages also stay under 32 KiB unless a node alone is
+	// larger), and the rollout's batches carry node_count instead of
+	// node_ids (each node names its batch), so that a rollout of many nodes
+	// is not resent whole at every change. 0 means one node response per
+	// node and whole rollouts, as clients written before node_page expect.
+	// Negative values are an error.
+	NodePageSize  int32 `protobuf:"varint,3,opt,name=node_page_size,json=nodePageSize,proto3" json:"node_page_size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1359,6 +1369,13 @@ func (x *WatchRolloutRequest) GetFromRevision() int64 {
 	return 0
 }
 
+func (x *WatchRolloutRequest) GetNodePageSize() int32 {
+	if x != nil {
+		return x.NodePageSize
+	}
+	return 0
+}
+
 // WatchRolloutResponse is one item of a rollout watch.
 type WatchRolloutResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1372,6 +1389,7 @@ type WatchRolloutResponse struct {
 	//	*WatchRolloutResponse_Node
 	//	*WatchRolloutResponse_StepEvent
 	//	*WatchRolloutResponse_SnapshotEnd
+	//	*WatchRolloutResponse_NodePage
 	Event         isWatchRolloutResponse_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1457,6 +1475,15 @@ func (x *WatchRolloutResponse) GetSnapshotEnd() *WatchSnapshotEnd {
 	return nil
 }
 
+func (x *WatchRolloutResponse) GetNodePage() *WatchNodePage {
+	if x != nil {
+		if x, ok := x.Event.(*WatchRolloutResponse_NodePage); ok {
+			return x.NodePage
+		}
+	}
+	return nil
+}
+
 type isWatchRolloutResponse_Event interface {
 	isWatchRolloutResponse_Event()
 }
@@ -1481,6 +1508,12 @@ type WatchRolloutResponse_SnapshotEnd struct {
 	SnapshotEnd *WatchSnapshotEnd `protobuf:"bytes,5,opt,name=snapshot_end,json=snapshotEnd,proto3,oneof"`
 }
 
+type WatchRolloutResponse_NodePage struct {
+	// Several nodes' new states, instead of node when the request set
+	// node_page_size.
+	NodePage *WatchNodePage `protobuf:"bytes,6,opt,name=node_page,json=nodePage,proto3,oneof"`
+}
+
 func (*WatchRolloutResponse_Rollout) isWatchRolloutResponse_Event() {}
 
 func (*WatchRolloutResponse_Node) isWatchRolloutResponse_Event() {}
@@ -1488,6 +1521,8 @@ func (*WatchRolloutResponse_Node) isWatchRolloutResponse_Event() {}
 func (*WatchRolloutResponse_StepEvent) isWatchRolloutResponse_Event() {}
 
 func (*WatchRolloutResponse_SnapshotEnd) isWatchRolloutResponse_Event() {}
+
+func (*WatchRolloutResponse_NodePage) isWatchRolloutResponse_Event() {}
 
 // WatchSnapshotEnd marks the end of a watch's initial snapshot.
 type WatchSnapshotEnd struct {
@@ -1526,6 +1561,53 @@ func (*WatchSnapshotEnd) Descriptor() ([]byte, []int) {
 	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{24}
 }
 
+// WatchNodePage is a page of node states. In a snapshot the pages come in
+// node id order; after it, in the order the nodes changed.
+type WatchNodePage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The nodes' states; never empty.
+	Nodes         []*RolloutNode `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchNodePage) Reset() {
+	*x = WatchNodePage{}
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchNodePage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchNodePage) ProtoMessage() {}
+
+func (x *WatchNodePage) ProtoReflect() protoreflect.Message {
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchNodePage.ProtoReflect.Descriptor instead.
+func (*WatchNodePage) Descriptor() ([]byte, []int) {
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *WatchNodePage) GetNodes() []*RolloutNode {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
 // PauseRolloutRequest pauses a rollout.
 type PauseRolloutRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1541,7 +1623,7 @@ type PauseRolloutRequest struct {
 
 func (x *PauseRolloutRequest) Reset() {
 	*x = PauseRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[25]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1553,7 +1635,7 @@ func (x *PauseRolloutRequest) String() string {
 func (*PauseRolloutRequest) ProtoMessage() {}
 
 func (x *PauseRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[25]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1566,7 +1648,7 @@ func (x *PauseRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseRolloutRequest.ProtoReflect.Descriptor instead.
 func (*PauseRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{25}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *PauseRolloutRequest) GetId() string {
@@ -1601,7 +1683,7 @@ type PauseRolloutResponse struct {
 
 func (x *PauseRolloutResponse) Reset() {
 	*x = PauseRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[26]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1613,7 +1695,7 @@ func (x *PauseRolloutResponse) String() string {
 func (*PauseRolloutResponse) ProtoMessage() {}
 
 func (x *PauseRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[26]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1626,7 +1708,7 @@ func (x *PauseRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseRolloutResponse.ProtoReflect.Descriptor instead.
 func (*PauseRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{26}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *PauseRolloutResponse) GetRollout() *Rollout {
@@ -1649,7 +1731,7 @@ type ResumeRolloutRequest struct {
 
 func (x *ResumeRolloutRequest) Reset() {
 	*x = ResumeRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[27]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1661,7 +1743,7 @@ func (x *ResumeRolloutRequest) String() string {
 func (*ResumeRolloutRequest) ProtoMessage() {}
 
 func (x *ResumeRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[27]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1674,7 +1756,7 @@ func (x *ResumeRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRolloutRequest.ProtoReflect.Descriptor instead.
 func (*ResumeRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{27}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ResumeRolloutRequest) GetId() string {
@@ -1702,7 +1784,7 @@ type ResumeRolloutResponse struct {
 
 func (x *ResumeRolloutResponse) Reset() {
 	*x = ResumeRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[28]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1714,7 +1796,7 @@ func (x *ResumeRolloutResponse) String() string {
 func (*ResumeRolloutResponse) ProtoMessage() {}
 
 func (x *ResumeRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[28]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1727,7 +1809,7 @@ func (x *ResumeRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRolloutResponse.ProtoReflect.Descriptor instead.
 func (*ResumeRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{28}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ResumeRolloutResponse) GetRollout() *Rollout {
@@ -1752,7 +1834,7 @@ type AbortRolloutRequest struct {
 
 func (x *AbortRolloutRequest) Reset() {
 	*x = AbortRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[29]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1764,7 +1846,7 @@ func (x *AbortRolloutRequest) String() string {
 func (*AbortRolloutRequest) ProtoMessage() {}
 
 func (x *AbortRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[29]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1777,7 +1859,7 @@ func (x *AbortRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortRolloutRequest.ProtoReflect.Descriptor instead.
 func (*AbortRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{29}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *AbortRolloutRequest) GetId() string {
@@ -1812,7 +1894,7 @@ type AbortRolloutResponse struct {
 
 func (x *AbortRolloutResponse) Reset() {
 	*x = AbortRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[30]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1824,7 +1906,7 @@ func (x *AbortRolloutResponse) String() string {
 func (*AbortRolloutResponse) ProtoMessage() {}
 
 func (x *AbortRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[30]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1837,7 +1919,7 @@ func (x *AbortRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortRolloutResponse.ProtoReflect.Descriptor instead.
 func (*AbortRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{30}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *AbortRolloutResponse) GetRollout() *Rollout {
@@ -1863,7 +1945,7 @@ type PromoteRolloutRequest struct {
 
 func (x *PromoteRolloutRequest) Reset() {
 	*x = PromoteRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[31]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1875,7 +1957,7 @@ func (x *PromoteRolloutRequest) String() string {
 func (*PromoteRolloutRequest) ProtoMessage() {}
 
 func (x *PromoteRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[31]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1888,7 +1970,7 @@ func (x *PromoteRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteRolloutRequest.ProtoReflect.Descriptor instead.
 func (*PromoteRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{31}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *PromoteRolloutRequest) GetId() string {
@@ -1923,7 +2005,7 @@ type PromoteRolloutResponse struct {
 
 func (x *PromoteRolloutResponse) Reset() {
 	*x = PromoteRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[32]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1935,7 +2017,7 @@ func (x *PromoteRolloutResponse) String() string {
 func (*PromoteRolloutResponse) ProtoMessage() {}
 
 func (x *PromoteRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[32]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1948,7 +2030,7 @@ func (x *PromoteRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteRolloutResponse.ProtoReflect.Descriptor instead.
 func (*PromoteRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{32}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PromoteRolloutResponse) GetRollout() *Rollout {
@@ -1973,7 +2055,7 @@ type RetryRolloutRequest struct {
 
 func (x *RetryRolloutRequest) Reset() {
 	*x = RetryRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[33]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1985,7 +2067,7 @@ func (x *RetryRolloutRequest) String() string {
 func (*RetryRolloutRequest) ProtoMessage() {}
 
 func (x *RetryRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[33]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1998,7 +2080,7 @@ func (x *RetryRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryRolloutRequest.ProtoReflect.Descriptor instead.
 func (*RetryRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{33}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RetryRolloutRequest) GetId() string {
@@ -2033,7 +2115,7 @@ type RetryRolloutResponse struct {
 
 func (x *RetryRolloutResponse) Reset() {
 	*x = RetryRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[34]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2045,7 +2127,7 @@ func (x *RetryRolloutResponse) String() string {
 func (*RetryRolloutResponse) ProtoMessage() {}
 
 func (x *RetryRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[34]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2058,7 +2140,7 @@ func (x *RetryRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryRolloutResponse.ProtoReflect.Descriptor instead.
 func (*RetryRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{34}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RetryRolloutResponse) GetRollout() *Rollout {
@@ -2083,7 +2165,7 @@ type ApproveRolloutRequest struct {
 
 func (x *ApproveRolloutRequest) Reset() {
 	*x = ApproveRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[35]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2095,7 +2177,7 @@ func (x *ApproveRolloutRequest) String() string {
 func (*ApproveRolloutRequest) ProtoMessage() {}
 
 func (x *ApproveRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[35]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2108,7 +2190,7 @@ func (x *ApproveRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveRolloutRequest.ProtoReflect.Descriptor instead.
 func (*ApproveRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{35}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ApproveRolloutRequest) GetId() string {
@@ -2143,7 +2225,7 @@ type ApproveRolloutResponse struct {
 
 func (x *ApproveRolloutResponse) Reset() {
 	*x = ApproveRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[36]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2155,7 +2237,7 @@ func (x *ApproveRolloutResponse) String() string {
 func (*ApproveRolloutResponse) ProtoMessage() {}
 
 func (x *ApproveRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[36]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2168,7 +2250,7 @@ func (x *ApproveRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveRolloutResponse.ProtoReflect.Descriptor instead.
 func (*ApproveRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{36}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ApproveRolloutResponse) GetRollout() *Rollout {
@@ -2193,7 +2275,7 @@ type RejectRolloutRequest struct {
 
 func (x *RejectRolloutRequest) Reset() {
 	*x = RejectRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[37]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2205,7 +2287,7 @@ func (x *RejectRolloutRequest) String() string {
 func (*RejectRolloutRequest) ProtoMessage() {}
 
 func (x *RejectRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[37]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2218,7 +2300,7 @@ func (x *RejectRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectRolloutRequest.ProtoReflect.Descriptor instead.
 func (*RejectRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{37}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RejectRolloutRequest) GetId() string {
@@ -2253,7 +2335,7 @@ type RejectRolloutResponse struct {
 
 func (x *RejectRolloutResponse) Reset() {
 	*x = RejectRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[38]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2265,7 +2347,7 @@ func (x *RejectRolloutResponse) String() string {
 func (*RejectRolloutResponse) ProtoMessage() {}
 
 func (x *RejectRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[38]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2278,7 +2360,7 @@ func (x *RejectRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectRolloutResponse.ProtoReflect.Descriptor instead.
 func (*RejectRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{38}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RejectRolloutResponse) GetRollout() *Rollout {
@@ -2303,7 +2385,7 @@ type ValidateRolloutRequest struct {
 
 func (x *ValidateRolloutRequest) Reset() {
 	*x = ValidateRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[39]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2315,7 +2397,7 @@ func (x *ValidateRolloutRequest) String() string {
 func (*ValidateRolloutRequest) ProtoMessage() {}
 
 func (x *ValidateRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[39]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2328,7 +2410,7 @@ func (x *ValidateRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateRolloutRequest.ProtoReflect.Descriptor instead.
 func (*ValidateRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{39}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ValidateRolloutRequest) GetId() string {
@@ -2363,7 +2445,7 @@ type ValidateRolloutResponse struct {
 
 func (x *ValidateRolloutResponse) Reset() {
 	*x = ValidateRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[40]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2375,7 +2457,7 @@ func (x *ValidateRolloutResponse) String() string {
 func (*ValidateRolloutResponse) ProtoMessage() {}
 
 func (x *ValidateRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[40]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2388,7 +2470,7 @@ func (x *ValidateRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateRolloutResponse.ProtoReflect.Descriptor instead.
 func (*ValidateRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{40}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ValidateRolloutResponse) GetRollout() *Rollout {
@@ -2413,7 +2495,7 @@ type ListRevisionsRequest struct {
 
 func (x *ListRevisionsRequest) Reset() {
 	*x = ListRevisionsRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[41]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2425,7 +2507,7 @@ func (x *ListRevisionsRequest) String() string {
 func (*ListRevisionsRequest) ProtoMessage() {}
 
 func (x *ListRevisionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[41]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2438,7 +2520,7 @@ func (x *ListRevisionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRevisionsRequest.ProtoReflect.Descriptor instead.
 func (*ListRevisionsRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{41}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListRevisionsRequest) GetApp() string {
@@ -2475,7 +2557,7 @@ type ListRevisionsResponse struct {
 
 func (x *ListRevisionsResponse) Reset() {
 	*x = ListRevisionsResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[42]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2487,7 +2569,7 @@ func (x *ListRevisionsResponse) String() string {
 func (*ListRevisionsResponse) ProtoMessage() {}
 
 func (x *ListRevisionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[42]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2500,7 +2582,7 @@ func (x *ListRevisionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRevisionsResponse.ProtoReflect.Descriptor instead.
 func (*ListRevisionsResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{42}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ListRevisionsResponse) GetRevisions() []*Revision {
@@ -2606,19 +2688,23 @@ const file_outpost_v1_controlplane_proto_rawDesc = "" +
 	"\x05state\x18\x04 \x01(\x0e2\x15.outpost.v1.NodeStateR\x05state\"q\n" +
 	"\x18ListRolloutNodesResponse\x12-\n" +
 	"\x05nodes\x18\x01 \x03(\v2\x17.outpost.v1.RolloutNodeR\x05nodes\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"J\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"p\n" +
 	"\x13WatchRolloutRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12#\n" +
-	"\rfrom_revision\x18\x02 \x01(\x03R\ffromRevision\"\x9a\x02\n" +
+	"\rfrom_revision\x18\x02 \x01(\x03R\ffromRevision\x12$\n" +
+	"\x0enode_page_size\x18\x03 \x01(\x05R\fnodePageSize\"\xd4\x02\n" +
 	"\x14WatchRolloutResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\x12/\n" +
 	"\arollout\x18\x02 \x01(\v2\x13.outpost.v1.RolloutH\x00R\arollout\x12-\n" +
 	"\x04node\x18\x03 \x01(\v2\x17.outpost.v1.RolloutNodeH\x00R\x04node\x12:\n" +
 	"\n" +
 	"step_event\x18\x04 \x01(\v2\x19.outpost.v1.NodeStepEventH\x00R\tstepEvent\x12A\n" +
-	"\fsnapshot_end\x18\x05 \x01(\v2\x1c.outpost.v1.WatchSnapshotEndH\x00R\vsnapshotEndB\a\n" +
+	"\fsnapshot_end\x18\x05 \x01(\v2\x1c.outpost.v1.WatchSnapshotEndH\x00R\vsnapshotEnd\x128\n" +
+	"\tnode_page\x18\x06 \x01(\v2\x19.outpost.v1.WatchNodePageH\x00R\bnodePageB\a\n" +
 	"\x05event\"\x12\n" +
-	"\x10WatchSnapshotEnd\"\\\n" +
+	"\x10WatchSnapshotEnd\">\n" +
+	"\rWatchNodePage\x12-\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x17.outpost.v1.RolloutNodeR\x05nodes\"\\\n" +
 	"\x13PauseRolloutRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
@@ -2719,7 +2805,7 @@ func file_outpost_v1_controlplane_proto_rawDescGZIP() []byte {
 	return file_outpost_v1_controlplane_proto_rawDescData
 }
 
-var file_outpost_v1_controlplane_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
+var file_outpost_v1_controlplane_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
 var file_outpost_v1_controlplane_proto_goTypes = []any{
 	(*ApplyNodesRequest)(nil),        // 0: outpost.v1.ApplyNodesRequest
 	(*ApplyNodesResponse)(nil),       // 1: outpost.v1.ApplyNodesResponse
@@ -2746,106 +2832,109 @@ var file_outpost_v1_controlplane_proto_goTypes = []any{
 	(*WatchRolloutRequest)(nil),      // 22: outpost.v1.WatchRolloutRequest
 	(*WatchRolloutResponse)(nil),     // 23: outpost.v1.WatchRolloutResponse
 	(*WatchSnapshotEnd)(nil),         // 24: outpost.v1.WatchSnapshotEnd
-	(*PauseRolloutRequest)(nil),      // 25: outpost.v1.PauseRolloutRequest
-	(*PauseRolloutResponse)(nil),     // 26: outpost.v1.PauseRolloutResponse
-	(*ResumeRolloutRequest)(nil),     // 27: outpost.v1.ResumeRolloutRequest
-	(*ResumeRolloutResponse)(nil),    // 28: outpost.v1.ResumeRolloutResponse
-	(*AbortRolloutRequest)(nil),      // 29: outpost.v1.AbortRolloutRequest
-	(*AbortRolloutResponse)(nil),     // 30: outpost.v1.AbortRolloutResponse
-	(*PromoteRolloutRequest)(nil),    // 31: outpost.v1.PromoteRolloutRequest
-	(*PromoteRolloutResponse)(nil),   // 32: outpost.v1.PromoteRolloutResponse
-	(*RetryRolloutRequest)(nil),      // 33: outpost.v1.RetryRolloutRequest
-	(*RetryRolloutResponse)(nil),     // 34: outpost.v1.RetryRolloutResponse
-	(*ApproveRolloutRequest)(nil),    // 35: outpost.v1.ApproveRolloutRequest
-	(*ApproveRolloutResponse)(nil),   // 36: outpost.v1.ApproveRolloutResponse
-	(*RejectRolloutRequest)(nil),     // 37: outpost.v1.RejectRolloutRequest
-	(*RejectRolloutResponse)(nil),    // 38: outpost.v1.RejectRolloutResponse
-	(*ValidateRolloutRequest)(nil),   // 39: outpost.v1.ValidateRolloutRequest
-	(*ValidateRolloutResponse)(nil),  // 40: outpost.v1.ValidateRolloutResponse
-	(*ListRevisionsRequest)(nil),     // 41: outpost.v1.ListRevisionsRequest
-	(*ListRevisionsResponse)(nil),    // 42: outpost.v1.ListRevisionsResponse
-	(*Node)(nil),                     // 43: outpost.v1.Node
-	(*timestamppb.Timestamp)(nil),    // 44: google.protobuf.Timestamp
-	(*PlanSpec)(nil),                 // 45: outpost.v1.PlanSpec
-	(*Rollout)(nil),                  // 46: outpost.v1.Rollout
-	(NodeState)(0),                   // 47: outpost.v1.NodeState
-	(*RolloutNode)(nil),              // 48: outpost.v1.RolloutNode
-	(*NodeStepEvent)(nil),            // 49: outpost.v1.NodeStepEvent
-	(*Revision)(nil),                 // 50: outpost.v1.Revision
+	(*WatchNodePage)(nil),            // 25: outpost.v1.WatchNodePage
+	(*PauseRolloutRequest)(nil),      // 26: outpost.v1.PauseRolloutRequest
+	(*PauseRolloutResponse)(nil),     // 27: outpost.v1.PauseRolloutResponse
+	(*ResumeRolloutRequest)(nil),     // 28: outpost.v1.ResumeRolloutRequest
+	(*ResumeRolloutResponse)(nil),    // 29: outpost.v1.ResumeRolloutResponse
+	(*AbortRolloutRequest)(nil),      // 30: outpost.v1.AbortRolloutRequest
+	(*AbortRolloutResponse)(nil),     // 31: outpost.v1.AbortRolloutResponse
+	(*PromoteRolloutRequest)(nil),    // 32: outpost.v1.PromoteRolloutRequest
+	(*PromoteRolloutResponse)(nil),   // 33: outpost.v1.PromoteRolloutResponse
+	(*RetryRolloutRequest)(nil),      // 34: outpost.v1.RetryRolloutRequest
+	(*RetryRolloutResponse)(nil),     // 35: outpost.v1.RetryRolloutResponse
+	(*ApproveRolloutRequest)(nil),    // 36: outpost.v1.ApproveRolloutRequest
+	(*ApproveRolloutResponse)(nil),   // 37: outpost.v1.ApproveRolloutResponse
+	(*RejectRolloutRequest)(nil),     // 38: outpost.v1.RejectRolloutRequest
+	(*RejectRolloutResponse)(nil),    // 39: outpost.v1.RejectRolloutResponse
+	(*ValidateRolloutRequest)(nil),   // 40: outpost.v1.ValidateRolloutRequest
+	(*ValidateRolloutResponse)(nil),  // 41: outpost.v1.ValidateRolloutResponse
+	(*ListRevisionsRequest)(nil),     // 42: outpost.v1.ListRevisionsRequest
+	(*ListRevisionsResponse)(nil),    // 43: outpost.v1.ListRevisionsResponse
+	(*Node)(nil),                     // 44: outpost.v1.Node
+	(*timestamppb.Timestamp)(nil),    // 45: google.protobuf.Timestamp
+	(*PlanSpec)(nil),                 // 46: outpost.v1.PlanSpec
+	(*Rollout)(nil),                  // 47: outpost.v1.Rollout
+	(NodeState)(0),                   // 48: outpost.v1.NodeState
+	(*RolloutNode)(nil),              // 49: outpost.v1.RolloutNode
+	(*NodeStepEvent)(nil),            // 50: outpost.v1.NodeStepEvent
+	(*Revision)(nil),                 // 51: outpost.v1.Revision
 }
 var file_outpost_v1_controlplane_proto_depIdxs = []int32{
-	43, // 0: outpost.v1.ApplyNodesRequest.nodes:type_name -> outpost.v1.Node
-	43, // 1: outpost.v1.ApplyNodesResponse.nodes:type_name -> outpost.v1.Node
-	43, // 2: outpost.v1.ListNodesResponse.nodes:type_name -> outpost.v1.Node
-	43, // 3: outpost.v1.GetNodeResponse.node:type_name -> outpost.v1.Node
+	44, // 0: outpost.v1.ApplyNodesRequest.nodes:type_name -> outpost.v1.Node
+	44, // 1: outpost.v1.ApplyNodesResponse.nodes:type_name -> outpost.v1.Node
+	44, // 2: outpost.v1.ListNodesResponse.nodes:type_name -> outpost.v1.Node
+	44, // 3: outpost.v1.GetNodeResponse.node:type_name -> outpost.v1.Node
 	10, // 4: outpost.v1.ScanNodeHostKeyResponse.scan:type_name -> outpost.v1.NodeHostKeyScan
-	44, // 5: outpost.v1.NodeHostKeyScan.scan_time:type_name -> google.protobuf.Timestamp
-	43, // 6: outpost.v1.TrustNodeHostKeyResponse.node:type_name -> outpost.v1.Node
-	45, // 7: outpost.v1.CreateRolloutRequest.plan:type_name -> outpost.v1.PlanSpec
+	45, // 5: outpost.v1.NodeHostKeyScan.scan_time:type_name -> google.protobuf.Timestamp
+	44, // 6: outpost.v1.TrustNodeHostKeyResponse.node:type_name -> outpost.v1.Node
+	46, // 7: outpost.v1.CreateRolloutRequest.plan:type_name -> outpost.v1.PlanSpec
 	14, // 8: outpost.v1.CreateRolloutRequest.undo:type_name -> outpost.v1.RolloutUndo
-	46, // 9: outpost.v1.CreateRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	46, // 10: outpost.v1.GetRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	46, // 11: outpost.v1.ListRolloutsResponse.rollouts:type_name -> outpost.v1.Rollout
-	47, // 12: outpost.v1.ListRolloutNodesRequest.state:type_name -> outpost.v1.NodeState
-	48, // 13: outpost.v1.ListRolloutNodesResponse.nodes:type_name -> outpost.v1.RolloutNode
-	46, // 14: outpost.v1.WatchRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	48, // 15: outpost.v1.WatchRolloutResponse.node:type_name -> outpost.v1.RolloutNode
-	49, // 16: outpost.v1.WatchRolloutResponse.step_event:type_name -> outpost.v1.NodeStepEvent
+	47, // 9: outpost.v1.CreateRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	47, // 10: outpost.v1.GetRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	47, // 11: outpost.v1.ListRolloutsResponse.rollouts:type_name -> outpost.v1.Rollout
+	48, // 12: outpost.v1.ListRolloutNodesRequest.state:type_name -> outpost.v1.NodeState
+	49, // 13: outpost.v1.ListRolloutNodesResponse.nodes:type_name -> outpost.v1.RolloutNode
+	47, // 14: outpost.v1.WatchRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	49, // 15: outpost.v1.WatchRolloutResponse.node:type_name -> outpost.v1.RolloutNode
+	50, // 16: outpost.v1.WatchRolloutResponse.step_event:type_name -> outpost.v1.NodeStepEvent
 	24, // 17: outpost.v1.WatchRolloutResponse.snapshot_end:type_name -> outpost.v1.WatchSnapshotEnd
-	46, // 18: outpost.v1.PauseRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	46, // 19: outpost.v1.ResumeRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	46, // 20: outpost.v1.AbortRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	46, // 21: outpost.v1.PromoteRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	46, // 22: outpost.v1.RetryRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	46, // 23: outpost.v1.ApproveRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	46, // 24: outpost.v1.RejectRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	46, // 25: outpost.v1.ValidateRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	50, // 26: outpost.v1.ListRevisionsResponse.revisions:type_name -> outpost.v1.Revision
-	0,  // 27: outpost.v1.ControlPlaneService.ApplyNodes:input_type -> outpost.v1.ApplyNodesRequest
-	2,  // 28: outpost.v1.ControlPlaneService.ListNodes:input_type -> outpost.v1.ListNodesRequest
-	4,  // 29: outpost.v1.ControlPlaneService.GetNode:input_type -> outpost.v1.GetNodeRequest
-	6,  // 30: outpost.v1.ControlPlaneService.DeleteNode:input_type -> outpost.v1.DeleteNodeRequest
-	8,  // 31: outpost.v1.ControlPlaneService.ScanNodeHostKey:input_type -> outpost.v1.ScanNodeHostKeyRequest
-	11, // 32: outpost.v1.ControlPlaneService.TrustNodeHostKey:input_type -> outpost.v1.TrustNodeHostKeyRequest
-	13, // 33: outpost.v1.ControlPlaneService.CreateRollout:input_type -> outpost.v1.CreateRolloutRequest
-	16, // 34: outpost.v1.ControlPlaneService.GetRollout:input_type -> outpost.v1.GetRolloutRequest
-	18, // 35: outpost.v1.ControlPlaneService.ListRollouts:input_type -> outpost.v1.ListRolloutsRequest
-	20, // 36: outpost.v1.ControlPlaneService.ListRolloutNodes:input_type -> outpost.v1.ListRolloutNodesRequest
-	22, // 37: outpost.v1.ControlPlaneService.WatchRollout:input_type -> outpost.v1.WatchRolloutRequest
-	25, // 38: outpost.v1.ControlPlaneService.PauseRollout:input_type -> outpost.v1.PauseRolloutRequest
-	27, // 39: outpost.v1.ControlPlaneService.ResumeRollout:input_type -> outpost.v1.ResumeRolloutRequest
-	29, // 40: outpost.v1.ControlPlaneService.AbortRollout:input_type -> outpost.v1.AbortRolloutRequest
-	31, // 41: outpost.v1.ControlPlaneService.PromoteRollout:input_type -> outpost.v1.PromoteRolloutRequest
-	33, // 42: outpost.v1.ControlPlaneService.RetryRollout:input_type -> outpost.v1.RetryRolloutRequest
-	35, // 43: outpost.v1.ControlPlaneService.ApproveRollout:input_type -> outpost.v1.ApproveRolloutRequest
-	37, // 44: outpost.v1.ControlPlaneService.RejectRollout:input_type -> outpost.v1.RejectRolloutRequest
-	39, // 45: outpost.v1.ControlPlaneService.ValidateRollout:input_type -> outpost.v1.ValidateRolloutRequest
-	41, // 46: outpost.v1.ControlPlaneService.ListRevisions:input_type -> outpost.v1.ListRevisionsRequest
-	1,  // 47: outpost.v1.ControlPlaneService.ApplyNodes:output_type -> outpost.v1.ApplyNodesResponse
-	3,  // 48: outpost.v1.ControlPlaneService.ListNodes:output_type -> outpost.v1.ListNodesResponse
-	5,  // 49: outpost.v1.ControlPlaneService.GetNode:output_type -> outpost.v1.GetNodeResponse
-	7,  // 50: outpost.v1.ControlPlaneService.DeleteNode:output_type -> outpost.v1.DeleteNodeResponse
-	9,  // 51: outpost.v1.ControlPlaneService.ScanNodeHostKey:output_type -> outpost.v1.ScanNodeHostKeyResponse
-	12, // 52: outpost.v1.ControlPlaneService.TrustNodeHostKey:output_type -> outpost.v1.TrustNodeHostKeyResponse
-	15, // 53: outpost.v1.ControlPlaneService.CreateRollout:output_type -> outpost.v1.CreateRolloutResponse
-	17, // 54: outpost.v1.ControlPlaneService.GetRollout:output_type -> outpost.v1.GetRolloutResponse
-	19, // 55: outpost.v1.ControlPlaneService.ListRollouts:output_type -> outpost.v1.ListRolloutsResponse
-	21, // 56: outpost.v1.ControlPlaneService.ListRolloutNodes:output_type -> outpost.v1.ListRolloutNodesResponse
-	23, // 57: outpost.v1.ControlPlaneService.WatchRollout:output_type -> outpost.v1.WatchRolloutResponse
-	26, // 58: outpost.v1.ControlPlaneService.PauseRollout:output_type -> outpost.v1.PauseRolloutResponse
-	28, // 59: outpost.v1.ControlPlaneService.ResumeRollout:output_type -> outpost.v1.ResumeRolloutResponse
-	30, // 60: outpost.v1.ControlPlaneService.AbortRollout:output_type -> outpost.v1.AbortRolloutResponse
-	32, // 61: outpost.v1.ControlPlaneService.PromoteRollout:output_type -> outpost.v1.PromoteRolloutResponse
-	34, // 62: outpost.v1.ControlPlaneService.RetryRollout:output_type -> outpost.v1.RetryRolloutResponse
-	36, // 63: outpost.v1.ControlPlaneService.ApproveRollout:output_type -> outpost.v1.ApproveRolloutResponse
-	38, // 64: outpost.v1.ControlPlaneService.RejectRollout:output_type -> outpost.v1.RejectRolloutResponse
-	40, // 65: outpost.v1.ControlPlaneService.ValidateRollout:output_type -> outpost.v1.ValidateRolloutResponse
-	42, // 66: outpost.v1.ControlPlaneService.ListRevisions:output_type -> outpost.v1.ListRevisionsResponse
-	47, // [47:67] is the sub-list for method output_type
-	27, // [27:47] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	25, // 18: outpost.v1.WatchRolloutResponse.node_page:type_name -> outpost.v1.WatchNodePage
+	49, // 19: outpost.v1.WatchNodePage.nodes:type_name -> outpost.v1.RolloutNode
+	47, // 20: outpost.v1.PauseRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	47, // 21: outpost.v1.ResumeRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	47, // 22: outpost.v1.AbortRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	47, // 23: outpost.v1.PromoteRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	47, // 24: outpost.v1.RetryRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	47, // 25: outpost.v1.ApproveRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	47, // 26: outpost.v1.RejectRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	47, // 27: outpost.v1.ValidateRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	51, // 28: outpost.v1.ListRevisionsResponse.revisions:type_name -> outpost.v1.Revision
+	0,  // 29: outpost.v1.ControlPlaneService.ApplyNodes:input_type -> outpost.v1.ApplyNodesRequest
+	2,  // 30: outpost.v1.ControlPlaneService.ListNodes:input_type -> outpost.v1.ListNodesRequest
+	4,  // 31: outpost.v1.ControlPlaneService.GetNode:input_type -> outpost.v1.GetNodeRequest
+	6,  // 32: outpost.v1.ControlPlaneService.DeleteNode:input_type -> outpost.v1.DeleteNodeRequest
+	8,  // 33: outpost.v1.ControlPlaneService.ScanNodeHostKey:input_type -> outpost.v1.ScanNodeHostKeyRequest
+	11, // 34: outpost.v1.ControlPlaneService.TrustNodeHostKey:input_type -> outpost.v1.TrustNodeHostKeyRequest
+	13, // 35: outpost.v1.ControlPlaneService.CreateRollout:input_type -> outpost.v1.CreateRolloutRequest
+	16, // 36: outpost.v1.ControlPlaneService.GetRollout:input_type -> outpost.v1.GetRolloutRequest
+	18, // 37: outpost.v1.ControlPlaneService.ListRollouts:input_type -> outpost.v1.ListRolloutsRequest
+	20, // 38: outpost.v1.ControlPlaneService.ListRolloutNodes:input_type -> outpost.v1.ListRolloutNodesRequest
+	22, // 39: outpost.v1.ControlPlaneService.WatchRollout:input_type -> outpost.v1.WatchRolloutRequest
+	26, // 40: outpost.v1.ControlPlaneService.PauseRollout:input_type -> outpost.v1.PauseRolloutRequest
+	28, // 41: outpost.v1.ControlPlaneService.ResumeRollout:input_type -> outpost.v1.ResumeRolloutRequest
+	30, // 42: outpost.v1.ControlPlaneService.AbortRollout:input_type -> outpost.v1.AbortRolloutRequest
+	32, // 43: outpost.v1.ControlPlaneService.PromoteRollout:input_type -> outpost.v1.PromoteRolloutRequest
+	34, // 44: outpost.v1.ControlPlaneService.RetryRollout:input_type -> outpost.v1.RetryRolloutRequest
+	36, // 45: outpost.v1.ControlPlaneService.ApproveRollout:input_type -> outpost.v1.ApproveRolloutRequest
+	38, // 46: outpost.v1.ControlPlaneService.RejectRollout:input_type -> outpost.v1.RejectRolloutRequest
+	40, // 47: outpost.v1.ControlPlaneService.ValidateRollout:input_type -> outpost.v1.ValidateRolloutRequest
+	42, // 48: outpost.v1.ControlPlaneService.ListRevisions:input_type -> outpost.v1.ListRevisionsRequest
+	1,  // 49: outpost.v1.ControlPlaneService.ApplyNodes:output_type -> outpost.v1.ApplyNodesResponse
+	3,  // 50: outpost.v1.ControlPlaneService.ListNodes:output_type -> outpost.v1.ListNodesResponse
+	5,  // 51: outpost.v1.ControlPlaneService.GetNode:output_type -> outpost.v1.GetNodeResponse
+	7,  // 52: outpost.v1.ControlPlaneService.DeleteNode:output_type -> outpost.v1.DeleteNodeResponse
+	9,  // 53: outpost.v1.ControlPlaneService.ScanNodeHostKey:output_type -> outpost.v1.ScanNodeHostKeyResponse
+	12, // 54: outpost.v1.ControlPlaneService.TrustNodeHostKey:output_type -> outpost.v1.TrustNodeHostKeyResponse
+	15, // 55: outpost.v1.ControlPlaneService.CreateRollout:output_type -> outpost.v1.CreateRolloutResponse
+	17, // 56: outpost.v1.ControlPlaneService.GetRollout:output_type -> outpost.v1.GetRolloutResponse
+	19, // 57: outpost.v1.ControlPlaneService.ListRollouts:output_type -> outpost.v1.ListRolloutsResponse
+	21, // 58: outpost.v1.ControlPlaneService.ListRolloutNodes:output_type -> outpost.v1.ListRolloutNodesResponse
+	23, // 59: outpost.v1.ControlPlaneService.WatchRollout:output_type -> outpost.v1.WatchRolloutResponse
+	27, // 60: outpost.v1.ControlPlaneService.PauseRollout:output_type -> outpost.v1.PauseRolloutResponse
+	29, // 61: outpost.v1.ControlPlaneService.ResumeRollout:output_type -> outpost.v1.ResumeRolloutResponse
+	31, // 62: outpost.v1.ControlPlaneService.AbortRollout:output_type -> outpost.v1.AbortRolloutResponse
+	33, // 63: outpost.v1.ControlPlaneService.PromoteRollout:output_type -> outpost.v1.PromoteRolloutResponse
+	35, // 64: outpost.v1.ControlPlaneService.RetryRollout:output_type -> outpost.v1.RetryRolloutResponse
+	37, // 65: outpost.v1.ControlPlaneService.ApproveRollout:output_type -> outpost.v1.ApproveRolloutResponse
+	39, // 66: outpost.v1.ControlPlaneService.RejectRollout:output_type -> outpost.v1.RejectRolloutResponse
+	41, // 67: outpost.v1.ControlPlaneService.ValidateRollout:output_type -> outpost.v1.ValidateRolloutResponse
+	43, // 68: outpost.v1.ControlPlaneService.ListRevisions:output_type -> outpost.v1.ListRevisionsResponse
+	49, // [49:69] is the sub-list for method output_type
+	29, // [29:49] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_outpost_v1_controlplane_proto_init() }
@@ -2862,6 +2951,7 @@ func file_outpost_v1_controlplane_proto_init() {
 		(*WatchRolloutResponse_Node)(nil),
 		(*WatchRolloutResponse_StepEvent)(nil),
 		(*WatchRolloutResponse_SnapshotEnd)(nil),
+		(*WatchRolloutResponse_NodePage)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2869,7 +2959,7 @@ func file_outpost_v1_controlplane_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_outpost_v1_controlplane_proto_rawDesc), len(file_outpost_v1_controlplane_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   43,
+			NumMessages:   44,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -87,6 +87,10 @@ type ControlPlaneServiceClient interface {
 	// rollout, then every RolloutNode, then snapshot_end), then every change
 	// as it happens. The stream ends after the rollout reaches a terminal
 	// state and that change has been sent, or when the client cancels.
+	// Changes are coalesced: a node (or the rollout) that changed several
+	// times before the server could send it comes once, in its latest state.
+	// Watches are capped per caller and per control plane: over a cap the
+	// call fails with RESOURCE_EXHAUSTED naming it.
 	WatchRollout(ctx context.Context, in *WatchRolloutRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchRolloutResponse], error)
 	// PauseRollout stops starting new nodes; running nodes finish. RUNNING -> PAUSED.
 	PauseRollout(ctx context.Context, in *PauseRolloutRequest, opts ...grpc.CallOption) (*PauseRolloutResponse, error)
@@ -373,6 +377,10 @@ type ControlPlaneServiceServer interface {
 	// rollout, then every RolloutNode, then snapshot_end), then every change
 	// as it happens. The stream ends after the rollout reaches a terminal
 	// state and that change has been sent, or when the client cancels.
+	// Changes are coalesced: a node (or the rollout) that changed several
+	// times before the server could send it comes once, in its latest state.
+	// Watches are capped per caller and per control plane: over a cap the
+	// call fails with RESOURCE_EXHAUSTED naming it.
 	WatchRollout(*WatchRolloutRequest, grpc.ServerStreamingServer[WatchRolloutResponse]) error
 	// PauseRollout stops starting new nodes; running nodes finish. RUNNING -> PAUSED.
 	PauseRollout(context.Context, *PauseRolloutRequest) (*PauseRolloutResponse, error)

@@ -690,7 +690,11 @@ type Batch struct {
 	// Position in the stage, from 0.
 	Index int32 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
 	// Node ids, sorted.
-	NodeIds       []string `protobuf:"bytes,2,rep,name=node_ids,json=nodeIds,proto3" json:"node_ids,omitempty"`
+	NodeIds []string `protobuf:"bytes,2,rep,name=node_ids,json=nodeIds,proto3" json:"node_ids,omitempty"`
+	// How many nodes the batch has, set only where node_ids is left out:
+	// in the rollouts of a WatchRollout that asked for node pages (its
+	// nodes come with their batch). 0 elsewhere: count node_ids.
+	NodeCount     int32 `protobuf:"varint,3,opt,name=node_count,json=nodeCount,proto3" json:"node_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -737,6 +741,13 @@ func (x *Batch) GetNodeIds() []string {
 		return x.NodeIds
 	}
 	return nil
+}
+
+func (x *Batch) GetNodeCount() int32 {
+	if x != nil {
+		return x.NodeCount
+	}
+	return 0
 }
 
 // NodeCounts counts nodes by NodeState. total is the sum of the others.
@@ -1214,10 +1225,12 @@ const file_outpost_v1_rollout_proto_rawDesc = "" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
 	"\bend_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12>\n" +
 	"\rbake_end_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\vbakeEndTime\x12)\n" +
-	"\x04kind\x18\r \x01(\x0e2\x15.outpost.v1.StageKindR\x04kind\"8\n" +
+	"\x04kind\x18\r \x01(\x0e2\x15.outpost.v1.StageKindR\x04kind\"W\n" +
 	"\x05Batch\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x05R\x05index\x12\x19\n" +
-	"\bnode_ids\x18\x02 \x03(\tR\anodeIds\"\xf0\x01\n" +
+	"\bnode_ids\x18\x02 \x03(\tR\anodeIds\x12\x1d\n" +
+	"\n" +
+	"node_count\x18\x03 \x01(\x05R\tnodeCount\"\xf0\x01\n" +
 	"\n" +
 	"NodeCounts\x12\x14\n" +
 	"\x05total\x18\x01 \x01(\x05R\x05total\x12\x18\n" +
