@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"path"
-	"strings"
 
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
@@ -382,13 +381,7 @@ func (dep *deployment) rollbackLockScript(to string) string {
 	s.set("P", dep.dir)
 	s.set("L", dep.lockContent)
 	s.set("V", to)
-	guard(&s, false)
-	s.line(`mkdir -p -- "$P/.outpost" || exit 70`)
-	s.line(`if ! (set -C; printf '%s' "$L" >"$P/.outpost/lock"); then`)
-	s.line(`  if [ -e "$P/.outpost/lock" ]; then echo @held; cat -- "$P/.outpost/lock"; exit 75; fi`)
-	s.line(`  exit 70`)
-	s.line(`fi`)
-	s.line(`echo @locked`)
+	takeLock(&s, false, ".outpost")
 	s.line(`echo @current`)
 	s.line(`if [ -L "$P/current" ]; then printf 'link %s\n' "$(readlink -- "$P/current")"; [ ! -d "$P/current/" ] || echo dir; elif [ -e "$P/current" ]; then echo notlink; fi`)
 	s.line(`if [ -n "$V" ] && [ -d "$P/releases/$V" ]; then echo @present; fi`)
@@ -397,26 +390,9 @@ func (dep *deployment) rollbackLockScript(to string) string {
 
 // lockForRollback takes the lock and reads the facts a rollback needs.
 func (dep *deployment) lockForRollback(ctx context.Context, to string) (present bool, err error) {
-	res, err := dep.exec(ctx, dep.rollbackLockScript(to))
-	sections := splitSections(res.Stdout)
-	if _, ok := sections["locked"]; ok {
-		dep.locked = true
-	}
+	sections, err := dep.runLockScript(ctx, dep.rollbackLockScript(to))
 	if err != nil {
-		dep.locked = true // it may have; unlocking checks the content
-		return false, fmt.Errorf("lock: %w", err)
-	}
-	if sec, ok := sections["refused"]; ok && res.ExitCode == exitRefused {
-		return false, dep.refusedError(sec)
-	}
-	if res.ExitCode == exitLockHeld {
-		return false, dep.lockedError(strings.TrimSpace(sections["held"]))
-	}
-	if err := res.Err(); err != nil {
-		return false, fmt.Errorf("lock %s: %w", dep.lockPath(), err)
-	}
-	if !dep.locked {
-		return false, fmt.Errorf("lock %s: the lock script ended without taking the lock", dep.lockPath())
+		return false, err
 	}
 	facts, err := parseFacts(sections)
 	if err != nil {
