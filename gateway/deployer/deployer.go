@@ -199,19 +199,17 @@ type deployment struct {
 
 	dir         string // absolute deploy path on the node
 	lockContent string
-	locked      bool   // we hold the node's lock
-	tookOver    string // the assignment whose lock we broke; "" when none
-	heldRaw     string // the content of the lock another deployment held, as read
+	progress    progress // how far we got on the node; moved by advance only
+	tookOver    string   // the assignment whose lock we broke; "" when none
+	heldRaw     string   // the content of the lock another deployment held, as read
 	// restoredSwitch names the backup a takeover moved back into place
 	// after the holder's in-place switch was interrupted; "" when none.
 	restoredSwitch string
 	facts          nodeFacts // from the lock script
-	created        bool      // we created releases/<id>.partial, and so own releases/<id>
-	partialMaybe   bool      // we may have created releases/<id>.partial (the lock script's output was lost)
-	stopped        bool      // the stop hook may have run: a failure must restore the service
-	switched       bool      // current may point at the new release
-	orphaned       bool      // the activation script's outcome is unknown: it may still run on the node
-	sentSHA256     string    // digest of the bytes the upload sent, computed while sending
+	// created reports that we created releases/<id>.partial, and so own
+	// releases/<id>: not how far we got but what is ours to remove.
+	created    bool
+	sentSHA256 string // digest of the bytes the upload sent, computed while sending
 }
 
 // Deploy deploys job and returns how it ended. emit (may be nil) receives
@@ -281,7 +279,7 @@ func (dep *deployment) run(ctx context.Context) Result {
 		return dep.abandon(ctx, outpostv1.Step_STEP_VERIFY, fmt.Errorf("before verify: %w", err))
 	}
 	if step, err := dep.activate(ctx); err != nil {
-		if dep.stopped {
+		if dep.progress.disturbed() {
 			return dep.rollback(ctx, step, err)
 		}
 		return dep.abandon(ctx, step, err)

@@ -101,7 +101,7 @@ func (dep *deployment) runInplace(ctx context.Context) Result {
 	}
 	ip.backup = dep.d.cfg.Now().UTC().Format("20060102T150405.000000000Z") + "-" + orNoneID(ip.facts.release)
 	if step, err := dep.inplaceActivate(ctx, ip); err != nil {
-		if dep.stopped {
+		if dep.progress.disturbed() {
 			return dep.inplaceRestore(ctx, ip, step, err)
 		}
 		return dep.inplaceAbandon(ctx, ip, step, err)
@@ -421,7 +421,7 @@ func (dep *deployment) inplaceRestore(ctx context.Context, ip *inplace, step out
 // not touched; the staging goes.
 func (dep *deployment) inplaceAbandon(ctx context.Context, ip *inplace, step outpostv1.Step, cause error) Result {
 	res := dep.inplaceResult(ip, outpostv1.NodeState_NODE_STATE_FAILED, step, cause)
-	if !dep.locked {
+	if !dep.progress.holdsLock() {
 		return res
 	}
 	ctx, cancel := dep.cleanupContext(ctx, 0)

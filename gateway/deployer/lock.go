@@ -53,19 +53,19 @@ func takeLock(s *script, inplace bool, dirs ...string) {
 // be ours, and whatever the script made after it), the guard refused the
 // path, another deployment holds the lock (its content is kept in
 // dep.heldRaw for a takeover), the script failed, or it ended without
-// the lock. It returns the script's sections, also on error, and sets
-// dep.locked whenever the lock may be ours.
+// the lock. It returns the script's sections, also on error, and advances
+// dep.progress to what the lock may be.
 func (dep *deployment) runLockScript(ctx context.Context, cmd string) (map[string]string, error) {
 	res, err := dep.exec(ctx, cmd)
 	sections := splitSections(res.Stdout)
 	if _, ok := sections["locked"]; ok {
-		dep.locked = true
+		dep.advance(progressLocked)
 	}
 	if err != nil {
 		// The script may have taken the lock and made the partial directory
 		// before the connection or ctx ended. Unlocking is safe either way
 		// (it checks the content), so try it.
-		dep.locked, dep.partialMaybe = true, true
+		dep.advance(progressLockLost)
 		return sections, fmt.Errorf("lock: %w", err)
 	}
 	if sec, ok := sections["refused"]; ok && res.ExitCode == exitRefused {
@@ -78,7 +78,7 @@ func (dep *deployment) runLockScript(ctx context.Context, cmd string) (map[strin
 	if err := res.Err(); err != nil {
 		return sections, fmt.Errorf("lock %s: %w", dep.lockPath(), err)
 	}
-	if !dep.locked {
+	if dep.progress < progressLocked {
 		return sections, fmt.Errorf("lock %s: the lock script ended without taking the lock", dep.lockPath())
 	}
 	return sections, nil

@@ -13,7 +13,8 @@ import (
 
 // This file is where a node is put back.
 //
-//   - abandon: the failure came before the stop hook ran. The service was
+//   - abandon: the failure came before the stop hook ran or current was
+//     switched (progress.disturbed). The service was
 //     never touched, so removing what this deployment created (the partial
 //     release, or the new release directory) and unlocking restores the
 //     node exactly: FAILED.
@@ -35,7 +36,7 @@ import (
 // abandon cleans up after a failure before the stop hook and unlocks.
 func (dep *deployment) abandon(ctx context.Context, step outpostv1.Step, cause error) Result {
 	res := dep.result(outpostv1.NodeState_NODE_STATE_FAILED, step, cause)
-	if !dep.locked {
+	if !dep.progress.holdsLock() {
 		// Nothing was created without the lock, and the lock is not ours.
 		return res
 	}
@@ -47,7 +48,7 @@ func (dep *deployment) abandon(ctx context.Context, step outpostv1.Step, cause e
 		// The release id was not on the node before (else created would be
 		// false), so its directory is this deployment's, partial or renamed.
 		cleanup = append(cleanup, dep.partialDir(), dep.releaseDir())
-	case dep.partialMaybe:
+	case dep.progress == progressLockLost:
 		cleanup = append(cleanup, dep.partialDir())
 	}
 	if err := dep.unlock(ctx, finishPlan{remove: cleanup}); err != nil {
@@ -168,7 +169,7 @@ func (dep *deployment) rollbackFirst(ctx context.Context, step outpostv1.Step, c
 // marker cannot be written; a hook that hangs is waited for 20 s, then the
 // rollback goes ahead and says so.
 func (dep *deployment) waitActivation(s *script) {
-	if !dep.orphaned {
+	if dep.progress != progressOrphaned {
 		return
 	}
 	s.line(`m 16 start wait; n=0; a=; read -r a <"$P/.outpost/active" 2>/dev/null`)
@@ -313,7 +314,7 @@ func (dep *deployment) rollbackTo(ctx context.Context, to string) Result {
 	present, err := dep.lockForRollback(ctx, to)
 	dep.rep.end(ctx, s, err, "")
 	if err != nil {
-		if dep.locked {
+		if dep.progress.holdsLock() {
 			if uerr := dep.unlock(ctx, finishPlan{}); uerr != nil {
 				err = fmt.Errorf("%w; unlock failed: %w", err, uerr)
 			}
