@@ -107,8 +107,8 @@ var activateSteps = []outpostv1.Step{
 }
 
 // activate runs activateScript and reports its steps. It returns the step
-// that failed. dep.stopped and dep.switched record how far the node got,
-// for the rollback.
+// that failed. dep.progress records how far the node got, for the
+// rollback.
 func (dep *deployment) activate(ctx context.Context) (outpostv1.Step, error) {
 	first := outpostv1.Step_STEP_VERIFY
 	if dep.facts.present {
@@ -129,15 +129,15 @@ type activation struct {
 	script       string
 	switchDetail string         // the switch step's detail
 	firstStep    outpostv1.Step // blamed when the script ends before any marker
-	// inPlace: the switch moves the running release's entries out, so it
-	// counts as a stop, and so does a stop step skipped for want of a
-	// hook: a restore must start the old release again either way.
+	// inPlace: the switch moves the running release's entries out, so a
+	// stop step skipped for want of a hook counts as a stop too: a
+	// restore must start the old release again either way.
 	inPlace bool
 }
 
 // runActivation runs an activation script and reports its steps from its
-// markers. It returns the step that failed. dep.stopped and dep.switched
-// record how far the node got, for the rollback or restore.
+// markers. It returns the step that failed. dep.progress records how far
+// the node got, for the rollback or restore.
 func (dep *deployment) runActivation(ctx context.Context, a activation) (outpostv1.Step, error) {
 	sent := dep.d.cfg.Now()
 	res, runErr := dep.exec(ctx, a.script)
@@ -158,17 +158,18 @@ func (dep *deployment) runActivation(ctx context.Context, a activation) (outpost
 			open = &s
 			switch m.step {
 			case outpostv1.Step_STEP_STOP:
-				dep.stopped = true
+				dep.advance(progressStopped)
 			case outpostv1.Step_STEP_SWITCH:
-				dep.switched = true
-				dep.stopped = dep.stopped || a.inPlace
+				// A switch disturbs the service whether or not a stop hook
+				// ran before it: a failure from here on is rolled back.
+				dep.advance(progressSwitched)
 			}
 		case markNote:
 			noteHash = m.label
 		case markSkip:
 			dep.rep.endAt(ctx, dep.rep.beginAt(m.step, at, ""), at, nil, "no hook")
 			if a.inPlace && m.step == outpostv1.Step_STEP_STOP {
-				dep.stopped = true
+				dep.advance(progressStopped)
 			}
 		case markOK, markFail:
 			if open == nil || open.step != m.step {
@@ -214,11 +215,11 @@ func (dep *deployment) runActivation(ctx context.Context, a activation) (outpost
 		// service was stopped and the release switched, so that the
 		// rollback or restore, which is idempotent, undoes both.
 		if runErr != nil {
-			dep.stopped, dep.switched, dep.orphaned = true, true, true
+			dep.advance(progressOrphaned)
 		}
 		return step, err
 	}
-	if !dep.switched {
+	if dep.progress < progressSwitched {
 		return outpostv1.Step_STEP_SWITCH, errors.New("activate: the script ended without switching the release")
 	}
 	return 0, nil

@@ -199,19 +199,17 @@ type deployment struct {
 
 	dir         string // absolute deploy path on the node
 	lockContent string
-	locked      bool   // we hold the node's lock
-	tookOver    string // the assignment whose lock we broke; "" when none
-	heldRaw     string // the content of the lock another deployment held, as read
+	progress    progress // how far we got on the node; moved by advance only
+	tookOver    string   // the assignment whose lock we broke; "" when none
+	heldRaw     string   // the content of the lock another deployment held, as read
 	// restoredSwitch names the backup a takeover moved back into place
 	// after the holder's in-place switch was interrupted; "" when none.
 	restoredSwitch string
 	facts          nodeFacts // from the lock script
-	created        bool      // we created releases/<id>.partial, and so own releases/<id>
-	partialMaybe   bool      // we may have created releases/<id>.partial (the lock script's output was lost)
-	stopped        bool      // the stop hook may have run: a failure must restore the service
-	switched       bool      // current may point at the new release
-	orphaned       bool      // the activation script's outcome is unknown: it may still run on the node
-	sentSHA256     string    // digest of the bytes the upload sent, computed while sending
+	// created reports that we created releases/<id>.partial, and so own
+	// releases/<id>: not how far we got but what is ours to remove.
+	created    bool
+	sentSHA256 string // digest of the bytes the upload sent, computed while sending
 }
 
 // Deploy deploys job and returns how it ended. emit (may be nil) receives
@@ -281,7 +279,7 @@ func (dep *deployment) run(ctx context.Context) Result {
 		return dep.abandon(ctx, outpostv1.Step_STEP_VERIFY, fmt.Errorf("before verify: %w", err))
 	}
 	if step, err := dep.activate(ctx); err != nil {
-		if dep.stopped {
+		if dep.progress.disturbed() {
 			return dep.rollback(ctx, step, err)
 		}
 		return dep.abandon(ctx, step, err)
@@ -467,4 +465,95 @@ func (dep *deployment) reconnect(ctx context.Context) error {
 // ctx (the node must not be left locked or half-deployed) but is bounded.
 func (dep *deployment) cleanupContext(ctx context.Context, extra time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), dep.d.cfg.CleanupTimeout+extra)
+}
+
+// The smaller jobs a rollout asks of a node besides deploying (the
+// control plane's AssignmentKind): one health check during a bake, a hook
+// on a blue/green switch node, and the rollback of a node that was
+// deployed fine but failed its bake. They report step events like
+// Deploy, and never touch a node's releases without its lock. CheckHealth
+// is in health.go, RunHook in runhook.go, Rollback in rollback.go; what
+// they share to set up follows.
+
+// auxDeployment prepares a deployment value for CheckHealth and Rollback,
+// in its own span; call end when done.
+func (d *Deployer) auxDeployment(ctx context.Context, span string, job Job, emit func(*outpostv1.NodeStepEvent)) (context.Context, *deployment, func()) {
+	if emit == nil {
+		emit = func(*outpostv1.NodeStepEvent) {}
+	}
+	log := d.cfg.Logger.With("node_id", job.Node.GetId(), "rollout_id", job.RolloutID, "release", job.Release.GetId())
+	ctx, sp := d.cfg.Tracer.Start(ctx, span, trace.WithAttributes(
+		attribute.String("outpost.node_id", job.Node.GetId()),
+		attribute.String("outpost.rollout_id", job.RolloutID),
+		attribute.String("outpost.release", job.Release.GetId()),
+	))
+	dep := &deployment{
+		d:   d,
+		job: job,
+		log: log,
+		rep: &reporter{
+			nodeID: job.Node.GetId(), rolloutID: job.RolloutID,
+			emit: emit, tracer: d.cfg.Tracer, log: log, now: d.cfg.Now,
+		},
+	}
+	return ctx, dep, func() { sp.End() }
+}
+
+// validateAux checks what a job that needs no artifact must hold, and
+// applies the spec's defaults.
+func (dep *deployment) validateAux() error {
+	j := dep.job
+	invalid := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", ErrInvalidJob, fmt.Sprintf(format, args...))
+	}
+	if j.Node.GetId() == "" || j.Node.GetAddress() == "" {
+		return invalid("node id and address are required")
+	}
+	for _, v := range []struct{ name, value string }{{"rollout id", j.RolloutID}, {"owner", j.Owner}} {
+		if v.value == "" || strings.ContainsFunc(v.value, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+			return invalid("%s %q must be non-empty, without control characters", v.name, v.value)
+		}
+	}
+	if id := j.Release.GetId(); !validReleaseID(id) {
+		return invalid("release id %q must match %s, not end in .partial and be at most 200 bytes", id, releaseIDPattern)
+	}
+	dep.spec = j.Spec
+	if err := dep.spec.CheckAndSetDefaults(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidJob, err)
+	}
+	return nil
+}
+
+// connectAux dials the node and resolves the deploy path, like connect
+// without the artifact checks.
+func (dep *deployment) connectAux(ctx context.Context) error {
+	r, err := dep.d.cfg.Dial(ctx, dep.job.Node)
+	if err == nil && r == nil {
+		err = errors.New("Config.Dial returned no connection")
+	}
+	if err != nil {
+		return fmt.Errorf("connect %s: %w", dep.job.Node.GetAddress(), err)
+	}
+	dep.remote = r
+	dep.dir = dep.spec.Path
+	if !path.IsAbs(dep.dir) {
+		home, err := r.Home(ctx)
+		if err == nil && !path.IsAbs(home) {
+			err = fmt.Errorf("the login's home %q is not absolute", home)
+		}
+		if err != nil {
+			r.Close()
+			return fmt.Errorf("resolve %s against the login's home: %w", dep.dir, err)
+		}
+		dep.dir = path.Join(home, dep.dir)
+		if err := checkPath(dep.dir); err != nil {
+			r.Close()
+			return err
+		}
+	}
+	dep.lockContent = lockContentFor(LockInfo{
+		Owner: dep.job.Owner, Rollout: dep.job.RolloutID, Release: dep.job.Release.GetId(),
+		Epoch: dep.job.Epoch, Time: dep.d.cfg.Now().UTC().Truncate(time.Millisecond),
+	})
+	return nil
 }

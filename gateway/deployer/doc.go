@@ -32,7 +32,10 @@
 //     leaves the node untouched and the node FAILED at the lock step.
 //   - Every remote command is built from constant script text and values
 //     quoted by internal/shell; every hook passes internal/hookpolicy.
-//   - A failure before the service is stopped leaves the node as it was:
+//   - How far a deployment got on the node is one value, deployment.progress
+//     (progress.go), moved forward only; every cleanup decision reads it.
+//   - A failure before the service is stopped (or, without a stop hook,
+//     switched) leaves the node as it was:
 //     the partial release is removed and the lock released. A failure after
 //     that goes through rollback.go: back to the previous release, started
 //     and health-checked (ROLLED_BACK), or, on a first deployment, back to

@@ -190,7 +190,7 @@ func (dep *deployment) unlock(ctx context.Context, plan finishPlan) error {
 		errs = append(errs, err)
 	}
 	if unlocked {
-		dep.locked = false
+		dep.advance(progressUnlocked)
 	}
 	return errors.Join(errs...)
 }

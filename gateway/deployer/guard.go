@@ -70,7 +70,7 @@ var guardPatterns = func() (p struct{ system, children string }) {
 // working directory, which the lock scripts do not use.
 func guard(s *script, inplace bool) {
 	ssh := shell.Quote(deploypath.SSHDir)
-	s.line(`refuse() { printf '@refused\n%s\n%s\n%s\n' "$1" "$2" "${3:-}"; exit ` + fmt.Sprint(exitRefused) + `; }`)
+	s.line(`refuse() { printf '@refused\n%s\n%s\n%s\n' "$1" "$2" "${3:-}"; ` + exit(exitRefused) + `; }`)
 	s.line(`login=; ! cd -P -- . 2>/dev/null || login=$PWD`)
 	s.line(`home=${HOME:-}; [ -z "$home" ] || ! cd -P -- "$home" 2>/dev/null || home=$PWD`)
 	s.line(`real=$P; rest=`)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path"
 	"strconv"
 	"time"
 
@@ -136,4 +137,49 @@ func nodeHost(addr string) string {
 		return addr[1 : len(addr)-1]
 	}
 	return addr
+}
+
+// CheckHealth checks the health of the release current on job's node
+// once, as job.Spec.Health says, and changes nothing: an HTTP or TCP check
+// goes from the gateway to the node, a command check runs on the node in
+// <path>/current. It reports one STEP_HEALTH. SUCCEEDED means healthy (or
+// no check configured), FAILED not; the artifact is not needed.
+func (d *Deployer) CheckHealth(ctx context.Context, job Job, emit func(*outpostv1.NodeStepEvent)) Result {
+	ctx, dep, end := d.auxDeployment(ctx, "deployer.check_health", job, emit)
+	defer end()
+	s := dep.rep.begin(outpostv1.Step_STEP_HEALTH)
+	detail, err := dep.checkOnce(ctx)
+	dep.rep.end(ctx, s, err, detail)
+	if err != nil {
+		return Result{State: outpostv1.NodeState_NODE_STATE_FAILED, Step: outpostv1.Step_STEP_HEALTH, Err: err}
+	}
+	return Result{State: outpostv1.NodeState_NODE_STATE_SUCCEEDED, Step: outpostv1.Step_STEP_HEALTH}
+}
+
+func (dep *deployment) checkOnce(ctx context.Context) (string, error) {
+	if err := dep.validateAux(); err != nil {
+		return "", err
+	}
+	h := dep.spec.Health
+	if !h.enabled() {
+		return "no health check", nil
+	}
+	dir := ""
+	if h.Command != "" {
+		if err := dep.connectAux(ctx); err != nil {
+			return "", err
+		}
+		defer dep.remote.Close()
+		dir = path.Join(dep.dir, "current")
+		if dep.spec.Layout == LayoutInplace {
+			dir = dep.dir
+		}
+	}
+	check, what := dep.healthCheck(dir, dep.job.Release.GetId())
+	actx, cancel := context.WithTimeout(ctx, h.Timeout)
+	defer cancel()
+	if err := check(actx); err != nil {
+		return "", fmt.Errorf("health %s: %w", what, err)
+	}
+	return what + " healthy", nil
 }

@@ -57,8 +57,6 @@ const (
 // while the takeover puts P back; the new deployment's stop hook runs
 // next, in the release put back.
 
-// Exit code of the in-place lock script when the lock is held: as lockScript.
-
 // inplaceFacts is what the in-place lock script found.
 type inplaceFacts struct {
 	df       string
@@ -103,7 +101,7 @@ func (dep *deployment) runInplace(ctx context.Context) Result {
 	}
 	ip.backup = dep.d.cfg.Now().UTC().Format("20060102T150405.000000000Z") + "-" + orNoneID(ip.facts.release)
 	if step, err := dep.inplaceActivate(ctx, ip); err != nil {
-		if dep.stopped {
+		if dep.progress.disturbed() {
 			return dep.inplaceRestore(ctx, ip, step, err)
 		}
 		return dep.inplaceAbandon(ctx, ip, step, err)
@@ -145,18 +143,12 @@ func (dep *deployment) inplaceLockScript() string {
 	s.set("P", dep.dir)
 	s.set("I", dep.job.Release.GetId())
 	s.set("L", dep.lockContent)
-	guard(&s, true)
-	s.line(`mkdir -p -- "$P/.outpost/staging" "$P/.outpost/backups" || exit 70`)
-	s.line(`if ! (set -C; printf '%s' "$L" >"$P/.outpost/lock"); then`)
-	s.line(`  if [ -e "$P/.outpost/lock" ]; then echo @held; cat -- "$P/.outpost/lock"; exit 75; fi`)
-	s.line(`  exit 70`)
-	s.line(`fi`)
-	s.line(`echo @locked`)
+	takeLock(&s, true, ".outpost/staging", ".outpost/backups")
 	s.line(`echo @df; df -P -- "$P"`)
 	s.line(`echo @release; head -n 1 -- "$P/.outpost/release" 2>/dev/null`)
 	s.line(`echo @entries; (cd -- "$P" && ls -A) | grep -v -x -e .outpost | head -n 1`)
 	s.line(`echo @backups; (cd -- "$P/.outpost/backups" && ls -1) 2>/dev/null`)
-	s.line(`rm -rf -- "$P/.outpost/staging/$I" "$P/.outpost/staging/$I.partial" && mkdir -- "$P/.outpost/staging/$I.partial" || exit 71`)
+	s.line(`rm -rf -- "$P/.outpost/staging/$I" "$P/.outpost/staging/$I.partial" && mkdir -- "$P/.outpost/staging/$I.partial" || ` + exit(exitPrepare))
 	s.line(`echo @partial`)
 	return s.String()
 }
@@ -168,27 +160,9 @@ func (dep *deployment) inplaceLock(ctx context.Context, ip *inplace) error {
 }
 
 func (dep *deployment) inplaceLockRun(ctx context.Context, ip *inplace) error {
-	res, err := dep.exec(ctx, dep.inplaceLockScript())
-	sec := splitSections(res.Stdout)
-	if _, ok := sec["locked"]; ok {
-		dep.locked = true
-	}
+	sec, err := dep.runLockScript(ctx, dep.inplaceLockScript())
 	if err != nil {
-		dep.locked = true // it may have; unlocking checks the content
-		return fmt.Errorf("lock: %w", err)
-	}
-	if r, ok := sec["refused"]; ok && res.ExitCode == exitRefused {
-		return dep.refusedError(r)
-	}
-	if res.ExitCode == exitLockHeld {
-		dep.heldRaw = strings.TrimSpace(sec["held"])
-		return dep.lockedError(dep.heldRaw)
-	}
-	if err := res.Err(); err != nil {
-		return fmt.Errorf("lock %s: %w", dep.lockPath(), err)
-	}
-	if !dep.locked {
-		return fmt.Errorf("lock %s: the lock script ended without taking the lock", dep.lockPath())
+		return err
 	}
 	f := inplaceFacts{df: sec["df"], occupied: strings.TrimSpace(sec["entries"]) != ""}
 	if id := strings.TrimSpace(sec["release"]); validReleaseID(id) {
@@ -390,14 +364,13 @@ func (dep *deployment) inplaceTakeOverScript() string {
 	s.set("O", dep.heldRaw)
 	s.set("J", dep.journalPath())
 	s.set("S", path.Join(dep.dir, ".outpost", "staging", ".takeover"))
-	s.line(`[ "$(cat -- "$P/.outpost/lock" 2>/dev/null)" = "$O" ] || exit 75`)
-	s.line(`if [ -s "$P/.outpost/active" ]; then a=$(cat -- "$P/.outpost/active"); if kill -0 "$a" 2>/dev/null; then echo "$a"; exit 76; fi; fi`)
+	mayBreakLock(&s)
 	s.line(`B=; V=; K=`)
 	s.line(`[ ! -f "$J" ] || { IFS= read -r B; IFS= read -r V; IFS= read -r K; } <"$J"`)
 	s.line(`if [ -n "$B" ] && [ "$K" = "$O" ]; then`)
-	s.line(`  case $B in "$P/.outpost/backups/"*/*|*/..*) echo "the journal $J names $B" >&2; exit 77;; "$P/.outpost/backups/"?*) ;; *) echo "the journal $J names $B" >&2; exit 77;; esac`)
+	s.line(`  case $B in "$P/.outpost/backups/"*/*|*/..*) echo "the journal $J names $B" >&2; ` + exit(exitRestore) + `;; "$P/.outpost/backups/"?*) ;; *) echo "the journal $J names $B" >&2; ` + exit(exitRestore) + `;; esac`)
 	s.line(`  r=; [ ! -d "$B" ] || r=${B##*/}`)
-	restoreSwitch(&s, `{ echo "putting $B back into $P failed" >&2; exit 77; }`)
+	restoreSwitch(&s, `{ echo "putting $B back into $P failed" >&2; `+exit(exitRestore)+`; }`)
 	s.line(`  [ -z "$r" ] || { echo @restored; echo "$r"; }`)
 	s.line(`fi`)
 	s.line(`rm -f -- "$P/.outpost/active" "$P/.outpost/lock"`)
@@ -448,7 +421,7 @@ func (dep *deployment) inplaceRestore(ctx context.Context, ip *inplace, step out
 // not touched; the staging goes.
 func (dep *deployment) inplaceAbandon(ctx context.Context, ip *inplace, step outpostv1.Step, cause error) Result {
 	res := dep.inplaceResult(ip, outpostv1.NodeState_NODE_STATE_FAILED, step, cause)
-	if !dep.locked {
+	if !dep.progress.holdsLock() {
 		return res
 	}
 	ctx, cancel := dep.cleanupContext(ctx, 0)

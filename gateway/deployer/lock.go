@@ -8,17 +8,81 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"strconv"
 	"strings"
 
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
-// Exit codes of the lock script.
+// Exit codes of the lock and takeover scripts, which spell them through
+// these constants too (exitRefused, the guard's, is in guard.go).
 const (
-	exitLockHeld = 75 // another deployment holds the lock; its content follows "@held"
-	exitActive   = 76 // takeover refused: an activation of the lock's holder still runs
-	exitRestore  = 77 // takeover failed: undoing the holder's interrupted in-place switch failed
+	exitLockSetup = 70 // .outpost or the lock file could not be made (no holder)
+	exitPrepare   = 71 // the lock is ours, but preparing for the upload failed
+	exitLockHeld  = 75 // another deployment holds the lock; its content follows "@held"
+	exitActive    = 76 // takeover refused: an activation of the lock's holder still runs
+	exitRestore   = 77 // takeover failed: undoing the holder's interrupted in-place switch failed
 )
+
+// exit is the shell command that exits with code.
+func exit(code int) string { return "exit " + strconv.Itoa(code) }
+
+// takeLock appends what every lock script (releases, in place, rollback)
+// does before it reads anything: the deploy path guard (guard.go; inplace
+// adds its in-place rule), mkdir -p of dirs (paths under $P, constant
+// text), and the lock taken atomically with the content $L (noclobber is
+// O_EXCL). A lock another deployment holds is printed after "@held" and
+// the script exits exitLockHeld; a lock taken is announced by "@locked".
+// The script must have set P and L.
+func takeLock(s *script, inplace bool, dirs ...string) {
+	guard(s, inplace)
+	mkdir := `mkdir -p --`
+	for _, d := range dirs {
+		mkdir += ` "$P/` + d + `"`
+	}
+	s.line(mkdir + ` || ` + exit(exitLockSetup))
+	s.line(`if ! (set -C; printf '%s' "$L" >"$P/.outpost/lock"); then`)
+	s.line(`  if [ -e "$P/.outpost/lock" ]; then echo @held; cat -- "$P/.outpost/lock"; ` + exit(exitLockHeld) + `; fi`)
+	s.line(`  ` + exit(exitLockSetup))
+	s.line(`fi`)
+	s.line(`echo @locked`)
+}
+
+// runLockScript runs cmd, a lock script built on takeLock, and decides
+// the outcomes all lock scripts share: the transport failed (the lock may
+// be ours, and whatever the script made after it), the guard refused the
+// path, another deployment holds the lock (its content is kept in
+// dep.heldRaw for a takeover), the script failed, or it ended without
+// the lock. It returns the script's sections, also on error, and advances
+// dep.progress to what the lock may be.
+func (dep *deployment) runLockScript(ctx context.Context, cmd string) (map[string]string, error) {
+	res, err := dep.exec(ctx, cmd)
+	sections := splitSections(res.Stdout)
+	if _, ok := sections["locked"]; ok {
+		dep.advance(progressLocked)
+	}
+	if err != nil {
+		// The script may have taken the lock and made the partial directory
+		// before the connection or ctx ended. Unlocking is safe either way
+		// (it checks the content), so try it.
+		dep.advance(progressLockLost)
+		return sections, fmt.Errorf("lock: %w", err)
+	}
+	if sec, ok := sections["refused"]; ok && res.ExitCode == exitRefused {
+		return sections, dep.refusedError(sec)
+	}
+	if res.ExitCode == exitLockHeld {
+		dep.heldRaw = strings.TrimSpace(sections["held"])
+		return sections, dep.lockedError(dep.heldRaw)
+	}
+	if err := res.Err(); err != nil {
+		return sections, fmt.Errorf("lock %s: %w", dep.lockPath(), err)
+	}
+	if dep.progress < progressLocked {
+		return sections, fmt.Errorf("lock %s: the lock script ended without taking the lock", dep.lockPath())
+	}
+	return sections, nil
+}
 
 // nodeFacts is what the lock script found on the node, under the lock.
 type nodeFacts struct {
@@ -50,20 +114,14 @@ func (dep *deployment) lockScript() string {
 	s.set("P", dep.dir)
 	s.set("I", dep.job.Release.GetId())
 	s.set("L", dep.lockContent)
-	guard(&s, false)
-	s.line(`mkdir -p -- "$P/.outpost" "$P/releases" || exit 70`)
-	s.line(`if ! (set -C; printf '%s' "$L" >"$P/.outpost/lock"); then`)
-	s.line(`  if [ -e "$P/.outpost/lock" ]; then echo @held; cat -- "$P/.outpost/lock"; exit 75; fi`)
-	s.line(`  exit 70`)
-	s.line(`fi`)
-	s.line(`echo @locked`)
+	takeLock(&s, false, ".outpost", "releases")
 	s.line(`echo @df; df -P -- "$P"`)
 	s.line(`echo @current`)
 	s.line(`if [ -L "$P/current" ]; then printf 'link %s\n' "$(readlink -- "$P/current")"; [ ! -d "$P/current/" ] || echo dir; elif [ -e "$P/current" ]; then echo notlink; fi`)
 	s.line(`echo @releases; (cd -- "$P/releases" && ls -1t -- */` + digestFile + `) 2>/dev/null`)
-	s.line(`rm -rf -- "$P/releases/$I.partial" || exit 71`)
+	s.line(`rm -rf -- "$P/releases/$I.partial" || ` + exit(exitPrepare))
 	s.line(`if [ -d "$P/releases/$I" ]; then echo @present; cat -- "$P/releases/$I/` + digestFile + `" 2>/dev/null; echo; exit 0; fi`)
-	s.line(`mkdir -- "$P/releases/$I.partial" || exit 71`)
+	s.line(`mkdir -- "$P/releases/$I.partial" || ` + exit(exitPrepare))
 	s.line(`echo @partial`)
 	return s.String()
 }
@@ -137,33 +195,12 @@ func (dep *deployment) takeOver(ctx context.Context, held *LockedError, script s
 }
 
 func (dep *deployment) lockRun(ctx context.Context) error {
-	res, err := dep.exec(ctx, dep.lockScript())
-	sections := splitSections(res.Stdout)
-	if _, ok := sections["locked"]; ok {
-		dep.locked = true
-	}
+	sections, err := dep.runLockScript(ctx, dep.lockScript())
 	if _, ok := sections["partial"]; ok {
 		dep.created = true
 	}
 	if err != nil {
-		// The script may have taken the lock and made the partial directory
-		// before the connection or ctx ended. Unlocking is safe either way
-		// (it checks the content), so try it.
-		dep.locked, dep.partialMaybe = true, true
-		return fmt.Errorf("lock: %w", err)
-	}
-	if sec, ok := sections["refused"]; ok && res.ExitCode == exitRefused {
-		return dep.refusedError(sec)
-	}
-	if res.ExitCode == exitLockHeld {
-		dep.heldRaw = strings.TrimSpace(sections["held"])
-		return dep.lockedError(dep.heldRaw)
-	}
-	if err := res.Err(); err != nil {
-		return fmt.Errorf("lock %s: %w", dep.lockPath(), err)
-	}
-	if !dep.locked {
-		return fmt.Errorf("lock %s: the lock script ended without taking the lock", dep.lockPath())
+		return err
 	}
 	facts, err := parseFacts(sections)
 	if err != nil {
@@ -179,10 +216,19 @@ func (dep *deployment) takeOverScript() string {
 	var s script
 	s.set("P", dep.dir)
 	s.set("O", dep.heldRaw)
-	s.line(`[ "$(cat -- "$P/.outpost/lock" 2>/dev/null)" = "$O" ] || exit 75`)
-	s.line(`if [ -s "$P/.outpost/active" ]; then a=$(cat -- "$P/.outpost/active"); if kill -0 "$a" 2>/dev/null; then echo "$a"; exit 76; fi; fi`)
+	mayBreakLock(&s)
 	s.line(`rm -f -- "$P/.outpost/active" "$P/.outpost/lock"`)
 	return s.String()
+}
+
+// mayBreakLock appends what every takeover script checks before it breaks
+// the lock: the lock still holds $O, the content the lock script read
+// (else exitLockHeld), and no activation of its holder runs (else its pid
+// is printed and the script exits exitActive). The script must have set P
+// and O.
+func mayBreakLock(s *script) {
+	s.line(`[ "$(cat -- "$P/.outpost/lock" 2>/dev/null)" = "$O" ] || ` + exit(exitLockHeld))
+	s.line(`if [ -s "$P/.outpost/active" ]; then a=$(cat -- "$P/.outpost/active"); if kill -0 "$a" 2>/dev/null; then echo "$a"; ` + exit(exitActive) + `; fi; fi`)
 }
 
 func (dep *deployment) lockPath() string { return path.Join(dep.dir, ".outpost", "lock") }

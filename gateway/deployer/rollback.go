@@ -5,12 +5,16 @@ import (
 	"fmt"
 	"path"
 
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
-// This file is where a failed node is put back.
+// This file is where a node is put back.
 //
-//   - abandon: the failure came before the stop hook ran. The service was
+//   - abandon: the failure came before the stop hook ran or current was
+//     switched (progress.disturbed). The service was
 //     never touched, so removing what this deployment created (the partial
 //     release, or the new release directory) and unlocking restores the
 //     node exactly: FAILED.
@@ -23,11 +27,16 @@ import (
 //
 // Both run on a fresh context when ctx has ended, and reconnect once when
 // the connection dropped: a node is cleaned up whenever it can be reached.
+//
+//   - Rollback: the node was deployed fine but the rollout undoes it (a
+//     failed bake, an undo, a rejected validation): a job of its own,
+//     under the node's lock, back to a release still on the node
+//     (rollbackTo; in place, rollbackInplace in inplace.go).
 
 // abandon cleans up after a failure before the stop hook and unlocks.
 func (dep *deployment) abandon(ctx context.Context, step outpostv1.Step, cause error) Result {
 	res := dep.result(outpostv1.NodeState_NODE_STATE_FAILED, step, cause)
-	if !dep.locked {
+	if !dep.progress.holdsLock() {
 		// Nothing was created without the lock, and the lock is not ours.
 		return res
 	}
@@ -39,7 +48,7 @@ func (dep *deployment) abandon(ctx context.Context, step outpostv1.Step, cause e
 		// The release id was not on the node before (else created would be
 		// false), so its directory is this deployment's, partial or renamed.
 		cleanup = append(cleanup, dep.partialDir(), dep.releaseDir())
-	case dep.partialMaybe:
+	case dep.progress == progressLockLost:
 		cleanup = append(cleanup, dep.partialDir())
 	}
 	if err := dep.unlock(ctx, finishPlan{remove: cleanup}); err != nil {
@@ -160,7 +169,7 @@ func (dep *deployment) rollbackFirst(ctx context.Context, step outpostv1.Step, c
 // marker cannot be written; a hook that hangs is waited for 20 s, then the
 // rollback goes ahead and says so.
 func (dep *deployment) waitActivation(s *script) {
-	if !dep.orphaned {
+	if dep.progress != progressOrphaned {
 		return
 	}
 	s.line(`m 16 start wait; n=0; a=; read -r a <"$P/.outpost/active" 2>/dev/null`)
@@ -256,4 +265,144 @@ func (dep *deployment) execRetry(ctx context.Context, cmd string) (sshResult, er
 		return dep.exec(ctx, cmd)
 	}
 	return res, err
+}
+
+// Rollback returns job's node from job.Release (the release current now,
+// deployed fine earlier) to the release to, which must still be on the
+// node; to "" means the node had none, so the release is stopped and
+// current removed. Under the node's lock: stop, switch current back,
+// start, health check, history, unlock; reported as STEP_CONNECT,
+// STEP_LOCK and STEP_ROLLBACK parts. SUCCEEDED: rolled back and healthy
+// (Release is to); FAILED: nothing was changed (to is gone, the node is
+// locked); ROLLBACK_FAILED: it broke on the way. The artifact is not
+// needed.
+func (d *Deployer) Rollback(ctx context.Context, job Job, to string, emit func(*outpostv1.NodeStepEvent)) Result {
+	ctx, dep, end := d.auxDeployment(ctx, "deployer.rollback", job, emit)
+	defer end()
+	res := dep.rollbackTo(ctx, to)
+	if res.State != outpostv1.NodeState_NODE_STATE_SUCCEEDED {
+		trace.SpanFromContext(ctx).SetStatus(codes.Error, res.Err.Error())
+		dep.log.Warn("rollback failed", "state", res.State.String(), "to", to, "error", res.Err)
+	} else {
+		dep.log.Info("node rolled back", "to", to)
+	}
+	return res
+}
+
+func (dep *deployment) rollbackTo(ctx context.Context, to string) Result {
+	fail := func(state outpostv1.NodeState, step outpostv1.Step, err error) Result {
+		return Result{State: state, Step: step, Err: err, Release: dep.job.Release.GetId(), Previous: to}
+	}
+	s := dep.rep.begin(outpostv1.Step_STEP_CONNECT)
+	err := dep.validateAux()
+	if err == nil && to != "" && !validReleaseID(to) {
+		err = fmt.Errorf("%w: release id %q to roll back to is not valid", ErrInvalidJob, to)
+	}
+	if err == nil {
+		err = dep.connectAux(ctx)
+	}
+	dep.rep.end(ctx, s, err, "")
+	if err != nil {
+		return fail(outpostv1.NodeState_NODE_STATE_FAILED, outpostv1.Step_STEP_CONNECT, err)
+	}
+	defer func() { dep.remote.Close() }()
+	if dep.spec.Layout == LayoutInplace {
+		return dep.rollbackInplace(ctx, to)
+	}
+
+	s = dep.rep.begin(outpostv1.Step_STEP_LOCK)
+	present, err := dep.lockForRollback(ctx, to)
+	dep.rep.end(ctx, s, err, "")
+	if err != nil {
+		if dep.progress.holdsLock() {
+			if uerr := dep.unlock(ctx, finishPlan{}); uerr != nil {
+				err = fmt.Errorf("%w; unlock failed: %w", err, uerr)
+			}
+		}
+		return fail(outpostv1.NodeState_NODE_STATE_FAILED, outpostv1.Step_STEP_LOCK, err)
+	}
+	if to != "" && !present {
+		err := fmt.Errorf("release %s is no longer on the node (%s/releases); nothing was changed", to, dep.dir)
+		if uerr := dep.unlock(ctx, finishPlan{}); uerr != nil {
+			err = fmt.Errorf("%w; unlock failed: %w", err, uerr)
+		}
+		return fail(outpostv1.NodeState_NODE_STATE_FAILED, outpostv1.Step_STEP_ROLLBACK, err)
+	}
+
+	ctx, cancel := dep.cleanupContext(ctx, dep.spec.Health.Timeout)
+	defer cancel()
+	var rbErr error
+	if to == "" {
+		rbErr = dep.runRollbackScript(ctx, dep.rollbackFirstScript(), map[string]string{
+			"stop": "stop " + dep.job.Release.GetId(), "remove": "remove current",
+		})
+	} else {
+		dep.facts.current = "releases/" + to
+		dep.facts.currentIsDir = true
+		rbErr = dep.rollbackRun(ctx)
+		if rbErr == nil && dep.spec.Health.enabled() {
+			hs := dep.rep.begin(outpostv1.Step_STEP_ROLLBACK)
+			hs.label = "health " + to
+			var detail string
+			detail, rbErr = dep.waitHealthy(ctx, path.Join(dep.dir, "current"), to)
+			dep.rep.end(ctx, hs, rbErr, detail)
+		}
+	}
+	result := "succeeded"
+	if rbErr != nil {
+		result = "failed: " + rbErr.Error()
+	}
+	hist := []historyEntry{dep.historyEntry("rollback", to, dep.job.Release.GetId(), result)}
+	uerr := dep.unlock(ctx, finishPlan{history: hist})
+	if rbErr != nil {
+		err := fmt.Errorf("ROLLBACK to %s FAILED: %w", orNone(to), rbErr)
+		if uerr != nil {
+			err = fmt.Errorf("%w; unlock failed: %w", err, uerr)
+		}
+		return fail(outpostv1.NodeState_NODE_STATE_ROLLBACK_FAILED, outpostv1.Step_STEP_ROLLBACK, err)
+	}
+	if uerr != nil {
+		dep.log.Warn("rolled back, but unlocking failed", "error", uerr)
+	}
+	return Result{State: outpostv1.NodeState_NODE_STATE_SUCCEEDED, Step: outpostv1.Step_STEP_UNLOCK, Release: to, Previous: dep.job.Release.GetId()}
+}
+
+func orNone(id string) string {
+	if id == "" {
+		return "no release"
+	}
+	return id
+}
+
+// rollbackLockScript guards the deploy path and takes the node's lock as
+// the deploy lock script does, and reports current and whether
+// releases/<to> is there. It creates nothing else.
+func (dep *deployment) rollbackLockScript(to string) string {
+	var s script
+	s.set("P", dep.dir)
+	s.set("L", dep.lockContent)
+	s.set("V", to)
+	takeLock(&s, false, ".outpost")
+	s.line(`echo @current`)
+	s.line(`if [ -L "$P/current" ]; then printf 'link %s\n' "$(readlink -- "$P/current")"; [ ! -d "$P/current/" ] || echo dir; elif [ -e "$P/current" ]; then echo notlink; fi`)
+	s.line(`if [ -n "$V" ] && [ -d "$P/releases/$V" ]; then echo @present; fi`)
+	return s.String()
+}
+
+// lockForRollback takes the lock and reads the facts a rollback needs.
+func (dep *deployment) lockForRollback(ctx context.Context, to string) (present bool, err error) {
+	sections, err := dep.runLockScript(ctx, dep.rollbackLockScript(to))
+	if err != nil {
+		return false, err
+	}
+	facts, err := parseFacts(sections)
+	if err != nil {
+		return false, fmt.Errorf("lock %s: %w", dep.lockPath(), err)
+	}
+	if facts.currentNotLink {
+		return false, fmt.Errorf("%s/current exists and is not a symlink", dep.dir)
+	}
+	dep.facts = facts
+	_, present = sections["present"]
+	return present, nil
 }

@@ -55,7 +55,7 @@ func TestScriptsGolden(t *testing.T) {
 	present := goldenDeployment()
 	present.facts.present = true
 	orphaned := goldenDeployment()
-	orphaned.orphaned = true
+	orphaned.progress = progressOrphaned
 	finish, err := dep.finishScript(finishPlan{
 		pruneStep: true,
 		prune:     pruneSet(dep.facts.releases, "r1.4.2", "r1.4.1", 2),
