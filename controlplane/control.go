@@ -54,10 +54,6 @@ func (s *Server) rolloutPolicy(c rollout.Config) rollout.Config {
 	return c
 }
 
-// verbRequestsPrefix keys the verbs' idempotency records:
-// <prefix><verb>/<request_id> holds "<rollout id> <request hash>".
-const verbRequestsPrefix = store.Root + "requests/rollout-verbs/"
-
 // messageHash identifies a request's content, request_id aside.
 func messageHash(m proto.Message) string {
 	c := proto.Clone(m)
@@ -81,7 +77,7 @@ func (s *Server) runVerb(ctx context.Context, verb, id, requestID string, req pr
 		if err := checkRequestID(requestID); err != nil {
 			return nil, err
 		}
-		rec = &requestRecord{key: verbRequestsPrefix + verb + "/" + requestID, hash: messageHash(req)}
+		rec = &requestRecord{key: store.VerbRequestKey(verb, requestID), hash: messageHash(req)}
 		v := &wrapperspb.StringValue{}
 		found, _, err := s.store.Get(ctx, rec.key, v)
 		if err != nil {

@@ -28,17 +28,6 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
-// rolloutSeqKey holds the last rollout number handed out. Rollout ids are
-// "r-" and that number zero-padded, so key order is creation order and
-// ListRollouts can walk newest first without scanning node records.
-// TODO(store): move next to the other key helpers in controlplane/store.
-const rolloutSeqKey = store.Root + "counters/rollouts"
-
-// requestsPrefix keys CreateRollout's idempotency records:
-// <prefix><request_id> holds "<rollout id> <request hash>" for requestTTL.
-// TODO(store): move next to the other key helpers in controlplane/store.
-const requestsPrefix = store.Root + "requests/create-rollout/"
-
 // requestTTL is how long a request_id is remembered.
 const requestTTL = 24 * 60 * 60 // seconds
 
@@ -139,7 +128,7 @@ func (s *Server) createBuilt(ctx context.Context, req *outpostv1.CreateRolloutRe
 		if err := checkRequestID(rid); err != nil {
 			return nil, err
 		}
-		dedup = &requestRecord{key: requestsPrefix + rid, hash: requestHash(req)}
+		dedup = &requestRecord{key: store.CreateRequestKey(rid), hash: requestHash(req)}
 		if prev, err := s.replay(ctx, dedup); prev != nil || err != nil {
 			return prev, err
 		}
@@ -289,16 +278,16 @@ func (s *Server) storeRollout(ctx context.Context, r *outpostv1.Rollout, nodes [
 func (s *Server) nextRolloutNumber(ctx context.Context) (int64, error) {
 	for range allocAttempts {
 		cur := &wrapperspb.Int64Value{}
-		found, modRev, err := s.store.Get(ctx, rolloutSeqKey, cur)
+		found, modRev, err := s.store.Get(ctx, store.RolloutCounterKey, cur)
 		if err != nil {
 			return 0, err
 		}
-		cmp := clientv3.Compare(clientv3.ModRevision(rolloutSeqKey), "=", modRev)
+		cmp := clientv3.Compare(clientv3.ModRevision(store.RolloutCounterKey), "=", modRev)
 		if !found {
-			cmp = clientv3.Compare(clientv3.CreateRevision(rolloutSeqKey), "=", 0)
+			cmp = clientv3.Compare(clientv3.CreateRevision(store.RolloutCounterKey), "=", 0)
 		}
 		next := cur.GetValue() + 1
-		op, err := store.OpPut(rolloutSeqKey, wrapperspb.Int64(next))
+		op, err := store.OpPut(store.RolloutCounterKey, wrapperspb.Int64(next))
 		if err != nil {
 			return 0, err
 		}
@@ -493,7 +482,7 @@ func (c *controlPlaneService) ListRollouts(ctx context.Context, req *outpostv1.L
 		}
 	} else {
 		cur := &wrapperspb.Int64Value{}
-		if _, _, err := s.store.Get(ctx, rolloutSeqKey, cur); err != nil {
+		if _, _, err := s.store.Get(ctx, store.RolloutCounterKey, cur); err != nil {
 			return nil, internal(err)
 		}
 		below = cur.GetValue() + 1

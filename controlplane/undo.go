@@ -80,7 +80,7 @@ func (s *Server) createUndo(ctx context.Context, req *outpostv1.CreateRolloutReq
 // that is retried does not roll back twice.
 func (s *Server) rollbackRejected(who string) func(ctx context.Context, rejected *outpostv1.Rollout) (string, error) {
 	return func(ctx context.Context, rejected *outpostv1.Rollout) (string, error) {
-		dedup := &requestRecord{key: requestsPrefix + "validation-reject-" + rejected.GetId(), hash: "validation-reject"}
+		dedup := &requestRecord{key: store.CreateRequestKey("validation-reject-" + rejected.GetId()), hash: "validation-reject"}
 		if prev, err := s.replay(ctx, dedup); err != nil || prev != nil {
 			return prev.GetRollout().GetId(), err
 		}

@@ -46,7 +46,7 @@
 // terminal state is written together with a marker key in the same
 // transaction (/outpost/auditidx/<rollout>/nodes/<node>/<STATE>/<assignment>
 // or /outpost/auditidx/<rollout>/state/<STATE>, holding the entry's
-// sequence; see IndexPrefix), which costs no extra transaction. When a
+// sequence; see index.go), which costs no extra transaction. When a
 // replica becomes leader the control plane runs [Log.Reconcile]: for each
 // rollout that is unfinished or ended within a day, it compares the final
 // node records (as they were when the term began) with the rollout's

@@ -60,7 +60,7 @@ func (l *Log) janitor() {
 }
 
 // Sweep deletes the entries older than Retention (by Config.Now), with
-// their markers (see IndexPrefix), and returns how many entries it
+// their markers (see index.go), and returns how many entries it
 // deleted. It never deletes the newest entry, which carries the log's
 // sequence.
 func (l *Log) Sweep(ctx context.Context) (int, error) {

@@ -99,7 +99,7 @@ func (l *Log) reconcileRollout(ctx context.Context, r *outpostv1.Rollout, rev in
 	if len(nodes) == 0 && !terminal {
 		return 0, nil
 	}
-	resp, err := l.cfg.Store.Client().Get(ctx, IndexRolloutPrefix(id), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	resp, err := l.cfg.Store.Client().Get(ctx, store.AuditIndexRolloutPrefix(id), clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	if err != nil {
 		return 0, fmt.Errorf("read markers: %w", err)
 	}

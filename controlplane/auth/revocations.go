@@ -55,7 +55,7 @@ func (r *revocations) isRevoked(ctx context.Context, serial string) (bool, error
 	if synced {
 		return revoked, nil
 	}
-	resp, err := r.store.Client().Get(ctx, revokedKey(serial), clientv3.WithCountOnly())
+	resp, err := r.store.Client().Get(ctx, store.RevokedKey(serial), clientv3.WithCountOnly())
 	if err != nil {
 		return false, fmt.Errorf("check revocation: %w", err)
 	}
@@ -122,8 +122,8 @@ func (r *revocations) reload(ctx context.Context) (int64, error) {
 	serials := make(map[string]bool)
 	after := ""
 	for page := 0; ; page++ {
-		next, err := r.store.List(ctx, RevokedPrefix, 0, after, func(key string, _ []byte) error {
-			serials[strings.TrimPrefix(key, RevokedPrefix)] = true
+		next, err := r.store.List(ctx, store.RevokedPrefix, 0, after, func(key string, _ []byte) error {
+			serials[strings.TrimPrefix(key, store.RevokedPrefix)] = true
 			return nil
 		})
 		if err != nil {
@@ -193,13 +193,13 @@ func (r *revocations) run(ctx context.Context) {
 func (r *revocations) watch(ctx context.Context, rev int64) error {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	for resp := range r.store.Watch(wctx, RevokedPrefix, rev+1) {
+	for resp := range r.store.Watch(wctx, store.RevokedPrefix, rev+1) {
 		if err := resp.Err(); err != nil {
 			return err
 		}
 		r.mu.Lock()
 		for _, ev := range resp.Events {
-			serial := strings.TrimPrefix(string(ev.Kv.Key), RevokedPrefix)
+			serial := strings.TrimPrefix(string(ev.Kv.Key), store.RevokedPrefix)
 			switch ev.Type {
 			case mvccpb.PUT:
 				r.revokeLocked(serial)

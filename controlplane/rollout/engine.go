@@ -371,7 +371,7 @@ func (e *Engine) Run(ctx context.Context) (err error) {
 // watchRevisions watches the revision records from rev on.
 func (e *Engine) watchRevisions(ctx context.Context, rev int64) (clientv3.WatchChan, context.CancelFunc) {
 	wctx, cancel := context.WithCancel(ctx)
-	return e.cfg.Store.Watch(wctx, revisionsRoot, rev), cancel
+	return e.cfg.Store.Watch(wctx, store.RevisionsRoot, rev), cancel
 }
 
 // stop ends sessions and spans and writes what is pending, best effort.
@@ -710,7 +710,3 @@ func RevisionOf(r *outpostv1.Rollout) *outpostv1.Revision {
 		SourceRevision: r.GetSourceRevision(),
 	}
 }
-
-// revisionsRoot is the prefix of every app's revisions; the engine watches
-// it to learn about new rollouts (each is created with its revision).
-var revisionsRoot = strings.TrimSuffix(store.RevisionsPrefix("x"), "x/")
