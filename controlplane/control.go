@@ -13,7 +13,6 @@ import (
 	"github.com/outposthq/outpost/controlplane/rollout"
 	"github.com/outposthq/outpost/controlplane/store"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -102,11 +101,7 @@ func (s *Server) runVerb(ctx context.Context, verb, id, requestID string, req pr
 	if rec != nil {
 		// Best effort: without the record a retry still finds the verb
 		// done (verbs are idempotent) or refused by the rollout's state.
-		if lease, err := s.store.Client().Grant(ctx, requestTTL); err == nil {
-			if b, err := proto.Marshal(wrapperspb.String(id + " " + rec.hash)); err == nil {
-				_, _ = s.store.Client().Put(ctx, rec.key, string(b), clientv3.WithLease(lease.ID))
-			}
-		}
+		_ = s.store.PutLeased(ctx, rec.key, wrapperspb.String(id+" "+rec.hash), requestTTL*time.Second)
 	}
 	return r, nil
 }
@@ -263,30 +258,28 @@ func (c *controlPlaneService) ListRevisions(ctx context.Context, req *outpostv1.
 	if !ok {
 		return nil, fieldError("page_token", "not a token returned by ListRevisions for app %s", app)
 	}
-	prefix := store.RevisionsPrefix(app)
-	end := clientv3.GetPrefixRangeEnd(prefix)
+	var before string // exclusive: revisions below it
 	if pos != "" {
 		n, err := strconv.ParseInt(pos, 10, 64)
 		if err != nil || n < 1 {
 			return nil, fieldError("page_token", "not a token returned by ListRevisions")
 		}
-		end = store.RevisionKey(app, n) // exclusive: revisions below n
+		before = store.RevisionKey(app, n)
 	}
 	size := pageSize(req.GetPageSize(), defaultRevisionsPage, maxRevisionsPage)
-	got, err := c.s.store.Client().Get(ctx, prefix, clientv3.WithRange(end),
-		clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(int64(size)))
+	resp := &outpostv1.ListRevisionsResponse{}
+	next, err := c.s.store.ListReverse(ctx, store.RevisionsPrefix(app), int64(size), before, func(_ string, v []byte) error {
+		rv := &outpostv1.Revision{}
+		if err := proto.Unmarshal(v, rv); err != nil {
+			return err
+		}
+		resp.Revisions = append(resp.Revisions, rv)
+		return nil
+	})
 	if err != nil {
 		return nil, internal(err)
 	}
-	resp := &outpostv1.ListRevisionsResponse{}
-	for _, kv := range got.Kvs {
-		rv := &outpostv1.Revision{}
-		if err := proto.Unmarshal(kv.Value, rv); err != nil {
-			return nil, internal(err)
-		}
-		resp.Revisions = append(resp.Revisions, rv)
-	}
-	if got.More && len(resp.Revisions) > 0 {
+	if next != "" && len(resp.Revisions) > 0 {
 		resp.NextPageToken = encodeToken(kind, strconv.FormatInt(resp.Revisions[len(resp.Revisions)-1].GetRevision(), 10))
 	}
 	return resp, nil

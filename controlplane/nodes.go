@@ -277,15 +277,7 @@ func (c *controlPlaneService) ScanNodeHostKey(ctx context.Context, req *outpostv
 		ScanTime:      timestamppb.New(time.Now()),
 		Pinned:        pinned(node, key),
 	}
-	lease, err := s.store.Client().Grant(ctx, int64(scanTTL/time.Second))
-	if err != nil {
-		return nil, internal(err)
-	}
-	b, err := proto.Marshal(scan)
-	if err != nil {
-		return nil, internal(err)
-	}
-	if _, err := s.store.Client().Put(ctx, store.HostKeyScanKey(node.GetId()), string(b), clientv3.WithLease(lease.ID)); err != nil {
+	if err := s.store.PutLeased(ctx, store.HostKeyScanKey(node.GetId()), scan, scanTTL); err != nil {
 		return nil, internal(err)
 	}
 	s.log.Info("node host key scanned", "node", node.GetId(), "address", node.GetAddress(), "gateway", gw,

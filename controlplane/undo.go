@@ -9,7 +9,6 @@ import (
 	"github.com/outposthq/outpost/controlplane/store"
 	"github.com/outposthq/outpost/internal/plan"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -235,19 +234,16 @@ type bgHistory struct {
 // the live color and what both colors hold.
 func (s *Server) blueGreenHistory(ctx context.Context, app string) (bgHistory, error) {
 	h := bgHistory{holds: map[string]string{}}
-	prefix := store.RevisionsPrefix(app)
-	resp, err := s.store.Client().Get(ctx, prefix, clientv3.WithPrefix(),
-		clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(500))
-	if err != nil {
-		return h, fmt.Errorf("read revisions of %s: %w", app, err)
-	}
 	var ids []string
-	for _, kv := range resp.Kvs {
+	if _, err := s.store.ListReverse(ctx, store.RevisionsPrefix(app), 500, "", func(_ string, v []byte) error {
 		rv := &outpostv1.Revision{}
-		if err := proto.Unmarshal(kv.Value, rv); err != nil {
-			return h, fmt.Errorf("decode %s: %w", kv.Key, err)
+		if err := proto.Unmarshal(v, rv); err != nil {
+			return err
 		}
 		ids = append(ids, rv.GetRolloutId())
+		return nil
+	}); err != nil {
+		return h, fmt.Errorf("read revisions of %s: %w", app, err)
 	}
 	rs, err := s.getRollouts(ctx, ids)
 	if err != nil {

@@ -28,6 +28,11 @@
 // sequences and times that never go backwards, and key order, time order,
 // sequence order and commit order are one order. A writer that loses the
 // race re-reads the head from the same transaction's answer and retries.
+// That transaction (a comparison on the newest key of a range, and a read
+// of it in the else branch) and the check of a batch's exact bytes after
+// an unknown outcome are etcd operations the store does not wrap, so the
+// writer (log.go) uses the store's raw client; reads elsewhere go through
+// the store.
 //
 // Writes are not fenced on leadership: the log records what happened, and
 // an entry from a replica that was just deposed (a step result its gateway

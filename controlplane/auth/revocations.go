@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/outposthq/outpost/controlplane/store"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
@@ -55,11 +54,11 @@ func (r *revocations) isRevoked(ctx context.Context, serial string) (bool, error
 	if synced {
 		return revoked, nil
 	}
-	resp, err := r.store.Client().Get(ctx, store.RevokedKey(serial), clientv3.WithCountOnly())
+	revoked, err := r.store.Exists(ctx, store.RevokedKey(serial))
 	if err != nil {
 		return false, fmt.Errorf("check revocation: %w", err)
 	}
-	return resp.Count > 0, nil
+	return revoked, nil
 }
 
 // register arranges for cancel to be called with errRevoked when serial

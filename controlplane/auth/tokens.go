@@ -249,16 +249,7 @@ func (ts *TokenStore) setComputedState(info *outpostv1.JoinToken) {
 // leasedPut returns a put of m at key bound to a new lease of ttl (at
 // least a minute), so etcd deletes the key when the lease runs out.
 func leasedPut(ctx context.Context, s *store.Store, key string, m proto.Message, ttl time.Duration) (clientv3.Op, error) {
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
-	if err != nil {
-		return clientv3.Op{}, fmt.Errorf("encode %s: %w", key, err)
-	}
-	secs := max(int64(ttl/time.Second), 60)
-	lease, err := s.Client().Grant(ctx, secs)
-	if err != nil {
-		return clientv3.Op{}, fmt.Errorf("lease for %s: %w", key, err)
-	}
-	return clientv3.OpPut(key, string(b), clientv3.WithLease(lease.ID)), nil
+	return s.OpPutLeased(ctx, key, m, max(ttl, time.Minute))
 }
 
 // ignoreLeasePut returns a put of m at key that keeps the key's lease.

@@ -286,6 +286,8 @@ func (e *Engine) Run(ctx context.Context) (err error) {
 	}()
 
 	e.bw = store.NewBatchWriter(e.cfg.Store, e.cfg.Fence, 0, 0)
+	// The presence lease is etcd's own primitive, kept alive for this
+	// term and revoked by stop; the store does not wrap leases.
 	lease, err := e.cfg.Store.Client().Grant(ctx, presenceTTL)
 	if err != nil {
 		return fmt.Errorf("rollout: grant presence lease: %w", err)
