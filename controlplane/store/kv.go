@@ -321,7 +321,11 @@ func (s *Store) ListChildren(ctx context.Context, prefix string, limit int64, af
 		if err != nil {
 			return "", fmt.Errorf("list %s: %w", prefix, err)
 		}
-		rev = resp.Header.Revision
+		if rev == 0 {
+			// Only the first: etcd's header carries its current revision
+			// even for a read at an older one.
+			rev = resp.Header.Revision
+		}
 		jumped := false
 		for _, kv := range resp.Kvs {
 			key := string(kv.Key)

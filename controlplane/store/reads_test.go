@@ -411,3 +411,30 @@ func TestPutLeased(t *testing.T) {
 		})
 	}
 }
+
+// TestListChildrenOneSnapshot writes a child while ListChildren is half
+// way (from decode, between its range requests): the listing is one
+// snapshot, so the new child must not appear. Each jump past a subtree
+// is a new request; they used to read at the revision etcd reported with
+// the previous one, which is its current revision, not the snapshot's.
+func TestListChildrenOneSnapshot(t *testing.T) {
+	s := storetest.Open(t)
+	ctx := ctxT(t)
+	prefix := "/outpost/t/"
+	// a and c have subtrees, so the listing jumps twice.
+	putNodes(t, s, prefix, "a", "a/x", "c", "c/x", "e")
+	var got []string
+	wrote := false
+	next, err := s.ListChildren(ctx, prefix, 10, "", func(key string, _ []byte) error {
+		got = append(got, key)
+		if !wrote {
+			wrote = true
+			putNodes(t, s, prefix, "d")
+		}
+		return nil
+	})
+	want := []string{prefix + "a", prefix + "c", prefix + "e"}
+	if err != nil || next != "" || !slices.Equal(got, want) {
+		t.Errorf("ListChildren = %q, next %q, %v; want %q: a child written during the listing is not in its snapshot", got, next, err, want)
+	}
+}
