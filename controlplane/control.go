@@ -13,7 +13,6 @@ import (
 	"github.com/outposthq/outpost/controlplane/rollout"
 	"github.com/outposthq/outpost/controlplane/store"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -57,10 +56,6 @@ func (s *Server) rolloutPolicy(c rollout.Config) rollout.Config {
 	return c
 }
 
-// verbRequestsPrefix keys the verbs' idempotency records:
-// <prefix><verb>/<request_id> holds "<rollout id> <request hash>".
-const verbRequestsPrefix = store.Root + "requests/rollout-verbs/"
-
 // messageHash identifies a request's content, request_id aside.
 func messageHash(m proto.Message) string {
 	c := proto.Clone(m)
@@ -87,7 +82,7 @@ func (s *Server) runVerb(ctx context.Context, verb, id, requestID string, req pr
 	if err := checkRequestID(requestID); err != nil {
 		return nil, err
 	}
-	rec := &requestRecord{key: verbRequestsPrefix + verb + "/" + requestID, hash: messageHash(req)}
+	rec := &requestRecord{key: store.VerbRequestKey(verb, requestID), hash: messageHash(req)}
 	// The first call runs on its own goroutine (and context); the others
 	// wait for it.
 	v, err, shared := s.verbCalls.Do(rec.key+" "+id+" "+rec.hash, func() (any, error) {
@@ -134,19 +129,7 @@ func (s *Server) runVerbOnce(ctx context.Context, verb, id string, rec *requestR
 		// new state, which still says what happened.
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), requestRecordTimeout)
 		defer cancel()
-		err := func() error {
-			lease, err := s.store.Client().Grant(wctx, requestTTL)
-			if err != nil {
-				return err
-			}
-			b, err := proto.Marshal(wrapperspb.String(id + " " + rec.hash))
-			if err != nil {
-				return err
-			}
-			_, err = s.store.Client().Put(wctx, rec.key, string(b), clientv3.WithLease(lease.ID))
-			return err
-		}()
-		if err != nil {
+		if err := s.store.PutLeased(wctx, rec.key, wrapperspb.String(id+" "+rec.hash), requestTTL*time.Second); err != nil {
 			s.log.Warn("request_id of a rollout verb not recorded; a retry will be refused by the rollout's state",
 				"rollout", id, "key", rec.key, "err", err)
 		}
@@ -309,30 +292,28 @@ func (c *controlPlaneService) ListRevisions(ctx context.Context, req *outpostv1.
 	if !ok {
 		return nil, fieldError("page_token", "not a token returned by ListRevisions for app %s", app)
 	}
-	prefix := store.RevisionsPrefix(app)
-	end := clientv3.GetPrefixRangeEnd(prefix)
+	var before string // exclusive: revisions below it
 	if pos != "" {
 		n, err := strconv.ParseInt(pos, 10, 64)
 		if err != nil || n < 1 {
 			return nil, fieldError("page_token", "not a token returned by ListRevisions")
 		}
-		end = store.RevisionKey(app, n) // exclusive: revisions below n
+		before = store.RevisionKey(app, n)
 	}
 	size := pageSize(req.GetPageSize(), defaultRevisionsPage, maxRevisionsPage)
-	got, err := c.s.store.Client().Get(ctx, prefix, clientv3.WithRange(end),
-		clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(int64(size)))
+	resp := &outpostv1.ListRevisionsResponse{}
+	next, err := c.s.store.ListReverse(ctx, store.RevisionsPrefix(app), int64(size), before, func(_ string, v []byte) error {
+		rv := &outpostv1.Revision{}
+		if err := proto.Unmarshal(v, rv); err != nil {
+			return err
+		}
+		resp.Revisions = append(resp.Revisions, rv)
+		return nil
+	})
 	if err != nil {
 		return nil, internal(err)
 	}
-	resp := &outpostv1.ListRevisionsResponse{}
-	for _, kv := range got.Kvs {
-		rv := &outpostv1.Revision{}
-		if err := proto.Unmarshal(kv.Value, rv); err != nil {
-			return nil, internal(err)
-		}
-		resp.Revisions = append(resp.Revisions, rv)
-	}
-	if got.More && len(resp.Revisions) > 0 {
+	if next != "" && len(resp.Revisions) > 0 {
 		resp.NextPageToken = encodeToken(kind, strconv.FormatInt(resp.Revisions[len(resp.Revisions)-1].GetRevision(), 10))
 	}
 	return resp, nil

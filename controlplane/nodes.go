@@ -218,11 +218,10 @@ func checkRolloutID(field, id string) error {
 }
 
 // Host key pinning. A scan's result is kept for scanTTL at
-// hostKeyScansPrefix<node id>: TrustNodeHostKey pins only a key the
-// node presented recently, and only when the caller names its
-// fingerprint, which they compared out of band.
+// store.HostKeyScanKey: TrustNodeHostKey pins only a key the node
+// presented recently, and only when the caller names its fingerprint,
+// which they compared out of band.
 const (
-	hostKeyScansPrefix = store.Root + "hostkeyscans/"
 	// scanTTL is how long a scan may be trusted after it was made.
 	scanTTL = time.Hour
 	// scanTimeout bounds one scan: the gateway's dial and handshake.
@@ -230,8 +229,6 @@ const (
 	// trustAttempts bounds TrustNodeHostKey's compare-and-swap retries.
 	trustAttempts = 10
 )
-
-func hostKeyScanKey(nodeID string) string { return hostKeyScansPrefix + nodeID }
 
 // ScanNodeHostKey has a gateway of the node's datacenter read the host
 // key the node presents and remembers it as the node's last scan.
@@ -280,15 +277,7 @@ func (c *controlPlaneService) ScanNodeHostKey(ctx context.Context, req *outpostv
 		ScanTime:      timestamppb.New(time.Now()),
 		Pinned:        pinned(node, key),
 	}
-	lease, err := s.store.Client().Grant(ctx, int64(scanTTL/time.Second))
-	if err != nil {
-		return nil, internal(err)
-	}
-	b, err := proto.Marshal(scan)
-	if err != nil {
-		return nil, internal(err)
-	}
-	if _, err := s.store.Client().Put(ctx, hostKeyScanKey(node.GetId()), string(b), clientv3.WithLease(lease.ID)); err != nil {
+	if err := s.store.PutLeased(ctx, store.HostKeyScanKey(node.GetId()), scan, scanTTL); err != nil {
 		return nil, internal(err)
 	}
 	s.log.Info("node host key scanned", "node", node.GetId(), "address", node.GetAddress(), "gateway", gw,
@@ -317,7 +306,7 @@ func (c *controlPlaneService) TrustNodeHostKey(ctx context.Context, req *outpost
 			return nil, status.Errorf(codes.NotFound, "node %s not found", req.GetId())
 		}
 		scan := &outpostv1.NodeHostKeyScan{}
-		found, _, err = s.store.Get(ctx, hostKeyScanKey(req.GetId()), scan)
+		found, _, err = s.store.Get(ctx, store.HostKeyScanKey(req.GetId()), scan)
 		if err != nil {
 			return nil, internal(err)
 		}

@@ -29,17 +29,6 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
-// rolloutSeqKey holds the last rollout number handed out. Rollout ids are
-// "r-" and that number zero-padded, so key order is creation order and
-// ListRollouts can walk newest first without scanning node records.
-// TODO(store): move next to the other key helpers in controlplane/store.
-const rolloutSeqKey = store.Root + "counters/rollouts"
-
-// requestsPrefix keys CreateRollout's idempotency records:
-// <prefix><request_id> holds "<rollout id> <request hash>" for requestTTL.
-// TODO(store): move next to the other key helpers in controlplane/store.
-const requestsPrefix = store.Root + "requests/create-rollout/"
-
 // requestTTL is how long a request_id is remembered.
 const requestTTL = 24 * 60 * 60 // seconds
 
@@ -140,7 +129,7 @@ func (s *Server) createBuilt(ctx context.Context, req *outpostv1.CreateRolloutRe
 		if err := checkRequestID(rid); err != nil {
 			return nil, err
 		}
-		dedup = &requestRecord{key: requestsPrefix + rid, hash: requestHash(req)}
+		dedup = &requestRecord{key: store.CreateRequestKey(rid), hash: requestHash(req)}
 		if prev, err := s.replay(ctx, dedup); prev != nil || err != nil {
 			return prev, err
 		}
@@ -348,8 +337,8 @@ func (s *Server) abandonRollout(ctx context.Context, n int64) (stored bool, err 
 		return false, err
 	}
 	giveBack := clientv3.OpTxn(
-		[]clientv3.Cmp{clientv3.Compare(clientv3.Value(rolloutSeqKey), "=", string(cur))},
-		[]clientv3.Op{clientv3.OpPut(rolloutSeqKey, string(prev))}, nil)
+		[]clientv3.Cmp{clientv3.Compare(clientv3.Value(store.RolloutCounterKey), "=", string(cur))},
+		[]clientv3.Op{clientv3.OpPut(store.RolloutCounterKey, string(prev))}, nil)
 	resp, err := s.store.Client().Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(store.RolloutKey(id)), "=", 0)).
 		Then(clientv3.OpDelete(store.RolloutNodesPrefix(id), clientv3.WithPrefix()), giveBack).
@@ -364,16 +353,16 @@ func (s *Server) abandonRollout(ctx context.Context, n int64) (stored bool, err 
 func (s *Server) nextRolloutNumber(ctx context.Context) (int64, error) {
 	for range allocAttempts {
 		cur := &wrapperspb.Int64Value{}
-		found, modRev, err := s.store.Get(ctx, rolloutSeqKey, cur)
+		found, modRev, err := s.store.Get(ctx, store.RolloutCounterKey, cur)
 		if err != nil {
 			return 0, err
 		}
-		cmp := clientv3.Compare(clientv3.ModRevision(rolloutSeqKey), "=", modRev)
+		cmp := clientv3.Compare(clientv3.ModRevision(store.RolloutCounterKey), "=", modRev)
 		if !found {
-			cmp = clientv3.Compare(clientv3.CreateRevision(rolloutSeqKey), "=", 0)
+			cmp = clientv3.Compare(clientv3.CreateRevision(store.RolloutCounterKey), "=", 0)
 		}
 		next := cur.GetValue() + 1
-		op, err := store.OpPut(rolloutSeqKey, wrapperspb.Int64(next))
+		op, err := store.OpPut(store.RolloutCounterKey, wrapperspb.Int64(next))
 		if err != nil {
 			return 0, err
 		}
@@ -437,31 +426,18 @@ func (s *Server) storeWithRevision(ctx context.Context, r *outpostv1.Rollout, de
 	var dedupOp clientv3.Op
 	var dedupCmps []clientv3.Cmp
 	if dedup != nil {
-		lease, err := s.store.Client().Grant(ctx, requestTTL)
-		if err != nil {
-			return fmt.Errorf("grant request lease: %w", err)
+		var err error
+		if dedupOp, err = s.store.OpPutLeased(ctx, dedup.key, wrapperspb.String(r.GetId()+" "+dedup.hash), requestTTL*time.Second); err != nil {
+			return fmt.Errorf("request record: %w", err)
 		}
-		b, err := proto.Marshal(wrapperspb.String(r.GetId() + " " + dedup.hash))
-		if err != nil {
-			return err
-		}
-		dedupOp = clientv3.OpPut(dedup.key, string(b), clientv3.WithLease(lease.ID))
 		dedupCmps = []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(dedup.key), "=", 0)}
 	}
 	for range allocAttempts {
-		resp, err := s.store.Client().Get(ctx, store.RevisionsPrefix(r.GetApp()), clientv3.WithLastKey()...)
-		if err != nil {
+		prev := &outpostv1.Revision{}
+		if _, err := s.store.Last(ctx, store.RevisionsPrefix(r.GetApp()), prev); err != nil {
 			return fmt.Errorf("read latest revision of %s: %w", r.GetApp(), err)
 		}
-		var latest int64
-		if len(resp.Kvs) > 0 {
-			prev := &outpostv1.Revision{}
-			if err := proto.Unmarshal(resp.Kvs[0].Value, prev); err != nil {
-				return fmt.Errorf("decode %s: %w", resp.Kvs[0].Key, err)
-			}
-			latest = prev.GetRevision()
-		}
-		r.Revision = latest + 1
+		r.Revision = prev.GetRevision() + 1
 		if r.GetSourceRevision() == 0 {
 			// An undo keeps its source's release id: the nodes hold it.
 			r.ReleaseId = releaseID(r.Revision, r.GetArtifact().GetSha256())
@@ -483,7 +459,7 @@ func (s *Server) storeWithRevision(ctx context.Context, r *outpostv1.Rollout, de
 		err = s.store.TxnIf(ctx, nil, cmps, ops...)
 		if errors.Is(err, store.ErrConflict) {
 			if dedup != nil {
-				if resp, gerr := s.store.Client().Get(ctx, dedup.key, clientv3.WithCountOnly()); gerr == nil && resp.Count > 0 {
+				if used, gerr := s.store.Exists(ctx, dedup.key); gerr == nil && used {
 					return errDuplicateRequest
 				}
 			}
@@ -521,27 +497,20 @@ func (s *Server) getRollout(ctx context.Context, id string) (*outpostv1.Rollout,
 // getRollouts reads rollouts by id in one transaction; missing ones are
 // left out.
 func (s *Server) getRollouts(ctx context.Context, ids []string) ([]*outpostv1.Rollout, error) {
+	keys := make([]string, len(ids))
+	for i, id := range ids {
+		keys[i] = store.RolloutKey(id)
+	}
 	var out []*outpostv1.Rollout
-	for len(ids) > 0 {
-		chunk := ids[:min(len(ids), store.MaxTxnOps)]
-		ids = ids[len(chunk):]
-		ops := make([]clientv3.Op, len(chunk))
-		for i, id := range chunk {
-			ops[i] = clientv3.OpGet(store.RolloutKey(id))
+	if err := s.store.GetAll(ctx, keys, func(_ string, v []byte) error {
+		r := &outpostv1.Rollout{}
+		if err := proto.Unmarshal(v, r); err != nil {
+			return err
 		}
-		resp, err := s.store.Client().Txn(ctx).Then(ops...).Commit()
-		if err != nil {
-			return nil, fmt.Errorf("read rollouts: %w", err)
-		}
-		for _, rr := range resp.Responses {
-			for _, kv := range rr.GetResponseRange().GetKvs() {
-				r := &outpostv1.Rollout{}
-				if err := proto.Unmarshal(kv.Value, r); err != nil {
-					return nil, fmt.Errorf("decode %s: %w", kv.Key, err)
-				}
-				out = append(out, r)
-			}
-		}
+		out = append(out, r)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("read rollouts: %w", err)
 	}
 	return out, nil
 }
@@ -568,7 +537,7 @@ func (c *controlPlaneService) ListRollouts(ctx context.Context, req *outpostv1.L
 		}
 	} else {
 		cur := &wrapperspb.Int64Value{}
-		if _, _, err := s.store.Get(ctx, rolloutSeqKey, cur); err != nil {
+		if _, _, err := s.store.Get(ctx, store.RolloutCounterKey, cur); err != nil {
 			return nil, internal(err)
 		}
 		below = cur.GetValue() + 1
@@ -602,41 +571,39 @@ func (s *Server) listAppRollouts(ctx context.Context, app, token string, size in
 	if !ok {
 		return nil, fieldError("page_token", "not a token returned by ListRollouts for app %s", app)
 	}
-	prefix := store.RevisionsPrefix(app)
-	end := clientv3.GetPrefixRangeEnd(prefix)
+	var before string // exclusive: revisions below it
 	if pos != "" {
 		n, err := strconv.ParseInt(pos, 10, 64)
 		if err != nil || n < 1 {
 			return nil, fieldError("page_token", "not a token returned by ListRollouts")
 		}
-		end = store.RevisionKey(app, n) // exclusive: revisions below n
+		before = store.RevisionKey(app, n)
 	}
 	resp := &outpostv1.ListRolloutsResponse{}
 	for range maxScanPages {
-		got, err := s.store.Client().Get(ctx, prefix, clientv3.WithRange(end),
-			clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(int64(size-len(resp.Rollouts))))
-		if err != nil {
-			return nil, internal(err)
-		}
 		var ids []string
 		var last int64
-		for _, kv := range got.Kvs {
+		next, err := s.store.ListReverse(ctx, store.RevisionsPrefix(app), int64(size-len(resp.Rollouts)), before, func(_ string, v []byte) error {
 			rev := &outpostv1.Revision{}
-			if err := proto.Unmarshal(kv.Value, rev); err != nil {
-				return nil, internal(fmt.Errorf("decode %s: %w", kv.Key, err))
+			if err := proto.Unmarshal(v, rev); err != nil {
+				return err
 			}
 			ids = append(ids, rev.GetRolloutId())
 			last = rev.GetRevision()
-			end = string(kv.Key)
+			return nil
+		})
+		if err != nil {
+			return nil, internal(err)
 		}
 		rs, err := s.getRollouts(ctx, ids)
 		if err != nil {
 			return nil, internal(err)
 		}
 		resp.Rollouts = append(resp.Rollouts, rs...)
-		if !got.More {
+		if next == "" {
 			return resp, nil
 		}
+		before = next
 		if len(resp.Rollouts) >= size {
 			resp.NextPageToken = encodeToken("app:"+app, strconv.FormatInt(last, 10))
 			return resp, nil

@@ -10,7 +10,6 @@ import (
 	"github.com/outposthq/outpost/internal/plan"
 	"github.com/outposthq/outpost/internal/rolloutstate"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -71,7 +70,7 @@ func (s *Server) createUndo(ctx context.Context, req *outpostv1.CreateRolloutReq
 // that is retried does not roll back twice.
 func (s *Server) rollbackRejected(who string) func(ctx context.Context, rejected *outpostv1.Rollout) (string, error) {
 	return func(ctx context.Context, rejected *outpostv1.Rollout) (string, error) {
-		dedup := &requestRecord{key: requestsPrefix + "validation-reject-" + rejected.GetId(), hash: "validation-reject"}
+		dedup := &requestRecord{key: store.CreateRequestKey("validation-reject-" + rejected.GetId()), hash: "validation-reject"}
 		if prev, err := s.replay(ctx, dedup); err != nil || prev != nil {
 			return prev.GetRollout().GetId(), err
 		}
@@ -222,19 +221,16 @@ type bgHistory struct {
 // the live color and what both colors hold.
 func (s *Server) blueGreenHistory(ctx context.Context, app string) (bgHistory, error) {
 	h := bgHistory{holds: map[string]string{}}
-	prefix := store.RevisionsPrefix(app)
-	resp, err := s.store.Client().Get(ctx, prefix, clientv3.WithPrefix(),
-		clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(500))
-	if err != nil {
-		return h, fmt.Errorf("read revisions of %s: %w", app, err)
-	}
 	var ids []string
-	for _, kv := range resp.Kvs {
+	if _, err := s.store.ListReverse(ctx, store.RevisionsPrefix(app), 500, "", func(_ string, v []byte) error {
 		rv := &outpostv1.Revision{}
-		if err := proto.Unmarshal(kv.Value, rv); err != nil {
-			return h, fmt.Errorf("decode %s: %w", kv.Key, err)
+		if err := proto.Unmarshal(v, rv); err != nil {
+			return err
 		}
 		ids = append(ids, rv.GetRolloutId())
+		return nil
+	}); err != nil {
+		return h, fmt.Errorf("read revisions of %s: %w", app, err)
 	}
 	rs, err := s.getRollouts(ctx, ids)
 	if err != nil {

@@ -28,6 +28,11 @@
 // sequences and times that never go backwards, and key order, time order,
 // sequence order and commit order are one order. A writer that loses the
 // race re-reads the head from the same transaction's answer and retries.
+// That transaction (a comparison on the newest key of a range, and a read
+// of it in the else branch) and the check of a batch's exact bytes after
+// an unknown outcome are etcd operations the store does not wrap, so the
+// writer (log.go) uses the store's raw client; reads elsewhere go through
+// the store.
 //
 // Writes are not fenced on leadership: the log records what happened, and
 // an entry from a replica that was just deposed (a step result its gateway
@@ -64,7 +69,7 @@
 // terminal state is written together with a marker key in the same
 // transaction (/outpost/auditidx/<rollout>/nodes/<node>/<STATE>/<assignment>
 // or /outpost/auditidx/<rollout>/state/<STATE>, holding the entry's
-// sequence; see IndexPrefix), which costs no extra transaction. When a
+// sequence; see index.go), which costs no extra transaction. When a
 // replica becomes leader the control plane runs [Log.Reconcile]: for each
 // rollout that is unfinished or ended within a day, it compares the final
 // node records (as they were when the term began) with the rollout's

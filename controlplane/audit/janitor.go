@@ -60,20 +60,23 @@ func (l *Log) janitor() {
 }
 
 // Sweep deletes the entries older than Retention (by Config.Now), with
-// their markers (see IndexPrefix), and returns how many entries it
+// their markers (see index.go), and returns how many entries it
 // deleted. It never deletes the newest entry, which carries the log's
 // sequence.
 func (l *Log) Sweep(ctx context.Context) (int, error) {
 	cutoff := store.AuditKey(l.cfg.Now().Add(-l.cfg.Retention), 0)
-	client := l.cfg.Store.Client()
-	newest, err := client.Get(ctx, store.AuditPrefix, append(clientv3.WithLastKey(), clientv3.WithKeysOnly())...)
+	newest, err := l.cfg.Store.Last(ctx, store.AuditPrefix, nil)
 	if err != nil {
 		return 0, fmt.Errorf("read the newest audit entry: %w", err)
 	}
-	if len(newest.Kvs) == 0 {
+	if newest == "" {
 		return 0, nil
 	}
-	end := min(cutoff, string(newest.Kvs[0].Key))
+	end := min(cutoff, newest)
+	// The sweep reads and deletes a range of the log bounded by time, not
+	// a prefix, with etcd's range operations: only the janitor needs them,
+	// so the store does not wrap them.
+	client := l.cfg.Store.Client()
 	deleted := 0
 	// Each pass deletes at least one key or stops; the bound guards
 	// against a bug turning it into a spin.
@@ -135,7 +138,7 @@ func (l *Log) deleteMarkers(ctx context.Context, kvs []*mvccpb.KeyValue) error {
 		if len(ops) == 0 {
 			return nil
 		}
-		if _, err := l.cfg.Store.Client().Txn(ctx).Then(ops...).Commit(); err != nil {
+		if err := l.cfg.Store.Txn(ctx, nil, ops...); err != nil {
 			return fmt.Errorf("delete audit markers: %w", err)
 		}
 		ops = ops[:0]

@@ -76,7 +76,7 @@ func openLog(t *testing.T, s *store.Store, cfg audit.Config) *audit.Log {
 // from an empty log.
 func clearAudit(t *testing.T, s *store.Store) {
 	t.Helper()
-	for _, prefix := range []string{store.AuditPrefix, audit.IndexPrefix} {
+	for _, prefix := range []string{store.AuditPrefix, store.AuditIndexPrefix} {
 		if _, err := s.Client().Delete(ctxT(t), prefix, clientv3.WithPrefix()); err != nil {
 			t.Fatal(err)
 		}

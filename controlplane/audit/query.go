@@ -72,7 +72,6 @@ func (l *Log) List(ctx context.Context, q Query, pageSize int, pageToken string)
 		}
 		start = max(start, after+"\x00")
 	}
-	end := clientv3.GetPrefixRangeEnd(store.AuditPrefix)
 	var (
 		out     []*outpostv1.AuditEntry
 		rev     int64  // pinned after the first read, so pages are one snapshot
@@ -80,15 +79,11 @@ func (l *Log) List(ctx context.Context, q Query, pageSize int, pageToken string)
 		prev    string // the key read last
 	)
 	for scanned < scanBudget {
-		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(int64(min(pageSize+1, scanBudget-scanned)))}
-		if rev != 0 {
-			opts = append(opts, clientv3.WithRev(rev))
-		}
-		resp, err := l.cfg.Store.Client().Get(ctx, start, opts...)
+		resp, err := l.cfg.Store.ReadPage(ctx, store.AuditPrefix, start, rev, int64(min(pageSize+1, scanBudget-scanned)))
 		if err != nil {
 			return nil, "", fmt.Errorf("list audit entries: %w", err)
 		}
-		rev = resp.Header.Revision
+		rev = resp.Revision
 		for _, kv := range resp.Kvs {
 			e, ok := l.decode(kv.Key, kv.Value)
 			if ok && q.match(e) {
@@ -120,12 +115,12 @@ func (l *Log) Watch(ctx context.Context, q Query, fn func(*outpostv1.AuditEntry)
 	from := q.startKey()
 	if q.Since.IsZero() && q.AfterSequence == 0 {
 		// Only entries after now: start after the newest stored one.
-		resp, err := l.cfg.Store.Client().Get(ctx, store.AuditPrefix, append(clientv3.WithLastKey(), clientv3.WithKeysOnly())...)
+		newest, err := l.cfg.Store.Last(ctx, store.AuditPrefix, nil)
 		if err != nil {
 			return fmt.Errorf("watch audit entries: %w", err)
 		}
-		if len(resp.Kvs) > 0 {
-			from = string(resp.Kvs[0].Key) + "\x00"
+		if newest != "" {
+			from = newest + "\x00"
 		}
 	}
 	w := &watcher{l: l, q: q, fn: fn, from: from}
@@ -170,18 +165,13 @@ func (e *callbackError) Error() string { return e.err.Error() }
 // catchUp delivers the stored entries from w.from on, page by page at one
 // revision, and returns that revision.
 func (w *watcher) catchUp(ctx context.Context) (int64, error) {
-	end := clientv3.GetPrefixRangeEnd(store.AuditPrefix)
 	var rev int64
 	for {
-		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(500)}
-		if rev != 0 {
-			opts = append(opts, clientv3.WithRev(rev))
-		}
-		resp, err := w.l.cfg.Store.Client().Get(ctx, w.from, opts...)
+		resp, err := w.l.cfg.Store.ReadPage(ctx, store.AuditPrefix, w.from, rev, 500)
 		if err != nil {
 			return 0, fmt.Errorf("read audit entries: %w", err)
 		}
-		rev = resp.Header.Revision
+		rev = resp.Revision
 		for _, kv := range resp.Kvs {
 			if err := w.deliver(kv.Key, kv.Value); err != nil {
 				return 0, err

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/outposthq/outpost/controlplane/store"
@@ -99,13 +98,13 @@ func (l *Log) reconcileRollout(ctx context.Context, r *outpostv1.Rollout, rev in
 	if len(nodes) == 0 && !terminal {
 		return 0, nil
 	}
-	resp, err := l.cfg.Store.Client().Get(ctx, IndexRolloutPrefix(id), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	keys, err := l.cfg.Store.ListKeys(ctx, store.AuditIndexRolloutPrefix(id))
 	if err != nil {
 		return 0, fmt.Errorf("read markers: %w", err)
 	}
-	marked := make(map[string]bool, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
-		marked[string(kv.Key)] = true
+	marked := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		marked[k] = true
 	}
 	var missing []*outpostv1.AuditEntry
 	for _, n := range nodes {
@@ -149,15 +148,10 @@ func (l *Log) reconcileRollout(ctx context.Context, r *outpostv1.Rollout, rev in
 // rev (0: the newest revision; a compacted rev falls back to it).
 func (l *Log) finalNodes(ctx context.Context, rolloutID string, rev int64) ([]*outpostv1.RolloutNode, error) {
 	prefix := store.RolloutNodesPrefix(rolloutID)
-	end := clientv3.GetPrefixRangeEnd(prefix)
 	var out []*outpostv1.RolloutNode
 	start := prefix
 	for range 1 << 20 {
-		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(nodesPage)}
-		if rev > 0 {
-			opts = append(opts, clientv3.WithRev(rev))
-		}
-		resp, err := l.cfg.Store.Client().Get(ctx, start, opts...)
+		resp, err := l.cfg.Store.ReadPage(ctx, prefix, start, rev, nodesPage)
 		if errors.Is(err, rpctypes.ErrCompacted) && rev > 0 {
 			l.log.Warn("the revision the leadership term started at is compacted; reconciling the newest node records", "revision", rev)
 			return l.finalNodes(ctx, rolloutID, 0)
@@ -178,7 +172,7 @@ func (l *Log) finalNodes(ctx context.Context, rolloutID string, rev int64) ([]*o
 			return out, nil
 		}
 		start = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
-		rev = resp.Header.Revision // later pages read the same snapshot
+		rev = resp.Revision // later pages read the same snapshot
 	}
 	return nil, errors.New("read node records: too many pages")
 }
@@ -189,19 +183,13 @@ func (l *Log) stateAt(ctx context.Context, rolloutID string, state outpostv1.Rol
 	if rev == 0 {
 		return true, nil
 	}
-	resp, err := l.cfg.Store.Client().Get(ctx, store.RolloutKey(rolloutID), clientv3.WithRev(rev))
+	r := &outpostv1.Rollout{}
+	found, err := l.cfg.Store.GetAt(ctx, store.RolloutKey(rolloutID), rev, r)
 	if errors.Is(err, rpctypes.ErrCompacted) {
 		return true, nil
 	}
 	if err != nil {
 		return false, fmt.Errorf("read rollout: %w", err)
 	}
-	if len(resp.Kvs) == 0 {
-		return false, nil
-	}
-	r := &outpostv1.Rollout{}
-	if err := proto.Unmarshal(resp.Kvs[0].Value, r); err != nil {
-		return false, fmt.Errorf("decode rollout: %w", err)
-	}
-	return r.GetState() == state, nil
+	return found && r.GetState() == state, nil
 }

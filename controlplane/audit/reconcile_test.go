@@ -20,7 +20,7 @@ import (
 // readMarkers returns the rollout's markers: the sequence each holds, by key.
 func readMarkers(t *testing.T, s *store.Store, rolloutID string) map[string]int64 {
 	t.Helper()
-	resp, err := s.Client().Get(ctxT(t), audit.IndexRolloutPrefix(rolloutID), clientv3.WithPrefix())
+	resp, err := s.Client().Get(ctxT(t), store.AuditIndexRolloutPrefix(rolloutID), clientv3.WithPrefix())
 	if err != nil {
 		t.Fatal(err)
 	}

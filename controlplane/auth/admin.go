@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/outposthq/outpost/controlplane/store"
 	"github.com/outposthq/outpost/internal/pki"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
@@ -69,7 +70,7 @@ func (s *AdminServer) CreateJoinToken(ctx context.Context, req *outpostv1.Create
 
 // ListJoinTokens implements AdminService.
 func (s *AdminServer) ListJoinTokens(ctx context.Context, req *outpostv1.ListJoinTokensRequest) (*outpostv1.ListJoinTokensResponse, error) {
-	size, after, err := page(req.GetPageSize(), req.GetPageToken(), JoinTokensPrefix)
+	size, after, err := page(req.GetPageSize(), req.GetPageToken(), store.JoinTokensPrefix)
 	if err != nil {
 		return nil, err
 	}
@@ -123,7 +124,7 @@ func (s *AdminServer) CreateUser(ctx context.Context, req *outpostv1.CreateUserR
 
 // ListCredentials implements AdminService.
 func (s *AdminServer) ListCredentials(ctx context.Context, req *outpostv1.ListCredentialsRequest) (*outpostv1.ListCredentialsResponse, error) {
-	size, after, err := page(req.GetPageSize(), req.GetPageToken(), CredentialsPrefix)
+	size, after, err := page(req.GetPageSize(), req.GetPageToken(), store.CredentialsPrefix)
 	if err != nil {
 		return nil, err
 	}

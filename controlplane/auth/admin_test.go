@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/outposthq/outpost/controlplane/auth"
+	"github.com/outposthq/outpost/controlplane/store"
 	"github.com/outposthq/outpost/internal/pki"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
@@ -172,7 +173,7 @@ func TestListCredentialsAndTokens(t *testing.T) {
 	}
 
 	// The secret stays out of etcd as well.
-	kvs, err := e.store.Client().Get(ctx, auth.JoinTokensPrefix, clientv3.WithPrefix())
+	kvs, err := e.store.Client().Get(ctx, store.JoinTokensPrefix, clientv3.WithPrefix())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,13 +19,6 @@ import (
 	"github.com/outposthq/outpost/internal/pki"
 )
 
-// CAKey is where the CA every replica shares is kept: the certificate in
-// PEM followed by its private key sealed with the key-encryption key (a
-// PEM block of type "OUTPOST SEALED CA KEY", see kek.go), as a
-// google.protobuf.BytesValue. Versions before sealing kept the key there
-// in the clear; LoadOrCreateCA seals such a key on start.
-const CAKey = store.Root + "ca"
-
 // caAttempts bounds LoadOrCreateCA's read-and-write rounds: each one that
 // does not finish lost a race to another replica, which settles the value.
 const caAttempts = 3
@@ -67,7 +60,7 @@ func LoadOrCreateCA(ctx context.Context, st *store.Store, dir, kekFile string) (
 			return ca, err
 		}
 	}
-	return nil, fmt.Errorf("auth: the shared CA in etcd at %s kept changing while this replica started", CAKey)
+	return nil, fmt.Errorf("auth: the shared CA in etcd at %s kept changing while this replica started", store.CAKey)
 }
 
 // errCALost says another replica changed the shared CA first: read it again.
@@ -90,8 +83,8 @@ func publishCA(ctx context.Context, st *store.Store, dir, kekFile string) (*pki.
 	if err != nil {
 		return nil, err
 	}
-	absent := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(CAKey), "=", 0)}
-	switch err := st.TxnIf(ctx, nil, absent, clientv3.OpPut(CAKey, string(b))); {
+	absent := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(store.CAKey), "=", 0)}
+	switch err := st.TxnIf(ctx, nil, absent, clientv3.OpPut(store.CAKey, string(b))); {
 	case err == nil:
 		return ca, nil
 	case errors.Is(err, store.ErrConflict):
@@ -114,7 +107,7 @@ func publishCA(ctx context.Context, st *store.Store, dir, kekFile string) (*pki.
 func openSharedCA(dir, kekFile string, shared *sharedCA) (*pki.CA, error) {
 	k, err := loadKEK(kekFile)
 	if errors.Is(err, errNoKEK) {
-		return nil, fmt.Errorf("auth: the CA key in etcd at %s is sealed, and the key-encryption key file %s does not exist: copy the KEK file of the replica that created the CA there (the KEK cannot be made again; a new one would not open the key)", CAKey, kekFile)
+		return nil, fmt.Errorf("auth: the CA key in etcd at %s is sealed, and the key-encryption key file %s does not exist: copy the KEK file of the replica that created the CA there (the KEK cannot be made again; a new one would not open the key)", store.CAKey, kekFile)
 	}
 	if err != nil {
 		return nil, err
@@ -141,8 +134,8 @@ func sealSharedCA(ctx context.Context, st *store.Store, dir, kekFile string, sha
 	if err != nil {
 		return nil, err
 	}
-	unchanged := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(CAKey), "=", shared.rev)}
-	switch err := st.TxnIf(ctx, nil, unchanged, clientv3.OpPut(CAKey, string(b))); {
+	unchanged := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(store.CAKey), "=", shared.rev)}
+	switch err := st.TxnIf(ctx, nil, unchanged, clientv3.OpPut(store.CAKey, string(b))); {
 	case errors.Is(err, store.ErrConflict):
 		return nil, errCALost
 	case err != nil:
@@ -151,7 +144,7 @@ func sealSharedCA(ctx context.Context, st *store.Store, dir, kekFile string, sha
 	return adoptCA(dir, shared.certPEM, shared.plainKey)
 }
 
-// sharedCA is the value at CAKey.
+// sharedCA is the value at store.CAKey.
 type sharedCA struct {
 	cert     *x509.Certificate
 	certPEM  []byte
@@ -163,7 +156,7 @@ type sharedCA struct {
 // getSharedCA returns the CA stored in etcd, or nil.
 func getSharedCA(ctx context.Context, st *store.Store) (*sharedCA, error) {
 	v := new(wrapperspb.BytesValue)
-	found, rev, err := st.Get(ctx, CAKey, v)
+	found, rev, err := st.Get(ctx, store.CAKey, v)
 	if err != nil {
 		return nil, fmt.Errorf("auth: read shared CA: %w", err)
 	}
@@ -183,7 +176,7 @@ func getSharedCA(ctx context.Context, st *store.Store) (*sharedCA, error) {
 			certs++
 			shared.certPEM = pem.EncodeToMemory(blk)
 			if shared.cert, err = x509.ParseCertificate(blk.Bytes); err != nil {
-				return nil, fmt.Errorf("auth: shared CA in etcd at %s: %w", CAKey, err)
+				return nil, fmt.Errorf("auth: shared CA in etcd at %s: %w", store.CAKey, err)
 			}
 		case sealedKeyType:
 			keys++
@@ -192,16 +185,16 @@ func getSharedCA(ctx context.Context, st *store.Store) (*sharedCA, error) {
 			keys++
 			shared.plainKey = pem.EncodeToMemory(blk)
 		default:
-			return nil, fmt.Errorf("auth: shared CA in etcd at %s holds a PEM block %q", CAKey, blk.Type)
+			return nil, fmt.Errorf("auth: shared CA in etcd at %s holds a PEM block %q", store.CAKey, blk.Type)
 		}
 	}
 	if certs != 1 || keys != 1 || len(bytes.TrimSpace(rest)) > 0 {
-		return nil, fmt.Errorf("auth: shared CA in etcd at %s: want one certificate and one key, found %d and %d", CAKey, certs, keys)
+		return nil, fmt.Errorf("auth: shared CA in etcd at %s: want one certificate and one key, found %d and %d", store.CAKey, certs, keys)
 	}
 	return shared, nil
 }
 
-// sealedBundle returns the value to store at CAKey for ca: its certificate
+// sealedBundle returns the value for store.CAKey of ca: its certificate
 // and its key sealed with k.
 func sealedBundle(ca *pki.CA, k *kek) ([]byte, error) {
 	keyPEM, err := ca.KeyPEM()
@@ -231,7 +224,7 @@ func adoptCA(dir string, certPEM, keyPEM []byte) (*pki.CA, error) {
 	switch {
 	case err == nil:
 		if !bytes.Equal(local, ca.CertPEM()) {
-			return nil, fmt.Errorf("auth: %s holds a CA other than the one the other control plane replicas share (in etcd at %s); credentials issued with it work nowhere else. Remove %s and %s to adopt the shared CA", dir, CAKey, certPath, keyPath)
+			return nil, fmt.Errorf("auth: %s holds a CA other than the one the other control plane replicas share (in etcd at %s); credentials issued with it work nowhere else. Remove %s and %s to adopt the shared CA", dir, store.CAKey, certPath, keyPath)
 		}
 		return pki.LoadOrCreateCA(dir) // checks the local key as well
 	case !errors.Is(err, fs.ErrNotExist):

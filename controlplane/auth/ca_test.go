@@ -100,16 +100,16 @@ func TestSharedCAPublishesAnExistingLocalCA(t *testing.T) {
 	}
 }
 
-// rawCA returns the value at auth.CAKey as etcd holds it, and the PEM
+// rawCA returns the value at store.CAKey as etcd holds it, and the PEM
 // bundle inside.
 func rawCA(t *testing.T, st *store.Store) (raw, bundle []byte) {
 	t.Helper()
-	resp, err := st.Client().Get(ctxT(t), auth.CAKey)
+	resp, err := st.Client().Get(ctxT(t), store.CAKey)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(resp.Kvs) != 1 {
-		t.Fatalf("%s holds %d values, want 1", auth.CAKey, len(resp.Kvs))
+		t.Fatalf("%s holds %d values, want 1", store.CAKey, len(resp.Kvs))
 	}
 	raw = resp.Kvs[0].Value
 	v := new(wrapperspb.BytesValue)
@@ -244,7 +244,7 @@ func TestSharedCARefusesAlteredValue(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := st.Client().Put(ctx, auth.CAKey, string(b)); err != nil {
+			if _, err := st.Client().Put(ctx, store.CAKey, string(b)); err != nil {
 				t.Fatal(err)
 			}
 			_, err = auth.LoadOrCreateCA(ctx, st, t.TempDir(), kekFile)
@@ -271,7 +271,7 @@ func TestSharedCASealsAKeyStoredInTheClear(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.Client().Put(ctx, auth.CAKey, string(b)); err != nil {
+	if _, err := st.Client().Put(ctx, store.CAKey, string(b)); err != nil {
 		t.Fatal(err)
 	}
 

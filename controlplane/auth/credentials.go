@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/outposthq/outpost/controlplane/store"
 	"github.com/outposthq/outpost/internal/pki"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
@@ -48,7 +49,7 @@ func (a *Authority) issue(ctx context.Context, id pki.Identity, pub crypto.Publi
 		ExpireTime: timestamppb.New(cert.NotAfter),
 		Issuer:     issuer,
 	}
-	put, err := leasedPut(ctx, a.store, credentialKey(rec.Serial), rec, cert.NotAfter.Sub(a.cfg.Now())+recordRetention)
+	put, err := leasedPut(ctx, a.store, store.CredentialKey(rec.Serial), rec, cert.NotAfter.Sub(a.cfg.Now())+recordRetention)
 	if err != nil {
 		return nil, err
 	}
@@ -78,7 +79,7 @@ func (a *Authority) Revoke(ctx context.Context, serial, reason string) (*outpost
 		return nil, fmt.Errorf("%w: serial %q is not lower-case hex without leading zeros", ErrCredentialNotFound, serial)
 	}
 	rec := new(outpostv1.Credential)
-	found, _, err := a.store.Get(ctx, credentialKey(serial), rec)
+	found, _, err := a.store.Get(ctx, store.CredentialKey(serial), rec)
 	if err != nil {
 		return nil, fmt.Errorf("auth: %w", err)
 	}
@@ -120,12 +121,12 @@ func (a *Authority) revokeOps(ctx context.Context, recs []*outpostv1.Credential)
 		}
 		rec.Revoked = true
 		rec.RevokeTime = timestamppb.New(now)
-		update, err := ignoreLeasePut(credentialKey(rec.GetSerial()), rec)
+		update, err := ignoreLeasePut(store.CredentialKey(rec.GetSerial()), rec)
 		if err != nil {
 			return nil, err
 		}
 		// Own lease: the credential record may be gone before this one.
-		publish, err := leasedPut(ctx, a.store, revokedKey(rec.GetSerial()), rec, rec.GetExpireTime().AsTime().Sub(now)+recordRetention)
+		publish, err := leasedPut(ctx, a.store, store.RevokedKey(rec.GetSerial()), rec, rec.GetExpireTime().AsTime().Sub(now)+recordRetention)
 		if err != nil {
 			return nil, err
 		}
@@ -179,7 +180,7 @@ func (a *Authority) scanCredentials(ctx context.Context, f func(*outpostv1.Crede
 	after := ""
 	// Each page advances after; the bound guards against a bug.
 	for page := 0; page < 1<<16; page++ {
-		next, err := a.store.List(ctx, CredentialsPrefix, 0, after, func(_ string, v []byte) error {
+		next, err := a.store.List(ctx, store.CredentialsPrefix, 0, after, func(_ string, v []byte) error {
 			rec := new(outpostv1.Credential)
 			if err := proto.Unmarshal(v, rec); err != nil {
 				return err
@@ -205,7 +206,7 @@ func (a *Authority) scanCredentials(ctx context.Context, f func(*outpostv1.Crede
 func (a *Authority) listCredentials(ctx context.Context, kind pki.Kind, limit int64, after string) ([]*outpostv1.Credential, string, error) {
 	now := a.cfg.Now()
 	var out []*outpostv1.Credential
-	next, err := a.store.List(ctx, CredentialsPrefix, limit, after, func(_ string, v []byte) error {
+	next, err := a.store.List(ctx, store.CredentialsPrefix, limit, after, func(_ string, v []byte) error {
 		rec := new(outpostv1.Credential)
 		if err := proto.Unmarshal(v, rec); err != nil {
 			return err

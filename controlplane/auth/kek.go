@@ -15,6 +15,8 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+
+	"github.com/outposthq/outpost/controlplane/store"
 )
 
 // The key-encryption key (KEK) seals the CA's private key before it goes
@@ -150,7 +152,7 @@ func syncDir(dir string) error {
 // key to its etcd key and to its certificate, so it opens nowhere else.
 func sealAD(certDER []byte) []byte {
 	h := sha256.Sum256(certDER)
-	return append([]byte("outpost sealed CA key v1\x00"+CAKey+"\x00"), h[:]...)
+	return append([]byte("outpost sealed CA key v1\x00"+store.CAKey+"\x00"), h[:]...)
 }
 
 // seal returns keyPEM sealed for certDER's CA, as a PEM block.
@@ -169,15 +171,15 @@ func (k *kek) seal(certDER, keyPEM []byte) ([]byte, error) {
 // open returns the PEM key in a sealed block of certDER's CA.
 func (k *kek) open(certDER []byte, blk *pem.Block) ([]byte, error) {
 	if alg := blk.Headers["Algorithm"]; alg != sealAlgorithm {
-		return nil, fmt.Errorf("auth: the CA key in etcd at %s is sealed with %q, this version opens only %s", CAKey, alg, sealAlgorithm)
+		return nil, fmt.Errorf("auth: the CA key in etcd at %s is sealed with %q, this version opens only %s", store.CAKey, alg, sealAlgorithm)
 	}
 	n := k.aead.NonceSize()
 	if len(blk.Bytes) < n+k.aead.Overhead() {
-		return nil, fmt.Errorf("auth: the sealed CA key in etcd at %s is truncated", CAKey)
+		return nil, fmt.Errorf("auth: the sealed CA key in etcd at %s is truncated", store.CAKey)
 	}
 	keyPEM, err := k.aead.Open(nil, blk.Bytes[:n], blk.Bytes[n:], sealAD(certDER))
 	if err != nil {
-		return nil, fmt.Errorf("auth: the key-encryption key in %s does not open the CA key in etcd at %s: every replica needs the KEK file of the replica that created the CA (or the value in etcd was altered)", k.path, CAKey)
+		return nil, fmt.Errorf("auth: the key-encryption key in %s does not open the CA key in etcd at %s: every replica needs the KEK file of the replica that created the CA (or the value in etcd was altered)", k.path, store.CAKey)
 	}
 	return keyPEM, nil
 }

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/outposthq/outpost/controlplane/store"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
@@ -55,11 +54,11 @@ func (r *revocations) isRevoked(ctx context.Context, serial string) (bool, error
 	if synced {
 		return revoked, nil
 	}
-	resp, err := r.store.Client().Get(ctx, revokedKey(serial), clientv3.WithCountOnly())
+	revoked, err := r.store.Exists(ctx, store.RevokedKey(serial))
 	if err != nil {
 		return false, fmt.Errorf("check revocation: %w", err)
 	}
-	return resp.Count > 0, nil
+	return revoked, nil
 }
 
 // register arranges for cancel to be called with errRevoked when serial
@@ -122,8 +121,8 @@ func (r *revocations) reload(ctx context.Context) (int64, error) {
 	serials := make(map[string]bool)
 	after := ""
 	for page := 0; ; page++ {
-		next, err := r.store.List(ctx, RevokedPrefix, 0, after, func(key string, _ []byte) error {
-			serials[strings.TrimPrefix(key, RevokedPrefix)] = true
+		next, err := r.store.List(ctx, store.RevokedPrefix, 0, after, func(key string, _ []byte) error {
+			serials[strings.TrimPrefix(key, store.RevokedPrefix)] = true
 			return nil
 		})
 		if err != nil {
@@ -193,13 +192,13 @@ func (r *revocations) run(ctx context.Context) {
 func (r *revocations) watch(ctx context.Context, rev int64) error {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	for resp := range r.store.Watch(wctx, RevokedPrefix, rev+1) {
+	for resp := range r.store.Watch(wctx, store.RevokedPrefix, rev+1) {
 		if err := resp.Err(); err != nil {
 			return err
 		}
 		r.mu.Lock()
 		for _, ev := range resp.Events {
-			serial := strings.TrimPrefix(string(ev.Kv.Key), RevokedPrefix)
+			serial := strings.TrimPrefix(string(ev.Kv.Key), store.RevokedPrefix)
 			switch ev.Type {
 			case mvccpb.PUT:
 				r.revokeLocked(serial)

@@ -80,7 +80,7 @@ func (ts *TokenStore) Create(ctx context.Context, spec TokenSpec) (token string,
 		ExpireTime:  timestamppb.New(now.Add(spec.TTL)),
 		State:       outpostv1.JoinTokenState_JOIN_TOKEN_STATE_ACTIVE,
 	}
-	key := joinTokenKey(tok.Hash())
+	key := store.JoinTokenKey(tok.Hash())
 	put, err := leasedPut(ctx, ts.store, key, info, spec.TTL+tokenRetention)
 	if err != nil {
 		return "", nil, fmt.Errorf("join token: %w", err)
@@ -109,7 +109,7 @@ func (ts *TokenStore) Redeem(ctx context.Context, token, gatewayName string, com
 	if tok.CAFingerprint != ts.ca.Fingerprint() {
 		return nil, fmt.Errorf("%w: it was made by another control plane CA", ErrTokenNotFound)
 	}
-	key := joinTokenKey(tok.Hash())
+	key := store.JoinTokenKey(tok.Hash())
 	for attempt := 0; attempt < redeemAttempts; attempt++ {
 		info := new(outpostv1.JoinToken)
 		found, modRev, err := ts.store.Get(ctx, key, info)
@@ -174,7 +174,7 @@ func (ts *TokenStore) Revoke(ctx context.Context, id string) (*outpostv1.JoinTok
 		return nil, fmt.Errorf("%w: id %q is not 16 lower-case hex digits", ErrTokenNotFound, id)
 	}
 	var keys []string
-	if _, err := ts.store.List(ctx, JoinTokensPrefix+id, 2, "", func(key string, _ []byte) error {
+	if _, err := ts.store.List(ctx, store.JoinTokenIDPrefix(id), 2, "", func(key string, _ []byte) error {
 		keys = append(keys, key)
 		return nil
 	}); err != nil {
@@ -224,7 +224,7 @@ func (ts *TokenStore) Revoke(ctx context.Context, id string) (*outpostv1.JoinTok
 // ("" for the first page) and the key to continue from ("" at the end).
 func (ts *TokenStore) List(ctx context.Context, limit int64, after string) ([]*outpostv1.JoinToken, string, error) {
 	var out []*outpostv1.JoinToken
-	next, err := ts.store.List(ctx, JoinTokensPrefix, limit, after, func(_ string, v []byte) error {
+	next, err := ts.store.List(ctx, store.JoinTokensPrefix, limit, after, func(_ string, v []byte) error {
 		info := new(outpostv1.JoinToken)
 		if err := proto.Unmarshal(v, info); err != nil {
 			return err
@@ -249,16 +249,7 @@ func (ts *TokenStore) setComputedState(info *outpostv1.JoinToken) {
 // leasedPut returns a put of m at key bound to a new lease of ttl (at
 // least a minute), so etcd deletes the key when the lease runs out.
 func leasedPut(ctx context.Context, s *store.Store, key string, m proto.Message, ttl time.Duration) (clientv3.Op, error) {
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
-	if err != nil {
-		return clientv3.Op{}, fmt.Errorf("encode %s: %w", key, err)
-	}
-	secs := max(int64(ttl/time.Second), 60)
-	lease, err := s.Client().Grant(ctx, secs)
-	if err != nil {
-		return clientv3.Op{}, fmt.Errorf("lease for %s: %w", key, err)
-	}
-	return clientv3.OpPut(key, string(b), clientv3.WithLease(lease.ID)), nil
+	return s.OpPutLeased(ctx, key, m, max(ttl, time.Minute))
 }
 
 // ignoreLeasePut returns a put of m at key that keeps the key's lease.

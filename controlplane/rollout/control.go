@@ -11,7 +11,6 @@ import (
 	"github.com/outposthq/outpost/controlplane/store"
 	"github.com/outposthq/outpost/internal/rolloutstate"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -305,15 +304,9 @@ func (e *Engine) Retry(ctx context.Context, id string, nodeIDs []string) (*outpo
 
 // latestRevision reads the newest revision record of app.
 func (e *Engine) latestRevision(ctx context.Context, app string) (*outpostv1.Revision, error) {
-	resp, err := e.cfg.Store.Client().Get(ctx, store.RevisionsPrefix(app), clientv3.WithLastKey()...)
-	if err != nil {
-		return nil, fmt.Errorf("read the latest revision of %s: %w", app, err)
-	}
 	rev := &outpostv1.Revision{}
-	if len(resp.Kvs) > 0 {
-		if err := proto.Unmarshal(resp.Kvs[0].Value, rev); err != nil {
-			return nil, fmt.Errorf("decode %s: %w", resp.Kvs[0].Key, err)
-		}
+	if _, err := e.cfg.Store.Last(ctx, store.RevisionsPrefix(app), rev); err != nil {
+		return nil, fmt.Errorf("read the latest revision of %s: %w", app, err)
 	}
 	return rev, nil
 }

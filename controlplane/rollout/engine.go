@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -300,6 +299,8 @@ func (e *Engine) Run(ctx context.Context) (err error) {
 	}()
 
 	e.bw = store.NewBatchWriter(e.cfg.Store, e.cfg.Fence, 0, 0)
+	// The presence lease is etcd's own primitive, kept alive for this
+	// term and revoked by stop; the store does not wrap leases.
 	lease, err := e.cfg.Store.Client().Grant(ctx, presenceTTL)
 	if err != nil {
 		return fmt.Errorf("rollout: grant presence lease: %w", err)
@@ -385,7 +386,7 @@ func (e *Engine) Run(ctx context.Context) (err error) {
 // watchRevisions watches the revision records from rev on.
 func (e *Engine) watchRevisions(ctx context.Context, rev int64) (clientv3.WatchChan, context.CancelFunc) {
 	wctx, cancel := context.WithCancel(ctx)
-	return e.cfg.Store.Watch(wctx, revisionsRoot, rev), cancel
+	return e.cfg.Store.Watch(wctx, store.RevisionsRoot, rev), cancel
 }
 
 // stop ends sessions and spans and writes what is pending, best effort.
@@ -697,7 +698,3 @@ func RevisionOf(r *outpostv1.Rollout) *outpostv1.Revision {
 		SourceRevision: r.GetSourceRevision(),
 	}
 }
-
-// revisionsRoot is the prefix of every app's revisions; the engine watches
-// it to learn about new rollouts (each is created with its revision).
-var revisionsRoot = strings.TrimSuffix(store.RevisionsPrefix("x"), "x/")

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 )
@@ -30,7 +32,23 @@ func OpPut(key string, m proto.Message) (clientv3.Op, error) {
 // Get reads key into m. It reports whether the key exists and, if it does,
 // its ModRevision (for compare-and-swap with TxnIf).
 func (s *Store) Get(ctx context.Context, key string, m proto.Message) (found bool, modRev int64, err error) {
-	resp, err := s.client.Get(ctx, key)
+	return s.get(ctx, key, 0, m)
+}
+
+// GetAt is Get as of etcd revision rev (0: the newest): it reads the value
+// key had then. A rev older than the history etcd keeps fails with an
+// error that matches rpctypes.ErrCompacted (errors.Is).
+func (s *Store) GetAt(ctx context.Context, key string, rev int64, m proto.Message) (found bool, err error) {
+	found, _, err = s.get(ctx, key, rev, m)
+	return found, err
+}
+
+func (s *Store) get(ctx context.Context, key string, rev int64, m proto.Message) (found bool, modRev int64, err error) {
+	var opts []clientv3.OpOption
+	if rev > 0 {
+		opts = append(opts, clientv3.WithRev(rev))
+	}
+	resp, err := s.client.Get(ctx, key, opts...)
 	if err != nil {
 		return false, 0, fmt.Errorf("get %s: %w", key, err)
 	}
@@ -67,6 +85,100 @@ func (s *Store) Delete(ctx context.Context, key string) (deleted bool, err error
 		return false, fmt.Errorf("delete %s: %w", key, err)
 	}
 	return resp.Deleted > 0, nil
+}
+
+// Exists reports whether key exists, without reading its value.
+func (s *Store) Exists(ctx context.Context, key string) (bool, error) {
+	resp, err := s.client.Get(ctx, key, clientv3.WithCountOnly())
+	if err != nil {
+		return false, fmt.Errorf("get %s: %w", key, err)
+	}
+	return resp.Count > 0, nil
+}
+
+// GetAll reads keys and calls decode for each one that exists, in the
+// order of keys; missing keys are skipped. Each MaxTxnOps keys are read
+// in one transaction, so they are one snapshot.
+func (s *Store) GetAll(ctx context.Context, keys []string, decode func(key string, value []byte) error) error {
+	for len(keys) > 0 {
+		chunk := keys[:min(len(keys), MaxTxnOps)]
+		keys = keys[len(chunk):]
+		ops := make([]clientv3.Op, len(chunk))
+		for i, key := range chunk {
+			ops[i] = clientv3.OpGet(key)
+		}
+		resp, err := s.client.Txn(ctx).Then(ops...).Commit()
+		if err != nil {
+			return fmt.Errorf("get %d keys: %w", len(chunk), err)
+		}
+		for _, r := range resp.Responses {
+			for _, kv := range r.GetResponseRange().GetKvs() {
+				if err := decode(string(kv.Key), kv.Value); err != nil {
+					return fmt.Errorf("decode %s: %w", kv.Key, err)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// Last reads the last key under prefix, in key order (the newest, for
+// keys that sort by number or time), into m and returns it; "" when no
+// key has the prefix. A nil m reads the key alone.
+func (s *Store) Last(ctx context.Context, prefix string, m proto.Message) (key string, err error) {
+	opts := clientv3.WithLastKey()
+	if m == nil {
+		opts = append(opts, clientv3.WithKeysOnly())
+	}
+	resp, err := s.client.Get(ctx, prefix, opts...)
+	if err != nil {
+		return "", fmt.Errorf("get the last key of %s: %w", prefix, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return "", nil
+	}
+	kv := resp.Kvs[0]
+	if m != nil {
+		if err := proto.Unmarshal(kv.Value, m); err != nil {
+			return "", fmt.Errorf("decode %s: %w", kv.Key, err)
+		}
+	}
+	return string(kv.Key), nil
+}
+
+// OpPutLeased returns a put of m at key bound to a lease of ttl, granted
+// now, so etcd deletes the key when the lease runs out; apply it with Txn
+// or TxnIf. The ttl is counted in whole seconds (rounded down) and must be
+// at least one; etcd raises one below its minimum lease TTL to that
+// minimum and refuses one above its maximum. A put that is never applied
+// leaves the lease to expire unused.
+func (s *Store) OpPutLeased(ctx context.Context, key string, m proto.Message, ttl time.Duration) (clientv3.Op, error) {
+	if ttl < time.Second {
+		return clientv3.Op{}, fmt.Errorf("lease for %s: ttl %v is under a second", key, ttl)
+	}
+	b, err := marshal.Marshal(m)
+	if err != nil {
+		return clientv3.Op{}, fmt.Errorf("encode %s: %w", key, err)
+	}
+	lease, err := s.client.Grant(ctx, int64(ttl/time.Second))
+	if err != nil {
+		return clientv3.Op{}, fmt.Errorf("lease for %s: %w", key, err)
+	}
+	return clientv3.OpPut(key, string(b), clientv3.WithLease(lease.ID)), nil
+}
+
+// PutLeased is Put with the key bound to a lease of ttl, as OpPutLeased
+// says: etcd deletes the key when the lease runs out.
+func (s *Store) PutLeased(ctx context.Context, key string, m proto.Message, ttl time.Duration) error {
+	op, err := s.OpPutLeased(ctx, key, m, ttl)
+	if err != nil {
+		return err
+	}
+	s.countWrite(1)
+	if _, err := s.client.Do(ctx, op); err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	return nil
 }
 
 // Txn applies ops in one etcd transaction guarded by fence:
@@ -209,7 +321,11 @@ func (s *Store) ListChildren(ctx context.Context, prefix string, limit int64, af
 		if err != nil {
 			return "", fmt.Errorf("list %s: %w", prefix, err)
 		}
-		rev = resp.Header.Revision
+		if rev == 0 {
+			// Only the first: etcd's header carries its current revision
+			// even for a read at an older one.
+			rev = resp.Header.Revision
+		}
 		jumped := false
 		for _, kv := range resp.Kvs {
 			key := string(kv.Key)
@@ -241,6 +357,98 @@ func (s *Store) ListChildren(ctx context.Context, prefix string, limit int64, af
 		start = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
 	}
 	return "", fmt.Errorf("list %s: too many passes", prefix)
+}
+
+// ListReverse is List backwards: it calls decode for every key under
+// prefix that sorts before `before` (pass "" for the first page), from
+// the last key down, up to limit keys (limit <= 0 means
+// DefaultListLimit). It returns the last key decoded as next when more
+// keys remain, or "" at the end; pass next as before to get the next
+// page. Like List it descends into sub-prefixes, and each page is one
+// range request at one revision.
+func (s *Store) ListReverse(ctx context.Context, prefix string, limit int64, before string, decode func(key string, value []byte) error) (next string, err error) {
+	if limit <= 0 {
+		limit = DefaultListLimit
+	}
+	end := clientv3.GetPrefixRangeEnd(prefix)
+	if before != "" && before < end {
+		end = before
+	}
+	if end <= prefix {
+		return "", nil
+	}
+	resp, err := s.client.Get(ctx, prefix, clientv3.WithRange(end),
+		clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(limit))
+	if err != nil {
+		return "", fmt.Errorf("list %s: %w", prefix, err)
+	}
+	for _, kv := range resp.Kvs {
+		if err := decode(string(kv.Key), kv.Value); err != nil {
+			return "", fmt.Errorf("decode %s: %w", kv.Key, err)
+		}
+	}
+	if resp.More && len(resp.Kvs) > 0 {
+		return string(resp.Kvs[len(resp.Kvs)-1].Key), nil
+	}
+	return "", nil
+}
+
+// ListKeys returns every key under prefix in key order, without the
+// values, read in one request (one snapshot): for prefixes whose size is
+// bounded, such as one rollout's audit markers.
+func (s *Store) ListKeys(ctx context.Context, prefix string) ([]string, error) {
+	resp, err := s.client.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", prefix, err)
+	}
+	keys := make([]string, len(resp.Kvs))
+	for i, kv := range resp.Kvs {
+		keys[i] = string(kv.Key)
+	}
+	return keys, nil
+}
+
+// Page is one range read by ReadPage.
+type Page struct {
+	// Kvs are the keys read, with their values, in key order.
+	Kvs []*mvccpb.KeyValue
+	// Revision is the etcd revision the page was read at: the rev asked
+	// for, or etcd's current one for rev 0. Reading the following pages at
+	// it makes the pages one snapshot; watching from Revision+1 misses no
+	// change after it. (etcd's own response header carries the current
+	// revision even for a read at an older one, which is not the
+	// snapshot's.)
+	Revision int64
+	// More reports whether more keys under the prefix follow the page.
+	More bool
+}
+
+// ReadPage reads up to limit keys (limit <= 0 means DefaultListLimit)
+// under prefix from start on, in key order, as of etcd revision rev (0:
+// the newest); a start before prefix means the prefix's first key. It is
+// the step of a scan that must stay on one snapshot across pages (pass
+// the first page's Revision as rev, and the last key + "\x00" as start)
+// or that stops part way. A rev older than the history etcd keeps fails
+// with an error that matches rpctypes.ErrCompacted (errors.Is).
+func (s *Store) ReadPage(ctx context.Context, prefix, start string, rev, limit int64) (Page, error) {
+	if limit <= 0 {
+		limit = DefaultListLimit
+	}
+	if start < prefix {
+		start = prefix
+	}
+	opts := []clientv3.OpOption{clientv3.WithRange(clientv3.GetPrefixRangeEnd(prefix)), clientv3.WithLimit(limit)}
+	if rev > 0 {
+		opts = append(opts, clientv3.WithRev(rev))
+	}
+	resp, err := s.client.Get(ctx, start, opts...)
+	if err != nil {
+		return Page{}, fmt.Errorf("read %s: %w", prefix, err)
+	}
+	if rev <= 0 {
+		rev = resp.Header.Revision
+	}
+	return Page{Kvs: resp.Kvs, Revision: rev, More: resp.More}, nil
 }
 
 // startKey is the first key a listing of prefix after `after` may return.

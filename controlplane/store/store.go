@@ -175,8 +175,14 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	return s, nil
 }
 
-// Client returns the etcd client, for packages (leader election) that need
-// etcd primitives the Store does not wrap. It is closed by Close.
+// Client returns the etcd client, for the etcd primitives the Store does
+// not wrap: leader election with etcd's concurrency package
+// (controlplane/leader), the audit log's appends, compared on the newest
+// key of a range (controlplane/audit/log.go), its janitor's time-bounded
+// range deletes, the rollout engine's presence lease, kept alive for a
+// leadership term, and WatchRollout's snapshot, which needs the revision
+// its first read saw (controlplane/watch.go). Everything else goes
+// through the Store's methods. The client is closed by Close.
 func (s *Store) Client() *clientv3.Client { return s.client }
 
 // Endpoints returns the etcd client URLs in use. With an embedded etcd this
