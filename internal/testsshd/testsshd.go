@@ -77,12 +77,13 @@ type Options struct {
 	// HostCA, if set, signs the host certificate instead of a fresh CA; it
 	// implies HostCertificate.
 	HostCA ssh.Signer
-	// ExtraConfig holds sshd_config lines. They take precedence over the
-	// defaults (sshd keeps the first value of a keyword); a "Match" line and
-	// everything after it go at the end of the file, where Match belongs.
-	// A "Subsystem sftp ..." line replaces the default one (sshd refuses a
-	// subsystem defined twice), for example to start SFTP sessions in
-	// another directory with "internal-sftp -d DIR".
+	// ExtraConfig holds sshd_config lines. A line replaces the default of
+	// its keyword (sshd keeps the first value of most keywords but the
+	// last of some, such as MaxStartups); "Subsystem sftp ..." replaces the
+	// default sftp subsystem (sshd refuses one defined twice), for example
+	// to start SFTP sessions in another directory with "internal-sftp -d
+	// DIR". A "Match" line and everything after it go at the end of the
+	// file, where Match belongs.
 	ExtraConfig []string
 	// IP is the address to listen on; empty allocates a random 127.R.x.y
 	// address. With Wrapper and Dial it may be an address that exists only
@@ -266,20 +267,20 @@ func writePrivateKey(path string, key ed25519.PrivateKey) error {
 	return nil
 }
 
-// config renders sshd_config. Extra lines come first because sshd keeps the
-// first value it reads for a keyword; Match blocks must come last.
+// config renders sshd_config. Extra lines come first and the defaults of
+// the keywords they set are left out, because sshd keeps the first value
+// of most keywords and the last of a few; Match blocks must come last.
 func config(listen, hostKeyPath, dir string, opts Options) string {
 	var head, match []string
-	sftpSubsystem := "Subsystem sftp internal-sftp"
+	set := map[string]bool{} // keywords of head, by configKey
 	for i, line := range opts.ExtraConfig {
 		f := strings.Fields(line)
 		if len(f) > 0 && strings.EqualFold(f[0], "Match") {
 			match = opts.ExtraConfig[i:]
 			break
 		}
-		if len(f) > 1 && strings.EqualFold(f[0], "Subsystem") && f[1] == "sftp" {
-			sftpSubsystem = line
-			continue
+		if len(f) > 0 {
+			set[configKey(f)] = true
 		}
 		head = append(head, line)
 	}
@@ -294,21 +295,35 @@ func config(listen, hostKeyPath, dir string, opts Options) string {
 	if opts.TrustedUserCA != nil {
 		lines = append(lines, "TrustedUserCAKeys "+filepath.Join(dir, "trusted_user_ca"))
 	}
-	lines = append(lines,
-		"AuthorizedKeysFile "+filepath.Join(dir, "authorized_keys"),
+	for _, d := range []string{
+		"AuthorizedKeysFile " + filepath.Join(dir, "authorized_keys"),
 		"PidFile none",
 		"StrictModes no",
 		"UsePAM no",
 		"PermitRootLogin prohibit-password",
 		"PasswordAuthentication no",
 		"KbdInteractiveAuthentication no",
-		sftpSubsystem,
+		"Subsystem sftp internal-sftp",
 		"MaxStartups 100:30:200",
 		"MaxSessions 64",
 		"LogLevel ERROR",
-	)
+	} {
+		if !set[configKey(strings.Fields(d))] {
+			lines = append(lines, d)
+		}
+	}
 	lines = append(lines, match...)
 	return strings.Join(lines, "\n") + "\n"
+}
+
+// configKey names what an sshd_config line sets: its keyword, in lower
+// case as sshd compares them, and for Subsystem the subsystem's name.
+func configKey(fields []string) string {
+	k := strings.ToLower(fields[0])
+	if k == "subsystem" && len(fields) > 1 {
+		k += " " + fields[1]
+	}
+	return k
 }
 
 // run starts sshd with cfgPath and waits for its banner on ip:port. On

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"strconv"
@@ -394,5 +395,41 @@ func TestHostCASigner(t *testing.T) {
 	}, "echo ok")
 	if err != nil || out != "ok\n" {
 		t.Errorf("run trusting the caller's host CA = %q, %v; want ok", out, err)
+	}
+}
+
+// TestExtraConfigMaxStartups: sshd keeps the last MaxStartups it reads,
+// not the first, so the extra line must replace the default one.
+func TestExtraConfigMaxStartups(t *testing.T) {
+	s := Start(t, Options{ExtraConfig: []string{"MaxStartups 1:100:1"}})
+	greets := func() (net.Conn, bool) {
+		c, err := net.DialTimeout("tcp", s.Addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, len("SSH-2.0-"))
+		_, err = io.ReadFull(c, buf)
+		return c, err == nil && string(buf) == "SSH-2.0-"
+	}
+	// The readiness probe's connection may hold the only startup for a
+	// moment after Start returns.
+	for i := 0; ; i++ {
+		held, ok := greets()
+		if !ok {
+			held.Close()
+			if i == 100 {
+				t.Fatal("no startup slot within 100 tries")
+			}
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		defer held.Close()
+		break
+	}
+	second, ok := greets()
+	second.Close()
+	if ok {
+		t.Error("a second unauthenticated connection got a banner with MaxStartups 1:100:1 in ExtraConfig")
 	}
 }
