@@ -46,11 +46,12 @@ const (
 // hoping sshd binds it first is a race with every other test process.
 // Instead a port is drawn at random from [portMin, portMax], below
 // Linux's default ephemeral range (net.ipv4.ip_local_port_range,
-// 32768-60999), so it never meets a port the kernel hands out for a :0
-// listener or an outgoing connection; on a random 127.R.x.y address a
-// clash with another test's sshd is then very rare. When one happens sshd
-// says "Address already in use" and exits, and Start tries a new address,
-// at most startAttempts times; any other failure is reported at once.
+// 32768-60999), so with that range it never meets a port the kernel hands
+// out for a :0 listener or an outgoing connection; on a random 127.R.x.y
+// address a clash with another test's sshd is then very rare. When one
+// happens sshd says "Address already in use" and exits, and Start tries a
+// new address, at most startAttempts times; any other failure is reported
+// at once.
 const (
 	portMin = 20000
 	portMax = 32767
@@ -89,8 +90,9 @@ type Options struct {
 	// address. With Wrapper and Dial it may be an address that exists only
 	// inside another network namespace.
 	IP string
-	// Port is the port to listen on; 0 picks one (see portMin). A fixed
-	// port is tried once: an address in use is then an error.
+	// Port is the port to listen on; 0 picks one (see portMin). With both
+	// IP and Port fixed, sshd is started once: an address in use is then
+	// an error.
 	Port int
 	// Wrapper, if set, is the start of sshd's command line, for example
 	// {"ip", "netns", "exec", NS} to run sshd in another network namespace.
