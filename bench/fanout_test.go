@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/outposthq/outpost/e2e/e2etest"
+	"github.com/outposthq/outpost/internal/testproxy"
 )
 
 // Shape of BenchmarkFanout (issue 7, benchmark 4).
@@ -49,13 +50,13 @@ func BenchmarkFanout(b *testing.B) {
 	fleets := startFleets(b, fleetd, dir, nodes, key)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	var proxies []*countingProxy
+	var proxies []*testproxy.Proxy
 	sys := startSystem(ctx, b, dir, bin, systemConfig{
 		key:         key,
 		knownHosts:  []string{fleets[0].knownHosts, fleets[1].knownHosts},
 		concurrency: fanoutConcurrency,
 		dialCP: func(_ int, addr string) string {
-			p := startCountingProxy(b, addr)
+			p := testproxy.Start(b, addr)
 			proxies = append(proxies, p)
 			return p.Addr()
 		},
@@ -84,7 +85,8 @@ func BenchmarkFanout(b *testing.B) {
 	wire := func() int64 {
 		var n int64
 		for _, p := range proxies {
-			n += p.toClient.Load()
+			_, toGateway := p.Forwarded()
+			n += toGateway
 		}
 		return n
 	}

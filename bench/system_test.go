@@ -16,8 +16,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -622,95 +620,6 @@ func raiseFileLimit(b *testing.B, need uint64) {
 	if lim.Cur < need {
 		b.Skipf("open files limit %d, need about %d", lim.Cur, need)
 	}
-}
-
-// countingProxy forwards loopback TCP connections to a target and counts
-// the bytes of each direction as they pass: the control plane's side of
-// its links to the gateways.
-type countingProxy struct {
-	ln       net.Listener
-	target   string
-	toTarget atomic.Int64 // bytes the clients sent
-	toClient atomic.Int64 // bytes the target sent
-
-	mu    sync.Mutex // guards conns
-	conns map[net.Conn]bool
-	wg    sync.WaitGroup
-}
-
-func startCountingProxy(b *testing.B, target string) *countingProxy {
-	b.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	p := &countingProxy{ln: ln, target: target, conns: map[net.Conn]bool{}}
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			p.wg.Add(1)
-			go func() {
-				defer p.wg.Done()
-				p.serve(c)
-			}()
-		}
-	}()
-	b.Cleanup(func() {
-		ln.Close()
-		p.mu.Lock()
-		for c := range p.conns {
-			c.Close()
-		}
-		p.mu.Unlock()
-		p.wg.Wait()
-	})
-	return p
-}
-
-func (p *countingProxy) Addr() string { return p.ln.Addr().String() }
-
-func (p *countingProxy) track(cs ...net.Conn) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range cs {
-		p.conns[c] = true
-	}
-}
-
-func (p *countingProxy) serve(c net.Conn) {
-	defer c.Close()
-	t, err := net.Dial("tcp", p.target)
-	if err != nil {
-		return
-	}
-	defer t.Close()
-	p.track(c, t)
-	up := make(chan struct{})
-	go func() {
-		defer close(up)
-		_, _ = io.Copy(countingWriter{t, &p.toTarget}, c)
-		_ = t.(*net.TCPConn).CloseWrite()
-	}()
-	_, _ = io.Copy(countingWriter{c, &p.toClient}, t)
-	_ = c.(*net.TCPConn).CloseWrite()
-	<-up
-}
-
-// countingWriter adds what it writes to n.
-type countingWriter struct {
-	w io.Writer
-	n *atomic.Int64
-}
-
-func (w countingWriter) Write(p []byte) (int, error) {
-	n, err := w.w.Write(p)
-	w.n.Add(int64(n))
-	return n, err
 }
 
 // envInt returns the integer in environment variable name, or def; the

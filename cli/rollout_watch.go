@@ -167,9 +167,11 @@ func watchRollout(ctx context.Context, c *client, id string, o watchOptions) err
 }
 
 // retryableWatch reports whether a watch that failed with code may resume.
+// ResourceExhausted is final: it is the control plane's cap on watches,
+// which only the user can lift by ending another watch.
 func retryableWatch(code codes.Code) bool {
 	switch code {
-	case codes.Unavailable, codes.Internal, codes.Unknown, codes.Aborted, codes.DeadlineExceeded, codes.ResourceExhausted:
+	case codes.Unavailable, codes.Internal, codes.Unknown, codes.Aborted, codes.DeadlineExceeded:
 		return true
 	}
 	return false

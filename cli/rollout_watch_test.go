@@ -500,3 +500,19 @@ func TestBackoff(t *testing.T) {
 		}
 	}
 }
+
+// TestWatchRetries: a watch resumes after a passing failure, never after
+// the control plane's cap on watches (the user must end one) or a refusal.
+func TestWatchRetries(t *testing.T) {
+	for code, want := range map[codes.Code]bool{
+		codes.Unavailable:       true,
+		codes.DeadlineExceeded:  true,
+		codes.ResourceExhausted: false,
+		codes.PermissionDenied:  false,
+		codes.NotFound:          false,
+	} {
+		if got := retryableWatch(code); got != want {
+			t.Errorf("retryableWatch(%v) = %v, want %v", code, got, want)
+		}
+	}
+}

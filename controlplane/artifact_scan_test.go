@@ -1,54 +1,17 @@
 package controlplane
 
 import (
-	"archive/tar"
-	"bytes"
-	"compress/gzip"
 	"strings"
 	"testing"
-	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/outposthq/outpost/internal/tarscan"
+	"github.com/outposthq/outpost/internal/tarscan/tarscantest"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
-
-// gzMember gzips b as one gzip member.
-func gzMember(t *testing.T, b []byte) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	zw, err := gzip.NewWriterLevel(&buf, gzip.BestCompression)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := zw.Write(b); err != nil {
-		t.Fatal(err)
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
-
-// zerosTarGz is a tar.gz of one file of mib MiB of zeros with mode, made
-// of concatenated gzip members so that a large one is cheap to build.
-func zerosTarGz(t *testing.T, name string, mode int64, mib int) []byte {
-	t.Helper()
-	var hdr bytes.Buffer
-	tw := tar.NewWriter(&hdr)
-	if err := tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: mode, Size: int64(mib) << 20, ModTime: time.Unix(1700000000, 0)}); err != nil {
-		t.Fatal(err)
-	}
-	out := gzMember(t, hdr.Bytes()[:512])
-	m := gzMember(t, make([]byte, 1<<20))
-	for range mib {
-		out = append(out, m...)
-	}
-	return append(out, gzMember(t, make([]byte, 1024))...)
-}
 
 // TestCreateRolloutMeasuresTar: the control plane measures a tar artifact
 // when the rollout is created, refuses one over its plan's and
@@ -64,10 +27,10 @@ func TestCreateRolloutMeasuresTar(t *testing.T) {
 	})
 	c := dial(t, s.Addr())
 	applyNodes(t, c, 2, nil)
-	three := upload(t, c, "three.tar.gz", zerosTarGz(t, "zeros", 0o644, 3))
-	five := upload(t, c, "five.tar.gz", zerosTarGz(t, "zeros", 0o644, 5))
-	bomb := upload(t, c, "bomb.tar.gz", zerosTarGz(t, "zeros", 0o644, 100))
-	setuid := upload(t, c, "setuid.tar.gz", zerosTarGz(t, "bin/su", 0o4755, 1))
+	three := upload(t, c, "three.tar.gz", tarscantest.ZerosTarGz(t, "zeros", 0o644, 3))
+	five := upload(t, c, "five.tar.gz", tarscantest.ZerosTarGz(t, "zeros", 0o644, 5))
+	bomb := upload(t, c, "bomb.tar.gz", tarscantest.ZerosTarGz(t, "zeros", 0o644, 100))
+	setuid := upload(t, c, "setuid.tar.gz", tarscantest.ZerosTarGz(t, "bin/su", 0o4755, 1))
 	notTar := upload(t, c, "a.tar.gz", []byte("a"))
 	plan := func(env, maxUnpacked string) *outpostv1.PlanSpec {
 		p := rollingPlan("1", 0)

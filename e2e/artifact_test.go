@@ -1,15 +1,13 @@
 package e2e
 
 import (
-	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"fmt"
+	"github.com/outposthq/outpost/internal/tarscan/tarscantest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/outposthq/outpost/cli"
 )
@@ -30,37 +28,6 @@ func (s *system) runCLIStderr(t *testing.T, args ...string) (int, string) {
 	return code, stderr.String()
 }
 
-// zerosTarGz is a tar.gz holding one file of mib MiB of zeros with mode,
-// built from concatenated gzip members (as gzip -d and GNU tar read them)
-// so that a bomb of hundreds of MiB costs one MiB of compression.
-func zerosTarGz(t *testing.T, name string, mode int64, mib int) []byte {
-	t.Helper()
-	member := func(b []byte) []byte {
-		var buf bytes.Buffer
-		zw, err := gzip.NewWriterLevel(&buf, gzip.BestCompression)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := zw.Write(b); err != nil {
-			t.Fatal(err)
-		}
-		if err := zw.Close(); err != nil {
-			t.Fatal(err)
-		}
-		return buf.Bytes()
-	}
-	var hdr bytes.Buffer
-	if err := tar.NewWriter(&hdr).WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: mode, Size: int64(mib) << 20, ModTime: time.Unix(1700000000, 0)}); err != nil {
-		t.Fatal(err)
-	}
-	out := member(hdr.Bytes()[:512])
-	m := member(make([]byte, 1<<20))
-	for range mib {
-		out = append(out, m...)
-	}
-	return append(out, member(make([]byte, 1024))...)
-}
-
 // TestCLIRefusesUnsafeArtifacts submits, with the outpost command line, a
 // gzip bomb (256 MiB of zeros in about 256 KiB) and a tar holding a
 // setuid-root file: the control plane refuses both when the rollout is
@@ -74,8 +41,8 @@ func TestCLIRefusesUnsafeArtifacts(t *testing.T) {
 		tar  []byte
 		says []string
 	}{
-		{"bomb", zerosTarGz(t, "zeros", 0o644, 256), []string{"artifact_sha256", "256.0 MiB (268435456 bytes)", "limit of 200 times"}},
-		{"setuid", zerosTarGz(t, "bin/su", 0o4755, 1), []string{"artifact_sha256", `"bin/su"`, "mode 4755", "allow_setuid"}},
+		{"bomb", tarscantest.ZerosTarGz(t, "zeros", 0o644, 256), []string{"artifact_sha256", "256.0 MiB (268435456 bytes)", "limit of 200 times"}},
+		{"setuid", tarscantest.ZerosTarGz(t, "bin/su", 0o4755, 1), []string{"artifact_sha256", `"bin/su"`, "mode 4755", "allow_setuid"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			art := filepath.Join(dir, tc.name+".tar.gz")

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/outposthq/outpost/internal/testsshd"
 )
 
 // namePrefix starts the name of every namespace this package creates;
@@ -90,7 +92,7 @@ func requireNetns(t *testing.T) {
 	if out, err := exec.Command(sbin("ip"), "netns", "del", probe).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns del %s: %v: %s", probe, err, bytes.TrimSpace(out))
 	}
-	for _, tool := range []string{sbin("nft"), sbin("sysctl"), sshdPath} {
+	for _, tool := range []string{sbin("nft"), sbin("sysctl"), testsshd.SSHDPath} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("segmented network test needs %s (packages nftables and openssh-server; scripts/deps.sh installs them): %v", tool, err)
 		}

@@ -7,7 +7,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -19,11 +18,9 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
-)
 
-// sshdPath is the OpenSSH daemon the nodes run; sshd insists on an
-// absolute path to re-exec itself.
-const sshdPath = "/usr/sbin/sshd"
+	"github.com/outposthq/outpost/internal/testsshd"
+)
 
 // buildOutpost builds the outpost binary into dir, so the test runs the
 // daemons and the CLI exactly as operators do.
@@ -208,55 +205,24 @@ type sshNode struct {
 	hostKey ssh.PublicKey
 }
 
-// startSSHNode writes the configuration and keys of a node and starts its
-// sshd in ns, accepting clientKey; it returns once sshd greets.
+// startSSHNode starts the sshd of a node (internal/testsshd) in ns on
+// ip:22, the namespace's own port 22 that nothing else uses, accepting
+// clientKey; it returns once sshd greets.
 func startSSHNode(t *testing.T, ns, name, ip string, clientKey ssh.PublicKey) *sshNode {
 	t.Helper()
-	dir := filepath.Join(t.TempDir(), name)
-	root := filepath.Join(dir, "root")
+	root := filepath.Join(t.TempDir(), name, "root")
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	// sshd refuses to start without its privilege-separation directory.
-	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
-		t.Fatal(err)
-	}
-	host, hostPEM := newKey(t)
-	hostKeyPath := filepath.Join(dir, "ssh_host_ed25519_key")
-	authorized := filepath.Join(dir, "authorized_keys")
-	cfgPath := filepath.Join(dir, "sshd_config")
-	if err := errors.Join(
-		os.WriteFile(hostKeyPath, hostPEM, 0o600),
-		os.WriteFile(authorized, ssh.MarshalAuthorizedKey(clientKey), 0o600),
-		os.WriteFile(cfgPath, []byte(sshdConfig(ip, hostKeyPath, authorized, root)), 0o600),
-	); err != nil {
-		t.Fatal(err)
-	}
-	// sshd -D stays in the foreground; its sessions are killed with the
-	// namespace, so SIGKILL at once is enough.
-	p := startIn(t, ns, name, 0, sshdPath, "-D", "-e", "-f", cfgPath)
-	if err := p.waitListening(ns, net.JoinHostPort(ip, "22"), "SSH-2.0-", 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	return &sshNode{ip: ip, root: root, hostKey: host.PublicKey()}
-}
-
-// sshdConfig is a node's sshd_config: key logins only, as the test's user,
-// SFTP (the uploads and the login's home) starting in root.
-func sshdConfig(ip, hostKey, authorizedKeys, root string) string {
-	return strings.Join([]string{
-		"ListenAddress " + net.JoinHostPort(ip, "22"),
-		"HostKey " + hostKey,
-		"AuthorizedKeysFile " + authorizedKeys,
-		"PidFile none",
-		"StrictModes no",
-		"UsePAM no",
-		"PermitRootLogin prohibit-password",
-		"PasswordAuthentication no",
-		"KbdInteractiveAuthentication no",
-		"Subsystem sftp internal-sftp -d " + root,
-		"MaxStartups 100:30:200",
-		"MaxSessions 64",
-		"LogLevel ERROR",
-	}, "\n") + "\n"
+	srv := testsshd.Start(t, testsshd.Options{
+		AuthorizedKeys: []ssh.PublicKey{clientKey},
+		ExtraConfig:    []string{"Subsystem sftp internal-sftp -d " + root},
+		IP:             ip,
+		Port:           22,
+		Wrapper:        []string{sbin("ip"), "netns", "exec", ns},
+		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
+			return dialIn(ctx, ns, addr)
+		},
+	})
+	return &sshNode{ip: ip, root: root, hostKey: srv.HostKey}
 }

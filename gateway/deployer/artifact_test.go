@@ -2,8 +2,6 @@ package deployer
 
 import (
 	"archive/tar"
-	"bytes"
-	"compress/gzip"
 	"errors"
 	"io/fs"
 	"os"
@@ -11,9 +9,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/outposthq/outpost/internal/tarscan"
+	"github.com/outposthq/outpost/internal/tarscan/tarscantest"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -22,34 +20,7 @@ import (
 // of hundreds of MiB costs the test one MiB of compression.
 func gzipBomb(t testing.TB, path string, mib int) release {
 	t.Helper()
-	member := func(b []byte) []byte {
-		var buf bytes.Buffer
-		zw, err := gzip.NewWriterLevel(&buf, gzip.BestCompression)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := zw.Write(b); err != nil {
-			t.Fatal(err)
-		}
-		if err := zw.Close(); err != nil {
-			t.Fatal(err)
-		}
-		return buf.Bytes()
-	}
-	var hdr bytes.Buffer
-	tw := tar.NewWriter(&hdr)
-	if err := tw.WriteHeader(&tar.Header{Name: "zeros", Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(mib) << 20, ModTime: time.Unix(1700000000, 0)}); err != nil {
-		t.Fatal(err)
-	}
-	// The header block, then only zeros: the data (a whole number of
-	// blocks) and the two zero blocks that end the archive.
-	out := member(hdr.Bytes()[:512])
-	mebibyte := member(make([]byte, 1<<20))
-	for range mib {
-		out = append(out, mebibyte...)
-	}
-	out = append(out, member(make([]byte, 1024))...)
-	return writeFile(t, path, out)
+	return writeFile(t, path, tarscantest.ZerosTarGz(t, "zeros", 0o644, mib))
 }
 
 // TestDeployRefusesCompressionBomb deploys a real gzip bomb (256 MiB of

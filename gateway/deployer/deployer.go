@@ -366,21 +366,10 @@ func (dep *deployment) connectRun(ctx context.Context) error {
 // the artifact file, and applies the spec's defaults.
 func (dep *deployment) validate() error {
 	j := dep.job
-	invalid := func(format string, args ...any) error {
-		return fmt.Errorf("%w: %s", ErrInvalidJob, fmt.Sprintf(format, args...))
+	if err := dep.validateIdentity(); err != nil {
+		return err
 	}
-	if j.Node.GetId() == "" || j.Node.GetAddress() == "" {
-		return invalid("node id and address are required")
-	}
-	for _, v := range []struct{ name, value string }{{"rollout id", j.RolloutID}, {"owner", j.Owner}} {
-		if v.value == "" || strings.ContainsFunc(v.value, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
-			return invalid("%s %q must be non-empty, without control characters", v.name, v.value)
-		}
-	}
-	id := j.Release.GetId()
-	if !validReleaseID(id) {
-		return invalid("release id %q must match %s, not end in .partial and be at most 200 bytes", id, releaseIDPattern)
-	}
+	invalid := invalidJob
 	a := j.Release.GetArtifact()
 	if len(a.GetSha256()) != 64 || strings.ToLower(a.GetSha256()) != a.GetSha256() {
 		return invalid("artifact sha256 %q is not 64 lower-case hex digits", a.GetSha256())
@@ -499,25 +488,37 @@ func (d *Deployer) auxDeployment(ctx context.Context, span string, job Job, emit
 	return ctx, dep, func() { sp.End() }
 }
 
-// validateAux checks what a job that needs no artifact must hold, and
-// applies the spec's defaults.
-func (dep *deployment) validateAux() error {
+// invalidJob is an ErrInvalidJob saying what is wrong.
+func invalidJob(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalidJob, fmt.Sprintf(format, args...))
+}
+
+// validateIdentity checks what every job names: the node, the rollout,
+// the owner and the release id, which reach the node's lock file and
+// paths.
+func (dep *deployment) validateIdentity() error {
 	j := dep.job
-	invalid := func(format string, args ...any) error {
-		return fmt.Errorf("%w: %s", ErrInvalidJob, fmt.Sprintf(format, args...))
-	}
 	if j.Node.GetId() == "" || j.Node.GetAddress() == "" {
-		return invalid("node id and address are required")
+		return invalidJob("node id and address are required")
 	}
 	for _, v := range []struct{ name, value string }{{"rollout id", j.RolloutID}, {"owner", j.Owner}} {
 		if v.value == "" || strings.ContainsFunc(v.value, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
-			return invalid("%s %q must be non-empty, without control characters", v.name, v.value)
+			return invalidJob("%s %q must be non-empty, without control characters", v.name, v.value)
 		}
 	}
 	if id := j.Release.GetId(); !validReleaseID(id) {
-		return invalid("release id %q must match %s, not end in .partial and be at most 200 bytes", id, releaseIDPattern)
+		return invalidJob("release id %q must match %s, not end in .partial and be at most 200 bytes", id, releaseIDPattern)
 	}
-	dep.spec = j.Spec
+	return nil
+}
+
+// validateAux checks what a job that needs no artifact must hold, and
+// applies the spec's defaults.
+func (dep *deployment) validateAux() error {
+	if err := dep.validateIdentity(); err != nil {
+		return err
+	}
+	dep.spec = dep.job.Spec
 	if err := dep.spec.CheckAndSetDefaults(); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidJob, err)
 	}

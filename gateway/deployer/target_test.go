@@ -6,12 +6,10 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 
 	"github.com/outposthq/outpost/gateway/sshexec"
 	"github.com/outposthq/outpost/internal/testfleet"
+	"github.com/outposthq/outpost/internal/testproxy"
 	"github.com/outposthq/outpost/internal/testsshd"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
@@ -52,7 +51,7 @@ type target struct {
 }
 
 // sshdTarget is a real OpenSSH sshd, reached through a proxy that can cut
-// the connection.
+// the connection (internal/testproxy).
 func sshdTarget(t *testing.T) *target { return sshdTargetHome(t, "") }
 
 // sshdTargetHome is sshdTarget with the sessions' $HOME set to home (sshd's
@@ -65,7 +64,7 @@ func sshdTargetHome(t *testing.T, home string) *target {
 		opts.ExtraConfig = []string{"SetEnv HOME=" + home}
 	}
 	srv := testsshd.Start(t, opts)
-	proxy := startProxy(t, srv.IP, srv.Addr)
+	proxy := testproxy.StartOn(t, srv.IP, srv.Addr)
 	dialer := func(hostKey ssh.PublicKey) func(ctx context.Context, n *outpostv1.Node) (Remote, error) {
 		return func(ctx context.Context, n *outpostv1.Node) (Remote, error) {
 			c, err := sshexec.Dial(ctx, sshexec.Config{
@@ -90,7 +89,7 @@ func sshdTargetHome(t *testing.T, home string) *target {
 	}
 	return &target{
 		name:       "sshd",
-		node:       &outpostv1.Node{Id: "srv-000001", Address: proxy.addr(), User: srv.User},
+		node:       &outpostv1.Node{Id: "srv-000001", Address: proxy.Addr(), User: srv.User},
 		ip:         srv.IP,
 		root:       t.TempDir(),
 		dial:       dialer(srv.HostKey),
@@ -102,10 +101,10 @@ func sshdTargetHome(t *testing.T, home string) *target {
 		cutUpload: func(t *testing.T, f *fixture, after int64) func() {
 			f.mu.Lock()
 			defer f.mu.Unlock()
-			f.wrap = func(r *countingRemote) { r.cutAfter, r.cut = after, proxy.cut }
+			f.wrap = func(r *countingRemote) { r.cutAfter, r.cut = after, proxy.ResetAll }
 			return func() {}
 		},
-		cut:  proxy.cut,
+		cut:  proxy.ResetAll,
 		home: home,
 	}
 }
@@ -131,7 +130,7 @@ func fleetShellTarget(t *testing.T, name string, shell testfleet.Shell) *target 
 	}
 	t.Cleanup(func() { fleet.Close() })
 	host := fleet.Hosts()[0]
-	proxy := startProxy(t, host.IP, host.Addr)
+	proxy := testproxy.StartOn(t, host.IP, host.Addr)
 	dialer := func(hostKey ssh.PublicKey) func(ctx context.Context, n *outpostv1.Node) (Remote, error) {
 		return func(ctx context.Context, n *outpostv1.Node) (Remote, error) {
 			c, err := sshexec.Dial(ctx, sshexec.Config{
@@ -156,7 +155,7 @@ func fleetShellTarget(t *testing.T, name string, shell testfleet.Shell) *target 
 	}
 	return &target{
 		name:       name,
-		node:       &outpostv1.Node{Id: "srv-000002", Address: proxy.addr(), User: "deploy"},
+		node:       &outpostv1.Node{Id: "srv-000002", Address: proxy.Addr(), User: "deploy"},
 		ip:         host.IP,
 		root:       host.Root,
 		dial:       dialer(host.HostKey),
@@ -172,7 +171,7 @@ func fleetShellTarget(t *testing.T, name string, shell testfleet.Shell) *target 
 		},
 		homeInRoot: true,
 		home:       host.Root,
-		cut:        proxy.cut,
+		cut:        proxy.ResetAll,
 	}
 }
 
@@ -185,78 +184,6 @@ func forEachTarget(t *testing.T, fn func(t *testing.T, tg *target)) {
 	for _, mk := range []func(*testing.T) *target{sshdTarget, fleetTarget, fleetInterpTarget} {
 		tg := mk(t)
 		t.Run(tg.name, func(t *testing.T) { fn(t, tg) })
-	}
-}
-
-// cutProxy forwards TCP connections to a node and can cut them all at once,
-// as a network failure would.
-type cutProxy struct {
-	ln     net.Listener
-	target string
-	wg     sync.WaitGroup
-
-	mu    sync.Mutex
-	conns map[net.Conn]bool // guarded by mu
-	cuts  atomic.Int32
-}
-
-func startProxy(t *testing.T, ip, target string) *cutProxy {
-	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &cutProxy{ln: ln, target: target, conns: map[net.Conn]bool{}}
-	p.wg.Add(1)
-	go p.accept()
-	t.Cleanup(func() {
-		ln.Close()
-		p.cut()
-		p.wg.Wait()
-	})
-	return p
-}
-
-func (p *cutProxy) addr() string { return p.ln.Addr().String() }
-
-func (p *cutProxy) accept() {
-	defer p.wg.Done()
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		up, err := net.DialTimeout("tcp", p.target, 5*time.Second)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns[c], p.conns[up] = true, true
-		p.mu.Unlock()
-		p.wg.Add(2)
-		go p.pipe(c, up)
-		go p.pipe(up, c)
-	}
-}
-
-func (p *cutProxy) pipe(dst, src net.Conn) {
-	defer p.wg.Done()
-	_, _ = io.Copy(dst, src)
-	dst.Close()
-	src.Close()
-	p.mu.Lock()
-	delete(p.conns, dst)
-	delete(p.conns, src)
-	p.mu.Unlock()
-}
-
-// cut closes every connection open now.
-func (p *cutProxy) cut() {
-	p.cuts.Add(1)
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for c := range p.conns {
-		c.Close()
 	}
 }
 

@@ -116,13 +116,13 @@ func holdStartup(t *testing.T, addr string) net.Conn {
 
 func TestDialRetriesMaxStartups(t *testing.T) {
 	s := startSSHD(t, sshdOptions{extraConfig: []string{"MaxStartups 1:100:1"}})
-	p := startProxy(t, s.addr)
+	p := testproxy.StartOn(t, s.host, s.addr)
 	blocker := holdStartup(t, s.addr)
 
 	t.Run("succeeds once the server has room", func(t *testing.T) {
 		log := newRetryLog()
 		cfg := fastRetries(s.config(), 50, log)
-		cfg.Address = p.addr
+		cfg.Address = p.Addr()
 		go func() {
 			// Free the server's only startup slot after the first refusal.
 			select {
@@ -136,8 +136,8 @@ func TestDialRetriesMaxStartups(t *testing.T) {
 			t.Fatalf("Run: %v", err)
 		}
 		retries := log.retries()
-		if len(retries) == 0 || p.accepted.Load() != int64(len(retries)+1) {
-			t.Fatalf("%d connections for %d retries, want one more connection than retries and at least one retry", p.accepted.Load(), len(retries))
+		if len(retries) == 0 || p.Accepted() != int64(len(retries)+1) {
+			t.Fatalf("%d connections for %d retries, want one more connection than retries and at least one retry", p.Accepted(), len(retries))
 		}
 		if !strings.Contains(retries[0], "closed before the SSH banner") || !strings.Contains(retries[0], "MaxStartups") {
 			t.Errorf("first retry's error = %q, want it to say the server closed before its banner, at MaxStartups", retries[0])
@@ -146,16 +146,16 @@ func TestDialRetriesMaxStartups(t *testing.T) {
 
 	t.Run("gives up after DialRetries", func(t *testing.T) {
 		holdStartup(t, s.addr)
-		p.accepted.Store(0)
+		before := p.Accepted()
 		log := newRetryLog()
 		cfg := fastRetries(s.config(), 2, log)
-		cfg.Address = p.addr
+		cfg.Address = p.Addr()
 		_, err := Dial(context.Background(), cfg)
 		// sshd closes with its message unread or read: EOF or a reset.
 		if !droppedConn(err) || !strings.Contains(err.Error(), "Exceeded MaxStartups") || !strings.Contains(err.Error(), "gave up after 3 attempts") {
 			t.Fatalf("Dial = %v, want the connection dropped at MaxStartups, 3 attempts", err)
 		}
-		if got := p.accepted.Load(); got != 3 {
+		if got := p.Accepted() - before; got != 3 {
 			t.Errorf("%d connections, want 3 (1 + DialRetries)", got)
 		}
 	})
@@ -184,7 +184,7 @@ func TestDialRetriesReset(t *testing.T) {
 // reported after one connection.
 func TestDialNotRetried(t *testing.T) {
 	s := startSSHD(t, sshdOptions{})
-	p := startProxy(t, s.addr)
+	p := testproxy.StartOn(t, s.host, s.addr)
 	stranger, _ := newEd25519Signer(t)
 	tests := []struct {
 		name    string
@@ -212,10 +212,10 @@ func TestDialNotRetried(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p.accepted.Store(0)
+			before := p.Accepted()
 			log := newRetryLog()
 			cfg := fastRetries(s.config(), 5, log)
-			cfg.Address = p.addr
+			cfg.Address = p.Addr()
 			tt.mutate(&cfg)
 			_, err := Dial(context.Background(), cfg)
 			if err == nil || !tt.wantErr(err) {
@@ -227,8 +227,8 @@ func TestDialNotRetried(t *testing.T) {
 			if got := log.retries(); len(got) != 0 {
 				t.Errorf("retried after %q", got)
 			}
-			if cfg.Address == p.addr {
-				if got := p.accepted.Load(); got != 1 {
+			if cfg.Address == p.Addr() {
+				if got := p.Accepted() - before; got != 1 {
 					t.Errorf("%d connections, want 1", got)
 				}
 			}

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/outposthq/outpost/internal/testproxy"
 )
 
 // TestKeepaliveBlackhole cuts the network path silently in the middle of a
@@ -19,9 +21,9 @@ import (
 // KeepaliveMaxMissed probes went unanswered, instead of hanging.
 func TestKeepaliveBlackhole(t *testing.T) {
 	s := startSSHD(t, sshdOptions{})
-	p := startProxy(t, s.addr)
+	p := testproxy.StartOn(t, s.host, s.addr)
 	cfg := s.config()
-	cfg.Address = p.addr
+	cfg.Address = p.Addr()
 	cfg.KeepaliveInterval = 200 * time.Millisecond
 	cfg.KeepaliveMaxMissed = 3
 	c := dial(t, cfg)
@@ -52,7 +54,7 @@ func TestKeepaliveBlackhole(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 
-	p.blackhole()
+	p.Blackhole()
 	start := time.Now()
 	// Detection takes at most one interval to send the first unanswered
 	// probe plus KeepaliveMaxMissed intervals; the bound adds slack for a

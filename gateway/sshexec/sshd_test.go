@@ -1,35 +1,27 @@
 package sshexec
 
 import (
-	"bytes"
-	"cmp"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"math/big"
 	mrand "math/rand/v2"
-	"net"
 	"os"
-	"os/exec"
-	"os/user"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/outposthq/outpost/internal/testsshd"
 )
 
-// sshdPath is the real OpenSSH server the tests run against.
-const sshdPath = "/usr/sbin/sshd"
-
-// sshdOptions changes what testSSHD configures.
+// sshdOptions changes what startSSHD asks testsshd for.
 type sshdOptions struct {
 	// hostCA, when set, signs the host key into a host certificate that
 	// sshd presents (HostCertificate).
@@ -47,19 +39,17 @@ type sshdOptions struct {
 	extraConfig []string
 }
 
-// testSSHD is a real sshd listening on a random loopback address, stopped
-// when the test ends.
+// testSSHD is a real sshd (internal/testsshd) listening on a random
+// loopback address, stopped when the test ends, with a client key of its
+// own.
 type testSSHD struct {
-	dir        string
 	addr       string // host:port
 	host       string // the loopback IP
 	user       string
 	hostKey    ssh.PublicKey // ed25519
 	ecdsaKey   ssh.PublicKey // nil unless sshdOptions.ecdsaHostKey
-	hostCert   *ssh.Certificate
-	clientKey  ssh.Signer // authorized unless noAuthorizedKey
-	clientFile string     // clientKey as an OpenSSH private key file
-	authKeys   string     // authorized_keys path
+	clientKey  ssh.Signer    // authorized unless noAuthorizedKey
+	clientFile string        // clientKey as an OpenSSH private key file
 }
 
 func newEd25519Signer(t testing.TB) (ssh.Signer, ed25519.PrivateKey) {
@@ -100,27 +90,15 @@ func randomLoopback() (host string, port int) {
 		20000 + mrand.IntN(40000)
 }
 
-var currentUser = sync.OnceValue(func() string {
-	u, err := user.Current()
-	if err != nil {
-		return "root"
-	}
-	return u.Username
-})
-
-// startSSHD launches /usr/sbin/sshd -D with a config in a temp dir.
+// startSSHD starts a real sshd through testsshd, the only launcher.
 func startSSHD(t testing.TB, opt sshdOptions) *testSSHD {
 	t.Helper()
-	if _, err := os.Stat(sshdPath); err != nil {
-		t.Skipf("no OpenSSH server: %v", err)
-	}
 	dir := t.TempDir()
-	s := &testSSHD{dir: dir, user: currentUser()}
-
-	hostSigner, hostPriv := newEd25519Signer(t)
-	s.hostKey = hostSigner.PublicKey()
-	hostKeyFile := filepath.Join(dir, "host_ed25519")
-	writePrivateKey(t, hostKeyFile, hostPriv)
+	s := &testSSHD{}
+	var clientPriv ed25519.PrivateKey
+	s.clientKey, clientPriv = newEd25519Signer(t)
+	s.clientFile = filepath.Join(dir, "client_ed25519")
+	writePrivateKey(t, s.clientFile, clientPriv)
 
 	extra := slices.Clone(opt.extraConfig)
 	if opt.ecdsaHostKey {
@@ -135,114 +113,27 @@ func startSSHD(t testing.TB, opt sshdOptions) *testSSHD {
 		}
 		extra = append(extra, "HostKey "+f)
 	}
-
-	var clientPriv ed25519.PrivateKey
-	s.clientKey, clientPriv = newEd25519Signer(t)
-	s.clientFile = filepath.Join(dir, "client_ed25519")
-	writePrivateKey(t, s.clientFile, clientPriv)
-	s.authKeys = filepath.Join(dir, "authorized_keys")
-	var ak []byte
+	if opt.sftpServer != "" {
+		extra = append(extra, "Subsystem sftp "+opt.sftpServer)
+	}
+	// OpenSSH's own limits rather than testsshd's higher ones, unless the
+	// test sets them: the client must work against a stock server.
+	for _, line := range []string{"MaxStartups 10:30:100", "MaxSessions 10"} {
+		key, _, _ := strings.Cut(line, " ")
+		if !slices.ContainsFunc(opt.extraConfig, func(l string) bool {
+			f := strings.Fields(l)
+			return len(f) > 0 && strings.EqualFold(f[0], key)
+		}) {
+			extra = append(extra, line)
+		}
+	}
+	o := testsshd.Options{TrustedUserCA: opt.userCA, HostCA: opt.hostCA, ExtraConfig: extra}
 	if !opt.noAuthorizedKey {
-		ak = ssh.MarshalAuthorizedKey(s.clientKey.PublicKey())
+		o.AuthorizedKeys = []ssh.PublicKey{s.clientKey.PublicKey()}
 	}
-	writeFile(t, s.authKeys, ak)
-
-	if opt.userCA != nil {
-		f := filepath.Join(dir, "user_ca.pub")
-		writeFile(t, f, ssh.MarshalAuthorizedKey(opt.userCA))
-		extra = append(extra, "TrustedUserCAKeys "+f)
-	}
-
-	for attempt := 0; ; attempt++ {
-		host, port := randomLoopback()
-		s.host, s.addr = host, net.JoinHostPort(host, fmt.Sprint(port))
-		lines := extra
-		if opt.hostCA != nil {
-			// The certificate names the host, which changes per attempt.
-			s.hostCert = signHostCert(t, opt.hostCA, s.hostKey, host)
-			writeFile(t, hostKeyFile+"-cert.pub", ssh.MarshalAuthorizedKey(s.hostCert))
-			lines = append(slices.Clone(extra), "HostCertificate "+hostKeyFile+"-cert.pub")
-		}
-		cfg := strings.Join(append([]string{
-			"ListenAddress " + s.addr,
-			"HostKey " + hostKeyFile,
-			"AuthorizedKeysFile " + s.authKeys,
-			"PidFile none",
-			"StrictModes no",
-			"UsePAM no",
-			"PermitRootLogin prohibit-password",
-			"PasswordAuthentication no",
-			"KbdInteractiveAuthentication no",
-			"Subsystem sftp " + cmp.Or(opt.sftpServer, "internal-sftp"),
-			"LogLevel ERROR",
-		}, lines...), "\n") + "\n"
-		cfgFile := filepath.Join(dir, "sshd_config")
-		writeFile(t, cfgFile, []byte(cfg))
-		err := s.launch(t, cfgFile)
-		if err == nil {
-			return s
-		}
-		if attempt == 4 {
-			t.Fatalf("start sshd: %v", err)
-		}
-		t.Logf("start sshd on %s: %v; retrying on another address", s.addr, err)
-	}
-}
-
-// launch runs sshd and waits until it accepts connections, or reports why
-// it exited.
-func (s *testSSHD) launch(t testing.TB, cfgFile string) error {
-	var stderr syncBuffer
-	cmd := exec.Command(sshdPath, "-D", "-e", "-f", cfgFile)
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	stop := func() {
-		cmd.Process.Kill()
-		<-exited
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case err := <-exited:
-			return fmt.Errorf("sshd exited: %v: %s", err, stderr.String())
-		default:
-		}
-		c, err := net.DialTimeout("tcp", s.addr, time.Second)
-		if err == nil {
-			c.Close()
-			t.Cleanup(func() {
-				stop()
-				if t.Failed() && stderr.Len() > 0 {
-					t.Logf("sshd stderr:\n%s", stderr.String())
-				}
-			})
-			return nil
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	stop()
-	return errors.New("sshd did not accept connections within 10s")
-}
-
-func signHostCert(t testing.TB, ca ssh.Signer, key ssh.PublicKey, principal string) *ssh.Certificate {
-	t.Helper()
-	cert := &ssh.Certificate{
-		Key:             key,
-		Serial:          1,
-		CertType:        ssh.HostCert,
-		KeyId:           "test host",
-		ValidPrincipals: []string{principal},
-		ValidAfter:      uint64(time.Now().Add(-time.Hour).Unix()),
-		ValidBefore:     uint64(time.Now().Add(time.Hour).Unix()),
-	}
-	if err := cert.SignCert(rand.Reader, ca); err != nil {
-		t.Fatal(err)
-	}
-	return cert
+	srv := testsshd.Start(t, o)
+	s.addr, s.host, s.user, s.hostKey = srv.Addr, srv.IP, srv.User, srv.HostKey
+	return s
 }
 
 func signUserCert(t testing.TB, ca ssh.Signer, key ssh.PublicKey, principal string) *ssh.Certificate {
@@ -277,28 +168,4 @@ func (s *testSSHD) config() Config {
 		DialTimeout:      5 * time.Second,
 		HandshakeTimeout: 5 * time.Second,
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a writer goroutine and a reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
-func (b *syncBuffer) Len() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Len()
 }

@@ -31,6 +31,10 @@ type Proxy struct {
 	target string
 	wg     sync.WaitGroup // accept loop and every connection goroutine
 
+	accepted atomic.Int64 // connections accepted
+	toTarget atomic.Int64 // bytes written to the target
+	toClient atomic.Int64 // bytes written to clients
+
 	mu        sync.Mutex // guards the fields below
 	conns     map[*conn]struct{}
 	delay     time.Duration
@@ -71,6 +75,18 @@ func StartOn(tb testing.TB, listen, target string) *Proxy {
 
 // Addr is the proxy's listening address, ip:port.
 func (p *Proxy) Addr() string { return p.ln.Addr().String() }
+
+// Accepted returns how many connections the proxy has accepted, that is
+// how many attempts clients made through it, including those it reset
+// because the target refused.
+func (p *Proxy) Accepted() int64 { return p.accepted.Load() }
+
+// Forwarded returns the bytes forwarded so far from clients to the target
+// and from the target to clients, across all connections. Data dropped by
+// Blackhole or a cut is not counted.
+func (p *Proxy) Forwarded() (toTarget, toClient int64) {
+	return p.toTarget.Load(), p.toClient.Load()
+}
 
 // SetDelay adds oneWay latency to each direction of every connection, for
 // data read from now on. Zero removes the delay.
@@ -178,6 +194,7 @@ func (p *Proxy) acceptLoop() {
 			time.Sleep(10 * time.Millisecond) // e.g. out of descriptors
 			continue
 		}
+		p.accepted.Add(1)
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
@@ -332,7 +349,13 @@ func (c *conn) write(dst *net.TCPConn, q <-chan chunk, toServer bool) {
 				n, cut = c.p.consume(len(data))
 				data = data[:n]
 			}
-			if _, err := dst.Write(data); err != nil {
+			n, err := dst.Write(data)
+			if toServer {
+				c.p.toTarget.Add(int64(n))
+			} else {
+				c.p.toClient.Add(int64(n))
+			}
+			if err != nil {
 				failed = true
 			}
 			if cut {

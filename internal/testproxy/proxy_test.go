@@ -343,3 +343,65 @@ func BenchmarkDelayedThroughput(b *testing.B) {
 	<-done
 	c.Close()
 }
+
+// eventually polls cond for up to 5 s: the proxy counts after the kernel
+// has already moved the bytes or completed the handshake.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for range 250 {
+		if cond() {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Errorf("%s: not within 5s", what)
+}
+
+func TestAccepted(t *testing.T) {
+	tg := startTarget(t, false)
+	p := Start(t, tg.ln.Addr().String())
+	if got := p.Accepted(); got != 0 {
+		t.Errorf("Accepted() = %d before any connection, want 0", got)
+	}
+	for range 3 {
+		if _, err := roundTrip(dial(t, p), []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := p.Accepted(); got != 3 {
+		t.Errorf("Accepted() = %d after 3 round trips, want 3", got)
+	}
+
+	// Attempts the target refused count too.
+	ln, err := net.Listen("tcp", "127.66.0.2:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
+	pd := Start(t, dead)
+	for range 2 {
+		if c, err := net.DialTimeout("tcp", pd.Addr(), 5*time.Second); err == nil {
+			c.Close()
+		}
+	}
+	eventually(t, "Accepted() = 2 with a refusing target", func() bool { return pd.Accepted() == 2 })
+}
+
+func TestForwarded(t *testing.T) {
+	tg := startTarget(t, false)
+	p := Start(t, tg.ln.Addr().String())
+	c := dial(t, p)
+	msg := bytes.Repeat([]byte("b"), 100_000) // several chunks
+	if _, err := roundTrip(c, msg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := roundTrip(dial(t, p), []byte("123")); err != nil {
+		t.Fatal(err)
+	}
+	want := int64(len(msg) + 3)
+	eventually(t, "Forwarded() counts both connections", func() bool {
+		up, down := p.Forwarded()
+		return up == want && down == want
+	})
+}

@@ -3,6 +3,7 @@ package testsshd
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
@@ -14,6 +15,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,12 +34,35 @@ const SSHDPath = "/usr/sbin/sshd"
 const privSepDir = "/run/sshd"
 
 const (
-	// startAttempts bounds retries when the chosen address turns out to be
-	// taken by another test package between probing and sshd's bind.
-	startAttempts = 5
+	// startAttempts bounds the addresses Start tries when sshd finds the
+	// one it was given already in use.
+	startAttempts = 8
 	// readyTimeout bounds how long one attempt waits for the SSH banner.
 	readyTimeout = 10 * time.Second
 )
+
+// sshd needs its port written in its config: it cannot be handed a
+// listening socket, and probing for a free port, closing the probe and
+// hoping sshd binds it first is a race with every other test process.
+// Instead a port is drawn at random from [portMin, portMax], below
+// Linux's default ephemeral range (net.ipv4.ip_local_port_range,
+// 32768-60999), so with that range it never meets a port the kernel hands
+// out for a :0 listener or an outgoing connection; on a random 127.R.x.y
+// address a clash with another test's sshd is then very rare. When one
+// happens sshd says "Address already in use" and exits, and Start tries a
+// new address, at most startAttempts times; any other failure is reported
+// at once.
+const (
+	portMin = 20000
+	portMax = 32767
+)
+
+// choosePort picks the port of one attempt; tests replace it to force a
+// clash.
+var choosePort = func() int { return int(randInt(portMin, portMax)) }
+
+// errAddrInUse is returned by run when sshd could not bind its address.
+var errAddrInUse = errors.New("address already in use")
 
 // Options configures a server. The zero value is a server that accepts no
 // client keys.
@@ -50,16 +75,33 @@ type Options struct {
 	// HostCertificate makes the server also present a host certificate for
 	// its IP, signed by a fresh CA exposed as Server.HostCA.
 	HostCertificate bool
-	// ExtraConfig holds sshd_config lines. They take precedence over the
-	// defaults (sshd keeps the first value of a keyword); a "Match" line and
-	// everything after it go at the end of the file, where Match belongs.
-	// A "Subsystem sftp ..." line replaces the default one (sshd refuses a
-	// subsystem defined twice), for example to start SFTP sessions in
-	// another directory with "internal-sftp -d DIR".
+	// HostCA, if set, signs the host certificate instead of a fresh CA; it
+	// implies HostCertificate.
+	HostCA ssh.Signer
+	// ExtraConfig holds sshd_config lines. A line replaces the default of
+	// its keyword (sshd keeps the first value of most keywords but the
+	// last of some, such as MaxStartups); "Subsystem sftp ..." replaces the
+	// default sftp subsystem (sshd refuses one defined twice), for example
+	// to start SFTP sessions in another directory with "internal-sftp -d
+	// DIR". A "Match" line and everything after it go at the end of the
+	// file, where Match belongs.
 	ExtraConfig []string
-	// IP is the loopback address to listen on; empty allocates a random
-	// 127.R.x.y address.
+	// IP is the address to listen on; empty allocates a random 127.R.x.y
+	// address. With Wrapper and Dial it may be an address that exists only
+	// inside another network namespace.
 	IP string
+	// Port is the port to listen on; 0 picks one (see portMin). With both
+	// IP and Port fixed, sshd is started once: an address in use is then
+	// an error.
+	Port int
+	// Wrapper, if set, is the start of sshd's command line, for example
+	// {"ip", "netns", "exec", NS} to run sshd in another network namespace.
+	// The wrapper must run sshd as its child or exec it: Kill ends the
+	// wrapper's whole process tree.
+	Wrapper []string
+	// Dial, if set, opens the connections that check sshd is ready, for a
+	// server that cannot be reached from the test's own network namespace.
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
 }
 
 // Server is a running sshd.
@@ -86,61 +128,72 @@ type Server struct {
 // tb.Cleanup.
 func Start(tb testing.TB, opts Options) *Server {
 	tb.Helper()
+	s, err := start(tb, opts)
+	if err != nil {
+		tb.Fatalf("testsshd: %v", err)
+	}
+	return s
+}
+
+// start is Start returning its error; tb only provides the directory and
+// the cleanup.
+func start(tb testing.TB, opts Options) (*Server, error) {
 	if _, err := os.Stat(SSHDPath); err != nil {
-		tb.Fatalf("testsshd: %s not found (install openssh-server; make test does it): %v", SSHDPath, err)
+		return nil, fmt.Errorf("%s not found (install openssh-server; make test does it): %w", SSHDPath, err)
+	}
+	if opts.Port < 0 || opts.Port > 65535 {
+		return nil, fmt.Errorf("Options.Port %d out of range [0, 65535]", opts.Port)
 	}
 	if err := os.MkdirAll(privSepDir, 0o755); err != nil {
-		tb.Fatalf("testsshd: create privilege separation dir %s (run as root?): %v", privSepDir, err)
+		return nil, fmt.Errorf("create privilege separation dir %s (run as root?): %w", privSepDir, err)
 	}
 	u, err := user.Current()
 	if err != nil {
-		tb.Fatalf("testsshd: current user: %v", err)
+		return nil, fmt.Errorf("current user: %w", err)
 	}
 
 	dir := tb.TempDir()
 	s := &Server{User: u.Username, Dir: dir}
 	hostKeyPath, err := s.writeKeys(dir, opts)
 	if err != nil {
-		tb.Fatalf("testsshd: %v", err)
+		return nil, err
 	}
 
-	var lastErr error
-	for attempt := 0; attempt < startAttempts; attempt++ {
-		ip := opts.IP
+	for attempt := 1; ; attempt++ {
+		ip, port := opts.IP, opts.Port
 		if ip == "" {
 			ip = randomLoopbackIP()
 		}
-		port, err := freePort(ip)
-		if err != nil {
-			lastErr = err
-			continue
+		if port == 0 {
+			port = choosePort()
 		}
 		cfgPath := filepath.Join(dir, "sshd_config")
 		cfg := config(net.JoinHostPort(ip, strconv.Itoa(port)), hostKeyPath, dir, opts)
 		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-			tb.Fatalf("testsshd: write config: %v", err)
+			return nil, fmt.Errorf("write config: %w", err)
 		}
-		if opts.HostCertificate {
-			if err := s.writeHostCert(dir, ip); err != nil {
-				tb.Fatalf("testsshd: %v", err)
+		if opts.HostCertificate || opts.HostCA != nil {
+			if err := s.writeHostCert(dir, ip, opts.HostCA); err != nil {
+				return nil, err
 			}
 		}
-		if err := s.run(cfgPath, ip, port); err != nil {
-			// Usually the port was taken between probing and binding; a new
-			// address is cheap.
-			lastErr = err
-			continue
+		err := s.run(cfgPath, ip, port, opts)
+		if err == nil {
+			tb.Cleanup(func() {
+				s.Kill()
+				if tb.Failed() {
+					tb.Logf("testsshd %s stderr:\n%s", s.Addr, s.stderr.String())
+				}
+			})
+			return s, nil
 		}
-		tb.Cleanup(func() {
-			s.Kill()
-			if tb.Failed() {
-				tb.Logf("testsshd %s stderr:\n%s", s.Addr, s.stderr.String())
-			}
-		})
-		return s
+		// Only a clash on an address Start chose itself is worth another
+		// try; the caller's own address would clash again.
+		chosen := opts.IP == "" || opts.Port == 0
+		if !errors.Is(err, errAddrInUse) || !chosen || attempt == startAttempts {
+			return nil, fmt.Errorf("sshd did not start (attempt %d of at most %d): %w", attempt, startAttempts, err)
+		}
 	}
-	tb.Fatalf("testsshd: sshd did not start after %d attempts: %v", startAttempts, lastErr)
-	return nil
 }
 
 // writeKeys creates the host key (and certificate), authorized_keys and the
@@ -173,20 +226,20 @@ func (s *Server) writeKeys(dir string, opts Options) (string, error) {
 	return hostKeyPath, nil
 }
 
-// writeHostCert signs the host key for ip with a fresh CA. It runs once the
-// IP is known because the certificate's principal is the IP.
-func (s *Server) writeHostCert(dir, ip string) error {
-	caPub, caPriv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return fmt.Errorf("generate host CA: %w", err)
+// writeHostCert signs the host key for ip with caSigner, or a fresh CA when
+// it is nil. It runs once the IP is known because the certificate's
+// principal is the IP.
+func (s *Server) writeHostCert(dir, ip string, caSigner ssh.Signer) error {
+	if caSigner == nil {
+		_, caPriv, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return fmt.Errorf("generate host CA: %w", err)
+		}
+		if caSigner, err = ssh.NewSignerFromKey(caPriv); err != nil {
+			return fmt.Errorf("host CA signer: %w", err)
+		}
 	}
-	caSigner, err := ssh.NewSignerFromKey(caPriv)
-	if err != nil {
-		return fmt.Errorf("host CA signer: %w", err)
-	}
-	if s.HostCA, err = ssh.NewPublicKey(caPub); err != nil {
-		return fmt.Errorf("host CA public key: %w", err)
-	}
+	s.HostCA = caSigner.PublicKey()
 	cert := &ssh.Certificate{
 		Key:             s.HostKey,
 		CertType:        ssh.HostCert,
@@ -216,20 +269,20 @@ func writePrivateKey(path string, key ed25519.PrivateKey) error {
 	return nil
 }
 
-// config renders sshd_config. Extra lines come first because sshd keeps the
-// first value it reads for a keyword; Match blocks must come last.
+// config renders sshd_config. Extra lines come first and the defaults of
+// the keywords they set are left out, because sshd keeps the first value
+// of most keywords and the last of a few; Match blocks must come last.
 func config(listen, hostKeyPath, dir string, opts Options) string {
 	var head, match []string
-	sftpSubsystem := "Subsystem sftp internal-sftp"
+	set := map[string]bool{} // keywords of head, by configKey
 	for i, line := range opts.ExtraConfig {
 		f := strings.Fields(line)
 		if len(f) > 0 && strings.EqualFold(f[0], "Match") {
 			match = opts.ExtraConfig[i:]
 			break
 		}
-		if len(f) > 1 && strings.EqualFold(f[0], "Subsystem") && f[1] == "sftp" {
-			sftpSubsystem = line
-			continue
+		if len(f) > 0 {
+			set[configKey(f)] = true
 		}
 		head = append(head, line)
 	}
@@ -238,34 +291,50 @@ func config(listen, hostKeyPath, dir string, opts Options) string {
 		"ListenAddress "+listen,
 		"HostKey "+hostKeyPath,
 	)
-	if opts.HostCertificate {
+	if opts.HostCertificate || opts.HostCA != nil {
 		lines = append(lines, "HostCertificate "+hostKeyPath+"-cert.pub")
 	}
 	if opts.TrustedUserCA != nil {
 		lines = append(lines, "TrustedUserCAKeys "+filepath.Join(dir, "trusted_user_ca"))
 	}
-	lines = append(lines,
-		"AuthorizedKeysFile "+filepath.Join(dir, "authorized_keys"),
+	for _, d := range []string{
+		"AuthorizedKeysFile " + filepath.Join(dir, "authorized_keys"),
 		"PidFile none",
 		"StrictModes no",
 		"UsePAM no",
 		"PermitRootLogin prohibit-password",
 		"PasswordAuthentication no",
 		"KbdInteractiveAuthentication no",
-		sftpSubsystem,
+		"Subsystem sftp internal-sftp",
 		"MaxStartups 100:30:200",
 		"MaxSessions 64",
 		"LogLevel ERROR",
-	)
+	} {
+		if !set[configKey(strings.Fields(d))] {
+			lines = append(lines, d)
+		}
+	}
 	lines = append(lines, match...)
 	return strings.Join(lines, "\n") + "\n"
 }
 
+// configKey names what an sshd_config line sets: its keyword, in lower
+// case as sshd compares them, and for Subsystem the subsystem's name.
+func configKey(fields []string) string {
+	k := strings.ToLower(fields[0])
+	if k == "subsystem" && len(fields) > 1 {
+		k += " " + fields[1]
+	}
+	return k
+}
+
 // run starts sshd with cfgPath and waits for its banner on ip:port. On
-// error the process is gone.
-func (s *Server) run(cfgPath, ip string, port int) error {
+// error the process is gone; the error wraps errAddrInUse when sshd could
+// not bind ip:port because something else has it.
+func (s *Server) run(cfgPath, ip string, port int, opts Options) error {
 	stderr := &syncBuffer{}
-	cmd := exec.Command(SSHDPath, "-D", "-e", "-f", cfgPath)
+	argv := append(slices.Clone(opts.Wrapper), SSHDPath, "-D", "-e", "-f", cfgPath)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stderr = stderr
 	cmd.Dir = s.Dir
 	// Session processes inherit sshd's stderr; should one escape the kill,
@@ -280,9 +349,20 @@ func (s *Server) run(cfgPath, ip string, port int) error {
 		close(exited)
 	}()
 	addr := net.JoinHostPort(ip, strconv.Itoa(port))
-	if err := waitBanner(addr, exited); err != nil {
-		_ = cmd.Process.Kill()
+	dial := opts.Dial
+	if dial == nil {
+		dial = func(ctx context.Context, addr string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+		}
+	}
+	if err := waitBanner(addr, dial, exited); err != nil {
+		killTree(cmd.Process.Pid)
 		<-exited
+		// sshd logs "Bind to port P on IP failed: Address already in use."
+		// and exits: the stderr is complete once Wait has returned.
+		if errors.Is(err, errExited) && strings.Contains(stderr.String(), "Address already in use") {
+			err = fmt.Errorf("%w: %w", errAddrInUse, err)
+		}
 		return fmt.Errorf("%s on %s: %w; stderr:\n%s", SSHDPath, addr, err, stderr.String())
 	}
 	s.Addr, s.IP, s.Port = addr, ip, port
@@ -290,31 +370,36 @@ func (s *Server) run(cfgPath, ip string, port int) error {
 	return nil
 }
 
+// errExited is waitBanner's error when sshd ended before it was ready.
+var errExited = errors.New("sshd exited")
+
 // waitBanner polls addr until it completes an SSH identification line, the
 // process exits, or readyTimeout passes.
-func waitBanner(addr string, exited <-chan struct{}) error {
+func waitBanner(addr string, dial func(context.Context, string) (net.Conn, error), exited <-chan struct{}) error {
 	deadline := time.Now().Add(readyTimeout)
 	var lastErr error
 	for time.Now().Before(deadline) {
 		select {
 		case <-exited:
-			return errors.New("sshd exited")
+			return errExited
 		default:
 		}
-		if lastErr = readBanner(addr); lastErr == nil {
+		if lastErr = readBanner(addr, dial); lastErr == nil {
 			return nil
 		}
 		select {
 		case <-exited:
-			return errors.New("sshd exited")
+			return errExited
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
 	return fmt.Errorf("no SSH banner within %v: %w", readyTimeout, lastErr)
 }
 
-func readBanner(addr string) error {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
+func readBanner(addr string, dial func(context.Context, string) (net.Conn, error)) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	c, err := dial(ctx, addr)
 	if err != nil {
 		return err
 	}
@@ -382,28 +467,16 @@ func ClientKey(tb testing.TB) (ssh.Signer, ssh.PublicKey) {
 // randomLoopbackIP returns 127.R.x.y with R in [16, 250] and y in [1, 254],
 // keeping clear of 127.0.0.1 and the low blocks other tools like to use.
 func randomLoopbackIP() string {
-	n := func(lo, hi int64) int64 {
-		v, err := rand.Int(rand.Reader, big.NewInt(hi-lo+1))
-		if err != nil {
-			panic(err) // crypto/rand does not fail on Linux
-		}
-		return lo + v.Int64()
-	}
-	return fmt.Sprintf("127.%d.%d.%d", n(16, 250), n(0, 255), n(1, 254))
+	return fmt.Sprintf("127.%d.%d.%d", randInt(16, 250), randInt(0, 255), randInt(1, 254))
 }
 
-// freePort asks the kernel for a free port on ip. The port is released
-// before sshd binds it, so a clash is possible and Start retries.
-func freePort(ip string) (int, error) {
-	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+// randInt returns a uniform random integer in [lo, hi].
+func randInt(lo, hi int64) int64 {
+	v, err := rand.Int(rand.Reader, big.NewInt(hi-lo+1))
 	if err != nil {
-		return 0, fmt.Errorf("probe free port on %s: %w", ip, err)
+		panic(err) // crypto/rand does not fail on Linux
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	if err := l.Close(); err != nil {
-		return 0, fmt.Errorf("close probe listener: %w", err)
-	}
-	return port, nil
+	return lo + v.Int64()
 }
 
 // syncBuffer collects sshd's stderr, which exec writes from its own

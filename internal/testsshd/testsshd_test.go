@@ -1,12 +1,16 @@
 package testsshd
 
 import (
+	"bytes"
+	"context"
 	"crypto/rand"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -248,3 +252,184 @@ func waitFor(t *testing.T, cond func() bool) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// TestChosenPortOutsideEphemeralRange: Start picks the port itself, from
+// a range the kernel never hands out for port 0, rather than probing a
+// kernel-chosen port and hoping it is still free when sshd binds it.
+func TestChosenPortOutsideEphemeralRange(t *testing.T) {
+	for range 3 {
+		s := Start(t, Options{})
+		if s.Port < portMin || s.Port > portMax {
+			t.Errorf("Port = %d, want one in [%d, %d], below the ephemeral range", s.Port, portMin, portMax)
+		}
+	}
+}
+
+// TestStartRetriesAddressInUse: when sshd finds the address Start chose
+// taken, Start tries another one.
+func TestStartRetriesAddressInUse(t *testing.T) {
+	ip := randomLoopbackIP()
+	taken, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	takenPort := taken.Addr().(*net.TCPAddr).Port
+
+	orig := choosePort
+	t.Cleanup(func() { choosePort = orig })
+	calls := 0
+	choosePort = func() int {
+		calls++
+		if calls == 1 {
+			return takenPort
+		}
+		return orig()
+	}
+	signer, pub := ClientKey(t)
+	s := Start(t, Options{AuthorizedKeys: []ssh.PublicKey{pub}, IP: ip})
+	if calls != 2 {
+		t.Errorf("%d ports chosen, want 2 (the taken one, then a free one)", calls)
+	}
+	if s.IP != ip || s.Port == takenPort {
+		t.Errorf("server on %s, want %s on a port other than the taken %d", s.Addr, ip, takenPort)
+	}
+	if out, err := run(t, s, &ssh.ClientConfig{
+		User: s.User, Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)}, HostKeyCallback: ssh.FixedHostKey(s.HostKey),
+	}, "echo ok"); err != nil || out != "ok\n" {
+		t.Errorf("run after a retried start = %q, %v; want ok", out, err)
+	}
+}
+
+// TestFixedAddressInUse: an address the caller fixed is tried once, and
+// the error says why sshd did not start.
+func TestFixedAddressInUse(t *testing.T) {
+	ip := randomLoopbackIP()
+	taken, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	_, err = start(t, Options{IP: ip, Port: taken.Addr().(*net.TCPAddr).Port})
+	if !errors.Is(err, errAddrInUse) || !strings.Contains(err.Error(), "attempt 1 of") || !strings.Contains(err.Error(), "Address already in use") {
+		t.Errorf("start on a taken ip:port = %v, want address in use after one attempt, with sshd's message", err)
+	}
+}
+
+func TestFixedPort(t *testing.T) {
+	signer, pub := ClientKey(t)
+	first := Start(t, Options{})
+	// No wildcard listener holds first.Port, or first could not have bound
+	// it: the same port on another address is free.
+	s := Start(t, Options{AuthorizedKeys: []ssh.PublicKey{pub}, Port: first.Port})
+	if s.Port != first.Port || s.IP == first.IP {
+		t.Errorf("server on %s, want port %d on another IP than %s", s.Addr, first.Port, first.IP)
+	}
+	if out, err := run(t, s, &ssh.ClientConfig{
+		User: s.User, Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)}, HostKeyCallback: ssh.FixedHostKey(s.HostKey),
+	}, "echo ok"); err != nil || out != "ok\n" {
+		t.Errorf("run on a fixed port = %q, %v; want ok", out, err)
+	}
+}
+
+func TestBadPort(t *testing.T) {
+	for _, port := range []int{-1, 65536, 1 << 40} {
+		if _, err := start(t, Options{Port: port}); err == nil || !strings.Contains(err.Error(), "Options.Port") {
+			t.Errorf("start with Port %d = %v, want an error naming Options.Port", port, err)
+		}
+	}
+}
+
+// TestWrapperAndDial: sshd runs under the wrapper (here one that forks it
+// as a child, as a shell does), readiness is checked through Dial, and
+// Kill still ends sshd.
+func TestWrapperAndDial(t *testing.T) {
+	dir := t.TempDir()
+	marker := dir + "/wrapped"
+	wrapper := dir + "/wrapper"
+	if err := os.WriteFile(wrapper, []byte("#!/bin/sh\necho $$ > "+marker+"\n\"$@\"\necho sshd ended\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var dials atomic.Int32
+	signer, pub := ClientKey(t)
+	s := Start(t, Options{
+		AuthorizedKeys: []ssh.PublicKey{pub},
+		Wrapper:        []string{wrapper},
+		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
+			dials.Add(1)
+			return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+		},
+	})
+	if _, err := os.Stat(marker); err != nil {
+		t.Errorf("wrapper did not run: %v", err)
+	}
+	if dials.Load() == 0 {
+		t.Error("Options.Dial not used to check readiness")
+	}
+	if out, err := run(t, s, &ssh.ClientConfig{
+		User: s.User, Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)}, HostKeyCallback: ssh.FixedHostKey(s.HostKey),
+	}, "echo ok"); err != nil || out != "ok\n" {
+		t.Errorf("run through a wrapped sshd = %q, %v; want ok", out, err)
+	}
+	s.Kill()
+	if _, err := net.DialTimeout("tcp", s.Addr, time.Second); err == nil {
+		t.Error("port still accepts connections after Kill of a wrapped sshd")
+	}
+}
+
+// TestHostCASigner: the caller's CA signs the host certificate.
+func TestHostCASigner(t *testing.T) {
+	ca, caPub := ClientKey(t)
+	signer, pub := ClientKey(t)
+	s := Start(t, Options{AuthorizedKeys: []ssh.PublicKey{pub}, HostCA: ca})
+	if s.HostCA == nil || !bytes.Equal(s.HostCA.Marshal(), caPub.Marshal()) {
+		t.Fatalf("HostCA = %v, want the caller's CA", s.HostCA)
+	}
+	checker := &ssh.CertChecker{IsHostAuthority: func(auth ssh.PublicKey, _ string) bool {
+		return bytes.Equal(auth.Marshal(), caPub.Marshal())
+	}}
+	out, err := run(t, s, &ssh.ClientConfig{
+		User: s.User, Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
+		HostKeyCallback:   checker.CheckHostKey,
+		HostKeyAlgorithms: []string{ssh.CertAlgoED25519v01},
+	}, "echo ok")
+	if err != nil || out != "ok\n" {
+		t.Errorf("run trusting the caller's host CA = %q, %v; want ok", out, err)
+	}
+}
+
+// TestExtraConfigMaxStartups: sshd keeps the last MaxStartups it reads,
+// not the first, so the extra line must replace the default one.
+func TestExtraConfigMaxStartups(t *testing.T) {
+	s := Start(t, Options{ExtraConfig: []string{"MaxStartups 1:100:1"}})
+	greets := func() (net.Conn, bool) {
+		c, err := net.DialTimeout("tcp", s.Addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, len("SSH-2.0-"))
+		_, err = io.ReadFull(c, buf)
+		return c, err == nil && string(buf) == "SSH-2.0-"
+	}
+	// The readiness probe's connection may hold the only startup for a
+	// moment after Start returns.
+	for i := 0; ; i++ {
+		held, ok := greets()
+		if !ok {
+			held.Close()
+			if i == 100 {
+				t.Fatal("no startup slot within 100 tries")
+			}
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		defer held.Close()
+		break
+	}
+	second, ok := greets()
+	second.Close()
+	if ok {
+		t.Error("a second unauthenticated connection got a banner with MaxStartups 1:100:1 in ExtraConfig")
+	}
+}
