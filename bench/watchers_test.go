@@ -85,8 +85,12 @@ func BenchmarkWatchers(b *testing.B) {
 	raiseFileLimit(b, uint64(4*watchers+1000))
 	dir := b.TempDir()
 	bin := buildOutpost(b, dir)
+	// Every watcher dials from 127.0.0.1 at once, where real viewers come
+	// from hosts of their own: the per-address cap on handshakes in
+	// flight (32 by default) would reset most of them.
 	cp := startDaemon(b, dir, "controlplane", bin, "controlplane",
 		"--listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "cp-data"), "--name", "bench-cp",
+		"--max-unauthenticated-conns-per-ip", strconv.Itoa(2*watchers),
 		"--metrics-listen", "127.0.0.1:0", "--log-format", "json", "--log-level", "info")
 	addr := cp.waitLog(b, "control plane ready", "addr")
 	sys := &outpostSystem{cp: cp, addr: addr, metricsAddr: cp.waitLog(b, "control plane started", "metrics")}
