@@ -22,7 +22,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/outposthq/outpost/e2e/e2etest"
-	"github.com/outposthq/outpost/internal/testfleet"
+	"github.com/outposthq/outpost/internal/simfleet"
 	"github.com/outposthq/outpost/internal/testsshd"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
@@ -299,8 +299,8 @@ func startSSHDFleet(b *testing.B, dir string, signer ssh.Signer, n int) []sshdNo
 		})
 	}
 	for _, nd := range nodes {
-		serveHealth(b, nd.srv.IP, healthPort, testfleet.HealthHandler(filepath.Join(nd.home, "outpost-app")))
-		serveHealth(b, nd.srv.IP, fleet100ScriptHealthPort, testfleet.HealthHandler(filepath.Join(nd.home, "script-app")))
+		serveHealth(b, nd.srv.IP, healthPort, simfleet.HealthHandler(filepath.Join(nd.home, "outpost-app")))
+		serveHealth(b, nd.srv.IP, fleet100ScriptHealthPort, simfleet.HealthHandler(filepath.Join(nd.home, "script-app")))
 	}
 	return nodes
 }
@@ -315,12 +315,12 @@ func currentOf(b *testing.B, path string) string {
 	return filepath.Base(target)
 }
 
-// buildPaddedRelease is testfleet's release (the simulated service's
+// buildPaddedRelease is simfleet's release (the simulated service's
 // start and stop scripts, HEALTHY) with payload random bytes added, so
 // that the tar.gz is about that big.
-func buildPaddedRelease(b *testing.B, dir string, payload int64) testfleet.Release {
+func buildPaddedRelease(b *testing.B, dir string, payload int64) simfleet.Release {
 	b.Helper()
-	small, err := testfleet.BuildRelease(b.TempDir(), "fleet", true)
+	small, err := simfleet.BuildRelease(b.TempDir(), "fleet", true)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -369,5 +369,5 @@ func buildPaddedRelease(b *testing.B, dir string, payload int64) testfleet.Relea
 		b.Fatal(err)
 	}
 	sum := sha256.Sum256(out.Bytes())
-	return testfleet.Release{Path: path, SHA256: hex.EncodeToString(sum[:]), Size: int64(out.Len()), Version: "fleet"}
+	return simfleet.Release{Path: path, SHA256: hex.EncodeToString(sum[:]), Size: int64(out.Len()), Version: "fleet"}
 }

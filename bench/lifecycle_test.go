@@ -12,7 +12,7 @@ import (
 
 	"github.com/outposthq/outpost/gateway/deployer"
 	"github.com/outposthq/outpost/gateway/sshexec"
-	"github.com/outposthq/outpost/internal/testfleet"
+	"github.com/outposthq/outpost/internal/simfleet"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -26,7 +26,7 @@ const healthPort = 18080
 // the same node, as consecutive deployments are; ms/node is the figure.
 func BenchmarkLifecycle(b *testing.B) {
 	t := startTarget(b)
-	rel, err := testfleet.BuildRelease(b.TempDir(), "bench", true)
+	rel, err := simfleet.BuildRelease(b.TempDir(), "bench", true)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -36,7 +36,7 @@ func BenchmarkLifecycle(b *testing.B) {
 
 	b.Run("tool=outpost", func(b *testing.B) {
 		path := filepath.Join(t.srv.Dir, "outpost-app")
-		serveHealth(b, t.srv.IP, healthPort, testfleet.HealthHandler(path))
+		serveHealth(b, t.srv.IP, healthPort, simfleet.HealthHandler(path))
 		d, err := deployer.New(deployer.Config{
 			Dial: func(ctx context.Context, n *outpostv1.Node) (deployer.Remote, error) {
 				return sshexec.Dial(ctx, sshexec.Config{
@@ -86,7 +86,7 @@ func BenchmarkLifecycle(b *testing.B) {
 		path := filepath.Join(t.srv.Dir, "script-app")
 		// A second health endpoint for the script's deploy path, on another
 		// port of the same host.
-		serveHealth(b, t.srv.IP, healthPort+1, testfleet.HealthHandler(path))
+		serveHealth(b, t.srv.IP, healthPort+1, simfleet.HealthHandler(path))
 		health := fmt.Sprintf("http://%s:%d/health", t.srv.IP, healthPort+1)
 		i := 0
 		for b.Loop() {

@@ -18,7 +18,7 @@ import (
 	"github.com/outposthq/outpost/e2e/e2etest"
 	"github.com/outposthq/outpost/internal/pki"
 	"github.com/outposthq/outpost/internal/rolloutstate"
-	"github.com/outposthq/outpost/internal/testfleet"
+	"github.com/outposthq/outpost/internal/simfleet"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -40,7 +40,7 @@ const (
 // (VmHWM) of the control plane and of each gateway. Those run as separate
 // `outpost` processes built from ./cli/outpost, so their memory is their
 // own; the fleet runs in the benchmark process, its commands in its
-// in-process shell (testfleet.ShellInterp: the deployer's scripts without
+// in-process shell (simfleet.ShellInterp: the deployer's scripts without
 // a fork per utility, so the figure is Outpost's). Every iteration is a new
 // revision (a new release on every node). Run it with -benchtime 1x (an
 // iteration takes seconds).
@@ -51,7 +51,7 @@ func BenchmarkRollout1k(b *testing.B) {
 	dir := b.TempDir()
 	bin := buildOutpost(b, dir)
 
-	fleet := e2etest.StartFleetShell(b, rollout1kNodes, dir, testfleet.ShellInterp)
+	fleet := e2etest.StartFleetShell(b, rollout1kNodes, dir, simfleet.ShellInterp)
 	dcOf := func(i int) string { return []string{"dc-a", "dc-b"}[i%2] }
 
 	cp := startDaemon(b, dir, "controlplane", bin, "controlplane",

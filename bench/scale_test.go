@@ -29,7 +29,7 @@ const (
 // control plane and the gateways are `outpost` processes; the fleet is
 // two fleetd processes (5,000 hosts each: a host holds two listeners and a
 // process may hold 20,000 descriptors here) whose hosts run the
-// deployer's scripts in their in-process shell (testfleet.ShellInterp).
+// deployer's scripts in their in-process shell (simfleet.ShellInterp).
 //
 // Figures per rollout: wall time from CreateRollout to SUCCEEDED; the
 // peak RSS (VmHWM) of the control plane (with its embedded etcd) and of

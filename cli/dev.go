@@ -27,11 +27,11 @@ import (
 	"github.com/outposthq/outpost/gateway"
 	"github.com/outposthq/outpost/internal/pki"
 	"github.com/outposthq/outpost/internal/pki/enroll"
-	"github.com/outposthq/outpost/internal/testfleet"
+	"github.com/outposthq/outpost/internal/simfleet"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
-// The simulated service's conventions (internal/testfleet): where it is
+// The simulated service's conventions (internal/simfleet): where it is
 // deployed, relative to each fleet host's home, and its health port.
 const (
 	devDeployPath = "app"
@@ -162,7 +162,7 @@ func runDev(ctx context.Context, cfg devConfig) (err error) {
 	if err != nil {
 		return err
 	}
-	fleet, err := testfleet.Start(ctx, testfleet.Config{
+	fleet, err := simfleet.Start(ctx, simfleet.Config{
 		Hosts:       cfg.nodes,
 		Dir:         filepath.Join(devDir, "fleet"),
 		ClientKeys:  []ssh.PublicKey{pub},
@@ -351,7 +351,7 @@ func currentUser() string {
 
 // devInventory lists the fleet as nodes node-01.. spread round-robin over
 // dc-1..dc-N, labelled app=demo and a tier (1, 2, 3 in turn).
-func devInventory(hosts []*testfleet.Host, datacenters int, login string) []byte {
+func devInventory(hosts []*simfleet.Host, datacenters int, login string) []byte {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Inventory of the `outpost dev` fleet: %d simulated servers in %d datacenters.\n", len(hosts), datacenters)
 	fmt.Fprintf(&b, "# Apply it with: outpost node apply -f %s\n", "nodes.yaml")
@@ -383,7 +383,7 @@ var demoReleases = []demoRelease{
 func writeDemo(dir string) ([]string, error) {
 	var plans []string
 	for _, r := range demoReleases {
-		rel, err := testfleet.BuildRelease(dir, r.version, r.healthy)
+		rel, err := simfleet.BuildRelease(dir, r.version, r.healthy)
 		if err != nil {
 			return nil, err
 		}

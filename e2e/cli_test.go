@@ -18,7 +18,7 @@ import (
 	"github.com/outposthq/outpost/cli"
 	"github.com/outposthq/outpost/controlplane"
 	"github.com/outposthq/outpost/e2e/e2etest"
-	"github.com/outposthq/outpost/internal/testfleet"
+	"github.com/outposthq/outpost/internal/simfleet"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -82,7 +82,7 @@ func TestCLIRolloutCreateWatch(t *testing.T) {
 	}
 
 	rollout := func(version string, healthy bool) (int, string) {
-		rel, err := testfleet.BuildRelease(dir, version, healthy)
+		rel, err := simfleet.BuildRelease(dir, version, healthy)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -148,7 +148,7 @@ func TestCLIWatchReturnsAtValidation(t *testing.T) {
 	s := newSystem(t, hosts, alternateDC)
 	s.twoGateways()
 	dir := t.TempDir()
-	rel, err := testfleet.BuildRelease(dir, "1.0.0", true)
+	rel, err := simfleet.BuildRelease(dir, "1.0.0", true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +206,7 @@ func hasLine(out, id string, words ...string) bool {
 // releaseDigest rebuilds a release (the build is deterministic) for its digest.
 func releaseDigest(t *testing.T, version string, healthy bool) string {
 	t.Helper()
-	rel, err := testfleet.BuildRelease(t.TempDir(), version, healthy)
+	rel, err := simfleet.BuildRelease(t.TempDir(), version, healthy)
 	if err != nil {
 		t.Fatal(err)
 	}

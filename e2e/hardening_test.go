@@ -19,7 +19,7 @@ import (
 	"github.com/outposthq/outpost/controlplane"
 	"github.com/outposthq/outpost/e2e/e2etest"
 	outpostplan "github.com/outposthq/outpost/internal/plan"
-	"github.com/outposthq/outpost/internal/testfleet"
+	"github.com/outposthq/outpost/internal/simfleet"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -72,7 +72,7 @@ func TestHardeningCLIRefusesUnsafePlans(t *testing.T) {
 	bin := buildCLI(t)
 	s := newSystem(t, 1, oneDC)
 	dir := t.TempDir()
-	rel, err := testfleet.BuildRelease(dir, "1.0.0", true)
+	rel, err := simfleet.BuildRelease(dir, "1.0.0", true)
 	if err != nil {
 		t.Fatal(err)
 	}

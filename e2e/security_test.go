@@ -30,7 +30,7 @@ import (
 	"github.com/outposthq/outpost/e2e/e2etest"
 	"github.com/outposthq/outpost/gateway"
 	"github.com/outposthq/outpost/internal/pki"
-	"github.com/outposthq/outpost/internal/testfleet"
+	"github.com/outposthq/outpost/internal/simfleet"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -323,7 +323,7 @@ func TestSecretsStayOutOfLogsTracesEtcdAndAudit(t *testing.T) {
 	opt(s)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	fl, err := testfleet.Start(ctx, testfleet.Config{Hosts: 2, Dir: filepath.Join(s.dir, "hosts"), Password: password, ServicePath: e2etest.DeployPath})
+	fl, err := simfleet.Start(ctx, simfleet.Config{Hosts: 2, Dir: filepath.Join(s.dir, "hosts"), Password: password, ServicePath: e2etest.DeployPath})
 	if err != nil {
 		t.Fatal(err)
 	}

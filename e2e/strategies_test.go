@@ -14,7 +14,7 @@ import (
 
 	"github.com/outposthq/outpost/e2e/e2etest"
 	"github.com/outposthq/outpost/internal/rolloutstate"
-	"github.com/outposthq/outpost/internal/testfleet"
+	"github.com/outposthq/outpost/internal/simfleet"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -55,8 +55,8 @@ func plan(version string, healthy bool, strategy *outpostv1.PlanStrategy) *outpo
 }
 
 // stats snapshots every host's SSH counters.
-func (s *system) stats() []testfleet.Stats {
-	var out []testfleet.Stats
+func (s *system) stats() []simfleet.Stats {
+	var out []simfleet.Stats
 	for _, h := range s.fleet.Hosts() {
 		out = append(out, h.Stats())
 	}
@@ -78,7 +78,7 @@ func TestTieredAbortAtExactThreshold(t *testing.T) {
 	s.startGateway("gw", dc1)
 	refuse := func(hosts ...int) {
 		for i, h := range s.fleet.Hosts() {
-			h.SetFaults(testfleet.Faults{RefuseConnections: slices.Contains(hosts, i)})
+			h.SetFaults(simfleet.Faults{RefuseConnections: slices.Contains(hosts, i)})
 		}
 	}
 	tiered := &outpostv1.PlanStrategy{Type: "tiered", MaxFailPercent: proto.Int32(10)}
@@ -353,7 +353,7 @@ func TestRetryRunsOnlyFailedNodes(t *testing.T) {
 	s := newSystem(t, 6, oneDC)
 	s.startGateway("gw", dc1)
 	for _, i := range []int{2, 4} {
-		s.fleet.Hosts()[i].SetFaults(testfleet.Faults{RefuseConnections: true})
+		s.fleet.Hosts()[i].SetFaults(simfleet.Faults{RefuseConnections: true})
 	}
 	_, d1 := s.release("1.0.0", true)
 	r := s.create(e2etest.RollingPlan("release-1.0.0.tar.gz", "100%", 50), d1)
@@ -362,7 +362,7 @@ func TestRetryRunsOnlyFailedNodes(t *testing.T) {
 		t.Fatalf("first run: %v %q %v", done.GetState(), done.GetMessage(), done.GetNodeCounts())
 	}
 	for _, h := range s.fleet.Hosts() {
-		h.SetFaults(testfleet.Faults{})
+		h.SetFaults(simfleet.Faults{})
 	}
 	before := s.stats()
 	if _, err := s.client.RetryRollout(ctxT(t), &outpostv1.RetryRolloutRequest{Id: r.GetId()}); err != nil {

@@ -23,7 +23,7 @@ import (
 	"github.com/outposthq/outpost/gateway"
 	"github.com/outposthq/outpost/internal/pki"
 	"github.com/outposthq/outpost/internal/rolloutstate"
-	"github.com/outposthq/outpost/internal/testfleet"
+	"github.com/outposthq/outpost/internal/simfleet"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -268,9 +268,9 @@ func (s *system) twoGateways() {
 }
 
 // release builds version (healthy or broken) and uploads it.
-func (s *system) release(version string, healthy bool) (testfleet.Release, string) {
+func (s *system) release(version string, healthy bool) (simfleet.Release, string) {
 	s.t.Helper()
-	rel, err := testfleet.BuildRelease(s.t.TempDir(), version, healthy)
+	rel, err := simfleet.BuildRelease(s.t.TempDir(), version, healthy)
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -409,6 +409,6 @@ func countsOf(total, succeeded, rolledBack, skipped int32) *outpostv1.NodeCounts
 // enough to interrupt it in the middle.
 func (s *system) setExecDelay(d time.Duration) {
 	for _, h := range s.fleet.Hosts() {
-		h.SetFaults(testfleet.Faults{ExecDelay: d})
+		h.SetFaults(simfleet.Faults{ExecDelay: d})
 	}
 }

@@ -18,7 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/outposthq/outpost/gateway/deployer"
-	"github.com/outposthq/outpost/internal/testfleet"
+	"github.com/outposthq/outpost/internal/simfleet"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -26,8 +26,8 @@ import (
 // stored in the control plane, and a gateway with the real deployer.
 type fleetEnv struct {
 	cp      *fakeCP
-	fleet   *testfleet.Fleet
-	release testfleet.Release
+	fleet   *simfleet.Fleet
+	release simfleet.Release
 	gw      *runningGateway
 	counter *countingDeployer
 }
@@ -35,7 +35,7 @@ type fleetEnv struct {
 func startFleetEnv(t *testing.T, hosts int, mutate func(*Config)) *fleetEnv {
 	t.Helper()
 	signer := testSigner(t)
-	fleet, err := testfleet.Start(context.Background(), testfleet.Config{
+	fleet, err := simfleet.Start(context.Background(), simfleet.Config{
 		Hosts: hosts, Dir: t.TempDir(), ClientKeys: []ssh.PublicKey{signer.PublicKey()}, ServicePath: "app",
 	})
 	if err != nil {
@@ -50,7 +50,7 @@ func startFleetEnv(t *testing.T, hosts int, mutate func(*Config)) *fleetEnv {
 	if err := fleet.WriteKnownHosts(knownHosts); err != nil {
 		t.Fatal(err)
 	}
-	rel, err := testfleet.BuildRelease(t.TempDir(), "1.0.0", true)
+	rel, err := simfleet.BuildRelease(t.TempDir(), "1.0.0", true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +60,7 @@ func startFleetEnv(t *testing.T, hosts int, mutate func(*Config)) *fleetEnv {
 	}
 	e := &fleetEnv{cp: startFakeCP(t), fleet: fleet, release: rel}
 	if d := e.cp.addBlob(data); d != rel.SHA256 {
-		t.Fatalf("release digest %s, testfleet says %s", d, rel.SHA256)
+		t.Fatalf("release digest %s, simfleet says %s", d, rel.SHA256)
 	}
 	e.gw = startGatewayWith(t, e.cp, func(real nodeDeployer) nodeDeployer {
 		e.counter = &countingDeployer{inner: real}
@@ -76,7 +76,7 @@ func startFleetEnv(t *testing.T, hosts int, mutate func(*Config)) *fleetEnv {
 
 // assignment is a deployment of the env's release to host h, following
 // the demo conventions.
-func (e *fleetEnv) assignment(id, release string, h *testfleet.Host) *outpostv1.Assignment {
+func (e *fleetEnv) assignment(id, release string, h *simfleet.Host) *outpostv1.Assignment {
 	return &outpostv1.Assignment{
 		AssignmentId: id,
 		RolloutId:    "rollout-" + release,
@@ -92,7 +92,7 @@ func (e *fleetEnv) assignment(id, release string, h *testfleet.Host) *outpostv1.
 			MaxDiskUsedPercent: 100, // the test machine's disk may be full-ish
 			Hooks:              &outpostv1.Hooks{Start: "sh bin/start", Stop: "sh bin/stop"},
 			Health: &outpostv1.HealthCheck{
-				Check:    &outpostv1.HealthCheck_Http{Http: &outpostv1.HttpHealthCheck{Port: testfleet.DefaultHealthPort, Path: "/health", ExpectStatus: 200}},
+				Check:    &outpostv1.HealthCheck_Http{Http: &outpostv1.HttpHealthCheck{Port: simfleet.DefaultHealthPort, Path: "/health", ExpectStatus: 200}},
 				Timeout:  durationpb.New(10 * time.Second),
 				Interval: durationpb.New(20 * time.Millisecond),
 			},
@@ -103,7 +103,7 @@ func (e *fleetEnv) assignment(id, release string, h *testfleet.Host) *outpostv1.
 }
 
 // current is the release host h's app/current points at, or "".
-func current(h *testfleet.Host) string {
+func current(h *simfleet.Host) string {
 	target, err := os.Readlink(filepath.Join(h.Root, "app", "current"))
 	if err != nil {
 		return ""
@@ -145,7 +145,7 @@ func TestFleetRollout(t *testing.T) {
 	for _, h := range hosts {
 		// Slow commands keep deployments overlapping, so the bound is
 		// really exercised.
-		h.SetFaults(testfleet.Faults{ExecDelay: 30 * time.Millisecond})
+		h.SetFaults(simfleet.Faults{ExecDelay: 30 * time.Millisecond})
 	}
 	for round, release := range []string{"r1-" + e.release.SHA256[:8], "r2-" + e.release.SHA256[:8]} {
 		for i, h := range hosts {

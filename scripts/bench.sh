@@ -164,7 +164,7 @@ r1k() { median 'BenchmarkRollout1k' "$1" "$raw/rollout1k.txt"; }
   echo
   echo "bin/outpost runs as three processes (control plane with embedded etcd, two gateways, joined"
   echo "with tokens over TLS); the 1,000 simulated SSH servers run inside the benchmark process and"
-  echo "run the deployer's scripts in their in-process shell (internal/testfleet ShellInterp), so"
+  echo "run the deployer's scripts in their in-process shell (internal/simfleet ShellInterp), so"
   echo "that no fork per utility stands between the figure and Outpost."
   echo "1 KiB artifact, hooks \`true\`, TCP health check, batches of 10%, 50 nodes at once per gateway."
   echo "Every host's \`current\` is checked after each rollout."
@@ -258,9 +258,9 @@ f100_outpost=$(f100 outpost s/fleet)
   echo "Command: \`$scale_cmd\`"
   echo
   echo "bin/outpost as three processes (control plane with embedded etcd, two gateways deploying 200"
-  echo "nodes at once each); 10,000 simulated SSH servers (internal/testfleet) in two fleetd"
+  echo "nodes at once each); 10,000 simulated SSH servers (internal/simfleet) in two fleetd"
   echo "processes, 5,000 each (two listeners per host, 20,000 descriptors per process here), running"
-  echo "the deployer's scripts in their in-process shell (internal/testfleet ShellInterp). 1 KiB"
+  echo "the deployer's scripts in their in-process shell (internal/simfleet ShellInterp). 1 KiB"
   echo "artifact, hooks \`true\`, TCP health check, one batch of every node. Every host's \`current\`"
   echo "is checked after the rollout."
   echo

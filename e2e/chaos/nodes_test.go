@@ -21,7 +21,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/outposthq/outpost/e2e/e2etest"
-	"github.com/outposthq/outpost/internal/testfleet"
+	"github.com/outposthq/outpost/internal/simfleet"
 	"github.com/outposthq/outpost/internal/testproxy"
 	"github.com/outposthq/outpost/internal/testsshd"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
@@ -95,7 +95,7 @@ func startNodes(t *testing.T, n int, creds *sshCreds, opts nodeOptions) []*node 
 			extra = append(extra, "SetEnv PATH="+bin+":/usr/local/bin:/usr/bin:/bin")
 		}
 		nd.sshd = testsshd.Start(t, testsshd.Options{AuthorizedKeys: []ssh.PublicKey{creds.signer.PublicKey()}, ExtraConfig: extra})
-		nd.ip = serveHealth(t, testfleet.HealthHandler(nd.deployDir()))
+		nd.ip = serveHealth(t, simfleet.HealthHandler(nd.deployDir()))
 		nd.proxy = testproxy.StartOn(t, nd.ip, nd.sshd.Addr)
 		nodes[i] = nd
 	}

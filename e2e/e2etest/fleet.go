@@ -20,7 +20,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/outposthq/outpost/internal/testfleet"
+	"github.com/outposthq/outpost/internal/simfleet"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -29,7 +29,7 @@ import (
 // health endpoint listens on HealthPort of each host's own IP.
 const (
 	DeployPath = "app"
-	HealthPort = testfleet.DefaultHealthPort
+	HealthPort = simfleet.DefaultHealthPort
 	HealthPath = "/health"
 	// App labels every node of an e2e fleet.
 	App = "billing-api"
@@ -38,7 +38,7 @@ const (
 // Fleet is an in-process SSH fleet plus what a gateway needs to reach it:
 // a key the hosts accept (in memory and as a file) and a known_hosts file.
 type Fleet struct {
-	*testfleet.Fleet
+	*simfleet.Fleet
 	// Signer is the key every host accepts, for any user name.
 	Signer ssh.Signer
 	// KeyFile holds Signer's private key in OpenSSH PEM form, for
@@ -52,12 +52,12 @@ type Fleet struct {
 // Their commands run through /bin/sh.
 func StartFleet(tb testing.TB, hosts int, dir string) *Fleet {
 	tb.Helper()
-	return StartFleetShell(tb, hosts, dir, testfleet.ShellProcess)
+	return StartFleetShell(tb, hosts, dir, simfleet.ShellProcess)
 }
 
 // StartFleetShell is StartFleet with the hosts' shell chosen: benchmarks
-// of many hosts use testfleet.ShellInterp.
-func StartFleetShell(tb testing.TB, hosts int, dir string, shell testfleet.Shell) *Fleet {
+// of many hosts use simfleet.ShellInterp.
+func StartFleetShell(tb testing.TB, hosts int, dir string, shell simfleet.Shell) *Fleet {
 	tb.Helper()
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -69,7 +69,7 @@ func StartFleetShell(tb testing.TB, hosts int, dir string, shell testfleet.Shell
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	fl, err := testfleet.Start(ctx, testfleet.Config{
+	fl, err := simfleet.Start(ctx, simfleet.Config{
 		Hosts:       hosts,
 		Dir:         filepath.Join(dir, "hosts"),
 		ClientKeys:  []ssh.PublicKey{signer.PublicKey()},
@@ -137,7 +137,7 @@ type HistoryEntry struct {
 }
 
 // History reads a host's deployment history; none yet is an empty list.
-func History(h *testfleet.Host) ([]HistoryEntry, error) {
+func History(h *simfleet.Host) ([]HistoryEntry, error) {
 	data, err := os.ReadFile(filepath.Join(h.ServiceDir(), ".outpost", "history"))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -174,7 +174,7 @@ func Activations(entries []HistoryEntry, release string) int {
 
 // Current returns the release id that <deploy path>/current points at,
 // and "" when there is no current link.
-func Current(h *testfleet.Host) (string, error) {
+func Current(h *simfleet.Host) (string, error) {
 	target, err := os.Readlink(filepath.Join(h.ServiceDir(), "current"))
 	if errors.Is(err, fs.ErrNotExist) {
 		return "", nil
@@ -190,7 +190,7 @@ func Current(h *testfleet.Host) (string, error) {
 }
 
 // Locked reports whether a deployment holds the host's lock.
-func Locked(h *testfleet.Host) bool {
+func Locked(h *simfleet.Host) bool {
 	_, err := os.Lstat(filepath.Join(h.ServiceDir(), ".outpost", "lock"))
 	return err == nil
 }
@@ -203,7 +203,7 @@ var healthClient = &http.Client{
 
 // Health returns the HTTP status of the host's health endpoint, the way
 // the plan's health check sees it.
-func Health(ctx context.Context, h *testfleet.Host) (int, error) {
+func Health(ctx context.Context, h *simfleet.Host) (int, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+h.HealthAddr+HealthPath, nil)
 	if err != nil {
 		return 0, err

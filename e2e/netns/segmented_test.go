@@ -23,7 +23,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/outposthq/outpost/internal/pki"
-	"github.com/outposthq/outpost/internal/testfleet"
+	"github.com/outposthq/outpost/internal/simfleet"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -144,7 +144,7 @@ func TestSegmentedNetwork(t *testing.T) {
 
 	// The operator's side: the CLI in central, as it would run next to
 	// the control plane.
-	release, err := testfleet.BuildRelease(dir, "1.0.0", true)
+	release, err := simfleet.BuildRelease(dir, "1.0.0", true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,7 +265,7 @@ func serveHealth(t *testing.T, ns, addr, deployPath string) {
 	if err != nil {
 		t.Fatalf("health endpoint: %v", err)
 	}
-	srv := &http.Server{Handler: testfleet.HealthHandler(deployPath), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: simfleet.HealthHandler(deployPath), ReadHeaderTimeout: 5 * time.Second}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {

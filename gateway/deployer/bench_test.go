@@ -8,7 +8,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/outposthq/outpost/gateway/sshexec"
-	"github.com/outposthq/outpost/internal/testfleet"
+	"github.com/outposthq/outpost/internal/simfleet"
 	"github.com/outposthq/outpost/internal/testsshd"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
@@ -23,7 +23,7 @@ func BenchmarkDeployLifecycle(b *testing.B) {
 	signer, pub := testsshd.ClientKey(b)
 	srv := testsshd.Start(b, testsshd.Options{AuthorizedKeys: []ssh.PublicKey{pub}})
 	path := b.TempDir() + "/app"
-	port := serveHealth(b, srv.IP, testfleet.HealthHandler(path))
+	port := serveHealth(b, srv.IP, simfleet.HealthHandler(path))
 	var cmds int64
 	d, err := New(Config{Dial: func(ctx context.Context, n *outpostv1.Node) (Remote, error) {
 		c, err := sshexec.Dial(ctx, sshexec.Config{

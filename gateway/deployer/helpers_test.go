@@ -23,7 +23,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/outposthq/outpost/gateway/sshexec"
-	"github.com/outposthq/outpost/internal/testfleet"
+	"github.com/outposthq/outpost/internal/simfleet"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -147,7 +147,7 @@ func writeFile(t testing.TB, path string, b []byte) release {
 func serviceRelease(t testing.TB, dir, version string, healthy bool, extra int) release {
 	t.Helper()
 	if extra == 0 {
-		r, err := testfleet.BuildRelease(dir, version, healthy)
+		r, err := simfleet.BuildRelease(dir, version, healthy)
 		if err != nil {
 			t.Fatal(err)
 		}

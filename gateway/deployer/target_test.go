@@ -16,7 +16,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/outposthq/outpost/gateway/sshexec"
-	"github.com/outposthq/outpost/internal/testfleet"
+	"github.com/outposthq/outpost/internal/simfleet"
 	"github.com/outposthq/outpost/internal/testproxy"
 	"github.com/outposthq/outpost/internal/testsshd"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
@@ -111,20 +111,20 @@ func sshdTargetHome(t *testing.T, home string) *target {
 
 // fleetTarget is one host of the in-process fleet: /bin/sh (dash) runs the
 // commands, and faults are injected by the host itself.
-func fleetTarget(t *testing.T) *target { return fleetShellTarget(t, "fleet", testfleet.ShellProcess) }
+func fleetTarget(t *testing.T) *target { return fleetShellTarget(t, "fleet", simfleet.ShellProcess) }
 
 // fleetInterpTarget is a fleet host whose commands run in the fleet's
 // in-process shell, as the large benchmarks' fleets do: every scenario
 // passing here as on sshd is what makes their figures about Outpost.
 func fleetInterpTarget(t *testing.T) *target {
-	return fleetShellTarget(t, "fleet-interp", testfleet.ShellInterp)
+	return fleetShellTarget(t, "fleet-interp", simfleet.ShellInterp)
 }
 
-func fleetShellTarget(t *testing.T, name string, shell testfleet.Shell) *target {
+func fleetShellTarget(t *testing.T, name string, shell simfleet.Shell) *target {
 	signer, pub := testsshd.ClientKey(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	fleet, err := testfleet.Start(ctx, testfleet.Config{Hosts: 1, Dir: t.TempDir(), ClientKeys: []ssh.PublicKey{pub}, Shell: shell})
+	fleet, err := simfleet.Start(ctx, simfleet.Config{Hosts: 1, Dir: t.TempDir(), ClientKeys: []ssh.PublicKey{pub}, Shell: shell})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,13 +161,13 @@ func fleetShellTarget(t *testing.T, name string, shell testfleet.Shell) *target 
 		dial:       dialer(host.HostKey),
 		dialBadKey: dialer(other),
 		corrupt: func(t *testing.T, rel release) string {
-			host.SetFaults(testfleet.Faults{CorruptUploads: true})
-			t.Cleanup(func() { host.SetFaults(testfleet.Faults{}) })
+			host.SetFaults(simfleet.Faults{CorruptUploads: true})
+			t.Cleanup(func() { host.SetFaults(simfleet.Faults{}) })
 			return rel.SHA256
 		},
 		cutUpload: func(t *testing.T, f *fixture, after int64) func() {
-			host.SetFaults(testfleet.Faults{KillAfterUploadBytes: after})
-			return func() { host.SetFaults(testfleet.Faults{}) }
+			host.SetFaults(simfleet.Faults{KillAfterUploadBytes: after})
+			return func() { host.SetFaults(simfleet.Faults{}) }
 		},
 		homeInRoot: true,
 		home:       host.Root,
@@ -223,7 +223,7 @@ func (b *logBuffer) String() string {
 func newFixture(t *testing.T, tg *target, name string) *fixture {
 	t.Helper()
 	f := &fixture{tg: tg, path: filepath.Join(tg.root, name), logs: &logBuffer{}}
-	f.healthPort = serveHealth(t, tg.ip, testfleet.HealthHandler(f.path))
+	f.healthPort = serveHealth(t, tg.ip, simfleet.HealthHandler(f.path))
 	d, err := New(Config{
 		Dial:           f.dial,
 		CleanupTimeout: 10 * time.Second,

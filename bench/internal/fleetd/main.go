@@ -1,4 +1,4 @@
-// Command fleetd runs an in-process SSH fleet (internal/testfleet) in a
+// Command fleetd runs an in-process SSH fleet (internal/simfleet) in a
 // process of its own, for the benchmarks whose fleets do not fit in one
 // process: a fleet host holds two listening sockets, so 10,000 hosts need
 // 20,000 descriptors, which is this machine's hard limit per process.
@@ -27,7 +27,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/outposthq/outpost/internal/testfleet"
+	"github.com/outposthq/outpost/internal/simfleet"
 )
 
 // Host is one line of the manifest.
@@ -57,17 +57,17 @@ func run() error {
 	hosts := flag.Int("hosts", 1, "number of hosts")
 	dir := flag.String("dir", "", "parent `directory` of the host roots")
 	clientKey := flag.String("client-key", "", "authorized_keys `file` whose keys may log in")
-	prefix := flag.String("prefix", testfleet.DefaultNamePrefix, "host name prefix")
-	servicePath := flag.String("service-path", testfleet.DefaultServicePath, "deploy path, relative to each host root, that health checks watch")
+	prefix := flag.String("prefix", simfleet.DefaultNamePrefix, "host name prefix")
+	servicePath := flag.String("service-path", simfleet.DefaultServicePath, "deploy path, relative to each host root, that health checks watch")
 	manifest := flag.String("manifest", "", "write the host list (JSON) to this `file`")
 	knownHosts := flag.String("known-hosts", "", "write the hosts' known_hosts to this `file`")
-	shellName := flag.String("shell", "interp", "how hosts run commands: interp (in this process, testfleet.ShellInterp) or process (/bin/sh)")
+	shellName := flag.String("shell", "interp", "how hosts run commands: interp (in this process, simfleet.ShellInterp) or process (/bin/sh)")
 	flag.Parse()
-	shell := testfleet.ShellInterp
+	shell := simfleet.ShellInterp
 	switch *shellName {
 	case "interp":
 	case "process":
-		shell = testfleet.ShellProcess
+		shell = simfleet.ShellProcess
 	default:
 		return fmt.Errorf("-shell %q: want interp or process", *shellName)
 	}
@@ -82,7 +82,7 @@ func run() error {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	fl, err := testfleet.Start(ctx, testfleet.Config{
+	fl, err := simfleet.Start(ctx, simfleet.Config{
 		Hosts:       *hosts,
 		Dir:         *dir,
 		ClientKeys:  keys,

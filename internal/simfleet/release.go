@@ -1,4 +1,4 @@
-package testfleet
+package simfleet
 
 import (
 	"archive/tar"

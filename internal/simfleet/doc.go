@@ -1,5 +1,7 @@
-// Package testfleet runs a simulated fleet of SSH servers in one process,
-// for tests, benchmarks and `outpost dev`.
+// Package simfleet runs a simulated fleet of SSH servers in one process:
+// the fleet `outpost dev` and `make demo` deploy to, and that tests and
+// benchmarks use. It is part of the product (compiled into the binary for
+// `outpost dev`), so its name says what it is, not who uses it.
 //
 // Each host has its own loopback IP (a random block 127.R.x.y, never
 // 127.0.0.1), its own ed25519 host key, SSH with exec and SFTP on ip:SSHPort,
@@ -17,4 +19,4 @@
 //
 // Faults (SetFaults) let tests make single hosts misbehave: corrupt or cut
 // uploads, refuse connections, or answer slowly.
-package testfleet
+package simfleet

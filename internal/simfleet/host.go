@@ -1,4 +1,4 @@
-package testfleet
+package simfleet
 
 import (
 	"crypto/subtle"
@@ -107,7 +107,7 @@ func (f *Fleet) serverConfig(hostKey ssh.Signer) *ssh.ServerConfig {
 		keys[string(k.Marshal())] = true
 	}
 	c := &ssh.ServerConfig{
-		ServerVersion: "SSH-2.0-OpenSSH_9.2 outpost-testfleet",
+		ServerVersion: "SSH-2.0-OpenSSH_9.2 outpost-simfleet",
 		PublicKeyCallback: func(_ ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
 			if keys[string(key.Marshal())] {
 				return &ssh.Permissions{}, nil

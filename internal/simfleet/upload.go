@@ -1,4 +1,4 @@
-package testfleet
+package simfleet
 
 import (
 	"encoding/binary"
@@ -19,7 +19,7 @@ const maxHandleLen = 256
 
 // errUploadCut is what the SFTP server reads once an upload fault cut the
 // connection.
-var errUploadCut = errors.New("testfleet: connection cut by KillAfterUploadBytes fault")
+var errUploadCut = errors.New("simfleet: connection cut by KillAfterUploadBytes fault")
 
 // uploadWatcher sits between an SFTP channel and the SFTP server. It follows
 // the client's packet framing to find the file bytes of each write packet,

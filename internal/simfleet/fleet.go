@@ -1,4 +1,4 @@
-package testfleet
+package simfleet
 
 import (
 	"bytes"
@@ -73,13 +73,13 @@ type Config struct {
 // CheckAndSetDefaults validates c and fills in defaults.
 func (c *Config) CheckAndSetDefaults() error {
 	if c.Hosts < 1 || c.Hosts > maxHosts {
-		return fmt.Errorf("testfleet: Hosts = %d, want 1..%d", c.Hosts, maxHosts)
+		return fmt.Errorf("simfleet: Hosts = %d, want 1..%d", c.Hosts, maxHosts)
 	}
 	if c.Dir == "" {
-		return errors.New("testfleet: Dir is required")
+		return errors.New("simfleet: Dir is required")
 	}
 	if len(c.ClientKeys) == 0 && c.Password == "" {
-		return errors.New("testfleet: ClientKeys or Password is required, or nobody can log in")
+		return errors.New("simfleet: ClientKeys or Password is required, or nobody can log in")
 	}
 	if c.SSHPort == 0 {
 		c.SSHPort = DefaultSSHPort
@@ -88,13 +88,13 @@ func (c *Config) CheckAndSetDefaults() error {
 		c.HealthPort = DefaultHealthPort
 	}
 	if c.SSHPort < 0 || c.SSHPort > 65535 || c.HealthPort < 0 || c.HealthPort > 65535 || c.SSHPort == c.HealthPort {
-		return fmt.Errorf("testfleet: SSHPort %d and HealthPort %d must be distinct ports", c.SSHPort, c.HealthPort)
+		return fmt.Errorf("simfleet: SSHPort %d and HealthPort %d must be distinct ports", c.SSHPort, c.HealthPort)
 	}
 	if c.ServicePath == "" {
 		c.ServicePath = DefaultServicePath
 	}
 	if filepath.IsAbs(c.ServicePath) || !filepath.IsLocal(c.ServicePath) {
-		return fmt.Errorf("testfleet: ServicePath %q must be relative and stay inside the host root", c.ServicePath)
+		return fmt.Errorf("simfleet: ServicePath %q must be relative and stay inside the host root", c.ServicePath)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -242,7 +242,7 @@ func (f *Fleet) bind(ctx context.Context) error {
 			return err
 		}
 	}
-	return fmt.Errorf("testfleet: no free loopback block after %d attempts: %w", bindAttempts, lastErr)
+	return fmt.Errorf("simfleet: no free loopback block after %d attempts: %w", bindAttempts, lastErr)
 }
 
 func (f *Fleet) bindBlock(ips []string) error {

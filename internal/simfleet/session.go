@@ -1,4 +1,4 @@
-package testfleet
+package simfleet
 
 import (
 	"context"
@@ -148,7 +148,7 @@ func (s *session) exec(ctx context.Context, wg *sync.WaitGroup, command string) 
 		err = cmd.Start()
 	}
 	if err != nil {
-		fmt.Fprintf(s.ch.Stderr(), "testfleet: start /bin/sh: %v\n", err)
+		fmt.Fprintf(s.ch.Stderr(), "simfleet: start /bin/sh: %v\n", err)
 		s.exit(exitStatus(127))
 		return
 	}

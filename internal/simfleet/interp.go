@@ -1,4 +1,4 @@
-package testfleet
+package simfleet
 
 import (
 	"archive/tar"
@@ -59,7 +59,7 @@ const (
 
 // noclobberVar is the shell variable that `set -C` becomes (see
 // compatCall): scoped like the option, to the (sub)shell that set it.
-const noclobberVar = "__testfleet_noclobber"
+const noclobberVar = "__simfleet_noclobber"
 
 // runInterp runs script in dir with env (NAME=value) and returns its exit
 // status.
@@ -518,7 +518,7 @@ func dfUtil(u *call) (int, bool) {
 		capacity = (used*100 + used + avail - 1) / (used + avail)
 	}
 	fmt.Fprintf(u.hc.Stdout, "Filesystem     1024-blocks      Used Available Capacity Mounted on\n")
-	fmt.Fprintf(u.hc.Stdout, "testfleet %d %d %d %d%% /\n", total, used, avail, capacity)
+	fmt.Fprintf(u.hc.Stdout, "simfleet %d %d %d %d%% /\n", total, used, avail, capacity)
 	return 0, true
 }
 
@@ -724,7 +724,7 @@ func extract(tr *tar.Reader, dir string) error {
 				return err
 			}
 		default:
-			return fmt.Errorf("%s: member type %q not supported by testfleet", hdr.Name, hdr.Typeflag)
+			return fmt.Errorf("%s: member type %q not supported by simfleet", hdr.Name, hdr.Typeflag)
 		}
 	}
 }
