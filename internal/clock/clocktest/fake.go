@@ -81,6 +81,19 @@ func (f *Fake) Waiters() (int, <-chan struct{}) {
 	return len(f.waiters), f.changed
 }
 
+// Unreceived returns how many timers and tickers fired but were not yet
+// received from: 0 after an Advance means the code under test took every
+// tick it fired.
+func (f *Fake) Unreceived() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for w := range f.waiters {
+		n += len(w.c)
+	}
+	return n
+}
+
 // Advance moves the time forward by d and fires every timer and ticker
 // due by then, earliest first. A negative d is ignored.
 func (f *Fake) Advance(d time.Duration) {
