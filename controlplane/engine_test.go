@@ -147,7 +147,8 @@ func TestFailureBudgetAborts(t *testing.T) {
 
 func TestWaitsForGatewayOfDatacenter(t *testing.T) {
 	logs := &countingHandler{counts: map[string]int{}}
-	s := startCP(t, t.TempDir(), withLogger(slog.New(logs)))
+	clk := newFakeClock()
+	s := startCP(t, t.TempDir(), withLogger(slog.New(logs)), withClock(clk))
 	c := dial(t, s.Addr())
 	applyNodes(t, c, 4, func(i int) string {
 		if i%2 == 0 {
@@ -176,9 +177,13 @@ func TestWaitsForGatewayOfDatacenter(t *testing.T) {
 		t.Errorf("seoul gateway got %v, want only the seoul nodes", got)
 	}
 	// Waiting is a status, not an error loop: logged once per GatewayWaitLog.
-	time.Sleep(3 * quiet)
+	advance(t, clk, DefaultGatewayWaitLog-2*engineTick)
 	if n := logs.count("waiting for a gateway"); n != 1 {
-		t.Errorf("logged %d times that nodes wait for a gateway, want once per 30s", n)
+		t.Errorf("logged %d times within 30s that nodes wait for a gateway, want once", n)
+	}
+	advance(t, clk, 2*engineTick)
+	if n := logs.count("waiting for a gateway"); n != 2 {
+		t.Errorf("logged %d times after 30s that nodes wait for a gateway, want twice", n)
 	}
 
 	busan := newFakeGateway(t, "gw-busan", "busan-1", 10)

@@ -212,7 +212,7 @@ func (s *Server) buildRollout(ctx context.Context, spec *outpostv1.PlanSpec, art
 		return nil, nil, planStatus(err, "plan.")
 	}
 	deploy.MaxUnpackedBytes, deploy.MaxUnpackedRatio, deploy.AllowSetuid = tp.lim.MaxUnpackedBytes, tp.lim.MaxRatio, tp.lim.AllowSetuid
-	now := timestamppb.New(time.Now())
+	now := timestamppb.New(s.cfg.Clock.Now())
 	r := &outpostv1.Rollout{
 		App:          spec.GetApp(),
 		Plan:         spec,

@@ -23,6 +23,7 @@ import (
 	"github.com/outposthq/outpost/controlplane/rollout"
 	"github.com/outposthq/outpost/controlplane/store"
 	"github.com/outposthq/outpost/controlplane/watchhub"
+	"github.com/outposthq/outpost/internal/clock"
 	"github.com/outposthq/outpost/internal/connlimit"
 	"github.com/outposthq/outpost/internal/pki"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
@@ -203,6 +204,10 @@ type Config struct {
 	// MaxStreamsPerConn bounds the concurrent calls on one connection;
 	// more wait for one to end. 0 means DefaultMaxStreamsPerConn.
 	MaxStreamsPerConn int
+	// Clock paces the rollout engine (approval expiry, gateway grace,
+	// heartbeat timeouts, bake rounds) and stamps rollout records; nil
+	// means clock.Real. Tests set a clocktest.Fake to move time by hand.
+	Clock clock.Clock
 
 	// Knobs for tests in this package; zero means the engine's defaults.
 	heartbeatInterval time.Duration
@@ -240,6 +245,9 @@ func (c *Config) CheckAndSetDefaults() error {
 			h = "controlplane"
 		}
 		c.ReplicaName = h
+	}
+	if c.Clock == nil {
+		c.Clock = clock.Real{}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -809,6 +817,7 @@ func (s *Server) lead(ctx context.Context, l *leader.Leadership) error {
 		Logger:         s.cfg.Logger,
 		TracerProvider: s.cfg.TracerProvider,
 		Metrics:        s.metrics,
+		Clock:          s.cfg.Clock,
 		Events:         auditedSteps{hub: s.events, audit: s.audit},
 		// Both only queue: the engine waits for the audit queue when it is
 		// full (an audit entry is never dropped), never for a webhook.

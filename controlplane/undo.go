@@ -83,7 +83,7 @@ func (s *Server) rollbackRejected(who string) func(ctx context.Context, rejected
 		}
 		r.Requester = who
 		r.Approver = who
-		r.ApproveTime = timestamppb.Now()
+		r.ApproveTime = timestamppb.New(s.cfg.Clock.Now())
 		if err := s.storeRollout(ctx, r, nodes, dedup); err != nil {
 			if errors.Is(err, errDuplicateRequest) {
 				prev, err := s.replay(ctx, dedup)

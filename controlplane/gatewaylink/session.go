@@ -28,6 +28,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/outposthq/outpost/internal/clock"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -132,6 +133,8 @@ type ServeConfig struct {
 	// HeartbeatInterval is the interval the welcome announced (required,
 	// > 0); the session ends after three and a half without a message.
 	HeartbeatInterval time.Duration
+	// Clock times the heartbeat timeout; nil means clock.Real.
+	Clock clock.Clock
 	// Deliver hands one message from the gateway to the engine (required).
 	// It returns once the engine took the message, or with the error
 	// that ends the session.
@@ -183,7 +186,11 @@ func (s *Session) Serve(stream Stream, cfg ServeConfig) error {
 	}()
 
 	timeout := 3*cfg.HeartbeatInterval + cfg.HeartbeatInterval/2
-	timer := time.NewTimer(timeout)
+	clk := cfg.Clock
+	if clk == nil {
+		clk = clock.Real{}
+	}
+	timer := clk.NewTimer(timeout)
 	defer timer.Stop()
 	for {
 		select {
@@ -213,7 +220,7 @@ func (s *Session) Serve(stream Stream, cfg ServeConfig) error {
 			return s.Err()
 		case <-cfg.Stopping:
 			return ErrLeadershipEnded
-		case <-timer.C:
+		case <-timer.C():
 			return fmt.Errorf("%w for %v", ErrHeartbeatTimeout, timeout)
 		case <-ctx.Done():
 			return ctx.Err()

@@ -34,7 +34,7 @@ func (e *Engine) advance(r *run) {
 	default:
 		return
 	}
-	now := e.cfg.Now()
+	now := e.cfg.Clock.Now()
 	// Each pass either returns or moves to a later batch or stage.
 	for range 1 << 20 {
 		if r.aborting() {
@@ -164,7 +164,7 @@ func (e *Engine) start(r *run) {
 func (e *Engine) enterStage(r *run) {
 	st := r.stage()
 	st.State = outpostv1.StageState_STAGE_STATE_RUNNING
-	st.StartTime = timestamppb.New(e.cfg.Now())
+	st.StartTime = timestamppb.New(e.cfg.Clock.Now())
 	st.EndTime = nil
 	st.CurrentBatch = -1
 	if len(st.GetBatches()) > 0 {
@@ -191,7 +191,7 @@ func (e *Engine) stageDone(r *run, cur int) {
 		return
 	}
 	st.State = outpostv1.StageState_STAGE_STATE_SUCCEEDED
-	st.EndTime = timestamppb.New(e.cfg.Now())
+	st.EndTime = timestamppb.New(e.cfg.Clock.Now())
 }
 
 // succeed ends a rollout whose last stage is done. Nodes a retry did not
@@ -215,7 +215,7 @@ func (e *Engine) succeed(r *run) {
 
 // finish puts the rollout in a final (or validation-waiting) state.
 func (e *Engine) finish(r *run, state outpostv1.RolloutState) {
-	now := timestamppb.New(e.cfg.Now())
+	now := timestamppb.New(e.cfg.Clock.Now())
 	r.r.State = state
 	for _, st := range r.r.GetStages() {
 		switch st.GetState() {

@@ -175,7 +175,7 @@ func (e *Engine) onCheckResult(c *check, res *outpostv1.NodeResult) {
 		rd.failed = append(rd.failed, c.n.id()+": "+msg)
 	}
 	if len(rd.pending) == 0 {
-		e.endRound(r, e.cfg.Now())
+		e.endRound(r, e.cfg.Clock.Now())
 	}
 }
 
@@ -194,7 +194,7 @@ func (e *Engine) endRound(r *run, now time.Time) {
 
 // bakeFailed fails the baking stage and queues the rollback of its nodes.
 func (e *Engine) bakeFailed(r *run, failed []string) {
-	now := e.cfg.Now()
+	now := e.cfg.Clock.Now()
 	cur := int(r.r.GetCurrentStage())
 	st := r.r.GetStages()[cur]
 	why := fmt.Sprintf("health check failed during the bake of stage %s (%s)", st.GetName(), strings.Join(failed, "; "))

@@ -107,7 +107,7 @@ func (e *Engine) verb(ctx context.Context, id string, f func(ctx context.Context
 			e.adopt(r)
 		}
 		r.recount()
-		r.r.UpdateTime = timestamppb.New(e.cfg.Now())
+		r.r.UpdateTime = timestamppb.New(e.cfg.Clock.Now())
 		return proto.CloneOf(r.r), nil
 	})
 	if err != nil {
@@ -210,7 +210,7 @@ func (e *Engine) Promote(ctx context.Context, id, stage string) (*outpostv1.Roll
 		e.dropChecks(r)
 		st.BakeEndTime = nil
 		st.State = outpostv1.StageState_STAGE_STATE_SUCCEEDED
-		st.EndTime = timestamppb.New(e.cfg.Now())
+		st.EndTime = timestamppb.New(e.cfg.Clock.Now())
 		r.bakeOK = time.Time{}
 		if r.r.GetState() == outpostv1.RolloutState_ROLLOUT_STATE_PAUSED {
 			r.r.State = outpostv1.RolloutState_ROLLOUT_STATE_RUNNING
@@ -325,7 +325,7 @@ func (e *Engine) Approve(ctx context.Context, id, approver, comment string) (*ou
 		}
 		r.r.State = outpostv1.RolloutState_ROLLOUT_STATE_APPROVED
 		r.r.Approver = approver
-		r.r.ApproveTime = timestamppb.New(e.cfg.Now())
+		r.r.ApproveTime = timestamppb.New(e.cfg.Clock.Now())
 		r.r.Message = ""
 		e.markRun(r)
 		e.log.Info("rollout approved", "rollout", id, "approver", approver, "comment", comment)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/outposthq/outpost/controlplane/store"
+	"github.com/outposthq/outpost/internal/clock"
 	"github.com/outposthq/outpost/internal/rolloutstate"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -108,8 +109,9 @@ type Config struct {
 	Metrics *Metrics
 	// Events receives step events for live watchers; nil means none.
 	Events EventSink
-	// Now is the clock; nil means time.Now.
-	Now func() time.Time
+	// Clock paces every ticker and timer of the engine and its gateway
+	// sessions and stamps its records; nil means clock.Real.
+	Clock clock.Clock
 	// GatewayWaitLog is how often "waiting for a gateway in datacenter X"
 	// is logged again; 0 means DefaultGatewayWaitLog.
 	GatewayWaitLog time.Duration
@@ -176,8 +178,8 @@ func (c *Config) CheckAndSetDefaults() error {
 	if c.TracerProvider == nil {
 		c.TracerProvider = otel.GetTracerProvider()
 	}
-	if c.Now == nil {
-		c.Now = time.Now
+	if c.Clock == nil {
+		c.Clock = clock.Real{}
 	}
 	if c.GatewayWaitLog == 0 {
 		c.GatewayWaitLog = DefaultGatewayWaitLog
@@ -324,7 +326,7 @@ func (e *Engine) Run(ctx context.Context) (err error) {
 	}
 	e.log.Info("rollout engine started", "rollouts", len(e.runs))
 
-	tick := time.NewTicker(tickInterval)
+	tick := e.cfg.Clock.NewTicker(tickInterval)
 	defer tick.Stop()
 	for {
 		select {
@@ -362,7 +364,7 @@ func (e *Engine) Run(ctx context.Context) (err error) {
 			if !ok && ctx.Err() == nil {
 				return errors.New("rollout: presence lease lost")
 			}
-		case <-tick.C:
+		case <-tick.C():
 			e.tick()
 		}
 		e.advanceAll()
@@ -375,7 +377,7 @@ func (e *Engine) Run(ctx context.Context) (err error) {
 			if ctx.Err() != nil {
 				return nil
 			}
-			if now := e.cfg.Now(); now.Sub(e.lastErrLog) > time.Second {
+			if now := e.cfg.Clock.Now(); now.Sub(e.lastErrLog) > time.Second {
 				e.lastErrLog = now
 				e.log.Warn("writing rollout state failed; will retry", "err", err)
 			}
@@ -497,7 +499,7 @@ func (e *Engine) doDurable(ctx context.Context, f func(context.Context) (any, er
 
 // tick handles what is due by time.
 func (e *Engine) tick() {
-	now := e.cfg.Now()
+	now := e.cfg.Clock.Now()
 	e.expireApprovals(now)
 	e.bakeTick(now)
 	for n := range e.progressed {
@@ -519,7 +521,7 @@ func (e *Engine) tick() {
 // acks, API calls waiting), flushes and writes rollout records in one
 // fenced transaction. Then it sends what waited for durability.
 func (e *Engine) commit(ctx context.Context) error {
-	now := e.cfg.Now()
+	now := e.cfg.Clock.Now()
 	for n := range e.dirtyNodes {
 		n.rn.UpdateTime = timestamppb.New(now)
 		e.bw.Put(store.RolloutNodeKey(n.run.id(), n.id()), n.rn)

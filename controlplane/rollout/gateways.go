@@ -101,6 +101,7 @@ func (e *Engine) ServeGateway(stream GatewayStream, hello *outpostv1.GatewayHell
 	return link.Serve(stream, gatewaylink.ServeConfig{
 		Welcome:           welcome,
 		HeartbeatInterval: e.cfg.HeartbeatInterval,
+		Clock:             e.cfg.Clock,
 		Deliver: func(ctx context.Context, m *outpostv1.ConnectRequest) error {
 			f := func(lctx context.Context) { e.onGatewayMessage(lctx, s, m) }
 			select {
@@ -184,7 +185,7 @@ func (e *Engine) register(ctx context.Context, s *session, hello *outpostv1.Gate
 // detach ends session s; its outstanding assignments become orphans that
 // wait OrphanGrace for the gateway to come back.
 func (e *Engine) detach(ctx context.Context, s *session, why error) {
-	deadline := e.cfg.Now().Add(e.cfg.OrphanGrace)
+	deadline := e.cfg.Clock.Now().Add(e.cfg.OrphanGrace)
 	for _, n := range s.active {
 		n.sess = nil
 		n.orphanDeadline = deadline
@@ -193,7 +194,7 @@ func (e *Engine) detach(ctx context.Context, s *session, why error) {
 	orphaned := len(s.active)
 	clear(s.active)
 	// Health checks are not the node's failure: the round proves nothing.
-	now := e.cfg.Now()
+	now := e.cfg.Clock.Now()
 	for _, c := range s.checks {
 		e.forgetCheck(c)
 		if rd := c.round; c.n.run.round == rd {

@@ -172,7 +172,7 @@ func (e *Engine) build(ctx context.Context, r *outpostv1.Rollout, inv map[string
 // for their gateway to report them (or for the grace to pass).
 func (e *Engine) adopt(r *run) {
 	e.runs[r.id()] = r
-	now := e.cfg.Now()
+	now := e.cfg.Clock.Now()
 	running := 0
 	for _, n := range r.order {
 		if n.rn.GetState() != outpostv1.NodeState_NODE_STATE_RUNNING {

@@ -27,7 +27,7 @@ func (e *Engine) onGatewayMessage(ctx context.Context, s *session, m *outpostv1.
 	}
 	if seq := m.GetSequence(); seq > 0 {
 		if len(e.ackPending) == 0 {
-			e.ackSince = e.cfg.Now()
+			e.ackSince = e.cfg.Clock.Now()
 		}
 		e.ackPending[s.name] = max(e.ackPending[s.name], seq)
 	}
@@ -53,7 +53,7 @@ func (e *Engine) onAck(s *session, a *outpostv1.AssignmentAck) {
 	if n == nil {
 		return
 	}
-	s.refusedUntil = e.cfg.Now().Add(e.cfg.RefuseBackoff)
+	s.refusedUntil = e.cfg.Clock.Now().Add(e.cfg.RefuseBackoff)
 	why := "refused by gateway " + s.name + ": " + a.GetReason()
 	e.log.Info("gateway refused an assignment", "gateway", s.name, "node", n.id(), "reason", a.GetReason(), "refusals", n.refusals+1)
 	e.requeue(n, why, false)

@@ -15,7 +15,7 @@ import (
 // per gateway and Config.MaxPerDatacenter; and, in rollouts that are
 // stopping, the nodes waiting to be rolled back.
 func (e *Engine) dispatch() {
-	now := e.cfg.Now()
+	now := e.cfg.Clock.Now()
 	ids := make([]string, 0, len(e.runs))
 	for id, r := range e.runs {
 		if r.r.GetState() == outpostv1.RolloutState_ROLLOUT_STATE_RUNNING {
@@ -175,7 +175,7 @@ func (s *session) free() int { return s.capacity - len(s.active) - len(s.checks)
 // which is sent once the record is durable.
 func (e *Engine) assign(n *nodeRun, s *session) {
 	r := n.run
-	now := e.cfg.Now()
+	now := e.cfg.Clock.Now()
 	e.assignSeq++
 	aid := fmt.Sprintf("%s-%s-e%d-%d", r.id(), n.id(), e.cfg.Epoch, e.assignSeq)
 	kind := n.kind()
