@@ -3,7 +3,6 @@ package rollout
 import (
 	"fmt"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/outposthq/outpost/internal/rolloutstate"
@@ -130,7 +129,7 @@ func (e *Engine) mayStart(r *run) bool {
 	}
 	if msg != r.queueMsg {
 		if r.r.GetMessage() == "" || r.r.GetMessage() == r.queueMsg {
-			r.r.Message = msg
+			r.setMessage(msg)
 			e.markRun(r)
 		}
 		r.queueMsg = msg
@@ -142,7 +141,7 @@ func (e *Engine) mayStart(r *run) bool {
 func (e *Engine) start(r *run) {
 	r.r.State = outpostv1.RolloutState_ROLLOUT_STATE_RUNNING
 	if r.queueMsg != "" && r.r.GetMessage() == r.queueMsg {
-		r.r.Message = ""
+		r.setMessage("")
 	}
 	r.queueMsg = ""
 	r.r.CurrentStage = int32(r.nextStage(-1))
@@ -184,7 +183,7 @@ func (e *Engine) stageDone(r *run, cur int) {
 	if st.GetManualPause() {
 		st.State = outpostv1.StageState_STAGE_STATE_WAITING_PROMOTION
 		r.r.State = outpostv1.RolloutState_ROLLOUT_STATE_PAUSED
-		r.r.Message = fmt.Sprintf("stage %s is done; waiting for promotion (outpost rollout promote %s)", st.GetName(), r.id())
+		r.setMessage(fmt.Sprintf("stage %s is done; waiting for promotion (outpost rollout promote %s)", st.GetName(), r.id()))
 		r.waitMsg = ""
 		e.log.Info("stage waits for promotion", "rollout", r.id(), "stage", st.GetName())
 		e.updateRolloutGauge()
@@ -199,16 +198,16 @@ func (e *Engine) stageDone(r *run, cur int) {
 func (e *Engine) succeed(r *run) {
 	r.recount()
 	if skipped := r.r.GetNodeCounts().GetSkipped(); skipped > 0 {
-		r.r.Message = fmt.Sprintf("the retried nodes are done, but %d node(s) skipped by the earlier abort were never deployed", skipped)
+		r.setMessage(fmt.Sprintf("the retried nodes are done, but %d node(s) skipped by the earlier abort were never deployed", skipped))
 		e.finish(r, outpostv1.RolloutState_ROLLOUT_STATE_ABORTED)
 		return
 	}
 	final := outpostv1.RolloutState_ROLLOUT_STATE_SUCCEEDED
 	if r.r.GetPlan().GetValidation().GetRequired() {
 		final = outpostv1.RolloutState_ROLLOUT_STATE_PENDING_VALIDATION
-		r.r.Message = "waiting for validation (outpost rollout validate " + r.id() + " --accept or --reject)"
-	} else if r.r.GetMessage() == r.queueMsg || strings.HasPrefix(r.r.GetMessage(), "retrying ") {
-		r.r.Message = ""
+		r.setMessage("waiting for validation (outpost rollout validate " + r.id() + " --accept or --reject)")
+	} else if r.r.GetMessage() == r.queueMsg || r.r.GetMessageKind() == outpostv1.RolloutMessageKind_ROLLOUT_MESSAGE_KIND_RETRYING {
+		r.setMessage("")
 	}
 	e.finish(r, final)
 }
@@ -228,7 +227,7 @@ func (e *Engine) finish(r *run, state outpostv1.RolloutState) {
 		st.BakeEndTime = nil
 	}
 	if r.waitMsg != "" && r.r.GetMessage() == r.waitMsg {
-		r.r.Message = ""
+		r.setMessage("")
 	}
 	r.waitMsg = ""
 	r.round = nil
@@ -257,7 +256,7 @@ func (e *Engine) finish(r *run, state outpostv1.RolloutState) {
 // pending nodes are skipped, and the rollout ends once no node runs and
 // no rollback waits. Rollbacks already queued still run.
 func (e *Engine) abort(r *run, msg string) {
-	r.r.Message = msg
+	r.setMessage(msg)
 	started := e.skipRest(r)
 	if !started || (r.running() == 0 && !r.rollbacksQueued()) {
 		e.finish(r, failState(r))
@@ -290,6 +289,7 @@ func (e *Engine) skipRest(r *run) (started bool) {
 		if n.rn.GetState() == outpostv1.NodeState_NODE_STATE_PENDING && !n.rn.GetRollingBack() {
 			n.rn.State = outpostv1.NodeState_NODE_STATE_SKIPPED
 			n.rn.Error = ""
+			n.rn.WaitingForGateway = false
 			e.markNode(n)
 		}
 	}

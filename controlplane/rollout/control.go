@@ -154,7 +154,7 @@ func (e *Engine) Pause(ctx context.Context, id, reason string) (*outpostv1.Rollo
 			return &PreconditionError{ID: id, Msg: "it is aborting (" + r.r.GetMessage() + "); it cannot be paused"}
 		}
 		r.r.State = outpostv1.RolloutState_ROLLOUT_STATE_PAUSED
-		r.r.Message = withReason("paused", reason)
+		r.setMessageOf(outpostv1.RolloutMessageKind_ROLLOUT_MESSAGE_KIND_PAUSED, withReason("paused", reason))
 		r.waitMsg, r.queueMsg = "", ""
 		e.dropChecks(r)
 		e.markRun(r)
@@ -167,22 +167,26 @@ func (e *Engine) Pause(ctx context.Context, id, reason string) (*outpostv1.Rollo
 // Resume continues a paused rollout. PAUSED -> RUNNING. A rollout that
 // waits for promotion after a stage with pause: manual needs Promote.
 func (e *Engine) Resume(ctx context.Context, id string) (*outpostv1.Rollout, error) {
-	return e.verb(ctx, id, func(_ context.Context, r *run) error {
-		if err := appliesTo(id, r.r.GetState(), "resume", resumeStates); err != nil {
-			return err
-		}
-		if s := r.stage(); s.GetState() == outpostv1.StageState_STAGE_STATE_WAITING_PROMOTION {
-			return &PreconditionError{ID: id, Msg: fmt.Sprintf("stage %s waits for promotion: run promote, not resume", s.GetName())}
-		}
-		r.r.State = outpostv1.RolloutState_ROLLOUT_STATE_RUNNING
-		if strings.HasPrefix(r.r.GetMessage(), "paused") {
-			r.r.Message = ""
-		}
-		e.markRun(r)
-		e.updateRolloutGauge()
-		e.log.Info("rollout resumed", "rollout", id)
-		return nil
-	})
+	return e.verb(ctx, id, func(_ context.Context, r *run) error { return e.resume(r) })
+}
+
+// resume is Resume on a loaded rollout. It clears the message Pause left,
+// not one that only reads like it.
+func (e *Engine) resume(r *run) error {
+	if err := appliesTo(r.id(), r.r.GetState(), "resume", resumeStates); err != nil {
+		return err
+	}
+	if s := r.stage(); s.GetState() == outpostv1.StageState_STAGE_STATE_WAITING_PROMOTION {
+		return &PreconditionError{ID: r.id(), Msg: fmt.Sprintf("stage %s waits for promotion: run promote, not resume", s.GetName())}
+	}
+	r.r.State = outpostv1.RolloutState_ROLLOUT_STATE_RUNNING
+	if r.r.GetMessageKind() == outpostv1.RolloutMessageKind_ROLLOUT_MESSAGE_KIND_PAUSED {
+		r.setMessage("")
+	}
+	e.markRun(r)
+	e.updateRolloutGauge()
+	e.log.Info("rollout resumed", "rollout", r.id())
+	return nil
 }
 
 // Promote moves past the stage that waits: one done with pause: manual
@@ -214,7 +218,7 @@ func (e *Engine) Promote(ctx context.Context, id, stage string) (*outpostv1.Roll
 		r.bakeOK = time.Time{}
 		if r.r.GetState() == outpostv1.RolloutState_ROLLOUT_STATE_PAUSED {
 			r.r.State = outpostv1.RolloutState_ROLLOUT_STATE_RUNNING
-			r.r.Message = ""
+			r.setMessage("")
 		}
 		e.markRun(r)
 		e.updateRolloutGauge()
@@ -293,7 +297,7 @@ func (e *Engine) Retry(ctx context.Context, id string, nodeIDs []string) (*outpo
 		}
 		r.r.State = outpostv1.RolloutState_ROLLOUT_STATE_RUNNING
 		r.r.CurrentStage = int32(first)
-		r.r.Message = fmt.Sprintf("retrying %d failed node(s)", len(pick))
+		r.setMessageOf(outpostv1.RolloutMessageKind_ROLLOUT_MESSAGE_KIND_RETRYING, fmt.Sprintf("retrying %d failed node(s)", len(pick)))
 		r.waitMsg, r.queueMsg = "", ""
 		e.enterStage(r)
 		e.markRun(r)
@@ -326,7 +330,7 @@ func (e *Engine) Approve(ctx context.Context, id, approver, comment string) (*ou
 		r.r.State = outpostv1.RolloutState_ROLLOUT_STATE_APPROVED
 		r.r.Approver = approver
 		r.r.ApproveTime = timestamppb.New(e.cfg.Clock.Now())
-		r.r.Message = ""
+		r.setMessage("")
 		e.markRun(r)
 		e.log.Info("rollout approved", "rollout", id, "approver", approver, "comment", comment)
 		return nil
@@ -346,7 +350,7 @@ func (e *Engine) expireApprovals(now time.Time) {
 		if r.r.GetState() != outpostv1.RolloutState_ROLLOUT_STATE_APPROVED || at == nil || now.Sub(at.AsTime()) < ttl {
 			continue
 		}
-		r.r.Message = fmt.Sprintf("the approval by %s expired: the rollout did not start within %v; approve it again", r.r.GetApprover(), ttl)
+		r.setMessage(fmt.Sprintf("the approval by %s expired: the rollout did not start within %v; approve it again", r.r.GetApprover(), ttl))
 		r.r.State = outpostv1.RolloutState_ROLLOUT_STATE_PENDING_APPROVAL
 		r.r.Approver = ""
 		r.r.ApproveTime = nil
@@ -373,7 +377,7 @@ func (e *Engine) Reject(ctx context.Context, id, who, reason string, rollback Ro
 		switch r.r.GetState() {
 		case outpostv1.RolloutState_ROLLOUT_STATE_PENDING_APPROVAL:
 			r.r.Approver = who
-			r.r.Message = withReason("rejected by "+who, reason)
+			r.setMessage(withReason("rejected by "+who, reason))
 			e.skipRest(r)
 			e.finish(r, outpostv1.RolloutState_ROLLOUT_STATE_REJECTED)
 		case outpostv1.RolloutState_ROLLOUT_STATE_PENDING_VALIDATION:
@@ -387,7 +391,7 @@ func (e *Engine) Reject(ctx context.Context, id, who, reason string, rollback Ro
 			} else {
 				msg += "; no earlier revision to roll back to: the nodes keep release " + r.r.GetReleaseId()
 			}
-			r.r.Message = msg
+			r.setMessage(msg)
 			e.finish(r, outpostv1.RolloutState_ROLLOUT_STATE_REJECTED)
 		}
 		e.log.Info("rollout rejected", "rollout", id, "by", who, "reason", reason)
@@ -402,7 +406,7 @@ func (e *Engine) Validate(ctx context.Context, id, who, comment string) (*outpos
 		if err := appliesTo(id, r.r.GetState(), "validate", validateStates); err != nil {
 			return err
 		}
-		r.r.Message = withReason("validated by "+who, comment)
+		r.setMessage(withReason("validated by "+who, comment))
 		e.finish(r, outpostv1.RolloutState_ROLLOUT_STATE_VALIDATED)
 		e.log.Info("rollout validated", "rollout", id, "by", who)
 		return nil

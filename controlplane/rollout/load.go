@@ -139,6 +139,7 @@ func (e *Engine) build(ctx context.Context, r *outpostv1.Rollout, inv map[string
 		}
 		after = next
 	}
+	upgradeMessageKind(r)
 	// The revision record was written with the rollout's state.
 	rr := &run{r: r, nodes: map[string]*nodeRun{}, revState: r.GetState()}
 	for si, st := range r.GetStages() {

@@ -210,6 +210,7 @@ func (e *Engine) failNode(n *nodeRun, msg string) {
 		n.rn.State = outpostv1.NodeState_NODE_STATE_ROLLBACK_FAILED
 	}
 	n.rn.Error = msg
+	n.rn.WaitingForGateway = false
 	e.markNode(n)
 	e.log.Warn("node failed", "rollout", n.run.id(), "node", n.id(), "err", msg)
 	if m := e.cfg.Metrics; m != nil {

@@ -33,13 +33,16 @@ func (e *Engine) applyAuxResult(n *nodeRun, state outpostv1.NodeState, errMsg st
 	switch {
 	case n.rn.GetRollingBack() && ok:
 		to := "its previous release " + n.rn.GetPreviousRelease()
+		why := n.rn.GetError()
 		if n.isSwitch() {
 			to = "traffic to " + colorOr(r.r.GetBlueGreen().GetLiveColor(), "the previous color")
+			// switchFailed put this suffix on; a bake's reason keeps its words.
+			why = strings.TrimSuffix(why, "; rolling back")
 		} else if n.rn.GetPreviousRelease() == "" {
 			to = "no release (it had none before)"
 		}
 		n.rn.State = outpostv1.NodeState_NODE_STATE_ROLLED_BACK
-		n.rn.Error = strings.TrimSuffix(n.rn.GetError(), "; rolling back") + "; rolled back to " + to
+		n.rn.Error = why + "; rolled back to " + to
 	case n.rn.GetRollingBack():
 		n.rn.State = outpostv1.NodeState_NODE_STATE_ROLLBACK_FAILED
 		n.rn.Error = n.rn.GetError() + "; ROLLBACK FAILED: " + errMsg

@@ -110,15 +110,23 @@ func (e *Engine) dispatch() {
 	}
 }
 
-// WaitMessage is the status of a node (RolloutNode.error while PENDING)
-// and of its rollout while no gateway of its datacenter is connected.
+// WaitMessage is the status of a node (RolloutNode.error while PENDING
+// for a deploy) and of its rollout while no gateway of its datacenter is
+// connected.
 func WaitMessage(dc string) string { return "waiting for a gateway in datacenter " + dc }
 
+// setNodeWaiting marks n as waiting for a gateway of dc. The error of a
+// node waiting to be rolled back keeps the reason for the rollback (its
+// result is reported after it), so only a deploy shows the wait there.
 func (e *Engine) setNodeWaiting(n *nodeRun, dc string) {
-	if msg := WaitMessage(dc); n.rn.GetError() != msg {
-		n.rn.Error = msg
-		e.dirtyNodes[n] = struct{}{}
+	if n.rn.GetWaitingForGateway() {
+		return
 	}
+	n.rn.WaitingForGateway = true
+	if !n.rn.GetRollingBack() {
+		n.rn.Error = WaitMessage(dc)
+	}
+	e.dirtyNodes[n] = struct{}{}
 }
 
 func (e *Engine) setRunWaiting(r *run, dcs map[string]bool) {
@@ -136,7 +144,7 @@ func (e *Engine) setRunWaiting(r *run, dcs map[string]bool) {
 	}
 	// Do not overwrite a message that says something else.
 	if r.r.GetMessage() == "" || r.r.GetMessage() == r.waitMsg {
-		r.r.Message = msg
+		r.setMessage(msg)
 		e.markRun(r)
 	}
 	r.waitMsg = msg
@@ -186,6 +194,7 @@ func (e *Engine) assign(n *nodeRun, s *session) {
 	n.rn.Step = outpostv1.Step_STEP_UNSPECIFIED
 	n.rn.StepPhase = outpostv1.StepPhase_STEP_PHASE_UNSPECIFIED
 	n.rn.LastEventSeq = 0
+	n.rn.WaitingForGateway = false
 	if kind == outpostv1.AssignmentKind_ASSIGNMENT_KIND_DEPLOY {
 		n.rn.Release = r.r.GetReleaseId()
 		n.rn.Error = ""

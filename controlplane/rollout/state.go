@@ -2,6 +2,7 @@ package rollout
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/outposthq/outpost/internal/rolloutstate"
@@ -73,6 +74,35 @@ type nodeRun struct {
 	// written is when the node's record was last queued for writing; zero
 	// before the first write of this leadership term.
 	written time.Time
+}
+
+// setMessage sets the rollout's message, one that describes nothing the
+// engine takes back by itself (message_kind UNSPECIFIED).
+func (r *run) setMessage(msg string) {
+	r.setMessageOf(outpostv1.RolloutMessageKind_ROLLOUT_MESSAGE_KIND_UNSPECIFIED, msg)
+}
+
+// setMessageOf sets the rollout's message and what it describes. Every
+// message goes through here, so message_kind never describes an older
+// message: decisions read the kind, the words are for people.
+func (r *run) setMessageOf(kind outpostv1.RolloutMessageKind, msg string) {
+	r.r.Message, r.r.MessageKind = msg, kind
+}
+
+// upgradeMessageKind fills message_kind of a rollout record written before
+// the field existed, from the words those versions wrote; the only place
+// that reads the message to decide anything.
+func upgradeMessageKind(r *outpostv1.Rollout) {
+	if r.GetMessageKind() != outpostv1.RolloutMessageKind_ROLLOUT_MESSAGE_KIND_UNSPECIFIED {
+		return
+	}
+	msg := r.GetMessage()
+	switch {
+	case r.GetState() == outpostv1.RolloutState_ROLLOUT_STATE_PAUSED && (msg == "paused" || strings.HasPrefix(msg, "paused: ")):
+		r.MessageKind = outpostv1.RolloutMessageKind_ROLLOUT_MESSAGE_KIND_PAUSED
+	case r.GetState() == outpostv1.RolloutState_ROLLOUT_STATE_RUNNING && strings.HasPrefix(msg, "retrying "):
+		r.MessageKind = outpostv1.RolloutMessageKind_ROLLOUT_MESSAGE_KIND_RETRYING
+	}
 }
 
 func (r *run) id() string     { return r.r.GetId() }

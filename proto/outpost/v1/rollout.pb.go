@@ -186,6 +186,61 @@ func (StageState) EnumDescriptor() ([]byte, []int) {
 	return file_outpost_v1_rollout_proto_rawDescGZIP(), []int{1}
 }
 
+// RolloutMessageKind is what Rollout.message says, for the messages the
+// engine takes back when the condition ends.
+type RolloutMessageKind int32
+
+const (
+	// Any other message, or none.
+	RolloutMessageKind_ROLLOUT_MESSAGE_KIND_UNSPECIFIED RolloutMessageKind = 0
+	// Paused by PauseRollout ("paused: <reason>"); ResumeRollout clears it.
+	RolloutMessageKind_ROLLOUT_MESSAGE_KIND_PAUSED RolloutMessageKind = 1
+	// Failed nodes run again ("retrying 2 failed node(s)"); cleared when the
+	// rollout succeeds.
+	RolloutMessageKind_ROLLOUT_MESSAGE_KIND_RETRYING RolloutMessageKind = 2
+)
+
+// Enum value maps for RolloutMessageKind.
+var (
+	RolloutMessageKind_name = map[int32]string{
+		0: "ROLLOUT_MESSAGE_KIND_UNSPECIFIED",
+		1: "ROLLOUT_MESSAGE_KIND_PAUSED",
+		2: "ROLLOUT_MESSAGE_KIND_RETRYING",
+	}
+	RolloutMessageKind_value = map[string]int32{
+		"ROLLOUT_MESSAGE_KIND_UNSPECIFIED": 0,
+		"ROLLOUT_MESSAGE_KIND_PAUSED":      1,
+		"ROLLOUT_MESSAGE_KIND_RETRYING":    2,
+	}
+)
+
+func (x RolloutMessageKind) Enum() *RolloutMessageKind {
+	p := new(RolloutMessageKind)
+	*p = x
+	return p
+}
+
+func (x RolloutMessageKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RolloutMessageKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_outpost_v1_rollout_proto_enumTypes[2].Descriptor()
+}
+
+func (RolloutMessageKind) Type() protoreflect.EnumType {
+	return &file_outpost_v1_rollout_proto_enumTypes[2]
+}
+
+func (x RolloutMessageKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RolloutMessageKind.Descriptor instead.
+func (RolloutMessageKind) EnumDescriptor() ([]byte, []int) {
+	return file_outpost_v1_rollout_proto_rawDescGZIP(), []int{2}
+}
+
 // StageKind is what a stage does.
 type StageKind int32
 
@@ -224,11 +279,11 @@ func (x StageKind) String() string {
 }
 
 func (StageKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_outpost_v1_rollout_proto_enumTypes[2].Descriptor()
+	return file_outpost_v1_rollout_proto_enumTypes[3].Descriptor()
 }
 
 func (StageKind) Type() protoreflect.EnumType {
-	return &file_outpost_v1_rollout_proto_enumTypes[2]
+	return &file_outpost_v1_rollout_proto_enumTypes[3]
 }
 
 func (x StageKind) Number() protoreflect.EnumNumber {
@@ -237,7 +292,7 @@ func (x StageKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use StageKind.Descriptor instead.
 func (StageKind) EnumDescriptor() ([]byte, []int) {
-	return file_outpost_v1_rollout_proto_rawDescGZIP(), []int{2}
+	return file_outpost_v1_rollout_proto_rawDescGZIP(), []int{3}
 }
 
 // Rollout is one execution of a plan.
@@ -286,7 +341,11 @@ type Rollout struct {
 	// started within the control plane's approval TTL.
 	ApproveTime *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=approve_time,json=approveTime,proto3" json:"approve_time,omitempty"`
 	// The blue/green part of the rollout; unset for other strategies.
-	BlueGreen     *BlueGreen `protobuf:"bytes,20,opt,name=blue_green,json=blueGreen,proto3" json:"blue_green,omitempty"`
+	BlueGreen *BlueGreen `protobuf:"bytes,20,opt,name=blue_green,json=blueGreen,proto3" json:"blue_green,omitempty"`
+	// Output only. Which engine condition message describes, so the engine
+	// can clear its own message without reading the words; UNSPECIFIED for
+	// any other message (and in records written before this field).
+	MessageKind   RolloutMessageKind `protobuf:"varint,21,opt,name=message_kind,json=messageKind,proto3,enum=outpost.v1.RolloutMessageKind" json:"message_kind,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -459,6 +518,13 @@ func (x *Rollout) GetBlueGreen() *BlueGreen {
 		return x.BlueGreen
 	}
 	return nil
+}
+
+func (x *Rollout) GetMessageKind() RolloutMessageKind {
+	if x != nil {
+		return x.MessageKind
+	}
+	return RolloutMessageKind_ROLLOUT_MESSAGE_KIND_UNSPECIFIED
 }
 
 // BlueGreen is where a blue/green rollout sends traffic.
@@ -898,9 +964,14 @@ type RolloutNode struct {
 	// Whether the node is being returned to previous_release (queued while
 	// PENDING, under way while RUNNING) after a failed bake, or, for a
 	// blue/green switch node, switched back after a failed traffic switch.
-	RollingBack   bool `protobuf:"varint,17,opt,name=rolling_back,json=rollingBack,proto3" json:"rolling_back,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RollingBack bool `protobuf:"varint,17,opt,name=rolling_back,json=rollingBack,proto3" json:"rolling_back,omitempty"`
+	// Output only. Whether the node, PENDING, found no gateway of its
+	// datacenter connected; cleared when it is assigned or ends. While it
+	// waits for a deploy, error says so for people; a node waiting to be
+	// rolled back keeps the reason for the rollback in error.
+	WaitingForGateway bool `protobuf:"varint,18,opt,name=waiting_for_gateway,json=waitingForGateway,proto3" json:"waiting_for_gateway,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *RolloutNode) Reset() {
@@ -1052,6 +1123,13 @@ func (x *RolloutNode) GetRollingBack() bool {
 	return false
 }
 
+func (x *RolloutNode) GetWaitingForGateway() bool {
+	if x != nil {
+		return x.WaitingForGateway
+	}
+	return false
+}
+
 // Revision is one entry in an app's deployment history.
 type Revision struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1175,7 +1253,7 @@ var File_outpost_v1_rollout_proto protoreflect.FileDescriptor
 const file_outpost_v1_rollout_proto_rawDesc = "" +
 	"\n" +
 	"\x18outpost/v1/rollout.proto\x12\n" +
-	"outpost.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16outpost/v1/event.proto\x1a\x15outpost/v1/plan.proto\x1a\x18outpost/v1/release.proto\"\xb2\x06\n" +
+	"outpost.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16outpost/v1/event.proto\x1a\x15outpost/v1/plan.proto\x1a\x18outpost/v1/release.proto\"\xf5\x06\n" +
 	"\aRollout\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03app\x18\x02 \x01(\tR\x03app\x12\x1a\n" +
@@ -1202,7 +1280,8 @@ const file_outpost_v1_rollout_proto_rawDesc = "" +
 	"\x0fsource_revision\x18\x12 \x01(\x03R\x0esourceRevision\x12=\n" +
 	"\fapprove_time\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\vapproveTime\x124\n" +
 	"\n" +
-	"blue_green\x18\x14 \x01(\v2\x15.outpost.v1.BlueGreenR\tblueGreen\"n\n" +
+	"blue_green\x18\x14 \x01(\v2\x15.outpost.v1.BlueGreenR\tblueGreen\x12A\n" +
+	"\fmessage_kind\x18\x15 \x01(\x0e2\x1e.outpost.v1.RolloutMessageKindR\vmessageKind\"n\n" +
 	"\tBlueGreen\x12!\n" +
 	"\ftarget_color\x18\x01 \x01(\tR\vtargetColor\x12\x1d\n" +
 	"\n" +
@@ -1241,7 +1320,7 @@ const file_outpost_v1_rollout_proto_rawDesc = "" +
 	"\vrolled_back\x18\x06 \x01(\x05R\n" +
 	"rolledBack\x12'\n" +
 	"\x0frollback_failed\x18\a \x01(\x05R\x0erollbackFailed\x12\x18\n" +
-	"\askipped\x18\b \x01(\x05R\askipped\"\xf5\x04\n" +
+	"\askipped\x18\b \x01(\x05R\askipped\"\xa5\x05\n" +
 	"\vRolloutNode\x12\x1d\n" +
 	"\n" +
 	"rollout_id\x18\x01 \x01(\tR\trolloutId\x12\x17\n" +
@@ -1266,7 +1345,8 @@ const file_outpost_v1_rollout_proto_rawDesc = "" +
 	"start_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12$\n" +
 	"\x0elast_event_seq\x18\x0f \x01(\x04R\flastEventSeq\x12#\n" +
 	"\rassignment_id\x18\x10 \x01(\tR\fassignmentId\x12!\n" +
-	"\frolling_back\x18\x11 \x01(\bR\vrollingBack\"\xdc\x02\n" +
+	"\frolling_back\x18\x11 \x01(\bR\vrollingBack\x12.\n" +
+	"\x13waiting_for_gateway\x18\x12 \x01(\bR\x11waitingForGateway\"\xdc\x02\n" +
 	"\bRevision\x12\x10\n" +
 	"\x03app\x18\x01 \x01(\tR\x03app\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x03R\brevision\x12\x1d\n" +
@@ -1302,7 +1382,11 @@ const file_outpost_v1_rollout_proto_rawDesc = "" +
 	"\x1dSTAGE_STATE_WAITING_PROMOTION\x10\x04\x12\x19\n" +
 	"\x15STAGE_STATE_SUCCEEDED\x10\x05\x12\x16\n" +
 	"\x12STAGE_STATE_FAILED\x10\x06\x12\x17\n" +
-	"\x13STAGE_STATE_SKIPPED\x10\a*U\n" +
+	"\x13STAGE_STATE_SKIPPED\x10\a*~\n" +
+	"\x12RolloutMessageKind\x12$\n" +
+	" ROLLOUT_MESSAGE_KIND_UNSPECIFIED\x10\x00\x12\x1f\n" +
+	"\x1bROLLOUT_MESSAGE_KIND_PAUSED\x10\x01\x12!\n" +
+	"\x1dROLLOUT_MESSAGE_KIND_RETRYING\x10\x02*U\n" +
 	"\tStageKind\x12\x1a\n" +
 	"\x16STAGE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11STAGE_KIND_DEPLOY\x10\x01\x12\x15\n" +
@@ -1320,60 +1404,62 @@ func file_outpost_v1_rollout_proto_rawDescGZIP() []byte {
 	return file_outpost_v1_rollout_proto_rawDescData
 }
 
-var file_outpost_v1_rollout_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_outpost_v1_rollout_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
 var file_outpost_v1_rollout_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_outpost_v1_rollout_proto_goTypes = []any{
 	(RolloutState)(0),             // 0: outpost.v1.RolloutState
 	(StageState)(0),               // 1: outpost.v1.StageState
-	(StageKind)(0),                // 2: outpost.v1.StageKind
-	(*Rollout)(nil),               // 3: outpost.v1.Rollout
-	(*BlueGreen)(nil),             // 4: outpost.v1.BlueGreen
-	(*Stage)(nil),                 // 5: outpost.v1.Stage
-	(*Batch)(nil),                 // 6: outpost.v1.Batch
-	(*NodeCounts)(nil),            // 7: outpost.v1.NodeCounts
-	(*RolloutNode)(nil),           // 8: outpost.v1.RolloutNode
-	(*Revision)(nil),              // 9: outpost.v1.Revision
-	(*PlanSpec)(nil),              // 10: outpost.v1.PlanSpec
-	(*Artifact)(nil),              // 11: outpost.v1.Artifact
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
-	(*DeploySpec)(nil),            // 13: outpost.v1.DeploySpec
-	(*durationpb.Duration)(nil),   // 14: google.protobuf.Duration
-	(NodeState)(0),                // 15: outpost.v1.NodeState
-	(Step)(0),                     // 16: outpost.v1.Step
-	(StepPhase)(0),                // 17: outpost.v1.StepPhase
+	(RolloutMessageKind)(0),       // 2: outpost.v1.RolloutMessageKind
+	(StageKind)(0),                // 3: outpost.v1.StageKind
+	(*Rollout)(nil),               // 4: outpost.v1.Rollout
+	(*BlueGreen)(nil),             // 5: outpost.v1.BlueGreen
+	(*Stage)(nil),                 // 6: outpost.v1.Stage
+	(*Batch)(nil),                 // 7: outpost.v1.Batch
+	(*NodeCounts)(nil),            // 8: outpost.v1.NodeCounts
+	(*RolloutNode)(nil),           // 9: outpost.v1.RolloutNode
+	(*Revision)(nil),              // 10: outpost.v1.Revision
+	(*PlanSpec)(nil),              // 11: outpost.v1.PlanSpec
+	(*Artifact)(nil),              // 12: outpost.v1.Artifact
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(*DeploySpec)(nil),            // 14: outpost.v1.DeploySpec
+	(*durationpb.Duration)(nil),   // 15: google.protobuf.Duration
+	(NodeState)(0),                // 16: outpost.v1.NodeState
+	(Step)(0),                     // 17: outpost.v1.Step
+	(StepPhase)(0),                // 18: outpost.v1.StepPhase
 }
 var file_outpost_v1_rollout_proto_depIdxs = []int32{
-	10, // 0: outpost.v1.Rollout.plan:type_name -> outpost.v1.PlanSpec
-	11, // 1: outpost.v1.Rollout.artifact:type_name -> outpost.v1.Artifact
+	11, // 0: outpost.v1.Rollout.plan:type_name -> outpost.v1.PlanSpec
+	12, // 1: outpost.v1.Rollout.artifact:type_name -> outpost.v1.Artifact
 	0,  // 2: outpost.v1.Rollout.state:type_name -> outpost.v1.RolloutState
-	5,  // 3: outpost.v1.Rollout.stages:type_name -> outpost.v1.Stage
-	7,  // 4: outpost.v1.Rollout.node_counts:type_name -> outpost.v1.NodeCounts
-	12, // 5: outpost.v1.Rollout.create_time:type_name -> google.protobuf.Timestamp
-	12, // 6: outpost.v1.Rollout.update_time:type_name -> google.protobuf.Timestamp
-	13, // 7: outpost.v1.Rollout.deploy:type_name -> outpost.v1.DeploySpec
-	12, // 8: outpost.v1.Rollout.approve_time:type_name -> google.protobuf.Timestamp
-	4,  // 9: outpost.v1.Rollout.blue_green:type_name -> outpost.v1.BlueGreen
-	6,  // 10: outpost.v1.Stage.batches:type_name -> outpost.v1.Batch
-	1,  // 11: outpost.v1.Stage.state:type_name -> outpost.v1.StageState
-	7,  // 12: outpost.v1.Stage.node_counts:type_name -> outpost.v1.NodeCounts
-	14, // 13: outpost.v1.Stage.bake:type_name -> google.protobuf.Duration
-	12, // 14: outpost.v1.Stage.start_time:type_name -> google.protobuf.Timestamp
-	12, // 15: outpost.v1.Stage.end_time:type_name -> google.protobuf.Timestamp
-	12, // 16: outpost.v1.Stage.bake_end_time:type_name -> google.protobuf.Timestamp
-	2,  // 17: outpost.v1.Stage.kind:type_name -> outpost.v1.StageKind
-	15, // 18: outpost.v1.RolloutNode.state:type_name -> outpost.v1.NodeState
-	16, // 19: outpost.v1.RolloutNode.step:type_name -> outpost.v1.Step
-	17, // 20: outpost.v1.RolloutNode.step_phase:type_name -> outpost.v1.StepPhase
-	12, // 21: outpost.v1.RolloutNode.update_time:type_name -> google.protobuf.Timestamp
-	12, // 22: outpost.v1.RolloutNode.start_time:type_name -> google.protobuf.Timestamp
-	11, // 23: outpost.v1.Revision.artifact:type_name -> outpost.v1.Artifact
-	0,  // 24: outpost.v1.Revision.state:type_name -> outpost.v1.RolloutState
-	12, // 25: outpost.v1.Revision.create_time:type_name -> google.protobuf.Timestamp
-	26, // [26:26] is the sub-list for method output_type
-	26, // [26:26] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	6,  // 3: outpost.v1.Rollout.stages:type_name -> outpost.v1.Stage
+	8,  // 4: outpost.v1.Rollout.node_counts:type_name -> outpost.v1.NodeCounts
+	13, // 5: outpost.v1.Rollout.create_time:type_name -> google.protobuf.Timestamp
+	13, // 6: outpost.v1.Rollout.update_time:type_name -> google.protobuf.Timestamp
+	14, // 7: outpost.v1.Rollout.deploy:type_name -> outpost.v1.DeploySpec
+	13, // 8: outpost.v1.Rollout.approve_time:type_name -> google.protobuf.Timestamp
+	5,  // 9: outpost.v1.Rollout.blue_green:type_name -> outpost.v1.BlueGreen
+	2,  // 10: outpost.v1.Rollout.message_kind:type_name -> outpost.v1.RolloutMessageKind
+	7,  // 11: outpost.v1.Stage.batches:type_name -> outpost.v1.Batch
+	1,  // 12: outpost.v1.Stage.state:type_name -> outpost.v1.StageState
+	8,  // 13: outpost.v1.Stage.node_counts:type_name -> outpost.v1.NodeCounts
+	15, // 14: outpost.v1.Stage.bake:type_name -> google.protobuf.Duration
+	13, // 15: outpost.v1.Stage.start_time:type_name -> google.protobuf.Timestamp
+	13, // 16: outpost.v1.Stage.end_time:type_name -> google.protobuf.Timestamp
+	13, // 17: outpost.v1.Stage.bake_end_time:type_name -> google.protobuf.Timestamp
+	3,  // 18: outpost.v1.Stage.kind:type_name -> outpost.v1.StageKind
+	16, // 19: outpost.v1.RolloutNode.state:type_name -> outpost.v1.NodeState
+	17, // 20: outpost.v1.RolloutNode.step:type_name -> outpost.v1.Step
+	18, // 21: outpost.v1.RolloutNode.step_phase:type_name -> outpost.v1.StepPhase
+	13, // 22: outpost.v1.RolloutNode.update_time:type_name -> google.protobuf.Timestamp
+	13, // 23: outpost.v1.RolloutNode.start_time:type_name -> google.protobuf.Timestamp
+	12, // 24: outpost.v1.Revision.artifact:type_name -> outpost.v1.Artifact
+	0,  // 25: outpost.v1.Revision.state:type_name -> outpost.v1.RolloutState
+	13, // 26: outpost.v1.Revision.create_time:type_name -> google.protobuf.Timestamp
+	27, // [27:27] is the sub-list for method output_type
+	27, // [27:27] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_outpost_v1_rollout_proto_init() }
@@ -1389,7 +1475,7 @@ func file_outpost_v1_rollout_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_outpost_v1_rollout_proto_rawDesc), len(file_outpost_v1_rollout_proto_rawDesc)),
-			NumEnums:      3,
+			NumEnums:      4,
 			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
