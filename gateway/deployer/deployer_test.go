@@ -755,10 +755,12 @@ func TestDeployConnectionLostDuringActivationRollsBack(t *testing.T) {
 		job := f.job("r2", serviceRelease(t, t.TempDir(), "r2", true, 0))
 		marker := filepath.Join(f.path, "hook-started")
 		job.Spec.Hooks.BeforeInstall = `touch "$OUTPOST_DEPLOY_PATH/hook-started"; sleep 3`
-		done := make(chan struct{})
+		done, deployed := make(chan struct{}), make(chan struct{})
 		go func() {
 			defer close(done)
-			for i := 0; i < 200; i++ { // 10 s at most
+			// Until the deployment ends (a loaded machine may take long
+			// to get there), 60 s at most.
+			for i := 0; i < 1200; i++ {
 				if _, err := os.Stat(marker); err == nil {
 					// The hook runs; the step markers printed before it
 					// may still be on their way to the deployer. Cut once
@@ -767,11 +769,17 @@ func TestDeployConnectionLostDuringActivationRollsBack(t *testing.T) {
 					tg.cut()
 					return
 				}
-				time.Sleep(50 * time.Millisecond)
+				select {
+				case <-deployed:
+					t.Error("the deployment ended before its hook was seen to start")
+					return
+				case <-time.After(50 * time.Millisecond):
+				}
 			}
 			t.Error("the hook never started")
 		}()
 		res, evs := f.deploy(t, job)
+		close(deployed)
 		<-done
 		if res.State != rolledBack || res.Step != outpostv1.Step_STEP_BEFORE_INSTALL {
 			t.Fatalf("deploy = %v at %v (%v), want ROLLED_BACK at BEFORE_INSTALL\nevents: %v", res.State, res.Step, res.Err, evs.steps())
