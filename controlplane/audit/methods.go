@@ -77,8 +77,9 @@ var rules = map[string]rule{
 	outpostv1.AdminService_ListCredentials_FullMethodName:  {readOnly: true},
 
 	// The audit log itself.
-	outpostv1.AuditService_ListAuditEntries_FullMethodName:  {readOnly: true},
-	outpostv1.AuditService_WatchAuditEntries_FullMethodName: {readOnly: true},
+	outpostv1.AuditService_ListAuditEntries_FullMethodName:     {readOnly: true},
+	outpostv1.AuditService_WatchAuditEntries_FullMethodName:    {readOnly: true},
+	outpostv1.AuditService_ListAuditCheckpoints_FullMethodName: {readOnly: true},
 
 	// Infrastructure.
 	healthpb.Health_Check_FullMethodName:                                   {readOnly: true},
