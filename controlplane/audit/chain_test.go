@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -295,5 +296,21 @@ func TestReplicasKeepOneChain(t *testing.T) {
 	}
 	if want := int64(2*writers*each + 10); sum.First != 1 || sum.Last != want || sum.Entries != int(want) || sum.SignedThrough != want {
 		t.Errorf("verify = %+v, want one chain of entries 1 to %d, signed through the last", sum, want)
+	}
+}
+
+func TestListCheckpointsRefusesForeignTokens(t *testing.T) {
+	s := storetest.Open(t)
+	clearAudit(t, s)
+	l := openLog(t, s, audit.Config{Signer: newSigner(t)})
+	appendN(t, l, "e", 3)
+	_, listToken, err := l.List(ctxT(t), audit.Query{}, 1, "")
+	if err != nil || listToken == "" {
+		t.Fatalf("List = %q, %v; want a next page", listToken, err)
+	}
+	for _, token := range []string{"garbage", listToken, "YXVkaXRjcDovb3V0cG9zdC9ub2Rlcy8"} {
+		if _, _, err := l.ListCheckpoints(ctxT(t), 10, token); !errors.Is(err, audit.ErrBadPageToken) {
+			t.Errorf("ListCheckpoints(token %q) = %v, want ErrBadPageToken", token, err)
+		}
 	}
 }
