@@ -22,8 +22,10 @@ func auditCommand() *command {
 		short: "show the audit log: who did what, node step results, state changes",
 		usage: "outpost audit [--rollout ID] [--since DURATION|TIME] [--follow] [--limit N] [-o table|json]",
 		long: `Shows the audit log, oldest first: every mutating call (who, role, what,
-from where, result), every node step result and every rollout state
+from where, result), every node result with its steps and every rollout state
 change. Request bodies are never recorded, so the log holds no secrets.
+The log is hash-chained: outpost audit verify checks it, outpost audit
+export writes it for WORM storage or a SIEM.
 
 Columns: TIME (UTC), ACTOR, ROLE (a user's role, or gateway / system),
 ACTION (the API method, or node.step, node.result, rollout.state),
@@ -42,6 +44,7 @@ Examples:
   outpost audit --rollout r-000042
   outpost audit --since 1h --follow
   outpost audit --since 2026-03-01T00:00:00Z -o json | jq -r 'select(.result != "OK") | .message'`,
+		sub: []*command{auditVerifyCommand(), auditExportCommand()},
 		flags: func(fs *flag.FlagSet, env *Env) func(context.Context, []string) error {
 			addr := controlPlaneFlag(fs, env)
 			rollout := fs.String("rollout", "", "only entries of rollout `ID`")

@@ -39,6 +39,9 @@ type fakeGateway struct {
 	silent bool
 	// refuse, when set, refuses every assignment with this reason.
 	refuse string
+	// everyStep reports each step of a real deployment (connect to
+	// unlock) started and succeeded before a success, as the gateway does.
+	everyStep bool
 	// cred is the gateway's credential, joined on the first connect.
 	cred *pki.Credential
 
@@ -323,6 +326,18 @@ func (g *fakeGateway) step(id string, step outpostv1.Step, phase outpostv1.StepP
 func (g *fakeGateway) finish(id string, state outpostv1.NodeState, errMsg string) error {
 	if err := g.step(id, outpostv1.Step_STEP_CONNECT, outpostv1.StepPhase_STEP_PHASE_STARTED); err != nil {
 		return err
+	}
+	if g.everyStep && state == outpostv1.NodeState_NODE_STATE_SUCCEEDED {
+		for s := outpostv1.Step_STEP_CONNECT; s < outpostv1.Step_STEP_UNLOCK; s++ {
+			if s != outpostv1.Step_STEP_CONNECT {
+				if err := g.step(id, s, outpostv1.StepPhase_STEP_PHASE_STARTED); err != nil {
+					return err
+				}
+			}
+			if err := g.step(id, s, outpostv1.StepPhase_STEP_PHASE_SUCCEEDED); err != nil {
+				return err
+			}
+		}
 	}
 	last := outpostv1.Step_STEP_UNLOCK
 	phase := outpostv1.StepPhase_STEP_PHASE_SUCCEEDED

@@ -42,7 +42,7 @@ func withTracer(tp trace.TracerProvider) cpOption { return func(c *Config) { c.T
 
 // startCP starts a control plane on a loopback port with its data in dir
 // and shuts it down when the test ends (unless the test did).
-func startCP(t *testing.T, dir string, opts ...cpOption) *Server {
+func startCP(t testing.TB, dir string, opts ...cpOption) *Server {
 	t.Helper()
 	cfg := Config{
 		Listen:            "127.0.0.1:0",
@@ -174,7 +174,7 @@ func (l *lazyGatewayClient) ServeHostKeyScans(ctx context.Context, opts ...grpc.
 	return l.get().ServeHostKeyScans(ctx, opts...)
 }
 
-func ctxT(t *testing.T) context.Context {
+func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	t.Cleanup(cancel)
 	return ctx
@@ -185,7 +185,7 @@ func nodeID(i int) string { return fmt.Sprintf("srv-%04d", i) }
 
 // applyNodes adds n nodes labelled app=billing-api; dc picks each node's
 // datacenter (nil: all in dc1).
-func applyNodes(t *testing.T, c *client, n int, dc func(i int) string) []*outpostv1.Node {
+func applyNodes(t testing.TB, c *client, n int, dc func(i int) string) []*outpostv1.Node {
 	t.Helper()
 	var nodes []*outpostv1.Node
 	for i := range n {
@@ -208,7 +208,7 @@ func applyNodes(t *testing.T, c *client, n int, dc func(i int) string) []*outpos
 }
 
 // upload stores data as an artifact and returns its digest.
-func upload(t *testing.T, c *client, name string, data []byte) string {
+func upload(t testing.TB, c *client, name string, data []byte) string {
 	t.Helper()
 	sum := sha256.Sum256(data)
 	digest := hex.EncodeToString(sum[:])
@@ -247,7 +247,7 @@ func rollingPlan(batch string, maxFail int32) *outpostv1.PlanSpec {
 	}
 }
 
-func createRollout(t *testing.T, c *client, spec *outpostv1.PlanSpec, digest string) *outpostv1.Rollout {
+func createRollout(t testing.TB, c *client, spec *outpostv1.PlanSpec, digest string) *outpostv1.Rollout {
 	t.Helper()
 	resp, err := c.CreateRollout(ctxT(t), &outpostv1.CreateRolloutRequest{Plan: spec, ArtifactSha256: digest})
 	if err != nil {

@@ -78,6 +78,9 @@ func TestFollowerRefusesLeaderWorkAndTakesOver(t *testing.T) {
 	if got := gw.counts(); got[nodeID(0)] != 1 || got[nodeID(1)] != 1 || got[nodeID(2)] != 2 || got[nodeID(3)] != 2 {
 		t.Errorf("assignments per node = %v; want the first batch once and the interrupted batch twice", got)
 	}
+	// Both replicas appended to the audit log, before and after the
+	// leader changed: one chain.
+	checkAuditChain(t, s2)
 }
 
 func TestSilentGatewayIsDropped(t *testing.T) {

@@ -448,6 +448,10 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		Logger:      cfg.Logger,
 		QueueSize:   cfg.auditQueueSize,
 		Metrics:     auditMet,
+		// Checkpoints of the hash chain are signed with the CA key, which
+		// every client already trusts, so `outpost audit verify` needs
+		// no other key.
+		Signer: ca.Signer(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("controlplane: %w", err)

@@ -8,9 +8,10 @@
 //     see [Mutating]), by [Log.UnaryServerInterceptor] and
 //     [Log.StreamServerInterceptor]: caller, role, method, resource,
 //     request_id, peer address, result code and error text;
-//   - every node step result and every node's final result in a rollout
-//     ([Log.RecordNodeStep], [Log.RecordNodeResult]), with the gateway
-//     that deployed the node as actor, and every rollout state change
+//   - every node's final result in a rollout, with the steps it ran
+//     folded in as the detail "steps" ([Log.RecordNodeStep] holds them
+//     in memory until [Log.RecordNodeResult]; see fold.go), with the
+//     gateway that deployed the node as actor, and every rollout state change
 //     ([Log.RecordRolloutState]), with the control plane as actor; the
 //     rollout engine calls them.
 //
@@ -78,6 +79,13 @@
 // once across leader crashes; a deposed leader that is still alive may
 // write the same result again. A rollout ending in the same terminal state
 // twice (a retry) shares one marker, so only the first end is recoverable.
+//
+// Hash chain: each entry holds its predecessor's hash and its own over a
+// canonical encoding (internal/auditchain), set in the append transaction
+// after the head it follows, so the chain is as linear as the sequence.
+// The janitor signs checkpoints with Config.Signer after verifying the
+// entries since the last one, and every prune leaves a checkpoint of the
+// last entry it deleted (chain.go).
 //
 // Retention: a janitor goroutine deletes entries older than
 // Config.Retention (90 days by default), but never the newest entry, which

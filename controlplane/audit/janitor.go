@@ -2,6 +2,7 @@ package audit
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -25,7 +26,9 @@ const (
 	markerDeletes = 64
 )
 
-// janitor deletes expired entries at start and then every SweepInterval.
+// janitor deletes expired entries at start and every SweepInterval,
+// and signs a checkpoint every CheckpointInterval (sooner when the writer
+// asks) and before each later sweep.
 func (l *Log) janitor() {
 	defer close(l.jdone)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -39,7 +42,14 @@ func (l *Log) janitor() {
 	}()
 	t := time.NewTicker(l.cfg.SweepInterval)
 	defer t.Stop()
-	for {
+	cpt := time.NewTicker(l.cfg.CheckpointInterval)
+	defer cpt.Stop()
+	for first := true; ; first = false {
+		if !first {
+			// The head is signed before old entries go: a prune never
+			// deletes what no checkpoint fixed.
+			l.checkpointOnce(ctx)
+		}
 		sctx, scancel := context.WithTimeout(ctx, sweepTimeout)
 		n, err := l.Sweep(sctx)
 		scancel()
@@ -51,11 +61,35 @@ func (l *Log) janitor() {
 		case n > 0:
 			l.log.Info("deleted expired audit entries", "deleted", n, "retention", l.cfg.Retention)
 		}
-		select {
-		case <-l.stop:
-			return
-		case <-t.C:
+	wait:
+		for {
+			select {
+			case <-l.stop:
+				return
+			case <-t.C:
+				break wait
+			case <-cpt.C:
+			case <-l.cpKick:
+			}
+			l.checkpointOnce(ctx)
 		}
+	}
+}
+
+// checkpointOnce signs a checkpoint; a broken chain is logged as an
+// error every time, since someone edited the log.
+func (l *Log) checkpointOnce(ctx context.Context) {
+	cctx, cancel := context.WithTimeout(ctx, checkpointTimeout)
+	defer cancel()
+	cp, err := l.Checkpoint(cctx)
+	switch {
+	case ctx.Err() != nil:
+	case errors.Is(err, errChainBroken):
+		l.log.Error("not signing an audit checkpoint: the hash chain does not verify; the log was edited in etcd (outpost audit verify names the entry)", "err", err)
+	case err != nil:
+		l.log.Warn("signing an audit checkpoint failed; will retry", "err", err, "retry_in", l.cfg.CheckpointInterval)
+	case cp != nil:
+		l.log.Debug("signed an audit checkpoint", "sequence", cp.GetSequence())
 	}
 }
 
@@ -95,12 +129,23 @@ func (l *Log) Sweep(ctx context.Context) (int, error) {
 		if err := l.deleteMarkers(ctx, resp.Kvs); err != nil {
 			return deleted, err
 		}
-		last := string(resp.Kvs[len(resp.Kvs)-1].Key)
-		del, err := client.Delete(ctx, store.AuditPrefix, clientv3.WithRange(last+"\x00"))
+		lastKV := resp.Kvs[len(resp.Kvs)-1]
+		var last *outpostv1.AuditEntry
+		if e := (&outpostv1.AuditEntry{}); proto.Unmarshal(lastKV.Value, e) == nil {
+			last = e
+		}
+		// The delete, a signed checkpoint of the last entry deleted and
+		// the deletion of the older checkpoints are one transaction: the
+		// oldest kept entry always links to the oldest kept checkpoint.
+		ops, err := l.pruneOps(string(lastKV.Key), last)
 		if err != nil {
 			return deleted, fmt.Errorf("delete expired audit entries: %w", err)
 		}
-		deleted += int(del.Deleted)
+		txn, err := client.Txn(ctx).Then(ops...).Commit()
+		if err != nil {
+			return deleted, fmt.Errorf("delete expired audit entries: %w", err)
+		}
+		deleted += int(txn.Responses[0].GetResponseDeleteRange().GetDeleted())
 		if !resp.More {
 			return deleted, nil
 		}

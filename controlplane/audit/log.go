@@ -3,6 +3,7 @@ package audit
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/outposthq/outpost/controlplane/store"
+	"github.com/outposthq/outpost/internal/auditchain"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -25,6 +27,11 @@ const (
 	DefaultSweepInterval = time.Hour
 	DefaultBatchDelay    = 50 * time.Millisecond
 	DefaultQueueSize     = 10000
+	// DefaultCheckpointInterval and DefaultCheckpointEvery: a checkpoint
+	// is signed this often, or after this many entries, whichever comes
+	// first.
+	DefaultCheckpointInterval = 10 * time.Minute
+	DefaultCheckpointEvery    = 5000
 	// DefaultReplicaName is the actor of system entries when Config has none.
 	DefaultReplicaName = "controlplane"
 )
@@ -82,6 +89,16 @@ type Config struct {
 	Logger *slog.Logger
 	// Metrics; nil means no metrics.
 	Metrics *Metrics
+	// Signer signs the hash chain's checkpoints (the control plane's CA
+	// key, held in memory only); nil means no checkpoints are signed (the
+	// entries are still chained).
+	Signer crypto.Signer
+	// CheckpointInterval is how often a checkpoint is signed when entries
+	// were added; 0 means DefaultCheckpointInterval.
+	CheckpointInterval time.Duration
+	// CheckpointEvery signs a checkpoint sooner, once this many entries
+	// were written since the last; 0 means DefaultCheckpointEvery.
+	CheckpointEvery int64
 }
 
 // CheckAndSetDefaults validates the config and fills in defaults.
@@ -91,6 +108,8 @@ func (c *Config) CheckAndSetDefaults() error {
 		return errors.New("audit: Store is required")
 	case c.Retention < 0, c.SweepInterval < 0, c.BatchDelay < 0:
 		return errors.New("audit: negative Retention, SweepInterval or BatchDelay")
+	case c.CheckpointInterval < 0, c.CheckpointEvery < 0:
+		return errors.New("audit: negative CheckpointInterval or CheckpointEvery")
 	case c.QueueSize < 0:
 		return fmt.Errorf("audit: negative QueueSize %d", c.QueueSize)
 	}
@@ -102,6 +121,12 @@ func (c *Config) CheckAndSetDefaults() error {
 	}
 	if c.BatchDelay == 0 {
 		c.BatchDelay = DefaultBatchDelay
+	}
+	if c.CheckpointInterval == 0 {
+		c.CheckpointInterval = DefaultCheckpointInterval
+	}
+	if c.CheckpointEvery == 0 {
+		c.CheckpointEvery = DefaultCheckpointEvery
 	}
 	if c.QueueSize == 0 {
 		c.QueueSize = DefaultQueueSize
@@ -135,7 +160,8 @@ type head struct {
 	key   string // "" when the log is empty
 	seq   int64
 	time  time.Time
-	rev   int64 // etcd revision at which the head was seen
+	rev   int64  // etcd revision at which the head was seen
+	hash  []byte // the head entry's hash; nil when the log is empty or it has none
 }
 
 // uncertain is a batch whose write failed without saying whether it
@@ -177,13 +203,22 @@ type Log struct {
 	stop   chan struct{}
 	done   chan struct{} // writer stopped
 	jdone  chan struct{} // janitor stopped
+	// cpKick asks the janitor for a checkpoint: CheckpointEvery entries
+	// were written.
+	cpKick chan struct{}
 
 	closeOnce sync.Once
 	closeErr  error
 
+	// steps holds node steps until their node's result entry.
+	steps stepFold
+
 	// Owned by the writer goroutine (by Close after it stopped).
 	head      head
 	uncertain *uncertain
+	// kickedAt is the sequence at which the writer last asked for a
+	// checkpoint.
+	kickedAt int64
 }
 
 // New starts a Log: its writer and its janitor run until Close.
@@ -201,6 +236,7 @@ func New(cfg Config) (*Log, error) {
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 		jdone:    make(chan struct{}),
+		cpKick:   make(chan struct{}, 1),
 	}
 	if m := cfg.Metrics; m != nil {
 		m.QueueCapacity.Set(float64(cfg.QueueSize))
@@ -603,7 +639,8 @@ func (l *Log) commit(ctx context.Context, batch []*item) (int, error) {
 		if resp.Succeeded {
 			last := batch[n-1].e
 			l.head = head{valid: true, key: store.AuditKey(last.GetTime().AsTime(), last.GetSequence()),
-				seq: last.GetSequence(), time: last.GetTime().AsTime(), rev: resp.Header.Revision}
+				seq: last.GetSequence(), time: last.GetTime().AsTime(), rev: resp.Header.Revision, hash: last.GetHash()}
+			l.wrote(last.GetSequence())
 			return n, nil
 		}
 		// The else branch read the new head at the transaction's revision.
@@ -630,7 +667,7 @@ func (l *Log) assign(batch []*item) ([]clientv3.Op, int, uncertain, error) {
 		// markers are the ops' indexes of the markers put, by key.
 		markers = map[string]int{}
 	)
-	prev, seq := l.head.time, l.head.seq
+	prev, seq, prevHash := l.head.time, l.head.seq, l.head.hash
 	for _, it := range batch {
 		at := it.at
 		if at.Before(prev) {
@@ -639,6 +676,16 @@ func (l *Log) assign(batch []*item) ([]clientv3.Op, int, uncertain, error) {
 		seq++
 		it.e.Time = timestamppb.New(at)
 		it.e.Sequence = seq
+		// The chain: each entry names its predecessor's hash, and its own
+		// hash covers that, so no entry can be edited, removed or moved
+		// without breaking the links after it (see internal/auditchain).
+		it.e.PreviousHash = prevHash
+		it.e.Hash = nil
+		h, err := auditchain.HashEntry(it.e)
+		if err != nil {
+			return nil, 0, first, fmt.Errorf("hash audit entry: %w", err)
+		}
+		it.e.Hash = h
 		b, err := marshal.Marshal(it.e)
 		if err != nil {
 			return nil, 0, first, fmt.Errorf("encode audit entry: %w", err)
@@ -671,7 +718,7 @@ func (l *Log) assign(batch []*item) ([]clientv3.Op, int, uncertain, error) {
 			ops = append(ops, clientv3.OpPut(marker, strconv.FormatInt(seq, 10)))
 		}
 		n++
-		prev = at
+		prev, prevHash = at, h
 	}
 	return ops, n, first, nil
 }
@@ -697,7 +744,7 @@ func (l *Log) setHead(kvs []*mvccpb.KeyValue, rev int64) error {
 		l.head.valid = false
 		return fmt.Errorf("decode audit entry %s: %w", kvs[0].Key, err)
 	}
-	l.head = head{valid: true, key: string(kvs[0].Key), seq: e.GetSequence(), time: e.GetTime().AsTime(), rev: rev}
+	l.head = head{valid: true, key: string(kvs[0].Key), seq: e.GetSequence(), time: e.GetTime().AsTime(), rev: rev, hash: e.GetHash()}
 	return nil
 }
 

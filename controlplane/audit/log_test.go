@@ -76,7 +76,7 @@ func openLog(t *testing.T, s *store.Store, cfg audit.Config) *audit.Log {
 // from an empty log.
 func clearAudit(t *testing.T, s *store.Store) {
 	t.Helper()
-	for _, prefix := range []string{store.AuditPrefix, store.AuditIndexPrefix} {
+	for _, prefix := range []string{store.AuditPrefix, store.AuditIndexPrefix, store.AuditCheckpointPrefix} {
 		if _, err := s.Client().Delete(ctxT(t), prefix, clientv3.WithPrefix()); err != nil {
 			t.Fatal(err)
 		}

@@ -59,7 +59,7 @@ var rules = map[string]rule{
 	outpostv1.ArtifactService_StatArtifact_FullMethodName:   {readOnly: true},
 
 	// Gateways. Connect carries assignments and step events, which the
-	// engine records as node.step entries; ServeHostKeyScans carries the
+	// engine folds into node.result entries; ServeHostKeyScans carries the
 	// scans ScanNodeHostKey asked for, recorded there; FetchArtifact only
 	// reads.
 	outpostv1.GatewayService_Connect_FullMethodName:                 {readOnly: true},
@@ -77,8 +77,9 @@ var rules = map[string]rule{
 	outpostv1.AdminService_ListCredentials_FullMethodName:  {readOnly: true},
 
 	// The audit log itself.
-	outpostv1.AuditService_ListAuditEntries_FullMethodName:  {readOnly: true},
-	outpostv1.AuditService_WatchAuditEntries_FullMethodName: {readOnly: true},
+	outpostv1.AuditService_ListAuditEntries_FullMethodName:     {readOnly: true},
+	outpostv1.AuditService_WatchAuditEntries_FullMethodName:    {readOnly: true},
+	outpostv1.AuditService_ListAuditCheckpoints_FullMethodName: {readOnly: true},
 
 	// Infrastructure.
 	healthpb.Health_Check_FullMethodName:                                   {readOnly: true},

@@ -14,6 +14,8 @@ import (
 // the full gRPC method name.
 const (
 	// ActionNodeStep: a step ended on a node (succeeded or failed).
+	// Written by versions before the steps were folded into the node's
+	// result entry (detail "steps"); kept to read their entries.
 	ActionNodeStep = "node.step"
 	// ActionNodeResult: a node reached its final state in a rollout.
 	ActionNodeResult = "node.result"
@@ -27,31 +29,14 @@ const (
 	ResultFailed = "FAILED"
 )
 
-// RecordNodeStep records that a step ended on a node, as gateway reported
-// in ev. Events of steps starting are ignored: the entry is the result.
-// It waits while the queue is full, bounded by ctx (see enqueueRecord);
-// ctx also contributes its trace id.
-func (l *Log) RecordNodeStep(ctx context.Context, gateway string, ev *outpostv1.NodeStepEvent) {
+// RecordNodeStep notes that a step ended on a node, as gateway reported
+// in ev; the step goes into the node's result entry (see fold.go), not
+// an entry of its own. Events of steps starting are ignored.
+func (l *Log) RecordNodeStep(_ context.Context, _ string, ev *outpostv1.NodeStepEvent) {
 	if ev.GetPhase() == outpostv1.StepPhase_STEP_PHASE_STARTED || ev.GetPhase() == outpostv1.StepPhase_STEP_PHASE_UNSPECIFIED {
 		return
 	}
-	e := l.nodeEntry(gateway, ev.GetRolloutId(), ev.GetNodeId())
-	e.Action = ActionNodeStep
-	e.Result = ResultOK
-	e.Message = stepName(ev.GetStep()) + " succeeded"
-	if ev.GetPhase() == outpostv1.StepPhase_STEP_PHASE_FAILED {
-		e.Result = ResultFailed
-		e.Message = stepName(ev.GetStep()) + " failed"
-		if ev.GetError() != "" {
-			e.Message += ": " + ev.GetError()
-		}
-	}
-	detail(e, "step", stepName(ev.GetStep()))
-	if d := ev.GetDuration(); d != nil {
-		detail(e, "duration", d.AsDuration().String())
-	}
-	detail(e, "detail", ev.GetDetail())
-	l.enqueueRecord(ctx, e)
+	l.steps.add(ev.GetRolloutId(), ev.GetNodeId(), stepSummary(ev))
 }
 
 // RecordNodeResult records a node's final state in a rollout: state is
@@ -61,7 +46,17 @@ func (l *Log) RecordNodeStep(ctx context.Context, gateway string, ev *outpostv1.
 // while the queue is full, bounded by ctx (see enqueueRecord); ctx also
 // contributes its trace id.
 func (l *Log) RecordNodeResult(ctx context.Context, rolloutID, nodeID string, state outpostv1.NodeState, step outpostv1.Step, errText, gateway string) {
-	l.enqueueRecord(ctx, l.nodeResultEntry(rolloutID, nodeID, state, step, errText, gateway, ""))
+	l.enqueueRecord(ctx, l.foldSteps(l.nodeResultEntry(rolloutID, nodeID, state, step, errText, gateway, "")))
+}
+
+// foldSteps moves the node's finished steps into its result entry e.
+func (l *Log) foldSteps(e *outpostv1.AuditEntry) *outpostv1.AuditEntry {
+	steps, dropped := l.steps.take(e.GetRolloutId(), e.GetNodeId())
+	detail(e, stepsDetail, steps)
+	if dropped {
+		detail(e, "steps_dropped", "true")
+	}
+	return e
 }
 
 // nodeResultEntry is the entry of RecordNodeResult; assignmentID, when
@@ -92,7 +87,7 @@ func (l *Log) nodeResultEntry(rolloutID, nodeID string, state outpostv1.NodeStat
 // of the rollout engine's OnNodeResult hook; the entry also names the
 // node's assignment (detail "assignment").
 func (l *Log) RecordRolloutNode(ctx context.Context, rolloutID string, n *outpostv1.RolloutNode) {
-	l.enqueueRecord(ctx, l.rolloutNodeEntry(rolloutID, n))
+	l.enqueueRecord(ctx, l.foldSteps(l.rolloutNodeEntry(rolloutID, n)))
 }
 
 func (l *Log) rolloutNodeEntry(rolloutID string, n *outpostv1.RolloutNode) *outpostv1.AuditEntry {
@@ -108,6 +103,9 @@ func (l *Log) RecordRolloutState(ctx context.Context, r *outpostv1.Rollout, from
 	fromName := stateName(from)
 	if fromName == "" {
 		fromName = "NEW"
+	}
+	if rolloutstate.Terminal(to) {
+		l.steps.forget(r.GetId())
 	}
 	l.enqueueRecord(ctx, l.rolloutStateEntry(r, fromName, to, reason))
 }

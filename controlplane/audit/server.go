@@ -56,6 +56,22 @@ func (s *Server) ListAuditEntries(ctx context.Context, req *outpostv1.ListAuditE
 	return &outpostv1.ListAuditEntriesResponse{Entries: entries, NextPageToken: next}, nil
 }
 
+// ListAuditCheckpoints lists the hash chain's signed checkpoints, oldest
+// first.
+func (s *Server) ListAuditCheckpoints(ctx context.Context, req *outpostv1.ListAuditCheckpointsRequest) (*outpostv1.ListAuditCheckpointsResponse, error) {
+	if req.GetPageSize() < 0 {
+		return nil, status.Error(codes.InvalidArgument, "page_size: must not be negative")
+	}
+	cps, next, err := s.log.ListCheckpoints(ctx, int(req.GetPageSize()), req.GetPageToken())
+	switch {
+	case errors.Is(err, ErrBadPageToken):
+		return nil, status.Error(codes.InvalidArgument, "page_token: not a token of ListAuditCheckpoints")
+	case err != nil:
+		return nil, storeStatus(ctx, err)
+	}
+	return &outpostv1.ListAuditCheckpointsResponse{Checkpoints: cps, NextPageToken: next}, nil
+}
+
 // WatchAuditEntries streams stored then new entries until the client
 // cancels or the server stops.
 func (s *Server) WatchAuditEntries(req *outpostv1.WatchAuditEntriesRequest, stream grpc.ServerStreamingServer[outpostv1.WatchAuditEntriesResponse]) error {

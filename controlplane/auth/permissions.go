@@ -146,8 +146,9 @@ var methodPermissions = map[string]Permission{
 
 	// The audit log holds no secrets (no request bodies); everyone who may
 	// see rollouts may see who made them.
-	outpostv1.AuditService_ListAuditEntries_FullMethodName:  Read,
-	outpostv1.AuditService_WatchAuditEntries_FullMethodName: Read,
+	outpostv1.AuditService_ListAuditEntries_FullMethodName:     Read,
+	outpostv1.AuditService_WatchAuditEntries_FullMethodName:    Read,
+	outpostv1.AuditService_ListAuditCheckpoints_FullMethodName: Read,
 
 	// Health checks come from load balancers and orchestrators, which hold
 	// no credential; they reveal only whether the server serves.

@@ -29,6 +29,7 @@ import (
 //	audit/<time>-<seq>                             AuditKey                    AuditEntry                     controlplane/audit
 //	auditidx/<rollout>/nodes/<node>/<STATE>/<asg>  AuditNodeMarkerKey          sequence, decimal text         controlplane/audit, with the entry
 //	auditidx/<rollout>/state/<STATE>               AuditRolloutStateMarkerKey  sequence, decimal text         controlplane/audit, with the entry
+//	auditcp/<seq, 20 digits>                       AuditCheckpointKey          AuditCheckpoint                controlplane/audit (signed)
 //	jointokens/<hex SHA-256 of the secret>         JoinTokenKey                JoinToken                      controlplane/auth (lease)
 //	credentials/<serial>                           CredentialKey               Credential                     controlplane/auth (lease)
 //	revoked/<serial>                               RevokedKey                  Credential                     controlplane/auth (lease)
@@ -62,6 +63,9 @@ const (
 	// AuditIndexPrefix is the prefix of the audit log's markers (see
 	// AuditNodeMarkerKey).
 	AuditIndexPrefix = Root + "auditidx/"
+	// AuditCheckpointPrefix is the prefix of the audit log's signed
+	// checkpoints (see AuditCheckpointKey).
+	AuditCheckpointPrefix = Root + "auditcp/"
 	// JoinTokensPrefix is the prefix of the gateway join tokens.
 	JoinTokensPrefix = Root + "jointokens/"
 	// CredentialsPrefix is the prefix of the issued credentials.
@@ -171,6 +175,11 @@ func HostKeyScanKey(nodeID string) string { return HostKeyScansPrefix + nodeID }
 func AuditKey(t time.Time, seq int64) string {
 	return fmt.Sprintf("%s%s-%0*d", AuditPrefix, t.UTC().Format(auditTimeLayout), revisionDigits, seq)
 }
+
+// AuditCheckpointKey returns /outpost/auditcp/<seq>, seq zero-padded to
+// 20 digits so keys sort by sequence: the signed checkpoint of the audit
+// entry with that sequence, written by controlplane/audit.
+func AuditCheckpointKey(seq int64) string { return fmt.Sprintf("%s%020d", AuditCheckpointPrefix, seq) }
 
 // AuditIndexRolloutPrefix returns /outpost/auditidx/<rollout-id>/, the
 // prefix of every audit marker of the rollout.

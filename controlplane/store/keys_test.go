@@ -55,6 +55,8 @@ func TestKeys(t *testing.T) {
 		{"AuditKey", store.AuditKey(ts, 7), "/outpost/audit/2026-03-01T00:30:00.120000000Z-0000000007"},
 		{"AuditIndexPrefix", store.AuditIndexPrefix, "/outpost/auditidx/"},
 		{"AuditIndexRolloutPrefix", store.AuditIndexRolloutPrefix("r-7"), "/outpost/auditidx/r-7/"},
+		{"AuditCheckpointPrefix", store.AuditCheckpointPrefix, "/outpost/auditcp/"},
+		{"AuditCheckpointKey", store.AuditCheckpointKey(42), "/outpost/auditcp/00000000000000000042"},
 		{"AuditNodeMarkerKey", store.AuditNodeMarkerKey("r-7", "n1", "SUCCEEDED", "r-7-n1-e5-1"), "/outpost/auditidx/r-7/nodes/n1/SUCCEEDED/r-7-n1-e5-1"},
 		{"AuditNodeMarkerKey", store.AuditNodeMarkerKey("r-7", "n2", "SKIPPED", ""), "/outpost/auditidx/r-7/nodes/n2/SKIPPED/-"},
 		{"AuditRolloutStateMarkerKey", store.AuditRolloutStateMarkerKey("r-7", "SUCCEEDED"), "/outpost/auditidx/r-7/state/SUCCEEDED"},

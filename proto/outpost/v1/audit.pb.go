@@ -83,6 +83,59 @@ func (AuditActorKind) EnumDescriptor() ([]byte, []int) {
 	return file_outpost_v1_audit_proto_rawDescGZIP(), []int{0}
 }
 
+// AuditCheckpointReason says why a checkpoint was signed.
+type AuditCheckpointReason int32
+
+const (
+	AuditCheckpointReason_AUDIT_CHECKPOINT_REASON_UNSPECIFIED AuditCheckpointReason = 0
+	// Periodic: every few minutes, or every so many entries.
+	AuditCheckpointReason_AUDIT_CHECKPOINT_REASON_PERIODIC AuditCheckpointReason = 1
+	// The retention janitor deleted every entry up to and including this
+	// one: the oldest kept entry must link to it.
+	AuditCheckpointReason_AUDIT_CHECKPOINT_REASON_PRUNE AuditCheckpointReason = 2
+)
+
+// Enum value maps for AuditCheckpointReason.
+var (
+	AuditCheckpointReason_name = map[int32]string{
+		0: "AUDIT_CHECKPOINT_REASON_UNSPECIFIED",
+		1: "AUDIT_CHECKPOINT_REASON_PERIODIC",
+		2: "AUDIT_CHECKPOINT_REASON_PRUNE",
+	}
+	AuditCheckpointReason_value = map[string]int32{
+		"AUDIT_CHECKPOINT_REASON_UNSPECIFIED": 0,
+		"AUDIT_CHECKPOINT_REASON_PERIODIC":    1,
+		"AUDIT_CHECKPOINT_REASON_PRUNE":       2,
+	}
+)
+
+func (x AuditCheckpointReason) Enum() *AuditCheckpointReason {
+	p := new(AuditCheckpointReason)
+	*p = x
+	return p
+}
+
+func (x AuditCheckpointReason) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AuditCheckpointReason) Descriptor() protoreflect.EnumDescriptor {
+	return file_outpost_v1_audit_proto_enumTypes[1].Descriptor()
+}
+
+func (AuditCheckpointReason) Type() protoreflect.EnumType {
+	return &file_outpost_v1_audit_proto_enumTypes[1]
+}
+
+func (x AuditCheckpointReason) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AuditCheckpointReason.Descriptor instead.
+func (AuditCheckpointReason) EnumDescriptor() ([]byte, []int) {
+	return file_outpost_v1_audit_proto_rawDescGZIP(), []int{1}
+}
+
 // AuditEntry is one record of the audit log.
 type AuditEntry struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -123,7 +176,15 @@ type AuditEntry struct {
 	// Further facts by name ("step", "state", "gateway", "reason", ...).
 	// Values of names that look secret (containing "password", "token",
 	// "secret" or "key") are replaced by "REDACTED".
-	Details       map[string]string `protobuf:"bytes,14,rep,name=details,proto3" json:"details,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Details map[string]string `protobuf:"bytes,14,rep,name=details,proto3" json:"details,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// SHA-256 hash of the previous entry (its hash field); empty for the
+	// first entry of the log and for the first entry written after an
+	// upgrade from a version without a hash chain.
+	PreviousHash []byte `protobuf:"bytes,15,opt,name=previous_hash,json=previousHash,proto3" json:"previous_hash,omitempty"`
+	// SHA-256 of this entry's canonical encoding (every other field,
+	// previous_hash included; see docs/ARCHITECTURE.md, "Audit hash
+	// chain"). Empty for entries written before the chain existed.
+	Hash          []byte `protobuf:"bytes,16,opt,name=hash,proto3" json:"hash,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -256,6 +317,124 @@ func (x *AuditEntry) GetDetails() map[string]string {
 	return nil
 }
 
+func (x *AuditEntry) GetPreviousHash() []byte {
+	if x != nil {
+		return x.PreviousHash
+	}
+	return nil
+}
+
+func (x *AuditEntry) GetHash() []byte {
+	if x != nil {
+		return x.Hash
+	}
+	return nil
+}
+
+// AuditCheckpoint is a signed statement that the audit entry with this
+// sequence had this hash, so every entry up to it is fixed by the hash
+// chain. Signed by the control plane's CA key.
+type AuditCheckpoint struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Sequence of the entry it covers.
+	Sequence int64 `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// That entry's hash.
+	EntryHash []byte `protobuf:"bytes,2,opt,name=entry_hash,json=entryHash,proto3" json:"entry_hash,omitempty"`
+	// That entry's time.
+	EntryTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=entry_time,json=entryTime,proto3" json:"entry_time,omitempty"`
+	// When the checkpoint was signed.
+	Time *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time,proto3" json:"time,omitempty"`
+	// Why it was signed.
+	Reason AuditCheckpointReason `protobuf:"varint,5,opt,name=reason,proto3,enum=outpost.v1.AuditCheckpointReason" json:"reason,omitempty"`
+	// Hex SHA-256 of the signer's public key (DER SubjectPublicKeyInfo).
+	KeyId string `protobuf:"bytes,6,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// Signature over the checkpoint's canonical encoding (every other
+	// field): ECDSA (ASN.1) or RSA PKCS #1 v1.5 over its SHA-256, or
+	// Ed25519 over the encoding itself.
+	Signature     []byte `protobuf:"bytes,7,opt,name=signature,proto3" json:"signature,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditCheckpoint) Reset() {
+	*x = AuditCheckpoint{}
+	mi := &file_outpost_v1_audit_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditCheckpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditCheckpoint) ProtoMessage() {}
+
+func (x *AuditCheckpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_outpost_v1_audit_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditCheckpoint.ProtoReflect.Descriptor instead.
+func (*AuditCheckpoint) Descriptor() ([]byte, []int) {
+	return file_outpost_v1_audit_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *AuditCheckpoint) GetSequence() int64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *AuditCheckpoint) GetEntryHash() []byte {
+	if x != nil {
+		return x.EntryHash
+	}
+	return nil
+}
+
+func (x *AuditCheckpoint) GetEntryTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EntryTime
+	}
+	return nil
+}
+
+func (x *AuditCheckpoint) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *AuditCheckpoint) GetReason() AuditCheckpointReason {
+	if x != nil {
+		return x.Reason
+	}
+	return AuditCheckpointReason_AUDIT_CHECKPOINT_REASON_UNSPECIFIED
+}
+
+func (x *AuditCheckpoint) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *AuditCheckpoint) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
 // ListAuditEntriesRequest lists audit entries (AIP-158 pagination).
 type ListAuditEntriesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -275,7 +454,7 @@ type ListAuditEntriesRequest struct {
 
 func (x *ListAuditEntriesRequest) Reset() {
 	*x = ListAuditEntriesRequest{}
-	mi := &file_outpost_v1_audit_proto_msgTypes[1]
+	mi := &file_outpost_v1_audit_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -287,7 +466,7 @@ func (x *ListAuditEntriesRequest) String() string {
 func (*ListAuditEntriesRequest) ProtoMessage() {}
 
 func (x *ListAuditEntriesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_audit_proto_msgTypes[1]
+	mi := &file_outpost_v1_audit_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -300,7 +479,7 @@ func (x *ListAuditEntriesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEntriesRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditEntriesRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_audit_proto_rawDescGZIP(), []int{1}
+	return file_outpost_v1_audit_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *ListAuditEntriesRequest) GetPageSize() int32 {
@@ -344,7 +523,7 @@ type ListAuditEntriesResponse struct {
 
 func (x *ListAuditEntriesResponse) Reset() {
 	*x = ListAuditEntriesResponse{}
-	mi := &file_outpost_v1_audit_proto_msgTypes[2]
+	mi := &file_outpost_v1_audit_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -356,7 +535,7 @@ func (x *ListAuditEntriesResponse) String() string {
 func (*ListAuditEntriesResponse) ProtoMessage() {}
 
 func (x *ListAuditEntriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_audit_proto_msgTypes[2]
+	mi := &file_outpost_v1_audit_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -369,7 +548,7 @@ func (x *ListAuditEntriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEntriesResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditEntriesResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_audit_proto_rawDescGZIP(), []int{2}
+	return file_outpost_v1_audit_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ListAuditEntriesResponse) GetEntries() []*AuditEntry {
@@ -405,7 +584,7 @@ type WatchAuditEntriesRequest struct {
 
 func (x *WatchAuditEntriesRequest) Reset() {
 	*x = WatchAuditEntriesRequest{}
-	mi := &file_outpost_v1_audit_proto_msgTypes[3]
+	mi := &file_outpost_v1_audit_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -417,7 +596,7 @@ func (x *WatchAuditEntriesRequest) String() string {
 func (*WatchAuditEntriesRequest) ProtoMessage() {}
 
 func (x *WatchAuditEntriesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_audit_proto_msgTypes[3]
+	mi := &file_outpost_v1_audit_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -430,7 +609,7 @@ func (x *WatchAuditEntriesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAuditEntriesRequest.ProtoReflect.Descriptor instead.
 func (*WatchAuditEntriesRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_audit_proto_rawDescGZIP(), []int{3}
+	return file_outpost_v1_audit_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *WatchAuditEntriesRequest) GetRolloutId() string {
@@ -465,7 +644,7 @@ type WatchAuditEntriesResponse struct {
 
 func (x *WatchAuditEntriesResponse) Reset() {
 	*x = WatchAuditEntriesResponse{}
-	mi := &file_outpost_v1_audit_proto_msgTypes[4]
+	mi := &file_outpost_v1_audit_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -477,7 +656,7 @@ func (x *WatchAuditEntriesResponse) String() string {
 func (*WatchAuditEntriesResponse) ProtoMessage() {}
 
 func (x *WatchAuditEntriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_audit_proto_msgTypes[4]
+	mi := &file_outpost_v1_audit_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -490,7 +669,7 @@ func (x *WatchAuditEntriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAuditEntriesResponse.ProtoReflect.Descriptor instead.
 func (*WatchAuditEntriesResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_audit_proto_rawDescGZIP(), []int{4}
+	return file_outpost_v1_audit_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *WatchAuditEntriesResponse) GetEntry() *AuditEntry {
@@ -500,12 +679,123 @@ func (x *WatchAuditEntriesResponse) GetEntry() *AuditEntry {
 	return nil
 }
 
+// ListAuditCheckpointsRequest lists the audit log's checkpoints
+// (AIP-158 pagination).
+type ListAuditCheckpointsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Maximum checkpoints to return; 0 means 100, above 1000 means 1000.
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// next_page_token from the previous call; empty means the first page.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuditCheckpointsRequest) Reset() {
+	*x = ListAuditCheckpointsRequest{}
+	mi := &file_outpost_v1_audit_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuditCheckpointsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuditCheckpointsRequest) ProtoMessage() {}
+
+func (x *ListAuditCheckpointsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_outpost_v1_audit_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuditCheckpointsRequest.ProtoReflect.Descriptor instead.
+func (*ListAuditCheckpointsRequest) Descriptor() ([]byte, []int) {
+	return file_outpost_v1_audit_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ListAuditCheckpointsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListAuditCheckpointsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListAuditCheckpointsResponse is one page of checkpoints.
+type ListAuditCheckpointsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Checkpoints, oldest first.
+	Checkpoints []*AuditCheckpoint `protobuf:"bytes,1,rep,name=checkpoints,proto3" json:"checkpoints,omitempty"`
+	// Token for the next page; empty when this is the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuditCheckpointsResponse) Reset() {
+	*x = ListAuditCheckpointsResponse{}
+	mi := &file_outpost_v1_audit_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuditCheckpointsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuditCheckpointsResponse) ProtoMessage() {}
+
+func (x *ListAuditCheckpointsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_outpost_v1_audit_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuditCheckpointsResponse.ProtoReflect.Descriptor instead.
+func (*ListAuditCheckpointsResponse) Descriptor() ([]byte, []int) {
+	return file_outpost_v1_audit_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ListAuditCheckpointsResponse) GetCheckpoints() []*AuditCheckpoint {
+	if x != nil {
+		return x.Checkpoints
+	}
+	return nil
+}
+
+func (x *ListAuditCheckpointsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 var File_outpost_v1_audit_proto protoreflect.FileDescriptor
 
 const file_outpost_v1_audit_proto_rawDesc = "" +
 	"\n" +
 	"\x16outpost/v1/audit.proto\x12\n" +
-	"outpost.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16outpost/v1/admin.proto\"\xaa\x04\n" +
+	"outpost.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16outpost/v1/admin.proto\"\xe3\x04\n" +
 	"\n" +
 	"AuditEntry\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1a\n" +
@@ -525,10 +815,22 @@ const file_outpost_v1_audit_proto_rawDesc = "" +
 	"\fpeer_address\x18\v \x01(\tR\vpeerAddress\x12\x16\n" +
 	"\x06result\x18\f \x01(\tR\x06result\x12\x18\n" +
 	"\amessage\x18\r \x01(\tR\amessage\x12=\n" +
-	"\adetails\x18\x0e \x03(\v2#.outpost.v1.AuditEntry.DetailsEntryR\adetails\x1a:\n" +
+	"\adetails\x18\x0e \x03(\v2#.outpost.v1.AuditEntry.DetailsEntryR\adetails\x12#\n" +
+	"\rprevious_hash\x18\x0f \x01(\fR\fpreviousHash\x12\x12\n" +
+	"\x04hash\x18\x10 \x01(\fR\x04hash\x1a:\n" +
 	"\fDetailsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa6\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa7\x02\n" +
+	"\x0fAuditCheckpoint\x12\x1a\n" +
+	"\bsequence\x18\x01 \x01(\x03R\bsequence\x12\x1d\n" +
+	"\n" +
+	"entry_hash\x18\x02 \x01(\fR\tentryHash\x129\n" +
+	"\n" +
+	"entry_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tentryTime\x12.\n" +
+	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x129\n" +
+	"\x06reason\x18\x05 \x01(\x0e2!.outpost.v1.AuditCheckpointReasonR\x06reason\x12\x15\n" +
+	"\x06key_id\x18\x06 \x01(\tR\x05keyId\x12\x1c\n" +
+	"\tsignature\x18\a \x01(\fR\tsignature\"\xa6\x01\n" +
 	"\x17ListAuditEntriesRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
@@ -545,16 +847,28 @@ const file_outpost_v1_audit_proto_rawDesc = "" +
 	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12%\n" +
 	"\x0eafter_sequence\x18\x03 \x01(\x03R\rafterSequence\"I\n" +
 	"\x19WatchAuditEntriesResponse\x12,\n" +
-	"\x05entry\x18\x01 \x01(\v2\x16.outpost.v1.AuditEntryR\x05entry*\xa8\x01\n" +
+	"\x05entry\x18\x01 \x01(\v2\x16.outpost.v1.AuditEntryR\x05entry\"Y\n" +
+	"\x1bListAuditCheckpointsRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"\x85\x01\n" +
+	"\x1cListAuditCheckpointsResponse\x12=\n" +
+	"\vcheckpoints\x18\x01 \x03(\v2\x1b.outpost.v1.AuditCheckpointR\vcheckpoints\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*\xa8\x01\n" +
 	"\x0eAuditActorKind\x12 \n" +
 	"\x1cAUDIT_ACTOR_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15AUDIT_ACTOR_KIND_USER\x10\x01\x12\x1c\n" +
 	"\x18AUDIT_ACTOR_KIND_GATEWAY\x10\x02\x12\x1b\n" +
 	"\x17AUDIT_ACTOR_KIND_SYSTEM\x10\x03\x12\x1e\n" +
-	"\x1aAUDIT_ACTOR_KIND_ANONYMOUS\x10\x042\xd1\x01\n" +
+	"\x1aAUDIT_ACTOR_KIND_ANONYMOUS\x10\x04*\x89\x01\n" +
+	"\x15AuditCheckpointReason\x12'\n" +
+	"#AUDIT_CHECKPOINT_REASON_UNSPECIFIED\x10\x00\x12$\n" +
+	" AUDIT_CHECKPOINT_REASON_PERIODIC\x10\x01\x12!\n" +
+	"\x1dAUDIT_CHECKPOINT_REASON_PRUNE\x10\x022\xbc\x02\n" +
 	"\fAuditService\x12]\n" +
 	"\x10ListAuditEntries\x12#.outpost.v1.ListAuditEntriesRequest\x1a$.outpost.v1.ListAuditEntriesResponse\x12b\n" +
-	"\x11WatchAuditEntries\x12$.outpost.v1.WatchAuditEntriesRequest\x1a%.outpost.v1.WatchAuditEntriesResponse0\x01B9Z7github.com/outposthq/outpost/proto/outpost/v1;outpostv1b\x06proto3"
+	"\x11WatchAuditEntries\x12$.outpost.v1.WatchAuditEntriesRequest\x1a%.outpost.v1.WatchAuditEntriesResponse0\x01\x12i\n" +
+	"\x14ListAuditCheckpoints\x12'.outpost.v1.ListAuditCheckpointsRequest\x1a(.outpost.v1.ListAuditCheckpointsResponseB9Z7github.com/outposthq/outpost/proto/outpost/v1;outpostv1b\x06proto3"
 
 var (
 	file_outpost_v1_audit_proto_rawDescOnce sync.Once
@@ -568,37 +882,47 @@ func file_outpost_v1_audit_proto_rawDescGZIP() []byte {
 	return file_outpost_v1_audit_proto_rawDescData
 }
 
-var file_outpost_v1_audit_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_outpost_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_outpost_v1_audit_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_outpost_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_outpost_v1_audit_proto_goTypes = []any{
-	(AuditActorKind)(0),               // 0: outpost.v1.AuditActorKind
-	(*AuditEntry)(nil),                // 1: outpost.v1.AuditEntry
-	(*ListAuditEntriesRequest)(nil),   // 2: outpost.v1.ListAuditEntriesRequest
-	(*ListAuditEntriesResponse)(nil),  // 3: outpost.v1.ListAuditEntriesResponse
-	(*WatchAuditEntriesRequest)(nil),  // 4: outpost.v1.WatchAuditEntriesRequest
-	(*WatchAuditEntriesResponse)(nil), // 5: outpost.v1.WatchAuditEntriesResponse
-	nil,                               // 6: outpost.v1.AuditEntry.DetailsEntry
-	(*timestamppb.Timestamp)(nil),     // 7: google.protobuf.Timestamp
-	(Role)(0),                         // 8: outpost.v1.Role
+	(AuditActorKind)(0),                  // 0: outpost.v1.AuditActorKind
+	(AuditCheckpointReason)(0),           // 1: outpost.v1.AuditCheckpointReason
+	(*AuditEntry)(nil),                   // 2: outpost.v1.AuditEntry
+	(*AuditCheckpoint)(nil),              // 3: outpost.v1.AuditCheckpoint
+	(*ListAuditEntriesRequest)(nil),      // 4: outpost.v1.ListAuditEntriesRequest
+	(*ListAuditEntriesResponse)(nil),     // 5: outpost.v1.ListAuditEntriesResponse
+	(*WatchAuditEntriesRequest)(nil),     // 6: outpost.v1.WatchAuditEntriesRequest
+	(*WatchAuditEntriesResponse)(nil),    // 7: outpost.v1.WatchAuditEntriesResponse
+	(*ListAuditCheckpointsRequest)(nil),  // 8: outpost.v1.ListAuditCheckpointsRequest
+	(*ListAuditCheckpointsResponse)(nil), // 9: outpost.v1.ListAuditCheckpointsResponse
+	nil,                                  // 10: outpost.v1.AuditEntry.DetailsEntry
+	(*timestamppb.Timestamp)(nil),        // 11: google.protobuf.Timestamp
+	(Role)(0),                            // 12: outpost.v1.Role
 }
 var file_outpost_v1_audit_proto_depIdxs = []int32{
-	7,  // 0: outpost.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	11, // 0: outpost.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
 	0,  // 1: outpost.v1.AuditEntry.actor_kind:type_name -> outpost.v1.AuditActorKind
-	8,  // 2: outpost.v1.AuditEntry.role:type_name -> outpost.v1.Role
-	6,  // 3: outpost.v1.AuditEntry.details:type_name -> outpost.v1.AuditEntry.DetailsEntry
-	7,  // 4: outpost.v1.ListAuditEntriesRequest.since:type_name -> google.protobuf.Timestamp
-	1,  // 5: outpost.v1.ListAuditEntriesResponse.entries:type_name -> outpost.v1.AuditEntry
-	7,  // 6: outpost.v1.WatchAuditEntriesRequest.since:type_name -> google.protobuf.Timestamp
-	1,  // 7: outpost.v1.WatchAuditEntriesResponse.entry:type_name -> outpost.v1.AuditEntry
-	2,  // 8: outpost.v1.AuditService.ListAuditEntries:input_type -> outpost.v1.ListAuditEntriesRequest
-	4,  // 9: outpost.v1.AuditService.WatchAuditEntries:input_type -> outpost.v1.WatchAuditEntriesRequest
-	3,  // 10: outpost.v1.AuditService.ListAuditEntries:output_type -> outpost.v1.ListAuditEntriesResponse
-	5,  // 11: outpost.v1.AuditService.WatchAuditEntries:output_type -> outpost.v1.WatchAuditEntriesResponse
-	10, // [10:12] is the sub-list for method output_type
-	8,  // [8:10] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	12, // 2: outpost.v1.AuditEntry.role:type_name -> outpost.v1.Role
+	10, // 3: outpost.v1.AuditEntry.details:type_name -> outpost.v1.AuditEntry.DetailsEntry
+	11, // 4: outpost.v1.AuditCheckpoint.entry_time:type_name -> google.protobuf.Timestamp
+	11, // 5: outpost.v1.AuditCheckpoint.time:type_name -> google.protobuf.Timestamp
+	1,  // 6: outpost.v1.AuditCheckpoint.reason:type_name -> outpost.v1.AuditCheckpointReason
+	11, // 7: outpost.v1.ListAuditEntriesRequest.since:type_name -> google.protobuf.Timestamp
+	2,  // 8: outpost.v1.ListAuditEntriesResponse.entries:type_name -> outpost.v1.AuditEntry
+	11, // 9: outpost.v1.WatchAuditEntriesRequest.since:type_name -> google.protobuf.Timestamp
+	2,  // 10: outpost.v1.WatchAuditEntriesResponse.entry:type_name -> outpost.v1.AuditEntry
+	3,  // 11: outpost.v1.ListAuditCheckpointsResponse.checkpoints:type_name -> outpost.v1.AuditCheckpoint
+	4,  // 12: outpost.v1.AuditService.ListAuditEntries:input_type -> outpost.v1.ListAuditEntriesRequest
+	6,  // 13: outpost.v1.AuditService.WatchAuditEntries:input_type -> outpost.v1.WatchAuditEntriesRequest
+	8,  // 14: outpost.v1.AuditService.ListAuditCheckpoints:input_type -> outpost.v1.ListAuditCheckpointsRequest
+	5,  // 15: outpost.v1.AuditService.ListAuditEntries:output_type -> outpost.v1.ListAuditEntriesResponse
+	7,  // 16: outpost.v1.AuditService.WatchAuditEntries:output_type -> outpost.v1.WatchAuditEntriesResponse
+	9,  // 17: outpost.v1.AuditService.ListAuditCheckpoints:output_type -> outpost.v1.ListAuditCheckpointsResponse
+	15, // [15:18] is the sub-list for method output_type
+	12, // [12:15] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_outpost_v1_audit_proto_init() }
@@ -612,8 +936,8 @@ func file_outpost_v1_audit_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_outpost_v1_audit_proto_rawDesc), len(file_outpost_v1_audit_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   6,
+			NumEnums:      2,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

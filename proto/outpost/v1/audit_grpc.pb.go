@@ -19,8 +19,9 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AuditService_ListAuditEntries_FullMethodName  = "/outpost.v1.AuditService/ListAuditEntries"
-	AuditService_WatchAuditEntries_FullMethodName = "/outpost.v1.AuditService/WatchAuditEntries"
+	AuditService_ListAuditEntries_FullMethodName     = "/outpost.v1.AuditService/ListAuditEntries"
+	AuditService_WatchAuditEntries_FullMethodName    = "/outpost.v1.AuditService/WatchAuditEntries"
+	AuditService_ListAuditCheckpoints_FullMethodName = "/outpost.v1.AuditService/ListAuditCheckpoints"
 )
 
 // AuditServiceClient is the client API for AuditService service.
@@ -42,6 +43,10 @@ type AuditServiceClient interface {
 	// by the server with UNAVAILABLE may be resumed by passing the last
 	// entry's time as since and its sequence as after_sequence.
 	WatchAuditEntries(ctx context.Context, in *WatchAuditEntriesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchAuditEntriesResponse], error)
+	// ListAuditCheckpoints lists the signed checkpoints of the log's hash
+	// chain, oldest first. The oldest is the one the last retention prune
+	// wrote; `outpost audit verify` checks entries against them.
+	ListAuditCheckpoints(ctx context.Context, in *ListAuditCheckpointsRequest, opts ...grpc.CallOption) (*ListAuditCheckpointsResponse, error)
 }
 
 type auditServiceClient struct {
@@ -81,6 +86,16 @@ func (c *auditServiceClient) WatchAuditEntries(ctx context.Context, in *WatchAud
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AuditService_WatchAuditEntriesClient = grpc.ServerStreamingClient[WatchAuditEntriesResponse]
 
+func (c *auditServiceClient) ListAuditCheckpoints(ctx context.Context, in *ListAuditCheckpointsRequest, opts ...grpc.CallOption) (*ListAuditCheckpointsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAuditCheckpointsResponse)
+	err := c.cc.Invoke(ctx, AuditService_ListAuditCheckpoints_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AuditServiceServer is the server API for AuditService service.
 // All implementations must embed UnimplementedAuditServiceServer
 // for forward compatibility.
@@ -100,6 +115,10 @@ type AuditServiceServer interface {
 	// by the server with UNAVAILABLE may be resumed by passing the last
 	// entry's time as since and its sequence as after_sequence.
 	WatchAuditEntries(*WatchAuditEntriesRequest, grpc.ServerStreamingServer[WatchAuditEntriesResponse]) error
+	// ListAuditCheckpoints lists the signed checkpoints of the log's hash
+	// chain, oldest first. The oldest is the one the last retention prune
+	// wrote; `outpost audit verify` checks entries against them.
+	ListAuditCheckpoints(context.Context, *ListAuditCheckpointsRequest) (*ListAuditCheckpointsResponse, error)
 	mustEmbedUnimplementedAuditServiceServer()
 }
 
@@ -115,6 +134,9 @@ func (UnimplementedAuditServiceServer) ListAuditEntries(context.Context, *ListAu
 }
 func (UnimplementedAuditServiceServer) WatchAuditEntries(*WatchAuditEntriesRequest, grpc.ServerStreamingServer[WatchAuditEntriesResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchAuditEntries not implemented")
+}
+func (UnimplementedAuditServiceServer) ListAuditCheckpoints(context.Context, *ListAuditCheckpointsRequest) (*ListAuditCheckpointsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListAuditCheckpoints not implemented")
 }
 func (UnimplementedAuditServiceServer) mustEmbedUnimplementedAuditServiceServer() {}
 func (UnimplementedAuditServiceServer) testEmbeddedByValue()                      {}
@@ -166,6 +188,24 @@ func _AuditService_WatchAuditEntries_Handler(srv interface{}, stream grpc.Server
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AuditService_WatchAuditEntriesServer = grpc.ServerStreamingServer[WatchAuditEntriesResponse]
 
+func _AuditService_ListAuditCheckpoints_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAuditCheckpointsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditServiceServer).ListAuditCheckpoints(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuditService_ListAuditCheckpoints_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditServiceServer).ListAuditCheckpoints(ctx, req.(*ListAuditCheckpointsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AuditService_ServiceDesc is the grpc.ServiceDesc for AuditService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -176,6 +216,10 @@ var AuditService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListAuditEntries",
 			Handler:    _AuditService_ListAuditEntries_Handler,
+		},
+		{
+			MethodName: "ListAuditCheckpoints",
+			Handler:    _AuditService_ListAuditCheckpoints_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
