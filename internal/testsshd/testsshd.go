@@ -441,6 +441,11 @@ func (s *Server) WriteKnownHosts(tb testing.TB) string {
 	return path
 }
 
+// Log returns what sshd has logged so far (it runs with -e, logging to
+// stderr); the default LogLevel is ERROR, so a test that reads logins sets
+// "LogLevel INFO" or "LogLevel VERBOSE" in Options.ExtraConfig.
+func (s *Server) Log() string { return s.stderr.String() }
+
 // Kill stops sshd with SIGKILL, along with every session and command it
 // forked, as if the machine died. It is safe to call more than once.
 func (s *Server) Kill() {
