@@ -469,6 +469,27 @@ func ClientKey(tb testing.TB) (ssh.Signer, ssh.PublicKey) {
 	return signer, signer.PublicKey()
 }
 
+// ClientKeyFile returns a fresh ed25519 key and the path of its private
+// key file (OpenSSH form, mode 0600) in a temporary directory, for
+// daemons that read keys from files (a gateway's --ssh-key or
+// --ssh-ca-key).
+func ClientKeyFile(tb testing.TB) (ssh.Signer, string) {
+	tb.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		tb.Fatalf("testsshd: generate key: %v", err)
+	}
+	signer, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		tb.Fatalf("testsshd: signer: %v", err)
+	}
+	path := filepath.Join(tb.TempDir(), "id_ed25519")
+	if err := writePrivateKey(path, priv); err != nil {
+		tb.Fatalf("testsshd: %v", err)
+	}
+	return signer, path
+}
+
 // randomLoopbackIP returns 127.R.x.y with R in [16, 250] and y in [1, 254],
 // keeping clear of 127.0.0.1 and the low blocks other tools like to use.
 func randomLoopbackIP() string {
