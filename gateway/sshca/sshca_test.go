@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -347,8 +348,40 @@ func TestLoadCA(t *testing.T) {
 	if _, err := LoadCA(dir); err == nil {
 		t.Error("LoadCA(directory) succeeded")
 	}
+	// A FIFO in place of the key must not hang the gateway's start.
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadCA(fifo); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("LoadCA(fifo) = %v, want not a regular file", err)
+	}
 	// The key's own bytes are in no error.
 	if _, err := LoadCA(write("ca-open2", keyPEM, 0o644)); err != nil && strings.Contains(err.Error(), string(keyPEM[40:80])) {
 		t.Error("error echoes the key")
+	}
+}
+
+// BenchmarkIssue measures what a certificate adds to one node deployment:
+// an ed25519 key pair, a signature and the host's addresses.
+func BenchmarkIssue(b *testing.B) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ca, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		b.Fatal(err)
+	}
+	a, err := New(Config{CA: ca})
+	if err != nil {
+		b.Fatal(err)
+	}
+	req := Request{User: "deploy", NodeAddress: "127.0.0.1:22", RolloutID: "r", NodeID: "n", AssignmentID: "a", Gateway: "g"}
+	for b.Loop() {
+		req.ValidBefore = time.Now().Add(time.Hour)
+		if _, err := a.Issue(context.Background(), req); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
