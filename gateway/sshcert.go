@@ -27,11 +27,12 @@ import (
 
 // certSkew is kept between the end of a deployment's time and its
 // certificate's expiry, for a node whose clock runs ahead of the gateway's.
-const certSkew = time.Minute
+// A variable so that a test can reach a deployment's time limit quickly.
+var certSkew = time.Minute
 
 // minDeployTime is the least time a deployment must have before its
 // certificate's reserve for cleanup begins.
-const minDeployTime = time.Minute
+var minDeployTime = time.Minute
 
 // loadCA reads the SSH user CA, when there is one; now is the gateway's
 // clock.

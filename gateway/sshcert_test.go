@@ -12,6 +12,8 @@ import (
 	"golang.org/x/crypto/ssh"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/outposthq/outpost/gateway/deployer"
+	"github.com/outposthq/outpost/gateway/sshca"
 	"github.com/outposthq/outpost/gateway/sshexec"
 	"github.com/outposthq/outpost/internal/testsshd"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
@@ -152,4 +154,30 @@ func counterValue(t *testing.T, c prometheus.Counter) float64 {
 		t.Fatal(err)
 	}
 	return m.GetCounter().GetValue()
+}
+
+// TestDeploymentStopsBeforeItsCertificateExpires runs a deployment past
+// its time limit: the gateway cancels it (the deployer would clean up or
+// roll back) with a cause naming the certificate's expiry, in time for the
+// cleanup to log in with a certificate still valid.
+func TestDeploymentStopsBeforeItsCertificateExpires(t *testing.T) {
+	// The shortest validity leaves this deployment 300 ms.
+	oldSkew, oldMin := certSkew, minDeployTime
+	certSkew, minDeployTime = sshca.MinValidity-deployer.DefaultCleanupTimeout-300*time.Millisecond, 100*time.Millisecond
+	t.Cleanup(func() { certSkew, minDeployTime = oldSkew, oldMin })
+	_, caFile := testsshd.ClientKeyFile(t)
+
+	cp := startFakeCP(t)
+	digest := cp.addBlob([]byte("x"))
+	dep := newFakeDeployer()
+	dep.hold("slow", outpostv1.Step_STEP_UPLOAD)
+	startGateway(t, cp, dep, func(c *Config) {
+		c.SSH = SSHConfig{User: "deploy", CAKeyFile: caFile, CertValidity: sshca.MinValidity}
+	})
+	cp.assign(t, assignment("slow", "slow", digest))
+	res := cp.waitResult(t, "slow")
+	if res.GetState() != outpostv1.NodeState_NODE_STATE_FAILED || !strings.Contains(res.GetError(), "deployment time limit") ||
+		!strings.Contains(res.GetError(), "--ssh-cert-validity 5m0s") {
+		t.Errorf("result = %v, want FAILED for the deployment's time limit", res)
+	}
 }
