@@ -17,6 +17,7 @@ import (
 
 	"github.com/outposthq/outpost/e2e/e2etest"
 	"github.com/outposthq/outpost/gateway"
+	"github.com/outposthq/outpost/internal/rolloutstate"
 	"github.com/outposthq/outpost/internal/testsshd"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
@@ -38,7 +39,10 @@ func TestShortLivedSSHCertificateDeployment(t *testing.T) {
 		TrustedUserCA: ca.PublicKey(),
 		// Certificates are the only way in; VERBOSE also logs the key id
 		// of a refused certificate.
-		ExtraConfig: []string{"AuthorizedKeysFile none", "LogLevel VERBOSE"},
+		ExtraConfig: []string{"AuthorizedKeysFile none", "LogLevel VERBOSE",
+			// Sessions start no login files of this machine's user (a
+			// slow .bashrc would time every command).
+			"SetEnv HOME=" + t.TempDir()},
 	})
 	const app = "certapp"
 	node := &outpostv1.Node{
@@ -75,10 +79,14 @@ func TestShortLivedSSHCertificateDeployment(t *testing.T) {
 		Deploy:   &outpostv1.PlanDeploy{Path: deployPath},
 		Strategy: &outpostv1.PlanStrategy{Type: "rolling", Batch: "100%"},
 	}, digest)
-	done := s.waitDone(r.GetId())
+	// Not s.waitDone: on failure the gateway's and sshd's logs say why.
+	done, err := s.client.Wait(ctxT(t), r.GetId(), pollEvery, func(r *outpostv1.Rollout) bool { return rolloutstate.Finished(r.GetState()) })
+	if err != nil {
+		t.Fatalf("waiting for rollout %s: %v\ngateway log:\n%s\nsshd log:\n%s", r.GetId(), err, tail(logs.String(), 8000), srv.Log())
+	}
 	if done.GetState() != outpostv1.RolloutState_ROLLOUT_STATE_SUCCEEDED {
 		t.Fatalf("rollout %s ended %v (%q); nodes: %v\ngateway log:\n%s\nsshd log:\n%s",
-			r.GetId(), done.GetState(), done.GetMessage(), s.rolloutNodes(r.GetId()), tail(logs.String(), 30), srv.Log())
+			r.GetId(), done.GetState(), done.GetMessage(), s.rolloutNodes(r.GetId()), tail(logs.String(), 8000), srv.Log())
 	}
 	rec := s.rolloutNodes(r.GetId())[node.GetId()]
 	got, err := os.ReadFile(filepath.Join(deployPath, "current", "VERSION"))
@@ -111,7 +119,7 @@ func TestShortLivedSSHCertificateDeployment(t *testing.T) {
 		}
 	}
 	if gwLine == "" {
-		t.Fatalf("the gateway logged no certificate login; its log:\n%s", tail(logs.String(), 30))
+		t.Fatalf("the gateway logged no certificate login; its log:\n%s", tail(logs.String(), 8000))
 	}
 	_, serial, _ := strings.Cut(accepted, "(serial ")
 	serial, _, _ = strings.Cut(serial, ")")

@@ -24,7 +24,9 @@ func TestShortLivedCertificatesAgainstSSHD(t *testing.T) {
 	s := startSSHD(t, sshdOptions{
 		userCA:          ca.PublicKey(),
 		noAuthorizedKey: true,
-		extraConfig:     []string{"AuthorizedKeysFile none", "LogLevel VERBOSE"},
+		// No login files of this machine's user: a slow .bashrc would
+		// time the session.
+		extraConfig: []string{"AuthorizedKeysFile none", "LogLevel VERBOSE", "SetEnv HOME=" + t.TempDir()},
 	})
 	issue := func(t *testing.T, now time.Time, sources []netip.Prefix, user, node string) *sshca.Credential {
 		t.Helper()
