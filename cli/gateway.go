@@ -6,11 +6,14 @@ import (
 	"flag"
 	"fmt"
 	iofs "io/fs"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/outposthq/outpost/gateway"
+	"github.com/outposthq/outpost/gateway/sshca"
 )
 
 func gatewayCommand() *command {
@@ -49,11 +52,27 @@ certificate before it expires. The token decides the datacenter; give
 --datacenter too to have it checked. Prefer --join-token-file or
 $OUTPOST_JOIN_TOKEN to --join-token, which other users can see in ps.
 
+Instead of a static deploy key, a gateway may hold its datacenter's SSH
+user CA (--ssh-ca-key, the same file on every gateway of the datacenter;
+create it with ssh-keygen -t ed25519 -f outpost_user_ca, mode 0600). For
+each node deployment it then makes a fresh key pair, in memory only, and
+a certificate for the node's login that expires after --ssh-cert-validity
+(which also limits how long the deployment may run), may be used only
+from this gateway's addresses (--ssh-cert-source-address to name them,
+e.g. behind NAT), allows no pty or forwarding, and whose key id names the
+rollout, node, assignment and gateway, which sshd logs with the login.
+Nodes trust the CA with two sshd_config lines:
+  TrustedUserCAKeys /etc/ssh/outpost_user_ca.pub
+  LogLevel VERBOSE
+
 Examples:
   outpost gateway --controlplane cp.example.internal:7443 --join-token-file /etc/outpost/gateway/join-token \
       --ssh-key /etc/outpost/gateway/id_ed25519 --known-hosts /etc/outpost/gateway/known_hosts
   outpost gateway --controlplane 127.0.0.1:7443 --datacenter dc-1 --ssh-agent \
       --known-hosts ~/.ssh/known_hosts --ssh-user deploy --concurrency 50
+  outpost gateway --controlplane cp.example.internal:7443 --ssh-user deploy \
+      --ssh-ca-key /etc/outpost/gateway/outpost_user_ca --ssh-cert-validity 2h \
+      --ssh-cert-source-address 10.20.0.5,10.20.0.6 --known-hosts /etc/outpost/gateway/known_hosts
 
 See deploy/systemd/outpost-gateway.service for a systemd unit.`,
 		flags: func(fs *flag.FlagSet, env *Env) func(context.Context, []string) error {
@@ -73,6 +92,10 @@ See deploy/systemd/outpost-gateway.service for a systemd unit.`,
 			user := fs.String("ssh-user", "", "SSH login for nodes whose inventory entry has no user")
 			agent := fs.Bool("ssh-agent", false, "also offer the keys of the ssh-agent at $SSH_AUTH_SOCK (for encrypted keys)")
 			passwordFile := fs.String("ssh-password-file", "", "`FILE` holding the SSH password for legacy nodes without keys")
+			caKey := fs.String("ssh-ca-key", "", "SSH user CA private key `FILE` (mode 0600): log in to each node with a fresh certificate per deployment instead of a static key")
+			certValidity := fs.Duration("ssh-cert-validity", 0, "how long each deployment's certificate is valid, and so how long the deployment may run (`DURATION`, 5m..24h; 0 = 1h); needs --ssh-ca-key")
+			certSources := fs.String("ssh-cert-source-address", "", "comma-separated `CIDR`s or addresses the certificates may be used from (their source-address); empty: this host's non-loopback addresses, and loopback for nodes on loopback")
+			bindAddr := fs.String("ssh-bind-address", "", "local `IP` to connect to nodes from (like ssh -b); empty: the system's choice")
 			concurrency := fs.Int("concurrency", gateway.DefaultConcurrency, "nodes deployed at once")
 			handshakes := fs.Int("max-handshakes", 0, "SSH connection set-ups at once across all nodes (0 = 32), so a large batch does not trip the servers' MaxStartups")
 			cacheDir := fs.String("cache-dir", defaultCacheDir(), "artifact cache `directory`")
@@ -83,8 +106,12 @@ See deploy/systemd/outpost-gateway.service for a systemd unit.`,
 				if len(args) > 0 {
 					return usagef("gateway takes no arguments")
 				}
-				if len(keys) == 0 && !*agent && *passwordFile == "" {
-					return usagef("no SSH credentials: give --ssh-key, --ssh-agent or --ssh-password-file")
+				if len(keys) == 0 && !*agent && *passwordFile == "" && *caKey == "" {
+					return usagef("no SSH credentials: give --ssh-ca-key, --ssh-key, --ssh-agent or --ssh-password-file")
+				}
+				sources, err := certSourceAddresses(*caKey, *certValidity, *certSources)
+				if err != nil {
+					return err
 				}
 				if *credFile == "" {
 					return usagef("--credential-file is empty")
@@ -122,12 +149,16 @@ See deploy/systemd/outpost-gateway.service for a systemd unit.`,
 					Concurrency:    *concurrency,
 					CacheDir:       *cacheDir,
 					SSH: gateway.SSHConfig{
-						User:            *user,
-						KeyFiles:        keys,
-						Agent:           *agent,
-						PasswordFile:    *passwordFile,
-						KnownHostsFiles: knownHosts,
-						MaxHandshakes:   *handshakes,
+						User:                *user,
+						KeyFiles:            keys,
+						Agent:               *agent,
+						PasswordFile:        *passwordFile,
+						KnownHostsFiles:     knownHosts,
+						MaxHandshakes:       *handshakes,
+						CAKeyFile:           *caKey,
+						CertValidity:        *certValidity,
+						CertSourceAddresses: sources,
+						LocalAddr:           *bindAddr,
 					},
 					MetricsListen:  *metrics,
 					Logger:         log,
@@ -146,6 +177,28 @@ See deploy/systemd/outpost-gateway.service for a systemd unit.`,
 			}
 		},
 	}
+}
+
+// certSourceAddresses checks the certificate flags and parses
+// --ssh-cert-source-address; nil means the default.
+func certSourceAddresses(caKey string, validity time.Duration, sources string) ([]netip.Prefix, error) {
+	if caKey == "" {
+		if validity != 0 || sources != "" {
+			return nil, usagef("--ssh-cert-validity and --ssh-cert-source-address need --ssh-ca-key")
+		}
+		return nil, nil
+	}
+	if validity != 0 && (validity < sshca.MinValidity || validity > sshca.MaxValidity) {
+		return nil, usagef("--ssh-cert-validity %v is outside %v..%v", validity, sshca.MinValidity, sshca.MaxValidity)
+	}
+	if sources == "" {
+		return nil, nil
+	}
+	p, err := sshca.ParseSourceAddresses(sources)
+	if err != nil {
+		return nil, usagef("--ssh-cert-source-address: %v", err)
+	}
+	return p, nil
 }
 
 // joinTokenEnv passes the join token without putting it on the command line.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"time"
 
@@ -11,6 +12,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/crypto/ssh"
 	"google.golang.org/grpc"
+
+	"github.com/outposthq/outpost/gateway/sshca"
 )
 
 // Defaults applied by Config.CheckAndSetDefaults.
@@ -97,6 +100,28 @@ type SSHConfig struct {
 	// KnownHostsFiles are OpenSSH known_hosts files checked for nodes that
 	// carry no pinned host keys.
 	KnownHostsFiles []string
+	// CAKeyFile is the datacenter's SSH user CA private key (unencrypted,
+	// mode 0600 or stricter; the same file for every gateway of the
+	// datacenter). When set, each node deployment logs in with a fresh
+	// key pair and a certificate signed by it (see gateway/sshca), offered
+	// before any other credential; nodes trust it with sshd's
+	// TrustedUserCAKeys. Empty means no certificates.
+	CAKeyFile string
+	// CertValidity is how long each deployment's certificate is valid
+	// after it is issued, and so how long the deployment may run: it is
+	// cancelled (cleaned up or rolled back) early enough to finish within
+	// the certificate. Zero means sshca.DefaultValidity; otherwise
+	// sshca.MinValidity to sshca.MaxValidity.
+	CertValidity time.Duration
+	// CertSourceAddresses are the only addresses the certificates may be
+	// used from (their source-address); nil means the gateway host's own
+	// non-loopback addresses, plus loopback for nodes on loopback. Set it
+	// when a NAT between the gateway and its nodes changes the address
+	// the nodes see.
+	CertSourceAddresses []netip.Prefix
+	// LocalAddr is the local IP address to connect to nodes from (ssh -b);
+	// empty lets the system choose.
+	LocalAddr string
 	// MaxHandshakes bounds the SSH connection set-ups (TCP connect, key
 	// exchange, authentication) running at once across all nodes, so a
 	// large batch does not hit every server's MaxStartups and the
@@ -149,8 +174,11 @@ func (c *Config) CheckAndSetDefaults() error {
 		return fmt.Errorf("gateway: MaxBackoff %v is below MinBackoff %v", c.MaxBackoff, c.MinBackoff)
 	}
 	s := c.SSH
-	if len(s.KeyFiles) == 0 && len(s.Signers) == 0 && !s.Agent && s.PasswordFile == "" {
-		return errors.New("gateway: SSH: no credentials (KeyFiles, Signers, Agent or PasswordFile)")
+	if len(s.KeyFiles) == 0 && len(s.Signers) == 0 && !s.Agent && s.PasswordFile == "" && s.CAKeyFile == "" {
+		return errors.New("gateway: SSH: no credentials (CAKeyFile, KeyFiles, Signers, Agent or PasswordFile)")
+	}
+	if err := c.SSH.checkCert(); err != nil {
+		return err
 	}
 	for i, k := range s.Signers {
 		if k == nil {
@@ -168,6 +196,29 @@ func (c *Config) CheckAndSetDefaults() error {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	return nil
+}
+
+// checkCert validates the certificate settings and sets their defaults.
+func (s *SSHConfig) checkCert() error {
+	if s.CAKeyFile == "" {
+		if s.CertValidity != 0 || s.CertSourceAddresses != nil {
+			return errors.New("gateway: SSH.CertValidity and SSH.CertSourceAddresses need SSH.CAKeyFile")
+		}
+	} else if s.CertValidity == 0 {
+		s.CertValidity = sshca.DefaultValidity
+	}
+	if s.CAKeyFile != "" && (s.CertValidity < sshca.MinValidity || s.CertValidity > sshca.MaxValidity) {
+		return fmt.Errorf("gateway: SSH.CertValidity %v is outside %v..%v", s.CertValidity, sshca.MinValidity, sshca.MaxValidity)
+	}
+	if s.CertSourceAddresses != nil && len(s.CertSourceAddresses) == 0 {
+		return errors.New("gateway: SSH.CertSourceAddresses is empty; nil means the host's own addresses")
+	}
+	if s.LocalAddr != "" {
+		if ip, err := netip.ParseAddr(s.LocalAddr); err != nil || ip.Zone() != "" {
+			return fmt.Errorf("gateway: SSH.LocalAddr %q is not an IP address", s.LocalAddr)
+		}
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/pem"
 	"github.com/outposthq/outpost/gateway/sshexec"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,6 +39,12 @@ func TestConfigCheckAndSetDefaults(t *testing.T) {
 		{"password only", func(c *Config) { c.SSH = SSHConfig{PasswordFile: "/pw"} }, ""},
 		{"token without credential file", func(c *Config) { c.JoinToken = "opjt_x" }, "JoinToken needs a CredentialFile"},
 		{"datacenter from the credential", func(c *Config) { c.Datacenter, c.CredentialFile = "", "/cred.pem" }, ""},
+		{"CA only", func(c *Config) { c.SSH = SSHConfig{CAKeyFile: "/ca"} }, ""},
+		{"CA validity too short", func(c *Config) { c.SSH = SSHConfig{CAKeyFile: "/ca", CertValidity: time.Minute} }, "CertValidity 1m0s is outside"},
+		{"CA validity too long", func(c *Config) { c.SSH = SSHConfig{CAKeyFile: "/ca", CertValidity: 25 * time.Hour} }, "is outside"},
+		{"validity without CA", func(c *Config) { c.SSH.CertValidity = time.Hour }, "need SSH.CAKeyFile"},
+		{"empty source addresses", func(c *Config) { c.SSH = SSHConfig{CAKeyFile: "/ca", CertSourceAddresses: []netip.Prefix{}} }, "CertSourceAddresses is empty"},
+		{"bad bind address", func(c *Config) { c.SSH.LocalAddr = "gw.example" }, "LocalAddr"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -106,21 +106,35 @@ func (g *Gateway) dialNode(ctx context.Context, n *outpostv1.Node) (deployer.Rem
 	if err != nil {
 		return nil, err
 	}
+	var cert *deployCert
+	if cfg.Auth, cert, err = g.certAuth(ctx, cfg.Auth); err != nil {
+		return nil, err
+	}
 	c, err := sshexec.Dial(ctx, cfg)
 	if err != nil {
 		return nil, err // a nil *Client must not become a non-nil Remote
 	}
+	g.noteCertLogin(cert, n)
 	return c, nil
 }
 
-// sshConfig is how to reach n.
-func (g *Gateway) sshConfig(n *outpostv1.Node) (sshexec.Config, error) {
+// nodeUser is the login on n: its own, else the gateway's default.
+func (g *Gateway) nodeUser(n *outpostv1.Node) (string, error) {
 	user := n.GetUser()
 	if user == "" {
 		user = g.cfg.SSH.User
 	}
 	if user == "" {
-		return sshexec.Config{}, fmt.Errorf("node %s has no SSH user and the gateway has no default user", n.GetId())
+		return "", fmt.Errorf("node %s has no SSH user and the gateway has no default user", n.GetId())
+	}
+	return user, nil
+}
+
+// sshConfig is how to reach n.
+func (g *Gateway) sshConfig(n *outpostv1.Node) (sshexec.Config, error) {
+	user, err := g.nodeUser(n)
+	if err != nil {
+		return sshexec.Config{}, err
 	}
 	hk := sshexec.HostKeys{KnownHostsFiles: g.cfg.SSH.KnownHostsFiles}
 	if len(n.GetHostKeys()) > 0 {
@@ -138,6 +152,7 @@ func (g *Gateway) sshConfig(n *outpostv1.Node) (sshexec.Config, error) {
 		User:        user,
 		Auth:        g.auth,
 		HostKeys:    hk,
+		LocalAddr:   g.cfg.SSH.LocalAddr,
 		DialLimiter: g.dials,
 		Logger:      g.log.With("node_id", n.GetId()),
 	}, nil

@@ -31,6 +31,11 @@
 //     (package artifactcache) and fanned out to every node.
 //   - SSH keys are loaded once, in New; passwords never reach logs, errors,
 //     events or traces.
+//   - With an SSH user CA (SSHConfig.CAKeyFile) each assignment logs in
+//     with a key pair and certificate of its own (package sshca), carried
+//     by its context to its own dials only; its context ends at its time
+//     limit, switch or not, early enough for the deployer's cleanup or
+//     rollback to finish before the certificate expires.
 //   - The deployer's spans join the control plane's trace through the W3C
 //     trace context carried in each assignment.
 //   - The link is TLS with a client certificate bound to the gateway's name

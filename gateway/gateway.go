@@ -12,9 +12,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/crypto/ssh"
 
 	"github.com/outposthq/outpost/gateway/artifactcache"
 	"github.com/outposthq/outpost/gateway/deployer"
+	"github.com/outposthq/outpost/gateway/sshca"
 	"github.com/outposthq/outpost/gateway/sshexec"
 	"github.com/outposthq/outpost/internal/pki"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
@@ -44,6 +46,7 @@ type Gateway struct {
 	cfg         Config
 	log         *slog.Logger
 	auth        sshexec.Auth         // loaded once by New
+	ca          *sshca.Authority     // nil without SSH.CAKeyFile
 	dials       *sshexec.DialLimiter // shared by every node's connection set-up
 	tracer      trace.Tracer
 	deploy      nodeDeployer
@@ -79,6 +82,10 @@ func New(cfg Config) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
+	ca, err := loadCA(cfg.SSH, cfg.Now)
+	if err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(cfg.CacheDir, 0o700); err != nil {
 		return nil, fmt.Errorf("gateway: CacheDir: %w", err)
 	}
@@ -86,6 +93,7 @@ func New(cfg Config) (*Gateway, error) {
 		cfg:      cfg,
 		log:      cfg.Logger.With("gateway", cfg.Name),
 		auth:     auth,
+		ca:       ca,
 		dials:    sshexec.NewDialLimiter(cfg.SSH.MaxHandshakes),
 		tracer:   cfg.TracerProvider.Tracer("outpost/gateway"),
 		reg:      prometheus.NewRegistry(),
@@ -96,6 +104,10 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Datacenter != "" {
 		// Else Run adds it once the join token decided it.
 		g.log = g.log.With("datacenter", cfg.Datacenter)
+	}
+	if ca != nil {
+		g.log.Info("ssh user CA loaded: each node deployment logs in with a certificate of its own",
+			"ca", ssh.FingerprintSHA256(ca.PublicKey()), "validity", cfg.SSH.CertValidity)
 	}
 	g.met, err = newMetrics(g.reg)
 	if err != nil {

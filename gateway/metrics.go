@@ -23,6 +23,10 @@ type metrics struct {
 	stepSeconds *prometheus.HistogramVec // by step and result
 	inFlight    prometheus.Gauge
 	connected   prometheus.Gauge
+	// sshCertsIssued and sshCertLogins count the SSH certificates made for
+	// deployments and the logins nodes accepted with them.
+	sshCertsIssued prometheus.Counter
+	sshCertLogins  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -44,9 +48,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "outpost_gateway_connected",
 			Help: "1 while the gateway holds a welcomed stream to the control plane, else 0.",
 		}),
+		sshCertsIssued: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "outpost_gateway_ssh_certificates_issued_total",
+			Help: "Short-lived SSH certificates issued, one per node deployment (with --ssh-ca-key).",
+		}),
+		sshCertLogins: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "outpost_gateway_ssh_certificate_logins_total",
+			Help: "Node deployments whose node accepted their SSH certificate (counted at the first login of each).",
+		}),
 	}
 	for _, c := range []prometheus.Collector{
-		m.deployments, m.stepSeconds, m.inFlight, m.connected,
+		m.deployments, m.stepSeconds, m.inFlight, m.connected, m.sshCertsIssued, m.sshCertLogins,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {

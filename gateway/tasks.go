@@ -260,6 +260,12 @@ func (g *Gateway) deployAssignment(ctx context.Context, t *task) deployer.Result
 		g.met.observeStep(ev)
 		g.out.addEvent(a.GetAssignmentId(), ev)
 	}
+	ctx, cancel, err := g.withCertificate(ctx, a)
+	if err != nil {
+		// Reported as the connect step: the node has not been touched.
+		return g.failBeforeNode(a, outpostv1.Step_STEP_CONNECT, "preparing the SSH certificate", err, emit)
+	}
+	defer cancel()
 	if !isDeploy(a) {
 		return g.runOther(ctx, a, emit)
 	}
@@ -270,18 +276,24 @@ func (g *Gateway) deployAssignment(ctx context.Context, t *task) deployer.Result
 	path, err := g.fetchArtifact(ctx, a)
 	if err != nil {
 		// Reported as the upload step: the node has not been touched.
-		now := timestamppb.New(g.cfg.Now())
-		base := &outpostv1.NodeStepEvent{NodeId: a.GetNode().GetId(), RolloutId: a.GetRolloutId(), Step: outpostv1.Step_STEP_UPLOAD, Time: now}
-		started := cloneEvent(base, outpostv1.StepPhase_STEP_PHASE_STARTED, 1)
-		started.Detail = "fetching the artifact from the control plane"
-		emit(started)
-		failed := cloneEvent(base, outpostv1.StepPhase_STEP_PHASE_FAILED, 2)
-		failed.Duration, failed.Error = durationpb.New(0), err.Error()
-		emit(failed)
-		return deployer.Result{State: outpostv1.NodeState_NODE_STATE_FAILED, Step: outpostv1.Step_STEP_UPLOAD, Err: err}
+		return g.failBeforeNode(a, outpostv1.Step_STEP_UPLOAD, "fetching the artifact from the control plane", err, emit)
 	}
 	job.ArtifactPath = path
 	return g.deploy.Deploy(ctx, job, emit)
+}
+
+// failBeforeNode reports a's step as started and failed with err, for a
+// failure on the gateway before anything reached the node.
+func (g *Gateway) failBeforeNode(a *outpostv1.Assignment, step outpostv1.Step, detail string, err error, emit func(*outpostv1.NodeStepEvent)) deployer.Result {
+	now := timestamppb.New(g.cfg.Now())
+	base := &outpostv1.NodeStepEvent{NodeId: a.GetNode().GetId(), RolloutId: a.GetRolloutId(), Step: step, Time: now}
+	started := cloneEvent(base, outpostv1.StepPhase_STEP_PHASE_STARTED, 1)
+	started.Detail = detail
+	emit(started)
+	failed := cloneEvent(base, outpostv1.StepPhase_STEP_PHASE_FAILED, 2)
+	failed.Duration, failed.Error = durationpb.New(0), err.Error()
+	emit(failed)
+	return deployer.Result{State: outpostv1.NodeState_NODE_STATE_FAILED, Step: step, Err: err}
 }
 
 func cloneEvent(ev *outpostv1.NodeStepEvent, phase outpostv1.StepPhase, seq uint64) *outpostv1.NodeStepEvent {

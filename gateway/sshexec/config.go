@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -37,6 +38,11 @@ type Config struct {
 	// HostKeys says which host keys to accept. At least one pinned key or
 	// known_hosts file is required: there is no trust on first use.
 	HostKeys HostKeys
+
+	// LocalAddr is the local IP address to connect from, as ssh -b does,
+	// for a host with several addresses whose nodes accept only one (a
+	// certificate's source-address); empty lets the system choose.
+	LocalAddr string
 
 	// DialTimeout bounds the TCP connect; zero means DefaultDialTimeout.
 	DialTimeout time.Duration
@@ -125,6 +131,11 @@ func (c *Config) CheckAndSetDefaults() error {
 	c.Address = addr
 	if c.User == "" {
 		return errors.New("sshexec: User is required")
+	}
+	if c.LocalAddr != "" {
+		if ip, err := netip.ParseAddr(c.LocalAddr); err != nil || ip.Zone() != "" {
+			return fmt.Errorf("sshexec: LocalAddr %q is not an IP address", c.LocalAddr)
+		}
 	}
 	a := c.Auth
 	if len(a.Signers) == 0 && len(a.KeyFiles) == 0 && len(a.CertFiles) == 0 && !a.Agent && a.Password == "" {

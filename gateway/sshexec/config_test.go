@@ -87,6 +87,9 @@ func TestCheckAndSetDefaults(t *testing.T) {
 			},
 		},
 		{name: "negative upload sessions", mutate: func(c *Config) { c.UploadSessions = -1 }, wantErr: "UploadSessions"},
+		{name: "local address", mutate: func(c *Config) { c.LocalAddr = "127.0.0.2" }},
+		{name: "local address not an IP", mutate: func(c *Config) { c.LocalAddr = "gw.example" }, wantErr: "LocalAddr"},
+		{name: "local address with port", mutate: func(c *Config) { c.LocalAddr = "127.0.0.2:22" }, wantErr: "LocalAddr"},
 		{
 			name:   "keepalive disabled",
 			mutate: func(c *Config) { c.KeepaliveInterval = -1 },

@@ -129,6 +129,9 @@ func connectOnce(ctx context.Context, cfg Config, v *hostKeyVerifier, auth []ssh
 		defer l.release()
 	}
 	d := net.Dialer{Timeout: cfg.DialTimeout}
+	if cfg.LocalAddr != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(cfg.LocalAddr)}
+	}
 	tcp, err := d.DialContext(ctx, "tcp", cfg.Address)
 	if err != nil {
 		return nil, ctx.Err() == nil && droppedConn(err), fmt.Errorf("sshexec: dial %s: %w", cfg.Address, err)

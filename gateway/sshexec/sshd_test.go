@@ -50,6 +50,7 @@ type testSSHD struct {
 	ecdsaKey   ssh.PublicKey // nil unless sshdOptions.ecdsaHostKey
 	clientKey  ssh.Signer    // authorized unless noAuthorizedKey
 	clientFile string        // clientKey as an OpenSSH private key file
+	srv        *testsshd.Server
 }
 
 func newEd25519Signer(t testing.TB) (ssh.Signer, ed25519.PrivateKey) {
@@ -132,6 +133,7 @@ func startSSHD(t testing.TB, opt sshdOptions) *testSSHD {
 		o.AuthorizedKeys = []ssh.PublicKey{s.clientKey.PublicKey()}
 	}
 	srv := testsshd.Start(t, o)
+	s.srv = srv
 	s.addr, s.host, s.user, s.hostKey = srv.Addr, srv.IP, srv.User, srv.HostKey
 	return s
 }

@@ -441,6 +441,11 @@ func (s *Server) WriteKnownHosts(tb testing.TB) string {
 	return path
 }
 
+// Log returns what sshd has logged so far (it runs with -e, logging to
+// stderr); the default LogLevel is ERROR, so a test that reads logins sets
+// "LogLevel INFO" or "LogLevel VERBOSE" in Options.ExtraConfig.
+func (s *Server) Log() string { return s.stderr.String() }
+
 // Kill stops sshd with SIGKILL, along with every session and command it
 // forked, as if the machine died. It is safe to call more than once.
 func (s *Server) Kill() {
@@ -462,6 +467,27 @@ func ClientKey(tb testing.TB) (ssh.Signer, ssh.PublicKey) {
 		tb.Fatalf("testsshd: client signer: %v", err)
 	}
 	return signer, signer.PublicKey()
+}
+
+// ClientKeyFile returns a fresh ed25519 key and the path of its private
+// key file (OpenSSH form, mode 0600) in a temporary directory, for
+// daemons that read keys from files (a gateway's --ssh-key or
+// --ssh-ca-key).
+func ClientKeyFile(tb testing.TB) (ssh.Signer, string) {
+	tb.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		tb.Fatalf("testsshd: generate key: %v", err)
+	}
+	signer, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		tb.Fatalf("testsshd: signer: %v", err)
+	}
+	path := filepath.Join(tb.TempDir(), "id_ed25519")
+	if err := writePrivateKey(path, priv); err != nil {
+		tb.Fatalf("testsshd: %v", err)
+	}
+	return signer, path
 }
 
 // randomLoopbackIP returns 127.R.x.y with R in [16, 250] and y in [1, 254],

@@ -165,6 +165,39 @@ func TestTrustedUserCA(t *testing.T) {
 	}
 }
 
+// TestLogAndKeyFile logs in with a key read back from ClientKeyFile and
+// finds the login in Log at LogLevel INFO.
+func TestLogAndKeyFile(t *testing.T) {
+	signer, path := ClientKeyFile(t)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("key file mode %v (%v), want 0600", fi.Mode(), err)
+	}
+	fromFile, err := ssh.ParsePrivateKey(data)
+	if err != nil || !bytes.Equal(fromFile.PublicKey().Marshal(), signer.PublicKey().Marshal()) {
+		t.Fatalf("key file does not hold the signer's key: %v", err)
+	}
+	s := Start(t, Options{AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()}, ExtraConfig: []string{"LogLevel INFO"}})
+	if _, err := run(t, s, &ssh.ClientConfig{
+		User: s.User, Auth: []ssh.AuthMethod{ssh.PublicKeys(fromFile)},
+		HostKeyCallback: ssh.FixedHostKey(s.HostKey),
+	}, "true"); err != nil {
+		t.Fatal(err)
+	}
+	want := "Accepted publickey for " + s.User
+	for range 100 {
+		if strings.Contains(s.Log(), want) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Errorf("Log has no %q:\n%s", want, s.Log())
+}
+
 func TestExtraConfigOverridesDefaults(t *testing.T) {
 	signer, pub := ClientKey(t)
 	// The default allows sessions; the extra line must win.
