@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -56,6 +57,36 @@ type Options struct {
 type Server struct {
 	// URL is the server's base URL (http://127.0.0.1:PORT).
 	URL string
+}
+
+// client keeps no idle connections, so none outlives the test (goleak).
+var client = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 30 * time.Second}
+
+// Scrape GETs url (a /metrics endpoint) and returns the body.
+func Scrape(ctx context.Context, url string) ([]byte, error) {
+	body, status, err := get(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	if status != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %d: %s", url, status, body)
+	}
+	return body, nil
+}
+
+// get GETs url and returns the body (up to 64 MiB) and the status code.
+func get(ctx context.Context, url string) (body []byte, status int, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer resp.Body.Close()
+	body, err = io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	return body, resp.StatusCode, err
 }
 
 // startTimeout bounds the wait for Prometheus to be ready.
@@ -108,7 +139,7 @@ func Start(tb testing.TB, opts Options) *Server {
 	s := &Server{URL: "http://" + addr}
 	deadline := time.Now().Add(startTimeout)
 	for {
-		resp, err := http.Get(s.URL + "/-/ready")
+		resp, err := client.Get(s.URL + "/-/ready")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -171,16 +202,7 @@ type Sample struct {
 // one Sample without labels. An expression Prometheus cannot parse or
 // evaluate is an error that says why.
 func (s *Server) Query(ctx context.Context, expr string) ([]Sample, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.URL+"/api/v1/query?"+url.Values{"query": {expr}}.Encode(), nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	body, _, err := get(ctx, s.URL+"/api/v1/query?"+url.Values{"query": {expr}}.Encode())
 	if err != nil {
 		return nil, err
 	}
@@ -193,7 +215,7 @@ func (s *Server) Query(ctx context.Context, expr string) ([]Sample, error) {
 		} `json:"data"`
 	}
 	if err := json.Unmarshal(body, &r); err != nil {
-		return nil, fmt.Errorf("query %q: %s: %w", expr, resp.Status, err)
+		return nil, fmt.Errorf("query %q: %w", expr, err)
 	}
 	if r.Status != "success" {
 		return nil, fmt.Errorf("query %q: %s", expr, r.Error)
@@ -257,4 +279,33 @@ func (s *Server) WaitFor(tb testing.TB, what, expr string, timeout time.Duration
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// Names returns the names of every series Prometheus holds.
+func (s *Server) Names(ctx context.Context) ([]string, error) {
+	return s.strings(ctx, "/api/v1/label/__name__/values")
+}
+
+// Labels returns the names of every label Prometheus holds.
+func (s *Server) Labels(ctx context.Context) ([]string, error) {
+	return s.strings(ctx, "/api/v1/labels")
+}
+
+func (s *Server) strings(ctx context.Context, path string) ([]string, error) {
+	body, _, err := get(ctx, s.URL+path)
+	if err != nil {
+		return nil, err
+	}
+	var r struct {
+		Status string   `json:"status"`
+		Error  string   `json:"error"`
+		Data   []string `json:"data"`
+	}
+	if err := json.Unmarshal(body, &r); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if r.Status != "success" {
+		return nil, fmt.Errorf("%s: %s", path, r.Error)
+	}
+	return slices.Sorted(slices.Values(r.Data)), nil
 }
