@@ -875,9 +875,10 @@ func (s *Server) lead(ctx context.Context, l *leader.Leadership) error {
 		case <-ectx.Done():
 		}
 	}()
+	// Not under s.mu: a scrape may hold the count for a while.
+	s.rollouts.invalidate()
 	s.mu.Lock()
 	s.engine = eng
-	s.rollouts.invalidate()
 	s.leaderMet.set(true)
 	select {
 	case <-s.leaderUp:
