@@ -240,7 +240,7 @@ func stepDurations(b *testing.B, sys *outpostSystem) string {
 	sums, counts := map[string]float64{}, map[string]float64{}
 	var steps []string
 	for _, line := range strings.Split(string(data), "\n") {
-		name, rest, ok := strings.Cut(line, `{result="SUCCEEDED",step="`)
+		name, rest, ok := strings.Cut(line, `{result="succeeded",step="`)
 		if !ok {
 			continue
 		}

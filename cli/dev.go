@@ -12,9 +12,11 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net"
 	"os"
 	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -42,7 +44,7 @@ func devCommand() *command {
 	return &command{
 		name:  "dev",
 		short: "run everything on this machine with a simulated fleet (try Outpost here)",
-		usage: "outpost dev [--nodes N] [--datacenters N] [--data-dir DIR] [--listen ADDR]",
+		usage: "outpost dev [--nodes N] [--datacenters N] [--data-dir DIR] [--listen ADDR] [--metrics-listen HOST:PORT]",
 		long: `Runs a whole Outpost on this machine until interrupted (SIGINT or
 SIGTERM): a simulated fleet of SSH servers, a control plane with embedded
 etcd, and one gateway per datacenter. Nothing is installed and no root is
@@ -76,18 +78,25 @@ Then, in another terminal:
   outpost rollout create -f DATA/dev/demo/plan-v1.yaml --watch
   outpost rollout create -f DATA/dev/demo/plan-v3.yaml --watch   # rolled back, aborted
 
+With --metrics-listen HOST:PORT the control plane serves Prometheus
+/metrics on HOST:PORT and the gateway of dc-N on HOST:PORT+N (port 0: each
+on a free port, shown in the log). deploy/prometheus and deploy/grafana
+hold alerting rules and a dashboard for them.
+
 The control plane's state persists in DATA between runs; delete DATA to
 start over. 'make demo' runs this whole story unattended.
 
 Examples:
   outpost dev
-  outpost dev --nodes 200 --datacenters 3 --data-dir /tmp/outpost-dev --listen 127.0.0.1:7543`,
+  outpost dev --nodes 200 --datacenters 3 --data-dir /tmp/outpost-dev --listen 127.0.0.1:7543
+  outpost dev --metrics-listen 127.0.0.1:9464   # gateways on :9465, :9466`,
 		flags: func(fs *flag.FlagSet, env *Env) func(context.Context, []string) error {
 			nodes := fs.Int("nodes", 20, "simulated servers in the fleet")
 			dcs := fs.Int("datacenters", 2, "datacenters dc-1..dc-N the nodes are spread over, one gateway each")
 			dataDir := fs.String("data-dir", filepath.Join(".outpost", "dev"), "`directory` for the control plane's state and the dev files")
 			listen := fs.String("listen", controlplane.DefaultListen, "control plane gRPC `address`")
 			otelEndpoint := fs.String("otel-endpoint", "", otelEndpointHelp)
+			metrics := fs.String("metrics-listen", "", "serve Prometheus /metrics: the control plane on `HOST:PORT`, the gateway of dc-N on PORT+N; empty: off")
 			logs := addLogFlags(fs)
 			return func(ctx context.Context, args []string) error {
 				if len(args) > 0 {
@@ -98,6 +107,10 @@ Examples:
 				}
 				if *dcs < 1 || *dcs > *nodes {
 					return usagef("--datacenters %d: want 1..%d (at most one per node)", *dcs, *nodes)
+				}
+				cpMetrics, gwMetrics, err := devMetricsAddrs(*metrics, *dcs)
+				if err != nil {
+					return usagef("--metrics-listen: %v", err)
 				}
 				log, err := logs.logger(env.Stderr)
 				if err != nil {
@@ -118,7 +131,8 @@ Examples:
 					defer cancel()
 					stopTracing(sctx)
 				}()
-				return runDev(ctx, devConfig{nodes: *nodes, datacenters: *dcs, dataDir: data, listen: *listen, log: log, tracer: tp, out: env.Stdout})
+				return runDev(ctx, devConfig{nodes: *nodes, datacenters: *dcs, dataDir: data, listen: *listen,
+					metricsListen: cpMetrics, gatewayMetricsListen: gwMetrics, log: log, tracer: tp, out: env.Stdout})
 			}
 		},
 	}
@@ -128,9 +142,14 @@ type devConfig struct {
 	nodes, datacenters int
 	dataDir            string // absolute
 	listen             string
-	log                *slog.Logger
-	tracer             trace.TracerProvider
-	out                io.Writer // instructions and the ready line
+	// metricsListen is the control plane's /metrics address and
+	// gatewayMetricsListen[i] that of the gateway of dc-(i+1); "" and nil:
+	// no metrics.
+	metricsListen        string
+	gatewayMetricsListen []string
+	log                  *slog.Logger
+	tracer               trace.TracerProvider
+	out                  io.Writer // instructions and the ready line
 }
 
 // runDev starts the fleet, the control plane and the gateways, writes the
@@ -185,6 +204,7 @@ func runDev(ctx context.Context, cfg devConfig) (err error) {
 		Listen:         cfg.listen,
 		DataDir:        cfg.dataDir,
 		ReplicaName:    "dev",
+		MetricsListen:  cfg.metricsListen,
 		Logger:         cfg.log,
 		TracerProvider: cfg.tracer,
 	})
@@ -209,7 +229,12 @@ func runDev(ctx context.Context, cfg devConfig) (err error) {
 	})
 	for i := 1; i <= cfg.datacenters; i++ {
 		dc := fmt.Sprintf("dc-%d", i)
+		metricsListen := ""
+		if cfg.gatewayMetricsListen != nil {
+			metricsListen = cfg.gatewayMetricsListen[i-1]
+		}
 		g, err := gateway.New(gateway.Config{
+			MetricsListen:  metricsListen,
 			ControlPlane:   cp.Addr(),
 			Name:           devGatewayName(dc),
 			Datacenter:     dc,
@@ -264,6 +289,35 @@ outpost dev: ready
 	<-ctx.Done()
 	fmt.Fprintln(cfg.out, "outpost dev: stopping")
 	return nil
+}
+
+// devMetricsAddrs splits --metrics-listen HOST:PORT into the control
+// plane's address (HOST:PORT) and the gateways' (HOST:PORT+1 ...
+// HOST:PORT+gateways); with port 0 each is HOST:0, a free port. An empty
+// listen means no metrics: "", nil.
+func devMetricsAddrs(listen string, gateways int) (cp string, gws []string, err error) {
+	if listen == "" {
+		return "", nil, nil
+	}
+	host, portText, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "", nil, err
+	}
+	port, err := strconv.Atoi(portText)
+	if err != nil || port < 0 || port > 65535 {
+		return "", nil, fmt.Errorf("port %q: want 0..65535", portText)
+	}
+	if port != 0 && port+gateways > 65535 {
+		return "", nil, fmt.Errorf("port %d: the gateways need %d ports after it, beyond 65535", port, gateways)
+	}
+	for i := 1; i <= gateways; i++ {
+		p := 0
+		if port != 0 {
+			p = port + i
+		}
+		gws = append(gws, net.JoinHostPort(host, strconv.Itoa(p)))
+	}
+	return listen, gws, nil
 }
 
 // devGatewayName names the dev gateway of dc.

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -30,7 +31,7 @@ func TestDevSmoke(t *testing.T) {
 	data := filepath.Join(t.TempDir(), "data")
 	col := startCollector(t)
 	d := startDaemon(t, nil, "dev", "--nodes", "3", "--datacenters", "2", "--data-dir", data, "--listen", "127.0.0.1:0",
-		"--log-level", "warn", "--otel-endpoint", col.addr)
+		"--log-level", "warn", "--otel-endpoint", col.addr, "--metrics-listen", "127.0.0.1:0")
 	d.out.waitFor(t, "outpost dev: ready", 90*time.Second)
 	m := devAddr.FindStringSubmatch(d.out.String())
 	if m == nil {
@@ -142,10 +143,35 @@ func TestDevUsage(t *testing.T) {
 		{[]string{"dev", "--nodes", "0"}, "--nodes 0"},
 		{[]string{"dev", "--nodes", "2", "--datacenters", "3"}, "--datacenters 3: want 1..2"},
 		{[]string{"dev", "now"}, "takes no arguments"},
+		{[]string{"dev", "--metrics-listen", "9464"}, "--metrics-listen: address 9464: missing port"},
+		{[]string{"dev", "--metrics-listen", "127.0.0.1:65535"}, "beyond 65535"},
+		{[]string{"dev", "--metrics-listen", "127.0.0.1:http"}, `port "http": want 0..65535`},
 	} {
 		code, _, errOut := runCLI(t, nil, tt.args...)
 		if code != 2 || !strings.Contains(errOut, tt.stderr) {
 			t.Errorf("outpost %q: exit %d, stderr %q; want exit 2 and %q", tt.args, code, errOut, tt.stderr)
+		}
+	}
+}
+
+func TestDevMetricsAddrs(t *testing.T) {
+	for _, tt := range []struct {
+		listen  string
+		cp      string
+		gws     []string
+		wantErr bool
+	}{
+		{"", "", nil, false},
+		{"127.0.0.1:9464", "127.0.0.1:9464", []string{"127.0.0.1:9465", "127.0.0.1:9466"}, false},
+		{"127.0.0.1:0", "127.0.0.1:0", []string{"127.0.0.1:0", "127.0.0.1:0"}, false},
+		{"[::1]:9000", "[::1]:9000", []string{"[::1]:9001", "[::1]:9002"}, false},
+		{"127.0.0.1:65534", "", nil, true},
+		{"127.0.0.1:-1", "", nil, true},
+		{"127.0.0.1", "", nil, true},
+	} {
+		cp, gws, err := devMetricsAddrs(tt.listen, 2)
+		if (err != nil) != tt.wantErr || cp != tt.cp || !slices.Equal(gws, tt.gws) {
+			t.Errorf("devMetricsAddrs(%q, 2) = %q, %q, %v; want %q, %q, error %v", tt.listen, cp, gws, err, tt.cp, tt.gws, tt.wantErr)
 		}
 	}
 }

@@ -510,6 +510,13 @@ func TestMetrics(t *testing.T) {
 	defer gw.disconnect()
 	r := createRollout(t, c, rollingPlan("100%", 50), digest)
 	waitRollout(t, c, r.GetId(), "SUCCEEDED", stateIs(outpostv1.RolloutState_ROLLOUT_STATE_SUCCEEDED))
+	// One waits for a person: counted from etcd, where the engine does
+	// not hold it.
+	spec := rollingPlan("100%", 50)
+	spec.Approval = &outpostv1.PlanApproval{Required: true}
+	if p := createRollout(t, c, spec, digest); p.GetState() != outpostv1.RolloutState_ROLLOUT_STATE_PENDING_APPROVAL {
+		t.Fatalf("with approval required: %v", p.GetState())
+	}
 	fs, err := c.FetchArtifact(ctxT(t), &outpostv1.FetchArtifactRequest{Sha256: digest})
 	if err != nil {
 		t.Fatal(err)
@@ -526,13 +533,27 @@ func TestMetrics(t *testing.T) {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: %s\n%s", resp.Status, body)
+	}
 	for _, want := range []string{
-		`outpost_node_deployments_total{result="SUCCEEDED"} 2`,
-		`outpost_node_deployments_total{result="FAILED"} 1`,
-		`outpost_rollouts_finished_total{state="SUCCEEDED"} 1`,
+		`outpost_node_deployments_total{app="billing-api",datacenter="dc1",state="succeeded"} 2`,
+		`outpost_node_deployments_total{app="billing-api",datacenter="dc1",state="failed"} 1`,
+		`outpost_node_deployment_duration_seconds_count{app="billing-api",datacenter="dc1",state="succeeded"} 2`,
+		`outpost_rollouts_finished_total{state="succeeded"} 1`,
+		`outpost_rollouts{state="running"} 0`,
+		`outpost_rollouts{state="pending_approval"} 1`,
 		`outpost_gateways_connected{datacenter="dc1"} 1`,
-		`outpost_step_duration_seconds_count{result="SUCCEEDED",step="UNLOCK"} 2`,
-		`outpost_step_duration_seconds_count{result="FAILED",step="HEALTH"} 1`,
+		`outpost_step_duration_seconds_count{result="succeeded",step="unlock"} 2`,
+		`outpost_step_duration_seconds_count{result="failed",step="health"} 1`,
+		"outpost_leader 1\n",
+		"outpost_leader_changes_total 1\n",
+		`outpost_certificate_expiry_timestamp_seconds{certificate="controlplane_server"}`,
+		`outpost_certificate_expiry_timestamp_seconds{certificate="ca"}`,
+		`outpost_grpc_server_handled_total{grpc_code="OK",grpc_method="CreateRollout",grpc_service="outpost.v1.ControlPlaneService",grpc_type="unary"} 2`,
+		`outpost_grpc_server_handling_seconds_bucket{grpc_method="CreateRollout",grpc_service="outpost.v1.ControlPlaneService",grpc_type="unary",le="0.001"}`,
+		"etcd_server_has_leader 1\n",
+		"go_goroutines ",
 		"outpost_artifact_fetches_total 1\n",
 		"outpost_artifact_fetch_sent_bytes_total 1\n",
 		"outpost_audit_queue_capacity 10000\n",

@@ -28,8 +28,6 @@ import (
 	"github.com/outposthq/outpost/internal/pki"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
@@ -331,6 +329,8 @@ type Server struct {
 	addr      string
 	metrics   *rollout.Metrics
 	fetchMet  *artifactMetrics
+	leaderMet *leaderMetrics
+	rollouts  *rolloutCollector
 	events    *eventHub
 	watches   *watchhub.Hub
 	httpSrv   *http.Server // nil without MetricsListen
@@ -465,8 +465,23 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// The Go and process collectors are prometheus.DefaultGatherer's,
+	// served with it below (see metricsHandler).
 	if s.metrics, err = rollout.NewMetrics(reg); err != nil {
+		return nil, fmt.Errorf("controlplane: metrics: %w", err)
+	}
+	if s.leaderMet, err = newLeaderMetrics(reg); err != nil {
+		return nil, fmt.Errorf("controlplane: metrics: %w", err)
+	}
+	s.rollouts = newRolloutCollector(s.store, func() bool { return s.leaderEngine() != nil })
+	if err := reg.Register(s.rollouts); err != nil {
+		return nil, fmt.Errorf("controlplane: metrics: %w", err)
+	}
+	if err := registerCertExpiry(reg, serverCert, ca.Certificate()); err != nil {
+		return nil, fmt.Errorf("controlplane: metrics: %w", err)
+	}
+	grpcMet := newGRPCMetrics()
+	if err := reg.Register(grpcMet); err != nil {
 		return nil, fmt.Errorf("controlplane: metrics: %w", err)
 	}
 	if s.fetchMet, err = newArtifactMetrics(reg); err != nil {
@@ -515,8 +530,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		grpc.MaxConcurrentStreams(uint32(cfg.MaxStreamsPerConn)),
 		// Authorization comes first: nothing else sees a call that is
 		// refused, and everything after it knows the caller.
-		grpc.ChainUnaryInterceptor(s.audit.UnaryServerInterceptor(), s.auth.UnaryInterceptor()),
-		grpc.ChainStreamInterceptor(s.audit.StreamServerInterceptor(), s.auth.StreamInterceptor()),
+		// The metrics come first so that they count refused calls too.
+		grpc.ChainUnaryInterceptor(grpcMet.UnaryServerInterceptor(), s.audit.UnaryServerInterceptor(), s.auth.UnaryInterceptor()),
+		grpc.ChainStreamInterceptor(grpcMet.StreamServerInterceptor(), s.audit.StreamServerInterceptor(), s.auth.StreamInterceptor()),
 		// Gateways ping every 10 s so a dead link is noticed fast; allow
 		// it, and no more: a client pinging faster is sent away.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
@@ -529,6 +545,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
+	grpcMet.InitializeMetrics(s.grpc)
 	for _, name := range []string{"", outpostv1.ControlPlaneService_ServiceDesc.ServiceName,
 		outpostv1.ArtifactService_ServiceDesc.ServiceName, outpostv1.GatewayService_ServiceDesc.ServiceName,
 		outpostv1.AdminService_ServiceDesc.ServiceName, outpostv1.AuditService_ServiceDesc.ServiceName} {
@@ -560,7 +577,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("controlplane: metrics listen: %w", err)
 		}
 		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		mux.Handle("/metrics", metricsHandler(reg))
 		s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		s.wg.Add(1)
 		go func() {
@@ -862,8 +879,11 @@ func (s *Server) lead(ctx context.Context, l *leader.Leadership) error {
 		case <-ectx.Done():
 		}
 	}()
+	// Not under s.mu: a scrape may hold the count for a while.
+	s.rollouts.invalidate()
 	s.mu.Lock()
 	s.engine = eng
+	s.leaderMet.set(true)
 	select {
 	case <-s.leaderUp:
 	default:
@@ -873,6 +893,7 @@ func (s *Server) lead(ctx context.Context, l *leader.Leadership) error {
 	err = eng.Run(ectx)
 	s.mu.Lock()
 	s.engine = nil
+	s.leaderMet.set(false)
 	s.mu.Unlock()
 	cancel()
 	<-watchDone

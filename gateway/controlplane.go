@@ -235,6 +235,10 @@ func retryableJoin(err error) bool {
 	return false
 }
 
+// gatewayCertName names the gateway's certificate in
+// outpost_certificate_expiry_timestamp_seconds.
+const gatewayCertName = "gateway_client"
+
 // renewAt is when to renew a certificate received at now: after two
 // thirds of what is left of its life.
 func renewAt(cred *pki.Credential, now time.Time) time.Time {
@@ -291,6 +295,7 @@ func (g *Gateway) renew(ctx context.Context, cp *cpConn, cred *pki.Credential) {
 		}
 		failures = 0
 		cp.replace(conn, cred.Leaf().NotAfter)
+		g.met.certExpiry.Set(gatewayCertName, fresh.Leaf().NotAfter)
 		g.log.Info("certificate renewed", "serial", pki.SerialString(fresh.Leaf()), "expires", fresh.Leaf().NotAfter)
 		cred = fresh
 		next = renewAt(cred, g.cfg.Now())

@@ -112,6 +112,9 @@ func (g *Gateway) dialNode(ctx context.Context, n *outpostv1.Node) (deployer.Rem
 	}
 	c, err := sshexec.Dial(ctx, cfg)
 	if err != nil {
+		if ctx.Err() == nil { // a deployment cancelled is not the node's failure
+			g.met.sshFailures.WithLabelValues(sshexec.FailureClass(err)).Inc()
+		}
 		return nil, err // a nil *Client must not become a non-nil Remote
 	}
 	g.noteCertLogin(cert, n)

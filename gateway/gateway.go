@@ -151,6 +151,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		if cred, err = g.credential(ctx); cred == nil {
 			return err // nil when ctx ended first
 		}
+		g.met.certExpiry.Set(gatewayCertName, cred.Leaf().NotAfter)
 		if g.cfg.Datacenter == "" {
 			// Joined with a token that chose the datacenter. Nothing
 			// reads the config concurrently yet.

@@ -448,9 +448,11 @@ func TestMetricsEndpoint(t *testing.T) {
 	resp.Body.Close()
 	for _, want := range []string{
 		"outpost_gateway_connected 1",
-		`outpost_gateway_node_deployments_total{result="succeeded"} 1`,
-		`outpost_gateway_node_deployments_total{result="rolled_back"} 1`,
-		`outpost_gateway_step_duration_seconds_count{result="succeeded",step="upload"} 2`,
+		`outpost_node_deployments_total{app="app",datacenter="dc-1",state="succeeded"} 1`,
+		`outpost_node_deployments_total{app="app",datacenter="dc-1",state="rolled_back"} 1`,
+		`outpost_node_deployment_duration_seconds_count{app="app",datacenter="dc-1",state="rolled_back"} 1`,
+		`outpost_step_duration_seconds_count{result="succeeded",step="upload"} 2`,
+		`outpost_ssh_failures_total{class="host_key"} 0`,
 		"outpost_gateway_deployments_in_flight 0",
 		"outpost_gateway_artifact_cache_misses_total 1",
 		"outpost_gateway_artifact_cache_hits_total 1",

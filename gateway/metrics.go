@@ -6,21 +6,23 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
+	"github.com/outposthq/outpost/gateway/sshexec"
+	"github.com/outposthq/outpost/internal/telemetry"
 )
 
 // metrics are the gateway's Prometheus metrics, in a private registry so
-// that two daemons in one process (outpost dev) do not collide.
+// that two daemons in one process (outpost dev) do not collide. The node
+// deployment metrics are the control plane's too (internal/telemetry).
 type metrics struct {
-	deployments *prometheus.CounterVec   // by result
-	stepSeconds *prometheus.HistogramVec // by step and result
+	node        *telemetry.NodeMetrics
+	sshFailures *prometheus.CounterVec // by sshexec.FailureClass
+	certExpiry  *telemetry.CertificateExpiry
 	inFlight    prometheus.Gauge
 	connected   prometheus.Gauge
 	// sshCertsIssued and sshCertLogins count the SSH certificates made for
@@ -30,16 +32,21 @@ type metrics struct {
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	node, err := telemetry.NewNodeMetrics(reg, "run by this gateway")
+	if err != nil {
+		return nil, fmt.Errorf("gateway: register metrics: %w", err)
+	}
+	certExpiry, err := telemetry.NewCertificateExpiry(reg)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: register metrics: %w", err)
+	}
 	m := &metrics{
-		deployments: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "outpost_gateway_node_deployments_total",
-			Help: "Node deployments finished, by result (succeeded, failed, rolled_back, rollback_failed).",
-		}, []string{"result"}),
-		stepSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "outpost_gateway_step_duration_seconds",
-			Help:    "Duration of node deployment steps, by step and result.",
-			Buckets: prometheus.ExponentialBuckets(0.005, 3, 10), // 5ms .. ~98s
-		}, []string{"step", "result"}),
+		node:       node,
+		certExpiry: certExpiry,
+		sshFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outpost_ssh_failures_total",
+			Help: "SSH connections to nodes that could not be set up, by class (auth, host_key, refused, timeout, reset, other).",
+		}, []string{"class"}),
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "outpost_gateway_deployments_in_flight",
 			Help: "Node deployments running now.",
@@ -57,8 +64,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Node deployments whose node accepted their SSH certificate (counted at the first login of each).",
 		}),
 	}
+	// Every class from the start, so that rate() sees the first failure.
+	for _, class := range sshexec.FailureClasses {
+		m.sshFailures.WithLabelValues(class)
+	}
 	for _, c := range []prometheus.Collector{
-		m.deployments, m.stepSeconds, m.inFlight, m.connected, m.sshCertsIssued, m.sshCertLogins,
+		m.sshFailures, m.inFlight, m.connected, m.sshCertsIssued, m.sshCertLogins,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
@@ -67,29 +78,6 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}
 	}
 	return m, nil
-}
-
-// lowerName is an enum value's name without its prefix, lower-cased:
-// ("NODE_STATE_ROLLED_BACK", "NODE_STATE_") -> "rolled_back".
-func lowerName(s, prefix string) string {
-	return strings.ToLower(strings.TrimPrefix(s, prefix))
-}
-
-// observeStep records a finished step's duration.
-func (m *metrics) observeStep(ev *outpostv1.NodeStepEvent) {
-	var result string
-	switch ev.GetPhase() {
-	case outpostv1.StepPhase_STEP_PHASE_SUCCEEDED:
-		result = "succeeded"
-	case outpostv1.StepPhase_STEP_PHASE_FAILED:
-		result = "failed"
-	default:
-		return
-	}
-	if ev.GetDuration() == nil {
-		return
-	}
-	m.stepSeconds.WithLabelValues(lowerName(ev.GetStep().String(), "STEP_"), result).Observe(ev.GetDuration().AsDuration().Seconds())
 }
 
 // serveMetrics starts the /metrics endpoint when configured. stop shuts it

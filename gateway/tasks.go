@@ -226,7 +226,11 @@ func (g *Gateway) runTask(ctx context.Context, t *task) {
 			r.Error = fmt.Sprintf("%v (%s): %s", errCancelled, reason, r.Error)
 		}
 	}
-	g.met.deployments.WithLabelValues(lowerName(res.State.String(), "NODE_STATE_")).Inc()
+	dc := a.GetNode().GetDatacenter()
+	if dc == "" {
+		dc = g.cfg.Datacenter
+	}
+	g.met.node.ObserveDeployment(a.GetRelease().GetApp(), dc, res.State, r.GetDuration().AsDuration().Seconds())
 	t.log.Info("assignment finished", "state", res.State.String(), "step", res.Step.String(), "duration", r.GetDuration().AsDuration())
 
 	// A deployment stopped by this gateway's shutdown before it touched the
@@ -257,7 +261,7 @@ func (g *Gateway) deployAssignment(ctx context.Context, t *task) deployer.Result
 			t.pastSwitch = true
 			g.mu.Unlock()
 		}
-		g.met.observeStep(ev)
+		g.met.node.ObserveStep(ev)
 		g.out.addEvent(a.GetAssignmentId(), ev)
 	}
 	ctx, cancel, err := g.withCertificate(ctx, a)

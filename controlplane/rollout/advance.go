@@ -149,7 +149,6 @@ func (e *Engine) start(r *run) {
 	e.log.Info("rollout started", "rollout", r.id(), "app", r.r.GetApp(), "revision", r.r.GetRevision(),
 		"nodes", len(r.order), "stages", len(r.r.GetStages()))
 	e.markRun(r)
-	e.updateRolloutGauge()
 	if r.r.CurrentStage < 0 {
 		// Nothing to run (a retry of nodes already done cannot get here;
 		// an expansion always has a stage). Finish rather than spin.
@@ -186,7 +185,6 @@ func (e *Engine) stageDone(r *run, cur int) {
 		r.setMessage(fmt.Sprintf("stage %s is done; waiting for promotion (outpost rollout promote %s)", st.GetName(), r.id()))
 		r.waitMsg = ""
 		e.log.Info("stage waits for promotion", "rollout", r.id(), "stage", st.GetName())
-		e.updateRolloutGauge()
 		return
 	}
 	st.State = outpostv1.StageState_STAGE_STATE_SUCCEEDED
@@ -249,7 +247,6 @@ func (e *Engine) finish(r *run, state outpostv1.RolloutState) {
 	}
 	r.endSpansStatus(status, rolloutstate.Name(state))
 	e.markRun(r)
-	e.updateRolloutGauge()
 }
 
 // abort stops starting nodes: the current stage fails, later stages and

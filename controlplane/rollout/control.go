@@ -158,7 +158,6 @@ func (e *Engine) Pause(ctx context.Context, id, reason string) (*outpostv1.Rollo
 		r.waitMsg, r.queueMsg = "", ""
 		e.dropChecks(r)
 		e.markRun(r)
-		e.updateRolloutGauge()
 		e.log.Info("rollout paused", "rollout", id, "reason", reason)
 		return nil
 	})
@@ -184,7 +183,6 @@ func (e *Engine) resume(r *run) error {
 		r.setMessage("")
 	}
 	e.markRun(r)
-	e.updateRolloutGauge()
 	e.log.Info("rollout resumed", "rollout", r.id())
 	return nil
 }
@@ -221,7 +219,6 @@ func (e *Engine) Promote(ctx context.Context, id, stage string) (*outpostv1.Roll
 			r.setMessage("")
 		}
 		e.markRun(r)
-		e.updateRolloutGauge()
 		e.log.Info("stage promoted", "rollout", id, "stage", st.GetName())
 		return nil
 	})

@@ -12,6 +12,7 @@ import (
 	"github.com/outposthq/outpost/controlplane/store"
 	"github.com/outposthq/outpost/internal/clock"
 	"github.com/outposthq/outpost/internal/rolloutstate"
+	"github.com/outposthq/outpost/internal/telemetry"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.opentelemetry.io/otel"
@@ -423,7 +424,6 @@ func (e *Engine) stop() {
 		}
 	}
 	if m := e.cfg.Metrics; m != nil {
-		m.Rollouts.Reset()
 		m.Gateways.Reset()
 	}
 }
@@ -624,9 +624,8 @@ func (e *Engine) afterWrite(r *run) {
 	e.dropChecks(r)
 	delete(e.runs, r.id())
 	if m := e.cfg.Metrics; m != nil && rolloutstate.Terminal(r.r.GetState()) {
-		m.RolloutsFinished.WithLabelValues(rolloutstate.Name(r.r.GetState())).Inc()
+		m.RolloutsFinished.WithLabelValues(telemetry.RolloutStateValue(r.r.GetState())).Inc()
 	}
-	e.updateRolloutGauge()
 }
 
 // stateChange is a rollout state change written, for OnRolloutState.
@@ -661,21 +660,6 @@ func (e *Engine) notify(ctx context.Context, changes []stateChange) {
 		for _, c := range changes {
 			f(ctx, c.r, c.from, c.r.GetState(), c.r.GetMessage())
 		}
-	}
-}
-
-func (e *Engine) updateRolloutGauge() {
-	m := e.cfg.Metrics
-	if m == nil {
-		return
-	}
-	counts := map[outpostv1.RolloutState]int{}
-	for _, r := range e.runs {
-		counts[r.r.GetState()]++
-	}
-	m.Rollouts.Reset()
-	for st, n := range counts {
-		m.Rollouts.WithLabelValues(rolloutstate.Name(st)).Set(float64(n))
 	}
 }
 

@@ -196,5 +196,4 @@ func (e *Engine) adopt(r *run) {
 	}
 	e.log.Info("rollout loaded", "rollout", r.id(), "app", r.r.GetApp(), "state", rolloutstate.Name(r.r.GetState()),
 		"nodes", len(r.order), "running", running)
-	e.updateRolloutGauge()
 }

@@ -1,51 +1,62 @@
 package rollout
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outposthq/outpost/internal/telemetry"
+	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
+)
 
 // Metrics are the engine's Prometheus metrics. They outlive engines: the
 // control plane creates them once and hands them to each term's engine.
+// Rollouts by state are not here: the control plane counts them from
+// etcd, where rollouts waiting for a person are too (see
+// controlplane/rollout_metrics.go).
 type Metrics struct {
-	// Rollouts counts the rollouts this leader drives, by state.
-	Rollouts *prometheus.GaugeVec
 	// RolloutsFinished counts rollouts that reached a final state, by state.
 	RolloutsFinished *prometheus.CounterVec
-	// NodeDeployments counts finished node deployments by result.
-	NodeDeployments *prometheus.CounterVec
-	// StepDuration observes step durations reported by gateways.
-	StepDuration *prometheus.HistogramVec
+	// Node holds the node deployment metrics the gateways export too:
+	// node deployments and their durations by app, datacenter and final
+	// state, and the step durations gateways report.
+	Node *telemetry.NodeMetrics
 	// Gateways counts connected gateways by datacenter.
 	Gateways *prometheus.GaugeVec
 }
 
 // NewMetrics creates the metrics and registers them with reg.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	node, err := telemetry.NewNodeMetrics(reg, "reported to this control plane by gateways")
+	if err != nil {
+		return nil, err
+	}
 	m := &Metrics{
-		Rollouts: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "outpost_rollouts",
-			Help: "Rollouts driven by this control plane (0 unless it is the leader), by state.",
-		}, []string{"state"}),
 		RolloutsFinished: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outpost_rollouts_finished_total",
-			Help: "Rollouts that reached a final state, by state.",
-		}, []string{"state"}),
-		NodeDeployments: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "outpost_node_deployments_total",
-			Help: "Finished node deployments, by result (SUCCEEDED, FAILED, ROLLED_BACK, ROLLBACK_FAILED).",
-		}, []string{"result"}),
-		StepDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "outpost_step_duration_seconds",
-			Help:    "Duration of node deployment steps as reported by gateways, by step and result.",
-			Buckets: []float64{0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300},
-		}, []string{"step", "result"}),
+			Help: "Rollouts that reached a final state while this control plane led, by state (succeeded, validated, aborted, failed_rolled_back, rejected).",
+		}, []string{telemetry.LabelState}),
+		Node: node,
 		Gateways: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "outpost_gateways_connected",
-			Help: "Gateways connected to this control plane, by datacenter.",
-		}, []string{"datacenter"}),
+			Help: "Gateways connected to this control plane (0 unless it is the leader), by datacenter.",
+		}, []string{telemetry.LabelDatacenter}),
 	}
-	for _, c := range []prometheus.Collector{m.Rollouts, m.RolloutsFinished, m.NodeDeployments, m.StepDuration, m.Gateways} {
+	for _, c := range []prometheus.Collector{m.RolloutsFinished, m.Gateways} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
 	return m, nil
+}
+
+// observeNode records that n reached its final state now.
+func (e *Engine) observeNode(n *nodeRun, state outpostv1.NodeState) {
+	m := e.cfg.Metrics
+	if m == nil {
+		return
+	}
+	secs := -1.0 // a node that never started has no duration
+	if st := n.rn.GetStartTime(); st != nil {
+		secs = max(0, e.cfg.Clock.Now().Sub(st.AsTime()).Seconds())
+	}
+	m.Node.ObserveDeployment(n.run.r.GetApp(), n.rn.GetDatacenter(), state, secs)
 }

@@ -82,12 +82,8 @@ func (e *Engine) onStep(ctx context.Context, se *outpostv1.AssignmentStepEvent) 
 	// of this event covers it once applied here.
 	e.progressed[n] = struct{}{}
 	stepName := strings.TrimPrefix(ev.GetStep().String(), "STEP_")
-	if m := e.cfg.Metrics; m != nil && ev.GetDuration() != nil {
-		switch ev.GetPhase() {
-		case outpostv1.StepPhase_STEP_PHASE_SUCCEEDED, outpostv1.StepPhase_STEP_PHASE_FAILED:
-			m.StepDuration.WithLabelValues(stepName, strings.TrimPrefix(ev.GetPhase().String(), "STEP_PHASE_")).
-				Observe(ev.GetDuration().AsDuration().Seconds())
-		}
+	if m := e.cfg.Metrics; m != nil {
+		m.Node.ObserveStep(ev)
 	}
 	if n.span != nil {
 		n.span.AddEvent(stepName + " " + strings.ToLower(strings.TrimPrefix(ev.GetPhase().String(), "STEP_PHASE_")))
@@ -141,9 +137,7 @@ func (e *Engine) onResult(res *outpostv1.NodeResult) {
 	}
 	e.markNode(n)
 	endNodeSpan(n, errMsg)
-	if m := e.cfg.Metrics; m != nil {
-		m.NodeDeployments.WithLabelValues(rolloutstate.NodeName(state)).Inc()
-	}
+	e.observeNode(n, state)
 	lvl := "node finished"
 	if state != outpostv1.NodeState_NODE_STATE_SUCCEEDED {
 		e.log.Warn(lvl, "rollout", n.run.id(), "node", n.id(), "state", rolloutstate.NodeName(state), "step", res.GetStep().String(), "err", errMsg)
@@ -213,8 +207,6 @@ func (e *Engine) failNode(n *nodeRun, msg string) {
 	n.rn.WaitingForGateway = false
 	e.markNode(n)
 	e.log.Warn("node failed", "rollout", n.run.id(), "node", n.id(), "err", msg)
-	if m := e.cfg.Metrics; m != nil {
-		m.NodeDeployments.WithLabelValues(rolloutstate.NodeName(n.rn.GetState())).Inc()
-	}
+	e.observeNode(n, n.rn.GetState())
 	e.checkBudget(n.run, n.stage)
 }

@@ -112,8 +112,9 @@ const (
 )
 
 // Name is the rollout state's name without its prefix ("RUNNING"), as
-// people read it in messages, logs, metric labels and notifications. An
-// unknown value is its number.
+// people read it in messages, logs and notifications (metric labels use
+// internal/telemetry's lower-case spelling). An unknown value is its
+// number.
 func Name(s outpostv1.RolloutState) string {
 	return strings.TrimPrefix(s.String(), rolloutPrefix)
 }

@@ -1,4 +1,5 @@
-// Package telemetry sets up OpenTelemetry tracing for Outpost's daemons.
+// Package telemetry sets up OpenTelemetry tracing for Outpost's daemons
+// and defines the Prometheus metrics both daemons export (metrics.go).
 //
 // A daemon builds one TracerProvider at start and passes it down in its
 // Config; nothing here touches the otel globals, so two daemons in one
