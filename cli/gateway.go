@@ -132,7 +132,7 @@ See deploy/systemd/outpost-gateway.service for a systemd unit.`,
 					MetricsListen:  *metrics,
 					Logger:         log,
 					TracerProvider: tp,
-					Version:        version,
+					Version:        buildVersion().Short(),
 				})
 				if err != nil {
 					return err

@@ -83,7 +83,7 @@ func TestRolloutGetErrors(t *testing.T) {
 	}{
 		{"no id", []string{"rollout", "get"}, 2, "takes one ROLLOUT_ID"},
 		{"not found", []string{"rollout", "get", "r-9"}, 1, `get rollout r-9: not found: rollout "r-9" not found`},
-		{"bad format", []string{"rollout", "get", "r-9", "-o", "xml"}, 2, "-o xml: want one of table, json, yaml"},
+		{"bad format", []string{"rollout", "get", "r-9", "-o", "xml"}, 2, `invalid argument "xml" for "-o, --output" flag: want one of table, wide, json, yaml`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -13,6 +13,10 @@ command -v tar >/dev/null 2>&1 || need+=(tar)
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need+=(iproute2)
 command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || need+=(nftables)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# The CLI's completion test loads cobra's bash script, which needs bash-completion;
+# the man page test renders pages with groff.
+[ -f /usr/share/bash-completion/bash_completion ] || need+=(bash-completion)
+command -v groff >/dev/null 2>&1 || need+=(groff-base)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "deps: installing ${need[*]} with apt-get"
