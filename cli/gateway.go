@@ -56,6 +56,7 @@ Examples:
       --known-hosts ~/.ssh/known_hosts --ssh-user deploy --concurrency 50
 
 See deploy/systemd/outpost-gateway.service for a systemd unit.`,
+		sub: []*command{gatewayListCommand()},
 		flags: func(fs *flag.FlagSet, env *Env) func(context.Context, []string) error {
 			cpDefault := defaultControlPlane
 			if v := env.Getenv(controlPlaneEnv); v != "" {
@@ -63,7 +64,7 @@ See deploy/systemd/outpost-gateway.service for a systemd unit.`,
 			}
 			cp := fs.String("controlplane", cpDefault, "control plane gRPC address `host:port`, or several replicas' comma-separated (env "+controlPlaneEnv+")")
 			dc := fs.String("datacenter", "", "`name` of the datacenter whose nodes this gateway deploys; empty: the join token's")
-			name := fs.String("name", "", "gateway name shown in rollouts; empty: the credential's, else HOSTNAME-DATACENTER")
+			name := fs.String("name", "", "gateway name shown in rollouts; empty: the credential's, else, when joining, HOSTNAME-DATACENTER (HOSTNAME alone if --datacenter is not given, since the datacenter then comes from the join token)")
 			credFile := fs.String("credential-file", defaultGatewayCredential(), "`FILE` holding the gateway's certificate and key (written when joining, renewed in place)")
 			joinToken := fs.String("join-token", env.Getenv(joinTokenEnv), "single-use join `TOKEN` from outpost token create (env "+joinTokenEnv+"); only needed until --credential-file exists")
 			joinTokenFile := fs.String("join-token-file", "", "read the join token from `FILE`")

@@ -39,6 +39,7 @@ const (
 	ControlPlaneService_RejectRollout_FullMethodName    = "/outpost.v1.ControlPlaneService/RejectRollout"
 	ControlPlaneService_ValidateRollout_FullMethodName  = "/outpost.v1.ControlPlaneService/ValidateRollout"
 	ControlPlaneService_ListRevisions_FullMethodName    = "/outpost.v1.ControlPlaneService/ListRevisions"
+	ControlPlaneService_ListGateways_FullMethodName     = "/outpost.v1.ControlPlaneService/ListGateways"
 )
 
 // ControlPlaneServiceClient is the client API for ControlPlaneService service.
@@ -112,6 +113,10 @@ type ControlPlaneServiceClient interface {
 	ValidateRollout(ctx context.Context, in *ValidateRolloutRequest, opts ...grpc.CallOption) (*ValidateRolloutResponse, error)
 	// ListRevisions lists an app's revisions, newest first.
 	ListRevisions(ctx context.Context, in *ListRevisionsRequest, opts ...grpc.CallOption) (*ListRevisionsResponse, error)
+	// ListGateways lists the gateways connected to the leader now, sorted by
+	// name. Gateways hold their streams to the leader, so other replicas
+	// answer UNAVAILABLE naming it.
+	ListGateways(ctx context.Context, in *ListGatewaysRequest, opts ...grpc.CallOption) (*ListGatewaysResponse, error)
 }
 
 type controlPlaneServiceClient struct {
@@ -331,6 +336,16 @@ func (c *controlPlaneServiceClient) ListRevisions(ctx context.Context, in *ListR
 	return out, nil
 }
 
+func (c *controlPlaneServiceClient) ListGateways(ctx context.Context, in *ListGatewaysRequest, opts ...grpc.CallOption) (*ListGatewaysResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListGatewaysResponse)
+	err := c.cc.Invoke(ctx, ControlPlaneService_ListGateways_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlPlaneServiceServer is the server API for ControlPlaneService service.
 // All implementations must embed UnimplementedControlPlaneServiceServer
 // for forward compatibility.
@@ -402,6 +417,10 @@ type ControlPlaneServiceServer interface {
 	ValidateRollout(context.Context, *ValidateRolloutRequest) (*ValidateRolloutResponse, error)
 	// ListRevisions lists an app's revisions, newest first.
 	ListRevisions(context.Context, *ListRevisionsRequest) (*ListRevisionsResponse, error)
+	// ListGateways lists the gateways connected to the leader now, sorted by
+	// name. Gateways hold their streams to the leader, so other replicas
+	// answer UNAVAILABLE naming it.
+	ListGateways(context.Context, *ListGatewaysRequest) (*ListGatewaysResponse, error)
 	mustEmbedUnimplementedControlPlaneServiceServer()
 }
 
@@ -471,6 +490,9 @@ func (UnimplementedControlPlaneServiceServer) ValidateRollout(context.Context, *
 }
 func (UnimplementedControlPlaneServiceServer) ListRevisions(context.Context, *ListRevisionsRequest) (*ListRevisionsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListRevisions not implemented")
+}
+func (UnimplementedControlPlaneServiceServer) ListGateways(context.Context, *ListGatewaysRequest) (*ListGatewaysResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListGateways not implemented")
 }
 func (UnimplementedControlPlaneServiceServer) mustEmbedUnimplementedControlPlaneServiceServer() {}
 func (UnimplementedControlPlaneServiceServer) testEmbeddedByValue()                             {}
@@ -846,6 +868,24 @@ func _ControlPlaneService_ListRevisions_Handler(srv interface{}, ctx context.Con
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ControlPlaneService_ListGateways_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListGatewaysRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServiceServer).ListGateways(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlaneService_ListGateways_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServiceServer).ListGateways(ctx, req.(*ListGatewaysRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ControlPlaneService_ServiceDesc is the grpc.ServiceDesc for ControlPlaneService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -928,6 +968,10 @@ var ControlPlaneService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListRevisions",
 			Handler:    _ControlPlaneService_ListRevisions_Handler,
+		},
+		{
+			MethodName: "ListGateways",
+			Handler:    _ControlPlaneService_ListGateways_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
