@@ -210,7 +210,7 @@ func (c *client) explain(what string, err error) error {
 	case codes.Unimplemented:
 		fmt.Fprintf(&b, "%s: the control plane at %s does not support this call (is it an older version?)", what, c.addr)
 	default:
-		fmt.Fprintf(&b, "%s: %s", what, codeWords(st.Code()))
+		fmt.Fprintf(&b, "%s: %s", what, reasonWords(st))
 		if msg != "" {
 			fmt.Fprintf(&b, ": %s", msg)
 		}
@@ -243,6 +243,22 @@ type rpcError struct {
 }
 
 func (e *rpcError) Error() string { return e.msg }
+
+// hostKeyMismatch is the ErrorInfo reason of TrustNodeHostKey with a
+// fingerprint that is not the scanned key's (controlplane.ReasonHostKeyMismatch).
+const hostKeyMismatch = "HOST_KEY_MISMATCH"
+
+// reasonWords names what went wrong: the ErrorInfo reason when it says
+// more than the code (a wrong fingerprint is not "not possible now",
+// which sounds temporary), else the code's words.
+func reasonWords(st *status.Status) string {
+	for _, d := range st.Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.GetReason() == hostKeyMismatch {
+			return "host key fingerprint does not match"
+		}
+	}
+	return codeWords(st.Code())
+}
 
 // codeWords names a status code the way a person would.
 func codeWords(c codes.Code) string {

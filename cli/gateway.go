@@ -70,7 +70,7 @@ See deploy/systemd/outpost-gateway.service for a systemd unit.`,
 			joinTokenFile := fs.String("join-token-file", "", "read the join token from `FILE`")
 			var keys, knownHosts stringList
 			fs.Var(&keys, "ssh-key", "unencrypted SSH private key `FILE`; repeatable (FILE-cert.pub next to it is used as a certificate)")
-			fs.Var(&knownHosts, "known-hosts", "OpenSSH known_hosts `FILE` for nodes without pinned host keys; repeatable")
+			fs.Var(&knownHosts, "known-hosts", "OpenSSH known_hosts `FILE` for nodes without pinned host keys; repeatable; must exist (an empty file when every node has pinned keys)")
 			user := fs.String("ssh-user", "", "SSH login for nodes whose inventory entry has no user")
 			agent := fs.Bool("ssh-agent", false, "also offer the keys of the ssh-agent at $SSH_AUTH_SOCK (for encrypted keys)")
 			passwordFile := fs.String("ssh-password-file", "", "`FILE` holding the SSH password for legacy nodes without keys")
@@ -89,6 +89,9 @@ See deploy/systemd/outpost-gateway.service for a systemd unit.`,
 				}
 				if *credFile == "" {
 					return usagef("--credential-file is empty")
+				}
+				if err := checkKnownHosts(knownHosts); err != nil {
+					return err
 				}
 				token := strings.TrimSpace(*joinToken)
 				if *joinTokenFile != "" {
@@ -147,6 +150,23 @@ See deploy/systemd/outpost-gateway.service for a systemd unit.`,
 			}
 		},
 	}
+}
+
+// checkKnownHosts refuses a --known-hosts file that does not exist, and
+// says how to make one. The gateway does not create it, unlike ssh: a
+// misspelt path would then silently verify nothing.
+func checkKnownHosts(files []string) error {
+	for _, f := range files {
+		_, err := os.Stat(f)
+		if errors.Is(err, iofs.ErrNotExist) {
+			return usagef("--known-hosts %s: no such file. Create it with the nodes' host keys, checked out of band "+
+				"(ssh-keyscan -H HOST >> %s), or empty (touch %s) if every node has pinned host keys (outpost node scan, outpost node trust)", f, f, f)
+		}
+		if err != nil {
+			return fmt.Errorf("--known-hosts: %w", err)
+		}
+	}
+	return nil
 }
 
 // joinTokenEnv passes the join token without putting it on the command line.

@@ -72,7 +72,9 @@ type ControlPlaneServiceClient interface {
 	// Node.host_keys, if its fingerprint is the one given (read it from
 	// ScanNodeHostKey and compare it out of band). A pinned key of the same
 	// type is replaced. FAILED_PRECONDITION when there is no recent scan or
-	// its fingerprint differs: nothing is ever trusted on first use.
+	// its fingerprint differs: nothing is ever trusted on first use. A
+	// fingerprint that differs carries google.rpc.ErrorInfo with reason
+	// HOST_KEY_MISMATCH (domain outpost.v1).
 	TrustNodeHostKey(ctx context.Context, in *TrustNodeHostKeyRequest, opts ...grpc.CallOption) (*TrustNodeHostKeyResponse, error)
 	// CreateRollout validates a plan, selects its nodes and expands stages
 	// and batches. With approval required it starts in PENDING_APPROVAL,
@@ -376,7 +378,9 @@ type ControlPlaneServiceServer interface {
 	// Node.host_keys, if its fingerprint is the one given (read it from
 	// ScanNodeHostKey and compare it out of band). A pinned key of the same
 	// type is replaced. FAILED_PRECONDITION when there is no recent scan or
-	// its fingerprint differs: nothing is ever trusted on first use.
+	// its fingerprint differs: nothing is ever trusted on first use. A
+	// fingerprint that differs carries google.rpc.ErrorInfo with reason
+	// HOST_KEY_MISMATCH (domain outpost.v1).
 	TrustNodeHostKey(context.Context, *TrustNodeHostKeyRequest) (*TrustNodeHostKeyResponse, error)
 	// CreateRollout validates a plan, selects its nodes and expands stages
 	// and batches. With approval required it starts in PENDING_APPROVAL,
