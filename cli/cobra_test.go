@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
 // cliChildEnv makes the test binary run as the outpost command line.
@@ -210,5 +212,24 @@ func TestOutputValues(t *testing.T) {
 	walk(root(), nil)
 	if n < 10 {
 		t.Errorf("only %d verbs have -o", n)
+	}
+}
+
+// TestWriteItem: streams print one JSON object per line, or one YAML
+// document each, with the API's camelCase names.
+func TestWriteItem(t *testing.T) {
+	n := &outpostv1.RolloutNode{RolloutId: "r-1", NodeId: "n-1"}
+	var j, y strings.Builder
+	if err := writeItem(&j, "json", n); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeItem(&y, "yaml", n); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := j.String(), `{"rolloutId":"r-1","nodeId":"n-1"}`+"\n"; got != want {
+		t.Errorf("json item = %q, want %q", got, want)
+	}
+	if got, want := y.String(), "---\nnodeId: n-1\nrolloutId: r-1\n"; got != want {
+		t.Errorf("yaml item = %q, want %q", got, want)
 	}
 }

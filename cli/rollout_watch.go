@@ -32,7 +32,9 @@ batch, redrawn in place, with a line per node step as it ends (failed
 steps highlighted). Elsewhere (a pipe, a CI log) it prints plain lines:
 one per node step end, per failed node, and per rollout or stage state
 change. -o json prints one JSON object per line, each a
-WatchRolloutResponse (a snapshot first, then every change).
+WatchRolloutResponse (a snapshot first, then every change), with the
+API's field names as grpcurl prints them; -o yaml prints the same as
+YAML documents.
 
 If the connection drops, the watch reconnects and resumes where it was.
 
