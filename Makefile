@@ -6,13 +6,18 @@ GO        ?= go
 BUF       := $(GO) tool -modfile=tools/go.mod buf
 BIN       := bin/outpost
 GOTESTFLAGS ?=
+# What `outpost version` prints; packaging may override VERSION.
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT    ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)
+BUILDDATE ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+LDFLAGS   := -X github.com/outposthq/outpost/cli.version=$(VERSION) -X github.com/outposthq/outpost/cli.commit=$(COMMIT) -X github.com/outposthq/outpost/cli.date=$(BUILDDATE)
 
 .PHONY: all build deps test chaos fuzz lint proto proto-check demo bench clean
 
 all: build
 
 build:
-	$(GO) build -o $(BIN) ./cli/outpost
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cli/outpost
 
 ## deps: system packages the tests and the demo use (OpenSSH server and client).
 deps:

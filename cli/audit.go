@@ -20,7 +20,7 @@ func auditCommand() *command {
 	return &command{
 		name:  "audit",
 		short: "show the audit log: who did what, node step results, state changes",
-		usage: "outpost audit [--rollout ID] [--since DURATION|TIME] [--follow] [--limit N] [-o table|json]",
+		usage: "outpost audit [--rollout ID] [--since DURATION|TIME] [--follow] [--limit N] [-o table|wide|json|yaml]",
 		long: `Shows the audit log, oldest first: every mutating call (who, role, what,
 from where, result), every node result with its steps and every rollout state
 change. Request bodies are never recorded, so the log holds no secrets.
@@ -48,16 +48,14 @@ Examples:
 		flags: func(fs *flag.FlagSet, env *Env) func(context.Context, []string) error {
 			addr := controlPlaneFlag(fs, env)
 			rollout := fs.String("rollout", "", "only entries of rollout `ID`")
-			since := fs.String("since", "24h", "entries from this long ago (`DURATION`) or this RFC 3339 time; 0 means all")
+			since := &trackedString{value: "24h"}
+			fs.Var(since, "since", "entries from this long ago (`DURATION`) or this RFC 3339 time; 0 means all")
 			follow := fs.Bool("follow", false, "keep printing new entries until interrupted")
 			limit := fs.Int("limit", 0, "show only the newest `N` stored entries; 0 means all")
-			out := outputFlag(fs, "table", "json")
+			out := outputFlag(fs, resourceFormats...)
 			return func(ctx context.Context, args []string) error {
 				if len(args) > 0 {
 					return usagef("audit takes no arguments")
-				}
-				if err := checkOutput(*out, "table", "json"); err != nil {
-					return err
 				}
 				if *limit < 0 {
 					return usagef("--limit must not be negative")
@@ -65,13 +63,11 @@ Examples:
 				if *follow && *limit > 0 {
 					return usagef("--limit and --follow cannot be combined")
 				}
-				sinceSet := false
-				fs.Visit(func(f *flag.Flag) { sinceSet = sinceSet || f.Name == "since" })
-				from, err := parseSince(*since, time.Now())
+				from, err := parseSince(since.value, time.Now())
 				if err != nil {
 					return err
 				}
-				if *rollout != "" && !sinceSet {
+				if *rollout != "" && !since.set {
 					from = time.Time{}
 				}
 				c, err := dial(*addr)
@@ -81,23 +77,24 @@ Examples:
 				defer c.Close()
 				a := auditClient{c: c, ac: outpostv1.NewAuditServiceClient(c.cc)}
 				if *follow {
-					return a.follow(ctx, env, *rollout, from, *out == "json")
+					return a.follow(ctx, env, *rollout, from, *out)
 				}
 				entries, err := a.list(ctx, *rollout, from, *limit)
 				if err != nil {
 					return err
 				}
-				if *out == "json" {
-					return writeAuditJSON(env.Stdout, entries)
+				if structured(*out) {
+					return writeAuditItems(env.Stdout, *out, entries)
 				}
 				if len(entries) == 0 {
 					fmt.Fprintln(env.Stderr, "no audit entries")
 					return nil
 				}
 				tw := tabwriter.NewWriter(env.Stdout, 0, 0, 2, ' ', 0)
-				fmt.Fprintln(tw, strings.Join(auditHeader, "\t"))
+				wide := *out == "wide"
+				fmt.Fprintln(tw, strings.Join(auditColumns(auditHeader, auditWideHeader, wide), "\t"))
 				for _, e := range entries {
-					fmt.Fprintln(tw, strings.Join(auditRow(e), "\t"))
+					fmt.Fprintln(tw, strings.Join(auditColumns(auditRow(e), auditWideRow(e), wide), "\t"))
 				}
 				return tw.Flush()
 			}
@@ -160,17 +157,18 @@ func (a auditClient) list(ctx context.Context, rollout string, since time.Time, 
 // follow prints entries from since (zero: only new ones) as they come,
 // until ctx ends, resuming after the last entry printed when the stream
 // breaks.
-func (a auditClient) follow(ctx context.Context, env *Env, rollout string, since time.Time, asJSON bool) error {
+func (a auditClient) follow(ctx context.Context, env *Env, rollout string, since time.Time, format string) error {
 	req := &outpostv1.WatchAuditEntriesRequest{RolloutId: rollout}
 	if !since.IsZero() {
 		req.Since = timestamppb.New(since)
 	}
-	if !asJSON {
+	asItems := structured(format)
+	if !asItems {
 		fmt.Fprint(env.Stdout, followRow(auditHeader))
 	}
 	failures := 0
 	for {
-		got, err := a.watchOnce(ctx, req, env.Stdout, asJSON)
+		got, err := a.watchOnce(ctx, req, env.Stdout, format)
 		if ctx.Err() != nil {
 			return nil // interrupted: the normal way to stop following
 		}
@@ -202,7 +200,7 @@ func (a auditClient) follow(ctx context.Context, env *Env, rollout string, since
 // watchOnce runs one watch stream, printing each entry and moving req
 // past it so a new stream resumes after it. It reports whether anything
 // arrived.
-func (a auditClient) watchOnce(ctx context.Context, req *outpostv1.WatchAuditEntriesRequest, w io.Writer, asJSON bool) (bool, error) {
+func (a auditClient) watchOnce(ctx context.Context, req *outpostv1.WatchAuditEntriesRequest, w io.Writer, format string) (bool, error) {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := a.ac.WatchAuditEntries(sctx, req)
@@ -218,8 +216,8 @@ func (a auditClient) watchOnce(ctx context.Context, req *outpostv1.WatchAuditEnt
 		e := resp.GetEntry()
 		got = true
 		req.Since, req.AfterSequence = e.GetTime(), e.GetSequence()
-		if asJSON {
-			if err := writeAuditJSON(w, []*outpostv1.AuditEntry{e}); err != nil {
+		if structured(format) {
+			if err := writeAuditItems(w, format, []*outpostv1.AuditEntry{e}); err != nil {
 				return got, err
 			}
 			continue
@@ -231,6 +229,21 @@ func (a auditClient) watchOnce(ctx context.Context, req *outpostv1.WatchAuditEnt
 }
 
 var auditHeader = []string{"TIME", "ACTOR", "ROLE", "ACTION", "RESOURCE", "RESULT", "MESSAGE"}
+
+// auditWideHeader are the columns -o wide adds.
+var auditWideHeader = []string{"SEQUENCE", "REQUEST ID", "PEER"}
+
+func auditWideRow(e *outpostv1.AuditEntry) []string {
+	return []string{fmt.Sprint(e.GetSequence()), orDash(e.GetRequestId()), orDash(e.GetPeerAddress())}
+}
+
+// auditColumns is the table's columns, with the wide ones when asked.
+func auditColumns(base, extra []string, wide bool) []string {
+	if !wide {
+		return base
+	}
+	return append(append([]string(nil), base...), extra...)
+}
 
 // auditRow renders one entry as table cells.
 func auditRow(e *outpostv1.AuditEntry) []string {
@@ -298,14 +311,10 @@ func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
 }
 
-// writeAuditJSON writes one AuditEntry per line.
-func writeAuditJSON(w io.Writer, entries []*outpostv1.AuditEntry) error {
+// writeAuditItems writes one AuditEntry per line (json) or per document (yaml).
+func writeAuditItems(w io.Writer, format string, entries []*outpostv1.AuditEntry) error {
 	for _, e := range entries {
-		j, err := protoJSON(e)
-		if err != nil {
-			return err
-		}
-		if _, err := fmt.Fprintf(w, "%s\n", j); err != nil {
+		if err := writeItem(w, format, e); err != nil {
 			return err
 		}
 	}

@@ -66,7 +66,7 @@ Examples:
 					}
 				}
 				err = a.eachEntry(ctx, from, func(e *outpostv1.AuditEntry) error {
-					return writeAuditJSON(w, []*outpostv1.AuditEntry{e})
+					return writeItem(w, "json", e)
 				})
 				if ferr := w.Flush(); err == nil {
 					err = ferr

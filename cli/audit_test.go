@@ -159,7 +159,7 @@ func TestAudit(t *testing.T) {
 2026-03-01T09:33:00Z  gw-seoul  gateway  node.step      nodes/srv-0001     FAILED  health failed: GET /health: 503
 `},
 		{[]string{"audit", "--since", "2026-03-01T09:35:00Z", "-o", "json"},
-			`{"time":"2026-03-01T09:35:00Z","sequence":"6","actor":"bob","actor_kind":"AUDIT_ACTOR_KIND_USER","role":"ROLE_ADMIN","action":"/outpost.v1.ControlPlaneService/PauseRollout","resource":"rollouts/r-7","rollout_id":"r-7","result":"OK"}` + "\n"},
+			`{"time":"2026-03-01T09:35:00Z","sequence":"6","actor":"bob","actorKind":"AUDIT_ACTOR_KIND_USER","role":"ROLE_ADMIN","action":"/outpost.v1.ControlPlaneService/PauseRollout","resource":"rollouts/r-7","rolloutId":"r-7","result":"OK"}` + "\n"},
 	}
 	for _, tt := range tests {
 		code, out, errOut := runCLI(t, env, tt.args...)
@@ -186,7 +186,7 @@ func TestAudit(t *testing.T) {
 		{"audit", "--since", "-1h"},
 		{"audit", "--limit", "-1"},
 		{"audit", "--follow", "--limit", "3"},
-		{"audit", "-o", "yaml"},
+		{"audit", "-o", "text"},
 	} {
 		if code, _, _ := runCLI(t, env, args...); code != 2 {
 			t.Errorf("outpost %q: exit %d, want 2", args, code)

@@ -62,22 +62,36 @@ func userCredential(env *Env) string {
 // endpoint is which control plane a client verb calls, and as whom:
 // --controlplane and --credential.
 type endpoint struct {
-	fs         *flag.FlagSet
 	env        *Env
-	addr       *string
+	addr       *trackedString
 	credential *string
+}
+
+// trackedString is a string flag that knows whether the command line set
+// it, as opposed to its default.
+type trackedString struct {
+	value string
+	set   bool
+}
+
+func (s *trackedString) String() string     { return s.value }
+func (s *trackedString) Set(v string) error { s.value, s.set = v, true; return nil }
+
+// defaultAddr is $OUTPOST_CONTROLPLANE, else defaultControlPlane.
+func defaultAddr(env *Env) string {
+	if v := env.Getenv(controlPlaneEnv); v != "" {
+		return v
+	}
+	return defaultControlPlane
 }
 
 // controlPlaneFlag registers --controlplane and --credential on fs.
 func controlPlaneFlag(fs *flag.FlagSet, env *Env) *endpoint {
-	def := defaultControlPlane
-	if v := env.Getenv(controlPlaneEnv); v != "" {
-		def = v
-	}
+	addr := &trackedString{value: defaultAddr(env)}
+	fs.Var(addr, "controlplane", "control plane gRPC address `host:port` (env "+controlPlaneEnv+"; default: the credential's, else "+defaultControlPlane+")")
 	return &endpoint{
-		fs:   fs,
 		env:  env,
-		addr: fs.String("controlplane", def, "control plane gRPC address `host:port` (env "+controlPlaneEnv+"; default: the credential's, else "+defaultControlPlane+")"),
+		addr: addr,
 		credential: fs.String("credential", env.Getenv(credentialEnv), "credential `FILE` (env "+credentialEnv+
 			"; default: ~/.config/outpost/credential.pem, else the admin.pem that outpost controlplane or outpost dev wrote under ./.outpost)"),
 	}
@@ -109,10 +123,8 @@ func (ep endpoint) load() (addr string, cred *pki.Credential, err error) {
 	if err != nil {
 		return "", nil, err
 	}
-	addr = *ep.addr
-	explicit := false
-	ep.fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "controlplane" })
-	if !explicit && ep.env.Getenv(controlPlaneEnv) == "" && cred.Server != "" {
+	addr = ep.addr.value
+	if !ep.addr.set && ep.env.Getenv(controlPlaneEnv) == "" && cred.Server != "" {
 		addr = cred.Server
 	}
 	if addr == "" {
@@ -198,7 +210,7 @@ func (c *client) explain(what string, err error) error {
 	case codes.Unimplemented:
 		fmt.Fprintf(&b, "%s: the control plane at %s does not support this call (is it an older version?)", what, c.addr)
 	default:
-		fmt.Fprintf(&b, "%s: %s", what, codeWords(st.Code()))
+		fmt.Fprintf(&b, "%s: %s", what, reasonWords(st))
 		if msg != "" {
 			fmt.Fprintf(&b, ": %s", msg)
 		}
@@ -231,6 +243,22 @@ type rpcError struct {
 }
 
 func (e *rpcError) Error() string { return e.msg }
+
+// hostKeyMismatch is the ErrorInfo reason of TrustNodeHostKey with a
+// fingerprint that is not the scanned key's (controlplane.ReasonHostKeyMismatch).
+const hostKeyMismatch = "HOST_KEY_MISMATCH"
+
+// reasonWords names what went wrong: the ErrorInfo reason when it says
+// more than the code (a wrong fingerprint is not "not possible now",
+// which sounds temporary), else the code's words.
+func reasonWords(st *status.Status) string {
+	for _, d := range st.Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.GetReason() == hostKeyMismatch {
+			return "host key fingerprint does not match"
+		}
+	}
+	return codeWords(st.Code())
+}
 
 // codeWords names a status code the way a person would.
 func codeWords(c codes.Code) string {

@@ -39,7 +39,7 @@ func TestRunExitCodes(t *testing.T) {
 		{[]string{"version", "--help"}, 0, "Usage: outpost version", ""},
 		{[]string{"version", "extra"}, 2, "", "version takes no arguments"},
 		{[]string{"nosuch"}, 2, "", `unknown command "nosuch"`},
-		{[]string{"version", "--nosuch"}, 2, "", "flag provided but not defined: -nosuch"},
+		{[]string{"version", "--nosuch"}, 2, "", "unknown flag: --nosuch"},
 	}
 	for _, tt := range tests {
 		code, out, errOut := runCLI(t, nil, tt.args...)

@@ -120,7 +120,8 @@ func serveUntil(ctx context.Context, srv runningServer) error {
 	defer cancel()
 	err := srv.Shutdown(sctx)
 	if ferr := srv.Err(); ferr != nil {
-		return ferr
+		// The server logged its failure as it happened.
+		return &exitError{code: 1, err: ferr, logged: true}
 	}
 	return err
 }

@@ -150,8 +150,13 @@ func TestServeUntil(t *testing.T) {
 	// The server fails by itself: shut down, and the failure is the error.
 	failed := &fakeServer{done: make(chan struct{}), err: errors.New("controlplane: state store: embedded etcd server stopped")}
 	close(failed.done)
-	if err := serveUntil(context.Background(), failed); err == nil || !strings.Contains(err.Error(), "embedded etcd server stopped") || failed.shutdowns != 1 {
+	err := serveUntil(context.Background(), failed)
+	if err == nil || !strings.Contains(err.Error(), "embedded etcd server stopped") || failed.shutdowns != 1 {
 		t.Errorf("serveUntil(failed server) = %v after %d Shutdowns, want its failure after 1", err, failed.shutdowns)
+	}
+	// The server logged the failure: the command line does not print it again.
+	if ee := (*exitError)(nil); !errors.As(err, &ee) || !ee.logged || ee.code != 1 {
+		t.Errorf("serveUntil(failed server) = %#v, want an exitError, code 1, marked as logged", err)
 	}
 	// An interrupt: shut down, no error.
 	ctx, cancel := context.WithCancel(context.Background())

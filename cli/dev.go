@@ -244,7 +244,7 @@ func runDev(ctx context.Context, cfg devConfig) (err error) {
 			SSH:            gateway.SSHConfig{User: login, KeyFiles: []string{keyPath}, KnownHostsFiles: []string{knownHosts}},
 			Logger:         cfg.log,
 			TracerProvider: cfg.tracer,
-			Version:        version,
+			Version:        buildVersion().Short(),
 		})
 		if err != nil {
 			return fmt.Errorf("gateway for %s: %w", dc, err)

@@ -75,6 +75,7 @@ Examples:
       --ssh-cert-source-address 10.20.0.5,10.20.0.6 --known-hosts /etc/outpost/gateway/known_hosts
 
 See deploy/systemd/outpost-gateway.service for a systemd unit.`,
+		sub: []*command{gatewayListCommand()},
 		flags: func(fs *flag.FlagSet, env *Env) func(context.Context, []string) error {
 			cpDefault := defaultControlPlane
 			if v := env.Getenv(controlPlaneEnv); v != "" {
@@ -82,13 +83,13 @@ See deploy/systemd/outpost-gateway.service for a systemd unit.`,
 			}
 			cp := fs.String("controlplane", cpDefault, "control plane gRPC address `host:port`, or several replicas' comma-separated (env "+controlPlaneEnv+")")
 			dc := fs.String("datacenter", "", "`name` of the datacenter whose nodes this gateway deploys; empty: the join token's")
-			name := fs.String("name", "", "gateway name shown in rollouts; empty: the credential's, else HOSTNAME-DATACENTER")
+			name := fs.String("name", "", "gateway name shown in rollouts; empty: the credential's, else, when joining, HOSTNAME-DATACENTER (HOSTNAME alone if --datacenter is not given, since the datacenter then comes from the join token)")
 			credFile := fs.String("credential-file", defaultGatewayCredential(), "`FILE` holding the gateway's certificate and key (written when joining, renewed in place)")
 			joinToken := fs.String("join-token", env.Getenv(joinTokenEnv), "single-use join `TOKEN` from outpost token create (env "+joinTokenEnv+"); only needed until --credential-file exists")
 			joinTokenFile := fs.String("join-token-file", "", "read the join token from `FILE`")
 			var keys, knownHosts stringList
 			fs.Var(&keys, "ssh-key", "unencrypted SSH private key `FILE`; repeatable (FILE-cert.pub next to it is used as a certificate)")
-			fs.Var(&knownHosts, "known-hosts", "OpenSSH known_hosts `FILE` for nodes without pinned host keys; repeatable")
+			fs.Var(&knownHosts, "known-hosts", "OpenSSH known_hosts `FILE` for nodes without pinned host keys; repeatable; must exist (an empty file when every node has pinned keys)")
 			user := fs.String("ssh-user", "", "SSH login for nodes whose inventory entry has no user")
 			agent := fs.Bool("ssh-agent", false, "also offer the keys of the ssh-agent at $SSH_AUTH_SOCK (for encrypted keys)")
 			passwordFile := fs.String("ssh-password-file", "", "`FILE` holding the SSH password for legacy nodes without keys")
@@ -115,6 +116,9 @@ See deploy/systemd/outpost-gateway.service for a systemd unit.`,
 				}
 				if *credFile == "" {
 					return usagef("--credential-file is empty")
+				}
+				if err := checkKnownHosts(knownHosts); err != nil {
+					return err
 				}
 				token := strings.TrimSpace(*joinToken)
 				if *joinTokenFile != "" {
@@ -163,7 +167,7 @@ See deploy/systemd/outpost-gateway.service for a systemd unit.`,
 					MetricsListen:  *metrics,
 					Logger:         log,
 					TracerProvider: tp,
-					Version:        version,
+					Version:        buildVersion().Short(),
 				})
 				if err != nil {
 					return err
@@ -199,6 +203,23 @@ func certSourceAddresses(caKey string, validity time.Duration, sources string) (
 		return nil, usagef("--ssh-cert-source-address: %v", err)
 	}
 	return p, nil
+}
+
+// checkKnownHosts refuses a --known-hosts file that does not exist, and
+// says how to make one. The gateway does not create it, unlike ssh: a
+// misspelt path would then silently verify nothing.
+func checkKnownHosts(files []string) error {
+	for _, f := range files {
+		_, err := os.Stat(f)
+		if errors.Is(err, iofs.ErrNotExist) {
+			return usagef("--known-hosts %s: no such file. Create it with the nodes' host keys, checked out of band "+
+				"(ssh-keyscan -H HOST >> %s), or empty (touch %s) if every node has pinned host keys (outpost node scan, outpost node trust)", f, f, f)
+		}
+		if err != nil {
+			return fmt.Errorf("--known-hosts: %w", err)
+		}
+	}
+	return nil
 }
 
 // joinTokenEnv passes the join token without putting it on the command line.

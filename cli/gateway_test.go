@@ -45,3 +45,20 @@ func TestGatewayRunsUntilInterrupted(t *testing.T) {
 		t.Errorf("the join token's secret is in the gateway's log:\n%s", d.err.String())
 	}
 }
+
+// TestGatewayKnownHostsMustExist: a --known-hosts file that is not there
+// is a usage error that says how to make one, before anything starts.
+func TestGatewayKnownHostsMustExist(t *testing.T) {
+	dir := t.TempDir()
+	key := writeKey(t, dir)
+	missing := filepath.Join(dir, "known_hosts")
+	code, _, errOut := runCLI(t, nil, "gateway", "--controlplane", closedAddr(t), "--datacenter", "dc-1", "--name", "gw-test",
+		"--ssh-key", key, "--known-hosts", missing, "--credential-file", filepath.Join(dir, "gateway.pem"), "--join-token", "opjt_x")
+	if code != 2 || !strings.Contains(errOut, "--known-hosts "+missing+": no such file") ||
+		!strings.Contains(errOut, "ssh-keyscan -H HOST >> "+missing) || !strings.Contains(errOut, "touch "+missing) {
+		t.Errorf("gateway with a missing known_hosts: exit %d, stderr %q", code, errOut)
+	}
+	if strings.Contains(errOut, "gateway starting") {
+		t.Errorf("the gateway started before refusing: %q", errOut)
+	}
+}

@@ -10,11 +10,13 @@ func nodeCommand() *command {
 datacenter whose gateway reaches it, labels that plans select on, and the
 SSH user. The inventory lives in the control plane; keep it in a YAML file
 under version control and apply it.`,
-		sub: []*command{
+		sub: completeWith([]*command{
 			nodeApplyCommand(),
+			nodeDeleteCommand(),
+			nodeGetCommand(),
 			nodeListCommand(),
 			nodeScanCommand(),
 			nodeTrustCommand(),
-		},
+		}, completeNodeIDs, "delete", "get", "scan", "trust"),
 	}
 }

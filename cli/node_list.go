@@ -17,11 +17,12 @@ func nodeListCommand() *command {
 	return &command{
 		name:  "list",
 		short: "list nodes, optionally filtered by labels or datacenter",
-		usage: "outpost node list [-l key=value,...] [--datacenter NAME] [-o table|json|yaml]",
+		usage: "outpost node list [-l key=value,...] [--datacenter NAME] [-o table|wide|json|yaml]",
 		long: `Lists every node in the inventory, sorted by id, fetching all pages.
 
-The table shows ID, ADDRESS, DATACENTER and LABELS. json and yaml print
-{"nodes": [...]} with the same keys as the inventory file.
+The table shows ID, ADDRESS, DATACENTER and LABELS. -o wide adds the
+SSH user and the number of pinned host keys. json and yaml print the
+API's ListNodesResponse ({"nodes": [...]}), as grpcurl does.
 
 Examples:
   outpost node list
@@ -31,13 +32,10 @@ Examples:
 			addr := controlPlaneFlag(fs, env)
 			selector := fs.String("l", "", "label selector `key=value[,key=value]`: only nodes with all these labels")
 			dc := fs.String("datacenter", "", "only nodes of this datacenter")
-			out := outputFlag(fs, "table", "json", "yaml")
+			out := outputFlag(fs, resourceFormats...)
 			return func(ctx context.Context, args []string) error {
 				if len(args) > 0 {
 					return usagef("node list takes no arguments")
-				}
-				if err := checkOutput(*out, "table", "json", "yaml"); err != nil {
-					return err
 				}
 				sel, err := plan.ParseLabelSelector(*selector)
 				if err != nil {
@@ -52,7 +50,7 @@ Examples:
 				if err != nil {
 					return err
 				}
-				if *out != "table" {
+				if structured(*out) {
 					return writeProto(env.Stdout, *out, &outpostv1.ListNodesResponse{Nodes: nodes})
 				}
 				if len(nodes) == 0 {
@@ -60,9 +58,18 @@ Examples:
 					return nil
 				}
 				tw := tabwriter.NewWriter(env.Stdout, 0, 0, 2, ' ', 0)
-				fmt.Fprintln(tw, "ID\tADDRESS\tDATACENTER\tLABELS")
+				wide := *out == "wide"
+				if wide {
+					fmt.Fprintln(tw, "ID\tADDRESS\tDATACENTER\tLABELS\tUSER\tHOST KEYS")
+				} else {
+					fmt.Fprintln(tw, "ID\tADDRESS\tDATACENTER\tLABELS")
+				}
 				for _, n := range nodes {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", n.GetId(), n.GetAddress(), n.GetDatacenter(), labelsText(n.GetLabels()))
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s", n.GetId(), n.GetAddress(), n.GetDatacenter(), labelsText(n.GetLabels()))
+					if wide {
+						fmt.Fprintf(tw, "\t%s\t%d", orDash(n.GetUser()), len(n.GetHostKeys()))
+					}
+					fmt.Fprintln(tw)
 				}
 				return tw.Flush()
 			}

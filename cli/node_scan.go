@@ -12,7 +12,7 @@ func nodeScanCommand() *command {
 	return &command{
 		name:  "scan",
 		short: "show the SSH host key a node presents, read through its gateway (admin)",
-		usage: "outpost node scan ID [-o text|json]",
+		usage: "outpost node scan ID [-o table|wide|json|yaml]",
 		long: `Asks a gateway of the node's datacenter to connect to the node's SSH port
 and report the host key it presents, without logging in, and shows the
 key's type and SHA-256 fingerprint. Nothing is trusted: compare the
@@ -26,13 +26,10 @@ Examples:
   outpost node scan srv-000123 -o json`,
 		flags: func(fs *flag.FlagSet, env *Env) func(context.Context, []string) error {
 			ep := controlPlaneFlag(fs, env)
-			out := outputFlag(fs, "text", "json")
+			out := outputFlag(fs, resourceFormats...)
 			return func(ctx context.Context, args []string) error {
 				if len(args) != 1 {
 					return usagef("node scan takes one node id")
-				}
-				if err := checkOutput(*out, "text", "json"); err != nil {
-					return err
 				}
 				c, err := dial(*ep)
 				if err != nil {
@@ -46,8 +43,8 @@ Examples:
 					return c.explain("scan node "+args[0], err)
 				}
 				sc := resp.GetScan()
-				if *out == "json" {
-					return writeProto(env.Stdout, "json", sc)
+				if structured(*out) {
+					return writeProto(env.Stdout, *out, sc)
 				}
 				fmt.Fprintf(env.Stdout, "node %s at %s presents, through gateway %s:\n  %s %s\n", sc.GetNodeId(), sc.GetAddress(), sc.GetGateway(), sc.GetKeyType(), sc.GetFingerprint())
 				if sc.GetPinned() {

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -19,26 +20,43 @@ import (
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
-// outputFlag registers -o with the formats a verb supports; the first is the default.
-func outputFlag(fs *flag.FlagSet, formats ...string) *string {
-	return fs.String("o", formats[0], "output format: "+strings.Join(formats, ", "))
+// resourceFormats are the -o values of every verb that prints resources:
+// a table for people, a wider one, and the API's own JSON (as grpcurl
+// prints it) or the same as YAML.
+var resourceFormats = []string{"table", "wide", "json", "yaml"}
+
+// outputValue is the -o flag: one of formats, checked as it is parsed so
+// that a wrong value is a usage error that lists the right ones.
+type outputValue struct {
+	value   string
+	formats []string
 }
 
-// checkOutput reports a usage error when got is not one of formats.
-func checkOutput(got string, formats ...string) error {
-	for _, f := range formats {
-		if got == f {
-			return nil
-		}
+func (o *outputValue) String() string { return o.value }
+
+func (o *outputValue) Set(v string) error {
+	if !slices.Contains(o.formats, v) {
+		return fmt.Errorf("want one of %s", strings.Join(o.formats, ", "))
 	}
-	return usagef("-o %s: want one of %s", got, strings.Join(formats, ", "))
+	o.value = v
+	return nil
 }
 
-// protoJSON marshals m with the proto field names, the same keys the plan
-// and inventory YAML files use. protojson randomizes whitespace on
-// purpose, so the result is compacted: stable for scripts and golden files.
+// outputFlag registers -o (--output) with the formats a verb supports;
+// the first is the default. Verbs that print resources pass
+// resourceFormats.
+func outputFlag(fs *flag.FlagSet, formats ...string) *string {
+	o := &outputValue{value: formats[0], formats: formats}
+	fs.Var(o, "o", "output `format`: "+strings.Join(formats, ", "))
+	return &o.value
+}
+
+// protoJSON marshals m as the API's JSON: camelCase keys, enum names,
+// exactly what grpcurl prints for the same message. protojson randomizes
+// whitespace on purpose, so the result is compacted: stable for scripts
+// and golden files.
 func protoJSON(m proto.Message) ([]byte, error) {
-	raw, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(m)
+	raw, err := protojson.Marshal(m)
 	if err != nil {
 		return nil, err
 	}
@@ -73,6 +91,29 @@ func writeProto(w io.Writer, format string, m proto.Message) error {
 		return err
 	}
 	return fmt.Errorf("unknown output format %q", format)
+}
+
+// structured reports whether format prints the API's messages (json,
+// yaml) rather than text for people (table, wide).
+func structured(format string) bool { return format == "json" || format == "yaml" }
+
+// writeItem writes one item of a stream: a JSON object on one line
+// (JSON Lines, for jq -c), or a YAML document that starts with "---".
+func writeItem(w io.Writer, format string, m proto.Message) error {
+	j, err := protoJSON(m)
+	if err != nil {
+		return err
+	}
+	if format == "yaml" {
+		y, err := yaml.JSONToYAML(j)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(w, "---\n%s", y)
+		return err
+	}
+	_, err = fmt.Fprintf(w, "%s\n", j)
+	return err
 }
 
 // Enum names without their type prefix, as people read them.

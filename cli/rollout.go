@@ -29,7 +29,7 @@ Typical use:
   outpost rollout promote ROLLOUT_ID
   outpost rollout history billing-api
   outpost rollout undo billing-api`,
-		sub: []*command{
+		sub: completeWith(completeWith([]*command{
 			rolloutCreateCommand(),
 			rolloutWatchCommand(),
 			rolloutGetCommand(),
@@ -44,6 +44,7 @@ Typical use:
 			rolloutValidateCommand(),
 			rolloutHistoryCommand(),
 			rolloutUndoCommand(),
-		},
+		}, completeRolloutIDs, "watch", "get", "pause", "resume", "abort", "promote", "retry", "approve", "reject", "validate"),
+			completeApps, "history", "undo"),
 	}
 }

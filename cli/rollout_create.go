@@ -56,16 +56,13 @@ Examples:
 			file := fs.String("f", "", "plan `FILE` (YAML)")
 			watch := fs.Bool("watch", false, "follow the rollout like rollout watch until it ends or waits for validation; exit 0 only if it succeeded")
 			dryRun := fs.Bool("dry-run", false, "show the stages and batches the plan would run; create nothing")
-			out := outputFlag(fs, "text", "json")
+			out := outputFlag(fs, resourceFormats...)
 			return func(ctx context.Context, args []string) error {
 				if len(args) > 0 {
 					return usagef("rollout create takes no arguments (did you mean -f %s?)", args[0])
 				}
 				if *file == "" {
 					return usagef("-f PLAN is required")
-				}
-				if err := checkOutput(*out, "text", "json"); err != nil {
-					return err
 				}
 				if *watch && *dryRun {
 					return usagef("--watch and --dry-run do not go together")
@@ -87,7 +84,14 @@ Examples:
 					return err
 				}
 				defer c.Close()
-				sha, err := ensureArtifact(ctx, c, artifactPath, env)
+				var sha string
+				var size int64
+				if *dryRun {
+					// The plan needs only the digest: a dry run uploads nothing.
+					sha, size, err = hashArtifact(artifactPath)
+				} else {
+					sha, err = ensureArtifact(ctx, c, artifactPath, env)
+				}
 				if err != nil {
 					return err
 				}
@@ -101,8 +105,14 @@ Examples:
 				}
 				r := resp.GetRollout()
 				if *dryRun {
-					if *out == "json" {
-						return writeProto(env.Stdout, "json", r)
+					if a := r.GetArtifact(); a != nil && a.GetSize() == 0 {
+						a.Size = size
+						if a.GetName() == "" {
+							a.Name = artifactName(artifactPath)
+						}
+					}
+					if structured(*out) {
+						return writeProto(env.Stdout, *out, r)
 					}
 					return writeDryRun(env.Stdout, r)
 				}
@@ -116,8 +126,8 @@ Examples:
 					fmt.Fprintln(env.Stdout, r.GetId())
 					return nil
 				}
-				o := watchOptionsFor(env, *out == "json")
-				if o.json {
+				o := watchOptionsFor(env, *out)
+				if o.structured() {
 					fmt.Fprintln(env.Stderr, created)
 				} else {
 					fmt.Fprintln(env.Stdout, created)
@@ -171,26 +181,55 @@ func stagesText(r *outpostv1.Rollout) string {
 // uploadChunk is the size of one UploadArtifact chunk (the API's maximum).
 const uploadChunk = 1 << 20
 
-// ensureArtifact hashes the file at path and uploads it unless the
-// control plane already stores that SHA-256. It returns the SHA-256.
-func ensureArtifact(ctx context.Context, c *client, path string, env *Env) (string, error) {
-	f, err := os.Open(path)
+// hashArtifact returns the SHA-256 and size of the regular file at path.
+func hashArtifact(path string) (string, int64, error) {
+	f, st, err := openArtifact(path)
 	if err != nil {
-		return "", fmt.Errorf("artifact: %w", err)
+		return "", 0, err
 	}
 	defer f.Close()
+	sha, err := hashFile(f, path)
+	return sha, st.Size(), err
+}
+
+// openArtifact opens the artifact file, which must be a regular file.
+func openArtifact(path string) (*os.File, os.FileInfo, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("artifact: %w", err)
+	}
 	st, err := f.Stat()
 	if err != nil {
-		return "", fmt.Errorf("artifact: %w", err)
+		f.Close()
+		return nil, nil, fmt.Errorf("artifact: %w", err)
 	}
 	if !st.Mode().IsRegular() {
-		return "", fmt.Errorf("artifact %s: not a regular file", path)
+		f.Close()
+		return nil, nil, fmt.Errorf("artifact %s: not a regular file", path)
 	}
+	return f, st, nil
+}
+
+func hashFile(f *os.File, path string) (string, error) {
 	h := sha256.New()
 	if _, err := io.Copy(h, f); err != nil {
 		return "", fmt.Errorf("artifact: hash %s: %w", path, err)
 	}
-	sha := hex.EncodeToString(h.Sum(nil))
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// ensureArtifact hashes the file at path and uploads it unless the
+// control plane already stores that SHA-256. It returns the SHA-256.
+func ensureArtifact(ctx context.Context, c *client, path string, env *Env) (string, error) {
+	f, st, err := openArtifact(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	sha, err := hashFile(f, path)
+	if err != nil {
+		return "", err
+	}
 
 	cctx, cancel := unary(ctx)
 	stat, err := c.art.StatArtifact(cctx, &outpostv1.StatArtifactRequest{Sha256: sha})

@@ -92,8 +92,8 @@ func TestRolloutCreateDryRun(t *testing.T) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if len(f.rollouts) != 0 || !f.creates[0].GetDryRun() {
-		t.Errorf("dry run stored %d rollouts (dry_run=%v)", len(f.rollouts), f.creates[0].GetDryRun())
+	if len(f.rollouts) != 0 || !f.creates[0].GetDryRun() || f.uploads != 0 {
+		t.Errorf("dry run stored %d rollouts (dry_run=%v), uploaded %d artifacts", len(f.rollouts), f.creates[0].GetDryRun(), f.uploads)
 	}
 }
 

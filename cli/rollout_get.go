@@ -16,7 +16,7 @@ func rolloutGetCommand() *command {
 	return &command{
 		name:  "get",
 		short: "show one rollout: state, stages, batches and node counts",
-		usage: "outpost rollout get ROLLOUT_ID [-o table|json|yaml]",
+		usage: "outpost rollout get ROLLOUT_ID [-o table|wide|json|yaml]",
 		long: `Shows a rollout as it is now: app and revision, release, state and the
 reason for it, then each stage with its state, node counts and batches.
 json and yaml print the whole Rollout resource (plan included).
@@ -28,13 +28,10 @@ Examples:
   outpost rollout get r-000042 -o yaml`,
 		flags: func(fs *flag.FlagSet, env *Env) func(context.Context, []string) error {
 			addr := controlPlaneFlag(fs, env)
-			out := outputFlag(fs, "table", "json", "yaml")
+			out := outputFlag(fs, resourceFormats...)
 			return func(ctx context.Context, args []string) error {
 				if len(args) != 1 {
 					return usagef("rollout get takes one ROLLOUT_ID")
-				}
-				if err := checkOutput(*out, "table", "json", "yaml"); err != nil {
-					return err
 				}
 				c, err := dial(*addr)
 				if err != nil {
@@ -47,7 +44,7 @@ Examples:
 				if err != nil {
 					return c.explain("get rollout "+args[0], err)
 				}
-				if *out != "table" {
+				if structured(*out) {
 					return writeProto(env.Stdout, *out, resp.GetRollout())
 				}
 				return writeRollout(env.Stdout, resp.GetRollout())

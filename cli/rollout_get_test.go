@@ -83,7 +83,7 @@ func TestRolloutGetErrors(t *testing.T) {
 	}{
 		{"no id", []string{"rollout", "get"}, 2, "takes one ROLLOUT_ID"},
 		{"not found", []string{"rollout", "get", "r-9"}, 1, `get rollout r-9: not found: rollout "r-9" not found`},
-		{"bad format", []string{"rollout", "get", "r-9", "-o", "xml"}, 2, "-o xml: want one of table, json, yaml"},
+		{"bad format", []string{"rollout", "get", "r-9", "-o", "xml"}, 2, `invalid argument "xml" for "-o, --output" flag: want one of table, wide, json, yaml`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -111,6 +111,16 @@ func TestUnreachableControlPlane(t *testing.T) {
 	}
 }
 
+// hostKeyMismatchError is TrustNodeHostKey's answer to a wrong fingerprint.
+func hostKeyMismatchError() error {
+	st := status.New(codes.FailedPrecondition, "fingerprint SHA256:aaa does not match the key node n presented when scanned (ssh-ed25519 SHA256:bbb); nothing was pinned")
+	st, err := st.WithDetails(&errdetails.ErrorInfo{Reason: hostKeyMismatch, Domain: "outpost.v1"})
+	if err != nil {
+		panic(err)
+	}
+	return st.Err()
+}
+
 func TestExplainCodes(t *testing.T) {
 	c := &client{addr: "127.0.0.1:7443"}
 	tests := []struct {
@@ -126,6 +136,7 @@ func TestExplainCodes(t *testing.T) {
 			"create rollout: control plane at 127.0.0.1:7443 is not reachable (is `outpost controlplane` or `outpost dev` running?)"},
 		{badRequest(), "create rollout: rejected: plan is invalid\n  strategy.batch: must be a count or a percentage\n  health.timeout: bad duration"},
 		{errors.New("boom"), "create rollout: boom"},
+		{hostKeyMismatchError(), "create rollout: host key fingerprint does not match: fingerprint SHA256:aaa does not match the key node n presented when scanned (ssh-ed25519 SHA256:bbb); nothing was pinned"},
 	}
 	for _, tt := range tests {
 		if got := c.explain("create rollout", tt.err).Error(); got != tt.want {

@@ -14,7 +14,7 @@ func rolloutHistoryCommand() *command {
 	return &command{
 		name:  "history",
 		short: "list an app's revisions, newest first",
-		usage: "outpost rollout history APP [--limit N] [-o table|json|yaml]",
+		usage: "outpost rollout history APP [--limit N] [-o table|wide|json|yaml]",
 		long: `Lists the revisions of an app, newest first: each rollout of the app is one
 revision, undos included. The current revision (the newest that succeeded)
 is marked; 'outpost rollout undo APP --to-revision N' returns to revision N.
@@ -25,13 +25,10 @@ Examples:
 		flags: func(fs *flag.FlagSet, env *Env) func(context.Context, []string) error {
 			addr := controlPlaneFlag(fs, env)
 			limit := fs.Int("limit", 20, "show at most `N` revisions; 0 means all")
-			out := outputFlag(fs, "table", "json", "yaml")
+			out := outputFlag(fs, resourceFormats...)
 			return func(ctx context.Context, args []string) error {
 				if len(args) != 1 {
 					return usagef("rollout history takes one APP")
-				}
-				if err := checkOutput(*out, "table", "json", "yaml"); err != nil {
-					return err
 				}
 				if *limit < 0 {
 					return usagef("--limit must not be negative")
@@ -45,7 +42,7 @@ Examples:
 				if err != nil {
 					return err
 				}
-				if *out != "table" {
+				if structured(*out) {
 					return writeProto(env.Stdout, *out, &outpostv1.ListRevisionsResponse{Revisions: revs})
 				}
 				if len(revs) == 0 {

@@ -14,7 +14,7 @@ func rolloutListCommand() *command {
 	return &command{
 		name:  "list",
 		short: "list rollouts, newest first",
-		usage: "outpost rollout list [--app APP] [--limit N] [-o table|json|yaml]",
+		usage: "outpost rollout list [--app APP] [--limit N] [-o table|wide|json|yaml]",
 		long: `Lists rollouts, newest first: id, app, revision, release, state, node
 counts and creation time (UTC).
 
@@ -26,13 +26,10 @@ Examples:
 			addr := controlPlaneFlag(fs, env)
 			app := fs.String("app", "", "only rollouts of this app")
 			limit := fs.Int("limit", 50, "show at most `N` rollouts; 0 means all")
-			out := outputFlag(fs, "table", "json", "yaml")
+			out := outputFlag(fs, resourceFormats...)
 			return func(ctx context.Context, args []string) error {
 				if len(args) > 0 {
 					return usagef("rollout list takes no arguments")
-				}
-				if err := checkOutput(*out, "table", "json", "yaml"); err != nil {
-					return err
 				}
 				if *limit < 0 {
 					return usagef("--limit must not be negative")
@@ -46,7 +43,7 @@ Examples:
 				if err != nil {
 					return err
 				}
-				if *out != "table" {
+				if structured(*out) {
 					return writeProto(env.Stdout, *out, &outpostv1.ListRolloutsResponse{Rollouts: rollouts})
 				}
 				if len(rollouts) == 0 {
@@ -54,10 +51,20 @@ Examples:
 					return nil
 				}
 				tw := tabwriter.NewWriter(env.Stdout, 0, 0, 2, ' ', 0)
-				fmt.Fprintln(tw, "ID\tAPP\tREVISION\tRELEASE\tSTATE\tNODES\tCREATED")
+				wide := *out == "wide"
+				header := "ID\tAPP\tREVISION\tRELEASE\tSTATE\tNODES\tCREATED"
+				if wide {
+					header += "\tENVIRONMENT\tCHANGE\tREQUESTER\tUPDATED"
+				}
+				fmt.Fprintln(tw, header)
 				for _, r := range rollouts {
-					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", r.GetId(), r.GetApp(), r.GetRevision(), r.GetReleaseId(),
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s", r.GetId(), r.GetApp(), r.GetRevision(), r.GetReleaseId(),
 						rolloutstate.Name(r.GetState()), nodesColumn(rolloutCounts(r)), timeText(r.GetCreateTime()))
+					if wide {
+						fmt.Fprintf(tw, "\t%s\t%s\t%s\t%s", orDash(r.GetPlan().GetEnvironment()), orDash(r.GetPlan().GetChangeId()),
+							orDash(r.GetRequester()), timeText(r.GetUpdateTime()))
+					}
+					fmt.Fprintln(tw)
 				}
 				return tw.Flush()
 			}

@@ -34,13 +34,10 @@ Examples:
 			to := fs.Int64("to-revision", 0, "revision `N` to return to; 0 means the one before the current")
 			dryRun := fs.Bool("dry-run", false, "show what the undo would run; create nothing")
 			watch := fs.Bool("watch", false, "follow the rollout like rollout watch until it ends or waits for validation; exit 0 only if it succeeded")
-			out := outputFlag(fs, "text", "json")
+			out := outputFlag(fs, resourceFormats...)
 			return func(ctx context.Context, args []string) error {
 				if len(args) != 1 {
 					return usagef("rollout undo takes one APP")
-				}
-				if err := checkOutput(*out, "text", "json"); err != nil {
-					return err
 				}
 				if *to < 0 {
 					return usagef("--to-revision must not be negative")
@@ -63,8 +60,8 @@ Examples:
 				}
 				r := resp.GetRollout()
 				if *dryRun {
-					if *out == "json" {
-						return writeProto(env.Stdout, "json", r)
+					if structured(*out) {
+						return writeProto(env.Stdout, *out, r)
 					}
 					return writeDryRun(env.Stdout, r)
 				}
@@ -78,8 +75,8 @@ Examples:
 					fmt.Fprintln(env.Stdout, r.GetId())
 					return nil
 				}
-				o := watchOptionsFor(env, *out == "json")
-				if o.json {
+				o := watchOptionsFor(env, *out)
+				if o.structured() {
 					fmt.Fprintln(env.Stderr, created)
 				} else {
 					fmt.Fprintln(env.Stdout, created)

@@ -26,14 +26,11 @@ func (v rolloutVerb) command() *command {
 		name: v.name, short: v.short, usage: v.usage, long: v.long,
 		flags: func(fs *flag.FlagSet, env *Env) func(context.Context, []string) error {
 			addr := controlPlaneFlag(fs, env)
-			out := outputFlag(fs, "text", "json", "yaml")
+			out := outputFlag(fs, resourceFormats...)
 			call := v.flags(fs)
 			return func(ctx context.Context, args []string) error {
 				if len(args) != 1 {
 					return usagef("rollout %s takes one ROLLOUT_ID", v.name)
-				}
-				if err := checkOutput(*out, "text", "json", "yaml"); err != nil {
-					return err
 				}
 				if v.check != nil {
 					if err := v.check(); err != nil {
@@ -60,7 +57,7 @@ func (v rolloutVerb) command() *command {
 // writeVerbResult prints a rollout after a verb: one line for people
 // ("r-000042: PAUSED: paused: lunch"), or the whole resource.
 func writeVerbResult(w io.Writer, format string, r *outpostv1.Rollout) error {
-	if format != "text" {
+	if structured(format) {
 		return writeProto(w, format, r)
 	}
 	line := fmt.Sprintf("%s: %s", r.GetId(), rolloutstate.Name(r.GetState()))

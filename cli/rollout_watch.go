@@ -20,7 +20,7 @@ func rolloutWatchCommand() *command {
 	return &command{
 		name:  "watch",
 		short: "follow a rollout live until it ends or waits for validation",
-		usage: "outpost rollout watch ROLLOUT_ID [-o text|json]",
+		usage: "outpost rollout watch ROLLOUT_ID [-o table|wide|json|yaml]",
 		long: `Follows a rollout until its deployment is over, then prints a summary
 line (node counts per state and the duration). It returns when the
 rollout ends, and at PENDING_VALIDATION: the release is deployed and
@@ -32,7 +32,9 @@ batch, redrawn in place, with a line per node step as it ends (failed
 steps highlighted). Elsewhere (a pipe, a CI log) it prints plain lines:
 one per node step end, per failed node, and per rollout or stage state
 change. -o json prints one JSON object per line, each a
-WatchRolloutResponse (a snapshot first, then every change).
+WatchRolloutResponse (a snapshot first, then every change), with the
+API's field names as grpcurl prints them; -o yaml prints the same as
+YAML documents.
 
 If the connection drops, the watch reconnects and resumes where it was.
 
@@ -42,24 +44,21 @@ REJECTED) or the watch failed, so scripts can gate on it.
 
 Examples:
   outpost rollout watch r-000042
-  outpost rollout watch r-000042 -o json | jq -c 'select(.step_event.phase=="STEP_PHASE_FAILED")'
+  outpost rollout watch r-000042 -o json | jq -c 'select(.stepEvent.phase=="STEP_PHASE_FAILED")'
   outpost rollout watch "$(outpost rollout create -f plan.yaml)" && echo deployed`,
 		flags: func(fs *flag.FlagSet, env *Env) func(context.Context, []string) error {
 			addr := controlPlaneFlag(fs, env)
-			out := outputFlag(fs, "text", "json")
+			out := outputFlag(fs, resourceFormats...)
 			return func(ctx context.Context, args []string) error {
 				if len(args) != 1 {
 					return usagef("rollout watch takes one ROLLOUT_ID")
-				}
-				if err := checkOutput(*out, "text", "json"); err != nil {
-					return err
 				}
 				c, err := dial(*addr)
 				if err != nil {
 					return err
 				}
 				defer c.Close()
-				return watchRollout(ctx, c, args[0], watchOptionsFor(env, *out == "json"))
+				return watchRollout(ctx, c, args[0], watchOptionsFor(env, *out))
 			}
 		},
 	}
@@ -80,8 +79,8 @@ type watchOptions struct {
 	out     io.Writer // progress lines, bars, JSON
 	summary io.Writer // the final summary line
 	notices io.Writer // reconnect notices
-	json    bool
-	live    bool // redraw bars in place (a terminal)
+	format  string    // an -o value: json and yaml print the raw items
+	live    bool      // redraw bars in place (a terminal)
 	color   bool
 	width   int
 	refresh time.Duration // at most one redraw per refresh (live)
@@ -89,13 +88,13 @@ type watchOptions struct {
 	now     func() time.Time
 }
 
-func watchOptionsFor(env *Env, json bool) watchOptions {
+func watchOptionsFor(env *Env, format string) watchOptions {
 	o := watchOptions{
 		out: env.Stdout, summary: env.Stdout, notices: env.Stderr,
-		json: json, refresh: 100 * time.Millisecond, retry: watchRetry, now: time.Now,
+		format: format, refresh: 100 * time.Millisecond, retry: watchRetry, now: time.Now,
 	}
-	if json {
-		// stdout stays one JSON object per line.
+	if o.structured() {
+		// stdout stays one JSON object per line (one YAML document).
 		o.summary = env.Stderr
 		return o
 	}
@@ -103,6 +102,10 @@ func watchOptionsFor(env *Env, json bool) watchOptions {
 	o.color = o.live && env.Getenv("NO_COLOR") == ""
 	return o
 }
+
+// structured reports whether the watch prints the raw items (json,
+// yaml) rather than progress for people (table, wide).
+func (o watchOptions) structured() bool { return structured(o.format) }
 
 // watchRollout follows rollout id until it is finished
 // (rolloutstate.Finished) and returns nil only when it was deployed
@@ -112,7 +115,7 @@ func watchRollout(ctx context.Context, c *client, id string, o watchOptions) err
 	p := newProgress()
 	view := &textView{w: o.out, p: p, live: o.live, color: o.color, width: o.width, now: o.now}
 	var sink watchSink = view
-	if o.json {
+	if o.structured() {
 		sink = nopSink{}
 	}
 	start := o.now()
@@ -237,7 +240,7 @@ func watchOnce(ctx context.Context, c *client, id string, p *progress, sink watc
 	}()
 
 	var tick <-chan time.Time
-	if o.live && !o.json {
+	if o.live && !o.structured() {
 		t := time.NewTicker(o.refresh)
 		defer t.Stop()
 		tick = t.C
@@ -261,13 +264,11 @@ func watchOnce(ctx context.Context, c *client, id string, p *progress, sink watc
 				return got, r.err
 			}
 			got = true
-			if o.json {
+			if o.structured() {
 				for _, item := range perNode(r.resp) {
-					j, err := protoJSON(item)
-					if err != nil {
+					if err := writeItem(o.out, o.format, item); err != nil {
 						return got, err
 					}
-					o.out.Write(append(j, '\n'))
 				}
 			}
 			p.apply(r.resp, sink)

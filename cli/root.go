@@ -28,6 +28,7 @@ admin.pem of ./.outpost/controlplane or ./.outpost/dev).`,
 			tokenCommand(),
 			userCommand(),
 			versionCommand(),
+			genManCommand(),
 		},
 	}
 }

@@ -98,7 +98,7 @@ func tokenListCommand() *command {
 	return &command{
 		name:  "list",
 		short: "list join tokens (never their secrets)",
-		usage: "outpost token list [-o table|json]",
+		usage: "outpost token list [-o table|wide|json|yaml]",
 		long: `Lists join tokens that are still kept (used, revoked and expired ones
 for a day), sorted by id: ID, DATACENTER, GATEWAY (the name the token is
 for, or *), STATE, EXPIRES, CREATOR and USED BY.
@@ -107,13 +107,10 @@ Examples:
   outpost token list`,
 		flags: func(fs *flag.FlagSet, env *Env) func(context.Context, []string) error {
 			ep := controlPlaneFlag(fs, env)
-			out := outputFlag(fs, "table", "json")
+			out := outputFlag(fs, resourceFormats...)
 			return func(ctx context.Context, args []string) error {
 				if len(args) > 0 {
 					return usagef("token list takes no arguments")
-				}
-				if err := checkOutput(*out, "table", "json"); err != nil {
-					return err
 				}
 				c, err := dial(*ep)
 				if err != nil {
@@ -130,8 +127,8 @@ Examples:
 				if err != nil {
 					return err
 				}
-				if *out == "json" {
-					return writeProto(env.Stdout, "json", &outpostv1.ListJoinTokensResponse{JoinTokens: all})
+				if structured(*out) {
+					return writeProto(env.Stdout, *out, &outpostv1.ListJoinTokensResponse{JoinTokens: all})
 				}
 				if len(all) == 0 {
 					fmt.Fprintln(env.Stderr, "no join tokens")

@@ -109,7 +109,7 @@ func userListCommand() *command {
 	return &command{
 		name:  "list",
 		short: "list the unexpired certificates of users (and gateways with --all)",
-		usage: "outpost user list [--all] [-o table|json]",
+		usage: "outpost user list [--all] [-o table|wide|json|yaml]",
 		long: `Lists issued certificates that have not expired, sorted by serial: NAME,
 KIND, ROLE or DATACENTER, SERIAL, EXPIRES, ISSUER and whether it is
 REVOKED.
@@ -120,13 +120,10 @@ Examples:
 		flags: func(fs *flag.FlagSet, env *Env) func(context.Context, []string) error {
 			ep := controlPlaneFlag(fs, env)
 			all := fs.Bool("all", false, "gateways' certificates too")
-			out := outputFlag(fs, "table", "json")
+			out := outputFlag(fs, resourceFormats...)
 			return func(ctx context.Context, args []string) error {
 				if len(args) > 0 {
 					return usagef("user list takes no arguments")
-				}
-				if err := checkOutput(*out, "table", "json"); err != nil {
-					return err
 				}
 				c, err := dial(*ep)
 				if err != nil {
@@ -148,8 +145,8 @@ Examples:
 				if err != nil {
 					return err
 				}
-				if *out == "json" {
-					return writeProto(env.Stdout, "json", &outpostv1.ListCredentialsResponse{Credentials: creds})
+				if structured(*out) {
+					return writeProto(env.Stdout, *out, &outpostv1.ListCredentialsResponse{Credentials: creds})
 				}
 				if len(creds) == 0 {
 					fmt.Fprintln(env.Stderr, "no credentials")

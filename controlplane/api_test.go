@@ -233,6 +233,15 @@ func TestCreateRolloutValidation(t *testing.T) {
 		r.GetArtifact().GetUnpack() != outpostv1.Unpack_UNPACK_TAR || r.GetDeploy().GetKeepReleases() != 5 {
 		t.Errorf("dry run = id %q revision %d batches %v counts %v artifact %v", r.GetId(), r.GetRevision(), sizes, r.GetNodeCounts(), r.GetArtifact())
 	}
+	// A dry run needs only the artifact's digest: nothing is uploaded for
+	// it. The real create still needs the artifact stored.
+	unknown := strings.Repeat("ab", 32)
+	dry, err = c.CreateRollout(ctxT(t), &outpostv1.CreateRolloutRequest{Plan: rollingPlan("3", 10), ArtifactSha256: unknown, DryRun: true})
+	if err != nil || dry.GetRollout().GetArtifact().GetSha256() != unknown || dry.GetRollout().GetArtifact().GetSize() != 0 || len(dry.GetRollout().GetStages()) == 0 {
+		t.Errorf("dry run of an artifact not uploaded = %v, %v; want the stages, the digest and size 0", dry.GetRollout(), err)
+	}
+	_, err = c.CreateRollout(ctxT(t), &outpostv1.CreateRolloutRequest{Plan: rollingPlan("3", 10), ArtifactSha256: unknown})
+	wantCode(t, "create with an artifact not uploaded", err, codes.FailedPrecondition, "upload it first")
 	list, err := c.ListRollouts(ctxT(t), &outpostv1.ListRolloutsRequest{})
 	if err != nil || len(list.GetRollouts()) != 0 {
 		t.Errorf("after a dry run ListRollouts = %v, %v; want none", list, err)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"sync"
 
+	"github.com/outposthq/outpost/controlplane/artifact"
 	"github.com/outposthq/outpost/internal/plan"
 	"github.com/outposthq/outpost/internal/tarscan"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
@@ -82,6 +83,12 @@ func (s *Server) measureTar(ctx context.Context, art *outpostv1.Artifact, p tarP
 		return n, nil
 	}
 	f, meta, err := s.artifacts.Open(art.GetSha256())
+	if errors.Is(err, artifact.ErrNotFound) && art.GetSize() == 0 {
+		// A dry run of an artifact that was not uploaded (CreateRollout
+		// allows only that): there is nothing to measure yet; the real
+		// create measures it.
+		return 0, nil
+	}
 	if err != nil {
 		return 0, internal(err)
 	}

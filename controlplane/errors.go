@@ -17,6 +17,15 @@ import (
 )
 
 // fieldError is INVALID_ARGUMENT naming one request field.
+// Reasons in google.rpc.ErrorInfo, for clients to act on without reading
+// messages.
+const (
+	errorDomain = "outpost.v1"
+	// ReasonHostKeyMismatch: TrustNodeHostKey was given a fingerprint that
+	// is not the scanned key's.
+	ReasonHostKeyMismatch = "HOST_KEY_MISMATCH"
+)
+
 func fieldError(field string, format string, args ...any) error {
 	msg := fmt.Sprintf(format, args...)
 	return withViolations(codes.InvalidArgument, field+": "+msg, []*errdetails.BadRequest_FieldViolation{{Field: field, Description: msg}})

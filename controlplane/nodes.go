@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/outposthq/outpost/controlplane/auth"
@@ -316,8 +317,12 @@ func (c *controlPlaneService) TrustNodeHostKey(ctx context.Context, req *outpost
 		case scan.GetAddress() != node.GetAddress():
 			return nil, status.Errorf(codes.FailedPrecondition, "node %s moved from %s to %s since it was scanned: scan it again", req.GetId(), scan.GetAddress(), node.GetAddress())
 		case scan.GetFingerprint() != want:
-			return nil, status.Errorf(codes.FailedPrecondition, "fingerprint %s does not match the key node %s presented when scanned (%s %s, by gateway %s at %s); nothing was pinned",
+			st := status.Newf(codes.FailedPrecondition, "fingerprint %s does not match the key node %s presented when scanned (%s %s, by gateway %s at %s); nothing was pinned",
 				want, req.GetId(), scan.GetKeyType(), scan.GetFingerprint(), scan.GetGateway(), scan.GetScanTime().AsTime().UTC().Format(time.RFC3339))
+			if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: ReasonHostKeyMismatch, Domain: errorDomain}); err == nil {
+				st = d
+			}
+			return nil, st.Err()
 		}
 		key, _, _, _, err := ssh.ParseAuthorizedKey([]byte(scan.GetAuthorizedKey()))
 		if err != nil {

@@ -93,9 +93,11 @@ func (c *controlPlaneService) CreateRollout(ctx context.Context, req *outpostv1.
 	if err != nil {
 		return nil, internal(err)
 	}
-	if !found {
+	if !found && !req.GetDryRun() {
 		return nil, status.Errorf(codes.FailedPrecondition, "artifact sha256:%s is not in the artifact store; upload it first", digest)
 	}
+	// A dry run plans without the artifact: clients send only its digest
+	// (nothing is uploaded or stored), and the size stays 0 unless stored.
 	unpack := plan.UnpackOf(spec)
 	name := path.Base(spec.GetArtifact().GetPath())
 	if !fileNameRE.MatchString(name) {

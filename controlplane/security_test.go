@@ -576,6 +576,9 @@ func TestScanAndTrustHostKey(t *testing.T) {
 	// A wrong fingerprint pins nothing.
 	_, err = c.TrustNodeHostKey(ctxT(t), &outpostv1.TrustNodeHostKeyRequest{Id: nodeID(0), Fingerprint: ssh.FingerprintSHA256(keyB)})
 	wantCode(t, "trust with the wrong fingerprint", err, codes.FailedPrecondition, "does not match")
+	if !hasReason(err, ReasonHostKeyMismatch) || !strings.Contains(err.Error(), ssh.FingerprintSHA256(keyB)) {
+		t.Errorf("trust with the wrong fingerprint: %v; want reason %s and both fingerprints", err, ReasonHostKeyMismatch)
+	}
 	_, err = c.TrustNodeHostKey(ctxT(t), &outpostv1.TrustNodeHostKeyRequest{Id: nodeID(0)})
 	wantCode(t, "trust without a fingerprint", err, codes.InvalidArgument, "fingerprint")
 	got, err := c.GetNode(ctxT(t), &outpostv1.GetNodeRequest{Id: nodeID(0)})
@@ -725,4 +728,15 @@ func innerStatusErr(err error) error {
 		return se.(error)
 	}
 	return err
+}
+
+// hasReason reports whether err's status carries ErrorInfo with reason.
+func hasReason(err error, reason string) bool {
+	st, _ := status.FromError(err)
+	for _, d := range st.Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.GetReason() == reason {
+			return true
+		}
+	}
+	return false
 }

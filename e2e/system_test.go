@@ -199,6 +199,7 @@ func (s *system) startGateway(name, dc string) {
 		ControlPlane: s.addr,
 		Name:         name,
 		Datacenter:   dc,
+		Version:      e2eGatewayVersion,
 		CacheDir:     filepath.Join(s.dir, "gateways", name),
 		SSH: gateway.SSHConfig{
 			Signers:         []ssh.Signer{s.fleet.Signer},

@@ -17,6 +17,11 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 # Tests run a real Prometheus server and promtool (alert rule tests).
 [ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ] || need+=(prometheus)
 
+# The CLI's completion test loads cobra's bash script, which needs bash-completion;
+# the man page test renders pages with groff.
+[ -f /usr/share/bash-completion/bash_completion ] || need+=(bash-completion)
+command -v groff >/dev/null 2>&1 || need+=(groff-base)
+
 if [ ${#need[@]} -gt 0 ]; then
   echo "deps: installing ${need[*]} with apt-get"
   sudo_cmd=""

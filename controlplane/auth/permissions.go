@@ -109,6 +109,8 @@ var methodPermissions = map[string]Permission{
 	outpostv1.ControlPlaneService_ListRolloutNodes_FullMethodName: Read,
 	outpostv1.ControlPlaneService_WatchRollout_FullMethodName:     Read,
 	outpostv1.ControlPlaneService_ListRevisions_FullMethodName:    Read,
+	// Which gateways are connected, with their versions: no secrets.
+	outpostv1.ControlPlaneService_ListGateways_FullMethodName: Read,
 
 	// Rollouts: deploying and steering.
 	outpostv1.ControlPlaneService_CreateRollout_FullMethodName:  Deploy,

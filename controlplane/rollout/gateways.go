@@ -48,6 +48,8 @@ type session struct {
 	dc       string
 	capacity int
 	link     Link
+	version  string    // as the gateway reported it in its hello
+	since    time.Time // when this stream was registered
 
 	active       map[string]*nodeRun // assignments outstanding, by id
 	checks       map[string]*check   // bake health checks outstanding, by id
@@ -64,6 +66,7 @@ func newSession(h *outpostv1.GatewayHello, defaultCapacity int, link Link) *sess
 		dc:       h.GetDatacenter(),
 		capacity: c,
 		link:     link,
+		version:  h.GetVersion(),
 		active:   map[string]*nodeRun{},
 		checks:   map[string]*check{},
 	}
@@ -88,6 +91,7 @@ func (e *Engine) ServeGateway(stream GatewayStream, hello *outpostv1.GatewayHell
 	ctx := stream.Context()
 	link := gatewaylink.New()
 	s := newSession(hello, e.cfg.DefaultCapacity, link)
+	s.since = e.cfg.Clock.Now()
 	var welcome *outpostv1.GatewayWelcome
 	if err := e.do(ctx, func(lctx context.Context) { welcome = e.register(lctx, s, hello) }); err != nil {
 		return err

@@ -785,6 +785,8 @@ type CreateRolloutRequest struct {
 	RequestId string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// When true, validate and expand the plan and return the rollout that
 	// would be created, without storing or starting anything (no id, no revision).
+	// The artifact need not be uploaded: only artifact_sha256 is checked, and
+	// the returned artifact's size is 0 unless the store has it.
 	DryRun bool `protobuf:"varint,4,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
 	// Instead of a new plan, return an app to an earlier revision ("undo"):
 	// plan and artifact_sha256 must then be empty. The rollout uses that
@@ -2599,6 +2601,216 @@ func (x *ListRevisionsResponse) GetNextPageToken() string {
 	return ""
 }
 
+// ListGatewaysRequest lists connected gateways (AIP-158 pagination).
+type ListGatewaysRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Maximum gateways to return; 0 means the server's default (100), above 1000 means 1000.
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// next_page_token from the previous call; empty means the first page.
+	PageToken string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Only gateways of this datacenter; empty means all.
+	Datacenter    string `protobuf:"bytes,3,opt,name=datacenter,proto3" json:"datacenter,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListGatewaysRequest) Reset() {
+	*x = ListGatewaysRequest{}
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListGatewaysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListGatewaysRequest) ProtoMessage() {}
+
+func (x *ListGatewaysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListGatewaysRequest.ProtoReflect.Descriptor instead.
+func (*ListGatewaysRequest) Descriptor() ([]byte, []int) {
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *ListGatewaysRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListGatewaysRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListGatewaysRequest) GetDatacenter() string {
+	if x != nil {
+		return x.Datacenter
+	}
+	return ""
+}
+
+// ListGatewaysResponse is one page of connected gateways.
+type ListGatewaysResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Gateways, sorted by name.
+	Gateways []*Gateway `protobuf:"bytes,1,rep,name=gateways,proto3" json:"gateways,omitempty"`
+	// Token for the next page; empty when this is the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListGatewaysResponse) Reset() {
+	*x = ListGatewaysResponse{}
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListGatewaysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListGatewaysResponse) ProtoMessage() {}
+
+func (x *ListGatewaysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListGatewaysResponse.ProtoReflect.Descriptor instead.
+func (*ListGatewaysResponse) Descriptor() ([]byte, []int) {
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *ListGatewaysResponse) GetGateways() []*Gateway {
+	if x != nil {
+		return x.Gateways
+	}
+	return nil
+}
+
+func (x *ListGatewaysResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// Gateway is one gateway connected to the control plane (output only).
+type Gateway struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Gateway name, from its credential.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Datacenter whose nodes it deploys.
+	Datacenter string `protobuf:"bytes,2,opt,name=datacenter,proto3" json:"datacenter,omitempty"`
+	// Software version the gateway reported when it connected ("" if none).
+	Version string `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	// When its current stream to the control plane was accepted.
+	ConnectTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=connect_time,json=connectTime,proto3" json:"connect_time,omitempty"`
+	// Nodes it is deploying now (assignments outstanding).
+	NodesInFlight int32 `protobuf:"varint,5,opt,name=nodes_in_flight,json=nodesInFlight,proto3" json:"nodes_in_flight,omitempty"`
+	// Most nodes it deploys at once.
+	Capacity      int32 `protobuf:"varint,6,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Gateway) Reset() {
+	*x = Gateway{}
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Gateway) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Gateway) ProtoMessage() {}
+
+func (x *Gateway) ProtoReflect() protoreflect.Message {
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Gateway.ProtoReflect.Descriptor instead.
+func (*Gateway) Descriptor() ([]byte, []int) {
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *Gateway) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Gateway) GetDatacenter() string {
+	if x != nil {
+		return x.Datacenter
+	}
+	return ""
+}
+
+func (x *Gateway) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *Gateway) GetConnectTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ConnectTime
+	}
+	return nil
+}
+
+func (x *Gateway) GetNodesInFlight() int32 {
+	if x != nil {
+		return x.NodesInFlight
+	}
+	return 0
+}
+
+func (x *Gateway) GetCapacity() int32 {
+	if x != nil {
+		return x.Capacity
+	}
+	return 0
+}
+
 var File_outpost_v1_controlplane_proto protoreflect.FileDescriptor
 
 const file_outpost_v1_controlplane_proto_rawDesc = "" +
@@ -2767,7 +2979,26 @@ const file_outpost_v1_controlplane_proto_rawDesc = "" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\"s\n" +
 	"\x15ListRevisionsResponse\x122\n" +
 	"\trevisions\x18\x01 \x03(\v2\x14.outpost.v1.RevisionR\trevisions\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\xab\r\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"q\n" +
+	"\x13ListGatewaysRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\x12\x1e\n" +
+	"\n" +
+	"datacenter\x18\x03 \x01(\tR\n" +
+	"datacenter\"o\n" +
+	"\x14ListGatewaysResponse\x12/\n" +
+	"\bgateways\x18\x01 \x03(\v2\x13.outpost.v1.GatewayR\bgateways\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xda\x01\n" +
+	"\aGateway\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1e\n" +
+	"\n" +
+	"datacenter\x18\x02 \x01(\tR\n" +
+	"datacenter\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\tR\aversion\x12=\n" +
+	"\fconnect_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vconnectTime\x12&\n" +
+	"\x0fnodes_in_flight\x18\x05 \x01(\x05R\rnodesInFlight\x12\x1a\n" +
+	"\bcapacity\x18\x06 \x01(\x05R\bcapacity2\xfe\r\n" +
 	"\x13ControlPlaneService\x12K\n" +
 	"\n" +
 	"ApplyNodes\x12\x1d.outpost.v1.ApplyNodesRequest\x1a\x1e.outpost.v1.ApplyNodesResponse\x12H\n" +
@@ -2791,7 +3022,8 @@ const file_outpost_v1_controlplane_proto_rawDesc = "" +
 	"\x0eApproveRollout\x12!.outpost.v1.ApproveRolloutRequest\x1a\".outpost.v1.ApproveRolloutResponse\x12T\n" +
 	"\rRejectRollout\x12 .outpost.v1.RejectRolloutRequest\x1a!.outpost.v1.RejectRolloutResponse\x12Z\n" +
 	"\x0fValidateRollout\x12\".outpost.v1.ValidateRolloutRequest\x1a#.outpost.v1.ValidateRolloutResponse\x12T\n" +
-	"\rListRevisions\x12 .outpost.v1.ListRevisionsRequest\x1a!.outpost.v1.ListRevisionsResponseB9Z7github.com/outposthq/outpost/proto/outpost/v1;outpostv1b\x06proto3"
+	"\rListRevisions\x12 .outpost.v1.ListRevisionsRequest\x1a!.outpost.v1.ListRevisionsResponse\x12Q\n" +
+	"\fListGateways\x12\x1f.outpost.v1.ListGatewaysRequest\x1a .outpost.v1.ListGatewaysResponseB9Z7github.com/outposthq/outpost/proto/outpost/v1;outpostv1b\x06proto3"
 
 var (
 	file_outpost_v1_controlplane_proto_rawDescOnce sync.Once
@@ -2805,7 +3037,7 @@ func file_outpost_v1_controlplane_proto_rawDescGZIP() []byte {
 	return file_outpost_v1_controlplane_proto_rawDescData
 }
 
-var file_outpost_v1_controlplane_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
+var file_outpost_v1_controlplane_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_outpost_v1_controlplane_proto_goTypes = []any{
 	(*ApplyNodesRequest)(nil),        // 0: outpost.v1.ApplyNodesRequest
 	(*ApplyNodesResponse)(nil),       // 1: outpost.v1.ApplyNodesResponse
@@ -2851,90 +3083,97 @@ var file_outpost_v1_controlplane_proto_goTypes = []any{
 	(*ValidateRolloutResponse)(nil),  // 41: outpost.v1.ValidateRolloutResponse
 	(*ListRevisionsRequest)(nil),     // 42: outpost.v1.ListRevisionsRequest
 	(*ListRevisionsResponse)(nil),    // 43: outpost.v1.ListRevisionsResponse
-	(*Node)(nil),                     // 44: outpost.v1.Node
-	(*timestamppb.Timestamp)(nil),    // 45: google.protobuf.Timestamp
-	(*PlanSpec)(nil),                 // 46: outpost.v1.PlanSpec
-	(*Rollout)(nil),                  // 47: outpost.v1.Rollout
-	(NodeState)(0),                   // 48: outpost.v1.NodeState
-	(*RolloutNode)(nil),              // 49: outpost.v1.RolloutNode
-	(*NodeStepEvent)(nil),            // 50: outpost.v1.NodeStepEvent
-	(*Revision)(nil),                 // 51: outpost.v1.Revision
+	(*ListGatewaysRequest)(nil),      // 44: outpost.v1.ListGatewaysRequest
+	(*ListGatewaysResponse)(nil),     // 45: outpost.v1.ListGatewaysResponse
+	(*Gateway)(nil),                  // 46: outpost.v1.Gateway
+	(*Node)(nil),                     // 47: outpost.v1.Node
+	(*timestamppb.Timestamp)(nil),    // 48: google.protobuf.Timestamp
+	(*PlanSpec)(nil),                 // 49: outpost.v1.PlanSpec
+	(*Rollout)(nil),                  // 50: outpost.v1.Rollout
+	(NodeState)(0),                   // 51: outpost.v1.NodeState
+	(*RolloutNode)(nil),              // 52: outpost.v1.RolloutNode
+	(*NodeStepEvent)(nil),            // 53: outpost.v1.NodeStepEvent
+	(*Revision)(nil),                 // 54: outpost.v1.Revision
 }
 var file_outpost_v1_controlplane_proto_depIdxs = []int32{
-	44, // 0: outpost.v1.ApplyNodesRequest.nodes:type_name -> outpost.v1.Node
-	44, // 1: outpost.v1.ApplyNodesResponse.nodes:type_name -> outpost.v1.Node
-	44, // 2: outpost.v1.ListNodesResponse.nodes:type_name -> outpost.v1.Node
-	44, // 3: outpost.v1.GetNodeResponse.node:type_name -> outpost.v1.Node
+	47, // 0: outpost.v1.ApplyNodesRequest.nodes:type_name -> outpost.v1.Node
+	47, // 1: outpost.v1.ApplyNodesResponse.nodes:type_name -> outpost.v1.Node
+	47, // 2: outpost.v1.ListNodesResponse.nodes:type_name -> outpost.v1.Node
+	47, // 3: outpost.v1.GetNodeResponse.node:type_name -> outpost.v1.Node
 	10, // 4: outpost.v1.ScanNodeHostKeyResponse.scan:type_name -> outpost.v1.NodeHostKeyScan
-	45, // 5: outpost.v1.NodeHostKeyScan.scan_time:type_name -> google.protobuf.Timestamp
-	44, // 6: outpost.v1.TrustNodeHostKeyResponse.node:type_name -> outpost.v1.Node
-	46, // 7: outpost.v1.CreateRolloutRequest.plan:type_name -> outpost.v1.PlanSpec
+	48, // 5: outpost.v1.NodeHostKeyScan.scan_time:type_name -> google.protobuf.Timestamp
+	47, // 6: outpost.v1.TrustNodeHostKeyResponse.node:type_name -> outpost.v1.Node
+	49, // 7: outpost.v1.CreateRolloutRequest.plan:type_name -> outpost.v1.PlanSpec
 	14, // 8: outpost.v1.CreateRolloutRequest.undo:type_name -> outpost.v1.RolloutUndo
-	47, // 9: outpost.v1.CreateRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	47, // 10: outpost.v1.GetRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	47, // 11: outpost.v1.ListRolloutsResponse.rollouts:type_name -> outpost.v1.Rollout
-	48, // 12: outpost.v1.ListRolloutNodesRequest.state:type_name -> outpost.v1.NodeState
-	49, // 13: outpost.v1.ListRolloutNodesResponse.nodes:type_name -> outpost.v1.RolloutNode
-	47, // 14: outpost.v1.WatchRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	49, // 15: outpost.v1.WatchRolloutResponse.node:type_name -> outpost.v1.RolloutNode
-	50, // 16: outpost.v1.WatchRolloutResponse.step_event:type_name -> outpost.v1.NodeStepEvent
+	50, // 9: outpost.v1.CreateRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	50, // 10: outpost.v1.GetRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	50, // 11: outpost.v1.ListRolloutsResponse.rollouts:type_name -> outpost.v1.Rollout
+	51, // 12: outpost.v1.ListRolloutNodesRequest.state:type_name -> outpost.v1.NodeState
+	52, // 13: outpost.v1.ListRolloutNodesResponse.nodes:type_name -> outpost.v1.RolloutNode
+	50, // 14: outpost.v1.WatchRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	52, // 15: outpost.v1.WatchRolloutResponse.node:type_name -> outpost.v1.RolloutNode
+	53, // 16: outpost.v1.WatchRolloutResponse.step_event:type_name -> outpost.v1.NodeStepEvent
 	24, // 17: outpost.v1.WatchRolloutResponse.snapshot_end:type_name -> outpost.v1.WatchSnapshotEnd
 	25, // 18: outpost.v1.WatchRolloutResponse.node_page:type_name -> outpost.v1.WatchNodePage
-	49, // 19: outpost.v1.WatchNodePage.nodes:type_name -> outpost.v1.RolloutNode
-	47, // 20: outpost.v1.PauseRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	47, // 21: outpost.v1.ResumeRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	47, // 22: outpost.v1.AbortRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	47, // 23: outpost.v1.PromoteRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	47, // 24: outpost.v1.RetryRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	47, // 25: outpost.v1.ApproveRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	47, // 26: outpost.v1.RejectRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	47, // 27: outpost.v1.ValidateRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	51, // 28: outpost.v1.ListRevisionsResponse.revisions:type_name -> outpost.v1.Revision
-	0,  // 29: outpost.v1.ControlPlaneService.ApplyNodes:input_type -> outpost.v1.ApplyNodesRequest
-	2,  // 30: outpost.v1.ControlPlaneService.ListNodes:input_type -> outpost.v1.ListNodesRequest
-	4,  // 31: outpost.v1.ControlPlaneService.GetNode:input_type -> outpost.v1.GetNodeRequest
-	6,  // 32: outpost.v1.ControlPlaneService.DeleteNode:input_type -> outpost.v1.DeleteNodeRequest
-	8,  // 33: outpost.v1.ControlPlaneService.ScanNodeHostKey:input_type -> outpost.v1.ScanNodeHostKeyRequest
-	11, // 34: outpost.v1.ControlPlaneService.TrustNodeHostKey:input_type -> outpost.v1.TrustNodeHostKeyRequest
-	13, // 35: outpost.v1.ControlPlaneService.CreateRollout:input_type -> outpost.v1.CreateRolloutRequest
-	16, // 36: outpost.v1.ControlPlaneService.GetRollout:input_type -> outpost.v1.GetRolloutRequest
-	18, // 37: outpost.v1.ControlPlaneService.ListRollouts:input_type -> outpost.v1.ListRolloutsRequest
-	20, // 38: outpost.v1.ControlPlaneService.ListRolloutNodes:input_type -> outpost.v1.ListRolloutNodesRequest
-	22, // 39: outpost.v1.ControlPlaneService.WatchRollout:input_type -> outpost.v1.WatchRolloutRequest
-	26, // 40: outpost.v1.ControlPlaneService.PauseRollout:input_type -> outpost.v1.PauseRolloutRequest
-	28, // 41: outpost.v1.ControlPlaneService.ResumeRollout:input_type -> outpost.v1.ResumeRolloutRequest
-	30, // 42: outpost.v1.ControlPlaneService.AbortRollout:input_type -> outpost.v1.AbortRolloutRequest
-	32, // 43: outpost.v1.ControlPlaneService.PromoteRollout:input_type -> outpost.v1.PromoteRolloutRequest
-	34, // 44: outpost.v1.ControlPlaneService.RetryRollout:input_type -> outpost.v1.RetryRolloutRequest
-	36, // 45: outpost.v1.ControlPlaneService.ApproveRollout:input_type -> outpost.v1.ApproveRolloutRequest
-	38, // 46: outpost.v1.ControlPlaneService.RejectRollout:input_type -> outpost.v1.RejectRolloutRequest
-	40, // 47: outpost.v1.ControlPlaneService.ValidateRollout:input_type -> outpost.v1.ValidateRolloutRequest
-	42, // 48: outpost.v1.ControlPlaneService.ListRevisions:input_type -> outpost.v1.ListRevisionsRequest
-	1,  // 49: outpost.v1.ControlPlaneService.ApplyNodes:output_type -> outpost.v1.ApplyNodesResponse
-	3,  // 50: outpost.v1.ControlPlaneService.ListNodes:output_type -> outpost.v1.ListNodesResponse
-	5,  // 51: outpost.v1.ControlPlaneService.GetNode:output_type -> outpost.v1.GetNodeResponse
-	7,  // 52: outpost.v1.ControlPlaneService.DeleteNode:output_type -> outpost.v1.DeleteNodeResponse
-	9,  // 53: outpost.v1.ControlPlaneService.ScanNodeHostKey:output_type -> outpost.v1.ScanNodeHostKeyResponse
-	12, // 54: outpost.v1.ControlPlaneService.TrustNodeHostKey:output_type -> outpost.v1.TrustNodeHostKeyResponse
-	15, // 55: outpost.v1.ControlPlaneService.CreateRollout:output_type -> outpost.v1.CreateRolloutResponse
-	17, // 56: outpost.v1.ControlPlaneService.GetRollout:output_type -> outpost.v1.GetRolloutResponse
-	19, // 57: outpost.v1.ControlPlaneService.ListRollouts:output_type -> outpost.v1.ListRolloutsResponse
-	21, // 58: outpost.v1.ControlPlaneService.ListRolloutNodes:output_type -> outpost.v1.ListRolloutNodesResponse
-	23, // 59: outpost.v1.ControlPlaneService.WatchRollout:output_type -> outpost.v1.WatchRolloutResponse
-	27, // 60: outpost.v1.ControlPlaneService.PauseRollout:output_type -> outpost.v1.PauseRolloutResponse
-	29, // 61: outpost.v1.ControlPlaneService.ResumeRollout:output_type -> outpost.v1.ResumeRolloutResponse
-	31, // 62: outpost.v1.ControlPlaneService.AbortRollout:output_type -> outpost.v1.AbortRolloutResponse
-	33, // 63: outpost.v1.ControlPlaneService.PromoteRollout:output_type -> outpost.v1.PromoteRolloutResponse
-	35, // 64: outpost.v1.ControlPlaneService.RetryRollout:output_type -> outpost.v1.RetryRolloutResponse
-	37, // 65: outpost.v1.ControlPlaneService.ApproveRollout:output_type -> outpost.v1.ApproveRolloutResponse
-	39, // 66: outpost.v1.ControlPlaneService.RejectRollout:output_type -> outpost.v1.RejectRolloutResponse
-	41, // 67: outpost.v1.ControlPlaneService.ValidateRollout:output_type -> outpost.v1.ValidateRolloutResponse
-	43, // 68: outpost.v1.ControlPlaneService.ListRevisions:output_type -> outpost.v1.ListRevisionsResponse
-	49, // [49:69] is the sub-list for method output_type
-	29, // [29:49] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	52, // 19: outpost.v1.WatchNodePage.nodes:type_name -> outpost.v1.RolloutNode
+	50, // 20: outpost.v1.PauseRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	50, // 21: outpost.v1.ResumeRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	50, // 22: outpost.v1.AbortRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	50, // 23: outpost.v1.PromoteRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	50, // 24: outpost.v1.RetryRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	50, // 25: outpost.v1.ApproveRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	50, // 26: outpost.v1.RejectRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	50, // 27: outpost.v1.ValidateRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	54, // 28: outpost.v1.ListRevisionsResponse.revisions:type_name -> outpost.v1.Revision
+	46, // 29: outpost.v1.ListGatewaysResponse.gateways:type_name -> outpost.v1.Gateway
+	48, // 30: outpost.v1.Gateway.connect_time:type_name -> google.protobuf.Timestamp
+	0,  // 31: outpost.v1.ControlPlaneService.ApplyNodes:input_type -> outpost.v1.ApplyNodesRequest
+	2,  // 32: outpost.v1.ControlPlaneService.ListNodes:input_type -> outpost.v1.ListNodesRequest
+	4,  // 33: outpost.v1.ControlPlaneService.GetNode:input_type -> outpost.v1.GetNodeRequest
+	6,  // 34: outpost.v1.ControlPlaneService.DeleteNode:input_type -> outpost.v1.DeleteNodeRequest
+	8,  // 35: outpost.v1.ControlPlaneService.ScanNodeHostKey:input_type -> outpost.v1.ScanNodeHostKeyRequest
+	11, // 36: outpost.v1.ControlPlaneService.TrustNodeHostKey:input_type -> outpost.v1.TrustNodeHostKeyRequest
+	13, // 37: outpost.v1.ControlPlaneService.CreateRollout:input_type -> outpost.v1.CreateRolloutRequest
+	16, // 38: outpost.v1.ControlPlaneService.GetRollout:input_type -> outpost.v1.GetRolloutRequest
+	18, // 39: outpost.v1.ControlPlaneService.ListRollouts:input_type -> outpost.v1.ListRolloutsRequest
+	20, // 40: outpost.v1.ControlPlaneService.ListRolloutNodes:input_type -> outpost.v1.ListRolloutNodesRequest
+	22, // 41: outpost.v1.ControlPlaneService.WatchRollout:input_type -> outpost.v1.WatchRolloutRequest
+	26, // 42: outpost.v1.ControlPlaneService.PauseRollout:input_type -> outpost.v1.PauseRolloutRequest
+	28, // 43: outpost.v1.ControlPlaneService.ResumeRollout:input_type -> outpost.v1.ResumeRolloutRequest
+	30, // 44: outpost.v1.ControlPlaneService.AbortRollout:input_type -> outpost.v1.AbortRolloutRequest
+	32, // 45: outpost.v1.ControlPlaneService.PromoteRollout:input_type -> outpost.v1.PromoteRolloutRequest
+	34, // 46: outpost.v1.ControlPlaneService.RetryRollout:input_type -> outpost.v1.RetryRolloutRequest
+	36, // 47: outpost.v1.ControlPlaneService.ApproveRollout:input_type -> outpost.v1.ApproveRolloutRequest
+	38, // 48: outpost.v1.ControlPlaneService.RejectRollout:input_type -> outpost.v1.RejectRolloutRequest
+	40, // 49: outpost.v1.ControlPlaneService.ValidateRollout:input_type -> outpost.v1.ValidateRolloutRequest
+	42, // 50: outpost.v1.ControlPlaneService.ListRevisions:input_type -> outpost.v1.ListRevisionsRequest
+	44, // 51: outpost.v1.ControlPlaneService.ListGateways:input_type -> outpost.v1.ListGatewaysRequest
+	1,  // 52: outpost.v1.ControlPlaneService.ApplyNodes:output_type -> outpost.v1.ApplyNodesResponse
+	3,  // 53: outpost.v1.ControlPlaneService.ListNodes:output_type -> outpost.v1.ListNodesResponse
+	5,  // 54: outpost.v1.ControlPlaneService.GetNode:output_type -> outpost.v1.GetNodeResponse
+	7,  // 55: outpost.v1.ControlPlaneService.DeleteNode:output_type -> outpost.v1.DeleteNodeResponse
+	9,  // 56: outpost.v1.ControlPlaneService.ScanNodeHostKey:output_type -> outpost.v1.ScanNodeHostKeyResponse
+	12, // 57: outpost.v1.ControlPlaneService.TrustNodeHostKey:output_type -> outpost.v1.TrustNodeHostKeyResponse
+	15, // 58: outpost.v1.ControlPlaneService.CreateRollout:output_type -> outpost.v1.CreateRolloutResponse
+	17, // 59: outpost.v1.ControlPlaneService.GetRollout:output_type -> outpost.v1.GetRolloutResponse
+	19, // 60: outpost.v1.ControlPlaneService.ListRollouts:output_type -> outpost.v1.ListRolloutsResponse
+	21, // 61: outpost.v1.ControlPlaneService.ListRolloutNodes:output_type -> outpost.v1.ListRolloutNodesResponse
+	23, // 62: outpost.v1.ControlPlaneService.WatchRollout:output_type -> outpost.v1.WatchRolloutResponse
+	27, // 63: outpost.v1.ControlPlaneService.PauseRollout:output_type -> outpost.v1.PauseRolloutResponse
+	29, // 64: outpost.v1.ControlPlaneService.ResumeRollout:output_type -> outpost.v1.ResumeRolloutResponse
+	31, // 65: outpost.v1.ControlPlaneService.AbortRollout:output_type -> outpost.v1.AbortRolloutResponse
+	33, // 66: outpost.v1.ControlPlaneService.PromoteRollout:output_type -> outpost.v1.PromoteRolloutResponse
+	35, // 67: outpost.v1.ControlPlaneService.RetryRollout:output_type -> outpost.v1.RetryRolloutResponse
+	37, // 68: outpost.v1.ControlPlaneService.ApproveRollout:output_type -> outpost.v1.ApproveRolloutResponse
+	39, // 69: outpost.v1.ControlPlaneService.RejectRollout:output_type -> outpost.v1.RejectRolloutResponse
+	41, // 70: outpost.v1.ControlPlaneService.ValidateRollout:output_type -> outpost.v1.ValidateRolloutResponse
+	43, // 71: outpost.v1.ControlPlaneService.ListRevisions:output_type -> outpost.v1.ListRevisionsResponse
+	45, // 72: outpost.v1.ControlPlaneService.ListGateways:output_type -> outpost.v1.ListGatewaysResponse
+	52, // [52:73] is the sub-list for method output_type
+	31, // [31:52] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_outpost_v1_controlplane_proto_init() }
@@ -2959,7 +3198,7 @@ func file_outpost_v1_controlplane_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_outpost_v1_controlplane_proto_rawDesc), len(file_outpost_v1_controlplane_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   44,
+			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -39,6 +39,7 @@ const (
 	ControlPlaneService_RejectRollout_FullMethodName    = "/outpost.v1.ControlPlaneService/RejectRollout"
 	ControlPlaneService_ValidateRollout_FullMethodName  = "/outpost.v1.ControlPlaneService/ValidateRollout"
 	ControlPlaneService_ListRevisions_FullMethodName    = "/outpost.v1.ControlPlaneService/ListRevisions"
+	ControlPlaneService_ListGateways_FullMethodName     = "/outpost.v1.ControlPlaneService/ListGateways"
 )
 
 // ControlPlaneServiceClient is the client API for ControlPlaneService service.
@@ -71,7 +72,9 @@ type ControlPlaneServiceClient interface {
 	// Node.host_keys, if its fingerprint is the one given (read it from
 	// ScanNodeHostKey and compare it out of band). A pinned key of the same
 	// type is replaced. FAILED_PRECONDITION when there is no recent scan or
-	// its fingerprint differs: nothing is ever trusted on first use.
+	// its fingerprint differs: nothing is ever trusted on first use. A
+	// fingerprint that differs carries google.rpc.ErrorInfo with reason
+	// HOST_KEY_MISMATCH (domain outpost.v1).
 	TrustNodeHostKey(ctx context.Context, in *TrustNodeHostKeyRequest, opts ...grpc.CallOption) (*TrustNodeHostKeyResponse, error)
 	// CreateRollout validates a plan, selects its nodes and expands stages
 	// and batches. With approval required it starts in PENDING_APPROVAL,
@@ -112,6 +115,10 @@ type ControlPlaneServiceClient interface {
 	ValidateRollout(ctx context.Context, in *ValidateRolloutRequest, opts ...grpc.CallOption) (*ValidateRolloutResponse, error)
 	// ListRevisions lists an app's revisions, newest first.
 	ListRevisions(ctx context.Context, in *ListRevisionsRequest, opts ...grpc.CallOption) (*ListRevisionsResponse, error)
+	// ListGateways lists the gateways connected to the leader now, sorted by
+	// name. Gateways hold their streams to the leader, so other replicas
+	// answer UNAVAILABLE naming it.
+	ListGateways(ctx context.Context, in *ListGatewaysRequest, opts ...grpc.CallOption) (*ListGatewaysResponse, error)
 }
 
 type controlPlaneServiceClient struct {
@@ -331,6 +338,16 @@ func (c *controlPlaneServiceClient) ListRevisions(ctx context.Context, in *ListR
 	return out, nil
 }
 
+func (c *controlPlaneServiceClient) ListGateways(ctx context.Context, in *ListGatewaysRequest, opts ...grpc.CallOption) (*ListGatewaysResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListGatewaysResponse)
+	err := c.cc.Invoke(ctx, ControlPlaneService_ListGateways_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlPlaneServiceServer is the server API for ControlPlaneService service.
 // All implementations must embed UnimplementedControlPlaneServiceServer
 // for forward compatibility.
@@ -361,7 +378,9 @@ type ControlPlaneServiceServer interface {
 	// Node.host_keys, if its fingerprint is the one given (read it from
 	// ScanNodeHostKey and compare it out of band). A pinned key of the same
 	// type is replaced. FAILED_PRECONDITION when there is no recent scan or
-	// its fingerprint differs: nothing is ever trusted on first use.
+	// its fingerprint differs: nothing is ever trusted on first use. A
+	// fingerprint that differs carries google.rpc.ErrorInfo with reason
+	// HOST_KEY_MISMATCH (domain outpost.v1).
 	TrustNodeHostKey(context.Context, *TrustNodeHostKeyRequest) (*TrustNodeHostKeyResponse, error)
 	// CreateRollout validates a plan, selects its nodes and expands stages
 	// and batches. With approval required it starts in PENDING_APPROVAL,
@@ -402,6 +421,10 @@ type ControlPlaneServiceServer interface {
 	ValidateRollout(context.Context, *ValidateRolloutRequest) (*ValidateRolloutResponse, error)
 	// ListRevisions lists an app's revisions, newest first.
 	ListRevisions(context.Context, *ListRevisionsRequest) (*ListRevisionsResponse, error)
+	// ListGateways lists the gateways connected to the leader now, sorted by
+	// name. Gateways hold their streams to the leader, so other replicas
+	// answer UNAVAILABLE naming it.
+	ListGateways(context.Context, *ListGatewaysRequest) (*ListGatewaysResponse, error)
 	mustEmbedUnimplementedControlPlaneServiceServer()
 }
 
@@ -471,6 +494,9 @@ func (UnimplementedControlPlaneServiceServer) ValidateRollout(context.Context, *
 }
 func (UnimplementedControlPlaneServiceServer) ListRevisions(context.Context, *ListRevisionsRequest) (*ListRevisionsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListRevisions not implemented")
+}
+func (UnimplementedControlPlaneServiceServer) ListGateways(context.Context, *ListGatewaysRequest) (*ListGatewaysResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListGateways not implemented")
 }
 func (UnimplementedControlPlaneServiceServer) mustEmbedUnimplementedControlPlaneServiceServer() {}
 func (UnimplementedControlPlaneServiceServer) testEmbeddedByValue()                             {}
@@ -846,6 +872,24 @@ func _ControlPlaneService_ListRevisions_Handler(srv interface{}, ctx context.Con
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ControlPlaneService_ListGateways_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListGatewaysRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServiceServer).ListGateways(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ControlPlaneService_ListGateways_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServiceServer).ListGateways(ctx, req.(*ListGatewaysRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ControlPlaneService_ServiceDesc is the grpc.ServiceDesc for ControlPlaneService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -928,6 +972,10 @@ var ControlPlaneService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListRevisions",
 			Handler:    _ControlPlaneService_ListRevisions_Handler,
+		},
+		{
+			MethodName: "ListGateways",
+			Handler:    _ControlPlaneService_ListGateways_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
