@@ -7,12 +7,28 @@ BUF       := $(GO) tool -modfile=tools/go.mod buf
 BIN       := bin/outpost
 GOTESTFLAGS ?=
 
-.PHONY: all build deps test chaos fuzz lint proto proto-check demo bench clean
+# What `outpost version` prints, set at link time by build and package.
+# VERSION is the newest v* tag (0.0.0~gitDATE.COMMIT before the first);
+# DATE is the commit's, so the same commit builds the same binary.
+COMMIT    ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+DATE      ?= $(shell TZ=UTC git log -1 --format=%cd --date=format-local:%Y-%m-%dT%H:%M:%SZ 2>/dev/null || date -u +%Y-%m-%dT%H:%M:%SZ)
+VERSION   ?= $(shell git describe --tags --match 'v[0-9]*' 2>/dev/null | sed 's/^v//' | grep . || \
+               echo 0.0.0~git$$(TZ=UTC git log -1 --format=%cd --date=format-local:%Y%m%d 2>/dev/null).$(COMMIT))
+LDFLAGS   := -X github.com/outposthq/outpost/cli.version=$(VERSION) \
+             -X github.com/outposthq/outpost/cli.commit=$(COMMIT) \
+             -X github.com/outposthq/outpost/cli.date=$(DATE)
+
+.PHONY: all build deps test chaos fuzz lint proto proto-check demo bench clean package
 
 all: build
 
 build:
-	$(GO) build -o $(BIN) ./cli/outpost
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cli/outpost
+
+## package: dist/outpost_VERSION_amd64.deb and dist/outpost-VERSION-1.x86_64.rpm
+## (nfpm, from tools/nfpm/go.mod: its first build takes minutes).
+package:
+	@GO=$(GO) VERSION='$(VERSION)' LDFLAGS='$(LDFLAGS)' scripts/package.sh
 
 ## deps: system packages the tests and the demo use (OpenSSH server and client).
 deps:
@@ -20,6 +36,7 @@ deps:
 
 test: deps
 	$(GO) test -count=1 -race -timeout 20m $(GOTESTFLAGS) ./...
+	cd deploy/kubernetes && $(GO) test -count=1 $(GOTESTFLAGS) ./...
 
 ## chaos: only the fault tests (leader killed or frozen, gateway killed,
 ## connection cut, disk full); `make test` runs them too.
@@ -52,4 +69,4 @@ bench: deps
 	@scripts/bench.sh
 
 clean:
-	rm -rf bin
+	rm -rf bin dist

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	yamlv3 "go.yaml.in/yaml/v3"
+	sigsyaml "sigs.k8s.io/yaml"
 )
 
 // referenceConfig is the commented configuration reference: every key of
@@ -114,6 +115,38 @@ func TestConfigReferenceHasEveryKey(t *testing.T) {
 		if !strings.Contains(string(data), "Default") {
 			t.Fatalf("%s says no default", referenceConfig)
 		}
+	}
+}
+
+// TestKubernetesConfigLoads loads the configuration the Kubernetes
+// manifest puts in its ConfigMap with the real loader.
+func TestKubernetesConfigLoads(t *testing.T) {
+	data, err := os.ReadFile("../deploy/kubernetes/controlplane.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, doc := range strings.Split(string(data), "\n---\n") {
+		var cm struct {
+			Kind string            `json:"kind"`
+			Data map[string]string `json:"data"`
+		}
+		if err := sigsyaml.Unmarshal([]byte(doc), &cm); err != nil {
+			t.Fatal(err)
+		}
+		if cm.Kind != "ConfigMap" || cm.Data["controlplane.yaml"] == "" {
+			continue
+		}
+		found = true
+		fc, err := ParseFileConfig([]byte(cm.Data["controlplane.yaml"]))
+		if err != nil {
+			t.Errorf("the ConfigMap's controlplane.yaml: %v", err)
+		} else if !fc.Environments["prod"].Protected {
+			t.Errorf("the ConfigMap's prod environment = %+v, want protected", fc.Environments["prod"])
+		}
+	}
+	if !found {
+		t.Error("no ConfigMap with controlplane.yaml in deploy/kubernetes/controlplane.yaml")
 	}
 }
 
