@@ -2,7 +2,8 @@
 # Installs the system packages Outpost's tests, demo and benchmarks use, when
 # they are missing: OpenSSH's server (tests start real sshd on loopback) and
 # client (benchmarks compare against ssh/scp/sftp), iproute2 and nftables
-# (the segmented network test builds namespaces with a firewall between them).
+# (the segmented network test builds namespaces with a firewall between them),
+# rpm and jq (the package test and the grpcurl cookbook).
 set -euo pipefail
 
 need=()
@@ -13,6 +14,10 @@ command -v tar >/dev/null 2>&1 || need+=(tar)
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need+=(iproute2)
 command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || need+=(nftables)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# The package test (deploy/packaging) lists the .rpm's files with rpm; the
+# grpcurl cookbook's scripts (docs/grpcurl.md) use jq.
+command -v rpm >/dev/null 2>&1 || need+=(rpm)
+command -v jq >/dev/null 2>&1 || need+=(jq)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "deps: installing ${need[*]} with apt-get"
