@@ -18,7 +18,7 @@ LDFLAGS   := -X github.com/outposthq/outpost/cli.version=$(VERSION) \
              -X github.com/outposthq/outpost/cli.commit=$(COMMIT) \
              -X github.com/outposthq/outpost/cli.date=$(DATE)
 
-.PHONY: all build deps test chaos fuzz lint proto proto-check demo bench clean package
+.PHONY: all build deps test test-tools chaos fuzz lint proto proto-check demo bench clean package
 
 all: build
 
@@ -34,7 +34,14 @@ package:
 deps:
 	@scripts/deps.sh
 
-test: deps
+## test-tools: build the tools tests run (grpcurl for docs/grpcurl.md's
+## test, nfpm for the package test) into Go's build cache first, so their
+## first, slow build does not count against the tests' timeouts.
+test-tools:
+	$(GO) build -modfile=tools/grpcurl/go.mod -o /dev/null github.com/fullstorydev/grpcurl/cmd/grpcurl
+	$(GO) build -modfile=tools/nfpm/go.mod -o /dev/null github.com/goreleaser/nfpm/v2/cmd/nfpm
+
+test: deps test-tools
 	$(GO) test -count=1 -race -timeout 20m $(GOTESTFLAGS) ./...
 	cd deploy/kubernetes && $(GO) test -count=1 $(GOTESTFLAGS) ./...
 
