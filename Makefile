@@ -6,25 +6,43 @@ GO        ?= go
 BUF       := $(GO) tool -modfile=tools/go.mod buf
 BIN       := bin/outpost
 GOTESTFLAGS ?=
-# What `outpost version` prints; packaging may override VERSION.
-VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-COMMIT    ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)
-BUILDDATE ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
-LDFLAGS   := -X github.com/outposthq/outpost/cli.version=$(VERSION) -X github.com/outposthq/outpost/cli.commit=$(COMMIT) -X github.com/outposthq/outpost/cli.date=$(BUILDDATE)
+# What `outpost version` prints, set at link time by build and package.
+# VERSION is the newest v* tag (0.0.0~gitDATE.COMMIT before the first);
+# DATE is the commit's, so the same commit builds the same binary.
+COMMIT    ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+DATE      ?= $(shell TZ=UTC git log -1 --format=%cd --date=format-local:%Y-%m-%dT%H:%M:%SZ 2>/dev/null || date -u +%Y-%m-%dT%H:%M:%SZ)
+VERSION   ?= $(shell git describe --tags --match 'v[0-9]*' 2>/dev/null | sed 's/^v//' | grep . || \
+               echo 0.0.0~git$$(TZ=UTC git log -1 --format=%cd --date=format-local:%Y%m%d 2>/dev/null).$(COMMIT))
+LDFLAGS   := -X github.com/outposthq/outpost/cli.version=$(VERSION) \
+             -X github.com/outposthq/outpost/cli.commit=$(COMMIT) \
+             -X github.com/outposthq/outpost/cli.date=$(DATE)
 
-.PHONY: all build deps test chaos fuzz lint proto proto-check demo bench clean
+.PHONY: all build deps test test-tools chaos fuzz lint proto proto-check demo bench clean package
 
 all: build
 
 build:
-	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cli/outpost
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cli/outpost
+
+## package: dist/outpost_VERSION_amd64.deb and dist/outpost-VERSION-1.x86_64.rpm
+## (nfpm, from tools/nfpm/go.mod: its first build takes minutes).
+package:
+	@GO=$(GO) VERSION='$(VERSION)' LDFLAGS='$(LDFLAGS)' scripts/package.sh
 
 ## deps: system packages the tests and the demo use (OpenSSH server and client).
 deps:
 	@scripts/deps.sh
 
-test: deps
+## test-tools: build the tools tests run (grpcurl for docs/grpcurl.md's
+## test, nfpm for the package test) into Go's build cache first, so their
+## first, slow build does not count against the tests' timeouts.
+test-tools:
+	$(GO) build -modfile=tools/grpcurl/go.mod -o /dev/null github.com/fullstorydev/grpcurl/cmd/grpcurl
+	$(GO) build -modfile=tools/nfpm/go.mod -o /dev/null github.com/goreleaser/nfpm/v2/cmd/nfpm
+
+test: deps test-tools
 	$(GO) test -count=1 -race -timeout 20m $(GOTESTFLAGS) ./...
+	cd deploy/kubernetes && $(GO) test -count=1 $(GOTESTFLAGS) ./...
 
 ## chaos: only the fault tests (leader killed or frozen, gateway killed,
 ## connection cut, disk full); `make test` runs them too.
@@ -57,4 +75,4 @@ bench: deps
 	@scripts/bench.sh
 
 clean:
-	rm -rf bin
+	rm -rf bin dist

@@ -143,7 +143,7 @@ func TestEnvironmentTarSettings(t *testing.T) {
 	for _, tt := range []struct{ in, want string }{
 		{"environments: {prod: {max_unpacked_bytes: lots}}", `environments.prod.max_unpacked_bytes: "lots": not a size`},
 		{"environments: {prod: {max_unpacked_bytes: 0}}", "environments.prod.max_unpacked_bytes: \"0\" must be more than zero"},
-		{"environments: {prod: {max_unpacked_bytes: [1]}}", "a size must be"},
+		{"environments: {prod: {max_unpacked_bytes: [1]}}", "environments.prod.max_unpacked_bytes: must be a single value, not a list"},
 		{"environments: {prod: {max_unpacked_ratio: -1}}", "environments.prod.max_unpacked_ratio: -1 is negative"},
 		{"environments: {prod: {max_unpacked_ratio: many}}", "max_unpacked_ratio"},
 		{"environments: {prod: {allow_setuid: sure}}", "allow_setuid"},

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"reflect"
 	"regexp"
 	"slices"
 	"sort"
@@ -332,8 +333,12 @@ func LoadFileConfig(path string) (*FileConfig, error) {
 // ParseFileConfig parses and validates a configuration file's content.
 func ParseFileConfig(data []byte) (*FileConfig, error) {
 	var raw fileConfigYAML
-	if err := yaml.UnmarshalStrict(data, &raw); err != nil {
+	if err := checkConfigShape(data, reflect.TypeOf(raw)); err != nil {
 		return nil, err
+	}
+	if err := yaml.UnmarshalStrict(data, &raw); err != nil {
+		// Only what checkConfigShape cannot see reaches here.
+		return nil, errors.New(strings.TrimPrefix(err.Error(), "error unmarshaling JSON: while decoding JSON: "))
 	}
 	fc := &FileConfig{Environments: map[string]Environment{}}
 	for _, name := range sortedKeys(raw.Environments) {

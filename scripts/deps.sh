@@ -3,7 +3,8 @@
 # they are missing: OpenSSH's server (tests start real sshd on loopback) and
 # client (benchmarks compare against ssh/scp/sftp), iproute2 and nftables
 # (the segmented network test builds namespaces with a firewall between them),
-# prometheus (a real server and promtool for the metrics and alert tests).
+# prometheus (a real server and promtool for the metrics and alert tests),
+# rpm and jq (the package test and the grpcurl cookbook).
 set -euo pipefail
 
 need=()
@@ -21,6 +22,11 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 # the man page test renders pages with groff.
 [ -f /usr/share/bash-completion/bash_completion ] || need+=(bash-completion)
 command -v groff >/dev/null 2>&1 || need+=(groff-base)
+
+# The package test (deploy/packaging) lists the .rpm's files with rpm; the
+# grpcurl cookbook's scripts (docs/grpcurl.md) use jq.
+command -v rpm >/dev/null 2>&1 || need+=(rpm)
+command -v jq >/dev/null 2>&1 || need+=(jq)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "deps: installing ${need[*]} with apt-get"
