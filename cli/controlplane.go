@@ -79,6 +79,11 @@ under which its plans may deploy:
       deploy_path_prefixes: [/srv, /opt/apps]
     staging: {}
 
+Every key, with its default and what it does:
+deploy/examples/controlplane-config.yaml in the source tree, or
+/usr/share/doc/outpost/examples/controlplane-config.yaml where the
+package is installed.
+
 Examples:
   outpost controlplane
   outpost controlplane --config /etc/outpost/controlplane.yaml --server-name cp.example.internal
@@ -108,7 +113,7 @@ See deploy/systemd/outpost-controlplane.service for a systemd unit.`,
 			perDC := fs.Int("max-per-datacenter", 0, "node deployments at once in one datacenter, over all its gateways (0 = only each gateway's --concurrency bounds them)")
 			perCaller := fs.Int("max-watchers-per-caller", watchhub.DefaultMaxPerCaller, "rollout watches (`rollout watch`, the console) one user may hold at once")
 			watchers := fs.Int("max-watchers", watchhub.DefaultMaxTotal, "rollout watches this control plane serves at once, over all users")
-			configFile := fs.String("config", "", "YAML `FILE` declaring environments (protected, approval_ttl, hook_allow_list, deploy_path_prefixes)")
+			configFile := fs.String("config", "", "YAML `FILE` declaring environments (every key: deploy/examples/controlplane-config.yaml)")
 			var serverNames stringList
 			fs.Var(&serverNames, "server-name", "extra DNS `name` or IP for the server certificate (a load balancer's); repeatable")
 			handshakeTimeout := fs.Duration("handshake-timeout", controlplane.DefaultHandshakeTimeout, "close a new connection whose TLS handshake is not done within this `duration`")
