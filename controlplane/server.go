@@ -509,8 +509,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		// HTTP/2 preface after it too.
 		grpc.ConnectionTimeout(cfg.HandshakeTimeout),
 		grpc.MaxConcurrentStreams(uint32(cfg.MaxStreamsPerConn)),
-		// Authorization comes first: nothing else sees a call that is
-		// refused, and everything after it knows the caller.
+		// Audit is outermost so that refused calls are recorded too;
+		// authorization comes next: no handler sees a call that is
+		// refused, and every handler knows the caller.
 		grpc.ChainUnaryInterceptor(s.audit.UnaryServerInterceptor(), s.auth.UnaryInterceptor()),
 		grpc.ChainStreamInterceptor(s.audit.StreamServerInterceptor(), s.auth.StreamInterceptor()),
 		// Gateways ping every 10 s so a dead link is noticed fast; allow
