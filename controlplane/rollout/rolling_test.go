@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/outposthq/outpost/controlplane/store"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 	"google.golang.org/protobuf/testing/protocmp"
 )
@@ -81,4 +82,16 @@ func TestGatewayCapacity(t *testing.T) {
 		}
 	}
 	h.waitRollout(id, "SUCCEEDED", stateIs(succeeded))
+
+	// A connected gateway is present in etcd (lease-bound, for when the
+	// leader dies); gone once it left.
+	hello := &outpostv1.GatewayHello{}
+	if found, _, err := h.store.Get(h.ctx(), store.GatewayKey("gw"), hello); err != nil || !found || hello.GetDatacenter() != "dc1" || hello.GetCapacity() != 2 {
+		t.Errorf("presence of gw = %v, %v, %v", hello, found, err)
+	}
+	gw.disconnect()
+	h.settle()
+	if found, _, err := h.store.Get(h.ctx(), store.GatewayKey("gw"), hello); err != nil || found {
+		t.Errorf("presence of gw after it left: found %v, %v", found, err)
+	}
 }
