@@ -2,7 +2,6 @@ package rollout_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -108,16 +107,14 @@ func (h *harness) ctx() context.Context {
 	return ctx
 }
 
-// settle returns once the engine's loop has finished what it was doing:
-// the loop serves one request at a time, and a verb on a rollout that does
-// not exist goes through it, changing nothing. Whatever the engine decided
-// before is then in etcd (a node is written RUNNING before its assignment
-// is sent).
+// settle returns once the engine has applied what was queued on its loop
+// before and written what that changed (Engine.Settle, export_test.go).
+// Whatever the engine decided before is then in etcd: a node is written
+// RUNNING before its assignment is sent.
 func (h *harness) settle() {
 	h.t.Helper()
-	_, err := h.eng.Pause(h.ctx(), "r-settle", "")
-	if !errors.Is(err, rollout.ErrNotFound) {
-		h.t.Fatalf("engine loop: Pause of no rollout = %v, want ErrNotFound", err)
+	if err := h.eng.Settle(h.ctx()); err != nil {
+		h.t.Fatalf("engine loop: %v", err)
 	}
 }
 
