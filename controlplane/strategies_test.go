@@ -188,9 +188,12 @@ func TestCanaryBakeThenManualPromotion(t *testing.T) {
 		!strings.Contains(waiting.GetMessage(), "waiting for promotion") || waiting.GetNodeCounts().GetSucceeded() != 1 {
 		t.Fatalf("after the bake: stage %v, message %q, counts %v", st, waiting.GetMessage(), waiting.GetNodeCounts())
 	}
+	// A bake ends only after a healthy round; how many rounds fit in it
+	// depends on the machine's speed here, and is counted on a fake clock
+	// in controlplane/rollout's TestBakeLastsItsDuration.
 	checks := k.of(outpostv1.AssignmentKind_ASSIGNMENT_KIND_HEALTH_CHECK)
-	if len(checks) < 2 {
-		t.Errorf("%d health checks during a 500ms bake at 50ms, want several", len(checks))
+	if len(checks) == 0 {
+		t.Errorf("no health check during the bake")
 	}
 	for _, a := range checks {
 		if a.GetNode().GetId() != nodeID(0) || a.GetStage() != "canary" {
