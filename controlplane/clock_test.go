@@ -39,6 +39,9 @@ func advance(t *testing.T, c *clocktest.Fake, d time.Duration) {
 	}
 }
 
+// TestApprovalExpiresOnTheClock shows Config.Clock reaching the engine
+// through the API server: records are stamped with it and its ticks
+// expire approvals. The rule itself is tested in controlplane/rollout.
 func TestApprovalExpiresOnTheClock(t *testing.T) {
 	const ttl = time.Hour
 	clk := newFakeClock()

@@ -17,9 +17,12 @@
 // Security: every connection is TLS 1.3 with the installation's CA, kept
 // in etcd so every replica shares it (package controlplane/auth), and the
 // first start writes an admin credential to DataDir/admin.pem. Each call
-// passes the auth interceptor (who may call what), then the audit one
-// (package controlplane/audit); AdminService issues join tokens and
-// credentials. A gateway's hello must match its certificate, so it is
+// passes the audit interceptor (package controlplane/audit), then the auth
+// interceptor (who may call what) inside it: a refused call reaches no
+// handler, and the audit interceptor, which records a mutating call with
+// its outcome once the calls inside it returned, records the refusal too
+// (PERMISSION_DENIED, with the caller named from its certificate).
+// AdminService issues join tokens and credentials. A gateway's hello must match its certificate, so it is
 // only ever given nodes of its own datacenter. Declared environments
 // (Config.Environments) are enforced before CreateRollout: a plan must name
 // one, and its hooks must be on the environment's allow-list. Host keys

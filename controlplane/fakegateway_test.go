@@ -420,6 +420,28 @@ func (g *fakeGateway) counts() map[string]int {
 	return c
 }
 
+// sync waits until every assignment the control plane decided before
+// this call has arrived, so that pending() then says whether it sent more
+// than it should. It sends a step event for an assignment that does not
+// exist (a gateway may report on one the control plane forgot; the
+// engine ignores it) under the next sequence number and waits for the
+// ack: the engine acks a sequence only once it applied it, and queues
+// the ack on the stream after every assignment it decided before.
+func (g *fakeGateway) sync() {
+	g.t.Helper()
+	g.mu.Lock()
+	g.seq++
+	seq := g.seq
+	g.mu.Unlock()
+	if err := g.send(&outpostv1.ConnectRequest{Sequence: seq, Msg: &outpostv1.ConnectRequest_StepEvent{StepEvent: &outpostv1.AssignmentStepEvent{
+		AssignmentId: fmt.Sprintf("sync-%d", seq),
+		Event:        &outpostv1.NodeStepEvent{Step: outpostv1.Step_STEP_CONNECT, Phase: outpostv1.StepPhase_STEP_PHASE_STARTED, Time: timestamppb.Now()},
+	}}}); err != nil {
+		g.t.Fatalf("gateway %s: sync: %v", g.name, err)
+	}
+	g.waitAcked()
+}
+
 // waitAcked waits until the control plane acked sequence seq.
 func (g *fakeGateway) waitAcked() uint64 {
 	g.t.Helper()

@@ -5,7 +5,6 @@ import (
 	"slices"
 	"sort"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/outposthq/outpost/controlplane/rollout"
@@ -63,7 +62,7 @@ func TestGatewayReconnect(t *testing.T) {
 			if diff := cmp.Diff(want, got); diff != "" {
 				t.Fatalf("re-sent assignments (-want +got):\n%s", diff)
 			}
-			time.Sleep(quiet)
+			gw.sync()
 			if n := gw.pending(); n != 0 {
 				t.Fatalf("%d more assignments than expected", n)
 			}
@@ -190,7 +189,7 @@ func TestRestartResumesRollout(t *testing.T) {
 					t.Errorf("epoch after restart %d, want more than %d", again.GetEpoch(), b1[1].GetEpoch())
 				}
 			}
-			time.Sleep(quiet)
+			gw.sync()
 			if n := gw.pending(); n != 0 {
 				t.Fatalf("%d unexpected assignments after restart", n)
 			}

@@ -341,14 +341,16 @@ func (s *Server) abandonRollout(ctx context.Context, n int64) (stored bool, err 
 	giveBack := clientv3.OpTxn(
 		[]clientv3.Cmp{clientv3.Compare(clientv3.Value(store.RolloutCounterKey), "=", string(cur))},
 		[]clientv3.Op{clientv3.OpPut(store.RolloutCounterKey, string(prev))}, nil)
-	resp, err := s.store.Client().Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(store.RolloutKey(id)), "=", 0)).
-		Then(clientv3.OpDelete(store.RolloutNodesPrefix(id), clientv3.WithPrefix()), giveBack).
-		Commit()
-	if err != nil {
+	err = s.store.TxnIf(ctx, nil,
+		[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(store.RolloutKey(id)), "=", 0)},
+		clientv3.OpDelete(store.RolloutNodesPrefix(id), clientv3.WithPrefix()), giveBack)
+	switch {
+	case errors.Is(err, store.ErrConflict):
+		return true, nil
+	case err != nil:
 		return false, fmt.Errorf("abandon rollout %s: %w", id, err)
 	}
-	return !resp.Succeeded, nil
+	return false, nil
 }
 
 // nextRolloutNumber hands out the next rollout number (compare-and-swap).

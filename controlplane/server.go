@@ -528,9 +528,10 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		// HTTP/2 preface after it too.
 		grpc.ConnectionTimeout(cfg.HandshakeTimeout),
 		grpc.MaxConcurrentStreams(uint32(cfg.MaxStreamsPerConn)),
-		// Authorization comes first: nothing else sees a call that is
-		// refused, and everything after it knows the caller.
-		// The metrics come first so that they count refused calls too.
+		// The metrics come first so that they count refused calls too;
+		// audit next, so that refused calls are recorded; authorization
+		// last: no handler sees a call that is refused, and every handler
+		// knows the caller.
 		grpc.ChainUnaryInterceptor(grpcMet.UnaryServerInterceptor(), s.audit.UnaryServerInterceptor(), s.auth.UnaryInterceptor()),
 		grpc.ChainStreamInterceptor(grpcMet.StreamServerInterceptor(), s.audit.StreamServerInterceptor(), s.auth.StreamInterceptor()),
 		// Gateways ping every 10 s so a dead link is noticed fast; allow

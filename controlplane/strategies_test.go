@@ -188,9 +188,12 @@ func TestCanaryBakeThenManualPromotion(t *testing.T) {
 		!strings.Contains(waiting.GetMessage(), "waiting for promotion") || waiting.GetNodeCounts().GetSucceeded() != 1 {
 		t.Fatalf("after the bake: stage %v, message %q, counts %v", st, waiting.GetMessage(), waiting.GetNodeCounts())
 	}
+	// A bake ends only after a healthy round; how many rounds fit in it
+	// depends on the machine's speed here, and is counted on a fake clock
+	// in controlplane/rollout's TestBakeLastsItsDuration.
 	checks := k.of(outpostv1.AssignmentKind_ASSIGNMENT_KIND_HEALTH_CHECK)
-	if len(checks) < 2 {
-		t.Errorf("%d health checks during a 500ms bake at 50ms, want several", len(checks))
+	if len(checks) == 0 {
+		t.Errorf("no health check during the bake")
 	}
 	for _, a := range checks {
 		if a.GetNode().GetId() != nodeID(0) || a.GetStage() != "canary" {
@@ -399,7 +402,7 @@ func TestPauseAndPromotionSurviveRestart(t *testing.T) {
 	}
 	s2 := restart(s1)
 	c = dial(t, s2.Addr())
-	time.Sleep(quiet)
+	gw.sync()
 	got := waitRollout(t, c, r.GetId(), "PAUSED", stateIs(outpostv1.RolloutState_ROLLOUT_STATE_PAUSED))
 	if st := got.GetStages()[0].GetState(); st != outpostv1.StageState_STAGE_STATE_WAITING_PROMOTION || gw.pending() != 0 {
 		t.Fatalf("after a restart: stage one %v, %d new assignments; want WAITING_PROMOTION and none", st, gw.pending())
@@ -416,7 +419,7 @@ func TestPauseAndPromotionSurviveRestart(t *testing.T) {
 	gw.finishNode(first.GetNode().GetId(), outpostv1.NodeState_NODE_STATE_SUCCEEDED, "")
 	s3 := restart(s2)
 	c = dial(t, s3.Addr())
-	time.Sleep(quiet)
+	gw.sync()
 	got = waitRollout(t, c, r.GetId(), "PAUSED", stateIs(outpostv1.RolloutState_ROLLOUT_STATE_PAUSED))
 	if got.GetNodeCounts().GetSucceeded() != 2 || got.GetNodeCounts().GetPending() != 2 || gw.pending() != 0 {
 		t.Fatalf("paused across a restart: counts %v, %d new assignments", got.GetNodeCounts(), gw.pending())
@@ -733,7 +736,9 @@ func TestMaxParallelPerGateway(t *testing.T) {
 		for _, g := range gws {
 			running = append(running, g.waitAssigned(1)[0])
 		}
-		time.Sleep(quiet)
+		for _, g := range gws {
+			g.sync()
+		}
 		for i, g := range gws {
 			if n := g.pending(); n != 0 {
 				t.Fatalf("round %d: gateway %s got %d more while one runs (max_parallel 1 per gateway)", round, g.name, n)

@@ -43,6 +43,7 @@ type fakeCP struct {
 	blobs      map[string][]byte                     // guarded by mu
 	fetches    int                                   // guarded by mu: FetchArtifact calls
 	corrupt    bool                                  // guarded by mu: serve a flipped byte
+	syncs      int                                   // guarded by mu: sync calls, to name their assignments
 }
 
 // cpStream is one Connect stream as the fake sees it.
@@ -181,6 +182,19 @@ func (f *fakeCP) assign(t *testing.T, a *outpostv1.Assignment) {
 func (f *fakeCP) cancel(t *testing.T, id, reason string) {
 	t.Helper()
 	f.send(t, &outpostv1.ConnectResponse{Msg: &outpostv1.ConnectResponse_Cancel{Cancel: &outpostv1.AssignmentCancel{AssignmentId: id, Reason: reason}}})
+}
+
+// sync returns once the gateway handled every message sent before: it
+// handles them in order, one at a time, and answers an assignment at once
+// (this one, which names no node, with a refusal).
+func (f *fakeCP) sync(t *testing.T) {
+	t.Helper()
+	f.mu.Lock()
+	f.syncs++
+	id := fmt.Sprintf("sync-%d", f.syncs)
+	f.mu.Unlock()
+	f.assign(t, &outpostv1.Assignment{AssignmentId: id})
+	f.waitAck(t, id)
 }
 
 // drop ends the current stream with UNAVAILABLE.

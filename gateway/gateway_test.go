@@ -244,7 +244,7 @@ func TestCancel(t *testing.T) {
 	dep := newFakeDeployer()
 	dep.hold("running", outpostv1.Step_STEP_UPLOAD)
 	dep.hold("switched", outpostv1.Step_STEP_START)
-	startGateway(t, cp, dep, func(c *Config) { c.Concurrency = 2 })
+	g := startGateway(t, cp, dep, func(c *Config) { c.Concurrency = 2 })
 	cp.assign(t, assignment("running", "running", digest))
 	cp.assign(t, assignment("switched", "switched", digest))
 	cp.assign(t, assignment("queued", "queued", digest))
@@ -266,9 +266,12 @@ func TestCancel(t *testing.T) {
 	// Past the switch a cancel is ignored: the node finishes.
 	cp.cancel(t, "switched", "operator abort")
 	cp.cancel(t, "unknown", "ignored")
-	time.Sleep(50 * time.Millisecond) // let the cancels arrive; the node must still be held
-	if !dep.isHeld("switched") {
-		t.Fatal("a node past the switch was cancelled")
+	cp.sync(t) // the cancels were handled: the node is still held and not cancelled
+	g.mu.Lock()
+	cancelled := g.tasks["switched"].cancelReason
+	g.mu.Unlock()
+	if !dep.isHeld("switched") || cancelled != "" {
+		t.Fatalf("a node past the switch was cancelled (%q)", cancelled)
 	}
 	dep.release("switched")
 	if res := cp.waitResult(t, "switched"); res.GetState() != outpostv1.NodeState_NODE_STATE_SUCCEEDED {
@@ -287,7 +290,7 @@ func TestStreamDropMidDeployment(t *testing.T) {
 	dep := newFakeDeployer()
 	dep.hold("srv-1", outpostv1.Step_STEP_SWITCH)
 	dep.hold("srv-2", outpostv1.Step_STEP_CONNECT)
-	startGateway(t, cp, dep, func(c *Config) { c.Concurrency = 1 })
+	g := startGateway(t, cp, dep, func(c *Config) { c.Concurrency = 1 })
 	cp.assign(t, assignment("a1", "srv-1", digest))
 	cp.assign(t, assignment("a2", "srv-2", digest)) // queued behind a1
 	waitFor(t, "srv-1 held", func() bool { return dep.isHeld("srv-1") })
@@ -308,9 +311,12 @@ func TestStreamDropMidDeployment(t *testing.T) {
 	if err := checkEventOrder(evs); err != nil || len(evs) <= before {
 		t.Errorf("events after reconnect: %d (was %d), order: %v", len(evs), before, err)
 	}
-	time.Sleep(50 * time.Millisecond)
-	if cp.result("a2") != nil || dep.isHeld("srv-2") {
-		t.Error("the queued assignment ran although the stream broke before it started")
+	// a1's end frees the slot a2 would have taken, had it been kept.
+	g.mu.Lock()
+	kept := g.tasks["a2"] != nil
+	g.mu.Unlock()
+	if kept || cp.result("a2") != nil || dep.isHeld("srv-2") {
+		t.Error("the queued assignment was kept although the stream broke before it started")
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outposthq/outpost/internal/clock/clocktest"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -176,4 +177,58 @@ func TestServeNeedsConfig(t *testing.T) {
 	if err := New().Serve(newFakeStream(t), cfg); err == nil {
 		t.Fatal("Serve without Deliver: want an error")
 	}
+}
+
+func TestHeartbeatTimeoutOnTheClock(t *testing.T) {
+	// A session ends three and a half heartbeat intervals after the
+	// gateway's last message, not before; every message restarts the
+	// wait.
+	const interval = time.Second
+	const timeout = 3*interval + interval/2
+	clk := clocktest.NewFake(time.Date(2031, 3, 4, 5, 6, 7, 0, time.UTC))
+	var wg sync.WaitGroup
+	st := newFakeStream(t)
+	s := New()
+	delivered := make(chan struct{}, 1)
+	cfg := serveConfig(&wg, func(context.Context, *outpostv1.ConnectRequest) error {
+		delivered <- struct{}{}
+		return nil
+	})
+	cfg.HeartbeatInterval = interval
+	cfg.Clock = clk
+	done := serve(s, st, cfg)
+	armed := func() bool { n, _ := clk.Waiters(); return n == 1 }
+	waitUntil(t, "the heartbeat timer", armed)
+
+	// A tick short of the timeout the timer has not fired (a fired timer
+	// leaves the clock), so the session lives.
+	clk.Advance(timeout - time.Millisecond)
+	if !armed() {
+		t.Fatal("the heartbeat timer fired before the timeout")
+	}
+	// A heartbeat restarts the wait from now.
+	st.in <- &outpostv1.ConnectRequest{Msg: &outpostv1.ConnectRequest_Heartbeat{Heartbeat: &outpostv1.GatewayHeartbeat{}}}
+	<-delivered // Serve re-arms the timer before it delivers
+	clk.Advance(timeout - time.Millisecond)
+	if !armed() {
+		t.Fatal("the heartbeat timer fired less than the timeout after a heartbeat")
+	}
+	clk.Advance(time.Millisecond)
+	if err := wait(t, done); !errors.Is(err, ErrHeartbeatTimeout) {
+		t.Fatalf("Serve = %v, want ErrHeartbeatTimeout", err)
+	}
+	close(st.in)
+	wg.Wait()
+}
+
+// waitUntil polls cond for up to 10 s.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for range 10000 {
+		if cond() {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatalf("waited 10s for %s", what)
 }

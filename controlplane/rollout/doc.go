@@ -28,6 +28,11 @@
 //   - control.go: the verbs (Abort, Pause, Approve, …).
 //   - state.go, trace.go, metrics.go: the in-memory records, spans, metrics.
 //
+// Its tests run the engine alone (harness_test.go): a real embedded etcd, a
+// real leadership as the fence, a fake clock (internal/clock/clocktest)
+// and gateways connected in memory through gatewaylink
+// (memgateway_test.go), so timeouts are tested by moving the clock.
+//
 // Invariants:
 //
 //   - One goroutine (the loop in Run) owns all rollout state; gateway
