@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -269,19 +270,31 @@ func (g *Gateway) deployAssignment(ctx context.Context, t *task) deployer.Result
 	}
 	path, err := g.fetchArtifact(ctx, a)
 	if err != nil {
-		// Reported as the upload step: the node has not been touched.
-		now := timestamppb.New(g.cfg.Now())
-		base := &outpostv1.NodeStepEvent{NodeId: a.GetNode().GetId(), RolloutId: a.GetRolloutId(), Step: outpostv1.Step_STEP_UPLOAD, Time: now}
-		started := cloneEvent(base, outpostv1.StepPhase_STEP_PHASE_STARTED, 1)
-		started.Detail = "fetching the artifact from the control plane"
-		emit(started)
-		failed := cloneEvent(base, outpostv1.StepPhase_STEP_PHASE_FAILED, 2)
-		failed.Duration, failed.Error = durationpb.New(0), err.Error()
-		emit(failed)
-		return deployer.Result{State: outpostv1.NodeState_NODE_STATE_FAILED, Step: outpostv1.Step_STEP_UPLOAD, Err: err}
+		return failUpload(a, g.cfg.Now(), emit, "fetching the artifact from the control plane", err)
+	}
+	signer, err := g.checkSignature(ctx, a, path)
+	if err != nil {
+		t.log.Warn("deployment refused before the node was dialled", "error", err)
+		return failUpload(a, g.cfg.Now(), emit, "verifying the artifact's signature", err)
+	}
+	if signer != "" {
+		t.log.Info("artifact signature verified", "signer", signer)
 	}
 	job.ArtifactPath = path
 	return g.deploy.Deploy(ctx, job, emit)
+}
+
+// failUpload reports a deployment that failed on the gateway before the
+// node was touched, as the upload step.
+func failUpload(a *outpostv1.Assignment, now time.Time, emit func(*outpostv1.NodeStepEvent), doing string, err error) deployer.Result {
+	base := &outpostv1.NodeStepEvent{NodeId: a.GetNode().GetId(), RolloutId: a.GetRolloutId(), Step: outpostv1.Step_STEP_UPLOAD, Time: timestamppb.New(now)}
+	started := cloneEvent(base, outpostv1.StepPhase_STEP_PHASE_STARTED, 1)
+	started.Detail = doing
+	emit(started)
+	failed := cloneEvent(base, outpostv1.StepPhase_STEP_PHASE_FAILED, 2)
+	failed.Duration, failed.Error = durationpb.New(0), err.Error()
+	emit(failed)
+	return deployer.Result{State: outpostv1.NodeState_NODE_STATE_FAILED, Step: outpostv1.Step_STEP_UPLOAD, Err: err}
 }
 
 func cloneEvent(ev *outpostv1.NodeStepEvent, phase outpostv1.StepPhase, seq uint64) *outpostv1.NodeStepEvent {
