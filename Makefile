@@ -7,7 +7,7 @@ BUF       := $(GO) tool -modfile=tools/go.mod buf
 BIN       := bin/outpost
 GOTESTFLAGS ?=
 
-.PHONY: all build deps test chaos fuzz lint proto proto-check demo bench clean
+.PHONY: all build deps cosign test chaos fuzz lint proto proto-check demo bench clean
 
 all: build
 
@@ -18,7 +18,14 @@ build:
 deps:
 	@scripts/deps.sh
 
-test: deps
+## cosign: the real cosign CLI the signature tests sign with, built once
+## from tools/cosign/go.mod beside Go's build cache (about five minutes the
+## first time; later runs reuse it).
+COSIGN := $(shell $(GO) env GOCACHE)/../outpost-tools/cosign
+cosign:
+	@test -x $(COSIGN) || $(GO) build -modfile=tools/cosign/go.mod -o $(COSIGN) github.com/sigstore/cosign/v2/cmd/cosign
+
+test: deps cosign
 	$(GO) test -count=1 -race -timeout 20m $(GOTESTFLAGS) ./...
 
 ## chaos: only the fault tests (leader killed or frozen, gateway killed,

@@ -2,7 +2,8 @@
 // key. A signature is a Sigstore bundle (v0.3 JSON), the file
 // `cosign sign-blob --key cosign.key --bundle app.bundle
 // --new-bundle-format --tlog-upload=false` writes; it is verified offline
-// with sigstore-go against named public keys (ECDSA P-256 or Ed25519),
+// with sigstore-go against named public keys (ECDSA P-256 over SHA-256,
+// or Ed25519 as Ed25519ph over SHA-512, as Sigstore's signers make it),
 // never against a transparency log or a certificate authority, so
 // verification needs no network.
 //

@@ -105,7 +105,14 @@ func (t *Trust) Verify(bundleJSON []byte, artifact io.Reader) (signer string, er
 			return k.id, nil
 		}
 	}
-	return "", t.refuse(Untrusted, "the artifact's signature does not verify with any trusted key")
+	note := ""
+	if alg == crypto.SHA512 {
+		// cosign signs with pure Ed25519 when it uploads nothing to a
+		// transparency log; only the prehashed form can be checked
+		// without holding the whole artifact in memory.
+		note = "; an Ed25519 signature must be Ed25519ph (SHA-512 prehash), which `cosign sign-blob --tlog-upload=false` does not make: sign with an ECDSA P-256 key (cosign generate-key-pair)"
+	}
+	return "", t.refuse(Untrusted, "the artifact's signature does not verify with any trusted key%s", note)
 }
 
 // material is k as sigstore-go's trusted material: the bundle's key hint
