@@ -17,7 +17,7 @@ LDFLAGS   := -X github.com/outposthq/outpost/cli.version=$(VERSION) \
              -X github.com/outposthq/outpost/cli.commit=$(COMMIT) \
              -X github.com/outposthq/outpost/cli.date=$(DATE)
 
-.PHONY: all build deps test test-tools chaos fuzz lint proto proto-check demo bench clean package
+.PHONY: all build deps cosign test test-tools chaos fuzz lint proto proto-check demo bench clean package
 
 all: build
 
@@ -40,7 +40,15 @@ test-tools:
 	$(GO) build -modfile=tools/grpcurl/go.mod -o /dev/null github.com/fullstorydev/grpcurl/cmd/grpcurl
 	$(GO) build -modfile=tools/nfpm/go.mod -o /dev/null github.com/goreleaser/nfpm/v2/cmd/nfpm
 
-test: deps test-tools
+
+## cosign: the real cosign CLI the signature tests sign with, built once
+## from tools/cosign/go.mod beside Go's build cache (about five minutes the
+## first time; later runs reuse it).
+COSIGN := $(shell $(GO) env GOCACHE)/../outpost-tools/cosign
+cosign:
+	@test -x $(COSIGN) || $(GO) build -modfile=tools/cosign/go.mod -o $(COSIGN) github.com/sigstore/cosign/v2/cmd/cosign
+
+test: deps test-tools cosign
 	$(GO) test -count=1 -race -timeout 20m $(GOTESTFLAGS) ./...
 	cd deploy/kubernetes && $(GO) test -count=1 $(GOTESTFLAGS) ./...
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/outposthq/outpost/gateway"
 	"github.com/outposthq/outpost/gateway/sshca"
+	"github.com/outposthq/outpost/internal/signature"
 )
 
 func gatewayCommand() *command {
@@ -65,9 +66,19 @@ Nodes trust the CA with two sshd_config lines:
   TrustedUserCAKeys /etc/ssh/outpost_user_ca.pub
   LogLevel VERBOSE
 
+Signed artifacts: with --trusted-keys FILE (YAML: keys: [{id, public_key}],
+the PEM public keys of your build system's cosign key pairs) the gateway
+verifies each artifact's Sigstore bundle with its own keys before it dials
+a node, whatever the control plane verified, and refuses the node
+deployment when the signature is missing, made for other bytes or by a
+key it does not trust: a control plane that was broken into cannot push
+unsigned code into this segment. --require-signature=false accepts
+unsigned artifacts but still verifies the signatures given.
+
 Examples:
   outpost gateway --controlplane cp.example.internal:7443 --join-token-file /etc/outpost/gateway/join-token \
-      --ssh-key /etc/outpost/gateway/id_ed25519 --known-hosts /etc/outpost/gateway/known_hosts
+      --ssh-key /etc/outpost/gateway/id_ed25519 --known-hosts /etc/outpost/gateway/known_hosts \
+      --trusted-keys /etc/outpost/gateway/trusted-keys.yaml
   outpost gateway --controlplane 127.0.0.1:7443 --datacenter dc-1 --ssh-agent \
       --known-hosts ~/.ssh/known_hosts --ssh-user deploy --concurrency 50
   outpost gateway --controlplane cp.example.internal:7443 --ssh-user deploy \
@@ -102,6 +113,8 @@ See deploy/systemd/outpost-gateway.service for a systemd unit.`,
 			cacheDir := fs.String("cache-dir", defaultCacheDir(), "artifact cache `directory`")
 			metrics := fs.String("metrics-listen", "", "serve Prometheus /metrics on this `address` (e.g. 127.0.0.1:9465); empty: off")
 			otelEndpoint := fs.String("otel-endpoint", "", otelEndpointHelp)
+			trustedKeys := fs.String("trusted-keys", "", "YAML `FILE` of the named public keys whose artifact signatures this gateway accepts (keys: [{id, public_key}]); empty: none")
+			requireSig := fs.Bool("require-signature", true, "with --trusted-keys, refuse every artifact not signed by one of them; false verifies only the signatures given")
 			logs := addLogFlags(fs)
 			return func(ctx context.Context, args []string) error {
 				if len(args) > 0 {
@@ -119,6 +132,17 @@ See deploy/systemd/outpost-gateway.service for a systemd unit.`,
 				}
 				if err := checkKnownHosts(knownHosts); err != nil {
 					return err
+
+				}
+				var trust *signature.Trust
+				if *trustedKeys != "" {
+					t, err := signature.LoadTrustFile(*trustedKeys)
+					if err != nil {
+						return err
+					}
+					trust = t
+				} else if flagSet(fs, "require-signature") && *requireSig {
+					return usagef("--require-signature needs --trusted-keys FILE")
 				}
 				token := strings.TrimSpace(*joinToken)
 				if *joinTokenFile != "" {
@@ -164,15 +188,18 @@ See deploy/systemd/outpost-gateway.service for a systemd unit.`,
 						CertSourceAddresses: sources,
 						LocalAddr:           *bindAddr,
 					},
-					MetricsListen:  *metrics,
-					Logger:         log,
-					TracerProvider: tp,
-					Version:        buildVersion().Short(),
+					MetricsListen:    *metrics,
+					Logger:           log,
+					TracerProvider:   tp,
+					Version:          buildVersion().Short(),
+					TrustedKeys:      trust,
+					RequireSignature: trust != nil && *requireSig,
 				})
 				if err != nil {
 					return err
 				}
-				log.Info("gateway starting", "controlplane", *cp, "name", g.Name(), "datacenter", g.Datacenter(), "credential", *credFile, "cache_dir", *cacheDir)
+				log.Info("gateway starting", "controlplane", *cp, "name", g.Name(), "datacenter", g.Datacenter(), "credential", *credFile, "cache_dir", *cacheDir,
+					"trusted_signers", strings.Join(trust.IDs(), ","), "require_signature", trust != nil && *requireSig)
 				if err := g.Run(ctx); err != nil {
 					return err
 				}

@@ -22,7 +22,7 @@ func rolloutCreateCommand() *command {
 	return &command{
 		name:  "create",
 		short: "submit a plan: upload its artifact and start a rollout",
-		usage: "outpost rollout create -f PLAN [--watch] [--dry-run]",
+		usage: "outpost rollout create -f PLAN [--signature BUNDLE] [--watch] [--dry-run]",
 		long: `Reads a plan, uploads its artifact to the control plane's artifact store
 (only when the store does not have it yet: artifacts are stored by their
 SHA-256), and creates a rollout. artifact.path is relative to the plan
@@ -31,6 +31,17 @@ file's directory.
 Without --watch it prints just the rollout id on standard output, so
 scripts can capture it. With --watch it follows the rollout like
 'outpost rollout watch' and exits 0 only if the rollout succeeded.
+
+A signed artifact carries its Sigstore bundle beside it: the plan's
+artifact.signature (relative to the plan file's directory) or
+--signature BUNDLE (which wins). Make it with cosign, offline:
+
+  cosign sign-blob --key cosign.key --bundle app.bundle \
+    --new-bundle-format --tlog-upload=false app.tar.gz
+
+An environment with require_signature refuses an artifact not signed by
+one of its trusted keys, and every gateway with --trusted-keys verifies
+the signature again before anything reaches a node.
 
 --dry-run checks the plan on the control plane and prints the stages it
 would run and every node of every batch, in order, without creating
@@ -50,12 +61,14 @@ A minimal plan (see deploy/examples/ for more):
 Examples:
   outpost rollout create -f plan.yaml --watch
   outpost rollout create -f plan.yaml --dry-run
+  outpost rollout create -f plan.yaml --signature build/app.tar.gz.bundle
   id=$(outpost rollout create -f plan.yaml) && outpost rollout watch "$id"`,
 		flags: func(fs *flag.FlagSet, env *Env) func(context.Context, []string) error {
 			addr := controlPlaneFlag(fs, env)
 			file := fs.String("f", "", "plan `FILE` (YAML)")
 			watch := fs.Bool("watch", false, "follow the rollout like rollout watch until it ends or waits for validation; exit 0 only if it succeeded")
 			dryRun := fs.Bool("dry-run", false, "show the stages and batches the plan would run; create nothing")
+			sigFile := fs.String("signature", "", "Sigstore `BUNDLE` signing the artifact (cosign sign-blob --bundle F --new-bundle-format); overrides the plan's artifact.signature")
 			out := outputFlag(fs, resourceFormats...)
 			return func(ctx context.Context, args []string) error {
 				if len(args) > 0 {
@@ -79,6 +92,19 @@ Examples:
 				if !filepath.IsAbs(artifactPath) {
 					artifactPath = filepath.Join(filepath.Dir(*file), artifactPath)
 				}
+				bundlePath := *sigFile
+				if bundlePath == "" && spec.GetArtifact().GetSignature() != "" {
+					bundlePath = spec.GetArtifact().GetSignature()
+					if !filepath.IsAbs(bundlePath) {
+						bundlePath = filepath.Join(filepath.Dir(*file), bundlePath)
+					}
+				}
+				var bundle []byte
+				if bundlePath != "" {
+					if bundle, err = readBundle(bundlePath); err != nil {
+						return err
+					}
+				}
 				c, err := dial(*addr)
 				if err != nil {
 					return err
@@ -99,6 +125,7 @@ Examples:
 				defer cancel()
 				resp, err := c.cp.CreateRollout(cctx, &outpostv1.CreateRolloutRequest{
 					Plan: spec, ArtifactSha256: sha, RequestId: newRequestID(), DryRun: *dryRun,
+					ArtifactSignature: bundle,
 				})
 				if err != nil {
 					return c.explain("create rollout", err)
@@ -140,22 +167,29 @@ Examples:
 
 // readPlan reads a plan file, refusing one over plan.MaxPlanBytes before
 // reading it: a 100 MB file is not read into memory to be refused after.
-// A stream (a pipe, a device) is read up to one byte past the limit.
 func readPlan(name string) ([]byte, error) {
+	return readLimited(name, plan.MaxPlanBytes, "plan")
+}
+
+// readLimited reads a file of at most limit bytes, refusing a larger
+// regular file from its size, before reading it; a stream (a pipe, a
+// device) is read up to one byte past the limit. what names the file in
+// errors ("plan").
+func readLimited(name string, limit int64, what string) ([]byte, error) {
 	f, err := os.Open(name)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	if st, err := f.Stat(); err == nil && st.Mode().IsRegular() && st.Size() > plan.MaxPlanBytes {
-		return nil, fmt.Errorf("%s: %d bytes: a plan is at most %d bytes", name, st.Size(), plan.MaxPlanBytes)
+	if st, err := f.Stat(); err == nil && st.Mode().IsRegular() && st.Size() > limit {
+		return nil, fmt.Errorf("%s: %d bytes: a %s is at most %d bytes", name, st.Size(), what, limit)
 	}
-	data, err := io.ReadAll(io.LimitReader(f, plan.MaxPlanBytes+1))
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", name, err)
 	}
-	if len(data) > plan.MaxPlanBytes {
-		return nil, fmt.Errorf("%s: more than %d bytes: a plan is at most %d bytes", name, plan.MaxPlanBytes, plan.MaxPlanBytes)
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s: more than %d bytes: a %s is at most %d bytes", name, limit, what, limit)
 	}
 	return data, nil
 }

@@ -83,6 +83,9 @@ func writeRollout(w io.Writer, r *outpostv1.Rollout) error {
 			sha = sha[:12]
 		}
 		fmt.Fprintf(tw, "Artifact:\t%s (%s, sha256 %s)\n", a.GetName(), byteSize(a.GetSize()), sha)
+		if s := signedText(a.GetSignature()); s != "" {
+			fmt.Fprintf(tw, "Signed by:\t%s\n", s)
+		}
 	}
 	fmt.Fprintf(tw, "State:\t%s\n", rolloutstate.Name(r.GetState()))
 	if r.GetMessage() != "" {
@@ -189,4 +192,18 @@ func stageCounts(s *outpostv1.Stage) *outpostv1.NodeCounts {
 		n += int32(len(b.GetNodeIds()))
 	}
 	return &outpostv1.NodeCounts{Total: n, Pending: n}
+}
+
+// signedText says who signed a rollout's artifact: the control plane's
+// trusted key that verified it, or that only the gateways verify it; ""
+// when it is unsigned.
+func signedText(sig *outpostv1.ArtifactSignature) string {
+	switch {
+	case len(sig.GetBundle()) == 0:
+		return ""
+	case sig.GetSigner() != "":
+		return sig.GetSigner() + " (verified by the control plane)"
+	default:
+		return "unverified by the control plane (its environment trusts no key); gateways with --trusted-keys verify it"
+	}
 }

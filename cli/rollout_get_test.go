@@ -23,11 +23,12 @@ func ts(d time.Duration) *timestamppb.Timestamp { return timestamppb.New(t0.Add(
 // sampleRollout is a fixed rollout in the middle of its second stage.
 func sampleRollout() *outpostv1.Rollout {
 	return &outpostv1.Rollout{
-		Id:        "r-000042",
-		App:       "billing-api",
-		Revision:  7,
-		Plan:      &outpostv1.PlanSpec{App: "billing-api", Environment: "prod", ChangeId: "SR-2026-1142"},
-		Artifact:  &outpostv1.Artifact{Sha256: strings.Repeat("1a2b3c4d", 8), Size: 5 << 20, Name: "billing-api-1.4.2.tar.gz", Unpack: outpostv1.Unpack_UNPACK_TAR},
+		Id:       "r-000042",
+		App:      "billing-api",
+		Revision: 7,
+		Plan:     &outpostv1.PlanSpec{App: "billing-api", Environment: "prod", ChangeId: "SR-2026-1142"},
+		Artifact: &outpostv1.Artifact{Sha256: strings.Repeat("1a2b3c4d", 8), Size: 5 << 20, Name: "billing-api-1.4.2.tar.gz", Unpack: outpostv1.Unpack_UNPACK_TAR,
+			Signature: &outpostv1.ArtifactSignature{Bundle: []byte(`{"mediaType":"application/vnd.dev.sigstore.bundle.v0.3+json"}`), Signer: "ci-release"}},
 		ReleaseId: "r7-1a2b3c4d",
 		State:     outpostv1.RolloutState_ROLLOUT_STATE_RUNNING,
 		Message:   "stage rest: batch 2 of 3",

@@ -21,6 +21,7 @@ import (
 
 	"github.com/outposthq/outpost/internal/deploypath"
 	"github.com/outposthq/outpost/internal/plan"
+	"github.com/outposthq/outpost/internal/signature"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -63,6 +64,14 @@ type Environment struct {
 	// AllowSetuid admits tar entries with the setuid or setgid bit, and
 	// lets the unpack keep them; otherwise such an artifact is refused.
 	AllowSetuid bool
+	// TrustedKeys are the public keys whose signatures (Sigstore bundles,
+	// see internal/signature) a rollout in this environment may carry:
+	// a signature given is verified against them and its signer recorded.
+	// Empty means none is verified here (the gateways still verify).
+	TrustedKeys []signature.KeySpec
+	// RequireSignature refuses a rollout whose artifact is not signed by
+	// one of TrustedKeys, which must then not be empty.
+	RequireSignature bool
 }
 
 // envNameRE is what an environment may be named: what a plan's
@@ -77,6 +86,7 @@ type environment struct {
 	Environment
 	allow    []*regexp.Regexp // HookAllowList, anchored
 	prefixes []string         // DeployPathPrefixes, cleaned
+	trust    *signature.Trust // TrustedKeys; nil when empty
 }
 
 // compileEnvironments validates the declared environments.
@@ -100,6 +110,16 @@ func compileEnvironments(in map[string]Environment) (environments, error) {
 			return nil, fmt.Errorf("environments.%s.max_unpacked_ratio: %d is negative", name, e.MaxUnpackedRatio)
 		}
 		ce := &environment{Environment: e}
+		if len(e.TrustedKeys) > 0 {
+			t, err := signature.NewTrust("environments."+name+".trusted_keys", e.TrustedKeys)
+			if err != nil {
+				return nil, err
+			}
+			ce.trust = t
+		}
+		if e.RequireSignature && ce.trust == nil {
+			return nil, fmt.Errorf("environments.%s.require_signature: set, but trusted_keys is empty: list the public keys whose signatures are accepted", name)
+		}
 		for i, p := range e.HookAllowList {
 			if strings.TrimSpace(p) == "" {
 				return nil, fmt.Errorf("environments.%s.hook_allow_list[%d]: empty pattern", name, i)
@@ -278,6 +298,13 @@ func (g guardedControlPlane) CreateRollout(ctx context.Context, req *outpostv1.C
 //	    max_unpacked_bytes: 20GiB   # a tar artifact's unpacked size; default 8GiB
 //	    max_unpacked_ratio: 500     # unpacked / artifact size past 64 MiB; default 200
 //	    allow_setuid: false         # admit setuid and setgid bits in tar artifacts
+//	    require_signature: true     # refuse artifacts not signed by a trusted key
+//	    trusted_keys:               # public keys whose cosign signatures are accepted
+//	      - id: ci-release
+//	        public_key: |
+//	          -----BEGIN PUBLIC KEY-----
+//	          ...
+//	          -----END PUBLIC KEY-----
 //	  staging: {}
 //
 // Unknown fields are refused.
@@ -291,13 +318,18 @@ type fileConfigYAML struct {
 }
 
 type environmentYAML struct {
-	Protected          bool     `json:"protected"`
-	ApprovalTTL        string   `json:"approval_ttl"`
-	HookAllowList      []string `json:"hook_allow_list"`
-	DeployPathPrefixes []string `json:"deploy_path_prefixes"`
-	MaxUnpackedBytes   sizeText `json:"max_unpacked_bytes"`
-	MaxUnpackedRatio   int64    `json:"max_unpacked_ratio"`
-	AllowSetuid        bool     `json:"allow_setuid"`
+	Protected          bool                `json:"protected"`
+	ApprovalTTL        string              `json:"approval_ttl"`
+	HookAllowList      []string            `json:"hook_allow_list"`
+	DeployPathPrefixes []string            `json:"deploy_path_prefixes"`
+	MaxUnpackedBytes   sizeText            `json:"max_unpacked_bytes"`
+	MaxUnpackedRatio   int64               `json:"max_unpacked_ratio"`
+	AllowSetuid        bool                `json:"allow_setuid"`
+	RequireSignature   bool                `json:"require_signature"`
+	TrustedKeys        []signature.KeySpec `json:"trusted_keys"`
+	// RequireTransparencyLog is refused: signatures are checked offline
+	// against public keys only.
+	RequireTransparencyLog bool `json:"require_transparency_log"`
 }
 
 // sizeText is a size as written in YAML: "20GiB", or a number of bytes.
@@ -347,7 +379,11 @@ func ParseFileConfig(data []byte) (*FileConfig, error) {
 			e = &environmentYAML{}
 		}
 		env := Environment{Protected: e.Protected, HookAllowList: e.HookAllowList, DeployPathPrefixes: e.DeployPathPrefixes,
-			MaxUnpackedRatio: e.MaxUnpackedRatio, AllowSetuid: e.AllowSetuid}
+			MaxUnpackedRatio: e.MaxUnpackedRatio, AllowSetuid: e.AllowSetuid,
+			RequireSignature: e.RequireSignature, TrustedKeys: e.TrustedKeys}
+		if e.RequireTransparencyLog {
+			return nil, fmt.Errorf("environments.%s.require_transparency_log: not supported: signatures are verified offline against trusted_keys only; leave it out", name)
+		}
 		if e.MaxUnpackedBytes != "" {
 			n, err := plan.ParseSize("environments."+name+".max_unpacked_bytes", string(e.MaxUnpackedBytes))
 			if err != nil {

@@ -107,6 +107,9 @@ func (c *controlPlaneService) CreateRollout(ctx context.Context, req *outpostv1.
 		name = meta.Name
 	}
 	art := &outpostv1.Artifact{Sha256: digest, Size: meta.Size, Name: name, Unpack: unpack}
+	if b := req.GetArtifactSignature(); len(b) > 0 {
+		art.Signature = &outpostv1.ArtifactSignature{Bundle: b}
+	}
 	r, nodes, err := s.buildRollout(ctx, spec, art, planner.Options{})
 	if err != nil {
 		return nil, err
@@ -200,6 +203,9 @@ func (s *Server) buildRollout(ctx context.Context, spec *outpostv1.PlanSpec, art
 	exp, err := planner.Expand(spec, selected, opts)
 	if err != nil {
 		return nil, nil, planStatus(err, "plan.")
+	}
+	if err := s.checkSignature(ctx, spec, art); err != nil {
+		return nil, nil, err
 	}
 	tp, err := s.tarPolicyOf(spec)
 	if err != nil {

@@ -45,6 +45,8 @@ func (s *Server) createUndo(ctx context.Context, req *outpostv1.CreateRolloutReq
 		return nil, fieldError("plan", "must be empty with undo: the plan of the revision returned to is used")
 	case req.GetArtifactSha256() != "":
 		return nil, fieldError("artifact_sha256", "must be empty with undo: the artifact of the revision returned to is used")
+	case len(req.GetArtifactSignature()) > 0:
+		return nil, fieldError("artifact_signature", "must be empty with undo: the signature of the revision returned to is verified again and used")
 	case u.GetToRevision() < 0:
 		return nil, fieldError("undo.to_revision", "%d: must not be negative", u.GetToRevision())
 	}

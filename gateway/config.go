@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/outposthq/outpost/gateway/sshca"
+	"github.com/outposthq/outpost/internal/signature"
 )
 
 // Defaults applied by Config.CheckAndSetDefaults.
@@ -76,6 +77,14 @@ type Config struct {
 	Version string
 	// Now is the clock for heartbeats and durations; nil means time.Now.
 	Now func() time.Time
+	// TrustedKeys are the public keys whose artifact signatures this
+	// gateway accepts (internal/signature); nil trusts none. A signature
+	// an assignment carries is verified against them before the node is
+	// dialled, whatever the control plane says it verified.
+	TrustedKeys *signature.Trust
+	// RequireSignature refuses every deployment whose artifact is not
+	// signed by one of TrustedKeys, which must then not be empty.
+	RequireSignature bool
 }
 
 // SSHConfig says how the gateway logs in to nodes and trusts their host
@@ -184,6 +193,9 @@ func (c *Config) CheckAndSetDefaults() error {
 		if k == nil {
 			return fmt.Errorf("gateway: SSH.Signers[%d] is nil", i)
 		}
+	}
+	if c.RequireSignature && c.TrustedKeys.Empty() {
+		return errors.New("gateway: RequireSignature needs TrustedKeys")
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

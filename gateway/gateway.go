@@ -56,6 +56,7 @@ type Gateway struct {
 	ran         atomic.Bool
 	cache       artifactGetter // set by Run before any deployment starts
 	deployments sync.WaitGroup // deployment goroutines
+	sigs        signatureChecks
 
 	mu          sync.Mutex
 	tasks       map[string]*task // guarded by mu: accepted, queued or deploying

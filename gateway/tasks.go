@@ -282,6 +282,14 @@ func (g *Gateway) deployAssignment(ctx context.Context, t *task) deployer.Result
 		// Reported as the upload step: the node has not been touched.
 		return g.failBeforeNode(a, outpostv1.Step_STEP_UPLOAD, "fetching the artifact from the control plane", err, emit)
 	}
+	signer, err := g.checkSignature(ctx, a, path)
+	if err != nil {
+		t.log.Warn("deployment refused before the node was dialled", "error", err)
+		return g.failBeforeNode(a, outpostv1.Step_STEP_UPLOAD, "verifying the artifact's signature", err, emit)
+	}
+	if signer != "" {
+		t.log.Info("artifact signature verified", "signer", signer)
+	}
 	job.ArtifactPath = path
 	return g.deploy.Deploy(ctx, job, emit)
 }

@@ -45,7 +45,7 @@ var rules = map[string]rule{
 	outpostv1.ControlPlaneService_AbortRollout_FullMethodName:     {describe: rolloutVerb},
 	outpostv1.ControlPlaneService_PromoteRollout_FullMethodName:   {describe: rolloutVerb},
 	outpostv1.ControlPlaneService_RetryRollout_FullMethodName:     {describe: rolloutVerb},
-	outpostv1.ControlPlaneService_ApproveRollout_FullMethodName:   {describe: rolloutVerb},
+	outpostv1.ControlPlaneService_ApproveRollout_FullMethodName:   {describe: approveRollout},
 	outpostv1.ControlPlaneService_RejectRollout_FullMethodName:    {describe: rolloutVerb},
 	outpostv1.ControlPlaneService_ValidateRollout_FullMethodName:  {describe: rolloutVerb},
 	outpostv1.ControlPlaneService_GetRollout_FullMethodName:       {readOnly: true},
@@ -181,7 +181,31 @@ func createRollout(req, resp proto.Message, e *outpostv1.AuditEntry) {
 		}
 		detail(e, "release", ro.GetReleaseId())
 		detail(e, "state", stateName(ro.GetState()))
+		artifactDetails(e, ro)
 	}
+}
+
+// approveRollout describes an approval like the other verbs, plus what
+// was approved: the artifact's digest and its verified signer, which a
+// rollout never changes after creation.
+func approveRollout(req, resp proto.Message, e *outpostv1.AuditEntry) {
+	rolloutVerb(req, resp, e)
+	if r, ok := resp.(rolloutGetter); ok && r.GetRollout() != nil {
+		detail(e, "artifact_sha256", r.GetRollout().GetArtifact().GetSha256())
+		artifactDetails(e, r.GetRollout())
+	}
+}
+
+// artifactDetails records who signed a rollout's artifact: "signer" is
+// the trusted key that verified it; "signed" says a bundle travels to the
+// gateways even when the control plane verified none.
+func artifactDetails(e *outpostv1.AuditEntry, ro *outpostv1.Rollout) {
+	sig := ro.GetArtifact().GetSignature()
+	if len(sig.GetBundle()) == 0 {
+		return
+	}
+	detail(e, "signed", "true")
+	detail(e, "signer", sig.GetSigner())
 }
 
 func applyNodes(req, resp proto.Message, e *outpostv1.AuditEntry) {

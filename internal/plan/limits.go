@@ -68,6 +68,7 @@ var stringLimits = map[string]int{
 	"artifact.path":               MaxPathBytes,
 	"artifact.unpack":             MaxWordBytes,
 	"artifact.max_unpacked_bytes": MaxWordBytes,
+	"artifact.signature":          MaxPathBytes,
 	"targets.selector":            MaxLabelBytes,
 	"targets.datacenters":         MaxNameBytes,
 	"deploy.path":                 MaxPathBytes,

@@ -128,6 +128,9 @@ func validateArtifact(a *outpostv1.PlanArtifact, p *problems) {
 	} else if hasControl(a.GetPath()) {
 		p.add("artifact.path", "%q: contains control characters", a.GetPath())
 	}
+	if hasControl(a.GetSignature()) {
+		p.add("artifact.signature", "%q: contains control characters", a.GetSignature())
+	}
 	switch u := a.GetUnpack(); u {
 	case "", UnpackTar, UnpackNone:
 	default:

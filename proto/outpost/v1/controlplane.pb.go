@@ -792,9 +792,15 @@ type CreateRolloutRequest struct {
 	// plan and artifact_sha256 must then be empty. The rollout uses that
 	// revision's plan and artifact and keeps its release id, so nodes that
 	// still hold the release make it current again without an upload.
-	Undo          *RolloutUndo `protobuf:"bytes,5,opt,name=undo,proto3" json:"undo,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Undo *RolloutUndo `protobuf:"bytes,5,opt,name=undo,proto3" json:"undo,omitempty"`
+	// Signature of the artifact: a Sigstore bundle (v0.3 JSON, at most
+	// 64 KiB) as `cosign sign-blob --bundle F --new-bundle-format` writes.
+	// Required when the plan's environment sets require_signature; verified
+	// against the environment's trusted keys when it has some. Empty means
+	// none. Must be empty with undo, which keeps the revision's signature.
+	ArtifactSignature []byte `protobuf:"bytes,6,opt,name=artifact_signature,json=artifactSignature,proto3" json:"artifact_signature,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *CreateRolloutRequest) Reset() {
@@ -858,6 +864,13 @@ func (x *CreateRolloutRequest) GetDryRun() bool {
 func (x *CreateRolloutRequest) GetUndo() *RolloutUndo {
 	if x != nil {
 		return x.Undo
+	}
+	return nil
+}
+
+func (x *CreateRolloutRequest) GetArtifactSignature() []byte {
+	if x != nil {
+		return x.ArtifactSignature
 	}
 	return nil
 }
@@ -2865,14 +2878,15 @@ const file_outpost_v1_controlplane_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x03 \x01(\tR\trequestId\"@\n" +
 	"\x18TrustNodeHostKeyResponse\x12$\n" +
-	"\x04node\x18\x01 \x01(\v2\x10.outpost.v1.NodeR\x04node\"\xce\x01\n" +
+	"\x04node\x18\x01 \x01(\v2\x10.outpost.v1.NodeR\x04node\"\xfd\x01\n" +
 	"\x14CreateRolloutRequest\x12(\n" +
 	"\x04plan\x18\x01 \x01(\v2\x14.outpost.v1.PlanSpecR\x04plan\x12'\n" +
 	"\x0fartifact_sha256\x18\x02 \x01(\tR\x0eartifactSha256\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x03 \x01(\tR\trequestId\x12\x17\n" +
 	"\adry_run\x18\x04 \x01(\bR\x06dryRun\x12+\n" +
-	"\x04undo\x18\x05 \x01(\v2\x17.outpost.v1.RolloutUndoR\x04undo\"@\n" +
+	"\x04undo\x18\x05 \x01(\v2\x17.outpost.v1.RolloutUndoR\x04undo\x12-\n" +
+	"\x12artifact_signature\x18\x06 \x01(\fR\x11artifactSignature\"@\n" +
 	"\vRolloutUndo\x12\x10\n" +
 	"\x03app\x18\x01 \x01(\tR\x03app\x12\x1f\n" +
 	"\vto_revision\x18\x02 \x01(\x03R\n" +

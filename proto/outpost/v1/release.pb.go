@@ -81,8 +81,12 @@ type Artifact struct {
 	// Size in bytes.
 	Size int64 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
 	// File name the artifact is placed under (for unpack NONE) or was built as.
-	Name          string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
-	Unpack        Unpack `protobuf:"varint,4,opt,name=unpack,proto3,enum=outpost.v1.Unpack" json:"unpack,omitempty"`
+	Name   string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	Unpack Unpack `protobuf:"varint,4,opt,name=unpack,proto3,enum=outpost.v1.Unpack" json:"unpack,omitempty"`
+	// The artifact's signature, as given to CreateRollout; unset when none
+	// was given, and in the ArtifactService's and FetchArtifact's answers
+	// (a signature belongs to a rollout, not to the stored bytes).
+	Signature     *ArtifactSignature `protobuf:"bytes,5,opt,name=signature,proto3" json:"signature,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -145,6 +149,72 @@ func (x *Artifact) GetUnpack() Unpack {
 	return Unpack_UNPACK_UNSPECIFIED
 }
 
+func (x *Artifact) GetSignature() *ArtifactSignature {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+// ArtifactSignature is a signature of an artifact's bytes and who made it.
+type ArtifactSignature struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The Sigstore bundle (v0.3 JSON) as `cosign sign-blob --new-bundle-format`
+	// writes it; at most 64 KiB. Every gateway verifies it again with its own
+	// trusted keys before the artifact reaches a node.
+	Bundle []byte `protobuf:"bytes,1,opt,name=bundle,proto3" json:"bundle,omitempty"`
+	// Output only. Id of the control plane's trusted key (in the rollout's
+	// environment) that verified the bundle; empty when the environment
+	// trusts no key, so that only the gateways verified it.
+	Signer        string `protobuf:"bytes,2,opt,name=signer,proto3" json:"signer,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ArtifactSignature) Reset() {
+	*x = ArtifactSignature{}
+	mi := &file_outpost_v1_release_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ArtifactSignature) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ArtifactSignature) ProtoMessage() {}
+
+func (x *ArtifactSignature) ProtoReflect() protoreflect.Message {
+	mi := &file_outpost_v1_release_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ArtifactSignature.ProtoReflect.Descriptor instead.
+func (*ArtifactSignature) Descriptor() ([]byte, []int) {
+	return file_outpost_v1_release_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ArtifactSignature) GetBundle() []byte {
+	if x != nil {
+		return x.Bundle
+	}
+	return nil
+}
+
+func (x *ArtifactSignature) GetSigner() string {
+	if x != nil {
+		return x.Signer
+	}
+	return ""
+}
+
 // Release is one artifact version unpacked on a node under <path>/releases/<id>.
 type Release struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -158,7 +228,7 @@ type Release struct {
 
 func (x *Release) Reset() {
 	*x = Release{}
-	mi := &file_outpost_v1_release_proto_msgTypes[1]
+	mi := &file_outpost_v1_release_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -170,7 +240,7 @@ func (x *Release) String() string {
 func (*Release) ProtoMessage() {}
 
 func (x *Release) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_release_proto_msgTypes[1]
+	mi := &file_outpost_v1_release_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -183,7 +253,7 @@ func (x *Release) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Release.ProtoReflect.Descriptor instead.
 func (*Release) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_release_proto_rawDescGZIP(), []int{1}
+	return file_outpost_v1_release_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Release) GetId() string {
@@ -212,12 +282,16 @@ var File_outpost_v1_release_proto protoreflect.FileDescriptor
 const file_outpost_v1_release_proto_rawDesc = "" +
 	"\n" +
 	"\x18outpost/v1/release.proto\x12\n" +
-	"outpost.v1\"v\n" +
+	"outpost.v1\"\xb3\x01\n" +
 	"\bArtifact\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x12\n" +
 	"\x04name\x18\x03 \x01(\tR\x04name\x12*\n" +
-	"\x06unpack\x18\x04 \x01(\x0e2\x12.outpost.v1.UnpackR\x06unpack\"]\n" +
+	"\x06unpack\x18\x04 \x01(\x0e2\x12.outpost.v1.UnpackR\x06unpack\x12;\n" +
+	"\tsignature\x18\x05 \x01(\v2\x1d.outpost.v1.ArtifactSignatureR\tsignature\"C\n" +
+	"\x11ArtifactSignature\x12\x16\n" +
+	"\x06bundle\x18\x01 \x01(\fR\x06bundle\x12\x16\n" +
+	"\x06signer\x18\x02 \x01(\tR\x06signer\"]\n" +
 	"\aRelease\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03app\x18\x02 \x01(\tR\x03app\x120\n" +
@@ -241,20 +315,22 @@ func file_outpost_v1_release_proto_rawDescGZIP() []byte {
 }
 
 var file_outpost_v1_release_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_outpost_v1_release_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_outpost_v1_release_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_outpost_v1_release_proto_goTypes = []any{
-	(Unpack)(0),      // 0: outpost.v1.Unpack
-	(*Artifact)(nil), // 1: outpost.v1.Artifact
-	(*Release)(nil),  // 2: outpost.v1.Release
+	(Unpack)(0),               // 0: outpost.v1.Unpack
+	(*Artifact)(nil),          // 1: outpost.v1.Artifact
+	(*ArtifactSignature)(nil), // 2: outpost.v1.ArtifactSignature
+	(*Release)(nil),           // 3: outpost.v1.Release
 }
 var file_outpost_v1_release_proto_depIdxs = []int32{
 	0, // 0: outpost.v1.Artifact.unpack:type_name -> outpost.v1.Unpack
-	1, // 1: outpost.v1.Release.artifact:type_name -> outpost.v1.Artifact
-	2, // [2:2] is the sub-list for method output_type
-	2, // [2:2] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	2, // 1: outpost.v1.Artifact.signature:type_name -> outpost.v1.ArtifactSignature
+	1, // 2: outpost.v1.Release.artifact:type_name -> outpost.v1.Artifact
+	3, // [3:3] is the sub-list for method output_type
+	3, // [3:3] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_outpost_v1_release_proto_init() }
@@ -268,7 +344,7 @@ func file_outpost_v1_release_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_outpost_v1_release_proto_rawDesc), len(file_outpost_v1_release_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   2,
+			NumMessages:   3,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
