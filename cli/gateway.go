@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/outposthq/outpost/gateway"
+	"github.com/outposthq/outpost/internal/telemetry"
 )
 
 func gatewayCommand() *command {
@@ -104,7 +105,7 @@ See deploy/systemd/outpost-gateway.service for a systemd unit.`,
 				if err != nil {
 					return err
 				}
-				tp, stopTracing, err := tracing(ctx, "outpost-gateway", *otelEndpoint, log)
+				tp, stopTracing, err := tracing(ctx, telemetry.Service{Name: telemetry.ServiceGateway, InstanceID: *name}, *otelEndpoint, log)
 				if err != nil {
 					return err
 				}

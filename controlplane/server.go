@@ -26,6 +26,7 @@ import (
 	"github.com/outposthq/outpost/internal/clock"
 	"github.com/outposthq/outpost/internal/connlimit"
 	"github.com/outposthq/outpost/internal/pki"
+	"github.com/outposthq/outpost/internal/telemetry"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -511,6 +512,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		grpc.MaxConcurrentStreams(uint32(cfg.MaxStreamsPerConn)),
 		// Authorization comes first: nothing else sees a call that is
 		// refused, and everything after it knows the caller.
+		// A SERVER span per API call; the audit entry of the call names its trace.
+		grpc.StatsHandler(telemetry.GRPCServerHandler(cfg.TracerProvider)),
 		grpc.ChainUnaryInterceptor(s.audit.UnaryServerInterceptor(), s.auth.UnaryInterceptor()),
 		grpc.ChainStreamInterceptor(s.audit.StreamServerInterceptor(), s.auth.StreamInterceptor()),
 		// Gateways ping every 10 s so a dead link is noticed fast; allow

@@ -12,6 +12,7 @@ import (
 	"github.com/outposthq/outpost/controlplane/store"
 	"github.com/outposthq/outpost/internal/clock"
 	"github.com/outposthq/outpost/internal/rolloutstate"
+	"github.com/outposthq/outpost/internal/telemetry"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.opentelemetry.io/otel"
@@ -510,7 +511,7 @@ func (e *Engine) tick() {
 	for n := range e.orphans {
 		if !now.Before(n.orphanDeadline) {
 			e.log.Info("gateway did not come back for its assignment; re-queuing the node",
-				"rollout", n.run.id(), "node", n.id(), "gateway", n.rn.GetGateway(), "assignment", n.rn.GetAssignmentId())
+				"rollout", n.run.id(), "node", n.id(), telemetry.LogTraceID, n.rn.GetTraceId(), "gateway", n.rn.GetGateway(), "assignment", n.rn.GetAssignmentId())
 			e.requeue(n, "gateway "+n.rn.GetGateway()+" disconnected", true)
 		}
 	}
