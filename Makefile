@@ -7,7 +7,7 @@ BUF       := $(GO) tool -modfile=tools/go.mod buf
 BIN       := bin/outpost
 GOTESTFLAGS ?=
 
-.PHONY: all build deps test chaos fuzz lint proto proto-check demo bench clean
+.PHONY: all build deps jaeger test chaos fuzz lint proto proto-check demo bench clean
 
 all: build
 
@@ -18,7 +18,11 @@ build:
 deps:
 	@scripts/deps.sh
 
-test: deps
+## jaeger: the trace backend the e2e trace test starts, built once (see README).
+jaeger:
+	@scripts/jaeger.sh >/dev/null
+
+test: deps jaeger
 	$(GO) test -count=1 -race -timeout 20m $(GOTESTFLAGS) ./...
 
 ## chaos: only the fault tests (leader killed or frozen, gateway killed,
