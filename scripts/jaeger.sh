@@ -2,8 +2,8 @@
 # Builds Jaeger v2 (tools/jaeger/go.mod: its own module, because its
 # dependencies clash with ours) into a directory beside Go's build cache,
 # once: later runs find the binary and return at once. The e2e trace test
-# starts it. The first build compiles a few thousand packages: about 10
-# minutes on 2 free cores, much longer on a loaded machine.
+# starts it. The first build compiles a few thousand packages: over 75
+# minutes on a loaded 2-core machine (see README, Traces).
 set -euo pipefail
 cd "$(dirname "$0")/../tools/jaeger"
 version=$(awk '$1 == "github.com/jaegertracing/jaeger" {print $2}' go.mod)
