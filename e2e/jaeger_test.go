@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 
@@ -205,6 +204,10 @@ func waitFor[T any](t *testing.T, what string, get func() (T, bool)) T {
 		last = v
 		time.Sleep(100 * time.Millisecond)
 	}
-	t.Fatalf("no %s in Jaeger after 30 s; last: %s", what, strings.TrimSpace(fmt.Sprint(last))[:min(500, len(fmt.Sprint(last)))])
+	text := fmt.Sprint(last)
+	if len(text) > 500 {
+		text = text[:500] + "…"
+	}
+	t.Fatalf("no %s in Jaeger after 30 s; last: %s", what, text)
 	return last
 }
