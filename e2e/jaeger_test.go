@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -112,12 +113,20 @@ func TestTracesInJaeger(t *testing.T) {
 		if !gateway {
 			t.Errorf("trace of %s has no gateway span", node)
 		}
-		errored := false
-		for _, sp := range tr.Spans {
-			errored = errored || sp.Tag("otel.status_code") == "ERROR" || sp.Tag("error") == "true"
+		// The node deployment's outcome is its root's status (a health
+		// check attempt that failed before one succeeded is an error span
+		// of its own in a healthy node's trace).
+		if errored := isError(*root); errored != (node == failedNode) {
+			t.Errorf("trace of %s: root span is an error = %v, want %v", node, errored, node == failedNode)
 		}
-		if errored != (node == failedNode) {
-			t.Errorf("trace of %s: has an error span = %v, want %v", node, errored, node == failedNode)
+		if node == failedNode {
+			var step bool
+			for _, sp := range tr.Spans {
+				step = step || (strings.HasPrefix(sp.OperationName, "deployer.") && sp.OperationName != "deployer.deploy" && isError(sp))
+			}
+			if !step {
+				t.Errorf("trace of the failed %s has no failed step span", node)
+			}
 		}
 	}
 	// The rollout's batch spans link to every node trace.
@@ -140,6 +149,10 @@ func TestTracesInJaeger(t *testing.T) {
 			}
 		}
 	}
+}
+
+func isError(sp e2etest.JaegerSpan) bool {
+	return sp.Tag("otel.status_code") == "ERROR" || sp.Tag("error") == "true"
 }
 
 // checkParents reports spans of tr whose parent is not in tr.
