@@ -17,7 +17,7 @@ LDFLAGS   := -X github.com/outposthq/outpost/cli.version=$(VERSION) \
              -X github.com/outposthq/outpost/cli.commit=$(COMMIT) \
              -X github.com/outposthq/outpost/cli.date=$(DATE)
 
-.PHONY: all build deps cosign test test-tools chaos fuzz lint proto proto-check demo bench clean package
+.PHONY: all build deps cosign jaeger test test-tools chaos fuzz lint proto proto-check demo bench clean package
 
 all: build
 
@@ -48,7 +48,11 @@ COSIGN := $(shell $(GO) env GOCACHE)/../outpost-tools/cosign
 cosign:
 	@test -x $(COSIGN) || $(GO) build -modfile=tools/cosign/go.mod -o $(COSIGN) github.com/sigstore/cosign/v2/cmd/cosign
 
-test: deps test-tools cosign
+## jaeger: the trace backend the e2e trace test starts, built once (see README).
+jaeger:
+	@scripts/jaeger.sh >/dev/null
+
+test: deps test-tools cosign jaeger
 	$(GO) test -count=1 -race -timeout 20m $(GOTESTFLAGS) ./...
 	cd deploy/kubernetes && $(GO) test -count=1 $(GOTESTFLAGS) ./...
 

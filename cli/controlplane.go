@@ -9,6 +9,7 @@ import (
 	"github.com/outposthq/outpost/controlplane"
 	"github.com/outposthq/outpost/controlplane/leader"
 	"github.com/outposthq/outpost/controlplane/watchhub"
+	"github.com/outposthq/outpost/internal/telemetry"
 )
 
 var _ runningServer = (*controlplane.Server)(nil)
@@ -142,7 +143,7 @@ See deploy/systemd/outpost-controlplane.service for a systemd unit.`,
 					return err
 				}
 				fileLimit := raiseFileLimit(log)
-				tp, stopTracing, err := tracing(ctx, "outpost-controlplane", *otelEndpoint, log)
+				tp, stopTracing, err := tracing(ctx, telemetry.Service{Name: telemetry.ServiceControlPlane, InstanceID: *replica}, *otelEndpoint, log)
 				if err != nil {
 					return err
 				}

@@ -66,13 +66,14 @@ func (f logFlags) logger(w io.Writer) (*slog.Logger, error) {
 
 // tracing builds the tracer provider for --otel-endpoint (a no-op when
 // empty) and logs where spans go.
-func tracing(ctx context.Context, service, endpoint string, log *slog.Logger) (trace.TracerProvider, func(context.Context) error, error) {
-	tp, shutdown, err := telemetry.NewTracerProvider(ctx, service, endpoint)
+func tracing(ctx context.Context, svc telemetry.Service, endpoint string, log *slog.Logger) (trace.TracerProvider, func(context.Context) error, error) {
+	svc.Version = version
+	tp, shutdown, err := telemetry.NewTracerProvider(ctx, svc, endpoint)
 	if err != nil {
 		return nil, nil, usagef("--otel-endpoint: %v", err)
 	}
 	if endpoint != "" {
-		log.Info("exporting traces over OTLP/gRPC", "endpoint", endpoint)
+		log.Info("exporting traces over OTLP/gRPC", "endpoint", endpoint, "service", svc.Name)
 	}
 	return tp, shutdown, nil
 }

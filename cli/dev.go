@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"golang.org/x/crypto/ssh"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -30,6 +31,7 @@ import (
 	"github.com/outposthq/outpost/internal/pki"
 	"github.com/outposthq/outpost/internal/pki/enroll"
 	"github.com/outposthq/outpost/internal/simfleet"
+	"github.com/outposthq/outpost/internal/telemetry"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -120,19 +122,29 @@ Examples:
 				if err != nil {
 					return err
 				}
-				// One provider for the whole process: the control plane's and
-				// the gateways' spans of a rollout join in one trace.
-				tp, stopTracing, err := tracing(ctx, "outpost-dev", *otelEndpoint, log)
-				if err != nil {
-					return err
+				// A provider per daemon, as in production: each exports under
+				// its own service name (outpost-controlplane, outpost-gateway).
+				if err := telemetry.CheckEndpoint(*otelEndpoint); err != nil {
+					return usagef("--otel-endpoint: %v", err)
 				}
+				var stopTracing []func(context.Context) error
 				defer func() {
 					sctx, cancel := shutdownContext()
 					defer cancel()
-					stopTracing(sctx)
+					for _, stop := range stopTracing {
+						stop(sctx)
+					}
 				}()
+				tracer := func(svc telemetry.Service) trace.TracerProvider {
+					tp, stop, err := tracing(ctx, svc, *otelEndpoint, log)
+					if err != nil {
+						return noop.NewTracerProvider() // the endpoint was checked above
+					}
+					stopTracing = append(stopTracing, stop)
+					return tp
+				}
 				return runDev(ctx, devConfig{nodes: *nodes, datacenters: *dcs, dataDir: data, listen: *listen,
-					metricsListen: cpMetrics, gatewayMetricsListen: gwMetrics, log: log, tracer: tp, out: env.Stdout})
+					metricsListen: cpMetrics, gatewayMetricsListen: gwMetrics, log: log, tracer: tracer, out: env.Stdout})
 			}
 		},
 	}
@@ -148,8 +160,8 @@ type devConfig struct {
 	metricsListen        string
 	gatewayMetricsListen []string
 	log                  *slog.Logger
-	tracer               trace.TracerProvider
-	out                  io.Writer // instructions and the ready line
+	tracer               func(telemetry.Service) trace.TracerProvider // a daemon's provider
+	out                  io.Writer                                    // instructions and the ready line
 }
 
 // runDev starts the fleet, the control plane and the gateways, writes the
@@ -206,7 +218,7 @@ func runDev(ctx context.Context, cfg devConfig) (err error) {
 		ReplicaName:    "dev",
 		MetricsListen:  cfg.metricsListen,
 		Logger:         cfg.log,
-		TracerProvider: cfg.tracer,
+		TracerProvider: cfg.tracer(telemetry.Service{Name: telemetry.ServiceControlPlane, InstanceID: "dev"}),
 	})
 	if err != nil {
 		return fmt.Errorf("start the control plane (is another `outpost dev` or control plane using %s or %s? try --listen, --data-dir): %w",
@@ -243,7 +255,7 @@ func runDev(ctx context.Context, cfg devConfig) (err error) {
 			CacheDir:       filepath.Join(devDir, "cache", dc),
 			SSH:            gateway.SSHConfig{User: login, KeyFiles: []string{keyPath}, KnownHostsFiles: []string{knownHosts}},
 			Logger:         cfg.log,
-			TracerProvider: cfg.tracer,
+			TracerProvider: cfg.tracer(telemetry.Service{Name: telemetry.ServiceGateway, InstanceID: devGatewayName(dc)}),
 			Version:        buildVersion().Short(),
 		})
 		if err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/outposthq/outpost/gateway"
 	"github.com/outposthq/outpost/gateway/sshca"
 	"github.com/outposthq/outpost/internal/signature"
+	"github.com/outposthq/outpost/internal/telemetry"
 )
 
 func gatewayCommand() *command {
@@ -159,7 +160,7 @@ See deploy/systemd/outpost-gateway.service for a systemd unit.`,
 				if err != nil {
 					return err
 				}
-				tp, stopTracing, err := tracing(ctx, "outpost-gateway", *otelEndpoint, log)
+				tp, stopTracing, err := tracing(ctx, telemetry.Service{Name: telemetry.ServiceGateway, InstanceID: *name}, *otelEndpoint, log)
 				if err != nil {
 					return err
 				}

@@ -16,22 +16,32 @@ func rolloutGetCommand() *command {
 	return &command{
 		name:  "get",
 		short: "show one rollout: state, stages, batches and node counts",
-		usage: "outpost rollout get ROLLOUT_ID [-o table|wide|json|yaml]",
+		usage: "outpost rollout get ROLLOUT_ID [--node NODE_ID] [-o table|wide|json|yaml]",
 		long: `Shows a rollout as it is now: app and revision, release, state and the
 reason for it, then each stage with its state, node counts and batches.
 json and yaml print the whole Rollout resource (plan included).
+With --node, shows that node's record in the rollout instead: its state,
+failed step, error and trace_id, the trace of its deployment (open it in
+your trace UI, e.g. Jaeger's /trace/TRACE_ID).
 
 For live progress use 'outpost rollout watch'.
 
 Examples:
   outpost rollout get r-000042
-  outpost rollout get r-000042 -o yaml`,
+  outpost rollout get r-000042 -o yaml
+  outpost rollout get r-000042 --node srv-0007 -o json`,
 		flags: func(fs *flag.FlagSet, env *Env) func(context.Context, []string) error {
 			addr := controlPlaneFlag(fs, env)
 			out := outputFlag(fs, resourceFormats...)
+			node := fs.String("node", "", "show this node's record in the rollout (state, error, trace_id)")
 			return func(ctx context.Context, args []string) error {
 				if len(args) != 1 {
 					return usagef("rollout get takes one ROLLOUT_ID")
+				}
+				nodeSet := false
+				fs.Visit(func(f *flag.Flag) { nodeSet = nodeSet || f.Name == "node" })
+				if nodeSet && strings.TrimSpace(*node) == "" {
+					return usagef("--node: want a node id")
 				}
 				c, err := dial(*addr)
 				if err != nil {
@@ -40,6 +50,16 @@ Examples:
 				defer c.Close()
 				cctx, cancel := unary(ctx)
 				defer cancel()
+				if *node != "" {
+					n, err := getRolloutNode(cctx, c, args[0], *node)
+					if err != nil {
+						return err
+					}
+					if *out != "table" {
+						return writeProto(env.Stdout, *out, n)
+					}
+					return writeRolloutNode(env.Stdout, n)
+				}
 				resp, err := c.cp.GetRollout(cctx, &outpostv1.GetRolloutRequest{Id: args[0]})
 				if err != nil {
 					return c.explain("get rollout "+args[0], err)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/outposthq/outpost/controlplane/rollout"
+	"github.com/outposthq/outpost/internal/telemetry"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -148,7 +149,7 @@ func TestRestartResumesRollout(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
 			rec := tracetest.NewSpanRecorder()
-			tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+			tp := sdktrace.NewTracerProvider(telemetry.ProviderOptions(telemetry.Service{Name: telemetry.ServiceControlPlane}, sdktrace.WithSpanProcessor(rec))...)
 			defer tp.Shutdown(context.Background())
 			s1 := startCP(t, dir, withTracer(tp))
 			c := dial(t, s1.Addr())
@@ -201,10 +202,14 @@ func TestRestartResumesRollout(t *testing.T) {
 			if done.GetNodeCounts().GetSucceeded() != 6 || done.GetTraceId() != r.GetTraceId() || r.GetTraceId() == "" {
 				t.Errorf("done: counts %v trace %q (created with %q)", done.GetNodeCounts(), done.GetTraceId(), r.GetTraceId())
 			}
-			// Both terms' rollout spans are in the rollout's one trace.
+			// Both terms' stage spans are in the rollout's one trace, under
+			// its root.
 			var terms []bool
 			for _, sp := range rec.Ended() {
-				if sp.Name() == rollout.SpanRollout && sp.SpanContext().TraceID().String() == r.GetTraceId() {
+				if sp.Name() == rollout.SpanStage && sp.SpanContext().TraceID().String() == r.GetTraceId() {
+					if sp.Parent().SpanID() != rollout.RootSpanID(r.GetId()) {
+						t.Errorf("stage span's parent %v is not the rollout's root", sp.Parent().SpanID())
+					}
 					for _, kv := range sp.Attributes() {
 						if kv.Key == "outpost.resumed" {
 							terms = append(terms, kv.Value.AsBool())
@@ -213,7 +218,7 @@ func TestRestartResumesRollout(t *testing.T) {
 				}
 			}
 			if !slices.Equal(terms, []bool{false, true}) {
-				t.Errorf("rollout spans in the trace, by resumed: %v, want [false true]", terms)
+				t.Errorf("stage spans in the trace, by resumed: %v, want [false true]", terms)
 			}
 			counts := gw.counts()
 			for i := 0; i < 6; i++ {

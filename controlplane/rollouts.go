@@ -18,9 +18,9 @@ import (
 	"github.com/outposthq/outpost/controlplane/store"
 	"github.com/outposthq/outpost/internal/plan"
 	"github.com/outposthq/outpost/internal/rolloutstate"
+	"github.com/outposthq/outpost/internal/telemetry"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.opentelemetry.io/otel/attribute"
 	otelcodes "go.opentelemetry.io/otel/codes"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -257,13 +257,15 @@ func (s *Server) storeRollout(ctx context.Context, r *outpostv1.Rollout, nodes [
 		return internal(err)
 	}
 	r.Id = rolloutID(n)
-	// The rollout's trace: a random trace id, kept only if tracing records.
+	// The rollout's trace: its root span is this short one, exported as
+	// soon as the create returns; every leader's stage and batch spans
+	// hang under it. Kept only when tracing records with our ids.
 	traceID := rollout.NewTraceID()
-	_, span := s.tracer.Start(rollout.ParentContext(ctx, r.Id, traceID), "outpost.CreateRollout")
+	span, ok := rollout.StartRootSpan(ctx, s.tracer, r.Id, traceID)
 	defer span.End()
-	if span.IsRecording() {
+	if ok {
 		r.TraceId = traceID
-		span.SetAttributes(attribute.String("outpost.rollout.id", r.Id), attribute.String("outpost.app", r.App))
+		span.SetAttributes(telemetry.AttrApp.String(r.App), telemetry.AttrReleaseID.String(r.ReleaseId))
 	}
 
 	err = s.writeRollout(ctx, r, nodes, dedup)
@@ -287,6 +289,7 @@ func (s *Server) storeRollout(ctx context.Context, r *outpostv1.Rollout, nodes [
 		if errors.Is(err, errDuplicateRequest) {
 			return err
 		}
+		span.RecordError(err)
 		span.SetStatus(otelcodes.Error, err.Error())
 		return internal(err)
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/outposthq/outpost/internal/clock"
 	"github.com/outposthq/outpost/internal/connlimit"
 	"github.com/outposthq/outpost/internal/pki"
+	"github.com/outposthq/outpost/internal/telemetry"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -528,6 +529,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		// HTTP/2 preface after it too.
 		grpc.ConnectionTimeout(cfg.HandshakeTimeout),
 		grpc.MaxConcurrentStreams(uint32(cfg.MaxStreamsPerConn)),
+		// A SERVER span per API call; the audit entry of the call names its trace.
+		grpc.StatsHandler(telemetry.GRPCServerHandler(cfg.TracerProvider)),
 		// The metrics come first so that they count refused calls too;
 		// audit next, so that refused calls are recorded; authorization
 		// last: no handler sees a call that is refused, and every handler

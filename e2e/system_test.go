@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -81,6 +82,7 @@ type system struct {
 	fleet *e2etest.Fleet
 	nodes []*outpostv1.Node
 	tp    trace.TracerProvider // nil: the otel global (a no-op)
+	gwTP  trace.TracerProvider // the gateways'; nil: tp
 	log   *slog.Logger
 	// cpConfig, when set, adjusts the control plane's config.
 	cpConfig func(*controlplane.Config)
@@ -108,6 +110,12 @@ type runningGateway struct {
 type systemOption func(*system)
 
 func withTracer(tp trace.TracerProvider) systemOption { return func(s *system) { s.tp = tp } }
+
+// withTracers gives the control plane and the gateways providers of their
+// own, as separate daemons have.
+func withTracers(cp, gw trace.TracerProvider) systemOption {
+	return func(s *system) { s.tp, s.gwTP = cp, gw }
+}
 
 // newSystem starts a fleet of hosts nodes in datacenters dcOf(i), applies
 // them as the inventory, and starts a control plane. Gateways are started
@@ -207,7 +215,7 @@ func (s *system) startGateway(name, dc string) {
 		},
 		DialOptions:    []grpc.DialOption{e2etest.TLSDialOption(cred)},
 		Logger:         s.log.With("component", "gateway", "gateway", name),
-		TracerProvider: s.tp,
+		TracerProvider: cmp.Or(s.gwTP, s.tp),
 		// Reconnect fast after a control plane restart.
 		MinBackoff: 20 * time.Millisecond,
 		MaxBackoff: 300 * time.Millisecond,

@@ -12,17 +12,19 @@ import (
 
 	"github.com/outposthq/outpost/controlplane/rollout"
 	"github.com/outposthq/outpost/e2e/e2etest"
+	"github.com/outposthq/outpost/internal/telemetry"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
-// TestOneTracePerRollout records the spans of the control plane and both
-// gateways and checks the tree: the rollout's spans, its batches, a span
-// per node deployment under its batch, and the gateways' deployment and
-// step spans under the control plane's node spans, all in one trace.
-func TestOneTracePerRollout(t *testing.T) {
+// TestTracePerNodeDeployment records the spans of the control plane and
+// both gateways and checks the shape: the rollout's trace (root, stage,
+// batches), a trace per node deployment whose root is the control plane's
+// node span, the gateways' deployment span directly under it and every
+// step (a CLIENT span to the node's SSH server) below that.
+func TestTracePerNodeDeployment(t *testing.T) {
 	const hosts = 4
 	rec := tracetest.NewSpanRecorder()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	tp := sdktrace.NewTracerProvider(telemetry.ProviderOptions(telemetry.Service{Name: "outpost-test"}, sdktrace.WithSpanProcessor(rec))...)
 	t.Cleanup(func() { tp.Shutdown(context.Background()) })
 	s := newSystem(t, hosts, alternateDC, withTracer(tp))
 	s.twoGateways()
@@ -35,35 +37,35 @@ func TestOneTracePerRollout(t *testing.T) {
 	if done.GetTraceId() == "" || done.GetTraceId() != r.GetTraceId() {
 		t.Fatalf("trace id %q after the rollout, %q at creation", done.GetTraceId(), r.GetTraceId())
 	}
+	recs := s.rolloutNodes(r.GetId())
 
 	byID := map[trace.SpanID]sdktrace.ReadOnlySpan{}
 	byName := map[string][]sdktrace.ReadOnlySpan{}
 	for _, sp := range rec.Ended() {
-		if got := sp.SpanContext().TraceID().String(); got != r.GetTraceId() {
-			t.Errorf("span %s is in trace %s, want the rollout's %s", sp.Name(), got, r.GetTraceId())
-			continue
-		}
 		byID[sp.SpanContext().SpanID()] = sp
 		byName[sp.Name()] = append(byName[sp.Name()], sp)
 	}
-	if n, b, d := len(byName[rollout.SpanRollout]), len(byName[rollout.SpanBatch]), len(byName[rollout.SpanNode]); n != 1 || b != 2 || d != hosts {
-		t.Fatalf("%d rollout, %d batch, %d node spans; want 1, 2, %d", n, b, d, hosts)
-	}
-	root := byName[rollout.SpanRollout][0]
-	for _, b := range byName[rollout.SpanBatch] {
-		if b.Parent().SpanID() != root.SpanContext().SpanID() {
-			t.Errorf("batch span %v has parent %v, want the rollout span", attrs(b), b.Parent().SpanID())
+	inRollout := func(name string) int {
+		n := 0
+		for _, sp := range byName[name] {
+			if sp.SpanContext().TraceID().String() == r.GetTraceId() {
+				n++
+			}
 		}
+		return n
 	}
-	// node id -> its control plane span
+	if a, b, c := inRollout(rollout.SpanRollout), inRollout(rollout.SpanStage), inRollout(rollout.SpanBatch); a != 1 || b != 1 || c != 2 {
+		t.Fatalf("rollout trace: %d root, %d stage, %d batch spans; want 1, 1, 2", a, b, c)
+	}
+	// node id -> its control plane span, the root of its own trace
 	nodeSpans := map[string]sdktrace.ReadOnlySpan{}
 	for _, n := range byName[rollout.SpanNode] {
-		if p, ok := byID[n.Parent().SpanID()]; !ok || p.Name() != rollout.SpanBatch {
-			t.Errorf("node span %v: parent is not a batch span", attrs(n))
-		} else if attr(p, "outpost.batch") != attr(n, "outpost.batch") {
-			t.Errorf("node span %v hangs under batch %s", attrs(n), attr(p, "outpost.batch"))
+		node := attr(n, string(telemetry.AttrNodeID))
+		if n.Parent().IsValid() || n.SpanContext().TraceID().String() != recs[node].GetTraceId() {
+			t.Errorf("node span %v: parent %v, trace %v; want a root in the trace its record names (%s)",
+				attrs(n), n.Parent().SpanID(), n.SpanContext().TraceID(), recs[node].GetTraceId())
 		}
-		nodeSpans[attr(n, "outpost.node.id")] = n
+		nodeSpans[node] = n
 	}
 
 	// The gateways' spans: one deployment per node, directly under the
@@ -73,7 +75,7 @@ func TestOneTracePerRollout(t *testing.T) {
 		t.Fatalf("%d deployer.deploy spans, want %d", len(deploys), hosts)
 	}
 	for _, d := range deploys {
-		node := attr(d, "outpost.node_id")
+		node := attr(d, string(telemetry.AttrNodeID))
 		if want := nodeSpans[node]; want == nil || d.Parent().SpanID() != want.SpanContext().SpanID() {
 			t.Errorf("deployer.deploy of %s: parent %v, want that node's %s span", node, d.Parent().SpanID(), rollout.SpanNode)
 		}
@@ -84,9 +86,12 @@ func TestOneTracePerRollout(t *testing.T) {
 		if !strings.HasPrefix(name, "deployer.") || name == "deployer.deploy" {
 			continue
 		}
-		node := attr(sp, "outpost.node_id")
-		if anc := ancestorNamed(byID, sp, rollout.SpanNode); anc == nil || attr(anc, "outpost.node.id") != node {
+		node := attr(sp, string(telemetry.AttrNodeID))
+		if anc := ancestorNamed(byID, sp, rollout.SpanNode); anc == nil || attr(anc, string(telemetry.AttrNodeID)) != node {
 			t.Errorf("step span %s of %s does not descend from that node's %s span", name, node, rollout.SpanNode)
+		}
+		if sp.SpanKind() != trace.SpanKindClient || attr(sp, "server.address") == "" || attr(sp, "server.port") == "" {
+			t.Errorf("step span %v: want a CLIENT span with server.address and server.port", attrs(sp))
 		}
 		if steps[node] == nil {
 			steps[node] = map[string]bool{}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/outposthq/outpost/internal/pki"
 	"github.com/outposthq/outpost/internal/pki/enroll"
+	"github.com/outposthq/outpost/internal/telemetry"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -122,7 +123,11 @@ func (c *cpConn) FetchArtifact(ctx context.Context, in *outpostv1.FetchArtifactR
 // needs, then Config.DialOptions.
 func (g *Gateway) target() (string, []grpc.DialOption) {
 	target, cpOpts := controlPlaneTarget(g.cfg.ControlPlane)
-	opts := append([]grpc.DialOption{grpc.WithKeepaliveParams(keepaliveParams)}, cpOpts...)
+	opts := append([]grpc.DialOption{
+		grpc.WithKeepaliveParams(keepaliveParams),
+		// A CLIENT span per call (artifact fetches), child of the task's span.
+		grpc.WithStatsHandler(telemetry.GRPCClientHandler(g.cfg.TracerProvider)),
+	}, cpOpts...)
 	return target, append(opts, g.cfg.DialOptions...)
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/outposthq/outpost/gateway/deployer"
 	"github.com/outposthq/outpost/gateway/sshexec"
+	"github.com/outposthq/outpost/internal/telemetry"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -106,6 +107,8 @@ func (g *Gateway) dialNode(ctx context.Context, n *outpostv1.Node) (deployer.Rem
 	if err != nil {
 		return nil, err
 	}
+	// The SSH client's log lines belong to the node deployment's trace.
+	cfg.Logger = cfg.Logger.With(telemetry.LogArgs(ctx)...)
 	var cert *deployCert
 	if cfg.Auth, cert, err = g.certAuth(ctx, cfg.Auth); err != nil {
 		return nil, err

@@ -96,7 +96,7 @@ func New(cfg Config) (*Gateway, error) {
 		auth:     auth,
 		ca:       ca,
 		dials:    sshexec.NewDialLimiter(cfg.SSH.MaxHandshakes),
-		tracer:   cfg.TracerProvider.Tracer("outpost/gateway"),
+		tracer:   cfg.TracerProvider.Tracer("github.com/outposthq/outpost/gateway"),
 		reg:      prometheus.NewRegistry(),
 		out:      newOutbox(DefaultOutboxSize),
 		tasks:    make(map[string]*task),

@@ -8,14 +8,13 @@ import (
 	"slices"
 	"strings"
 
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/outposthq/outpost/gateway/deployer"
+	"github.com/outposthq/outpost/internal/telemetry"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -79,7 +78,8 @@ func (g *Gateway) accept(a *outpostv1.Assignment) *outpostv1.AssignmentAck {
 	case len(g.tasks) >= g.cfg.Concurrency*(1+queueFactor):
 		return refuse(fmt.Sprintf("at capacity: %d assignments accepted", len(g.tasks)))
 	}
-	t := &task{a: a, log: g.log.With("assignment_id", id, "node_id", a.GetNode().GetId(), "rollout_id", a.GetRolloutId())}
+	t := &task{a: a, log: g.log.With("assignment_id", id, "node_id", a.GetNode().GetId(), "rollout_id", a.GetRolloutId()).
+		With(telemetry.LogArgs(assignmentContext(context.Background(), a))...)}
 	g.tasks[id] = t
 	g.queue = append(g.queue, t)
 	t.log.Info("assignment accepted", "stage", a.GetStage(), "batch", a.GetBatch(), "release", a.GetRelease().GetId())
@@ -200,9 +200,9 @@ func (g *Gateway) runTask(ctx context.Context, t *task) {
 	start := g.cfg.Now()
 	g.met.inFlight.Inc()
 	defer g.met.inFlight.Dec()
-	// Join the rollout's trace: the deployer's spans become children of
-	// the control plane's batch span.
-	ctx = propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier(a.GetTraceContext()))
+	// Join the node deployment's trace: the deployer's spans become
+	// children of the control plane's node deployment span.
+	ctx = assignmentContext(ctx, a)
 
 	res := g.deployAssignment(ctx, t)
 
@@ -316,13 +316,13 @@ func cloneEvent(ev *outpostv1.NodeStepEvent, phase outpostv1.StepPhase, seq uint
 func (g *Gateway) fetchArtifact(ctx context.Context, a *outpostv1.Assignment) (string, error) {
 	digest := a.GetRelease().GetArtifact().GetSha256()
 	ctx, span := g.tracer.Start(ctx, "gateway.fetch_artifact", trace.WithAttributes(
-		attribute.String("outpost.node_id", a.GetNode().GetId()),
-		attribute.String("outpost.artifact.sha256", digest),
+		telemetry.AttrNodeID.String(a.GetNode().GetId()),
+		telemetry.AttrArtifact.String(digest),
 	))
 	defer span.End()
 	path, err := g.cache.Get(ctx, digest)
 	if err != nil {
-		span.SetStatus(codes.Error, err.Error())
+		telemetry.Fail(span, err)
 		return "", fmt.Errorf("fetch artifact: %w", err)
 	}
 	return path, nil
@@ -377,4 +377,10 @@ func (s *recentSet) add(id string) {
 		delete(s.ids, s.order[0])
 		s.order = s.order[1:]
 	}
+}
+
+// assignmentContext is ctx with the remote parent span a carries (the
+// control plane's node deployment span), if any.
+func assignmentContext(ctx context.Context, a *outpostv1.Assignment) context.Context {
+	return propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier(a.GetTraceContext()))
 }

@@ -147,6 +147,9 @@ func resultOf(err error) string {
 }
 
 func addTraceID(ctx context.Context, e *outpostv1.AuditEntry) {
+	if e.GetDetails()["trace_id"] != "" {
+		return // the entry names its own trace (a node deployment's)
+	}
 	if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
 		detail(e, "trace_id", sc.TraceID().String())
 	}

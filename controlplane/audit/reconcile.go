@@ -130,7 +130,10 @@ func (l *Log) reconcileRollout(ctx context.Context, r *outpostv1.Rollout, rev in
 	}
 	for _, e := range missing {
 		detail(e, Recovered, "true")
-		detail(e, "trace_id", r.GetTraceId())
+		if e.GetDetails()["trace_id"] == "" {
+			// A node's entry names the node's own trace; others the rollout's.
+			detail(e, "trace_id", r.GetTraceId())
+		}
 		if err := l.push(ctx, l.newItem(e, false)); err != nil {
 			return 0, err
 		}

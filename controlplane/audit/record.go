@@ -85,13 +85,17 @@ func (l *Log) nodeResultEntry(rolloutID, nodeID string, state outpostv1.NodeStat
 
 // RecordRolloutNode is RecordNodeResult for a node's record, in the shape
 // of the rollout engine's OnNodeResult hook; the entry also names the
-// node's assignment (detail "assignment").
+// node's assignment (detail "assignment") and the node deployment's trace
+// (detail "trace_id", instead of ctx's).
 func (l *Log) RecordRolloutNode(ctx context.Context, rolloutID string, n *outpostv1.RolloutNode) {
 	l.enqueueRecord(ctx, l.foldSteps(l.rolloutNodeEntry(rolloutID, n)))
 }
 
 func (l *Log) rolloutNodeEntry(rolloutID string, n *outpostv1.RolloutNode) *outpostv1.AuditEntry {
-	return l.nodeResultEntry(rolloutID, n.GetNodeId(), n.GetState(), n.GetStep(), n.GetError(), n.GetGateway(), n.GetAssignmentId())
+	e := l.nodeResultEntry(rolloutID, n.GetNodeId(), n.GetState(), n.GetStep(), n.GetError(), n.GetGateway(), n.GetAssignmentId())
+	// The node deployment's own trace, where its spans are.
+	detail(e, "trace_id", n.GetTraceId())
+	return e
 }
 
 // RecordRolloutState records that rollout r changed from state from to

@@ -57,7 +57,7 @@ func (e *Engine) advance(r *run) {
 						return
 					}
 				}
-				e.endBatchSpan(r)
+				r.endBatchSpan()
 				if b+1 < len(r.batches[cur]) {
 					st.CurrentBatch = int32(b + 1)
 					e.startBatchSpan(r)
@@ -165,6 +165,7 @@ func (e *Engine) enterStage(r *run) {
 	st.StartTime = timestamppb.New(e.cfg.Clock.Now())
 	st.EndTime = nil
 	st.CurrentBatch = -1
+	e.startStageSpan(r)
 	if len(st.GetBatches()) > 0 {
 		st.CurrentBatch = 0
 		e.startBatchSpan(r)
@@ -178,6 +179,7 @@ func (e *Engine) stageDone(r *run, cur int) {
 	st := r.r.GetStages()[cur]
 	st.BakeEndTime = nil
 	r.round, r.bakeOK = nil, time.Time{}
+	r.endStageSpan("")
 	e.markRun(r)
 	if st.GetManualPause() {
 		st.State = outpostv1.StageState_STAGE_STATE_WAITING_PROMOTION
@@ -245,7 +247,7 @@ func (e *Engine) finish(r *run, state outpostv1.RolloutState) {
 			status = rolloutstate.Name(state)
 		}
 	}
-	r.endSpansStatus(status, rolloutstate.Name(state))
+	e.endSpansStatus(r, status, state)
 	e.markRun(r)
 }
 

@@ -3,6 +3,7 @@ package rollout
 import (
 	"fmt"
 
+	"github.com/outposthq/outpost/internal/telemetry"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -53,7 +54,7 @@ func (e *Engine) switchFailed(n *nodeRun, errMsg string) {
 	if !canBack {
 		n.rn.State = outpostv1.NodeState_NODE_STATE_FAILED
 		n.rn.Error = why
-		e.log.Error("traffic switch failed and cannot be switched back: check the switch node", "rollout", r.id(), "node", n.id(), "err", errMsg)
+		e.log.Error("traffic switch failed and cannot be switched back: check the switch node", "rollout", r.id(), "node", n.id(), telemetry.LogTraceID, n.rn.GetTraceId(), "err", errMsg)
 		e.abort(r, why+"; no switch back possible (no earlier color or switch-back hook): check the switch node")
 		return
 	}
@@ -61,7 +62,7 @@ func (e *Engine) switchFailed(n *nodeRun, errMsg string) {
 	n.rn.RollingBack = true
 	n.rn.Error = why + "; rolling back"
 	n.rn.AssignmentId = ""
-	e.log.Warn("traffic switch failed; switching back", "rollout", r.id(), "node", n.id(), "err", errMsg)
+	e.log.Warn("traffic switch failed; switching back", "rollout", r.id(), "node", n.id(), telemetry.LogTraceID, n.rn.GetTraceId(), "err", errMsg)
 	e.abort(r, fmt.Sprintf("%s; switching traffic back to %s", why, colorOr(bg.GetLiveColor(), "the previous color")))
 }
 

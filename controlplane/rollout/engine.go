@@ -510,7 +510,7 @@ func (e *Engine) tick() {
 	for n := range e.orphans {
 		if !now.Before(n.orphanDeadline) {
 			e.log.Info("gateway did not come back for its assignment; re-queuing the node",
-				"rollout", n.run.id(), "node", n.id(), "gateway", n.rn.GetGateway(), "assignment", n.rn.GetAssignmentId())
+				"rollout", n.run.id(), "node", n.id(), telemetry.LogTraceID, n.rn.GetTraceId(), "gateway", n.rn.GetGateway(), "assignment", n.rn.GetAssignmentId())
 			e.requeue(n, "gateway "+n.rn.GetGateway()+" disconnected", true)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/outposthq/outpost/internal/rolloutstate"
+	"github.com/outposthq/outpost/internal/telemetry"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 	"google.golang.org/protobuf/proto"
 )
@@ -55,7 +56,7 @@ func (e *Engine) onAck(s *session, a *outpostv1.AssignmentAck) {
 	}
 	s.refusedUntil = e.cfg.Clock.Now().Add(e.cfg.RefuseBackoff)
 	why := "refused by gateway " + s.name + ": " + a.GetReason()
-	e.log.Info("gateway refused an assignment", "gateway", s.name, "node", n.id(), "reason", a.GetReason(), "refusals", n.refusals+1)
+	e.log.Info("gateway refused an assignment", "gateway", s.name, "node", n.id(), telemetry.LogTraceID, n.rn.GetTraceId(), "reason", a.GetReason(), "refusals", n.refusals+1)
 	e.requeue(n, why, false)
 	// A refusal that keeps coming back is not going away (an invalid
 	// assignment); fail the node instead of offering it forever.
@@ -140,9 +141,9 @@ func (e *Engine) onResult(res *outpostv1.NodeResult) {
 	e.observeNode(n, state)
 	lvl := "node finished"
 	if state != outpostv1.NodeState_NODE_STATE_SUCCEEDED {
-		e.log.Warn(lvl, "rollout", n.run.id(), "node", n.id(), "state", rolloutstate.NodeName(state), "step", res.GetStep().String(), "err", errMsg)
+		e.log.Warn(lvl, "rollout", n.run.id(), "node", n.id(), telemetry.LogTraceID, n.rn.GetTraceId(), "state", rolloutstate.NodeName(state), "step", res.GetStep().String(), "err", errMsg)
 	} else {
-		e.log.Debug(lvl, "rollout", n.run.id(), "node", n.id(), "state", rolloutstate.NodeName(state))
+		e.log.Debug(lvl, "rollout", n.run.id(), "node", n.id(), telemetry.LogTraceID, n.rn.GetTraceId(), "state", rolloutstate.NodeName(state))
 	}
 	if n.rn.GetRollingBack() || n.isSwitch() {
 		return // no budget: a switch failure and rollbacks end the rollout by themselves
@@ -206,7 +207,7 @@ func (e *Engine) failNode(n *nodeRun, msg string) {
 	n.rn.Error = msg
 	n.rn.WaitingForGateway = false
 	e.markNode(n)
-	e.log.Warn("node failed", "rollout", n.run.id(), "node", n.id(), "err", msg)
+	e.log.Warn("node failed", "rollout", n.run.id(), "node", n.id(), telemetry.LogTraceID, n.rn.GetTraceId(), "err", msg)
 	e.observeNode(n, n.rn.GetState())
 	e.checkBudget(n.run, n.stage)
 }

@@ -3,6 +3,7 @@ package rollout
 import (
 	"strings"
 
+	"github.com/outposthq/outpost/internal/telemetry"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -46,7 +47,7 @@ func (e *Engine) applyAuxResult(n *nodeRun, state outpostv1.NodeState, errMsg st
 	case n.rn.GetRollingBack():
 		n.rn.State = outpostv1.NodeState_NODE_STATE_ROLLBACK_FAILED
 		n.rn.Error = n.rn.GetError() + "; ROLLBACK FAILED: " + errMsg
-		e.log.Error("ROLLBACK FAILED: node needs attention", "rollout", r.id(), "node", n.id(), "err", errMsg)
+		e.log.Error("ROLLBACK FAILED: node needs attention", "rollout", r.id(), "node", n.id(), telemetry.LogTraceID, n.rn.GetTraceId(), "err", errMsg)
 	case ok: // the traffic switch
 		n.rn.State, n.rn.Error = outpostv1.NodeState_NODE_STATE_SUCCEEDED, ""
 	default: // the traffic switch failed

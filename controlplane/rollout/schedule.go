@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/outposthq/outpost/internal/telemetry"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -205,7 +206,7 @@ func (e *Engine) assign(n *nodeRun, s *session) {
 	e.assignments[aid] = n
 	e.markNode(n)
 	n.span = e.startNodeSpan(r, n, false)
-	n.span.SetAttributes(attrGateway.String(s.name), attrAssignment.String(aid))
+	n.span.SetAttributes(telemetry.AttrGateway.String(s.name), telemetry.AttrAssignmentID.String(aid))
 	st := r.r.GetStages()[n.stage]
 	msg := &outpostv1.Assignment{
 		AssignmentId:   aid,

@@ -39,11 +39,13 @@ type run struct {
 	nextRound time.Time
 	bakeOK    time.Time
 
-	// Spans of this leadership term; nil when not started.
-	ctx       context.Context
-	span      trace.Span
+	// Spans of this leadership term (see trace.go); nil when not
+	// started. resumed: the term took the rollout over running.
+	stageCtx  context.Context
+	stageSpan trace.Span
 	batchCtx  context.Context
 	batchSpan trace.Span
+	resumed   bool
 }
 
 // nodeRun is one node of a run.

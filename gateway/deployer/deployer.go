@@ -16,12 +16,12 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/outposthq/outpost/gateway/sshexec"
 	"github.com/outposthq/outpost/internal/shell"
+	"github.com/outposthq/outpost/internal/telemetry"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -223,32 +223,29 @@ func (d *Deployer) Deploy(ctx context.Context, job Job, emit func(*outpostv1.Nod
 	if emit == nil {
 		emit = func(*outpostv1.NodeStepEvent) {}
 	}
-	log := d.cfg.Logger.With("node_id", job.Node.GetId(), "rollout_id", job.RolloutID, "release", job.Release.GetId())
+	log := d.cfg.Logger.With("node_id", job.Node.GetId(), "rollout_id", job.RolloutID, "release", job.Release.GetId()).With(telemetry.LogArgs(ctx)...)
 	ctx, span := d.cfg.Tracer.Start(ctx, "deployer.deploy", trace.WithAttributes(
-		attribute.String("outpost.node_id", job.Node.GetId()),
-		attribute.String("outpost.rollout_id", job.RolloutID),
-		attribute.String("outpost.release", job.Release.GetId()),
-	))
+		jobAttrs(job)...))
 	defer span.End()
 	dep := &deployment{
 		d:   d,
 		job: job,
 		log: log,
 		rep: &reporter{
-			nodeID: job.Node.GetId(), rolloutID: job.RolloutID,
+			nodeID: job.Node.GetId(), rolloutID: job.RolloutID, address: job.Node.GetAddress(),
 			emit: emit, tracer: d.cfg.Tracer, log: log, now: d.cfg.Now,
 		},
 	}
 	res := dep.run(ctx)
-	span.SetAttributes(attribute.String("outpost.state", res.State.String()))
+	span.SetAttributes(telemetry.AttrNodeState.String(telemetry.NodeStateValue(res.State)))
 	switch {
 	case res.State == outpostv1.NodeState_NODE_STATE_SUCCEEDED:
 		log.Info("node deployed", "previous", res.Previous)
 	case res.State == outpostv1.NodeState_NODE_STATE_ROLLBACK_FAILED:
-		span.SetStatus(codes.Error, res.Err.Error())
+		telemetry.Fail(span, res.Err)
 		log.Error("ROLLBACK FAILED: node needs attention", "step", stepName(res.Step), "error", res.Err, "current", res.Release)
 	default:
-		span.SetStatus(codes.Error, res.Err.Error())
+		telemetry.Fail(span, res.Err)
 		log.Warn("node deployment failed", "state", res.State.String(), "step", stepName(res.Step), "error", res.Err)
 	}
 	return res
@@ -470,18 +467,15 @@ func (d *Deployer) auxDeployment(ctx context.Context, span string, job Job, emit
 	if emit == nil {
 		emit = func(*outpostv1.NodeStepEvent) {}
 	}
-	log := d.cfg.Logger.With("node_id", job.Node.GetId(), "rollout_id", job.RolloutID, "release", job.Release.GetId())
+	log := d.cfg.Logger.With("node_id", job.Node.GetId(), "rollout_id", job.RolloutID, "release", job.Release.GetId()).With(telemetry.LogArgs(ctx)...)
 	ctx, sp := d.cfg.Tracer.Start(ctx, span, trace.WithAttributes(
-		attribute.String("outpost.node_id", job.Node.GetId()),
-		attribute.String("outpost.rollout_id", job.RolloutID),
-		attribute.String("outpost.release", job.Release.GetId()),
-	))
+		jobAttrs(job)...))
 	dep := &deployment{
 		d:   d,
 		job: job,
 		log: log,
 		rep: &reporter{
-			nodeID: job.Node.GetId(), rolloutID: job.RolloutID,
+			nodeID: job.Node.GetId(), rolloutID: job.RolloutID, address: job.Node.GetAddress(),
 			emit: emit, tracer: d.cfg.Tracer, log: log, now: d.cfg.Now,
 		},
 	}
@@ -557,4 +551,15 @@ func (dep *deployment) connectAux(ctx context.Context) error {
 		Epoch: dep.job.Epoch, Time: dep.d.cfg.Now().UTC().Truncate(time.Millisecond),
 	})
 	return nil
+}
+
+// jobAttrs are the attributes of a job's deployment span.
+func jobAttrs(job Job) []attribute.KeyValue {
+	return []attribute.KeyValue{
+		telemetry.AttrNodeID.String(job.Node.GetId()),
+		telemetry.AttrRolloutID.String(job.RolloutID),
+		telemetry.AttrReleaseID.String(job.Release.GetId()),
+		telemetry.AttrApp.String(job.Release.GetApp()),
+		telemetry.AttrDatacenter.String(job.Node.GetDatacenter()),
+	}
 }

@@ -11,6 +11,10 @@ import (
 	"strconv"
 	"time"
 
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/outposthq/outpost/internal/telemetry"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -89,15 +93,26 @@ func (dep *deployment) healthCheck(dir, release string) (func(context.Context) e
 	}
 }
 
-func (dep *deployment) checkHTTP(ctx context.Context, url string, expect int) error {
+func (dep *deployment) checkHTTP(ctx context.Context, url string, expect int) (err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errHealthFatal, err)
 	}
+	// One CLIENT span per attempt, under the health step's deployment.
+	_, span := dep.d.cfg.Tracer.Start(ctx, "GET", trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(append(telemetry.ServerAttrs(req.URL.Host, 80),
+			semconv.HTTPRequestMethodGet, telemetry.AttrNodeID.String(dep.job.Node.GetId()))...))
+	defer func() {
+		if err != nil {
+			telemetry.Fail(span, err)
+		}
+		span.End()
+	}()
 	resp, err := dep.d.cfg.HTTP.Do(req)
 	if err != nil {
 		return err
 	}
+	span.SetAttributes(semconv.HTTPResponseStatusCode(resp.StatusCode))
 	// Drain a little so the status is all that matters, then close.
 	_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
 	resp.Body.Close()

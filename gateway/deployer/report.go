@@ -6,12 +6,11 @@ import (
 	"strings"
 	"time"
 
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/outposthq/outpost/internal/telemetry"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -19,6 +18,7 @@ import (
 // child spans and log lines. It is used by one deployment goroutine only.
 type reporter struct {
 	nodeID, rolloutID string
+	address           string                         // the node's SSH address, for the step spans
 	emit              func(*outpostv1.NodeStepEvent) // never nil
 	tracer            trace.Tracer
 	log               *slog.Logger
@@ -73,10 +73,16 @@ func (r *reporter) endAt(ctx context.Context, s stepRun, t time.Time, err error,
 
 	// Spans are made when the step is over because most steps are learned
 	// from a script's markers after the fact; the timestamps are the real ones.
+	// Every step is an exchange with the node over SSH/SFTP: a CLIENT span.
+	attrs := append(telemetry.ServerAttrs(r.address, 22),
+		telemetry.AttrNodeID.String(r.nodeID), telemetry.AttrStep.String(telemetry.StepValue(s.step)))
+	if detail != "" {
+		attrs = append(attrs, telemetry.AttrStepDetail.String(detail))
+	}
 	_, span := r.tracer.Start(ctx, "deployer."+stepName(s.step), trace.WithTimestamp(s.start),
-		trace.WithAttributes(attribute.String("outpost.node_id", r.nodeID), attribute.String("outpost.detail", detail)))
+		trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
 	if err != nil {
-		span.SetStatus(codes.Error, err.Error())
+		telemetry.Fail(span, err)
 	}
 	span.End(trace.WithTimestamp(t))
 

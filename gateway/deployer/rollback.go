@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"path"
 
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/outposthq/outpost/internal/telemetry"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -281,7 +281,7 @@ func (d *Deployer) Rollback(ctx context.Context, job Job, to string, emit func(*
 	defer end()
 	res := dep.rollbackTo(ctx, to)
 	if res.State != outpostv1.NodeState_NODE_STATE_SUCCEEDED {
-		trace.SpanFromContext(ctx).SetStatus(codes.Error, res.Err.Error())
+		telemetry.Fail(trace.SpanFromContext(ctx), res.Err)
 		dep.log.Warn("rollback failed", "state", res.State.String(), "to", to, "error", res.Err)
 	} else {
 		dep.log.Info("node rolled back", "to", to)

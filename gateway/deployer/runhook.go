@@ -8,10 +8,9 @@ import (
 	"sort"
 	"strings"
 
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/outposthq/outpost/internal/telemetry"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -41,15 +40,15 @@ func (d *Deployer) RunHook(ctx context.Context, job HookJob, emit func(*outpostv
 	if emit == nil {
 		emit = func(*outpostv1.NodeStepEvent) {}
 	}
-	log := d.cfg.Logger.With("node_id", job.Node.GetId(), "rollout_id", job.RolloutID)
+	log := d.cfg.Logger.With("node_id", job.Node.GetId(), "rollout_id", job.RolloutID).With(telemetry.LogArgs(ctx)...)
 	ctx, span := d.cfg.Tracer.Start(ctx, "deployer.run_hook", trace.WithAttributes(
-		attribute.String("outpost.node_id", job.Node.GetId()),
-		attribute.String("outpost.rollout_id", job.RolloutID),
+		telemetry.AttrNodeID.String(job.Node.GetId()),
+		telemetry.AttrRolloutID.String(job.RolloutID),
 	))
 	defer span.End()
-	rep := &reporter{nodeID: job.Node.GetId(), rolloutID: job.RolloutID, emit: emit, tracer: d.cfg.Tracer, log: log, now: d.cfg.Now}
+	rep := &reporter{nodeID: job.Node.GetId(), rolloutID: job.RolloutID, address: job.Node.GetAddress(), emit: emit, tracer: d.cfg.Tracer, log: log, now: d.cfg.Now}
 	fail := func(step outpostv1.Step, err error) Result {
-		span.SetStatus(codes.Error, err.Error())
+		telemetry.Fail(span, err)
 		log.Warn("hook failed", "step", stepName(step), "error", err)
 		return Result{State: outpostv1.NodeState_NODE_STATE_FAILED, Step: step, Err: err}
 	}

@@ -5,6 +5,7 @@ import (
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
@@ -22,7 +23,17 @@ func TestDeploySpans(t *testing.T) {
 	f.d = d
 	_, evs := f.deploy(t, f.job("r1", serviceRelease(t, t.TempDir(), "r1", true, 0)))
 
-	spans := rec.Ended()
+	// The health check's HTTP attempts are CLIENT spans of their own.
+	var spans []sdktrace.ReadOnlySpan
+	for _, s := range rec.Ended() {
+		if s.Name() == "GET" {
+			if s.SpanKind() != trace.SpanKindClient || len(s.Attributes()) < 3 {
+				t.Errorf("health attempt span: kind %v attributes %v; want CLIENT with server.address/port", s.SpanKind(), s.Attributes())
+			}
+			continue
+		}
+		spans = append(spans, s)
+	}
 	var root sdktrace.ReadOnlySpan
 	for _, s := range spans {
 		if s.Name() == "deployer.deploy" {
@@ -47,6 +58,9 @@ func TestDeploySpans(t *testing.T) {
 		}
 		if s.Parent().SpanID() != root.SpanContext().SpanID() {
 			t.Errorf("span %s is not a child of the deployment span", s.Name())
+		}
+		if s.SpanKind() != trace.SpanKindClient {
+			t.Errorf("step span %s is %v, want CLIENT (an exchange with the node)", s.Name(), s.SpanKind())
 		}
 		if s.EndTime().Before(s.StartTime()) {
 			t.Errorf("span %s ends before it starts", s.Name())

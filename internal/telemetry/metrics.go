@@ -1,7 +1,6 @@
 package telemetry
 
 import (
-	"strings"
 	"sync"
 	"time"
 
@@ -57,25 +56,11 @@ var NodeDeploymentBuckets = []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120
 // Label values are the API enum names without their prefix, lower-cased:
 // NODE_STATE_ROLLED_BACK is "rolled_back", ROLLOUT_STATE_PENDING_APPROVAL
 // "pending_approval", STEP_BEFORE_INSTALL "before_install",
-// STEP_PHASE_SUCCEEDED "succeeded".
-
-// NodeStateValue is s as a label value ("rolled_back").
-func NodeStateValue(s outpostv1.NodeState) string { return enumValue(s.String(), "NODE_STATE_") }
-
-// RolloutStateValue is s as a label value ("pending_approval").
-func RolloutStateValue(s outpostv1.RolloutState) string {
-	return enumValue(s.String(), "ROLLOUT_STATE_")
-}
-
-// StepValue is s as a label value ("before_install").
-func StepValue(s outpostv1.Step) string { return enumValue(s.String(), "STEP_") }
+// STEP_PHASE_SUCCEEDED "succeeded" (NodeStateValue, RolloutStateValue and
+// StepValue are in attrs.go: traces spell them the same way).
 
 // StepPhaseValue is p as a label value ("succeeded").
-func StepPhaseValue(p outpostv1.StepPhase) string { return enumValue(p.String(), "STEP_PHASE_") }
-
-func enumValue(name, prefix string) string {
-	return strings.ToLower(strings.TrimPrefix(name, prefix))
-}
+func StepPhaseValue(p outpostv1.StepPhase) string { return EnumValue(p.String(), "STEP_PHASE_") }
 
 // NodeMetrics are the node deployment metrics both daemons export.
 type NodeMetrics struct {

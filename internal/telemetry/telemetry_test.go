@@ -53,7 +53,7 @@ func TestExportsToLoopbackCollector(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	tp, shutdown, err := NewTracerProvider(ctx, "outpost-test", lis.Addr().String())
+	tp, shutdown, err := NewTracerProvider(ctx, Service{Name: "outpost-test", Version: "v9", InstanceID: "cp-1"}, lis.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +74,7 @@ func TestExportsToLoopbackCollector(t *testing.T) {
 }
 
 func TestNoEndpointIsNoop(t *testing.T) {
-	tp, shutdown, err := NewTracerProvider(context.Background(), "x", "")
+	tp, shutdown, err := NewTracerProvider(context.Background(), Service{Name: "x"}, "")
 	if err != nil {
 		t.Fatal(err)
 	}

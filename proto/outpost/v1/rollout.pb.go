@@ -970,8 +970,13 @@ type RolloutNode struct {
 	// waits for a deploy, error says so for people; a node waiting to be
 	// rolled back keeps the reason for the rollback in error.
 	WaitingForGateway bool `protobuf:"varint,18,opt,name=waiting_for_gateway,json=waitingForGateway,proto3" json:"waiting_for_gateway,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Output only. W3C trace id (hex) of the node's deployment trace: one
+	// trace per node per rollout, its root spans the control plane's node
+	// deployment (one per attempt or leadership term), the gateway's spans
+	// under them. Empty when tracing is off or before the first assignment.
+	TraceId       string `protobuf:"bytes,19,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RolloutNode) Reset() {
@@ -1128,6 +1133,13 @@ func (x *RolloutNode) GetWaitingForGateway() bool {
 		return x.WaitingForGateway
 	}
 	return false
+}
+
+func (x *RolloutNode) GetTraceId() string {
+	if x != nil {
+		return x.TraceId
+	}
+	return ""
 }
 
 // Revision is one entry in an app's deployment history.
@@ -1320,7 +1332,7 @@ const file_outpost_v1_rollout_proto_rawDesc = "" +
 	"\vrolled_back\x18\x06 \x01(\x05R\n" +
 	"rolledBack\x12'\n" +
 	"\x0frollback_failed\x18\a \x01(\x05R\x0erollbackFailed\x12\x18\n" +
-	"\askipped\x18\b \x01(\x05R\askipped\"\xa5\x05\n" +
+	"\askipped\x18\b \x01(\x05R\askipped\"\xc0\x05\n" +
 	"\vRolloutNode\x12\x1d\n" +
 	"\n" +
 	"rollout_id\x18\x01 \x01(\tR\trolloutId\x12\x17\n" +
@@ -1346,7 +1358,8 @@ const file_outpost_v1_rollout_proto_rawDesc = "" +
 	"\x0elast_event_seq\x18\x0f \x01(\x04R\flastEventSeq\x12#\n" +
 	"\rassignment_id\x18\x10 \x01(\tR\fassignmentId\x12!\n" +
 	"\frolling_back\x18\x11 \x01(\bR\vrollingBack\x12.\n" +
-	"\x13waiting_for_gateway\x18\x12 \x01(\bR\x11waitingForGateway\"\xdc\x02\n" +
+	"\x13waiting_for_gateway\x18\x12 \x01(\bR\x11waitingForGateway\x12\x19\n" +
+	"\btrace_id\x18\x13 \x01(\tR\atraceId\"\xdc\x02\n" +
 	"\bRevision\x12\x10\n" +
 	"\x03app\x18\x01 \x01(\tR\x03app\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x03R\brevision\x12\x1d\n" +
