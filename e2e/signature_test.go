@@ -70,8 +70,8 @@ func signedPlan(t *testing.T, dir, app, env, artifact, signature string, n sshdN
 // untrusted key are each refused by `outpost rollout create`, naming the
 // trusted key, and create nothing. A valid bundle (the plan's
 // artifact.signature) is accepted; `rollout get` and the audit entries of
-// the create and of the approval name the signer and the digest, and the
-// approved rollout's artifact is the one created.
+// the create and of the approval name the signer and the digest; the
+// gateway, trusting ci-release itself, deploys exactly that digest.
 // Then the control plane's check is bypassed (environment dev trusts no
 // key): a gateway trusting another key refuses a bundle by ci-release,
 // and refuses an unsigned artifact, and nothing reaches its node.
@@ -178,7 +178,9 @@ func TestSignedArtifacts(t *testing.T) {
 		}
 	})
 
-	t.Run("valid signature accepted", func(t *testing.T) {
+	t.Run("valid signature deployed", func(t *testing.T) {
+		startGW("gw-ci", trustOf(specOf("ci-release", ciKey)))
+		defer s.stopGateway("gw-ci")
 		// The bundle named in the plan, relative to the plan's directory.
 		relBundle, err := filepath.Rel(dir, good)
 		if err != nil {
@@ -203,15 +205,21 @@ func TestSignedArtifacts(t *testing.T) {
 		if code, _ := s.runCLI(t, "rollout", "approve", id, "--controlplane", s.addr); code != 0 {
 			t.Fatalf("rollout approve: exit %d", code)
 		}
-		// What was approved is what is deployed: the rollout's artifact and
-		// signature never change after creation, and the assignments carry
-		// exactly them.
-		approved, err := s.client.GetRollout(ctxT(t), &outpostv1.GetRolloutRequest{Id: id})
-		if err != nil {
-			t.Fatal(err)
+		done := s.waitDone(id)
+		if done.GetState() != outpostv1.RolloutState_ROLLOUT_STATE_SUCCEEDED {
+			t.Fatalf("rollout ended %v: %q", done.GetState(), done.GetMessage())
 		}
-		if !proto.Equal(approved.GetRollout().GetArtifact(), art) {
-			t.Errorf("the rollout's artifact changed after creation:\n%v\nwas\n%v", approved.GetRollout().GetArtifact(), art)
+		// What was approved is what was deployed: the rollout's artifact
+		// and signature never changed, and the node holds that digest.
+		if !proto.Equal(done.GetArtifact(), art) {
+			t.Errorf("the rollout's artifact changed after creation:\n%v\nwas\n%v", done.GetArtifact(), art)
+		}
+		b, err := os.ReadFile(filepath.Join(signed.root, "app", "releases", done.GetReleaseId(), ".outpost-sha256"))
+		if err != nil {
+			t.Fatalf("the node has no release %s: %v", done.GetReleaseId(), err)
+		}
+		if got := strings.Fields(string(b)); len(got) == 0 || got[0] != art.GetSha256() {
+			t.Errorf("the node's release digest = %q, want the approved %s", b, art.GetSha256())
 		}
 		for _, method := range []string{outpostv1.ControlPlaneService_CreateRollout_FullMethodName, outpostv1.ControlPlaneService_ApproveRollout_FullMethodName} {
 			e := auditEntryOf(t, s, method, id)
