@@ -84,7 +84,9 @@ type Options struct {
 	// default sftp subsystem (sshd refuses one defined twice), for example
 	// to start SFTP sessions in another directory with "internal-sftp -d
 	// DIR". A "Match" line and everything after it go at the end of the
-	// file, where Match belongs.
+	// file, where Match belongs. By default sessions get HOME=Dir/home, an
+	// empty directory, so no login file of the machine's user runs;
+	// "SetEnv ..." replaces that.
 	ExtraConfig []string
 	// IP is the address to listen on; empty allocates a random 127.R.x.y
 	// address. With Wrapper and Dial it may be an address that exists only
@@ -157,6 +159,9 @@ func start(tb testing.TB, opts Options) (*Server, error) {
 	hostKeyPath, err := s.writeKeys(dir, opts)
 	if err != nil {
 		return nil, err
+	}
+	if err := os.Mkdir(filepath.Join(dir, "home"), 0o700); err != nil {
+		return nil, fmt.Errorf("create the sessions' home: %w", err)
 	}
 
 	for attempt := 1; ; attempt++ {
@@ -309,6 +314,12 @@ func config(listen, hostKeyPath, dir string, opts Options) string {
 		"MaxStartups 100:30:200",
 		"MaxSessions 64",
 		"LogLevel ERROR",
+		// Sessions run as the test's own user, whose login files are
+		// this machine's, not the test's: a .bashrc that initialises a
+		// language toolchain can take seconds per command (a minute when
+		// its lock is stale). An empty home of the server's own keeps
+		// every SSH command to what the test sent.
+		"SetEnv HOME=" + filepath.Join(dir, "home"),
 	} {
 		if !set[configKey(strings.Fields(d))] {
 			lines = append(lines, d)

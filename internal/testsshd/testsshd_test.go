@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -62,6 +63,24 @@ func TestStartKeyLogin(t *testing.T) {
 	}
 	if out != "ok\n" {
 		t.Errorf("echo ok output = %q, want %q", out, "ok\n")
+	}
+}
+
+// TestSessionsHaveTheirOwnHome: a session's HOME is the server's empty
+// Dir/home, so none of the machine user's login files run.
+func TestSessionsHaveTheirOwnHome(t *testing.T) {
+	signer, pub := ClientKey(t)
+	s := Start(t, Options{AuthorizedKeys: []ssh.PublicKey{pub}})
+	out, err := run(t, s, &ssh.ClientConfig{
+		User:            s.User,
+		Auth:            []ssh.AuthMethod{ssh.PublicKeys(signer)},
+		HostKeyCallback: ssh.FixedHostKey(s.HostKey),
+	}, `printf %s "$HOME"`)
+	if err != nil {
+		t.Fatalf("print HOME: %v (output %q)", err, out)
+	}
+	if want := filepath.Join(s.Dir, "home"); out != want {
+		t.Errorf("HOME = %q, want %q", out, want)
 	}
 }
 
