@@ -395,6 +395,7 @@ func validateStrategy(s *outpostv1.PlanStrategy, p *problems) {
 			p.addErr(err)
 		}
 		checkPause(join(f, "pause"), st.GetPause(), p)
+		validateAnalysis(join(f, "analysis"), st.GetAnalysis(), p)
 	}
 }
 
