@@ -112,9 +112,15 @@ func ParseQuery(text string) (*template.Template, error) {
 		return nil, fmt.Errorf("not a valid template: %s", strings.TrimPrefix(err.Error(), "template: "))
 	}
 	// Render once with sample data so a misspelt field ({{.Node}}) is
-	// refused now, not at the first measurement.
+	// refused now, not at the first measurement. Which labels the nodes
+	// share is known only then: a missing one renders empty here (and is
+	// an error, so inconclusive, at a measurement).
+	lenient, err := t.Clone()
+	if err != nil {
+		return nil, err
+	}
 	sample := NewTemplateData([]string{"n1"}, []string{"h1"}, []string{"n2"}, "r1", "app", map[string]string{})
-	if _, err := Render(t, sample); err != nil {
+	if _, err := Render(lenient.Option("missingkey=zero"), sample); err != nil {
 		return nil, err
 	}
 	return t, nil
