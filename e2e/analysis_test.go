@@ -216,3 +216,53 @@ func TestCanaryAnalysisUnreachableProviderPauses(t *testing.T) {
 	}
 	s.waitDone(r.GetId())
 }
+
+// TestCanaryAnalysisDryRunNeverActs: a dry_run measurement that fails
+// every round is recorded and the release still goes everywhere.
+func TestCanaryAnalysisDryRunNeverActs(t *testing.T) {
+	s, _ := newAnalysisSystem(t)
+	a := errorRateAnalysis("prom")
+	a.Measurements[0].DryRun = true
+	_, digest := s.release(badVersion, true)
+	r := s.create(canaryPlan(badVersion, a), digest)
+	done := s.waitDone(r.GetId())
+	if done.GetState() != outpostv1.RolloutState_ROLLOUT_STATE_SUCCEEDED {
+		t.Fatalf("rollout ended %v %q, want SUCCEEDED: dry runs never act", done.GetState(), done.GetMessage())
+	}
+	ms := measurementsOf(done, "canary")
+	if len(ms) != 3 {
+		t.Fatalf("%d measurements, want 3", len(ms))
+	}
+	for _, m := range ms {
+		if !m.GetDryRun() || m.GetActed() || m.GetVerdict() != outpostv1.MeasurementVerdict_MEASUREMENT_VERDICT_FAILURE {
+			t.Errorf("measurement %v, want a dry-run failure that did not act", m)
+		}
+	}
+}
+
+// TestCanaryAnalysisResumesAfterRestart: a control plane restarted in the
+// middle of an analysis resumes from the measurements in etcd: the
+// rounds go on from where they were, none is taken twice.
+func TestCanaryAnalysisResumesAfterRestart(t *testing.T) {
+	s, _ := newAnalysisSystem(t)
+	a := errorRateAnalysis("prom")
+	a.Count = 4
+	_, digest := s.release("1.1.0", true)
+	r := s.create(canaryPlan("1.1.0", a), digest)
+	s.wait(r.GetId(), "a first measurement", func(r *outpostv1.Rollout) bool { return len(measurementsOf(r, "canary")) >= 1 })
+	s.stopCP()
+	s.startCP()
+	done := s.waitDone(r.GetId())
+	if done.GetState() != outpostv1.RolloutState_ROLLOUT_STATE_SUCCEEDED {
+		t.Fatalf("rollout ended %v %q, want SUCCEEDED", done.GetState(), done.GetMessage())
+	}
+	ms := measurementsOf(done, "canary")
+	if len(ms) != 4 {
+		t.Fatalf("%d measurements, want 4: %v", len(ms), ms)
+	}
+	for i, m := range ms {
+		if m.GetRound() != int32(i) {
+			t.Errorf("measurement %d is of round %d", i, m.GetRound())
+		}
+	}
+}
