@@ -129,6 +129,27 @@ func newAnalysisSystem(t *testing.T) (*system, *testprometheus.Server) {
 	return s, prom
 }
 
+// analysisAudit waits for the rollout's rollout.analysis audit entry.
+func analysisAudit(t *testing.T, s *system, id string) *outpostv1.AuditEntry {
+	t.Helper()
+	ac := outpostv1.NewAuditServiceClient(s.client.Conn)
+	for i := 0; ; i++ {
+		resp, err := ac.ListAuditEntries(ctxT(t), &outpostv1.ListAuditEntriesRequest{RolloutId: id, PageSize: 1000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range resp.GetEntries() {
+			if e.GetAction() == "rollout.analysis" {
+				return e
+			}
+		}
+		if i == int(waitLimit/(100*time.Millisecond)) {
+			t.Fatalf("no rollout.analysis audit entry for %s after %v", id, waitLimit)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 func measurementsOf(r *outpostv1.Rollout, stage string) []*outpostv1.Measurement {
 	for _, st := range r.GetStages() {
 		if st.GetName() == stage {
@@ -160,6 +181,9 @@ func TestCanaryAnalysisPromotesAGoodRelease(t *testing.T) {
 	for i := range s.nodes {
 		s.checkOn(i, done.GetReleaseId(), 1)
 	}
+	if e := analysisAudit(t, s, r.GetId()); e.GetResult() != "OK" || e.GetDetails()["outcome"] != "passed" || e.GetDetails()["success"] != "3" {
+		t.Errorf("audit entry %v, want a passed analysis of 3 successes", e)
+	}
 }
 
 // TestCanaryAnalysisRollsBackABadRelease: a release whose health check
@@ -184,6 +208,10 @@ func TestCanaryAnalysisRollsBackABadRelease(t *testing.T) {
 	ms := measurementsOf(done, "canary")
 	if len(ms) != 2 || ms[1].GetVerdict() != outpostv1.MeasurementVerdict_MEASUREMENT_VERDICT_FAILURE || !ms[1].GetActed() {
 		t.Errorf("measurements %v, want two failures, the second acting (failure_limit 1)", ms)
+	}
+	if e := analysisAudit(t, s, r.GetId()); e.GetResult() != "FAILED" || e.GetDetails()["failure"] != "2" ||
+		!strings.Contains(e.GetMessage(), "http_errors_total") {
+		t.Errorf("audit entry %v, want a failed analysis naming the query, with 2 failures", e)
 	}
 	s.checkOn(0, v1, 1) // the canary: activated once, then rolled back to
 	for i := 1; i < len(s.nodes); i++ {
