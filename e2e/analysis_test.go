@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -14,8 +15,11 @@ import (
 	"github.com/outposthq/outpost/controlplane"
 	"github.com/outposthq/outpost/controlplane/analysis"
 	"github.com/outposthq/outpost/e2e/e2etest"
+	"github.com/outposthq/outpost/internal/rolloutstate"
 	"github.com/outposthq/outpost/internal/testprometheus"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 )
 
 // Issue 16 end to end: canary analysis judged by a real Prometheus
@@ -103,7 +107,7 @@ func errorRateAnalysis(provider string) *outpostv1.PlanAnalysis {
 // applications scraped by a real Prometheus (started once the fleet is,
 // before the control plane), and a control plane with two providers:
 // "prom" (that Prometheus) and "down" (a closed loopback port).
-func newAnalysisSystem(t *testing.T) (*system, *testprometheus.Server) {
+func newAnalysisSystem(t *testing.T, opts ...systemOption) (*system, *testprometheus.Server) {
 	closed, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -111,7 +115,7 @@ func newAnalysisSystem(t *testing.T) (*system, *testprometheus.Server) {
 	downURL := "http://" + closed.Addr().String()
 	closed.Close()
 	var prom *testprometheus.Server
-	s := newSystem(t, analysisHost, oneDC, func(s *system) {
+	s := newSystem(t, analysisHost, oneDC, append(opts, func(s *system) {
 		s.cpConfig = func(c *controlplane.Config) {
 			if prom == nil {
 				prom = testprometheus.Start(t, testprometheus.Options{ScrapeInterval: 500 * time.Millisecond, Targets: startAppMetrics(t, s)})
@@ -121,7 +125,7 @@ func newAnalysisSystem(t *testing.T) (*system, *testprometheus.Server) {
 				{Name: "down", URL: downURL, Timeout: "2s"},
 			}
 		}
-	})
+	})...)
 	s.startGateway("gw", dc1)
 	s.deploy("1.0.0", "100%")
 	prom.WaitFor(t, "every application scraped", `count(http_requests_total)`, promWait,
@@ -162,7 +166,10 @@ func measurementsOf(r *outpostv1.Rollout, stage string) []*outpostv1.Measurement
 // TestCanaryAnalysisPromotesAGoodRelease: a release whose error rate is
 // the baseline's passes its three rounds and goes to every node.
 func TestCanaryAnalysisPromotesAGoodRelease(t *testing.T) {
-	s, _ := newAnalysisSystem(t)
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	t.Cleanup(func() { tp.Shutdown(context.Background()) })
+	s, _ := newAnalysisSystem(t, withTracer(tp))
 	_, digest := s.release("1.1.0", true)
 	r := s.create(canaryPlan("1.1.0", errorRateAnalysis("prom")), digest)
 	done := s.waitDone(r.GetId())
@@ -183,6 +190,20 @@ func TestCanaryAnalysisPromotesAGoodRelease(t *testing.T) {
 	}
 	if e := analysisAudit(t, s, r.GetId()); e.GetResult() != "OK" || e.GetDetails()["outcome"] != "passed" || e.GetDetails()["success"] != "3" {
 		t.Errorf("audit entry %v, want a passed analysis of 3 successes", e)
+	}
+	events := 0
+	for _, sp := range rec.Ended() {
+		if sp.SpanContext().TraceID().String() != done.GetTraceId() {
+			continue
+		}
+		for _, ev := range sp.Events() {
+			if ev.Name == "analysis measurement" {
+				events++
+			}
+		}
+	}
+	if events != 3 {
+		t.Errorf("%d analysis measurement span events in the rollout's trace, want 3", events)
 	}
 }
 
@@ -227,8 +248,11 @@ func TestCanaryAnalysisUnreachableProviderPauses(t *testing.T) {
 	_, digest := s.release("1.1.0", true)
 	r := s.create(canaryPlan("1.1.0", errorRateAnalysis("down")), digest)
 	paused := s.wait(r.GetId(), "the analysis to pause the rollout", func(r *outpostv1.Rollout) bool {
-		return r.GetState() == outpostv1.RolloutState_ROLLOUT_STATE_PAUSED
+		return r.GetState() == outpostv1.RolloutState_ROLLOUT_STATE_PAUSED || rolloutstate.Finished(r.GetState())
 	})
+	if paused.GetState() != outpostv1.RolloutState_ROLLOUT_STATE_PAUSED {
+		t.Fatalf("rollout %v %q, want PAUSED: an unreachable provider must never pass", paused.GetState(), paused.GetMessage())
+	}
 	if !strings.Contains(paused.GetMessage(), "inconclusive") || !strings.Contains(paused.GetMessage(), "provider down") {
 		t.Errorf("message %q, want an inconclusive analysis naming provider down", paused.GetMessage())
 	}
