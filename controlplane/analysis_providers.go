@@ -17,12 +17,16 @@ import (
 func checkProviders(ps *analysis.Providers, spec *outpostv1.PlanSpec) error {
 	var msgs []string
 	var vs []*errdetails.BadRequest_FieldViolation
+	analyses := map[string]*outpostv1.PlanAnalysis{"plan.strategy.analysis": spec.GetStrategy().GetAnalysis()}
 	for i, st := range spec.GetStrategy().GetStages() {
-		for j, m := range st.GetAnalysis().GetMeasurements() {
+		analyses[fmt.Sprintf("plan.strategy.stages[%d].analysis", i)] = st.GetAnalysis()
+	}
+	for _, f := range sortedKeys(analyses) {
+		for j, m := range analyses[f].GetMeasurements() {
 			if m.GetProvider() == "" || ps.Has(m.GetProvider()) {
 				continue // an empty one is left to plan validation
 			}
-			field := fmt.Sprintf("plan.strategy.stages[%d].analysis.measurements[%d].provider", i, j)
+			field := fmt.Sprintf("%s.measurements[%d].provider", f, j)
 			desc := fmt.Sprintf("%q is not an analysis provider of this control plane", clipName(m.GetProvider()))
 			if names := ps.Names(); len(names) > 0 {
 				desc += " (declared: " + strings.Join(names, ", ") + ")"

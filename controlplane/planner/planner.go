@@ -189,6 +189,7 @@ func stageSpecs(s *outpostv1.PlanStrategy, nodes []*outpostv1.Node) ([]stageSpec
 		out = append(out, stageSpec{
 			field: "strategy", name: StageCanary, count: count, percent: s.GetPercent(),
 			batch: "100%", maxFail: maxFail, bake: bake, manualPause: s.GetPause() == plan.PauseManual,
+			analysis: s.GetAnalysis(),
 		})
 	}
 	if len(s.GetStages()) == 0 {

@@ -55,3 +55,18 @@ func TestAnalysisBad(t *testing.T) {
 		})
 	}
 }
+
+func TestCanaryPresetAnalysis(t *testing.T) {
+	good := base + "strategy:\n  type: canary\n  analysis:\n        count: 2\n" + goodMeasurement
+	if _, err := Parse([]byte(good)); err != nil {
+		t.Fatalf("canary preset with analysis: %v", err)
+	}
+	rolling := base + "strategy:\n  type: rolling\n  analysis:\n        count: 2\n" + goodMeasurement
+	if _, err := Parse([]byte(rolling)); err == nil || !strings.Contains(err.Error(), `strategy.analysis: only used by strategy type "canary"`) {
+		t.Errorf("rolling with analysis: %v", err)
+	}
+	bad := base + "strategy:\n  type: canary\n  analysis:\n        count: 0\n" + goodMeasurement
+	if _, err := Parse([]byte(bad)); err == nil || !strings.Contains(err.Error(), "strategy.analysis.count: required") {
+		t.Errorf("canary preset with a bad analysis: %v", err)
+	}
+}

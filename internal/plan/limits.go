@@ -96,6 +96,14 @@ var stringLimits = map[string]int{
 	"strategy.stages.pause":       MaxWordBytes,
 	"notify.webhook":              MaxURLBytes,
 
+	"strategy.analysis.interval":                           MaxWordBytes,
+	"strategy.analysis.on_failure":                         MaxWordBytes,
+	"strategy.analysis.measurements.name":                  MaxNameBytes,
+	"strategy.analysis.measurements.provider":              MaxNameBytes,
+	"strategy.analysis.measurements.query":                 analysis.MaxQueryBytes,
+	"strategy.analysis.measurements.baseline_query":        analysis.MaxQueryBytes,
+	"strategy.analysis.measurements.success":               analysis.MaxConditionBytes,
+	"strategy.analysis.measurements.failure":               analysis.MaxConditionBytes,
 	"strategy.stages.analysis.interval":                    MaxWordBytes,
 	"strategy.stages.analysis.on_failure":                  MaxWordBytes,
 	"strategy.stages.analysis.measurements.name":           MaxNameBytes,
@@ -114,6 +122,7 @@ var countLimits = map[string]int{
 	"strategy.stages":                       MaxStages,
 	"strategy.stages.selector":              MaxSelectorLabels,
 	"strategy.stages.analysis.measurements": MaxMeasurements,
+	"strategy.analysis.measurements":        MaxMeasurements,
 }
 
 // checkLimits reports every field of spec over its size limit, and the

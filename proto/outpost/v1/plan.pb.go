@@ -788,8 +788,11 @@ type PlanStrategy struct {
 	SwitchHook string `protobuf:"bytes,10,opt,name=switch_hook,json=switchHook,proto3" json:"switch_hook,omitempty"`
 	// blue_green: shell command that sends traffic back to the old color.
 	SwitchBackHook string `protobuf:"bytes,11,opt,name=switch_back_hook,json=switchBackHook,proto3" json:"switch_back_hook,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Canary preset: analysis of the canary stage's bake (see
+	// PlanStage.analysis); unset means none. Only for type canary.
+	Analysis      *PlanAnalysis `protobuf:"bytes,12,opt,name=analysis,proto3" json:"analysis,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PlanStrategy) Reset() {
@@ -897,6 +900,13 @@ func (x *PlanStrategy) GetSwitchBackHook() string {
 		return x.SwitchBackHook
 	}
 	return ""
+}
+
+func (x *PlanStrategy) GetAnalysis() *PlanAnalysis {
+	if x != nil {
+		return x.Analysis
+	}
+	return nil
 }
 
 // PlanStage is one explicit stage of a strategy.
@@ -1686,7 +1696,7 @@ const file_outpost_v1_plan_proto_rawDesc = "" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x12#\n" +
 	"\rexpect_status\x18\x03 \x01(\x05R\fexpectStatus\"$\n" +
 	"\x0eTcpHealthCheck\x12\x12\n" +
-	"\x04port\x18\x01 \x01(\x05R\x04port\"\xf1\x02\n" +
+	"\x04port\x18\x01 \x01(\x05R\x04port\"\xa7\x03\n" +
 	"\fPlanStrategy\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x14\n" +
 	"\x05batch\x18\x02 \x01(\tR\x05batch\x12-\n" +
@@ -1701,7 +1711,8 @@ const file_outpost_v1_plan_proto_rawDesc = "" +
 	"\vswitch_hook\x18\n" +
 	" \x01(\tR\n" +
 	"switchHook\x12(\n" +
-	"\x10switch_back_hook\x18\v \x01(\tR\x0eswitchBackHookB\x13\n" +
+	"\x10switch_back_hook\x18\v \x01(\tR\x0eswitchBackHook\x124\n" +
+	"\banalysis\x18\f \x01(\v2\x18.outpost.v1.PlanAnalysisR\banalysisB\x13\n" +
 	"\x11_max_fail_percent\"\xaa\x03\n" +
 	"\tPlanStage\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12?\n" +
@@ -1820,21 +1831,22 @@ var file_outpost_v1_plan_proto_depIdxs = []int32{
 	8,  // 11: outpost.v1.PlanHealth.http:type_name -> outpost.v1.HttpHealthCheck
 	9,  // 12: outpost.v1.PlanHealth.tcp:type_name -> outpost.v1.TcpHealthCheck
 	11, // 13: outpost.v1.PlanStrategy.stages:type_name -> outpost.v1.PlanStage
-	20, // 14: outpost.v1.PlanStage.selector:type_name -> outpost.v1.PlanStage.SelectorEntry
-	12, // 15: outpost.v1.PlanStage.analysis:type_name -> outpost.v1.PlanAnalysis
-	13, // 16: outpost.v1.PlanAnalysis.measurements:type_name -> outpost.v1.PlanMeasurement
-	0,  // 17: outpost.v1.DeploySpec.layout:type_name -> outpost.v1.Layout
-	6,  // 18: outpost.v1.DeploySpec.hooks:type_name -> outpost.v1.Hooks
-	18, // 19: outpost.v1.DeploySpec.health:type_name -> outpost.v1.HealthCheck
-	8,  // 20: outpost.v1.HealthCheck.http:type_name -> outpost.v1.HttpHealthCheck
-	9,  // 21: outpost.v1.HealthCheck.tcp:type_name -> outpost.v1.TcpHealthCheck
-	21, // 22: outpost.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
-	21, // 23: outpost.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	24, // [24:24] is the sub-list for method output_type
-	24, // [24:24] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	12, // 14: outpost.v1.PlanStrategy.analysis:type_name -> outpost.v1.PlanAnalysis
+	20, // 15: outpost.v1.PlanStage.selector:type_name -> outpost.v1.PlanStage.SelectorEntry
+	12, // 16: outpost.v1.PlanStage.analysis:type_name -> outpost.v1.PlanAnalysis
+	13, // 17: outpost.v1.PlanAnalysis.measurements:type_name -> outpost.v1.PlanMeasurement
+	0,  // 18: outpost.v1.DeploySpec.layout:type_name -> outpost.v1.Layout
+	6,  // 19: outpost.v1.DeploySpec.hooks:type_name -> outpost.v1.Hooks
+	18, // 20: outpost.v1.DeploySpec.health:type_name -> outpost.v1.HealthCheck
+	8,  // 21: outpost.v1.HealthCheck.http:type_name -> outpost.v1.HttpHealthCheck
+	9,  // 22: outpost.v1.HealthCheck.tcp:type_name -> outpost.v1.TcpHealthCheck
+	21, // 23: outpost.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	21, // 24: outpost.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	25, // [25:25] is the sub-list for method output_type
+	25, // [25:25] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_outpost_v1_plan_proto_init() }
