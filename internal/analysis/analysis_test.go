@@ -54,6 +54,9 @@ func TestParseQueryErrors(t *testing.T) {
 		{"{{", "not a valid template"},
 		{strings.Repeat("x", MaxQueryBytes+1), "at most"},
 		{"{{range .Nodes}}{{end}}", "empty query"},
+		{`{{define "a"}}{{template "a"}}{{template "a"}}{{end}}{{template "a"}}`, "define, block and template are not allowed"},
+		{`x{{if true}}{{template "query"}}{{end}}`, "define, block and template are not allowed"},
+		{`{{block "b" .}}x{{end}}`, "define, block and template are not allowed"},
 	} {
 		_, err := ParseQuery(tc.query)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"text/template"
+	"text/template/parse"
 )
 
 // Bounds of a query template and what it renders.
@@ -111,6 +112,12 @@ func ParseQuery(text string) (*template.Template, error) {
 	if err != nil {
 		return nil, fmt.Errorf("not a valid template: %s", strings.TrimPrefix(err.Error(), "template: "))
 	}
+	// define, block and template calls would allow recursion: a template
+	// that calls itself runs a hundred thousand levels deep before it
+	// fails, at every CreateRollout. A query needs none of them.
+	if len(t.Templates()) > 1 || callsTemplate(t.Tree.Root) {
+		return nil, errors.New("not a valid template: define, block and template are not allowed in a query")
+	}
 	// Render once with sample data so a misspelt field ({{.Node}}) is
 	// refused now, not at the first measurement. Which labels the nodes
 	// share is known only then: a missing one renders empty here (and is
@@ -124,6 +131,30 @@ func ParseQuery(text string) (*template.Template, error) {
 		return nil, err
 	}
 	return t, nil
+}
+
+// callsTemplate reports whether the tree under n calls a template.
+func callsTemplate(n parse.Node) bool {
+	switch n := n.(type) {
+	case *parse.TemplateNode:
+		return true
+	case *parse.ListNode:
+		if n == nil {
+			return false
+		}
+		for _, c := range n.Nodes {
+			if callsTemplate(c) {
+				return true
+			}
+		}
+	case *parse.IfNode:
+		return callsTemplate(n.List) || callsTemplate(n.ElseList)
+	case *parse.RangeNode:
+		return callsTemplate(n.List) || callsTemplate(n.ElseList)
+	case *parse.WithNode:
+		return callsTemplate(n.List) || callsTemplate(n.ElseList)
+	}
+	return false
 }
 
 // Render executes a query template.
