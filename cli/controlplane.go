@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/outposthq/outpost/controlplane"
+	"github.com/outposthq/outpost/controlplane/analysis"
 	"github.com/outposthq/outpost/controlplane/leader"
 	"github.com/outposthq/outpost/controlplane/watchhub"
 	"github.com/outposthq/outpost/internal/telemetry"
@@ -80,6 +81,17 @@ under which its plans may deploy:
       deploy_path_prefixes: [/srv, /opt/apps]
     staging: {}
 
+It also declares the metric providers that canary analysis (a stage's
+analysis in a plan) may query; plans name them, never URLs. Secrets are
+read from files at each query and never logged:
+
+  analysis_providers:
+    - name: prom
+      url: https://prometheus.internal:9090
+      tls: {ca_file: /etc/outpost/prom-ca.pem}   # cert_file, key_file for mTLS
+      bearer_token_file: /etc/outpost/prom-token
+      timeout: 10s
+
 Every key, with its default and what it does:
 deploy/examples/controlplane-config.yaml in the source tree, or
 /usr/share/doc/outpost/examples/controlplane-config.yaml where the
@@ -114,7 +126,7 @@ See deploy/systemd/outpost-controlplane.service for a systemd unit.`,
 			perDC := fs.Int("max-per-datacenter", 0, "node deployments at once in one datacenter, over all its gateways (0 = only each gateway's --concurrency bounds them)")
 			perCaller := fs.Int("max-watchers-per-caller", watchhub.DefaultMaxPerCaller, "rollout watches (`rollout watch`, the console) one user may hold at once")
 			watchers := fs.Int("max-watchers", watchhub.DefaultMaxTotal, "rollout watches this control plane serves at once, over all users")
-			configFile := fs.String("config", "", "YAML `FILE` declaring environments (every key: deploy/examples/controlplane-config.yaml)")
+			configFile := fs.String("config", "", "YAML `FILE` declaring environments and analysis_providers (every key: deploy/examples/controlplane-config.yaml)")
 			var serverNames stringList
 			fs.Var(&serverNames, "server-name", "extra DNS `name` or IP for the server certificate (a load balancer's); repeatable")
 			handshakeTimeout := fs.Duration("handshake-timeout", controlplane.DefaultHandshakeTimeout, "close a new connection whose TLS handshake is not done within this `duration`")
@@ -131,12 +143,13 @@ See deploy/systemd/outpost-controlplane.service for a systemd unit.`,
 					return usagef("--max-watchers-per-caller and --max-watchers must be at least 1")
 				}
 				var envs map[string]controlplane.Environment
+				var providers []analysis.ProviderConfig
 				if *configFile != "" {
 					fc, err := controlplane.LoadFileConfig(*configFile)
 					if err != nil {
 						return err
 					}
-					envs = fc.Environments
+					envs, providers = fc.Environments, fc.AnalysisProviders
 				}
 				log, err := logs.logger(env.Stderr)
 				if err != nil {
@@ -153,24 +166,25 @@ See deploy/systemd/outpost-controlplane.service for a systemd unit.`,
 					stopTracing(sctx)
 				}()
 				srv, err := controlplane.Start(ctx, controlplane.Config{
-					Listen:           *listen,
-					DataDir:          *dataDir,
-					EtcdEndpoints:    etcd,
-					EtcdCAFile:       *etcdCA,
-					EtcdCertFile:     *etcdCert,
-					EtcdKeyFile:      *etcdKey,
-					EtcdInsecure:     *etcdInsecure,
-					KEKFile:          *kekFile,
-					MetricsListen:    *metrics,
-					ReplicaName:      *replica,
-					ArtifactDir:      *artifactDir,
-					LeaderTTL:        *leaderTTL,
-					GatewayGrace:     *gatewayGrace,
-					MaxPerDatacenter: *perDC,
-					Logger:           log,
-					TracerProvider:   tp,
-					ServerNames:      serverNames,
-					Environments:     envs,
+					Listen:            *listen,
+					DataDir:           *dataDir,
+					EtcdEndpoints:     etcd,
+					EtcdCAFile:        *etcdCA,
+					EtcdCertFile:      *etcdCert,
+					EtcdKeyFile:       *etcdKey,
+					EtcdInsecure:      *etcdInsecure,
+					KEKFile:           *kekFile,
+					MetricsListen:     *metrics,
+					ReplicaName:       *replica,
+					ArtifactDir:       *artifactDir,
+					LeaderTTL:         *leaderTTL,
+					GatewayGrace:      *gatewayGrace,
+					MaxPerDatacenter:  *perDC,
+					Logger:            log,
+					TracerProvider:    tp,
+					ServerNames:       serverNames,
+					Environments:      envs,
+					AnalysisProviders: providers,
 
 					FileLimit:                    fileLimit,
 					MaxConns:                     *maxConns,

@@ -163,7 +163,10 @@ func writeRollout(w io.Writer, r *outpostv1.Rollout) error {
 			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", s.GetName(), batch, len(b.GetNodeIds()), idsText(b.GetNodeIds(), 5))
 		}
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return writeAnalysis(w, r)
 }
 
 // stageSettings summarizes a stage's knobs ("max fail 10%, bake 2m0s, manual pause").
@@ -177,6 +180,9 @@ func stageSettings(s *outpostv1.Stage) string {
 	}
 	if s.GetManualPause() {
 		parts = append(parts, "manual pause")
+	}
+	if s.GetAnalysis() != nil {
+		parts = append(parts, "analysis")
 	}
 	return strings.Join(parts, ", ")
 }

@@ -313,3 +313,4 @@ func (nopSink) rolloutChanged(_, _ *outpostv1.Rollout)                          
 func (nopSink) stageChanged(*outpostv1.Rollout, *stageProgress, outpostv1.StageState) {}
 func (nopSink) nodeChanged(*outpostv1.RolloutNode, outpostv1.NodeState)               {}
 func (nopSink) stepEnded(*outpostv1.NodeStepEvent)                                    {}
+func (nopSink) measured(string, *outpostv1.Measurement)                               {}

@@ -94,6 +94,8 @@ type watchSink interface {
 	stageChanged(r *outpostv1.Rollout, s *stageProgress, old outpostv1.StageState)
 	nodeChanged(n *outpostv1.RolloutNode, old outpostv1.NodeState)
 	stepEnded(ev *outpostv1.NodeStepEvent)
+	// measured: a canary analysis measurement of stage was recorded.
+	measured(stage string, m *outpostv1.Measurement)
 }
 
 // apply folds one watch item into p and tells sink what changed.
@@ -143,6 +145,13 @@ func (p *progress) applyRollout(r *outpostv1.Rollout, sink watchSink) {
 			prev := sp.state
 			sp.state = s.GetState()
 			sink.stageChanged(r, sp, prev)
+		}
+		seen := 0
+		if old != nil && i < len(old.GetStages()) && old.GetStages()[i].GetName() == s.GetName() {
+			seen = len(old.GetStages()[i].GetMeasurements())
+		}
+		for _, m := range s.GetMeasurements()[min(seen, len(s.GetMeasurements())):] {
+			sink.measured(s.GetName(), m)
 		}
 	}
 	// A stage's end is told before the rollout state it causes.

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"sigs.k8s.io/yaml"
 
+	"github.com/outposthq/outpost/controlplane/analysis"
 	"github.com/outposthq/outpost/internal/deploypath"
 	"github.com/outposthq/outpost/internal/plan"
 	"github.com/outposthq/outpost/internal/signature"
@@ -271,7 +272,8 @@ func (es environments) checkPlan(spec *outpostv1.PlanSpec) error {
 // and no dry run passes, with a plan the configuration forbids.
 type guardedControlPlane struct {
 	*controlPlaneService
-	envs environments
+	envs      environments
+	providers *analysis.Providers
 }
 
 // CreateRollout checks the plan against the declared environments, then
@@ -279,6 +281,9 @@ type guardedControlPlane struct {
 func (g guardedControlPlane) CreateRollout(ctx context.Context, req *outpostv1.CreateRolloutRequest) (*outpostv1.CreateRolloutResponse, error) {
 	if req.GetPlan() != nil {
 		if err := g.envs.checkPlan(req.GetPlan()); err != nil {
+			return nil, err
+		}
+		if err := checkProviders(g.providers, req.GetPlan()); err != nil {
 			return nil, err
 		}
 	}
@@ -306,15 +311,24 @@ func (g guardedControlPlane) CreateRollout(ctx context.Context, req *outpostv1.C
 //	          ...
 //	          -----END PUBLIC KEY-----
 //	  staging: {}
+//	analysis_providers:           # Prometheus endpoints canary analysis may query
+//	  - name: prom
+//	    url: https://prometheus.internal:9090
+//	    tls: {ca_file: /etc/outpost/prom-ca.pem}   # also cert_file, key_file
+//	    bearer_token_file: /etc/outpost/prom-token  # read at each query
+//	    timeout: 10s
 //
 // Unknown fields are refused.
 type FileConfig struct {
 	// Environments declared, by name.
 	Environments map[string]Environment
+	// AnalysisProviders are the metric providers canary analysis may use.
+	AnalysisProviders []analysis.ProviderConfig
 }
 
 type fileConfigYAML struct {
-	Environments map[string]*environmentYAML `json:"environments"`
+	Environments      map[string]*environmentYAML `json:"environments"`
+	AnalysisProviders []analysis.ProviderConfig   `json:"analysis_providers"`
 }
 
 type environmentYAML struct {
@@ -409,5 +423,9 @@ func ParseFileConfig(data []byte) (*FileConfig, error) {
 	if _, err := compileEnvironments(fc.Environments); err != nil {
 		return nil, err
 	}
+	if _, err := analysis.NewProviders(raw.AnalysisProviders); err != nil {
+		return nil, err
+	}
+	fc.AnalysisProviders = raw.AnalysisProviders
 	return fc, nil
 }

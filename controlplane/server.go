@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/outposthq/outpost/controlplane/analysis"
 	"github.com/outposthq/outpost/controlplane/artifact"
 	"github.com/outposthq/outpost/controlplane/audit"
 	"github.com/outposthq/outpost/controlplane/auth"
@@ -160,6 +161,10 @@ type Config struct {
 	// (see Environment); nil declares none: plans may name any
 	// environment and no hook allow-list applies.
 	Environments map[string]Environment
+	// AnalysisProviders are the metric providers (Prometheus endpoints)
+	// that plans' canary analysis may name; nil declares none, and a plan
+	// with analysis is refused.
+	AnalysisProviders []analysis.ProviderConfig
 	// LeaderTTL is the lease TTL of the leader election, in whole seconds:
 	// when the leader dies (or stalls this long), another replica takes
 	// over within about this long. 0 means leader.DefaultTTL (10s).
@@ -342,6 +347,7 @@ type Server struct {
 	auditSrv  *audit.Server
 	notifier  *notify.Notifier
 	envs      environments
+	providers *analysis.Providers
 	scans     *scanHub
 	// tarMeasures caches the unpacked sizes of tar artifacts.
 	tarMeasures tarMeasures
@@ -382,20 +388,25 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("controlplane: %w", err)
 	}
+	providers, err := analysis.NewProviders(cfg.AnalysisProviders)
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: %w", err)
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("controlplane: data dir: %w", err)
 	}
 	log := cfg.Logger.With("component", "controlplane", "replica", cfg.ReplicaName)
 	s := &Server{
-		cfg:      cfg,
-		log:      log,
-		tracer:   cfg.TracerProvider.Tracer("github.com/outposthq/outpost/controlplane"),
-		events:   newEventHub(),
-		quit:     make(chan struct{}),
-		done:     make(chan struct{}),
-		leaderUp: make(chan struct{}),
-		envs:     envs,
-		scans:    newScanHub(),
+		cfg:       cfg,
+		log:       log,
+		tracer:    cfg.TracerProvider.Tracer("github.com/outposthq/outpost/controlplane"),
+		events:    newEventHub(),
+		quit:      make(chan struct{}),
+		done:      make(chan struct{}),
+		leaderUp:  make(chan struct{}),
+		envs:      envs,
+		providers: providers,
+		scans:     newScanHub(),
 	}
 	ok := false
 	defer func() {
@@ -541,7 +552,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		// it, and no more: a client pinging faster is sent away.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	)
-	outpostv1.RegisterControlPlaneServiceServer(s.grpc, guardedControlPlane{controlPlaneService: &controlPlaneService{s: s}, envs: envs})
+	outpostv1.RegisterControlPlaneServiceServer(s.grpc, guardedControlPlane{controlPlaneService: &controlPlaneService{s: s}, envs: envs, providers: providers})
 	outpostv1.RegisterArtifactServiceServer(s.grpc, &artifactService{s: s})
 	outpostv1.RegisterGatewayServiceServer(s.grpc, &gatewayService{s: s, join: s.auth.JoinServer()})
 	outpostv1.RegisterAdminServiceServer(s.grpc, s.auth.AdminServer())
@@ -856,6 +867,8 @@ func (s *Server) lead(ctx context.Context, l *leader.Leadership) error {
 		OrphanGrace:       s.cfg.GatewayGrace,
 		MaxPerDatacenter:  s.cfg.MaxPerDatacenter,
 		RefuseBackoff:     s.cfg.refuseBackoff,
+		Analysis:          s.providers,
+		OnAnalysis:        s.audit.RecordAnalysis,
 	}))
 	if err != nil {
 		return err

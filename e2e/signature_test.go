@@ -33,7 +33,10 @@ type sshdNode struct {
 func startSSHDNode(t *testing.T, id, app string, signer ssh.Signer) sshdNode {
 	t.Helper()
 	root := t.TempDir()
-	srv := testsshd.Start(t, testsshd.Options{AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()}})
+	srv := testsshd.Start(t, testsshd.Options{AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()},
+		// Sessions start no login files of this machine's user (a slow
+		// .bashrc would time every command).
+		ExtraConfig: []string{"SetEnv HOME=" + t.TempDir()}})
 	return sshdNode{root: root, node: &outpostv1.Node{
 		Id: id, Address: srv.Addr, Datacenter: dc1, User: srv.User,
 		Labels:   map[string]string{"app": app},

@@ -8,6 +8,7 @@ import (
 
 	"github.com/outposthq/outpost/internal/plan"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -90,6 +91,8 @@ type stageSpec struct {
 	maxFail     int32
 	bake        time.Duration
 	manualPause bool
+	// analysis is the stage's canary analysis; nil means none.
+	analysis *outpostv1.PlanAnalysis
 	// keepEmpty keeps a stage that selected no node (explicit stages:
 	// people should see that their stage matched nothing).
 	keepEmpty bool
@@ -186,6 +189,7 @@ func stageSpecs(s *outpostv1.PlanStrategy, nodes []*outpostv1.Node) ([]stageSpec
 		out = append(out, stageSpec{
 			field: "strategy", name: StageCanary, count: count, percent: s.GetPercent(),
 			batch: "100%", maxFail: maxFail, bake: bake, manualPause: s.GetPause() == plan.PauseManual,
+			analysis: s.GetAnalysis(),
 		})
 	}
 	if len(s.GetStages()) == 0 {
@@ -205,6 +209,7 @@ func stageSpecs(s *outpostv1.PlanStrategy, nodes []*outpostv1.Node) ([]stageSpec
 			field: f, name: ps.GetName(), selector: ps.GetSelector(), count: ps.GetCount(),
 			percent: ps.GetPercent(), batch: ps.GetBatch(), maxParallel: ps.GetMaxParallel(),
 			maxFail: maxFail, keepEmpty: true, bake: bake, manualPause: ps.GetPause() == plan.PauseManual,
+			analysis: ps.GetAnalysis(),
 		}
 		if st.batch == "" {
 			st.batch = batch
@@ -357,6 +362,9 @@ func split(specs []stageSpec, nodes []*outpostv1.Node) (*Result, error) {
 		}
 		if sp.bake > 0 {
 			st.Bake = durationpb.New(sp.bake)
+		}
+		if sp.analysis != nil {
+			st.Analysis = proto.CloneOf(sp.analysis)
 		}
 		size := b.Size(len(ids))
 		for start := 0; start < len(ids); start += size {

@@ -65,7 +65,7 @@ func (e *Engine) advance(r *run) {
 					continue
 				}
 			}
-			if d := st.GetBake().AsDuration(); st.GetBake() != nil && d > 0 {
+			if d := st.GetBake().AsDuration(); (st.GetBake() != nil && d > 0) || st.GetAnalysis() != nil {
 				e.startBake(r, st, now, d)
 				continue
 			}

@@ -72,6 +72,7 @@ func (e *Engine) startBake(r *run, st *outpostv1.Stage, now time.Time, d time.Du
 	st.State = outpostv1.StageState_STAGE_STATE_BAKING
 	st.BakeEndTime = timestamppb.New(now.Add(d))
 	r.round, r.bakeOK = nil, time.Time{}
+	r.ana = analysisRun{}
 	// The nodes just passed their health check; the first re-check
 	// follows one interval later.
 	r.nextRound = now.Add(bakeInterval(r))
@@ -86,7 +87,7 @@ func (e *Engine) bakeDone(r *run, st *outpostv1.Stage, now time.Time) bool {
 		st.BakeEndTime = timestamppb.New(now.Add(st.GetBake().AsDuration()))
 		e.markRun(r)
 	}
-	return !now.Before(st.GetBakeEndTime().AsTime()) && r.round == nil && !r.bakeOK.IsZero()
+	return !now.Before(st.GetBakeEndTime().AsTime()) && r.round == nil && !r.bakeOK.IsZero() && analysisDone(st)
 }
 
 // bakeTick starts and times out the rounds of every baking rollout.
@@ -225,4 +226,5 @@ func (e *Engine) dropChecks(r *run) {
 		}
 	}
 	r.round = nil
+	r.ana.round = nil // its measurements, when they come back, are dropped
 }

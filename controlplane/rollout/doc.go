@@ -23,6 +23,8 @@
 //   - rollback.go: rollbacks the engine orders and how a stopped rollout
 //     ends (queueRollbacks, applyAuxResult, failState).
 //   - bake.go, bluegreen.go: bakes and traffic switches.
+//   - analysis.go: canary analysis during a bake (measurements off the
+//     loop, recorded with the stage, verdicts that roll back or pause).
 //   - gateways.go: which gateways are connected (ServeGateway, register,
 //     detach) and the Link the engine sends through.
 //   - control.go: the verbs (Abort, Pause, Approve, …).

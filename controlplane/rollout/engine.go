@@ -156,6 +156,14 @@ type Config struct {
 	// return when ctx ends, and must not call the engine.
 	OnRolloutState func(ctx context.Context, r *outpostv1.Rollout, from, to outpostv1.RolloutState, reason string)
 	OnNodeResult   func(ctx context.Context, rolloutID string, n *outpostv1.RolloutNode)
+	// Analysis runs canary analysis queries; nil means none is
+	// configured: every measurement is inconclusive (the rollout pauses).
+	Analysis Querier
+	// OnAnalysis, when set, is called after an analysis outcome that acts
+	// (outcome "failed" or "inconclusive") or a passed analysis is durable,
+	// with the reason and a copy of the stage's measurements. It must not
+	// call the engine.
+	OnAnalysis func(ctx context.Context, r *outpostv1.Rollout, stage, outcome, message string, ms []*outpostv1.Measurement)
 }
 
 // CheckAndSetDefaults validates the config and fills in defaults.
@@ -300,6 +308,9 @@ func (e *Engine) Run(ctx context.Context) (err error) {
 		e.stop()
 		e.handlers.Wait()
 	}()
+	// Measurements (analysis.go) end with the term, before Run waits for them.
+	ctx, endMeasurements := context.WithCancel(ctx)
+	defer endMeasurements()
 
 	e.bw = store.NewBatchWriter(e.cfg.Store, e.cfg.Fence, 0, 0)
 	// The presence lease is etcd's own primitive, kept alive for this
@@ -367,6 +378,7 @@ func (e *Engine) Run(ctx context.Context) (err error) {
 			}
 		case <-tick.C():
 			e.tick()
+			e.analysisTick(ctx, e.cfg.Clock.Now())
 		}
 		e.advanceAll()
 		e.dispatch()

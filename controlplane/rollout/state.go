@@ -38,6 +38,9 @@ type run struct {
 	round     *bakeRound
 	nextRound time.Time
 	bakeOK    time.Time
+	// ana is the canary analysis of the current stage (analysis.go); its
+	// measurements are in etcd with the stage.
+	ana analysisRun
 
 	// Spans of this leadership term (see trace.go); nil when not
 	// started. resumed: the term took the rollout over running.

@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"github.com/outposthq/outpost/internal/analysis"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -95,15 +96,34 @@ var stringLimits = map[string]int{
 	"strategy.stages.bake":        MaxWordBytes,
 	"strategy.stages.pause":       MaxWordBytes,
 	"notify.webhook":              MaxURLBytes,
+
+	"strategy.analysis.interval":                           MaxWordBytes,
+	"strategy.analysis.on_failure":                         MaxWordBytes,
+	"strategy.analysis.measurements.name":                  MaxNameBytes,
+	"strategy.analysis.measurements.provider":              MaxNameBytes,
+	"strategy.analysis.measurements.query":                 analysis.MaxQueryBytes,
+	"strategy.analysis.measurements.baseline_query":        analysis.MaxQueryBytes,
+	"strategy.analysis.measurements.success":               analysis.MaxConditionBytes,
+	"strategy.analysis.measurements.failure":               analysis.MaxConditionBytes,
+	"strategy.stages.analysis.interval":                    MaxWordBytes,
+	"strategy.stages.analysis.on_failure":                  MaxWordBytes,
+	"strategy.stages.analysis.measurements.name":           MaxNameBytes,
+	"strategy.stages.analysis.measurements.provider":       MaxNameBytes,
+	"strategy.stages.analysis.measurements.query":          analysis.MaxQueryBytes,
+	"strategy.stages.analysis.measurements.baseline_query": analysis.MaxQueryBytes,
+	"strategy.stages.analysis.measurements.success":        analysis.MaxConditionBytes,
+	"strategy.stages.analysis.measurements.failure":        analysis.MaxConditionBytes,
 }
 
 // countLimits bounds the entries of every list and map field of a
 // PlanSpec, by schema path. A test checks that every one is listed.
 var countLimits = map[string]int{
-	"targets.selector":         MaxSelectorLabels,
-	"targets.datacenters":      MaxDatacenters,
-	"strategy.stages":          MaxStages,
-	"strategy.stages.selector": MaxSelectorLabels,
+	"targets.selector":                      MaxSelectorLabels,
+	"targets.datacenters":                   MaxDatacenters,
+	"strategy.stages":                       MaxStages,
+	"strategy.stages.selector":              MaxSelectorLabels,
+	"strategy.stages.analysis.measurements": MaxMeasurements,
+	"strategy.analysis.measurements":        MaxMeasurements,
 }
 
 // checkLimits reports every field of spec over its size limit, and the

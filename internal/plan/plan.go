@@ -351,6 +351,8 @@ func validateStrategy(s *outpostv1.PlanStrategy, p *problems) {
 	onlyFor("strategy.switch_node", s.GetSwitchNode() != "", StrategyBlueGreen)
 	onlyFor("strategy.switch_hook", s.GetSwitchHook() != "", StrategyBlueGreen)
 	onlyFor("strategy.switch_back_hook", s.GetSwitchBackHook() != "", StrategyBlueGreen)
+	onlyFor("strategy.analysis", s.GetAnalysis() != nil, StrategyCanary)
+	validateAnalysis("strategy.analysis", s.GetAnalysis(), p)
 	checkCountPercent("strategy", s.GetCount(), s.GetPercent(), p)
 	if b := s.GetBake(); b != "" {
 		_, err := ParseDuration("strategy.bake", b)
@@ -398,6 +400,7 @@ func validateStrategy(s *outpostv1.PlanStrategy, p *problems) {
 			p.addErr(err)
 		}
 		checkPause(join(f, "pause"), st.GetPause(), p)
+		validateAnalysis(join(f, "analysis"), st.GetAnalysis(), p)
 	}
 }
 

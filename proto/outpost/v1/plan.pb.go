@@ -801,8 +801,11 @@ type PlanStrategy struct {
 	SwitchHook string `protobuf:"bytes,10,opt,name=switch_hook,json=switchHook,proto3" json:"switch_hook,omitempty"`
 	// blue_green: shell command that sends traffic back to the old color.
 	SwitchBackHook string `protobuf:"bytes,11,opt,name=switch_back_hook,json=switchBackHook,proto3" json:"switch_back_hook,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Canary preset: analysis of the canary stage's bake (see
+	// PlanStage.analysis); unset means none. Only for type canary.
+	Analysis      *PlanAnalysis `protobuf:"bytes,12,opt,name=analysis,proto3" json:"analysis,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PlanStrategy) Reset() {
@@ -912,6 +915,13 @@ func (x *PlanStrategy) GetSwitchBackHook() string {
 	return ""
 }
 
+func (x *PlanStrategy) GetAnalysis() *PlanAnalysis {
+	if x != nil {
+		return x.Analysis
+	}
+	return nil
+}
+
 // PlanStage is one explicit stage of a strategy.
 type PlanStage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -936,7 +946,11 @@ type PlanStage struct {
 	// empty means no bake.
 	Bake string `protobuf:"bytes,8,opt,name=bake,proto3" json:"bake,omitempty"`
 	// "manual" waits for PromoteRollout after the stage; empty means go on.
-	Pause         string `protobuf:"bytes,9,opt,name=pause,proto3" json:"pause,omitempty"`
+	Pause string `protobuf:"bytes,9,opt,name=pause,proto3" json:"pause,omitempty"`
+	// Canary analysis on metrics during the stage's bake; unset means none.
+	// A stage with analysis bakes until its last measurement, even without
+	// a bake time.
+	Analysis      *PlanAnalysis `protobuf:"bytes,10,opt,name=analysis,proto3" json:"analysis,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1034,6 +1048,214 @@ func (x *PlanStage) GetPause() string {
 	return ""
 }
 
+func (x *PlanStage) GetAnalysis() *PlanAnalysis {
+	if x != nil {
+		return x.Analysis
+	}
+	return nil
+}
+
+// PlanAnalysis judges a stage by metrics: every interval, each measurement
+// queries an admin-configured provider (Prometheus) and evaluates its CEL
+// conditions over the result.
+type PlanAnalysis struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Time between measurement rounds ("1m"); empty means 1m. At least 1s.
+	Interval string `protobuf:"bytes,1,opt,name=interval,proto3" json:"interval,omitempty"`
+	// Rounds to take, 1..100 (required); the stage ends when all are taken
+	// and its bake time has passed.
+	Count int32 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	// Failed measurements (of one measurement name) tolerated; one more acts
+	// (on_failure). 0 means the first failure acts.
+	FailureLimit int32 `protobuf:"varint,3,opt,name=failure_limit,json=failureLimit,proto3" json:"failure_limit,omitempty"`
+	// Inconclusive measurements (of one name) tolerated; one more pauses the
+	// rollout for a person. 0 means the first inconclusive one pauses.
+	InconclusiveLimit int32 `protobuf:"varint,4,opt,name=inconclusive_limit,json=inconclusiveLimit,proto3" json:"inconclusive_limit,omitempty"`
+	// "abort" (default: roll the stage's nodes back and abort) or "pause".
+	OnFailure string `protobuf:"bytes,5,opt,name=on_failure,json=onFailure,proto3" json:"on_failure,omitempty"`
+	// What to measure, 1..5 (required).
+	Measurements  []*PlanMeasurement `protobuf:"bytes,6,rep,name=measurements,proto3" json:"measurements,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlanAnalysis) Reset() {
+	*x = PlanAnalysis{}
+	mi := &file_outpost_v1_plan_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanAnalysis) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanAnalysis) ProtoMessage() {}
+
+func (x *PlanAnalysis) ProtoReflect() protoreflect.Message {
+	mi := &file_outpost_v1_plan_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanAnalysis.ProtoReflect.Descriptor instead.
+func (*PlanAnalysis) Descriptor() ([]byte, []int) {
+	return file_outpost_v1_plan_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *PlanAnalysis) GetInterval() string {
+	if x != nil {
+		return x.Interval
+	}
+	return ""
+}
+
+func (x *PlanAnalysis) GetCount() int32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *PlanAnalysis) GetFailureLimit() int32 {
+	if x != nil {
+		return x.FailureLimit
+	}
+	return 0
+}
+
+func (x *PlanAnalysis) GetInconclusiveLimit() int32 {
+	if x != nil {
+		return x.InconclusiveLimit
+	}
+	return 0
+}
+
+func (x *PlanAnalysis) GetOnFailure() string {
+	if x != nil {
+		return x.OnFailure
+	}
+	return ""
+}
+
+func (x *PlanAnalysis) GetMeasurements() []*PlanMeasurement {
+	if x != nil {
+		return x.Measurements
+	}
+	return nil
+}
+
+// PlanMeasurement is one metric query and its conditions.
+type PlanMeasurement struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name, unique in the analysis (letters, digits, '.', '_', '-').
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Name of a provider in the control plane's analysis_providers
+	// (required); a plan cannot name a URL.
+	Provider string `protobuf:"bytes,2,opt,name=provider,proto3" json:"provider,omitempty"`
+	// PromQL, a Go text/template over .Nodes, .NodesRegex, .BaselineNodes,
+	// .BaselineRegex, .Release, .App, .Labels (values escaped for a
+	// double-quoted PromQL string). Required.
+	Query string `protobuf:"bytes,3,opt,name=query,proto3" json:"query,omitempty"`
+	// Optional PromQL template for the baseline; its value is `baseline` in
+	// the conditions.
+	BaselineQuery string `protobuf:"bytes,4,opt,name=baseline_query,json=baselineQuery,proto3" json:"baseline_query,omitempty"`
+	// CEL expression over result (and baseline): true means success.
+	Success string `protobuf:"bytes,5,opt,name=success,proto3" json:"success,omitempty"`
+	// CEL expression over result (and baseline): true means failure. At
+	// least one of success and failure is required.
+	Failure string `protobuf:"bytes,6,opt,name=failure,proto3" json:"failure,omitempty"`
+	// Whether the measurement is recorded only and never acts.
+	DryRun        bool `protobuf:"varint,7,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlanMeasurement) Reset() {
+	*x = PlanMeasurement{}
+	mi := &file_outpost_v1_plan_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanMeasurement) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanMeasurement) ProtoMessage() {}
+
+func (x *PlanMeasurement) ProtoReflect() protoreflect.Message {
+	mi := &file_outpost_v1_plan_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanMeasurement.ProtoReflect.Descriptor instead.
+func (*PlanMeasurement) Descriptor() ([]byte, []int) {
+	return file_outpost_v1_plan_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *PlanMeasurement) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PlanMeasurement) GetProvider() string {
+	if x != nil {
+		return x.Provider
+	}
+	return ""
+}
+
+func (x *PlanMeasurement) GetQuery() string {
+	if x != nil {
+		return x.Query
+	}
+	return ""
+}
+
+func (x *PlanMeasurement) GetBaselineQuery() string {
+	if x != nil {
+		return x.BaselineQuery
+	}
+	return ""
+}
+
+func (x *PlanMeasurement) GetSuccess() string {
+	if x != nil {
+		return x.Success
+	}
+	return ""
+}
+
+func (x *PlanMeasurement) GetFailure() string {
+	if x != nil {
+		return x.Failure
+	}
+	return ""
+}
+
+func (x *PlanMeasurement) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
 // PlanApproval configures the approval gate.
 type PlanApproval struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1046,7 +1268,7 @@ type PlanApproval struct {
 
 func (x *PlanApproval) Reset() {
 	*x = PlanApproval{}
-	mi := &file_outpost_v1_plan_proto_msgTypes[11]
+	mi := &file_outpost_v1_plan_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1058,7 +1280,7 @@ func (x *PlanApproval) String() string {
 func (*PlanApproval) ProtoMessage() {}
 
 func (x *PlanApproval) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_plan_proto_msgTypes[11]
+	mi := &file_outpost_v1_plan_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1071,7 +1293,7 @@ func (x *PlanApproval) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanApproval.ProtoReflect.Descriptor instead.
 func (*PlanApproval) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_plan_proto_rawDescGZIP(), []int{11}
+	return file_outpost_v1_plan_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PlanApproval) GetRequired() bool {
@@ -1093,7 +1315,7 @@ type PlanValidation struct {
 
 func (x *PlanValidation) Reset() {
 	*x = PlanValidation{}
-	mi := &file_outpost_v1_plan_proto_msgTypes[12]
+	mi := &file_outpost_v1_plan_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1105,7 +1327,7 @@ func (x *PlanValidation) String() string {
 func (*PlanValidation) ProtoMessage() {}
 
 func (x *PlanValidation) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_plan_proto_msgTypes[12]
+	mi := &file_outpost_v1_plan_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1118,7 +1340,7 @@ func (x *PlanValidation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanValidation.ProtoReflect.Descriptor instead.
 func (*PlanValidation) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_plan_proto_rawDescGZIP(), []int{12}
+	return file_outpost_v1_plan_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PlanValidation) GetRequired() bool {
@@ -1139,7 +1361,7 @@ type PlanNotify struct {
 
 func (x *PlanNotify) Reset() {
 	*x = PlanNotify{}
-	mi := &file_outpost_v1_plan_proto_msgTypes[13]
+	mi := &file_outpost_v1_plan_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1151,7 +1373,7 @@ func (x *PlanNotify) String() string {
 func (*PlanNotify) ProtoMessage() {}
 
 func (x *PlanNotify) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_plan_proto_msgTypes[13]
+	mi := &file_outpost_v1_plan_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1164,7 +1386,7 @@ func (x *PlanNotify) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanNotify.ProtoReflect.Descriptor instead.
 func (*PlanNotify) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_plan_proto_rawDescGZIP(), []int{13}
+	return file_outpost_v1_plan_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PlanNotify) GetWebhook() string {
@@ -1209,7 +1431,7 @@ type DeploySpec struct {
 
 func (x *DeploySpec) Reset() {
 	*x = DeploySpec{}
-	mi := &file_outpost_v1_plan_proto_msgTypes[14]
+	mi := &file_outpost_v1_plan_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1221,7 +1443,7 @@ func (x *DeploySpec) String() string {
 func (*DeploySpec) ProtoMessage() {}
 
 func (x *DeploySpec) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_plan_proto_msgTypes[14]
+	mi := &file_outpost_v1_plan_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1234,7 +1456,7 @@ func (x *DeploySpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeploySpec.ProtoReflect.Descriptor instead.
 func (*DeploySpec) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_plan_proto_rawDescGZIP(), []int{14}
+	return file_outpost_v1_plan_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DeploySpec) GetPath() string {
@@ -1328,7 +1550,7 @@ type HealthCheck struct {
 
 func (x *HealthCheck) Reset() {
 	*x = HealthCheck{}
-	mi := &file_outpost_v1_plan_proto_msgTypes[15]
+	mi := &file_outpost_v1_plan_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1340,7 +1562,7 @@ func (x *HealthCheck) String() string {
 func (*HealthCheck) ProtoMessage() {}
 
 func (x *HealthCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_plan_proto_msgTypes[15]
+	mi := &file_outpost_v1_plan_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1353,7 +1575,7 @@ func (x *HealthCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheck.ProtoReflect.Descriptor instead.
 func (*HealthCheck) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_plan_proto_rawDescGZIP(), []int{15}
+	return file_outpost_v1_plan_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *HealthCheck) GetCheck() isHealthCheck_Check {
@@ -1488,7 +1710,7 @@ const file_outpost_v1_plan_proto_rawDesc = "" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x12#\n" +
 	"\rexpect_status\x18\x03 \x01(\x05R\fexpectStatus\"$\n" +
 	"\x0eTcpHealthCheck\x12\x12\n" +
-	"\x04port\x18\x01 \x01(\x05R\x04port\"\xf1\x02\n" +
+	"\x04port\x18\x01 \x01(\x05R\x04port\"\xa7\x03\n" +
 	"\fPlanStrategy\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x14\n" +
 	"\x05batch\x18\x02 \x01(\tR\x05batch\x12-\n" +
@@ -1503,8 +1725,9 @@ const file_outpost_v1_plan_proto_rawDesc = "" +
 	"\vswitch_hook\x18\n" +
 	" \x01(\tR\n" +
 	"switchHook\x12(\n" +
-	"\x10switch_back_hook\x18\v \x01(\tR\x0eswitchBackHookB\x13\n" +
-	"\x11_max_fail_percent\"\xf4\x02\n" +
+	"\x10switch_back_hook\x18\v \x01(\tR\x0eswitchBackHook\x124\n" +
+	"\banalysis\x18\f \x01(\v2\x18.outpost.v1.PlanAnalysisR\banalysisB\x13\n" +
+	"\x11_max_fail_percent\"\xaa\x03\n" +
 	"\tPlanStage\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12?\n" +
 	"\bselector\x18\x02 \x03(\v2#.outpost.v1.PlanStage.SelectorEntryR\bselector\x12\x14\n" +
@@ -1514,11 +1737,29 @@ const file_outpost_v1_plan_proto_rawDesc = "" +
 	"\fmax_parallel\x18\x06 \x01(\x05R\vmaxParallel\x12-\n" +
 	"\x10max_fail_percent\x18\a \x01(\x05H\x00R\x0emaxFailPercent\x88\x01\x01\x12\x12\n" +
 	"\x04bake\x18\b \x01(\tR\x04bake\x12\x14\n" +
-	"\x05pause\x18\t \x01(\tR\x05pause\x1a;\n" +
+	"\x05pause\x18\t \x01(\tR\x05pause\x124\n" +
+	"\banalysis\x18\n" +
+	" \x01(\v2\x18.outpost.v1.PlanAnalysisR\banalysis\x1a;\n" +
 	"\rSelectorEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x13\n" +
-	"\x11_max_fail_percent\"*\n" +
+	"\x11_max_fail_percent\"\xf4\x01\n" +
+	"\fPlanAnalysis\x12\x1a\n" +
+	"\binterval\x18\x01 \x01(\tR\binterval\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\x05R\x05count\x12#\n" +
+	"\rfailure_limit\x18\x03 \x01(\x05R\ffailureLimit\x12-\n" +
+	"\x12inconclusive_limit\x18\x04 \x01(\x05R\x11inconclusiveLimit\x12\x1d\n" +
+	"\n" +
+	"on_failure\x18\x05 \x01(\tR\tonFailure\x12?\n" +
+	"\fmeasurements\x18\x06 \x03(\v2\x1b.outpost.v1.PlanMeasurementR\fmeasurements\"\xcb\x01\n" +
+	"\x0fPlanMeasurement\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\bprovider\x18\x02 \x01(\tR\bprovider\x12\x14\n" +
+	"\x05query\x18\x03 \x01(\tR\x05query\x12%\n" +
+	"\x0ebaseline_query\x18\x04 \x01(\tR\rbaselineQuery\x12\x18\n" +
+	"\asuccess\x18\x05 \x01(\tR\asuccess\x12\x18\n" +
+	"\afailure\x18\x06 \x01(\tR\afailure\x12\x17\n" +
+	"\adry_run\x18\a \x01(\bR\x06dryRun\"*\n" +
 	"\fPlanApproval\x12\x1a\n" +
 	"\brequired\x18\x01 \x01(\bR\brequired\",\n" +
 	"\x0ePlanValidation\x12\x1a\n" +
@@ -1564,7 +1805,7 @@ func file_outpost_v1_plan_proto_rawDescGZIP() []byte {
 }
 
 var file_outpost_v1_plan_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_outpost_v1_plan_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_outpost_v1_plan_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_outpost_v1_plan_proto_goTypes = []any{
 	(Layout)(0),                 // 0: outpost.v1.Layout
 	(*PlanSpec)(nil),            // 1: outpost.v1.PlanSpec
@@ -1578,14 +1819,16 @@ var file_outpost_v1_plan_proto_goTypes = []any{
 	(*TcpHealthCheck)(nil),      // 9: outpost.v1.TcpHealthCheck
 	(*PlanStrategy)(nil),        // 10: outpost.v1.PlanStrategy
 	(*PlanStage)(nil),           // 11: outpost.v1.PlanStage
-	(*PlanApproval)(nil),        // 12: outpost.v1.PlanApproval
-	(*PlanValidation)(nil),      // 13: outpost.v1.PlanValidation
-	(*PlanNotify)(nil),          // 14: outpost.v1.PlanNotify
-	(*DeploySpec)(nil),          // 15: outpost.v1.DeploySpec
-	(*HealthCheck)(nil),         // 16: outpost.v1.HealthCheck
-	nil,                         // 17: outpost.v1.PlanTargets.SelectorEntry
-	nil,                         // 18: outpost.v1.PlanStage.SelectorEntry
-	(*durationpb.Duration)(nil), // 19: google.protobuf.Duration
+	(*PlanAnalysis)(nil),        // 12: outpost.v1.PlanAnalysis
+	(*PlanMeasurement)(nil),     // 13: outpost.v1.PlanMeasurement
+	(*PlanApproval)(nil),        // 14: outpost.v1.PlanApproval
+	(*PlanValidation)(nil),      // 15: outpost.v1.PlanValidation
+	(*PlanNotify)(nil),          // 16: outpost.v1.PlanNotify
+	(*DeploySpec)(nil),          // 17: outpost.v1.DeploySpec
+	(*HealthCheck)(nil),         // 18: outpost.v1.HealthCheck
+	nil,                         // 19: outpost.v1.PlanTargets.SelectorEntry
+	nil,                         // 20: outpost.v1.PlanStage.SelectorEntry
+	(*durationpb.Duration)(nil), // 21: google.protobuf.Duration
 }
 var file_outpost_v1_plan_proto_depIdxs = []int32{
 	2,  // 0: outpost.v1.PlanSpec.artifact:type_name -> outpost.v1.PlanArtifact
@@ -1595,26 +1838,29 @@ var file_outpost_v1_plan_proto_depIdxs = []int32{
 	6,  // 4: outpost.v1.PlanSpec.hooks:type_name -> outpost.v1.Hooks
 	7,  // 5: outpost.v1.PlanSpec.health:type_name -> outpost.v1.PlanHealth
 	10, // 6: outpost.v1.PlanSpec.strategy:type_name -> outpost.v1.PlanStrategy
-	12, // 7: outpost.v1.PlanSpec.approval:type_name -> outpost.v1.PlanApproval
-	13, // 8: outpost.v1.PlanSpec.validation:type_name -> outpost.v1.PlanValidation
-	14, // 9: outpost.v1.PlanSpec.notify:type_name -> outpost.v1.PlanNotify
-	17, // 10: outpost.v1.PlanTargets.selector:type_name -> outpost.v1.PlanTargets.SelectorEntry
+	14, // 7: outpost.v1.PlanSpec.approval:type_name -> outpost.v1.PlanApproval
+	15, // 8: outpost.v1.PlanSpec.validation:type_name -> outpost.v1.PlanValidation
+	16, // 9: outpost.v1.PlanSpec.notify:type_name -> outpost.v1.PlanNotify
+	19, // 10: outpost.v1.PlanTargets.selector:type_name -> outpost.v1.PlanTargets.SelectorEntry
 	8,  // 11: outpost.v1.PlanHealth.http:type_name -> outpost.v1.HttpHealthCheck
 	9,  // 12: outpost.v1.PlanHealth.tcp:type_name -> outpost.v1.TcpHealthCheck
 	11, // 13: outpost.v1.PlanStrategy.stages:type_name -> outpost.v1.PlanStage
-	18, // 14: outpost.v1.PlanStage.selector:type_name -> outpost.v1.PlanStage.SelectorEntry
-	0,  // 15: outpost.v1.DeploySpec.layout:type_name -> outpost.v1.Layout
-	6,  // 16: outpost.v1.DeploySpec.hooks:type_name -> outpost.v1.Hooks
-	16, // 17: outpost.v1.DeploySpec.health:type_name -> outpost.v1.HealthCheck
-	8,  // 18: outpost.v1.HealthCheck.http:type_name -> outpost.v1.HttpHealthCheck
-	9,  // 19: outpost.v1.HealthCheck.tcp:type_name -> outpost.v1.TcpHealthCheck
-	19, // 20: outpost.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
-	19, // 21: outpost.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	22, // [22:22] is the sub-list for method output_type
-	22, // [22:22] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	12, // 14: outpost.v1.PlanStrategy.analysis:type_name -> outpost.v1.PlanAnalysis
+	20, // 15: outpost.v1.PlanStage.selector:type_name -> outpost.v1.PlanStage.SelectorEntry
+	12, // 16: outpost.v1.PlanStage.analysis:type_name -> outpost.v1.PlanAnalysis
+	13, // 17: outpost.v1.PlanAnalysis.measurements:type_name -> outpost.v1.PlanMeasurement
+	0,  // 18: outpost.v1.DeploySpec.layout:type_name -> outpost.v1.Layout
+	6,  // 19: outpost.v1.DeploySpec.hooks:type_name -> outpost.v1.Hooks
+	18, // 20: outpost.v1.DeploySpec.health:type_name -> outpost.v1.HealthCheck
+	8,  // 21: outpost.v1.HealthCheck.http:type_name -> outpost.v1.HttpHealthCheck
+	9,  // 22: outpost.v1.HealthCheck.tcp:type_name -> outpost.v1.TcpHealthCheck
+	21, // 23: outpost.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	21, // 24: outpost.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	25, // [25:25] is the sub-list for method output_type
+	25, // [25:25] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_outpost_v1_plan_proto_init() }
@@ -1624,7 +1870,7 @@ func file_outpost_v1_plan_proto_init() {
 	}
 	file_outpost_v1_plan_proto_msgTypes[9].OneofWrappers = []any{}
 	file_outpost_v1_plan_proto_msgTypes[10].OneofWrappers = []any{}
-	file_outpost_v1_plan_proto_msgTypes[15].OneofWrappers = []any{
+	file_outpost_v1_plan_proto_msgTypes[17].OneofWrappers = []any{
 		(*HealthCheck_Http)(nil),
 		(*HealthCheck_Tcp)(nil),
 		(*HealthCheck_Command)(nil),
@@ -1635,7 +1881,7 @@ func file_outpost_v1_plan_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_outpost_v1_plan_proto_rawDesc), len(file_outpost_v1_plan_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -295,6 +295,62 @@ func (StageKind) EnumDescriptor() ([]byte, []int) {
 	return file_outpost_v1_rollout_proto_rawDescGZIP(), []int{3}
 }
 
+// MeasurementVerdict is what one analysis measurement found.
+type MeasurementVerdict int32
+
+const (
+	MeasurementVerdict_MEASUREMENT_VERDICT_UNSPECIFIED MeasurementVerdict = 0
+	// The success condition held (or the failure condition did not).
+	MeasurementVerdict_MEASUREMENT_VERDICT_SUCCESS MeasurementVerdict = 1
+	// The failure condition held (or the success condition did not).
+	MeasurementVerdict_MEASUREMENT_VERDICT_FAILURE MeasurementVerdict = 2
+	// No verdict: query error, provider unreachable, empty result, NaN.
+	MeasurementVerdict_MEASUREMENT_VERDICT_INCONCLUSIVE MeasurementVerdict = 3
+)
+
+// Enum value maps for MeasurementVerdict.
+var (
+	MeasurementVerdict_name = map[int32]string{
+		0: "MEASUREMENT_VERDICT_UNSPECIFIED",
+		1: "MEASUREMENT_VERDICT_SUCCESS",
+		2: "MEASUREMENT_VERDICT_FAILURE",
+		3: "MEASUREMENT_VERDICT_INCONCLUSIVE",
+	}
+	MeasurementVerdict_value = map[string]int32{
+		"MEASUREMENT_VERDICT_UNSPECIFIED":  0,
+		"MEASUREMENT_VERDICT_SUCCESS":      1,
+		"MEASUREMENT_VERDICT_FAILURE":      2,
+		"MEASUREMENT_VERDICT_INCONCLUSIVE": 3,
+	}
+)
+
+func (x MeasurementVerdict) Enum() *MeasurementVerdict {
+	p := new(MeasurementVerdict)
+	*p = x
+	return p
+}
+
+func (x MeasurementVerdict) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (MeasurementVerdict) Descriptor() protoreflect.EnumDescriptor {
+	return file_outpost_v1_rollout_proto_enumTypes[4].Descriptor()
+}
+
+func (MeasurementVerdict) Type() protoreflect.EnumType {
+	return &file_outpost_v1_rollout_proto_enumTypes[4]
+}
+
+func (x MeasurementVerdict) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use MeasurementVerdict.Descriptor instead.
+func (MeasurementVerdict) EnumDescriptor() ([]byte, []int) {
+	return file_outpost_v1_rollout_proto_rawDescGZIP(), []int{4}
+}
+
 // Rollout is one execution of a plan.
 type Rollout struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -624,7 +680,11 @@ type Stage struct {
 	// While BAKING: when the bake ends; unset otherwise.
 	BakeEndTime *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=bake_end_time,json=bakeEndTime,proto3" json:"bake_end_time,omitempty"`
 	// What the stage does; UNSPECIFIED means DEPLOY.
-	Kind          StageKind `protobuf:"varint,13,opt,name=kind,proto3,enum=outpost.v1.StageKind" json:"kind,omitempty"`
+	Kind StageKind `protobuf:"varint,13,opt,name=kind,proto3,enum=outpost.v1.StageKind" json:"kind,omitempty"`
+	// Canary analysis of the stage, copied from the plan; unset means none.
+	Analysis *PlanAnalysis `protobuf:"bytes,14,opt,name=analysis,proto3" json:"analysis,omitempty"`
+	// Output only. Every analysis measurement taken, oldest first.
+	Measurements  []*Measurement `protobuf:"bytes,15,rep,name=measurements,proto3" json:"measurements,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -750,6 +810,140 @@ func (x *Stage) GetKind() StageKind {
 	return StageKind_STAGE_KIND_UNSPECIFIED
 }
 
+func (x *Stage) GetAnalysis() *PlanAnalysis {
+	if x != nil {
+		return x.Analysis
+	}
+	return nil
+}
+
+func (x *Stage) GetMeasurements() []*Measurement {
+	if x != nil {
+		return x.Measurements
+	}
+	return nil
+}
+
+// Measurement is one analysis measurement of a stage.
+type Measurement struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name of the plan's measurement.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Round, from 0.
+	Round int32 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
+	// When it was taken.
+	Time *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=time,proto3" json:"time,omitempty"`
+	// Output only.
+	Verdict MeasurementVerdict `protobuf:"varint,4,opt,name=verdict,proto3,enum=outpost.v1.MeasurementVerdict" json:"verdict,omitempty"`
+	// The query's value ("0.031" or "[0.01, 0.02]"); empty when none.
+	Value string `protobuf:"bytes,5,opt,name=value,proto3" json:"value,omitempty"`
+	// The baseline query's value; empty when none.
+	Baseline string `protobuf:"bytes,6,opt,name=baseline,proto3" json:"baseline,omitempty"`
+	// Why the verdict is inconclusive (or which condition decided); empty
+	// when there is nothing to say.
+	Message string `protobuf:"bytes,7,opt,name=message,proto3" json:"message,omitempty"`
+	// Whether the measurement is recorded only and never acts.
+	DryRun bool `protobuf:"varint,8,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// Whether this measurement's verdict acted (paused or failed the
+	// rollout); limits count the verdicts after the last one that acted.
+	Acted         bool `protobuf:"varint,9,opt,name=acted,proto3" json:"acted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Measurement) Reset() {
+	*x = Measurement{}
+	mi := &file_outpost_v1_rollout_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Measurement) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Measurement) ProtoMessage() {}
+
+func (x *Measurement) ProtoReflect() protoreflect.Message {
+	mi := &file_outpost_v1_rollout_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Measurement.ProtoReflect.Descriptor instead.
+func (*Measurement) Descriptor() ([]byte, []int) {
+	return file_outpost_v1_rollout_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Measurement) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Measurement) GetRound() int32 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+func (x *Measurement) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *Measurement) GetVerdict() MeasurementVerdict {
+	if x != nil {
+		return x.Verdict
+	}
+	return MeasurementVerdict_MEASUREMENT_VERDICT_UNSPECIFIED
+}
+
+func (x *Measurement) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+func (x *Measurement) GetBaseline() string {
+	if x != nil {
+		return x.Baseline
+	}
+	return ""
+}
+
+func (x *Measurement) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *Measurement) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+func (x *Measurement) GetActed() bool {
+	if x != nil {
+		return x.Acted
+	}
+	return false
+}
+
 // Batch is a group of nodes of one stage deployed together.
 type Batch struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -767,7 +961,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_outpost_v1_rollout_proto_msgTypes[3]
+	mi := &file_outpost_v1_rollout_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -779,7 +973,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_rollout_proto_msgTypes[3]
+	mi := &file_outpost_v1_rollout_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -792,7 +986,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_rollout_proto_rawDescGZIP(), []int{3}
+	return file_outpost_v1_rollout_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Batch) GetIndex() int32 {
@@ -841,7 +1035,7 @@ type NodeCounts struct {
 
 func (x *NodeCounts) Reset() {
 	*x = NodeCounts{}
-	mi := &file_outpost_v1_rollout_proto_msgTypes[4]
+	mi := &file_outpost_v1_rollout_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -853,7 +1047,7 @@ func (x *NodeCounts) String() string {
 func (*NodeCounts) ProtoMessage() {}
 
 func (x *NodeCounts) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_rollout_proto_msgTypes[4]
+	mi := &file_outpost_v1_rollout_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -866,7 +1060,7 @@ func (x *NodeCounts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeCounts.ProtoReflect.Descriptor instead.
 func (*NodeCounts) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_rollout_proto_rawDescGZIP(), []int{4}
+	return file_outpost_v1_rollout_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *NodeCounts) GetTotal() int32 {
@@ -981,7 +1175,7 @@ type RolloutNode struct {
 
 func (x *RolloutNode) Reset() {
 	*x = RolloutNode{}
-	mi := &file_outpost_v1_rollout_proto_msgTypes[5]
+	mi := &file_outpost_v1_rollout_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -993,7 +1187,7 @@ func (x *RolloutNode) String() string {
 func (*RolloutNode) ProtoMessage() {}
 
 func (x *RolloutNode) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_rollout_proto_msgTypes[5]
+	mi := &file_outpost_v1_rollout_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1006,7 +1200,7 @@ func (x *RolloutNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutNode.ProtoReflect.Descriptor instead.
 func (*RolloutNode) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_rollout_proto_rawDescGZIP(), []int{5}
+	return file_outpost_v1_rollout_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RolloutNode) GetRolloutId() string {
@@ -1169,7 +1363,7 @@ type Revision struct {
 
 func (x *Revision) Reset() {
 	*x = Revision{}
-	mi := &file_outpost_v1_rollout_proto_msgTypes[6]
+	mi := &file_outpost_v1_rollout_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1181,7 +1375,7 @@ func (x *Revision) String() string {
 func (*Revision) ProtoMessage() {}
 
 func (x *Revision) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_rollout_proto_msgTypes[6]
+	mi := &file_outpost_v1_rollout_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1194,7 +1388,7 @@ func (x *Revision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Revision.ProtoReflect.Descriptor instead.
 func (*Revision) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_rollout_proto_rawDescGZIP(), []int{6}
+	return file_outpost_v1_rollout_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Revision) GetApp() string {
@@ -1299,7 +1493,7 @@ const file_outpost_v1_rollout_proto_rawDesc = "" +
 	"\n" +
 	"live_color\x18\x02 \x01(\tR\tliveColor\x12\x1f\n" +
 	"\vswitch_back\x18\x03 \x01(\bR\n" +
-	"switchBack\"\xd0\x04\n" +
+	"switchBack\"\xc3\x05\n" +
 	"\x05Stage\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12+\n" +
 	"\abatches\x18\x02 \x03(\v2\x11.outpost.v1.BatchR\abatches\x12,\n" +
@@ -1316,7 +1510,19 @@ const file_outpost_v1_rollout_proto_rawDesc = "" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
 	"\bend_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12>\n" +
 	"\rbake_end_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\vbakeEndTime\x12)\n" +
-	"\x04kind\x18\r \x01(\x0e2\x15.outpost.v1.StageKindR\x04kind\"W\n" +
+	"\x04kind\x18\r \x01(\x0e2\x15.outpost.v1.StageKindR\x04kind\x124\n" +
+	"\banalysis\x18\x0e \x01(\v2\x18.outpost.v1.PlanAnalysisR\banalysis\x12;\n" +
+	"\fmeasurements\x18\x0f \x03(\v2\x17.outpost.v1.MeasurementR\fmeasurements\"\x9c\x02\n" +
+	"\vMeasurement\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05round\x18\x02 \x01(\x05R\x05round\x12.\n" +
+	"\x04time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x128\n" +
+	"\averdict\x18\x04 \x01(\x0e2\x1e.outpost.v1.MeasurementVerdictR\averdict\x12\x14\n" +
+	"\x05value\x18\x05 \x01(\tR\x05value\x12\x1a\n" +
+	"\bbaseline\x18\x06 \x01(\tR\bbaseline\x12\x18\n" +
+	"\amessage\x18\a \x01(\tR\amessage\x12\x17\n" +
+	"\adry_run\x18\b \x01(\bR\x06dryRun\x12\x14\n" +
+	"\x05acted\x18\t \x01(\bR\x05acted\"W\n" +
 	"\x05Batch\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x05R\x05index\x12\x19\n" +
 	"\bnode_ids\x18\x02 \x03(\tR\anodeIds\x12\x1d\n" +
@@ -1403,7 +1609,12 @@ const file_outpost_v1_rollout_proto_rawDesc = "" +
 	"\tStageKind\x12\x1a\n" +
 	"\x16STAGE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11STAGE_KIND_DEPLOY\x10\x01\x12\x15\n" +
-	"\x11STAGE_KIND_SWITCH\x10\x02B9Z7github.com/outposthq/outpost/proto/outpost/v1;outpostv1b\x06proto3"
+	"\x11STAGE_KIND_SWITCH\x10\x02*\xa1\x01\n" +
+	"\x12MeasurementVerdict\x12#\n" +
+	"\x1fMEASUREMENT_VERDICT_UNSPECIFIED\x10\x00\x12\x1f\n" +
+	"\x1bMEASUREMENT_VERDICT_SUCCESS\x10\x01\x12\x1f\n" +
+	"\x1bMEASUREMENT_VERDICT_FAILURE\x10\x02\x12$\n" +
+	" MEASUREMENT_VERDICT_INCONCLUSIVE\x10\x03B9Z7github.com/outposthq/outpost/proto/outpost/v1;outpostv1b\x06proto3"
 
 var (
 	file_outpost_v1_rollout_proto_rawDescOnce sync.Once
@@ -1417,62 +1628,69 @@ func file_outpost_v1_rollout_proto_rawDescGZIP() []byte {
 	return file_outpost_v1_rollout_proto_rawDescData
 }
 
-var file_outpost_v1_rollout_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_outpost_v1_rollout_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_outpost_v1_rollout_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_outpost_v1_rollout_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_outpost_v1_rollout_proto_goTypes = []any{
 	(RolloutState)(0),             // 0: outpost.v1.RolloutState
 	(StageState)(0),               // 1: outpost.v1.StageState
 	(RolloutMessageKind)(0),       // 2: outpost.v1.RolloutMessageKind
 	(StageKind)(0),                // 3: outpost.v1.StageKind
-	(*Rollout)(nil),               // 4: outpost.v1.Rollout
-	(*BlueGreen)(nil),             // 5: outpost.v1.BlueGreen
-	(*Stage)(nil),                 // 6: outpost.v1.Stage
-	(*Batch)(nil),                 // 7: outpost.v1.Batch
-	(*NodeCounts)(nil),            // 8: outpost.v1.NodeCounts
-	(*RolloutNode)(nil),           // 9: outpost.v1.RolloutNode
-	(*Revision)(nil),              // 10: outpost.v1.Revision
-	(*PlanSpec)(nil),              // 11: outpost.v1.PlanSpec
-	(*Artifact)(nil),              // 12: outpost.v1.Artifact
-	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
-	(*DeploySpec)(nil),            // 14: outpost.v1.DeploySpec
-	(*durationpb.Duration)(nil),   // 15: google.protobuf.Duration
-	(NodeState)(0),                // 16: outpost.v1.NodeState
-	(Step)(0),                     // 17: outpost.v1.Step
-	(StepPhase)(0),                // 18: outpost.v1.StepPhase
+	(MeasurementVerdict)(0),       // 4: outpost.v1.MeasurementVerdict
+	(*Rollout)(nil),               // 5: outpost.v1.Rollout
+	(*BlueGreen)(nil),             // 6: outpost.v1.BlueGreen
+	(*Stage)(nil),                 // 7: outpost.v1.Stage
+	(*Measurement)(nil),           // 8: outpost.v1.Measurement
+	(*Batch)(nil),                 // 9: outpost.v1.Batch
+	(*NodeCounts)(nil),            // 10: outpost.v1.NodeCounts
+	(*RolloutNode)(nil),           // 11: outpost.v1.RolloutNode
+	(*Revision)(nil),              // 12: outpost.v1.Revision
+	(*PlanSpec)(nil),              // 13: outpost.v1.PlanSpec
+	(*Artifact)(nil),              // 14: outpost.v1.Artifact
+	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
+	(*DeploySpec)(nil),            // 16: outpost.v1.DeploySpec
+	(*durationpb.Duration)(nil),   // 17: google.protobuf.Duration
+	(*PlanAnalysis)(nil),          // 18: outpost.v1.PlanAnalysis
+	(NodeState)(0),                // 19: outpost.v1.NodeState
+	(Step)(0),                     // 20: outpost.v1.Step
+	(StepPhase)(0),                // 21: outpost.v1.StepPhase
 }
 var file_outpost_v1_rollout_proto_depIdxs = []int32{
-	11, // 0: outpost.v1.Rollout.plan:type_name -> outpost.v1.PlanSpec
-	12, // 1: outpost.v1.Rollout.artifact:type_name -> outpost.v1.Artifact
+	13, // 0: outpost.v1.Rollout.plan:type_name -> outpost.v1.PlanSpec
+	14, // 1: outpost.v1.Rollout.artifact:type_name -> outpost.v1.Artifact
 	0,  // 2: outpost.v1.Rollout.state:type_name -> outpost.v1.RolloutState
-	6,  // 3: outpost.v1.Rollout.stages:type_name -> outpost.v1.Stage
-	8,  // 4: outpost.v1.Rollout.node_counts:type_name -> outpost.v1.NodeCounts
-	13, // 5: outpost.v1.Rollout.create_time:type_name -> google.protobuf.Timestamp
-	13, // 6: outpost.v1.Rollout.update_time:type_name -> google.protobuf.Timestamp
-	14, // 7: outpost.v1.Rollout.deploy:type_name -> outpost.v1.DeploySpec
-	13, // 8: outpost.v1.Rollout.approve_time:type_name -> google.protobuf.Timestamp
-	5,  // 9: outpost.v1.Rollout.blue_green:type_name -> outpost.v1.BlueGreen
+	7,  // 3: outpost.v1.Rollout.stages:type_name -> outpost.v1.Stage
+	10, // 4: outpost.v1.Rollout.node_counts:type_name -> outpost.v1.NodeCounts
+	15, // 5: outpost.v1.Rollout.create_time:type_name -> google.protobuf.Timestamp
+	15, // 6: outpost.v1.Rollout.update_time:type_name -> google.protobuf.Timestamp
+	16, // 7: outpost.v1.Rollout.deploy:type_name -> outpost.v1.DeploySpec
+	15, // 8: outpost.v1.Rollout.approve_time:type_name -> google.protobuf.Timestamp
+	6,  // 9: outpost.v1.Rollout.blue_green:type_name -> outpost.v1.BlueGreen
 	2,  // 10: outpost.v1.Rollout.message_kind:type_name -> outpost.v1.RolloutMessageKind
-	7,  // 11: outpost.v1.Stage.batches:type_name -> outpost.v1.Batch
+	9,  // 11: outpost.v1.Stage.batches:type_name -> outpost.v1.Batch
 	1,  // 12: outpost.v1.Stage.state:type_name -> outpost.v1.StageState
-	8,  // 13: outpost.v1.Stage.node_counts:type_name -> outpost.v1.NodeCounts
-	15, // 14: outpost.v1.Stage.bake:type_name -> google.protobuf.Duration
-	13, // 15: outpost.v1.Stage.start_time:type_name -> google.protobuf.Timestamp
-	13, // 16: outpost.v1.Stage.end_time:type_name -> google.protobuf.Timestamp
-	13, // 17: outpost.v1.Stage.bake_end_time:type_name -> google.protobuf.Timestamp
+	10, // 13: outpost.v1.Stage.node_counts:type_name -> outpost.v1.NodeCounts
+	17, // 14: outpost.v1.Stage.bake:type_name -> google.protobuf.Duration
+	15, // 15: outpost.v1.Stage.start_time:type_name -> google.protobuf.Timestamp
+	15, // 16: outpost.v1.Stage.end_time:type_name -> google.protobuf.Timestamp
+	15, // 17: outpost.v1.Stage.bake_end_time:type_name -> google.protobuf.Timestamp
 	3,  // 18: outpost.v1.Stage.kind:type_name -> outpost.v1.StageKind
-	16, // 19: outpost.v1.RolloutNode.state:type_name -> outpost.v1.NodeState
-	17, // 20: outpost.v1.RolloutNode.step:type_name -> outpost.v1.Step
-	18, // 21: outpost.v1.RolloutNode.step_phase:type_name -> outpost.v1.StepPhase
-	13, // 22: outpost.v1.RolloutNode.update_time:type_name -> google.protobuf.Timestamp
-	13, // 23: outpost.v1.RolloutNode.start_time:type_name -> google.protobuf.Timestamp
-	12, // 24: outpost.v1.Revision.artifact:type_name -> outpost.v1.Artifact
-	0,  // 25: outpost.v1.Revision.state:type_name -> outpost.v1.RolloutState
-	13, // 26: outpost.v1.Revision.create_time:type_name -> google.protobuf.Timestamp
-	27, // [27:27] is the sub-list for method output_type
-	27, // [27:27] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	18, // 19: outpost.v1.Stage.analysis:type_name -> outpost.v1.PlanAnalysis
+	8,  // 20: outpost.v1.Stage.measurements:type_name -> outpost.v1.Measurement
+	15, // 21: outpost.v1.Measurement.time:type_name -> google.protobuf.Timestamp
+	4,  // 22: outpost.v1.Measurement.verdict:type_name -> outpost.v1.MeasurementVerdict
+	19, // 23: outpost.v1.RolloutNode.state:type_name -> outpost.v1.NodeState
+	20, // 24: outpost.v1.RolloutNode.step:type_name -> outpost.v1.Step
+	21, // 25: outpost.v1.RolloutNode.step_phase:type_name -> outpost.v1.StepPhase
+	15, // 26: outpost.v1.RolloutNode.update_time:type_name -> google.protobuf.Timestamp
+	15, // 27: outpost.v1.RolloutNode.start_time:type_name -> google.protobuf.Timestamp
+	14, // 28: outpost.v1.Revision.artifact:type_name -> outpost.v1.Artifact
+	0,  // 29: outpost.v1.Revision.state:type_name -> outpost.v1.RolloutState
+	15, // 30: outpost.v1.Revision.create_time:type_name -> google.protobuf.Timestamp
+	31, // [31:31] is the sub-list for method output_type
+	31, // [31:31] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_outpost_v1_rollout_proto_init() }
@@ -1488,8 +1706,8 @@ func file_outpost_v1_rollout_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_outpost_v1_rollout_proto_rawDesc), len(file_outpost_v1_rollout_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   7,
+			NumEnums:      5,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
