@@ -2,7 +2,8 @@
 # Installs the system packages Outpost's tests, demo and benchmarks use, when
 # they are missing: OpenSSH's server (tests start real sshd on loopback) and
 # client (benchmarks compare against ssh/scp/sftp), iproute2 and nftables
-# (the segmented network test builds namespaces with a firewall between them).
+# (the segmented network test builds namespaces with a firewall between them),
+# chromium (the console's browser tests).
 set -euo pipefail
 
 need=()
@@ -13,6 +14,9 @@ command -v tar >/dev/null 2>&1 || need+=(tar)
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need+=(iproute2)
 command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || need+=(nftables)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# The console's browser tests drive Debian's Chromium with chromedp.
+[ -x /usr/bin/chromium ] || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "deps: installing ${need[*]} with apt-get"

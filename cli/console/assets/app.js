@@ -216,6 +216,7 @@ async function pageRollout(id) {
     ctx.fillRect((i % cols) * cell, Math.floor(i / cols) * cell, cell - 1, cell - 1);
   }
   function drawAll() {
+    const start = performance.now();
     order = Array.from(nodes.keys()).sort();
     index.clear();
     order.forEach((nid, i) => index.set(nid, i));
@@ -232,6 +233,7 @@ async function pageRollout(id) {
       ctx.fillStyle = c;
       for (const i of list) ctx.fillRect((i % cols) * cell, Math.floor(i / cols) * cell, cell - 1, cell - 1);
     }
+    window.consoleDrawMs = performance.now() - start;
   }
   let redraw = 0;
   function scheduleDraw() {
@@ -332,11 +334,18 @@ async function pageRollout(id) {
   es.addEventListener('failure', (e) => { toast(JSON.parse(e.data).error, true); es.close(); });
 }
 
+// renderDiff shows a plan against that of the app's previous revision.
+function renderDiff(a, diff) {
+  return h('div', {},
+    h('p', {class: 'muted'}, diff.previous ? `Plan against revision ${diff.previous.revision} (${diff.previous.rollout}, sha256:${diff.previous.digest})` : 'First revision of this app: the whole plan is new.'),
+    h('div', {class: 'diff', id: 'diff-' + a.id}, (diff.lines || []).map((l) => h('div', {class: l.op === '+' ? 'add' : l.op === '-' ? 'del' : ''}, l.op + ' ' + l.text))));
+}
+
 async function pageApprovals() {
   const data = await get('/api/approvals');
-  const cards = await Promise.all(data.approvals.map(async (a) => {
-    let diff;
-    try { diff = await get(`/api/rollouts/${encodeURIComponent(a.id)}/diff`); } catch (e) { diff = {error: e.message}; }
+  const cards = data.approvals.map((a) => {
+    const diffView = h('div', {class: 'muted'}, 'Loading the plan diff…');
+    get(`/api/rollouts/${encodeURIComponent(a.id)}/diff`).then((diff) => diffView.replaceWith(renderDiff(a, diff)), (e) => diffView.replaceWith(h('p', {class: 'error'}, e.message)));
     const reason = h('input', {id: 'reason-' + a.id, placeholder: 'reason or comment for the audit log', maxlength: 1024, size: 50});
     const decide = (verb) => async () => {
       const text = verb === 'approve'
@@ -354,11 +363,6 @@ async function pageApprovals() {
     };
     const roleWhy = me.mayApprove ? '' : `your role (${me.role}) cannot approve or reject: approver or admin can`;
     const approveWhy = a.canApprove ? '' : a.reason;
-    let diffView;
-    if (diff.error) diffView = h('p', {class: 'error'}, diff.error);
-    else diffView = h('div', {},
-      h('p', {class: 'muted'}, diff.previous ? `Plan against revision ${diff.previous.revision} (${diff.previous.rollout}, sha256:${diff.previous.digest})` : 'First revision of this app: the whole plan is new.'),
-      h('div', {class: 'diff', id: 'diff-' + a.id}, (diff.lines || []).map((l) => h('div', {class: l.op === '+' ? 'add' : l.op === '-' ? 'del' : ''}, l.op + ' ' + l.text))));
     return h('div', {class: 'card', id: 'approval-' + a.id},
       h('h2', {}, h('a', {href: '#/rollout/' + encodeURIComponent(a.id)}, a.id), ` ${a.app} revision ${a.revision}`),
       h('dl', {class: 'facts'},
@@ -371,10 +375,10 @@ async function pageApprovals() {
         h('button', {id: 'approve-' + a.id, class: 'primary', disabled: !!approveWhy, title: approveWhy, onclick: decide('approve')}, 'Approve'),
         h('button', {id: 'reject-' + a.id, disabled: !!roleWhy, title: roleWhy, onclick: decide('reject')}, 'Reject'),
         approveWhy ? h('span', {class: 'why', id: 'why-' + a.id}, approveWhy) : null));
-  }));
+  });
   main.replaceChildren(h('h1', {}, 'Approvals'),
     h('p', {class: 'muted'}, `Rollouts waiting for approval; you are ${me.user} (${me.role}).`),
-    cards.length ? cards : h('p', {id: 'no-approvals'}, 'Nothing waits for approval.'));
+    ...(cards.length ? cards : [h('p', {id: 'no-approvals'}, 'Nothing waits for approval.')]));
 }
 
 // driftCells shows what was observed on a node and its drift. The node
@@ -403,7 +407,7 @@ async function pageFleet() {
         h('td', {}, n.desiredRollout ? h('a', {href: '#/rollout/' + encodeURIComponent(n.desiredRollout)}, n.desiredRollout) : ''),
         driftCells(n)))))));
   main.replaceChildren(h('h1', {}, 'Fleet'), h('p', {class: 'muted'}, 'Desired release: the newest one Outpost activated on the node (from the last 20 rollouts).'),
-    sections.length ? sections : h('p', {}, 'No nodes.'));
+    ...(sections.length ? sections : [h('p', {}, 'No nodes.')]));
 }
 
 function auditRow(e) {
