@@ -129,7 +129,7 @@ func read[T any](t *testing.T, ctx context.Context, what string, a chromedp.Acti
 // js runs a statement in the page.
 func js(stmt string) chromedp.Action[chromedp.Void] {
 	return func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
-		_, err := chromedp.Evaluate[bool]("(() => { " + stmt + "; return true })()")(ctx, t)
+		_, err := chromedp.Evaluate[bool]("(() => { "+stmt+"; return true })()")(ctx, t)
 		return chromedp.Void{}, err
 	}
 }
@@ -251,6 +251,12 @@ func TestConsoleApprovalFlow(t *testing.T) {
 		js(`window.notReloaded = true`),
 		waitText("#rollout-state", "SUCCEEDED", 90*time.Second))
 	kept := read(t, aliceTab, "no reload", chromedp.Evaluate[bool](`window.notReloaded === true`))
+	// The grid follows too: both nodes' cells turn SUCCEEDED's colour.
+	run(t, aliceTab, "grid of a succeeded rollout", waitJS(`(() => {
+		const c = document.querySelector('#grid').getContext('2d');
+		const cell = document.querySelector('#grid').width / Math.floor(document.querySelector('#grid').width / 22);
+		return [0, 1].every((i) => { const p = c.getImageData(i * cell + 2, 2, 1, 1).data; return p[0] === 0x2d && p[1] === 0xa4 && p[2] === 0x4e; });
+	})()`, 20*time.Second))
 	if !kept {
 		t.Error("the rollout page reloaded to reach SUCCEEDED; want live updates")
 	}

@@ -198,11 +198,11 @@ func (s *Server) rollout(w http.ResponseWriter, r *http.Request) (*outpostv1.Rol
 // mayApprove says whether this person may approve or reject ro, and if
 // not, why; the control plane decides in the end.
 func (s *Server) mayApprove(ro *outpostv1.Rollout) (bool, string) {
-	if s.cfg.Role != "approver" && s.cfg.Role != "admin" {
-		return false, fmt.Sprintf("your role (%s) cannot approve: approver or admin can", s.cfg.Role)
-	}
 	if ro.GetRequester() == s.cfg.User {
 		return false, "four eyes: you requested this rollout, someone else must approve it"
+	}
+	if s.cfg.Role != "approver" && s.cfg.Role != "admin" {
+		return false, fmt.Sprintf("your role (%s) cannot approve: approver or admin can", s.cfg.Role)
 	}
 	return true, ""
 }

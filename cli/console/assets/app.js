@@ -263,7 +263,7 @@ async function pageRollout(id) {
       h('td', {}, shortState(ev.step).toLowerCase().replace(/_/g, ' ')), h('td', {}, stateSpan(ev.phase)),
       h('td', {}, ev.time ? new Date(ev.time).toLocaleTimeString() : ''), h('td', {}, fmtDur(ev.duration)),
       h('td', {}, ev.error ? h('pre', {class: 'step-error'}, ev.error) : (ev.detail || ''))));
-    panel.replaceChildren(
+    panel.replaceChildren(...[
       h('h2', {}, 'Node ', h('span', {id: 'node-id'}, nid), ' ', stateSpan(n.state)),
       h('dl', {class: 'facts'},
         h('dt', {}, 'datacenter'), h('dd', {}, n.datacenter || ''),
@@ -275,7 +275,21 @@ async function pageRollout(id) {
       n.error ? h('div', {}, h('h2', {}, 'Error (tail of hook output)'), h('pre', {id: 'node-error'}, n.error)) : null,
       h('h2', {}, 'Steps'),
       evs.length ? h('table', {id: 'steps'}, h('thead', {}, h('tr', {}, ['step', 'phase', 'time', 'took', 'detail'].map((x) => h('th', {}, x)))), h('tbody', {}, rows))
-        : h('p', {class: 'muted'}, 'No step events seen for this node (the control plane keeps recent ones).'));
+        : recordedSteps(nid)].filter(Boolean));
+  }
+
+  // recordedSteps shows a node's steps as the audit log recorded them with
+  // its result: the live step events of a finished rollout are gone.
+  function recordedSteps(nid) {
+    const el = h('p', {class: 'muted'}, 'No live step events for this node; reading its result from the audit log…');
+    get(`/api/audit?rollout=${encodeURIComponent(id)}`).then((data) => {
+      const results = (data.entries || []).filter((e) => e.nodeId === nid && e.details && e.details.steps);
+      el.replaceWith(results.length
+        ? h('table', {id: 'steps'}, h('thead', {}, h('tr', {}, h('th', {}, 'recorded'), h('th', {}, 'result'), h('th', {}, 'steps (name, outcome, duration)'))),
+          h('tbody', {}, results.map((e) => h('tr', {}, h('td', {}, fmtTime(e.time)), h('td', {}, e.message || ''), h('td', {}, e.details.steps)))))
+        : h('p', {class: 'muted'}, 'The audit log has no steps for this node yet.'));
+    }, (e) => el.replaceWith(h('p', {class: 'error'}, e.message)));
+    return el;
   }
 
   function renderRollout(r) {
@@ -304,8 +318,18 @@ async function pageRollout(id) {
   cleanup.push(() => es.close());
   es.addEventListener('open', () => { nodes.clear(); ready = false; });
   es.addEventListener('rollout', (e) => renderRollout(JSON.parse(e.data)));
+  // applyNode records a node's new state and, once the grid is drawn,
+  // repaints its cell (or the whole grid for a node not seen before).
+  function applyNode(n) {
+    const known = nodes.has(n.nodeId);
+    nodes.set(n.nodeId, n);
+    if (!ready) return;
+    if (known) drawCell(index.get(n.nodeId)); else scheduleDraw();
+    if (selected === n.nodeId) showNode(selected);
+  }
+  // Pages come with the snapshot and, later, with changes of many nodes at once.
   es.addEventListener('nodes', (e) => {
-    for (const n of JSON.parse(e.data).nodes || []) nodes.set(n.nodeId, n);
+    for (const n of JSON.parse(e.data).nodes || []) applyNode(n);
   });
   es.addEventListener('ready', () => {
     ready = true;
@@ -316,14 +340,7 @@ async function pageRollout(id) {
     stats.textContent = `${order.length} nodes drawn ${Math.round(ms)} ms after opening the page`;
     if (selected) showNode(selected);
   });
-  es.addEventListener('node', (e) => {
-    const n = JSON.parse(e.data);
-    const known = nodes.has(n.nodeId);
-    nodes.set(n.nodeId, n);
-    if (!ready) return;
-    if (known) drawCell(index.get(n.nodeId)); else scheduleDraw();
-    if (selected === n.nodeId) showNode(selected);
-  });
+  es.addEventListener('node', (e) => applyNode(JSON.parse(e.data)));
   es.addEventListener('step', (e) => {
     const ev = JSON.parse(e.data);
     if (!steps.has(ev.nodeId)) steps.set(ev.nodeId, []);
