@@ -230,10 +230,26 @@ func TestConsoleApprovalFlow(t *testing.T) {
 		t.Errorf("second use of a login link shows %q, want a refusal", refused)
 	}
 
-	// The approver approves in their own console, and follows the rollout.
-	run(t, aliceTab, "approver's approvals page",
+	// Another page in the same browser (here: the approver's console, a
+	// different origin on the same site, so the requester's SameSite cookie
+	// would go along) cannot act through the requester's console.
+	doraBase := strings.SplitN(doraURL, "/login", 2)[0]
+	run(t, aliceTab, "cross-origin posts to the requester's console",
 		chromedp.Navigate(aliceURL),
 		waitText("#me", "alice (approver)", 20*time.Second),
+		js(fmt.Sprintf(`window.csrfDone = 0;
+			for (const type of ['text/plain', 'application/x-www-form-urlencoded']) {
+				fetch(%q, {method: 'POST', mode: 'no-cors', credentials: 'include', headers: {'Content-Type': type}, body: '{"reason": "csrf"}'})
+					.finally(() => window.csrfDone++);
+			}`, doraBase+"/api/rollouts/"+id+"/abort")),
+		// Both were answered: an abort let through would have happened.
+		waitJS(`window.csrfDone === 2`, 20*time.Second))
+	if got, err := s.client.GetRollout(ctxT(t), &outpostv1.GetRolloutRequest{Id: id}); err != nil || got.GetRollout().GetState() != outpostv1.RolloutState_ROLLOUT_STATE_PENDING_APPROVAL {
+		t.Fatalf("after cross-origin abort attempts: %v, %v; want PENDING_APPROVAL still", got.GetRollout().GetState(), err)
+	}
+
+	// The approver approves in their own console, and follows the rollout.
+	run(t, aliceTab, "approver's approvals page",
 		js(`location.hash = "#/approvals"`),
 		chromedp.WaitVisible(css("#diff-"+id)),
 		chromedp.SendKeys(css("#reason-"+id), "CAB approved CHG-CONSOLE-1"))
