@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"time"
@@ -65,6 +66,7 @@ Examples:
 				srv, err := console.New(console.Config{
 					CP: c.cp, Audit: outpostv1.NewAuditServiceClient(c.cc),
 					User: c.cred.Identity.Name, Role: c.cred.Identity.Role.String(), ControlPlane: c.addr,
+					Logger: slog.New(slog.NewTextHandler(env.Stderr, nil)),
 				}, ln.Addr().String())
 				if err != nil {
 					ln.Close()

@@ -5,10 +5,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -33,13 +36,13 @@ const browserLimit = 4 * time.Minute
 // startConsole runs `outpost console` (the built binary) with cred as its
 // credential and returns the login URL it printed. The process ends with
 // the test.
-func startConsole(t *testing.T, bin, addr, credFile string) string {
+func startConsole(t *testing.T, bin, addr, credFile string) (string, *lockedBuffer) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, bin, "console", "--controlplane", addr)
 	cmd.Env = append(os.Environ(), "OUTPOST_CREDENTIAL="+credFile)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -65,11 +68,29 @@ func startConsole(t *testing.T, bin, addr, credFile string) string {
 		if !ok || !strings.HasPrefix(u, "http://127.0.0.1:") || !strings.Contains(u, "/login?token=") {
 			t.Fatalf("outpost console printed %q, want a loopback login URL", u)
 		}
-		return u
+		return u, stderr
 	case <-time.After(30 * time.Second):
 		t.Fatalf("outpost console printed no URL in 30s; stderr:\n%s", stderr.String())
 	}
-	return ""
+	return "", nil
+}
+
+// lockedBuffer is a process's standard error, read while it is written.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // browser starts a headless Chromium with a fresh profile and returns a
@@ -207,8 +228,8 @@ func TestConsoleApprovalFlow(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), browserLimit)
 	defer cancel()
-	doraURL := startConsole(t, bin, s.addr, doraFile)
-	aliceURL := startConsole(t, bin, s.addr, aliceFile)
+	doraURL, doraLog := startConsole(t, bin, s.addr, doraFile)
+	aliceURL, _ := startConsole(t, bin, s.addr, aliceFile)
 	doraTab, aliceTab := browser(t, ctx), browser(t, ctx)
 
 	// The requester sees the rollout waiting, but may not approve it.
@@ -230,26 +251,37 @@ func TestConsoleApprovalFlow(t *testing.T) {
 		t.Errorf("second use of a login link shows %q, want a refusal", refused)
 	}
 
-	// Another page in the same browser (here: the approver's console, a
-	// different origin on the same site, so the requester's SameSite cookie
-	// would go along) cannot act through the requester's console.
+	// Another page in the requester's browser, of another origin on the
+	// same site (127.0.0.1, another port: the SameSite=Strict cookie goes
+	// along), cannot act through the requester's console: the console's
+	// Origin and JSON checks refuse both posts.
 	doraBase := strings.SplitN(doraURL, "/login", 2)[0]
-	run(t, aliceTab, "cross-origin posts to the requester's console",
-		chromedp.Navigate(aliceURL),
-		waitText("#me", "alice (approver)", 20*time.Second),
-		js(fmt.Sprintf(`window.csrfDone = 0;
+	attacker := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, `<!doctype html><script>
+			window.csrfDone = 0;
 			for (const type of ['text/plain', 'application/x-www-form-urlencoded']) {
 				fetch(%q, {method: 'POST', mode: 'no-cors', credentials: 'include', headers: {'Content-Type': type}, body: '{"reason": "csrf"}'})
 					.finally(() => window.csrfDone++);
-			}`, doraBase+"/api/rollouts/"+id+"/abort")),
-		// Both were answered: an abort let through would have happened.
-		waitJS(`window.csrfDone === 2`, 20*time.Second))
+			}</script>`, doraBase+"/api/rollouts/"+id+"/abort")
+	}))
+	defer attacker.Close()
+	run(t, doraTab, "cross-origin posts to the requester's console",
+		chromedp.Navigate(attacker.URL),
+		waitJS(`window.csrfDone === 2`, 20*time.Second),
+		chromedp.Navigate(doraBase+"/"),
+		waitText("#me", "dora (deployer)", 20*time.Second))
+	refusal := "console: refused a request\" method=POST path=/api/rollouts/" + id + "/abort reason=\"cross-origin"
+	if n := strings.Count(doraLog.String(), refusal); n != 2 {
+		t.Errorf("the requester's console refused %d cross-origin posts, want 2:\n%s", n, doraLog.String())
+	}
 	if got, err := s.client.GetRollout(ctxT(t), &outpostv1.GetRolloutRequest{Id: id}); err != nil || got.GetRollout().GetState() != outpostv1.RolloutState_ROLLOUT_STATE_PENDING_APPROVAL {
 		t.Fatalf("after cross-origin abort attempts: %v, %v; want PENDING_APPROVAL still", got.GetRollout().GetState(), err)
 	}
 
 	// The approver approves in their own console, and follows the rollout.
 	run(t, aliceTab, "approver's approvals page",
+		chromedp.Navigate(aliceURL),
+		waitText("#me", "alice (approver)", 20*time.Second),
 		js(`location.hash = "#/approvals"`),
 		chromedp.WaitVisible(css("#diff-"+id)),
 		chromedp.SendKeys(css("#reason-"+id), "CAB approved CHG-CONSOLE-1"))
@@ -340,7 +372,7 @@ func TestConsoleGrid(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), browserLimit)
 	defer cancel()
-	url := startConsole(t, bin, s.addr, s.adminFile)
+	url, _ := startConsole(t, bin, s.addr, s.adminFile)
 	tab := browser(t, ctx)
 	run(t, tab, "open the rollout",
 		chromedp.Navigate(url),

@@ -166,6 +166,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 func (s *Server) authed(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := s.check(r); err != nil {
+			s.cfg.Logger.Warn("console: refused a request", "method", r.Method, "path", r.URL.Path, "reason", err.Error())
 			writeError(w, http.StatusForbidden, err.Error())
 			return
 		}
