@@ -9,7 +9,7 @@ func root() *command {
 installing nothing on them.
 
 Daemons:   outpost controlplane | outpost gateway | outpost dev
-Clients:   outpost node ... | outpost rollout ... | outpost audit
+Clients:   outpost node ... | outpost rollout ... | outpost audit | outpost console
 Admin:     outpost token ... | outpost user ...
 
 New here? 'outpost dev' runs everything on this machine with a simulated
@@ -20,6 +20,7 @@ $OUTPOST_CREDENTIAL (default: ~/.config/outpost/credential.pem, else the
 admin.pem of ./.outpost/controlplane or ./.outpost/dev).`,
 		sub: []*command{
 			auditCommand(),
+			consoleCommand(),
 			controlplaneCommand(),
 			devCommand(),
 			gatewayCommand(),

@@ -4,7 +4,8 @@
 # client (benchmarks compare against ssh/scp/sftp), iproute2 and nftables
 # (the segmented network test builds namespaces with a firewall between them),
 # prometheus (a real server and promtool for the metrics and alert tests),
-# rpm and jq (the package test and the grpcurl cookbook).
+# rpm and jq (the package test and the grpcurl cookbook),
+# chromium (the console's browser tests).
 set -euo pipefail
 
 need=()
@@ -27,6 +28,10 @@ command -v groff >/dev/null 2>&1 || need+=(groff-base)
 # grpcurl cookbook's scripts (docs/grpcurl.md) use jq.
 command -v rpm >/dev/null 2>&1 || need+=(rpm)
 command -v jq >/dev/null 2>&1 || need+=(jq)
+
+# The console's browser tests drive Debian's Chromium with chromedp.
+[ -x /usr/bin/chromium ] || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "deps: installing ${need[*]} with apt-get"
