@@ -462,6 +462,135 @@ func (*DeleteNodeResponse) Descriptor() ([]byte, []int) {
 	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{7}
 }
 
+// VerifyNodesRequest selects the nodes to verify.
+type VerifyNodesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "k=v,k2=v2": only nodes carrying all these labels; empty means all.
+	LabelSelector string `protobuf:"bytes,1,opt,name=label_selector,json=labelSelector,proto3" json:"label_selector,omitempty"`
+	// Only nodes of this datacenter; empty means all.
+	Datacenter    string `protobuf:"bytes,2,opt,name=datacenter,proto3" json:"datacenter,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyNodesRequest) Reset() {
+	*x = VerifyNodesRequest{}
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyNodesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyNodesRequest) ProtoMessage() {}
+
+func (x *VerifyNodesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyNodesRequest.ProtoReflect.Descriptor instead.
+func (*VerifyNodesRequest) Descriptor() ([]byte, []int) {
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *VerifyNodesRequest) GetLabelSelector() string {
+	if x != nil {
+		return x.LabelSelector
+	}
+	return ""
+}
+
+func (x *VerifyNodesRequest) GetDatacenter() string {
+	if x != nil {
+		return x.Datacenter
+	}
+	return ""
+}
+
+// VerifyNodesResponse is one node verified (or skipped).
+type VerifyNodesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The node, with its updated status.
+	Node *Node `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// Why the node was not observed ("in running rollout r-12", "never
+	// deployed"); empty when it was.
+	Skipped string `protobuf:"bytes,2,opt,name=skipped,proto3" json:"skipped,omitempty"`
+	// Nodes answered so far, this one included, and nodes selected.
+	Done int32 `protobuf:"varint,3,opt,name=done,proto3" json:"done,omitempty"`
+	// Nodes selected.
+	Total         int32 `protobuf:"varint,4,opt,name=total,proto3" json:"total,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyNodesResponse) Reset() {
+	*x = VerifyNodesResponse{}
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyNodesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyNodesResponse) ProtoMessage() {}
+
+func (x *VerifyNodesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyNodesResponse.ProtoReflect.Descriptor instead.
+func (*VerifyNodesResponse) Descriptor() ([]byte, []int) {
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *VerifyNodesResponse) GetNode() *Node {
+	if x != nil {
+		return x.Node
+	}
+	return nil
+}
+
+func (x *VerifyNodesResponse) GetSkipped() string {
+	if x != nil {
+		return x.Skipped
+	}
+	return ""
+}
+
+func (x *VerifyNodesResponse) GetDone() int32 {
+	if x != nil {
+		return x.Done
+	}
+	return 0
+}
+
+func (x *VerifyNodesResponse) GetTotal() int32 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
 // ScanNodeHostKeyRequest names the node to scan.
 type ScanNodeHostKeyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -473,7 +602,7 @@ type ScanNodeHostKeyRequest struct {
 
 func (x *ScanNodeHostKeyRequest) Reset() {
 	*x = ScanNodeHostKeyRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[8]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -485,7 +614,7 @@ func (x *ScanNodeHostKeyRequest) String() string {
 func (*ScanNodeHostKeyRequest) ProtoMessage() {}
 
 func (x *ScanNodeHostKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[8]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -498,7 +627,7 @@ func (x *ScanNodeHostKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanNodeHostKeyRequest.ProtoReflect.Descriptor instead.
 func (*ScanNodeHostKeyRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{8}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ScanNodeHostKeyRequest) GetId() string {
@@ -519,7 +648,7 @@ type ScanNodeHostKeyResponse struct {
 
 func (x *ScanNodeHostKeyResponse) Reset() {
 	*x = ScanNodeHostKeyResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[9]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -531,7 +660,7 @@ func (x *ScanNodeHostKeyResponse) String() string {
 func (*ScanNodeHostKeyResponse) ProtoMessage() {}
 
 func (x *ScanNodeHostKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[9]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -544,7 +673,7 @@ func (x *ScanNodeHostKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanNodeHostKeyResponse.ProtoReflect.Descriptor instead.
 func (*ScanNodeHostKeyResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{9}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ScanNodeHostKeyResponse) GetScan() *NodeHostKeyScan {
@@ -579,7 +708,7 @@ type NodeHostKeyScan struct {
 
 func (x *NodeHostKeyScan) Reset() {
 	*x = NodeHostKeyScan{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[10]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -591,7 +720,7 @@ func (x *NodeHostKeyScan) String() string {
 func (*NodeHostKeyScan) ProtoMessage() {}
 
 func (x *NodeHostKeyScan) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[10]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -604,7 +733,7 @@ func (x *NodeHostKeyScan) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeHostKeyScan.ProtoReflect.Descriptor instead.
 func (*NodeHostKeyScan) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{10}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *NodeHostKeyScan) GetNodeId() string {
@@ -679,7 +808,7 @@ type TrustNodeHostKeyRequest struct {
 
 func (x *TrustNodeHostKeyRequest) Reset() {
 	*x = TrustNodeHostKeyRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[11]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -691,7 +820,7 @@ func (x *TrustNodeHostKeyRequest) String() string {
 func (*TrustNodeHostKeyRequest) ProtoMessage() {}
 
 func (x *TrustNodeHostKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[11]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -704,7 +833,7 @@ func (x *TrustNodeHostKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrustNodeHostKeyRequest.ProtoReflect.Descriptor instead.
 func (*TrustNodeHostKeyRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{11}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TrustNodeHostKeyRequest) GetId() string {
@@ -739,7 +868,7 @@ type TrustNodeHostKeyResponse struct {
 
 func (x *TrustNodeHostKeyResponse) Reset() {
 	*x = TrustNodeHostKeyResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[12]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -751,7 +880,7 @@ func (x *TrustNodeHostKeyResponse) String() string {
 func (*TrustNodeHostKeyResponse) ProtoMessage() {}
 
 func (x *TrustNodeHostKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[12]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -764,7 +893,7 @@ func (x *TrustNodeHostKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrustNodeHostKeyResponse.ProtoReflect.Descriptor instead.
 func (*TrustNodeHostKeyResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{12}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TrustNodeHostKeyResponse) GetNode() *Node {
@@ -797,7 +926,7 @@ type CreateRolloutRequest struct {
 
 func (x *CreateRolloutRequest) Reset() {
 	*x = CreateRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[13]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -809,7 +938,7 @@ func (x *CreateRolloutRequest) String() string {
 func (*CreateRolloutRequest) ProtoMessage() {}
 
 func (x *CreateRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[13]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -822,7 +951,7 @@ func (x *CreateRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRolloutRequest.ProtoReflect.Descriptor instead.
 func (*CreateRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{13}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CreateRolloutRequest) GetPlan() *PlanSpec {
@@ -875,7 +1004,7 @@ type RolloutUndo struct {
 
 func (x *RolloutUndo) Reset() {
 	*x = RolloutUndo{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[14]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -887,7 +1016,7 @@ func (x *RolloutUndo) String() string {
 func (*RolloutUndo) ProtoMessage() {}
 
 func (x *RolloutUndo) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[14]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -900,7 +1029,7 @@ func (x *RolloutUndo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutUndo.ProtoReflect.Descriptor instead.
 func (*RolloutUndo) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{14}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RolloutUndo) GetApp() string {
@@ -928,7 +1057,7 @@ type CreateRolloutResponse struct {
 
 func (x *CreateRolloutResponse) Reset() {
 	*x = CreateRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[15]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -940,7 +1069,7 @@ func (x *CreateRolloutResponse) String() string {
 func (*CreateRolloutResponse) ProtoMessage() {}
 
 func (x *CreateRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[15]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -953,7 +1082,7 @@ func (x *CreateRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRolloutResponse.ProtoReflect.Descriptor instead.
 func (*CreateRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{15}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CreateRolloutResponse) GetRollout() *Rollout {
@@ -974,7 +1103,7 @@ type GetRolloutRequest struct {
 
 func (x *GetRolloutRequest) Reset() {
 	*x = GetRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[16]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -986,7 +1115,7 @@ func (x *GetRolloutRequest) String() string {
 func (*GetRolloutRequest) ProtoMessage() {}
 
 func (x *GetRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[16]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -999,7 +1128,7 @@ func (x *GetRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRolloutRequest.ProtoReflect.Descriptor instead.
 func (*GetRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{16}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetRolloutRequest) GetId() string {
@@ -1020,7 +1149,7 @@ type GetRolloutResponse struct {
 
 func (x *GetRolloutResponse) Reset() {
 	*x = GetRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[17]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1032,7 +1161,7 @@ func (x *GetRolloutResponse) String() string {
 func (*GetRolloutResponse) ProtoMessage() {}
 
 func (x *GetRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[17]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1045,7 +1174,7 @@ func (x *GetRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRolloutResponse.ProtoReflect.Descriptor instead.
 func (*GetRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{17}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetRolloutResponse) GetRollout() *Rollout {
@@ -1070,7 +1199,7 @@ type ListRolloutsRequest struct {
 
 func (x *ListRolloutsRequest) Reset() {
 	*x = ListRolloutsRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[18]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1082,7 +1211,7 @@ func (x *ListRolloutsRequest) String() string {
 func (*ListRolloutsRequest) ProtoMessage() {}
 
 func (x *ListRolloutsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[18]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1095,7 +1224,7 @@ func (x *ListRolloutsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolloutsRequest.ProtoReflect.Descriptor instead.
 func (*ListRolloutsRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{18}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListRolloutsRequest) GetPageSize() int32 {
@@ -1132,7 +1261,7 @@ type ListRolloutsResponse struct {
 
 func (x *ListRolloutsResponse) Reset() {
 	*x = ListRolloutsResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[19]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1144,7 +1273,7 @@ func (x *ListRolloutsResponse) String() string {
 func (*ListRolloutsResponse) ProtoMessage() {}
 
 func (x *ListRolloutsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[19]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1157,7 +1286,7 @@ func (x *ListRolloutsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolloutsResponse.ProtoReflect.Descriptor instead.
 func (*ListRolloutsResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{19}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListRolloutsResponse) GetRollouts() []*Rollout {
@@ -1191,7 +1320,7 @@ type ListRolloutNodesRequest struct {
 
 func (x *ListRolloutNodesRequest) Reset() {
 	*x = ListRolloutNodesRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[20]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1203,7 +1332,7 @@ func (x *ListRolloutNodesRequest) String() string {
 func (*ListRolloutNodesRequest) ProtoMessage() {}
 
 func (x *ListRolloutNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[20]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1216,7 +1345,7 @@ func (x *ListRolloutNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolloutNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListRolloutNodesRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{20}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListRolloutNodesRequest) GetRolloutId() string {
@@ -1260,7 +1389,7 @@ type ListRolloutNodesResponse struct {
 
 func (x *ListRolloutNodesResponse) Reset() {
 	*x = ListRolloutNodesResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[21]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1272,7 +1401,7 @@ func (x *ListRolloutNodesResponse) String() string {
 func (*ListRolloutNodesResponse) ProtoMessage() {}
 
 func (x *ListRolloutNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[21]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1285,7 +1414,7 @@ func (x *ListRolloutNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolloutNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListRolloutNodesResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{21}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListRolloutNodesResponse) GetNodes() []*RolloutNode {
@@ -1327,7 +1456,7 @@ type WatchRolloutRequest struct {
 
 func (x *WatchRolloutRequest) Reset() {
 	*x = WatchRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[22]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1339,7 +1468,7 @@ func (x *WatchRolloutRequest) String() string {
 func (*WatchRolloutRequest) ProtoMessage() {}
 
 func (x *WatchRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[22]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1352,7 +1481,7 @@ func (x *WatchRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRolloutRequest.ProtoReflect.Descriptor instead.
 func (*WatchRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{22}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *WatchRolloutRequest) GetId() string {
@@ -1397,7 +1526,7 @@ type WatchRolloutResponse struct {
 
 func (x *WatchRolloutResponse) Reset() {
 	*x = WatchRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[23]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1409,7 +1538,7 @@ func (x *WatchRolloutResponse) String() string {
 func (*WatchRolloutResponse) ProtoMessage() {}
 
 func (x *WatchRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[23]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1422,7 +1551,7 @@ func (x *WatchRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRolloutResponse.ProtoReflect.Descriptor instead.
 func (*WatchRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{23}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *WatchRolloutResponse) GetRevision() int64 {
@@ -1533,7 +1662,7 @@ type WatchSnapshotEnd struct {
 
 func (x *WatchSnapshotEnd) Reset() {
 	*x = WatchSnapshotEnd{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[24]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1545,7 +1674,7 @@ func (x *WatchSnapshotEnd) String() string {
 func (*WatchSnapshotEnd) ProtoMessage() {}
 
 func (x *WatchSnapshotEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[24]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1558,7 +1687,7 @@ func (x *WatchSnapshotEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchSnapshotEnd.ProtoReflect.Descriptor instead.
 func (*WatchSnapshotEnd) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{24}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{26}
 }
 
 // WatchNodePage is a page of node states. In a snapshot the pages come in
@@ -1573,7 +1702,7 @@ type WatchNodePage struct {
 
 func (x *WatchNodePage) Reset() {
 	*x = WatchNodePage{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[25]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1585,7 +1714,7 @@ func (x *WatchNodePage) String() string {
 func (*WatchNodePage) ProtoMessage() {}
 
 func (x *WatchNodePage) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[25]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1598,7 +1727,7 @@ func (x *WatchNodePage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchNodePage.ProtoReflect.Descriptor instead.
 func (*WatchNodePage) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{25}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *WatchNodePage) GetNodes() []*RolloutNode {
@@ -1623,7 +1752,7 @@ type PauseRolloutRequest struct {
 
 func (x *PauseRolloutRequest) Reset() {
 	*x = PauseRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[26]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1635,7 +1764,7 @@ func (x *PauseRolloutRequest) String() string {
 func (*PauseRolloutRequest) ProtoMessage() {}
 
 func (x *PauseRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[26]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1648,7 +1777,7 @@ func (x *PauseRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseRolloutRequest.ProtoReflect.Descriptor instead.
 func (*PauseRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{26}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PauseRolloutRequest) GetId() string {
@@ -1683,7 +1812,7 @@ type PauseRolloutResponse struct {
 
 func (x *PauseRolloutResponse) Reset() {
 	*x = PauseRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[27]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1695,7 +1824,7 @@ func (x *PauseRolloutResponse) String() string {
 func (*PauseRolloutResponse) ProtoMessage() {}
 
 func (x *PauseRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[27]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1708,7 +1837,7 @@ func (x *PauseRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseRolloutResponse.ProtoReflect.Descriptor instead.
 func (*PauseRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{27}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *PauseRolloutResponse) GetRollout() *Rollout {
@@ -1731,7 +1860,7 @@ type ResumeRolloutRequest struct {
 
 func (x *ResumeRolloutRequest) Reset() {
 	*x = ResumeRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[28]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1743,7 +1872,7 @@ func (x *ResumeRolloutRequest) String() string {
 func (*ResumeRolloutRequest) ProtoMessage() {}
 
 func (x *ResumeRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[28]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1756,7 +1885,7 @@ func (x *ResumeRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRolloutRequest.ProtoReflect.Descriptor instead.
 func (*ResumeRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{28}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ResumeRolloutRequest) GetId() string {
@@ -1784,7 +1913,7 @@ type ResumeRolloutResponse struct {
 
 func (x *ResumeRolloutResponse) Reset() {
 	*x = ResumeRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[29]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1796,7 +1925,7 @@ func (x *ResumeRolloutResponse) String() string {
 func (*ResumeRolloutResponse) ProtoMessage() {}
 
 func (x *ResumeRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[29]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1809,7 +1938,7 @@ func (x *ResumeRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRolloutResponse.ProtoReflect.Descriptor instead.
 func (*ResumeRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{29}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ResumeRolloutResponse) GetRollout() *Rollout {
@@ -1834,7 +1963,7 @@ type AbortRolloutRequest struct {
 
 func (x *AbortRolloutRequest) Reset() {
 	*x = AbortRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[30]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1846,7 +1975,7 @@ func (x *AbortRolloutRequest) String() string {
 func (*AbortRolloutRequest) ProtoMessage() {}
 
 func (x *AbortRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[30]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1859,7 +1988,7 @@ func (x *AbortRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortRolloutRequest.ProtoReflect.Descriptor instead.
 func (*AbortRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{30}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *AbortRolloutRequest) GetId() string {
@@ -1894,7 +2023,7 @@ type AbortRolloutResponse struct {
 
 func (x *AbortRolloutResponse) Reset() {
 	*x = AbortRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[31]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1906,7 +2035,7 @@ func (x *AbortRolloutResponse) String() string {
 func (*AbortRolloutResponse) ProtoMessage() {}
 
 func (x *AbortRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[31]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1919,7 +2048,7 @@ func (x *AbortRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortRolloutResponse.ProtoReflect.Descriptor instead.
 func (*AbortRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{31}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *AbortRolloutResponse) GetRollout() *Rollout {
@@ -1945,7 +2074,7 @@ type PromoteRolloutRequest struct {
 
 func (x *PromoteRolloutRequest) Reset() {
 	*x = PromoteRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[32]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1957,7 +2086,7 @@ func (x *PromoteRolloutRequest) String() string {
 func (*PromoteRolloutRequest) ProtoMessage() {}
 
 func (x *PromoteRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[32]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1970,7 +2099,7 @@ func (x *PromoteRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteRolloutRequest.ProtoReflect.Descriptor instead.
 func (*PromoteRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{32}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PromoteRolloutRequest) GetId() string {
@@ -2005,7 +2134,7 @@ type PromoteRolloutResponse struct {
 
 func (x *PromoteRolloutResponse) Reset() {
 	*x = PromoteRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[33]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2017,7 +2146,7 @@ func (x *PromoteRolloutResponse) String() string {
 func (*PromoteRolloutResponse) ProtoMessage() {}
 
 func (x *PromoteRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[33]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2030,7 +2159,7 @@ func (x *PromoteRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteRolloutResponse.ProtoReflect.Descriptor instead.
 func (*PromoteRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{33}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PromoteRolloutResponse) GetRollout() *Rollout {
@@ -2055,7 +2184,7 @@ type RetryRolloutRequest struct {
 
 func (x *RetryRolloutRequest) Reset() {
 	*x = RetryRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[34]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2067,7 +2196,7 @@ func (x *RetryRolloutRequest) String() string {
 func (*RetryRolloutRequest) ProtoMessage() {}
 
 func (x *RetryRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[34]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2080,7 +2209,7 @@ func (x *RetryRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryRolloutRequest.ProtoReflect.Descriptor instead.
 func (*RetryRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{34}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RetryRolloutRequest) GetId() string {
@@ -2115,7 +2244,7 @@ type RetryRolloutResponse struct {
 
 func (x *RetryRolloutResponse) Reset() {
 	*x = RetryRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[35]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2127,7 +2256,7 @@ func (x *RetryRolloutResponse) String() string {
 func (*RetryRolloutResponse) ProtoMessage() {}
 
 func (x *RetryRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[35]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2140,7 +2269,7 @@ func (x *RetryRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryRolloutResponse.ProtoReflect.Descriptor instead.
 func (*RetryRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{35}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RetryRolloutResponse) GetRollout() *Rollout {
@@ -2165,7 +2294,7 @@ type ApproveRolloutRequest struct {
 
 func (x *ApproveRolloutRequest) Reset() {
 	*x = ApproveRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[36]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2177,7 +2306,7 @@ func (x *ApproveRolloutRequest) String() string {
 func (*ApproveRolloutRequest) ProtoMessage() {}
 
 func (x *ApproveRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[36]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2190,7 +2319,7 @@ func (x *ApproveRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveRolloutRequest.ProtoReflect.Descriptor instead.
 func (*ApproveRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{36}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ApproveRolloutRequest) GetId() string {
@@ -2225,7 +2354,7 @@ type ApproveRolloutResponse struct {
 
 func (x *ApproveRolloutResponse) Reset() {
 	*x = ApproveRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[37]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2237,7 +2366,7 @@ func (x *ApproveRolloutResponse) String() string {
 func (*ApproveRolloutResponse) ProtoMessage() {}
 
 func (x *ApproveRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[37]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2250,7 +2379,7 @@ func (x *ApproveRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveRolloutResponse.ProtoReflect.Descriptor instead.
 func (*ApproveRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{37}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ApproveRolloutResponse) GetRollout() *Rollout {
@@ -2275,7 +2404,7 @@ type RejectRolloutRequest struct {
 
 func (x *RejectRolloutRequest) Reset() {
 	*x = RejectRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[38]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2287,7 +2416,7 @@ func (x *RejectRolloutRequest) String() string {
 func (*RejectRolloutRequest) ProtoMessage() {}
 
 func (x *RejectRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[38]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2300,7 +2429,7 @@ func (x *RejectRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectRolloutRequest.ProtoReflect.Descriptor instead.
 func (*RejectRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{38}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RejectRolloutRequest) GetId() string {
@@ -2335,7 +2464,7 @@ type RejectRolloutResponse struct {
 
 func (x *RejectRolloutResponse) Reset() {
 	*x = RejectRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[39]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2347,7 +2476,7 @@ func (x *RejectRolloutResponse) String() string {
 func (*RejectRolloutResponse) ProtoMessage() {}
 
 func (x *RejectRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[39]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2360,7 +2489,7 @@ func (x *RejectRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectRolloutResponse.ProtoReflect.Descriptor instead.
 func (*RejectRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{39}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RejectRolloutResponse) GetRollout() *Rollout {
@@ -2385,7 +2514,7 @@ type ValidateRolloutRequest struct {
 
 func (x *ValidateRolloutRequest) Reset() {
 	*x = ValidateRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[40]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2397,7 +2526,7 @@ func (x *ValidateRolloutRequest) String() string {
 func (*ValidateRolloutRequest) ProtoMessage() {}
 
 func (x *ValidateRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[40]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2410,7 +2539,7 @@ func (x *ValidateRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateRolloutRequest.ProtoReflect.Descriptor instead.
 func (*ValidateRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{40}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ValidateRolloutRequest) GetId() string {
@@ -2445,7 +2574,7 @@ type ValidateRolloutResponse struct {
 
 func (x *ValidateRolloutResponse) Reset() {
 	*x = ValidateRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[41]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2457,7 +2586,7 @@ func (x *ValidateRolloutResponse) String() string {
 func (*ValidateRolloutResponse) ProtoMessage() {}
 
 func (x *ValidateRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[41]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2470,7 +2599,7 @@ func (x *ValidateRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateRolloutResponse.ProtoReflect.Descriptor instead.
 func (*ValidateRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{41}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ValidateRolloutResponse) GetRollout() *Rollout {
@@ -2495,7 +2624,7 @@ type ListRevisionsRequest struct {
 
 func (x *ListRevisionsRequest) Reset() {
 	*x = ListRevisionsRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[42]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2507,7 +2636,7 @@ func (x *ListRevisionsRequest) String() string {
 func (*ListRevisionsRequest) ProtoMessage() {}
 
 func (x *ListRevisionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[42]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2520,7 +2649,7 @@ func (x *ListRevisionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRevisionsRequest.ProtoReflect.Descriptor instead.
 func (*ListRevisionsRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{42}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ListRevisionsRequest) GetApp() string {
@@ -2557,7 +2686,7 @@ type ListRevisionsResponse struct {
 
 func (x *ListRevisionsResponse) Reset() {
 	*x = ListRevisionsResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[43]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2569,7 +2698,7 @@ func (x *ListRevisionsResponse) String() string {
 func (*ListRevisionsResponse) ProtoMessage() {}
 
 func (x *ListRevisionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[43]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2582,7 +2711,7 @@ func (x *ListRevisionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRevisionsResponse.ProtoReflect.Descriptor instead.
 func (*ListRevisionsResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{43}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ListRevisionsResponse) GetRevisions() []*Revision {
@@ -2633,7 +2762,17 @@ const file_outpost_v1_controlplane_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x02 \x01(\tR\trequestId\"\x14\n" +
-	"\x12DeleteNodeResponse\"(\n" +
+	"\x12DeleteNodeResponse\"[\n" +
+	"\x12VerifyNodesRequest\x12%\n" +
+	"\x0elabel_selector\x18\x01 \x01(\tR\rlabelSelector\x12\x1e\n" +
+	"\n" +
+	"datacenter\x18\x02 \x01(\tR\n" +
+	"datacenter\"\x7f\n" +
+	"\x13VerifyNodesResponse\x12$\n" +
+	"\x04node\x18\x01 \x01(\v2\x10.outpost.v1.NodeR\x04node\x12\x18\n" +
+	"\askipped\x18\x02 \x01(\tR\askipped\x12\x12\n" +
+	"\x04done\x18\x03 \x01(\x05R\x04done\x12\x14\n" +
+	"\x05total\x18\x04 \x01(\x05R\x05total\"(\n" +
 	"\x16ScanNodeHostKeyRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"J\n" +
 	"\x17ScanNodeHostKeyResponse\x12/\n" +
@@ -2767,7 +2906,7 @@ const file_outpost_v1_controlplane_proto_rawDesc = "" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\"s\n" +
 	"\x15ListRevisionsResponse\x122\n" +
 	"\trevisions\x18\x01 \x03(\v2\x14.outpost.v1.RevisionR\trevisions\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\xab\r\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\xfd\r\n" +
 	"\x13ControlPlaneService\x12K\n" +
 	"\n" +
 	"ApplyNodes\x12\x1d.outpost.v1.ApplyNodesRequest\x1a\x1e.outpost.v1.ApplyNodesResponse\x12H\n" +
@@ -2776,7 +2915,8 @@ const file_outpost_v1_controlplane_proto_rawDesc = "" +
 	"\n" +
 	"DeleteNode\x12\x1d.outpost.v1.DeleteNodeRequest\x1a\x1e.outpost.v1.DeleteNodeResponse\x12Z\n" +
 	"\x0fScanNodeHostKey\x12\".outpost.v1.ScanNodeHostKeyRequest\x1a#.outpost.v1.ScanNodeHostKeyResponse\x12]\n" +
-	"\x10TrustNodeHostKey\x12#.outpost.v1.TrustNodeHostKeyRequest\x1a$.outpost.v1.TrustNodeHostKeyResponse\x12T\n" +
+	"\x10TrustNodeHostKey\x12#.outpost.v1.TrustNodeHostKeyRequest\x1a$.outpost.v1.TrustNodeHostKeyResponse\x12P\n" +
+	"\vVerifyNodes\x12\x1e.outpost.v1.VerifyNodesRequest\x1a\x1f.outpost.v1.VerifyNodesResponse0\x01\x12T\n" +
 	"\rCreateRollout\x12 .outpost.v1.CreateRolloutRequest\x1a!.outpost.v1.CreateRolloutResponse\x12K\n" +
 	"\n" +
 	"GetRollout\x12\x1d.outpost.v1.GetRolloutRequest\x1a\x1e.outpost.v1.GetRolloutResponse\x12Q\n" +
@@ -2805,7 +2945,7 @@ func file_outpost_v1_controlplane_proto_rawDescGZIP() []byte {
 	return file_outpost_v1_controlplane_proto_rawDescData
 }
 
-var file_outpost_v1_controlplane_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
+var file_outpost_v1_controlplane_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
 var file_outpost_v1_controlplane_proto_goTypes = []any{
 	(*ApplyNodesRequest)(nil),        // 0: outpost.v1.ApplyNodesRequest
 	(*ApplyNodesResponse)(nil),       // 1: outpost.v1.ApplyNodesResponse
@@ -2815,126 +2955,131 @@ var file_outpost_v1_controlplane_proto_goTypes = []any{
 	(*GetNodeResponse)(nil),          // 5: outpost.v1.GetNodeResponse
 	(*DeleteNodeRequest)(nil),        // 6: outpost.v1.DeleteNodeRequest
 	(*DeleteNodeResponse)(nil),       // 7: outpost.v1.DeleteNodeResponse
-	(*ScanNodeHostKeyRequest)(nil),   // 8: outpost.v1.ScanNodeHostKeyRequest
-	(*ScanNodeHostKeyResponse)(nil),  // 9: outpost.v1.ScanNodeHostKeyResponse
-	(*NodeHostKeyScan)(nil),          // 10: outpost.v1.NodeHostKeyScan
-	(*TrustNodeHostKeyRequest)(nil),  // 11: outpost.v1.TrustNodeHostKeyRequest
-	(*TrustNodeHostKeyResponse)(nil), // 12: outpost.v1.TrustNodeHostKeyResponse
-	(*CreateRolloutRequest)(nil),     // 13: outpost.v1.CreateRolloutRequest
-	(*RolloutUndo)(nil),              // 14: outpost.v1.RolloutUndo
-	(*CreateRolloutResponse)(nil),    // 15: outpost.v1.CreateRolloutResponse
-	(*GetRolloutRequest)(nil),        // 16: outpost.v1.GetRolloutRequest
-	(*GetRolloutResponse)(nil),       // 17: outpost.v1.GetRolloutResponse
-	(*ListRolloutsRequest)(nil),      // 18: outpost.v1.ListRolloutsRequest
-	(*ListRolloutsResponse)(nil),     // 19: outpost.v1.ListRolloutsResponse
-	(*ListRolloutNodesRequest)(nil),  // 20: outpost.v1.ListRolloutNodesRequest
-	(*ListRolloutNodesResponse)(nil), // 21: outpost.v1.ListRolloutNodesResponse
-	(*WatchRolloutRequest)(nil),      // 22: outpost.v1.WatchRolloutRequest
-	(*WatchRolloutResponse)(nil),     // 23: outpost.v1.WatchRolloutResponse
-	(*WatchSnapshotEnd)(nil),         // 24: outpost.v1.WatchSnapshotEnd
-	(*WatchNodePage)(nil),            // 25: outpost.v1.WatchNodePage
-	(*PauseRolloutRequest)(nil),      // 26: outpost.v1.PauseRolloutRequest
-	(*PauseRolloutResponse)(nil),     // 27: outpost.v1.PauseRolloutResponse
-	(*ResumeRolloutRequest)(nil),     // 28: outpost.v1.ResumeRolloutRequest
-	(*ResumeRolloutResponse)(nil),    // 29: outpost.v1.ResumeRolloutResponse
-	(*AbortRolloutRequest)(nil),      // 30: outpost.v1.AbortRolloutRequest
-	(*AbortRolloutResponse)(nil),     // 31: outpost.v1.AbortRolloutResponse
-	(*PromoteRolloutRequest)(nil),    // 32: outpost.v1.PromoteRolloutRequest
-	(*PromoteRolloutResponse)(nil),   // 33: outpost.v1.PromoteRolloutResponse
-	(*RetryRolloutRequest)(nil),      // 34: outpost.v1.RetryRolloutRequest
-	(*RetryRolloutResponse)(nil),     // 35: outpost.v1.RetryRolloutResponse
-	(*ApproveRolloutRequest)(nil),    // 36: outpost.v1.ApproveRolloutRequest
-	(*ApproveRolloutResponse)(nil),   // 37: outpost.v1.ApproveRolloutResponse
-	(*RejectRolloutRequest)(nil),     // 38: outpost.v1.RejectRolloutRequest
-	(*RejectRolloutResponse)(nil),    // 39: outpost.v1.RejectRolloutResponse
-	(*ValidateRolloutRequest)(nil),   // 40: outpost.v1.ValidateRolloutRequest
-	(*ValidateRolloutResponse)(nil),  // 41: outpost.v1.ValidateRolloutResponse
-	(*ListRevisionsRequest)(nil),     // 42: outpost.v1.ListRevisionsRequest
-	(*ListRevisionsResponse)(nil),    // 43: outpost.v1.ListRevisionsResponse
-	(*Node)(nil),                     // 44: outpost.v1.Node
-	(*timestamppb.Timestamp)(nil),    // 45: google.protobuf.Timestamp
-	(*PlanSpec)(nil),                 // 46: outpost.v1.PlanSpec
-	(*Rollout)(nil),                  // 47: outpost.v1.Rollout
-	(NodeState)(0),                   // 48: outpost.v1.NodeState
-	(*RolloutNode)(nil),              // 49: outpost.v1.RolloutNode
-	(*NodeStepEvent)(nil),            // 50: outpost.v1.NodeStepEvent
-	(*Revision)(nil),                 // 51: outpost.v1.Revision
+	(*VerifyNodesRequest)(nil),       // 8: outpost.v1.VerifyNodesRequest
+	(*VerifyNodesResponse)(nil),      // 9: outpost.v1.VerifyNodesResponse
+	(*ScanNodeHostKeyRequest)(nil),   // 10: outpost.v1.ScanNodeHostKeyRequest
+	(*ScanNodeHostKeyResponse)(nil),  // 11: outpost.v1.ScanNodeHostKeyResponse
+	(*NodeHostKeyScan)(nil),          // 12: outpost.v1.NodeHostKeyScan
+	(*TrustNodeHostKeyRequest)(nil),  // 13: outpost.v1.TrustNodeHostKeyRequest
+	(*TrustNodeHostKeyResponse)(nil), // 14: outpost.v1.TrustNodeHostKeyResponse
+	(*CreateRolloutRequest)(nil),     // 15: outpost.v1.CreateRolloutRequest
+	(*RolloutUndo)(nil),              // 16: outpost.v1.RolloutUndo
+	(*CreateRolloutResponse)(nil),    // 17: outpost.v1.CreateRolloutResponse
+	(*GetRolloutRequest)(nil),        // 18: outpost.v1.GetRolloutRequest
+	(*GetRolloutResponse)(nil),       // 19: outpost.v1.GetRolloutResponse
+	(*ListRolloutsRequest)(nil),      // 20: outpost.v1.ListRolloutsRequest
+	(*ListRolloutsResponse)(nil),     // 21: outpost.v1.ListRolloutsResponse
+	(*ListRolloutNodesRequest)(nil),  // 22: outpost.v1.ListRolloutNodesRequest
+	(*ListRolloutNodesResponse)(nil), // 23: outpost.v1.ListRolloutNodesResponse
+	(*WatchRolloutRequest)(nil),      // 24: outpost.v1.WatchRolloutRequest
+	(*WatchRolloutResponse)(nil),     // 25: outpost.v1.WatchRolloutResponse
+	(*WatchSnapshotEnd)(nil),         // 26: outpost.v1.WatchSnapshotEnd
+	(*WatchNodePage)(nil),            // 27: outpost.v1.WatchNodePage
+	(*PauseRolloutRequest)(nil),      // 28: outpost.v1.PauseRolloutRequest
+	(*PauseRolloutResponse)(nil),     // 29: outpost.v1.PauseRolloutResponse
+	(*ResumeRolloutRequest)(nil),     // 30: outpost.v1.ResumeRolloutRequest
+	(*ResumeRolloutResponse)(nil),    // 31: outpost.v1.ResumeRolloutResponse
+	(*AbortRolloutRequest)(nil),      // 32: outpost.v1.AbortRolloutRequest
+	(*AbortRolloutResponse)(nil),     // 33: outpost.v1.AbortRolloutResponse
+	(*PromoteRolloutRequest)(nil),    // 34: outpost.v1.PromoteRolloutRequest
+	(*PromoteRolloutResponse)(nil),   // 35: outpost.v1.PromoteRolloutResponse
+	(*RetryRolloutRequest)(nil),      // 36: outpost.v1.RetryRolloutRequest
+	(*RetryRolloutResponse)(nil),     // 37: outpost.v1.RetryRolloutResponse
+	(*ApproveRolloutRequest)(nil),    // 38: outpost.v1.ApproveRolloutRequest
+	(*ApproveRolloutResponse)(nil),   // 39: outpost.v1.ApproveRolloutResponse
+	(*RejectRolloutRequest)(nil),     // 40: outpost.v1.RejectRolloutRequest
+	(*RejectRolloutResponse)(nil),    // 41: outpost.v1.RejectRolloutResponse
+	(*ValidateRolloutRequest)(nil),   // 42: outpost.v1.ValidateRolloutRequest
+	(*ValidateRolloutResponse)(nil),  // 43: outpost.v1.ValidateRolloutResponse
+	(*ListRevisionsRequest)(nil),     // 44: outpost.v1.ListRevisionsRequest
+	(*ListRevisionsResponse)(nil),    // 45: outpost.v1.ListRevisionsResponse
+	(*Node)(nil),                     // 46: outpost.v1.Node
+	(*timestamppb.Timestamp)(nil),    // 47: google.protobuf.Timestamp
+	(*PlanSpec)(nil),                 // 48: outpost.v1.PlanSpec
+	(*Rollout)(nil),                  // 49: outpost.v1.Rollout
+	(NodeState)(0),                   // 50: outpost.v1.NodeState
+	(*RolloutNode)(nil),              // 51: outpost.v1.RolloutNode
+	(*NodeStepEvent)(nil),            // 52: outpost.v1.NodeStepEvent
+	(*Revision)(nil),                 // 53: outpost.v1.Revision
 }
 var file_outpost_v1_controlplane_proto_depIdxs = []int32{
-	44, // 0: outpost.v1.ApplyNodesRequest.nodes:type_name -> outpost.v1.Node
-	44, // 1: outpost.v1.ApplyNodesResponse.nodes:type_name -> outpost.v1.Node
-	44, // 2: outpost.v1.ListNodesResponse.nodes:type_name -> outpost.v1.Node
-	44, // 3: outpost.v1.GetNodeResponse.node:type_name -> outpost.v1.Node
-	10, // 4: outpost.v1.ScanNodeHostKeyResponse.scan:type_name -> outpost.v1.NodeHostKeyScan
-	45, // 5: outpost.v1.NodeHostKeyScan.scan_time:type_name -> google.protobuf.Timestamp
-	44, // 6: outpost.v1.TrustNodeHostKeyResponse.node:type_name -> outpost.v1.Node
-	46, // 7: outpost.v1.CreateRolloutRequest.plan:type_name -> outpost.v1.PlanSpec
-	14, // 8: outpost.v1.CreateRolloutRequest.undo:type_name -> outpost.v1.RolloutUndo
-	47, // 9: outpost.v1.CreateRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	47, // 10: outpost.v1.GetRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	47, // 11: outpost.v1.ListRolloutsResponse.rollouts:type_name -> outpost.v1.Rollout
-	48, // 12: outpost.v1.ListRolloutNodesRequest.state:type_name -> outpost.v1.NodeState
-	49, // 13: outpost.v1.ListRolloutNodesResponse.nodes:type_name -> outpost.v1.RolloutNode
-	47, // 14: outpost.v1.WatchRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	49, // 15: outpost.v1.WatchRolloutResponse.node:type_name -> outpost.v1.RolloutNode
-	50, // 16: outpost.v1.WatchRolloutResponse.step_event:type_name -> outpost.v1.NodeStepEvent
-	24, // 17: outpost.v1.WatchRolloutResponse.snapshot_end:type_name -> outpost.v1.WatchSnapshotEnd
-	25, // 18: outpost.v1.WatchRolloutResponse.node_page:type_name -> outpost.v1.WatchNodePage
-	49, // 19: outpost.v1.WatchNodePage.nodes:type_name -> outpost.v1.RolloutNode
-	47, // 20: outpost.v1.PauseRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	47, // 21: outpost.v1.ResumeRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	47, // 22: outpost.v1.AbortRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	47, // 23: outpost.v1.PromoteRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	47, // 24: outpost.v1.RetryRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	47, // 25: outpost.v1.ApproveRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	47, // 26: outpost.v1.RejectRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	47, // 27: outpost.v1.ValidateRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	51, // 28: outpost.v1.ListRevisionsResponse.revisions:type_name -> outpost.v1.Revision
-	0,  // 29: outpost.v1.ControlPlaneService.ApplyNodes:input_type -> outpost.v1.ApplyNodesRequest
-	2,  // 30: outpost.v1.ControlPlaneService.ListNodes:input_type -> outpost.v1.ListNodesRequest
-	4,  // 31: outpost.v1.ControlPlaneService.GetNode:input_type -> outpost.v1.GetNodeRequest
-	6,  // 32: outpost.v1.ControlPlaneService.DeleteNode:input_type -> outpost.v1.DeleteNodeRequest
-	8,  // 33: outpost.v1.ControlPlaneService.ScanNodeHostKey:input_type -> outpost.v1.ScanNodeHostKeyRequest
-	11, // 34: outpost.v1.ControlPlaneService.TrustNodeHostKey:input_type -> outpost.v1.TrustNodeHostKeyRequest
-	13, // 35: outpost.v1.ControlPlaneService.CreateRollout:input_type -> outpost.v1.CreateRolloutRequest
-	16, // 36: outpost.v1.ControlPlaneService.GetRollout:input_type -> outpost.v1.GetRolloutRequest
-	18, // 37: outpost.v1.ControlPlaneService.ListRollouts:input_type -> outpost.v1.ListRolloutsRequest
-	20, // 38: outpost.v1.ControlPlaneService.ListRolloutNodes:input_type -> outpost.v1.ListRolloutNodesRequest
-	22, // 39: outpost.v1.ControlPlaneService.WatchRollout:input_type -> outpost.v1.WatchRolloutRequest
-	26, // 40: outpost.v1.ControlPlaneService.PauseRollout:input_type -> outpost.v1.PauseRolloutRequest
-	28, // 41: outpost.v1.ControlPlaneService.ResumeRollout:input_type -> outpost.v1.ResumeRolloutRequest
-	30, // 42: outpost.v1.ControlPlaneService.AbortRollout:input_type -> outpost.v1.AbortRolloutRequest
-	32, // 43: outpost.v1.ControlPlaneService.PromoteRollout:input_type -> outpost.v1.PromoteRolloutRequest
-	34, // 44: outpost.v1.ControlPlaneService.RetryRollout:input_type -> outpost.v1.RetryRolloutRequest
-	36, // 45: outpost.v1.ControlPlaneService.ApproveRollout:input_type -> outpost.v1.ApproveRolloutRequest
-	38, // 46: outpost.v1.ControlPlaneService.RejectRollout:input_type -> outpost.v1.RejectRolloutRequest
-	40, // 47: outpost.v1.ControlPlaneService.ValidateRollout:input_type -> outpost.v1.ValidateRolloutRequest
-	42, // 48: outpost.v1.ControlPlaneService.ListRevisions:input_type -> outpost.v1.ListRevisionsRequest
-	1,  // 49: outpost.v1.ControlPlaneService.ApplyNodes:output_type -> outpost.v1.ApplyNodesResponse
-	3,  // 50: outpost.v1.ControlPlaneService.ListNodes:output_type -> outpost.v1.ListNodesResponse
-	5,  // 51: outpost.v1.ControlPlaneService.GetNode:output_type -> outpost.v1.GetNodeResponse
-	7,  // 52: outpost.v1.ControlPlaneService.DeleteNode:output_type -> outpost.v1.DeleteNodeResponse
-	9,  // 53: outpost.v1.ControlPlaneService.ScanNodeHostKey:output_type -> outpost.v1.ScanNodeHostKeyResponse
-	12, // 54: outpost.v1.ControlPlaneService.TrustNodeHostKey:output_type -> outpost.v1.TrustNodeHostKeyResponse
-	15, // 55: outpost.v1.ControlPlaneService.CreateRollout:output_type -> outpost.v1.CreateRolloutResponse
-	17, // 56: outpost.v1.ControlPlaneService.GetRollout:output_type -> outpost.v1.GetRolloutResponse
-	19, // 57: outpost.v1.ControlPlaneService.ListRollouts:output_type -> outpost.v1.ListRolloutsResponse
-	21, // 58: outpost.v1.ControlPlaneService.ListRolloutNodes:output_type -> outpost.v1.ListRolloutNodesResponse
-	23, // 59: outpost.v1.ControlPlaneService.WatchRollout:output_type -> outpost.v1.WatchRolloutResponse
-	27, // 60: outpost.v1.ControlPlaneService.PauseRollout:output_type -> outpost.v1.PauseRolloutResponse
-	29, // 61: outpost.v1.ControlPlaneService.ResumeRollout:output_type -> outpost.v1.ResumeRolloutResponse
-	31, // 62: outpost.v1.ControlPlaneService.AbortRollout:output_type -> outpost.v1.AbortRolloutResponse
-	33, // 63: outpost.v1.ControlPlaneService.PromoteRollout:output_type -> outpost.v1.PromoteRolloutResponse
-	35, // 64: outpost.v1.ControlPlaneService.RetryRollout:output_type -> outpost.v1.RetryRolloutResponse
-	37, // 65: outpost.v1.ControlPlaneService.ApproveRollout:output_type -> outpost.v1.ApproveRolloutResponse
-	39, // 66: outpost.v1.ControlPlaneService.RejectRollout:output_type -> outpost.v1.RejectRolloutResponse
-	41, // 67: outpost.v1.ControlPlaneService.ValidateRollout:output_type -> outpost.v1.ValidateRolloutResponse
-	43, // 68: outpost.v1.ControlPlaneService.ListRevisions:output_type -> outpost.v1.ListRevisionsResponse
-	49, // [49:69] is the sub-list for method output_type
-	29, // [29:49] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	46, // 0: outpost.v1.ApplyNodesRequest.nodes:type_name -> outpost.v1.Node
+	46, // 1: outpost.v1.ApplyNodesResponse.nodes:type_name -> outpost.v1.Node
+	46, // 2: outpost.v1.ListNodesResponse.nodes:type_name -> outpost.v1.Node
+	46, // 3: outpost.v1.GetNodeResponse.node:type_name -> outpost.v1.Node
+	46, // 4: outpost.v1.VerifyNodesResponse.node:type_name -> outpost.v1.Node
+	12, // 5: outpost.v1.ScanNodeHostKeyResponse.scan:type_name -> outpost.v1.NodeHostKeyScan
+	47, // 6: outpost.v1.NodeHostKeyScan.scan_time:type_name -> google.protobuf.Timestamp
+	46, // 7: outpost.v1.TrustNodeHostKeyResponse.node:type_name -> outpost.v1.Node
+	48, // 8: outpost.v1.CreateRolloutRequest.plan:type_name -> outpost.v1.PlanSpec
+	16, // 9: outpost.v1.CreateRolloutRequest.undo:type_name -> outpost.v1.RolloutUndo
+	49, // 10: outpost.v1.CreateRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	49, // 11: outpost.v1.GetRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	49, // 12: outpost.v1.ListRolloutsResponse.rollouts:type_name -> outpost.v1.Rollout
+	50, // 13: outpost.v1.ListRolloutNodesRequest.state:type_name -> outpost.v1.NodeState
+	51, // 14: outpost.v1.ListRolloutNodesResponse.nodes:type_name -> outpost.v1.RolloutNode
+	49, // 15: outpost.v1.WatchRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	51, // 16: outpost.v1.WatchRolloutResponse.node:type_name -> outpost.v1.RolloutNode
+	52, // 17: outpost.v1.WatchRolloutResponse.step_event:type_name -> outpost.v1.NodeStepEvent
+	26, // 18: outpost.v1.WatchRolloutResponse.snapshot_end:type_name -> outpost.v1.WatchSnapshotEnd
+	27, // 19: outpost.v1.WatchRolloutResponse.node_page:type_name -> outpost.v1.WatchNodePage
+	51, // 20: outpost.v1.WatchNodePage.nodes:type_name -> outpost.v1.RolloutNode
+	49, // 21: outpost.v1.PauseRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	49, // 22: outpost.v1.ResumeRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	49, // 23: outpost.v1.AbortRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	49, // 24: outpost.v1.PromoteRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	49, // 25: outpost.v1.RetryRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	49, // 26: outpost.v1.ApproveRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	49, // 27: outpost.v1.RejectRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	49, // 28: outpost.v1.ValidateRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	53, // 29: outpost.v1.ListRevisionsResponse.revisions:type_name -> outpost.v1.Revision
+	0,  // 30: outpost.v1.ControlPlaneService.ApplyNodes:input_type -> outpost.v1.ApplyNodesRequest
+	2,  // 31: outpost.v1.ControlPlaneService.ListNodes:input_type -> outpost.v1.ListNodesRequest
+	4,  // 32: outpost.v1.ControlPlaneService.GetNode:input_type -> outpost.v1.GetNodeRequest
+	6,  // 33: outpost.v1.ControlPlaneService.DeleteNode:input_type -> outpost.v1.DeleteNodeRequest
+	10, // 34: outpost.v1.ControlPlaneService.ScanNodeHostKey:input_type -> outpost.v1.ScanNodeHostKeyRequest
+	13, // 35: outpost.v1.ControlPlaneService.TrustNodeHostKey:input_type -> outpost.v1.TrustNodeHostKeyRequest
+	8,  // 36: outpost.v1.ControlPlaneService.VerifyNodes:input_type -> outpost.v1.VerifyNodesRequest
+	15, // 37: outpost.v1.ControlPlaneService.CreateRollout:input_type -> outpost.v1.CreateRolloutRequest
+	18, // 38: outpost.v1.ControlPlaneService.GetRollout:input_type -> outpost.v1.GetRolloutRequest
+	20, // 39: outpost.v1.ControlPlaneService.ListRollouts:input_type -> outpost.v1.ListRolloutsRequest
+	22, // 40: outpost.v1.ControlPlaneService.ListRolloutNodes:input_type -> outpost.v1.ListRolloutNodesRequest
+	24, // 41: outpost.v1.ControlPlaneService.WatchRollout:input_type -> outpost.v1.WatchRolloutRequest
+	28, // 42: outpost.v1.ControlPlaneService.PauseRollout:input_type -> outpost.v1.PauseRolloutRequest
+	30, // 43: outpost.v1.ControlPlaneService.ResumeRollout:input_type -> outpost.v1.ResumeRolloutRequest
+	32, // 44: outpost.v1.ControlPlaneService.AbortRollout:input_type -> outpost.v1.AbortRolloutRequest
+	34, // 45: outpost.v1.ControlPlaneService.PromoteRollout:input_type -> outpost.v1.PromoteRolloutRequest
+	36, // 46: outpost.v1.ControlPlaneService.RetryRollout:input_type -> outpost.v1.RetryRolloutRequest
+	38, // 47: outpost.v1.ControlPlaneService.ApproveRollout:input_type -> outpost.v1.ApproveRolloutRequest
+	40, // 48: outpost.v1.ControlPlaneService.RejectRollout:input_type -> outpost.v1.RejectRolloutRequest
+	42, // 49: outpost.v1.ControlPlaneService.ValidateRollout:input_type -> outpost.v1.ValidateRolloutRequest
+	44, // 50: outpost.v1.ControlPlaneService.ListRevisions:input_type -> outpost.v1.ListRevisionsRequest
+	1,  // 51: outpost.v1.ControlPlaneService.ApplyNodes:output_type -> outpost.v1.ApplyNodesResponse
+	3,  // 52: outpost.v1.ControlPlaneService.ListNodes:output_type -> outpost.v1.ListNodesResponse
+	5,  // 53: outpost.v1.ControlPlaneService.GetNode:output_type -> outpost.v1.GetNodeResponse
+	7,  // 54: outpost.v1.ControlPlaneService.DeleteNode:output_type -> outpost.v1.DeleteNodeResponse
+	11, // 55: outpost.v1.ControlPlaneService.ScanNodeHostKey:output_type -> outpost.v1.ScanNodeHostKeyResponse
+	14, // 56: outpost.v1.ControlPlaneService.TrustNodeHostKey:output_type -> outpost.v1.TrustNodeHostKeyResponse
+	9,  // 57: outpost.v1.ControlPlaneService.VerifyNodes:output_type -> outpost.v1.VerifyNodesResponse
+	17, // 58: outpost.v1.ControlPlaneService.CreateRollout:output_type -> outpost.v1.CreateRolloutResponse
+	19, // 59: outpost.v1.ControlPlaneService.GetRollout:output_type -> outpost.v1.GetRolloutResponse
+	21, // 60: outpost.v1.ControlPlaneService.ListRollouts:output_type -> outpost.v1.ListRolloutsResponse
+	23, // 61: outpost.v1.ControlPlaneService.ListRolloutNodes:output_type -> outpost.v1.ListRolloutNodesResponse
+	25, // 62: outpost.v1.ControlPlaneService.WatchRollout:output_type -> outpost.v1.WatchRolloutResponse
+	29, // 63: outpost.v1.ControlPlaneService.PauseRollout:output_type -> outpost.v1.PauseRolloutResponse
+	31, // 64: outpost.v1.ControlPlaneService.ResumeRollout:output_type -> outpost.v1.ResumeRolloutResponse
+	33, // 65: outpost.v1.ControlPlaneService.AbortRollout:output_type -> outpost.v1.AbortRolloutResponse
+	35, // 66: outpost.v1.ControlPlaneService.PromoteRollout:output_type -> outpost.v1.PromoteRolloutResponse
+	37, // 67: outpost.v1.ControlPlaneService.RetryRollout:output_type -> outpost.v1.RetryRolloutResponse
+	39, // 68: outpost.v1.ControlPlaneService.ApproveRollout:output_type -> outpost.v1.ApproveRolloutResponse
+	41, // 69: outpost.v1.ControlPlaneService.RejectRollout:output_type -> outpost.v1.RejectRolloutResponse
+	43, // 70: outpost.v1.ControlPlaneService.ValidateRollout:output_type -> outpost.v1.ValidateRolloutResponse
+	45, // 71: outpost.v1.ControlPlaneService.ListRevisions:output_type -> outpost.v1.ListRevisionsResponse
+	51, // [51:72] is the sub-list for method output_type
+	30, // [30:51] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_outpost_v1_controlplane_proto_init() }
@@ -2946,7 +3091,7 @@ func file_outpost_v1_controlplane_proto_init() {
 	file_outpost_v1_node_proto_init()
 	file_outpost_v1_plan_proto_init()
 	file_outpost_v1_rollout_proto_init()
-	file_outpost_v1_controlplane_proto_msgTypes[23].OneofWrappers = []any{
+	file_outpost_v1_controlplane_proto_msgTypes[25].OneofWrappers = []any{
 		(*WatchRolloutResponse_Rollout)(nil),
 		(*WatchRolloutResponse_Node)(nil),
 		(*WatchRolloutResponse_StepEvent)(nil),
@@ -2959,7 +3104,7 @@ func file_outpost_v1_controlplane_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_outpost_v1_controlplane_proto_rawDesc), len(file_outpost_v1_controlplane_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   44,
+			NumMessages:   46,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
