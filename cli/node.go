@@ -15,6 +15,7 @@ under version control and apply it.`,
 			nodeListCommand(),
 			nodeScanCommand(),
 			nodeTrustCommand(),
+			nodeVerifyCommand(),
 		},
 	}
 }

@@ -17,10 +17,12 @@ func nodeListCommand() *command {
 	return &command{
 		name:  "list",
 		short: "list nodes, optionally filtered by labels or datacenter",
-		usage: "outpost node list [-l key=value,...] [--datacenter NAME] [-o table|json|yaml]",
+		usage: "outpost node list [-l key=value,...] [--datacenter NAME] [-o table|wide|json|yaml]",
 		long: `Lists every node in the inventory, sorted by id, fetching all pages.
 
-The table shows ID, ADDRESS, DATACENTER and LABELS. json and yaml print
+The table shows ID, ADDRESS, DATACENTER and LABELS; wide adds DESIRED (the
+release Outpost last activated), OBSERVED (what the last node verify saw),
+DRIFT and OBSERVED AT. json and yaml print
 {"nodes": [...]} with the same keys as the inventory file.
 
 Examples:
@@ -31,12 +33,12 @@ Examples:
 			addr := controlPlaneFlag(fs, env)
 			selector := fs.String("l", "", "label selector `key=value[,key=value]`: only nodes with all these labels")
 			dc := fs.String("datacenter", "", "only nodes of this datacenter")
-			out := outputFlag(fs, "table", "json", "yaml")
+			out := outputFlag(fs, "table", "wide", "json", "yaml")
 			return func(ctx context.Context, args []string) error {
 				if len(args) > 0 {
 					return usagef("node list takes no arguments")
 				}
-				if err := checkOutput(*out, "table", "json", "yaml"); err != nil {
+				if err := checkOutput(*out, "table", "wide", "json", "yaml"); err != nil {
 					return err
 				}
 				sel, err := plan.ParseLabelSelector(*selector)
@@ -52,7 +54,7 @@ Examples:
 				if err != nil {
 					return err
 				}
-				if *out != "table" {
+				if *out != "table" && *out != "wide" {
 					return writeProto(env.Stdout, *out, &outpostv1.ListNodesResponse{Nodes: nodes})
 				}
 				if len(nodes) == 0 {
@@ -60,9 +62,19 @@ Examples:
 					return nil
 				}
 				tw := tabwriter.NewWriter(env.Stdout, 0, 0, 2, ' ', 0)
-				fmt.Fprintln(tw, "ID\tADDRESS\tDATACENTER\tLABELS")
+				wide := *out == "wide"
+				head := "ID\tADDRESS\tDATACENTER\tLABELS"
+				if wide {
+					head += "\tDESIRED\tOBSERVED\tDRIFT\tOBSERVED AT"
+				}
+				fmt.Fprintln(tw, head)
 				for _, n := range nodes {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", n.GetId(), n.GetAddress(), n.GetDatacenter(), labelsText(n.GetLabels()))
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s", n.GetId(), n.GetAddress(), n.GetDatacenter(), labelsText(n.GetLabels()))
+					if st := n.GetStatus(); wide {
+						fmt.Fprintf(tw, "\t%s\t%s\t%s\t%s", orDash(st.GetDesired().GetRelease()), orDash(observedText(st.GetObservation())),
+							orDash(driftText(st)), orDash(observedAtText(st)))
+					}
+					fmt.Fprintln(tw)
 				}
 				return tw.Flush()
 			}

@@ -829,7 +829,10 @@ func (s *Server) lead(ctx context.Context, l *leader.Leadership) error {
 			s.audit.RecordRolloutState(ctx, r, from, to, reason)
 			s.notifier.RolloutState(ctx, r, from, to, reason)
 		},
-		OnNodeResult:      s.audit.RecordRolloutNode,
+		OnNodeResult: func(ctx context.Context, rolloutID string, n *outpostv1.RolloutNode) {
+			s.audit.RecordRolloutNode(ctx, rolloutID, n)
+			s.recordDesired(ctx, rolloutID, n)
+		},
 		GatewayWaitLog:    s.cfg.GatewayWaitLog,
 		HeartbeatInterval: s.cfg.heartbeatInterval,
 		OrphanGrace:       s.cfg.GatewayGrace,
