@@ -51,6 +51,11 @@ type Environment struct {
 	// absolute deploy.path, or CreateRollout refuses it. Empty means any
 	// path internal/plan accepts.
 	DeployPathPrefixes []string
+	// VerifyInterval is how often nodes whose release was activated by a
+	// rollout of this environment are verified (fleet truth, verifier.go);
+	// 0 means DefaultVerifyInterval, negative means never (node verify
+	// still works on demand).
+	VerifyInterval time.Duration
 	// MaxUnpackedBytes bounds what a tar artifact deployed in this
 	// environment may unpack to; 0 means tarscan.DefaultMaxUnpackedBytes
 	// (8 GiB). A plan's artifact.max_unpacked_bytes may lower it, never
@@ -277,6 +282,7 @@ func (g guardedControlPlane) CreateRollout(ctx context.Context, req *outpostv1.C
 //	    max_unpacked_bytes: 20GiB   # a tar artifact's unpacked size; default 8GiB
 //	    max_unpacked_ratio: 500     # unpacked / artifact size past 64 MiB; default 200
 //	    allow_setuid: false         # admit setuid and setgid bits in tar artifacts
+//	    verify_interval: 15m        # how often its nodes are verified (drift); 0 disables
 //	  staging: {}
 //
 // Unknown fields are refused.
@@ -297,6 +303,7 @@ type environmentYAML struct {
 	MaxUnpackedBytes   sizeText `json:"max_unpacked_bytes"`
 	MaxUnpackedRatio   int64    `json:"max_unpacked_ratio"`
 	AllowSetuid        bool     `json:"allow_setuid"`
+	VerifyInterval     string   `json:"verify_interval"`
 }
 
 // sizeText is a size as written in YAML: "20GiB", or a number of bytes.
@@ -362,6 +369,19 @@ func ParseFileConfig(data []byte) (*FileConfig, error) {
 				return nil, fmt.Errorf("environments.%s.approval_ttl: %q is not positive", name, e.ApprovalTTL)
 			}
 			env.ApprovalTTL = d
+		}
+		if e.VerifyInterval != "" {
+			d, err := time.ParseDuration(e.VerifyInterval)
+			switch {
+			case err != nil:
+				return nil, fmt.Errorf("environments.%s.verify_interval: %w", name, err)
+			case d == 0:
+				env.VerifyInterval = -1
+			case d < MinVerifyInterval || d > MaxVerifyInterval:
+				return nil, fmt.Errorf("environments.%s.verify_interval: %v must be 0 (never) or from %v to %v", name, d, MinVerifyInterval, MaxVerifyInterval)
+			default:
+				env.VerifyInterval = d
+			}
 		}
 		fc.Environments[name] = env
 	}

@@ -856,6 +856,11 @@ func (s *Server) lead(ctx context.Context, l *leader.Leadership) error {
 		defer close(reconciled)
 		s.reconcileAudit(ectx, startRev)
 	}()
+	verifierDone := make(chan struct{})
+	go func() {
+		defer close(verifierDone)
+		s.runVerifier(ectx)
+	}()
 	watchDone := make(chan struct{})
 	go func() {
 		defer close(watchDone)
@@ -880,6 +885,7 @@ func (s *Server) lead(ctx context.Context, l *leader.Leadership) error {
 	cancel()
 	<-watchDone
 	<-reconciled
+	<-verifierDone
 	return err
 }
 

@@ -11,8 +11,10 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/outposthq/outpost/controlplane"
 	"github.com/outposthq/outpost/e2e/e2etest"
 	"github.com/outposthq/outpost/gateway/sshexec"
+	"github.com/outposthq/outpost/internal/clock/clocktest"
 	"github.com/outposthq/outpost/internal/shell"
 	"github.com/outposthq/outpost/internal/simfleet"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
@@ -211,5 +213,59 @@ func TestDriftVerifyAndRepair(t *testing.T) {
 		if n.GetStatus().GetDesired().GetRelease() != want || n.GetStatus().GetObservation().GetRelease() != want {
 			t.Errorf("%s listed with desired %q observed %q, want %s", n.GetId(), n.GetStatus().GetDesired().GetRelease(), n.GetStatus().GetObservation().GetRelease(), want)
 		}
+	}
+}
+
+// TestDriftPeriodicVerification restarts the control plane on a fake
+// clock after a deployment, switches a node by hand, and moves the clock
+// past the default interval: the leader's sweep observes every node and
+// finds the drift, without any node verify call.
+func TestDriftPeriodicVerification(t *testing.T) {
+	s := newSystem(t, 2, oneDC)
+	s.startGateway("gw", dc1)
+	v1 := s.deploy("1.0.0", "10")
+	v2 := s.deploy("2.0.0", "10")
+
+	clk := clocktest.NewFake(time.Now())
+	s.cpConfig = func(c *controlplane.Config) { c.Clock = clk }
+	s.stopCP()
+	s.startCP()
+	p := e2etest.DeployPath
+	s.sshRun(0, "ln -sfn "+shell.Quote("releases/"+v1)+" "+p+"/.tmp-current && mv -T "+p+"/.tmp-current "+p+"/current")
+
+	// Before the interval, a sweep verifies nothing.
+	ctx := ctxT(t)
+	observed := func() map[string]*outpostv1.NodeStatus {
+		resp, err := s.client.ListNodes(ctx, &outpostv1.ListNodesRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]*outpostv1.NodeStatus{}
+		for _, n := range resp.GetNodes() {
+			out[n.GetId()] = n.GetStatus()
+		}
+		return out
+	}
+	deadline := time.Now().Add(waitLimit)
+	for try := 0; ; try++ {
+		// A minute at a time, so every sweep tick is taken.
+		clk.Advance(time.Minute)
+		st := observed()
+		if st[e2etest.NodeID(0)].GetObservation() != nil && st[e2etest.NodeID(1)].GetObservation() != nil {
+			if try < 15 {
+				t.Errorf("nodes observed %d minutes after their activation, before the 15 min interval", try+1)
+			}
+			if got := st[e2etest.NodeID(0)].GetDrift(); !slices.Equal(got, []outpostv1.DriftKind{outpostv1.DriftKind_DRIFT_KIND_RELEASE_SWITCHED}) {
+				t.Errorf("node 0 drift %v, want RELEASE_SWITCHED", got)
+			}
+			if got := st[e2etest.NodeID(1)]; len(got.GetDrift()) > 0 || got.GetObservation().GetRelease() != v2 {
+				t.Errorf("node 1: drift %v observed %q, want none and %s", got.GetDrift(), got.GetObservation().GetRelease(), v2)
+			}
+			return
+		}
+		if try > 40 || time.Now().After(deadline) {
+			t.Fatalf("no periodic observation after %d minutes of the fake clock", try+1)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
