@@ -77,6 +77,7 @@ under which its plans may deploy:
       approval_ttl: 24h
       hook_allow_list: ["sudo systemctl (start|stop|restart) [a-z0-9-]+"]
       deploy_path_prefixes: [/srv, /opt/apps]
+      verify_interval: 10m   # how often its nodes are checked for drift (default 15m, 0 never)
     staging: {}
 
 Examples:
@@ -108,7 +109,7 @@ See deploy/systemd/outpost-controlplane.service for a systemd unit.`,
 			perDC := fs.Int("max-per-datacenter", 0, "node deployments at once in one datacenter, over all its gateways (0 = only each gateway's --concurrency bounds them)")
 			perCaller := fs.Int("max-watchers-per-caller", watchhub.DefaultMaxPerCaller, "rollout watches (`rollout watch`, the console) one user may hold at once")
 			watchers := fs.Int("max-watchers", watchhub.DefaultMaxTotal, "rollout watches this control plane serves at once, over all users")
-			configFile := fs.String("config", "", "YAML `FILE` declaring environments (protected, approval_ttl, hook_allow_list, deploy_path_prefixes)")
+			configFile := fs.String("config", "", "YAML `FILE` declaring environments (protected, approval_ttl, hook_allow_list, deploy_path_prefixes, verify_interval)")
 			var serverNames stringList
 			fs.Var(&serverNames, "server-name", "extra DNS `name` or IP for the server certificate (a load balancer's); repeatable")
 			handshakeTimeout := fs.Duration("handshake-timeout", controlplane.DefaultHandshakeTimeout, "close a new connection whose TLS handshake is not done within this `duration`")
