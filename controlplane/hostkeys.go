@@ -78,6 +78,13 @@ func (h *scanHub) unregister(st *scanStream) {
 	close(st.done)
 }
 
+// connected reports whether a gateway of dc holds a stream to this replica.
+func (h *scanHub) connected(dc string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.byDC[dc]) > 0
+}
+
 // deliver hands a gateway's answer to the scan that asked, if that scan
 // was sent on st.
 func (h *scanHub) deliver(st *scanStream, res *outpostv1.ServeHostKeyScansRequest) bool {

@@ -18,7 +18,8 @@ import (
 // (up to a fifth of the interval) so a fleet deployed at once is not
 // observed at once. A sweep runs every verifySweep of the injected clock;
 // it verifies the due nodes at most verifyConcurrency at a time per
-// datacenter, and skips nodes in a running rollout, as VerifyNodes does.
+// datacenter, and skips nodes in a running rollout, as VerifyNodes does,
+// and nodes of a datacenter no gateway is connected for.
 
 const (
 	// DefaultVerifyInterval is the interval of environments that set none
@@ -85,7 +86,10 @@ func (s *Server) verifySweep(ctx context.Context) (int, error) {
 	cache := map[string]*outpostv1.Rollout{}
 	slots := map[string]chan struct{}{}
 	for _, t := range targets {
-		if t.skipped != "" {
+		// No gateway of the datacenter (yet: after a restart they
+		// reconnect): wait for the next sweep rather than record every
+		// node of it as unreachable.
+		if t.skipped != "" || !s.scans.connected(t.node.GetDatacenter()) {
 			continue
 		}
 		d := t.status.GetDesired()

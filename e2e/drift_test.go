@@ -232,6 +232,16 @@ func TestDriftPeriodicVerification(t *testing.T) {
 	s.startCP()
 	p := e2etest.DeployPath
 	s.sshRun(0, "ln -sfn "+shell.Quote("releases/"+v1)+" "+p+"/.tmp-current && mv -T "+p+"/.tmp-current "+p+"/current")
+	// The gateway reconnects to the restarted control plane: a host key
+	// scan answers once its stream is back (and changes no node status).
+	for try := 0; ; try++ {
+		if _, err := s.client.ScanNodeHostKey(ctxT(t), &outpostv1.ScanNodeHostKeyRequest{Id: e2etest.NodeID(0)}); err == nil {
+			break
+		} else if try == 100 {
+			t.Fatalf("the gateway did not reconnect: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 
 	// Before the interval, a sweep verifies nothing.
 	ctx := ctxT(t)
