@@ -226,6 +226,27 @@ func TestDriftPeriodicVerification(t *testing.T) {
 	v1 := s.deploy("1.0.0", "10")
 	v2 := s.deploy("2.0.0", "10")
 
+	// The desired release is recorded just after the rollout shows
+	// SUCCEEDED (the engine's OnNodeResult); wait for it before the restart.
+	for try := 0; ; try++ {
+		resp, err := s.client.ListNodes(ctxT(t), &outpostv1.ListNodesRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, node := range resp.GetNodes() {
+			if node.GetStatus().GetDesired().GetRelease() == v2 {
+				n++
+			}
+		}
+		if n == 2 {
+			break
+		}
+		if try == 100 {
+			t.Fatalf("%d of 2 nodes have %s recorded as desired", n, v2)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	clk := clocktest.NewFake(time.Now())
 	s.cpConfig = func(c *controlplane.Config) { c.Clock = clk }
 	s.stopCP()
