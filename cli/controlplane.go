@@ -79,6 +79,7 @@ under which its plans may deploy:
       approval_ttl: 24h
       hook_allow_list: ["sudo systemctl (start|stop|restart) [a-z0-9-]+"]
       deploy_path_prefixes: [/srv, /opt/apps]
+      verify_interval: 10m   # how often its nodes are checked for drift (default 15m, 0 never)
     staging: {}
 
 It also declares the metric providers that canary analysis (a stage's

@@ -17,6 +17,7 @@ under version control and apply it.`,
 			nodeListCommand(),
 			nodeScanCommand(),
 			nodeTrustCommand(),
+			nodeVerifyCommand(),
 		}, completeNodeIDs, "delete", "get", "scan", "trust"),
 	}
 }

@@ -21,8 +21,10 @@ func nodeListCommand() *command {
 		long: `Lists every node in the inventory, sorted by id, fetching all pages.
 
 The table shows ID, ADDRESS, DATACENTER and LABELS. -o wide adds the
-SSH user and the number of pinned host keys. json and yaml print the
-API's ListNodesResponse ({"nodes": [...]}), as grpcurl does.
+SSH user, the number of pinned host keys, DESIRED (the release Outpost
+last activated), OBSERVED (what the last node verify saw), DRIFT and
+OBSERVED AT. json and yaml print the API's ListNodesResponse
+({"nodes": [...]}), as grpcurl does.
 
 Examples:
   outpost node list
@@ -59,15 +61,17 @@ Examples:
 				}
 				tw := tabwriter.NewWriter(env.Stdout, 0, 0, 2, ' ', 0)
 				wide := *out == "wide"
+				head := "ID\tADDRESS\tDATACENTER\tLABELS"
 				if wide {
-					fmt.Fprintln(tw, "ID\tADDRESS\tDATACENTER\tLABELS\tUSER\tHOST KEYS")
-				} else {
-					fmt.Fprintln(tw, "ID\tADDRESS\tDATACENTER\tLABELS")
+					head += "\tUSER\tHOST KEYS\tDESIRED\tOBSERVED\tDRIFT\tOBSERVED AT"
 				}
+				fmt.Fprintln(tw, head)
 				for _, n := range nodes {
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s", n.GetId(), n.GetAddress(), n.GetDatacenter(), labelsText(n.GetLabels()))
-					if wide {
-						fmt.Fprintf(tw, "\t%s\t%d", orDash(n.GetUser()), len(n.GetHostKeys()))
+					if st := n.GetStatus(); wide {
+						fmt.Fprintf(tw, "\t%s\t%d\t%s\t%s\t%s\t%s", orDash(n.GetUser()), len(n.GetHostKeys()),
+							orDash(st.GetDesired().GetRelease()), orDash(observedText(st.GetObservation())),
+							orDash(driftText(st)), orDash(observedAtText(st)))
 					}
 					fmt.Fprintln(tw)
 				}

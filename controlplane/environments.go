@@ -54,6 +54,11 @@ type Environment struct {
 	// absolute deploy.path, or CreateRollout refuses it. Empty means any
 	// path internal/plan accepts.
 	DeployPathPrefixes []string
+	// VerifyInterval is how often nodes whose release was activated by a
+	// rollout of this environment are verified (fleet truth, verifier.go);
+	// 0 means DefaultVerifyInterval, negative means never (node verify
+	// still works on demand).
+	VerifyInterval time.Duration
 	// MaxUnpackedBytes bounds what a tar artifact deployed in this
 	// environment may unpack to; 0 means tarscan.DefaultMaxUnpackedBytes
 	// (8 GiB). A plan's artifact.max_unpacked_bytes may lower it, never
@@ -310,6 +315,7 @@ func (g guardedControlPlane) CreateRollout(ctx context.Context, req *outpostv1.C
 //	          -----BEGIN PUBLIC KEY-----
 //	          ...
 //	          -----END PUBLIC KEY-----
+//	    verify_interval: 15m        # how often its nodes are verified (drift); 0 disables
 //	  staging: {}
 //	analysis_providers:           # Prometheus endpoints canary analysis may query
 //	  - name: prom
@@ -343,7 +349,8 @@ type environmentYAML struct {
 	TrustedKeys        []signature.KeySpec `json:"trusted_keys"`
 	// RequireTransparencyLog is refused: signatures are checked offline
 	// against public keys only.
-	RequireTransparencyLog bool `json:"require_transparency_log"`
+	RequireTransparencyLog bool   `json:"require_transparency_log"`
+	VerifyInterval         string `json:"verify_interval"`
 }
 
 // sizeText is a size as written in YAML: "20GiB", or a number of bytes.
@@ -417,6 +424,19 @@ func ParseFileConfig(data []byte) (*FileConfig, error) {
 				return nil, fmt.Errorf("environments.%s.approval_ttl: %q is not positive", name, e.ApprovalTTL)
 			}
 			env.ApprovalTTL = d
+		}
+		if e.VerifyInterval != "" {
+			d, err := time.ParseDuration(e.VerifyInterval)
+			switch {
+			case err != nil:
+				return nil, fmt.Errorf("environments.%s.verify_interval: %w", name, err)
+			case d == 0:
+				env.VerifyInterval = -1
+			case d < MinVerifyInterval || d > MaxVerifyInterval:
+				return nil, fmt.Errorf("environments.%s.verify_interval: %v must be 0 (never) or from %v to %v", name, d, MinVerifyInterval, MaxVerifyInterval)
+			default:
+				env.VerifyInterval = d
+			}
 		}
 		fc.Environments[name] = env
 	}

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/outposthq/outpost/controlplane/auth"
 	"github.com/outposthq/outpost/internal/pki"
@@ -77,6 +78,13 @@ func (h *scanHub) unregister(st *scanStream) {
 	close(st.done)
 }
 
+// connected reports whether a gateway of dc holds a stream to this replica.
+func (h *scanHub) connected(dc string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.byDC[dc]) > 0
+}
+
 // deliver hands a gateway's answer to the scan that asked, if that scan
 // was sent on st.
 func (h *scanHub) deliver(st *scanStream, res *outpostv1.ServeHostKeyScansRequest) bool {
@@ -95,6 +103,13 @@ func (h *scanHub) deliver(st *scanStream, res *outpostv1.ServeHostKeyScansReques
 // waits for its answer, bounded by ctx. It returns the answer and the
 // gateway's name.
 func (h *scanHub) scan(ctx context.Context, node *outpostv1.Node) (*outpostv1.ServeHostKeyScansRequest, string, error) {
+	return h.request(ctx, &outpostv1.ServeHostKeyScansResponse{Node: node})
+}
+
+// request sends req (its scan_id set here) to a gateway of its node's
+// datacenter: a host key scan, or an observation (fleet.go).
+func (h *scanHub) request(ctx context.Context, req *outpostv1.ServeHostKeyScansResponse) (*outpostv1.ServeHostKeyScansRequest, string, error) {
+	node := req.GetNode()
 	var b [8]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return nil, "", err
@@ -111,7 +126,7 @@ func (h *scanHub) scan(ctx context.Context, node *outpostv1.Node) (*outpostv1.Se
 	// connection not yet noticed.
 	p.stream = list[len(list)-1]
 	select {
-	case p.stream.send <- &outpostv1.ServeHostKeyScansResponse{ScanId: id, Node: node}:
+	case p.stream.send <- withScanID(req, id):
 	default:
 		h.mu.Unlock()
 		return nil, "", status.Errorf(codes.ResourceExhausted, "gateway %s has %d host key scans queued; retry later", p.stream.gateway, scanQueue)
@@ -131,6 +146,12 @@ func (h *scanHub) scan(ctx context.Context, node *outpostv1.Node) (*outpostv1.Se
 	case <-ctx.Done():
 		return nil, p.stream.gateway, status.Errorf(codes.DeadlineExceeded, "gateway %s did not answer the scan in time", p.stream.gateway)
 	}
+}
+
+func withScanID(req *outpostv1.ServeHostKeyScansResponse, id string) *outpostv1.ServeHostKeyScansResponse {
+	req = proto.CloneOf(req)
+	req.ScanId = id
+	return req
 }
 
 // ServeHostKeyScans holds a gateway's scan stream: scans for nodes of the

@@ -50,6 +50,7 @@ func (c *controlPlaneService) ApplyNodes(ctx context.Context, req *outpostv1.App
 	nodes := make([]*outpostv1.Node, len(req.GetNodes()))
 	for i, n := range req.GetNodes() {
 		n = proto.CloneOf(n)
+		n.Status = nil // output only: kept under its own key (fleet.go)
 		if a, err := plan.NormalizeAddress(n.GetAddress()); err == nil {
 			n.Address = a
 		}
@@ -159,11 +160,11 @@ func (c *controlPlaneService) ListNodes(ctx context.Context, req *outpostv1.List
 				if i < len(page)-1 || next != "" {
 					resp.NextPageToken = encodeToken("nodes", n.GetId())
 				}
-				return resp, nil
+				return c.withStatus(ctx, resp)
 			}
 		}
 		if next == "" {
-			return resp, nil
+			return c.withStatus(ctx, resp)
 		}
 		after = next
 	}
@@ -171,7 +172,7 @@ func (c *controlPlaneService) ListNodes(ctx context.Context, req *outpostv1.List
 	if l := len(resp.Nodes); l > 0 {
 		resp.NextPageToken = encodeToken("nodes", resp.Nodes[l-1].GetId())
 	}
-	return resp, nil
+	return c.withStatus(ctx, resp)
 }
 
 // GetNode returns one node.
@@ -186,6 +187,9 @@ func (c *controlPlaneService) GetNode(ctx context.Context, req *outpostv1.GetNod
 	}
 	if !found {
 		return nil, status.Errorf(codes.NotFound, "node %s not found", req.GetId())
+	}
+	if err := c.s.withStatus(ctx, []*outpostv1.Node{n}); err != nil {
+		return nil, internal(err)
 	}
 	return &outpostv1.GetNodeResponse{Node: n}, nil
 }

@@ -180,6 +180,14 @@ func (s *Server) buildRollout(ctx context.Context, spec *outpostv1.PlanSpec, art
 	for _, n := range inv {
 		all = append(all, n)
 	}
+	if spec.GetTargets().GetDrifted() {
+		if spec.GetStrategy().GetType() == plan.StrategyBlueGreen {
+			return nil, nil, fieldError("plan.targets.drifted", "a blue_green rollout deploys a whole color; repair drifted nodes with another strategy")
+		}
+		if err := s.withStatus(ctx, all); err != nil {
+			return nil, nil, internal(err)
+		}
+	}
 	selected, err := plan.SelectNodes(spec, all)
 	if err != nil {
 		return nil, nil, planStatus(err, "plan.")

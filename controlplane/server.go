@@ -861,7 +861,10 @@ func (s *Server) lead(ctx context.Context, l *leader.Leadership) error {
 			s.audit.RecordRolloutState(ctx, r, from, to, reason)
 			s.notifier.RolloutState(ctx, r, from, to, reason)
 		},
-		OnNodeResult:      s.audit.RecordRolloutNode,
+		OnNodeResult: func(ctx context.Context, rolloutID string, n *outpostv1.RolloutNode) {
+			s.audit.RecordRolloutNode(ctx, rolloutID, n)
+			s.recordDesired(ctx, rolloutID, n)
+		},
 		GatewayWaitLog:    s.cfg.GatewayWaitLog,
 		HeartbeatInterval: s.cfg.heartbeatInterval,
 		OrphanGrace:       s.cfg.GatewayGrace,
@@ -886,6 +889,11 @@ func (s *Server) lead(ctx context.Context, l *leader.Leadership) error {
 	go func() {
 		defer close(reconciled)
 		s.reconcileAudit(ectx, startRev)
+	}()
+	verifierDone := make(chan struct{})
+	go func() {
+		defer close(verifierDone)
+		s.runVerifier(ectx)
 	}()
 	watchDone := make(chan struct{})
 	go func() {
@@ -915,6 +923,7 @@ func (s *Server) lead(ctx context.Context, l *leader.Leadership) error {
 	cancel()
 	<-watchDone
 	<-reconciled
+	<-verifierDone
 	return err
 }
 

@@ -185,6 +185,9 @@ func (g *Gateway) scanSession(ctx context.Context, client outpostv1.GatewayServi
 
 // scan runs one host key scan and describes its outcome.
 func (g *Gateway) scan(ctx context.Context, req *outpostv1.ServeHostKeyScansResponse) *outpostv1.ServeHostKeyScansRequest {
+	if req.GetObserve() != nil {
+		return g.observe(ctx, req)
+	}
 	n := req.GetNode()
 	res := &outpostv1.ServeHostKeyScansRequest{ScanId: req.GetScanId()}
 	switch {

@@ -36,7 +36,10 @@ var rules = map[string]rule{
 	outpostv1.ControlPlaneService_ScanNodeHostKey_FullMethodName:  {describe: nodeByID},
 	outpostv1.ControlPlaneService_TrustNodeHostKey_FullMethodName: {describe: trustHostKey},
 	outpostv1.ControlPlaneService_ListNodes_FullMethodName:        {readOnly: true},
-	outpostv1.ControlPlaneService_GetNode_FullMethodName:          {readOnly: true},
+	// Who asked for a verification is recorded; its findings are
+	// node.drift entries, the first time each drift is seen.
+	outpostv1.ControlPlaneService_VerifyNodes_FullMethodName: {describe: verifyNodes},
+	outpostv1.ControlPlaneService_GetNode_FullMethodName:     {readOnly: true},
 
 	// Rollouts.
 	outpostv1.ControlPlaneService_CreateRollout_FullMethodName:    {describe: createRollout},
@@ -236,6 +239,14 @@ func nodeByID(req, _ proto.Message, e *outpostv1.AuditEntry) {
 	if r, ok := req.(idGetter); ok && r.GetId() != "" {
 		e.Resource = "nodes/" + r.GetId()
 		e.NodeId = r.GetId()
+	}
+}
+
+func verifyNodes(req, _ proto.Message, e *outpostv1.AuditEntry) {
+	e.Resource = "nodes"
+	if r, ok := req.(*outpostv1.VerifyNodesRequest); ok {
+		detail(e, "label_selector", r.GetLabelSelector())
+		detail(e, "datacenter", r.GetDatacenter())
 	}
 }
 

@@ -102,6 +102,9 @@ var methodPermissions = map[string]Permission{
 	// TrustNodeHostKey pins: both are the inventory's trust anchors.
 	outpostv1.ControlPlaneService_ScanNodeHostKey_FullMethodName:  Admin,
 	outpostv1.ControlPlaneService_TrustNodeHostKey_FullMethodName: Admin,
+	// Verifying only reads the nodes (one read-only command each), but it
+	// makes every gateway log in to them: deployers may.
+	outpostv1.ControlPlaneService_VerifyNodes_FullMethodName: Deploy,
 
 	// Rollouts: reading.
 	outpostv1.ControlPlaneService_GetRollout_FullMethodName:       Read,

@@ -26,6 +26,7 @@ import (
 //	requests/rollout-verbs/<verb>/<request-id>     VerbRequestKey              google.protobuf.StringValue    controlplane/control.go (24 h lease)
 //	gateways/<name>                                GatewayKey                  GatewayHello                   the engine, fenced (presence lease)
 //	hostkeyscans/<node-id>                         HostKeyScanKey              NodeHostKeyScan                controlplane/nodes.go (1 h lease)
+//	nodestatus/<node-id>                           NodeStatusKey               NodeStatus                     controlplane/fleet.go, any replica (compare-and-swap)
 //	audit/<time>-<seq>                             AuditKey                    AuditEntry                     controlplane/audit
 //	auditidx/<rollout>/nodes/<node>/<STATE>/<asg>  AuditNodeMarkerKey          sequence, decimal text         controlplane/audit, with the entry
 //	auditidx/<rollout>/state/<STATE>               AuditRolloutStateMarkerKey  sequence, decimal text         controlplane/audit, with the entry
@@ -60,6 +61,8 @@ const (
 	RevisionsRoot = Root + "revisions/"
 	// HostKeyScansPrefix is the prefix of the nodes' last host key scans.
 	HostKeyScansPrefix = Root + "hostkeyscans/"
+	// NodeStatusPrefix is the prefix of the nodes' fleet truth.
+	NodeStatusPrefix = Root + "nodestatus/"
 	// AuditIndexPrefix is the prefix of the audit log's markers (see
 	// AuditNodeMarkerKey).
 	AuditIndexPrefix = Root + "auditidx/"
@@ -167,6 +170,12 @@ func GatewayKey(name string) string { return GatewaysPrefix + name }
 // NodeHostKeyScan on a one-hour lease, written by ScanNodeHostKey and read
 // by TrustNodeHostKey (controlplane/nodes.go).
 func HostKeyScanKey(nodeID string) string { return HostKeyScansPrefix + nodeID }
+
+// NodeStatusKey returns /outpost/nodestatus/<node-id>, the node's
+// NodeStatus: the release Outpost last activated there and the last
+// observation (controlplane/fleet.go), kept apart from the Node so that
+// ApplyNodes never overwrites it.
+func NodeStatusKey(nodeID string) string { return NodeStatusPrefix + nodeID }
 
 // AuditKey returns /outpost/audit/<time>-<seq>: time in UTC with a fixed
 // width, seq zero-padded to ten digits, so keys sort by time then seq.

@@ -74,12 +74,18 @@ func SelectNodes(spec *outpostv1.PlanSpec, nodes []*outpostv1.Node) ([]*outpostv
 		if dcs := t.GetDatacenters(); len(dcs) > 0 && !slices.Contains(dcs, n.GetDatacenter()) {
 			continue
 		}
+		if t.GetDrifted() && len(n.GetStatus().GetDrift()) == 0 {
+			continue
+		}
 		out = append(out, n)
 	}
 	if len(out) == 0 {
 		what := "selector {" + FormatLabelSelector(t.GetSelector()) + "}"
 		if dcs := t.GetDatacenters(); len(dcs) > 0 {
 			what += " in datacenters " + strings.Join(dcs, ", ")
+		}
+		if t.GetDrifted() {
+			return nil, &FieldError{Field: "targets.drifted", Err: fmt.Errorf("no node of %s drifted at its last verification (run outpost node verify)", what)}
 		}
 		return nil, &FieldError{Field: "targets.selector", Err: fmt.Errorf("%s matches none of the %d nodes in the inventory", what, len(nodes))}
 	}

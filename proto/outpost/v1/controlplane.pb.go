@@ -462,6 +462,135 @@ func (*DeleteNodeResponse) Descriptor() ([]byte, []int) {
 	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{7}
 }
 
+// VerifyNodesRequest selects the nodes to verify.
+type VerifyNodesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "k=v,k2=v2": only nodes carrying all these labels; empty means all.
+	LabelSelector string `protobuf:"bytes,1,opt,name=label_selector,json=labelSelector,proto3" json:"label_selector,omitempty"`
+	// Only nodes of this datacenter; empty means all.
+	Datacenter    string `protobuf:"bytes,2,opt,name=datacenter,proto3" json:"datacenter,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyNodesRequest) Reset() {
+	*x = VerifyNodesRequest{}
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyNodesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyNodesRequest) ProtoMessage() {}
+
+func (x *VerifyNodesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyNodesRequest.ProtoReflect.Descriptor instead.
+func (*VerifyNodesRequest) Descriptor() ([]byte, []int) {
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *VerifyNodesRequest) GetLabelSelector() string {
+	if x != nil {
+		return x.LabelSelector
+	}
+	return ""
+}
+
+func (x *VerifyNodesRequest) GetDatacenter() string {
+	if x != nil {
+		return x.Datacenter
+	}
+	return ""
+}
+
+// VerifyNodesResponse is one node verified (or skipped).
+type VerifyNodesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The node, with its updated status.
+	Node *Node `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// Why the node was not observed ("in running rollout r-12", "never
+	// deployed"); empty when it was.
+	Skipped string `protobuf:"bytes,2,opt,name=skipped,proto3" json:"skipped,omitempty"`
+	// Nodes answered so far, this one included, and nodes selected.
+	Done int32 `protobuf:"varint,3,opt,name=done,proto3" json:"done,omitempty"`
+	// Nodes selected.
+	Total         int32 `protobuf:"varint,4,opt,name=total,proto3" json:"total,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyNodesResponse) Reset() {
+	*x = VerifyNodesResponse{}
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyNodesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyNodesResponse) ProtoMessage() {}
+
+func (x *VerifyNodesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyNodesResponse.ProtoReflect.Descriptor instead.
+func (*VerifyNodesResponse) Descriptor() ([]byte, []int) {
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *VerifyNodesResponse) GetNode() *Node {
+	if x != nil {
+		return x.Node
+	}
+	return nil
+}
+
+func (x *VerifyNodesResponse) GetSkipped() string {
+	if x != nil {
+		return x.Skipped
+	}
+	return ""
+}
+
+func (x *VerifyNodesResponse) GetDone() int32 {
+	if x != nil {
+		return x.Done
+	}
+	return 0
+}
+
+func (x *VerifyNodesResponse) GetTotal() int32 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
 // ScanNodeHostKeyRequest names the node to scan.
 type ScanNodeHostKeyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -473,7 +602,7 @@ type ScanNodeHostKeyRequest struct {
 
 func (x *ScanNodeHostKeyRequest) Reset() {
 	*x = ScanNodeHostKeyRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[8]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -485,7 +614,7 @@ func (x *ScanNodeHostKeyRequest) String() string {
 func (*ScanNodeHostKeyRequest) ProtoMessage() {}
 
 func (x *ScanNodeHostKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[8]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -498,7 +627,7 @@ func (x *ScanNodeHostKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanNodeHostKeyRequest.ProtoReflect.Descriptor instead.
 func (*ScanNodeHostKeyRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{8}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ScanNodeHostKeyRequest) GetId() string {
@@ -519,7 +648,7 @@ type ScanNodeHostKeyResponse struct {
 
 func (x *ScanNodeHostKeyResponse) Reset() {
 	*x = ScanNodeHostKeyResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[9]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -531,7 +660,7 @@ func (x *ScanNodeHostKeyResponse) String() string {
 func (*ScanNodeHostKeyResponse) ProtoMessage() {}
 
 func (x *ScanNodeHostKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[9]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -544,7 +673,7 @@ func (x *ScanNodeHostKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanNodeHostKeyResponse.ProtoReflect.Descriptor instead.
 func (*ScanNodeHostKeyResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{9}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ScanNodeHostKeyResponse) GetScan() *NodeHostKeyScan {
@@ -579,7 +708,7 @@ type NodeHostKeyScan struct {
 
 func (x *NodeHostKeyScan) Reset() {
 	*x = NodeHostKeyScan{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[10]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -591,7 +720,7 @@ func (x *NodeHostKeyScan) String() string {
 func (*NodeHostKeyScan) ProtoMessage() {}
 
 func (x *NodeHostKeyScan) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[10]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -604,7 +733,7 @@ func (x *NodeHostKeyScan) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeHostKeyScan.ProtoReflect.Descriptor instead.
 func (*NodeHostKeyScan) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{10}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *NodeHostKeyScan) GetNodeId() string {
@@ -679,7 +808,7 @@ type TrustNodeHostKeyRequest struct {
 
 func (x *TrustNodeHostKeyRequest) Reset() {
 	*x = TrustNodeHostKeyRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[11]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -691,7 +820,7 @@ func (x *TrustNodeHostKeyRequest) String() string {
 func (*TrustNodeHostKeyRequest) ProtoMessage() {}
 
 func (x *TrustNodeHostKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[11]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -704,7 +833,7 @@ func (x *TrustNodeHostKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrustNodeHostKeyRequest.ProtoReflect.Descriptor instead.
 func (*TrustNodeHostKeyRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{11}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TrustNodeHostKeyRequest) GetId() string {
@@ -739,7 +868,7 @@ type TrustNodeHostKeyResponse struct {
 
 func (x *TrustNodeHostKeyResponse) Reset() {
 	*x = TrustNodeHostKeyResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[12]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -751,7 +880,7 @@ func (x *TrustNodeHostKeyResponse) String() string {
 func (*TrustNodeHostKeyResponse) ProtoMessage() {}
 
 func (x *TrustNodeHostKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[12]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -764,7 +893,7 @@ func (x *TrustNodeHostKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrustNodeHostKeyResponse.ProtoReflect.Descriptor instead.
 func (*TrustNodeHostKeyResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{12}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TrustNodeHostKeyResponse) GetNode() *Node {
@@ -805,7 +934,7 @@ type CreateRolloutRequest struct {
 
 func (x *CreateRolloutRequest) Reset() {
 	*x = CreateRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[13]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -817,7 +946,7 @@ func (x *CreateRolloutRequest) String() string {
 func (*CreateRolloutRequest) ProtoMessage() {}
 
 func (x *CreateRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[13]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -830,7 +959,7 @@ func (x *CreateRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRolloutRequest.ProtoReflect.Descriptor instead.
 func (*CreateRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{13}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CreateRolloutRequest) GetPlan() *PlanSpec {
@@ -890,7 +1019,7 @@ type RolloutUndo struct {
 
 func (x *RolloutUndo) Reset() {
 	*x = RolloutUndo{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[14]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -902,7 +1031,7 @@ func (x *RolloutUndo) String() string {
 func (*RolloutUndo) ProtoMessage() {}
 
 func (x *RolloutUndo) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[14]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -915,7 +1044,7 @@ func (x *RolloutUndo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutUndo.ProtoReflect.Descriptor instead.
 func (*RolloutUndo) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{14}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RolloutUndo) GetApp() string {
@@ -943,7 +1072,7 @@ type CreateRolloutResponse struct {
 
 func (x *CreateRolloutResponse) Reset() {
 	*x = CreateRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[15]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -955,7 +1084,7 @@ func (x *CreateRolloutResponse) String() string {
 func (*CreateRolloutResponse) ProtoMessage() {}
 
 func (x *CreateRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[15]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -968,7 +1097,7 @@ func (x *CreateRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRolloutResponse.ProtoReflect.Descriptor instead.
 func (*CreateRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{15}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CreateRolloutResponse) GetRollout() *Rollout {
@@ -989,7 +1118,7 @@ type GetRolloutRequest struct {
 
 func (x *GetRolloutRequest) Reset() {
 	*x = GetRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[16]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1001,7 +1130,7 @@ func (x *GetRolloutRequest) String() string {
 func (*GetRolloutRequest) ProtoMessage() {}
 
 func (x *GetRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[16]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1014,7 +1143,7 @@ func (x *GetRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRolloutRequest.ProtoReflect.Descriptor instead.
 func (*GetRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{16}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetRolloutRequest) GetId() string {
@@ -1035,7 +1164,7 @@ type GetRolloutResponse struct {
 
 func (x *GetRolloutResponse) Reset() {
 	*x = GetRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[17]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1047,7 +1176,7 @@ func (x *GetRolloutResponse) String() string {
 func (*GetRolloutResponse) ProtoMessage() {}
 
 func (x *GetRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[17]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1060,7 +1189,7 @@ func (x *GetRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRolloutResponse.ProtoReflect.Descriptor instead.
 func (*GetRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{17}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetRolloutResponse) GetRollout() *Rollout {
@@ -1085,7 +1214,7 @@ type ListRolloutsRequest struct {
 
 func (x *ListRolloutsRequest) Reset() {
 	*x = ListRolloutsRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[18]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1097,7 +1226,7 @@ func (x *ListRolloutsRequest) String() string {
 func (*ListRolloutsRequest) ProtoMessage() {}
 
 func (x *ListRolloutsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[18]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1110,7 +1239,7 @@ func (x *ListRolloutsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolloutsRequest.ProtoReflect.Descriptor instead.
 func (*ListRolloutsRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{18}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListRolloutsRequest) GetPageSize() int32 {
@@ -1147,7 +1276,7 @@ type ListRolloutsResponse struct {
 
 func (x *ListRolloutsResponse) Reset() {
 	*x = ListRolloutsResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[19]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1159,7 +1288,7 @@ func (x *ListRolloutsResponse) String() string {
 func (*ListRolloutsResponse) ProtoMessage() {}
 
 func (x *ListRolloutsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[19]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1172,7 +1301,7 @@ func (x *ListRolloutsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolloutsResponse.ProtoReflect.Descriptor instead.
 func (*ListRolloutsResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{19}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListRolloutsResponse) GetRollouts() []*Rollout {
@@ -1206,7 +1335,7 @@ type ListRolloutNodesRequest struct {
 
 func (x *ListRolloutNodesRequest) Reset() {
 	*x = ListRolloutNodesRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[20]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1218,7 +1347,7 @@ func (x *ListRolloutNodesRequest) String() string {
 func (*ListRolloutNodesRequest) ProtoMessage() {}
 
 func (x *ListRolloutNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[20]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1231,7 +1360,7 @@ func (x *ListRolloutNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolloutNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListRolloutNodesRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{20}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListRolloutNodesRequest) GetRolloutId() string {
@@ -1275,7 +1404,7 @@ type ListRolloutNodesResponse struct {
 
 func (x *ListRolloutNodesResponse) Reset() {
 	*x = ListRolloutNodesResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[21]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1287,7 +1416,7 @@ func (x *ListRolloutNodesResponse) String() string {
 func (*ListRolloutNodesResponse) ProtoMessage() {}
 
 func (x *ListRolloutNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[21]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1300,7 +1429,7 @@ func (x *ListRolloutNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRolloutNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListRolloutNodesResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{21}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListRolloutNodesResponse) GetNodes() []*RolloutNode {
@@ -1342,7 +1471,7 @@ type WatchRolloutRequest struct {
 
 func (x *WatchRolloutRequest) Reset() {
 	*x = WatchRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[22]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1354,7 +1483,7 @@ func (x *WatchRolloutRequest) String() string {
 func (*WatchRolloutRequest) ProtoMessage() {}
 
 func (x *WatchRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[22]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1367,7 +1496,7 @@ func (x *WatchRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRolloutRequest.ProtoReflect.Descriptor instead.
 func (*WatchRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{22}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *WatchRolloutRequest) GetId() string {
@@ -1412,7 +1541,7 @@ type WatchRolloutResponse struct {
 
 func (x *WatchRolloutResponse) Reset() {
 	*x = WatchRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[23]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1424,7 +1553,7 @@ func (x *WatchRolloutResponse) String() string {
 func (*WatchRolloutResponse) ProtoMessage() {}
 
 func (x *WatchRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[23]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1437,7 +1566,7 @@ func (x *WatchRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRolloutResponse.ProtoReflect.Descriptor instead.
 func (*WatchRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{23}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *WatchRolloutResponse) GetRevision() int64 {
@@ -1548,7 +1677,7 @@ type WatchSnapshotEnd struct {
 
 func (x *WatchSnapshotEnd) Reset() {
 	*x = WatchSnapshotEnd{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[24]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1560,7 +1689,7 @@ func (x *WatchSnapshotEnd) String() string {
 func (*WatchSnapshotEnd) ProtoMessage() {}
 
 func (x *WatchSnapshotEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[24]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1573,7 +1702,7 @@ func (x *WatchSnapshotEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchSnapshotEnd.ProtoReflect.Descriptor instead.
 func (*WatchSnapshotEnd) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{24}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{26}
 }
 
 // WatchNodePage is a page of node states. In a snapshot the pages come in
@@ -1588,7 +1717,7 @@ type WatchNodePage struct {
 
 func (x *WatchNodePage) Reset() {
 	*x = WatchNodePage{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[25]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1600,7 +1729,7 @@ func (x *WatchNodePage) String() string {
 func (*WatchNodePage) ProtoMessage() {}
 
 func (x *WatchNodePage) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[25]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1613,7 +1742,7 @@ func (x *WatchNodePage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchNodePage.ProtoReflect.Descriptor instead.
 func (*WatchNodePage) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{25}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *WatchNodePage) GetNodes() []*RolloutNode {
@@ -1638,7 +1767,7 @@ type PauseRolloutRequest struct {
 
 func (x *PauseRolloutRequest) Reset() {
 	*x = PauseRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[26]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1650,7 +1779,7 @@ func (x *PauseRolloutRequest) String() string {
 func (*PauseRolloutRequest) ProtoMessage() {}
 
 func (x *PauseRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[26]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1663,7 +1792,7 @@ func (x *PauseRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseRolloutRequest.ProtoReflect.Descriptor instead.
 func (*PauseRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{26}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PauseRolloutRequest) GetId() string {
@@ -1698,7 +1827,7 @@ type PauseRolloutResponse struct {
 
 func (x *PauseRolloutResponse) Reset() {
 	*x = PauseRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[27]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1710,7 +1839,7 @@ func (x *PauseRolloutResponse) String() string {
 func (*PauseRolloutResponse) ProtoMessage() {}
 
 func (x *PauseRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[27]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1723,7 +1852,7 @@ func (x *PauseRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseRolloutResponse.ProtoReflect.Descriptor instead.
 func (*PauseRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{27}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *PauseRolloutResponse) GetRollout() *Rollout {
@@ -1746,7 +1875,7 @@ type ResumeRolloutRequest struct {
 
 func (x *ResumeRolloutRequest) Reset() {
 	*x = ResumeRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[28]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1758,7 +1887,7 @@ func (x *ResumeRolloutRequest) String() string {
 func (*ResumeRolloutRequest) ProtoMessage() {}
 
 func (x *ResumeRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[28]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1771,7 +1900,7 @@ func (x *ResumeRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRolloutRequest.ProtoReflect.Descriptor instead.
 func (*ResumeRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{28}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ResumeRolloutRequest) GetId() string {
@@ -1799,7 +1928,7 @@ type ResumeRolloutResponse struct {
 
 func (x *ResumeRolloutResponse) Reset() {
 	*x = ResumeRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[29]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1811,7 +1940,7 @@ func (x *ResumeRolloutResponse) String() string {
 func (*ResumeRolloutResponse) ProtoMessage() {}
 
 func (x *ResumeRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[29]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1824,7 +1953,7 @@ func (x *ResumeRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRolloutResponse.ProtoReflect.Descriptor instead.
 func (*ResumeRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{29}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ResumeRolloutResponse) GetRollout() *Rollout {
@@ -1849,7 +1978,7 @@ type AbortRolloutRequest struct {
 
 func (x *AbortRolloutRequest) Reset() {
 	*x = AbortRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[30]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1861,7 +1990,7 @@ func (x *AbortRolloutRequest) String() string {
 func (*AbortRolloutRequest) ProtoMessage() {}
 
 func (x *AbortRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[30]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1874,7 +2003,7 @@ func (x *AbortRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortRolloutRequest.ProtoReflect.Descriptor instead.
 func (*AbortRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{30}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *AbortRolloutRequest) GetId() string {
@@ -1909,7 +2038,7 @@ type AbortRolloutResponse struct {
 
 func (x *AbortRolloutResponse) Reset() {
 	*x = AbortRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[31]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1921,7 +2050,7 @@ func (x *AbortRolloutResponse) String() string {
 func (*AbortRolloutResponse) ProtoMessage() {}
 
 func (x *AbortRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[31]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1934,7 +2063,7 @@ func (x *AbortRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortRolloutResponse.ProtoReflect.Descriptor instead.
 func (*AbortRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{31}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *AbortRolloutResponse) GetRollout() *Rollout {
@@ -1960,7 +2089,7 @@ type PromoteRolloutRequest struct {
 
 func (x *PromoteRolloutRequest) Reset() {
 	*x = PromoteRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[32]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1972,7 +2101,7 @@ func (x *PromoteRolloutRequest) String() string {
 func (*PromoteRolloutRequest) ProtoMessage() {}
 
 func (x *PromoteRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[32]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1985,7 +2114,7 @@ func (x *PromoteRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteRolloutRequest.ProtoReflect.Descriptor instead.
 func (*PromoteRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{32}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PromoteRolloutRequest) GetId() string {
@@ -2020,7 +2149,7 @@ type PromoteRolloutResponse struct {
 
 func (x *PromoteRolloutResponse) Reset() {
 	*x = PromoteRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[33]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2032,7 +2161,7 @@ func (x *PromoteRolloutResponse) String() string {
 func (*PromoteRolloutResponse) ProtoMessage() {}
 
 func (x *PromoteRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[33]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2045,7 +2174,7 @@ func (x *PromoteRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteRolloutResponse.ProtoReflect.Descriptor instead.
 func (*PromoteRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{33}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PromoteRolloutResponse) GetRollout() *Rollout {
@@ -2070,7 +2199,7 @@ type RetryRolloutRequest struct {
 
 func (x *RetryRolloutRequest) Reset() {
 	*x = RetryRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[34]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2082,7 +2211,7 @@ func (x *RetryRolloutRequest) String() string {
 func (*RetryRolloutRequest) ProtoMessage() {}
 
 func (x *RetryRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[34]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2095,7 +2224,7 @@ func (x *RetryRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryRolloutRequest.ProtoReflect.Descriptor instead.
 func (*RetryRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{34}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RetryRolloutRequest) GetId() string {
@@ -2130,7 +2259,7 @@ type RetryRolloutResponse struct {
 
 func (x *RetryRolloutResponse) Reset() {
 	*x = RetryRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[35]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2142,7 +2271,7 @@ func (x *RetryRolloutResponse) String() string {
 func (*RetryRolloutResponse) ProtoMessage() {}
 
 func (x *RetryRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[35]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2155,7 +2284,7 @@ func (x *RetryRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryRolloutResponse.ProtoReflect.Descriptor instead.
 func (*RetryRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{35}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RetryRolloutResponse) GetRollout() *Rollout {
@@ -2180,7 +2309,7 @@ type ApproveRolloutRequest struct {
 
 func (x *ApproveRolloutRequest) Reset() {
 	*x = ApproveRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[36]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2192,7 +2321,7 @@ func (x *ApproveRolloutRequest) String() string {
 func (*ApproveRolloutRequest) ProtoMessage() {}
 
 func (x *ApproveRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[36]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2205,7 +2334,7 @@ func (x *ApproveRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveRolloutRequest.ProtoReflect.Descriptor instead.
 func (*ApproveRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{36}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ApproveRolloutRequest) GetId() string {
@@ -2240,7 +2369,7 @@ type ApproveRolloutResponse struct {
 
 func (x *ApproveRolloutResponse) Reset() {
 	*x = ApproveRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[37]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2252,7 +2381,7 @@ func (x *ApproveRolloutResponse) String() string {
 func (*ApproveRolloutResponse) ProtoMessage() {}
 
 func (x *ApproveRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[37]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2265,7 +2394,7 @@ func (x *ApproveRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveRolloutResponse.ProtoReflect.Descriptor instead.
 func (*ApproveRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{37}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ApproveRolloutResponse) GetRollout() *Rollout {
@@ -2290,7 +2419,7 @@ type RejectRolloutRequest struct {
 
 func (x *RejectRolloutRequest) Reset() {
 	*x = RejectRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[38]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2302,7 +2431,7 @@ func (x *RejectRolloutRequest) String() string {
 func (*RejectRolloutRequest) ProtoMessage() {}
 
 func (x *RejectRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[38]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2315,7 +2444,7 @@ func (x *RejectRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectRolloutRequest.ProtoReflect.Descriptor instead.
 func (*RejectRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{38}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RejectRolloutRequest) GetId() string {
@@ -2350,7 +2479,7 @@ type RejectRolloutResponse struct {
 
 func (x *RejectRolloutResponse) Reset() {
 	*x = RejectRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[39]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2362,7 +2491,7 @@ func (x *RejectRolloutResponse) String() string {
 func (*RejectRolloutResponse) ProtoMessage() {}
 
 func (x *RejectRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[39]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2375,7 +2504,7 @@ func (x *RejectRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectRolloutResponse.ProtoReflect.Descriptor instead.
 func (*RejectRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{39}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RejectRolloutResponse) GetRollout() *Rollout {
@@ -2400,7 +2529,7 @@ type ValidateRolloutRequest struct {
 
 func (x *ValidateRolloutRequest) Reset() {
 	*x = ValidateRolloutRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[40]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2412,7 +2541,7 @@ func (x *ValidateRolloutRequest) String() string {
 func (*ValidateRolloutRequest) ProtoMessage() {}
 
 func (x *ValidateRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[40]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2425,7 +2554,7 @@ func (x *ValidateRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateRolloutRequest.ProtoReflect.Descriptor instead.
 func (*ValidateRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{40}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ValidateRolloutRequest) GetId() string {
@@ -2460,7 +2589,7 @@ type ValidateRolloutResponse struct {
 
 func (x *ValidateRolloutResponse) Reset() {
 	*x = ValidateRolloutResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[41]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2472,7 +2601,7 @@ func (x *ValidateRolloutResponse) String() string {
 func (*ValidateRolloutResponse) ProtoMessage() {}
 
 func (x *ValidateRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[41]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2485,7 +2614,7 @@ func (x *ValidateRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateRolloutResponse.ProtoReflect.Descriptor instead.
 func (*ValidateRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{41}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ValidateRolloutResponse) GetRollout() *Rollout {
@@ -2510,7 +2639,7 @@ type ListRevisionsRequest struct {
 
 func (x *ListRevisionsRequest) Reset() {
 	*x = ListRevisionsRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[42]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2522,7 +2651,7 @@ func (x *ListRevisionsRequest) String() string {
 func (*ListRevisionsRequest) ProtoMessage() {}
 
 func (x *ListRevisionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[42]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2535,7 +2664,7 @@ func (x *ListRevisionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRevisionsRequest.ProtoReflect.Descriptor instead.
 func (*ListRevisionsRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{42}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ListRevisionsRequest) GetApp() string {
@@ -2572,7 +2701,7 @@ type ListRevisionsResponse struct {
 
 func (x *ListRevisionsResponse) Reset() {
 	*x = ListRevisionsResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[43]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2584,7 +2713,7 @@ func (x *ListRevisionsResponse) String() string {
 func (*ListRevisionsResponse) ProtoMessage() {}
 
 func (x *ListRevisionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[43]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2597,7 +2726,7 @@ func (x *ListRevisionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRevisionsResponse.ProtoReflect.Descriptor instead.
 func (*ListRevisionsResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{43}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ListRevisionsResponse) GetRevisions() []*Revision {
@@ -2629,7 +2758,7 @@ type ListGatewaysRequest struct {
 
 func (x *ListGatewaysRequest) Reset() {
 	*x = ListGatewaysRequest{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[44]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2641,7 +2770,7 @@ func (x *ListGatewaysRequest) String() string {
 func (*ListGatewaysRequest) ProtoMessage() {}
 
 func (x *ListGatewaysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[44]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2654,7 +2783,7 @@ func (x *ListGatewaysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGatewaysRequest.ProtoReflect.Descriptor instead.
 func (*ListGatewaysRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{44}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ListGatewaysRequest) GetPageSize() int32 {
@@ -2691,7 +2820,7 @@ type ListGatewaysResponse struct {
 
 func (x *ListGatewaysResponse) Reset() {
 	*x = ListGatewaysResponse{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[45]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2703,7 +2832,7 @@ func (x *ListGatewaysResponse) String() string {
 func (*ListGatewaysResponse) ProtoMessage() {}
 
 func (x *ListGatewaysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[45]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2716,7 +2845,7 @@ func (x *ListGatewaysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGatewaysResponse.ProtoReflect.Descriptor instead.
 func (*ListGatewaysResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{45}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ListGatewaysResponse) GetGateways() []*Gateway {
@@ -2754,7 +2883,7 @@ type Gateway struct {
 
 func (x *Gateway) Reset() {
 	*x = Gateway{}
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[46]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2766,7 +2895,7 @@ func (x *Gateway) String() string {
 func (*Gateway) ProtoMessage() {}
 
 func (x *Gateway) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_controlplane_proto_msgTypes[46]
+	mi := &file_outpost_v1_controlplane_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2779,7 +2908,7 @@ func (x *Gateway) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Gateway.ProtoReflect.Descriptor instead.
 func (*Gateway) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{46}
+	return file_outpost_v1_controlplane_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *Gateway) GetName() string {
@@ -2858,7 +2987,17 @@ const file_outpost_v1_controlplane_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x02 \x01(\tR\trequestId\"\x14\n" +
-	"\x12DeleteNodeResponse\"(\n" +
+	"\x12DeleteNodeResponse\"[\n" +
+	"\x12VerifyNodesRequest\x12%\n" +
+	"\x0elabel_selector\x18\x01 \x01(\tR\rlabelSelector\x12\x1e\n" +
+	"\n" +
+	"datacenter\x18\x02 \x01(\tR\n" +
+	"datacenter\"\x7f\n" +
+	"\x13VerifyNodesResponse\x12$\n" +
+	"\x04node\x18\x01 \x01(\v2\x10.outpost.v1.NodeR\x04node\x12\x18\n" +
+	"\askipped\x18\x02 \x01(\tR\askipped\x12\x12\n" +
+	"\x04done\x18\x03 \x01(\x05R\x04done\x12\x14\n" +
+	"\x05total\x18\x04 \x01(\x05R\x05total\"(\n" +
 	"\x16ScanNodeHostKeyRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"J\n" +
 	"\x17ScanNodeHostKeyResponse\x12/\n" +
@@ -3012,7 +3151,7 @@ const file_outpost_v1_controlplane_proto_rawDesc = "" +
 	"\aversion\x18\x03 \x01(\tR\aversion\x12=\n" +
 	"\fconnect_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vconnectTime\x12&\n" +
 	"\x0fnodes_in_flight\x18\x05 \x01(\x05R\rnodesInFlight\x12\x1a\n" +
-	"\bcapacity\x18\x06 \x01(\x05R\bcapacity2\xfe\r\n" +
+	"\bcapacity\x18\x06 \x01(\x05R\bcapacity2\xd0\x0e\n" +
 	"\x13ControlPlaneService\x12K\n" +
 	"\n" +
 	"ApplyNodes\x12\x1d.outpost.v1.ApplyNodesRequest\x1a\x1e.outpost.v1.ApplyNodesResponse\x12H\n" +
@@ -3021,7 +3160,8 @@ const file_outpost_v1_controlplane_proto_rawDesc = "" +
 	"\n" +
 	"DeleteNode\x12\x1d.outpost.v1.DeleteNodeRequest\x1a\x1e.outpost.v1.DeleteNodeResponse\x12Z\n" +
 	"\x0fScanNodeHostKey\x12\".outpost.v1.ScanNodeHostKeyRequest\x1a#.outpost.v1.ScanNodeHostKeyResponse\x12]\n" +
-	"\x10TrustNodeHostKey\x12#.outpost.v1.TrustNodeHostKeyRequest\x1a$.outpost.v1.TrustNodeHostKeyResponse\x12T\n" +
+	"\x10TrustNodeHostKey\x12#.outpost.v1.TrustNodeHostKeyRequest\x1a$.outpost.v1.TrustNodeHostKeyResponse\x12P\n" +
+	"\vVerifyNodes\x12\x1e.outpost.v1.VerifyNodesRequest\x1a\x1f.outpost.v1.VerifyNodesResponse0\x01\x12T\n" +
 	"\rCreateRollout\x12 .outpost.v1.CreateRolloutRequest\x1a!.outpost.v1.CreateRolloutResponse\x12K\n" +
 	"\n" +
 	"GetRollout\x12\x1d.outpost.v1.GetRolloutRequest\x1a\x1e.outpost.v1.GetRolloutResponse\x12Q\n" +
@@ -3051,7 +3191,7 @@ func file_outpost_v1_controlplane_proto_rawDescGZIP() []byte {
 	return file_outpost_v1_controlplane_proto_rawDescData
 }
 
-var file_outpost_v1_controlplane_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
+var file_outpost_v1_controlplane_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
 var file_outpost_v1_controlplane_proto_goTypes = []any{
 	(*ApplyNodesRequest)(nil),        // 0: outpost.v1.ApplyNodesRequest
 	(*ApplyNodesResponse)(nil),       // 1: outpost.v1.ApplyNodesResponse
@@ -3061,133 +3201,138 @@ var file_outpost_v1_controlplane_proto_goTypes = []any{
 	(*GetNodeResponse)(nil),          // 5: outpost.v1.GetNodeResponse
 	(*DeleteNodeRequest)(nil),        // 6: outpost.v1.DeleteNodeRequest
 	(*DeleteNodeResponse)(nil),       // 7: outpost.v1.DeleteNodeResponse
-	(*ScanNodeHostKeyRequest)(nil),   // 8: outpost.v1.ScanNodeHostKeyRequest
-	(*ScanNodeHostKeyResponse)(nil),  // 9: outpost.v1.ScanNodeHostKeyResponse
-	(*NodeHostKeyScan)(nil),          // 10: outpost.v1.NodeHostKeyScan
-	(*TrustNodeHostKeyRequest)(nil),  // 11: outpost.v1.TrustNodeHostKeyRequest
-	(*TrustNodeHostKeyResponse)(nil), // 12: outpost.v1.TrustNodeHostKeyResponse
-	(*CreateRolloutRequest)(nil),     // 13: outpost.v1.CreateRolloutRequest
-	(*RolloutUndo)(nil),              // 14: outpost.v1.RolloutUndo
-	(*CreateRolloutResponse)(nil),    // 15: outpost.v1.CreateRolloutResponse
-	(*GetRolloutRequest)(nil),        // 16: outpost.v1.GetRolloutRequest
-	(*GetRolloutResponse)(nil),       // 17: outpost.v1.GetRolloutResponse
-	(*ListRolloutsRequest)(nil),      // 18: outpost.v1.ListRolloutsRequest
-	(*ListRolloutsResponse)(nil),     // 19: outpost.v1.ListRolloutsResponse
-	(*ListRolloutNodesRequest)(nil),  // 20: outpost.v1.ListRolloutNodesRequest
-	(*ListRolloutNodesResponse)(nil), // 21: outpost.v1.ListRolloutNodesResponse
-	(*WatchRolloutRequest)(nil),      // 22: outpost.v1.WatchRolloutRequest
-	(*WatchRolloutResponse)(nil),     // 23: outpost.v1.WatchRolloutResponse
-	(*WatchSnapshotEnd)(nil),         // 24: outpost.v1.WatchSnapshotEnd
-	(*WatchNodePage)(nil),            // 25: outpost.v1.WatchNodePage
-	(*PauseRolloutRequest)(nil),      // 26: outpost.v1.PauseRolloutRequest
-	(*PauseRolloutResponse)(nil),     // 27: outpost.v1.PauseRolloutResponse
-	(*ResumeRolloutRequest)(nil),     // 28: outpost.v1.ResumeRolloutRequest
-	(*ResumeRolloutResponse)(nil),    // 29: outpost.v1.ResumeRolloutResponse
-	(*AbortRolloutRequest)(nil),      // 30: outpost.v1.AbortRolloutRequest
-	(*AbortRolloutResponse)(nil),     // 31: outpost.v1.AbortRolloutResponse
-	(*PromoteRolloutRequest)(nil),    // 32: outpost.v1.PromoteRolloutRequest
-	(*PromoteRolloutResponse)(nil),   // 33: outpost.v1.PromoteRolloutResponse
-	(*RetryRolloutRequest)(nil),      // 34: outpost.v1.RetryRolloutRequest
-	(*RetryRolloutResponse)(nil),     // 35: outpost.v1.RetryRolloutResponse
-	(*ApproveRolloutRequest)(nil),    // 36: outpost.v1.ApproveRolloutRequest
-	(*ApproveRolloutResponse)(nil),   // 37: outpost.v1.ApproveRolloutResponse
-	(*RejectRolloutRequest)(nil),     // 38: outpost.v1.RejectRolloutRequest
-	(*RejectRolloutResponse)(nil),    // 39: outpost.v1.RejectRolloutResponse
-	(*ValidateRolloutRequest)(nil),   // 40: outpost.v1.ValidateRolloutRequest
-	(*ValidateRolloutResponse)(nil),  // 41: outpost.v1.ValidateRolloutResponse
-	(*ListRevisionsRequest)(nil),     // 42: outpost.v1.ListRevisionsRequest
-	(*ListRevisionsResponse)(nil),    // 43: outpost.v1.ListRevisionsResponse
-	(*ListGatewaysRequest)(nil),      // 44: outpost.v1.ListGatewaysRequest
-	(*ListGatewaysResponse)(nil),     // 45: outpost.v1.ListGatewaysResponse
-	(*Gateway)(nil),                  // 46: outpost.v1.Gateway
-	(*Node)(nil),                     // 47: outpost.v1.Node
-	(*timestamppb.Timestamp)(nil),    // 48: google.protobuf.Timestamp
-	(*PlanSpec)(nil),                 // 49: outpost.v1.PlanSpec
-	(*Rollout)(nil),                  // 50: outpost.v1.Rollout
-	(NodeState)(0),                   // 51: outpost.v1.NodeState
-	(*RolloutNode)(nil),              // 52: outpost.v1.RolloutNode
-	(*NodeStepEvent)(nil),            // 53: outpost.v1.NodeStepEvent
-	(*Revision)(nil),                 // 54: outpost.v1.Revision
+	(*VerifyNodesRequest)(nil),       // 8: outpost.v1.VerifyNodesRequest
+	(*VerifyNodesResponse)(nil),      // 9: outpost.v1.VerifyNodesResponse
+	(*ScanNodeHostKeyRequest)(nil),   // 10: outpost.v1.ScanNodeHostKeyRequest
+	(*ScanNodeHostKeyResponse)(nil),  // 11: outpost.v1.ScanNodeHostKeyResponse
+	(*NodeHostKeyScan)(nil),          // 12: outpost.v1.NodeHostKeyScan
+	(*TrustNodeHostKeyRequest)(nil),  // 13: outpost.v1.TrustNodeHostKeyRequest
+	(*TrustNodeHostKeyResponse)(nil), // 14: outpost.v1.TrustNodeHostKeyResponse
+	(*CreateRolloutRequest)(nil),     // 15: outpost.v1.CreateRolloutRequest
+	(*RolloutUndo)(nil),              // 16: outpost.v1.RolloutUndo
+	(*CreateRolloutResponse)(nil),    // 17: outpost.v1.CreateRolloutResponse
+	(*GetRolloutRequest)(nil),        // 18: outpost.v1.GetRolloutRequest
+	(*GetRolloutResponse)(nil),       // 19: outpost.v1.GetRolloutResponse
+	(*ListRolloutsRequest)(nil),      // 20: outpost.v1.ListRolloutsRequest
+	(*ListRolloutsResponse)(nil),     // 21: outpost.v1.ListRolloutsResponse
+	(*ListRolloutNodesRequest)(nil),  // 22: outpost.v1.ListRolloutNodesRequest
+	(*ListRolloutNodesResponse)(nil), // 23: outpost.v1.ListRolloutNodesResponse
+	(*WatchRolloutRequest)(nil),      // 24: outpost.v1.WatchRolloutRequest
+	(*WatchRolloutResponse)(nil),     // 25: outpost.v1.WatchRolloutResponse
+	(*WatchSnapshotEnd)(nil),         // 26: outpost.v1.WatchSnapshotEnd
+	(*WatchNodePage)(nil),            // 27: outpost.v1.WatchNodePage
+	(*PauseRolloutRequest)(nil),      // 28: outpost.v1.PauseRolloutRequest
+	(*PauseRolloutResponse)(nil),     // 29: outpost.v1.PauseRolloutResponse
+	(*ResumeRolloutRequest)(nil),     // 30: outpost.v1.ResumeRolloutRequest
+	(*ResumeRolloutResponse)(nil),    // 31: outpost.v1.ResumeRolloutResponse
+	(*AbortRolloutRequest)(nil),      // 32: outpost.v1.AbortRolloutRequest
+	(*AbortRolloutResponse)(nil),     // 33: outpost.v1.AbortRolloutResponse
+	(*PromoteRolloutRequest)(nil),    // 34: outpost.v1.PromoteRolloutRequest
+	(*PromoteRolloutResponse)(nil),   // 35: outpost.v1.PromoteRolloutResponse
+	(*RetryRolloutRequest)(nil),      // 36: outpost.v1.RetryRolloutRequest
+	(*RetryRolloutResponse)(nil),     // 37: outpost.v1.RetryRolloutResponse
+	(*ApproveRolloutRequest)(nil),    // 38: outpost.v1.ApproveRolloutRequest
+	(*ApproveRolloutResponse)(nil),   // 39: outpost.v1.ApproveRolloutResponse
+	(*RejectRolloutRequest)(nil),     // 40: outpost.v1.RejectRolloutRequest
+	(*RejectRolloutResponse)(nil),    // 41: outpost.v1.RejectRolloutResponse
+	(*ValidateRolloutRequest)(nil),   // 42: outpost.v1.ValidateRolloutRequest
+	(*ValidateRolloutResponse)(nil),  // 43: outpost.v1.ValidateRolloutResponse
+	(*ListRevisionsRequest)(nil),     // 44: outpost.v1.ListRevisionsRequest
+	(*ListRevisionsResponse)(nil),    // 45: outpost.v1.ListRevisionsResponse
+	(*ListGatewaysRequest)(nil),      // 46: outpost.v1.ListGatewaysRequest
+	(*ListGatewaysResponse)(nil),     // 47: outpost.v1.ListGatewaysResponse
+	(*Gateway)(nil),                  // 48: outpost.v1.Gateway
+	(*Node)(nil),                     // 49: outpost.v1.Node
+	(*timestamppb.Timestamp)(nil),    // 50: google.protobuf.Timestamp
+	(*PlanSpec)(nil),                 // 51: outpost.v1.PlanSpec
+	(*Rollout)(nil),                  // 52: outpost.v1.Rollout
+	(NodeState)(0),                   // 53: outpost.v1.NodeState
+	(*RolloutNode)(nil),              // 54: outpost.v1.RolloutNode
+	(*NodeStepEvent)(nil),            // 55: outpost.v1.NodeStepEvent
+	(*Revision)(nil),                 // 56: outpost.v1.Revision
 }
 var file_outpost_v1_controlplane_proto_depIdxs = []int32{
-	47, // 0: outpost.v1.ApplyNodesRequest.nodes:type_name -> outpost.v1.Node
-	47, // 1: outpost.v1.ApplyNodesResponse.nodes:type_name -> outpost.v1.Node
-	47, // 2: outpost.v1.ListNodesResponse.nodes:type_name -> outpost.v1.Node
-	47, // 3: outpost.v1.GetNodeResponse.node:type_name -> outpost.v1.Node
-	10, // 4: outpost.v1.ScanNodeHostKeyResponse.scan:type_name -> outpost.v1.NodeHostKeyScan
-	48, // 5: outpost.v1.NodeHostKeyScan.scan_time:type_name -> google.protobuf.Timestamp
-	47, // 6: outpost.v1.TrustNodeHostKeyResponse.node:type_name -> outpost.v1.Node
-	49, // 7: outpost.v1.CreateRolloutRequest.plan:type_name -> outpost.v1.PlanSpec
-	14, // 8: outpost.v1.CreateRolloutRequest.undo:type_name -> outpost.v1.RolloutUndo
-	50, // 9: outpost.v1.CreateRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	50, // 10: outpost.v1.GetRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	50, // 11: outpost.v1.ListRolloutsResponse.rollouts:type_name -> outpost.v1.Rollout
-	51, // 12: outpost.v1.ListRolloutNodesRequest.state:type_name -> outpost.v1.NodeState
-	52, // 13: outpost.v1.ListRolloutNodesResponse.nodes:type_name -> outpost.v1.RolloutNode
-	50, // 14: outpost.v1.WatchRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	52, // 15: outpost.v1.WatchRolloutResponse.node:type_name -> outpost.v1.RolloutNode
-	53, // 16: outpost.v1.WatchRolloutResponse.step_event:type_name -> outpost.v1.NodeStepEvent
-	24, // 17: outpost.v1.WatchRolloutResponse.snapshot_end:type_name -> outpost.v1.WatchSnapshotEnd
-	25, // 18: outpost.v1.WatchRolloutResponse.node_page:type_name -> outpost.v1.WatchNodePage
-	52, // 19: outpost.v1.WatchNodePage.nodes:type_name -> outpost.v1.RolloutNode
-	50, // 20: outpost.v1.PauseRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	50, // 21: outpost.v1.ResumeRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	50, // 22: outpost.v1.AbortRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	50, // 23: outpost.v1.PromoteRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	50, // 24: outpost.v1.RetryRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	50, // 25: outpost.v1.ApproveRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	50, // 26: outpost.v1.RejectRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	50, // 27: outpost.v1.ValidateRolloutResponse.rollout:type_name -> outpost.v1.Rollout
-	54, // 28: outpost.v1.ListRevisionsResponse.revisions:type_name -> outpost.v1.Revision
-	46, // 29: outpost.v1.ListGatewaysResponse.gateways:type_name -> outpost.v1.Gateway
-	48, // 30: outpost.v1.Gateway.connect_time:type_name -> google.protobuf.Timestamp
-	0,  // 31: outpost.v1.ControlPlaneService.ApplyNodes:input_type -> outpost.v1.ApplyNodesRequest
-	2,  // 32: outpost.v1.ControlPlaneService.ListNodes:input_type -> outpost.v1.ListNodesRequest
-	4,  // 33: outpost.v1.ControlPlaneService.GetNode:input_type -> outpost.v1.GetNodeRequest
-	6,  // 34: outpost.v1.ControlPlaneService.DeleteNode:input_type -> outpost.v1.DeleteNodeRequest
-	8,  // 35: outpost.v1.ControlPlaneService.ScanNodeHostKey:input_type -> outpost.v1.ScanNodeHostKeyRequest
-	11, // 36: outpost.v1.ControlPlaneService.TrustNodeHostKey:input_type -> outpost.v1.TrustNodeHostKeyRequest
-	13, // 37: outpost.v1.ControlPlaneService.CreateRollout:input_type -> outpost.v1.CreateRolloutRequest
-	16, // 38: outpost.v1.ControlPlaneService.GetRollout:input_type -> outpost.v1.GetRolloutRequest
-	18, // 39: outpost.v1.ControlPlaneService.ListRollouts:input_type -> outpost.v1.ListRolloutsRequest
-	20, // 40: outpost.v1.ControlPlaneService.ListRolloutNodes:input_type -> outpost.v1.ListRolloutNodesRequest
-	22, // 41: outpost.v1.ControlPlaneService.WatchRollout:input_type -> outpost.v1.WatchRolloutRequest
-	26, // 42: outpost.v1.ControlPlaneService.PauseRollout:input_type -> outpost.v1.PauseRolloutRequest
-	28, // 43: outpost.v1.ControlPlaneService.ResumeRollout:input_type -> outpost.v1.ResumeRolloutRequest
-	30, // 44: outpost.v1.ControlPlaneService.AbortRollout:input_type -> outpost.v1.AbortRolloutRequest
-	32, // 45: outpost.v1.ControlPlaneService.PromoteRollout:input_type -> outpost.v1.PromoteRolloutRequest
-	34, // 46: outpost.v1.ControlPlaneService.RetryRollout:input_type -> outpost.v1.RetryRolloutRequest
-	36, // 47: outpost.v1.ControlPlaneService.ApproveRollout:input_type -> outpost.v1.ApproveRolloutRequest
-	38, // 48: outpost.v1.ControlPlaneService.RejectRollout:input_type -> outpost.v1.RejectRolloutRequest
-	40, // 49: outpost.v1.ControlPlaneService.ValidateRollout:input_type -> outpost.v1.ValidateRolloutRequest
-	42, // 50: outpost.v1.ControlPlaneService.ListRevisions:input_type -> outpost.v1.ListRevisionsRequest
-	44, // 51: outpost.v1.ControlPlaneService.ListGateways:input_type -> outpost.v1.ListGatewaysRequest
-	1,  // 52: outpost.v1.ControlPlaneService.ApplyNodes:output_type -> outpost.v1.ApplyNodesResponse
-	3,  // 53: outpost.v1.ControlPlaneService.ListNodes:output_type -> outpost.v1.ListNodesResponse
-	5,  // 54: outpost.v1.ControlPlaneService.GetNode:output_type -> outpost.v1.GetNodeResponse
-	7,  // 55: outpost.v1.ControlPlaneService.DeleteNode:output_type -> outpost.v1.DeleteNodeResponse
-	9,  // 56: outpost.v1.ControlPlaneService.ScanNodeHostKey:output_type -> outpost.v1.ScanNodeHostKeyResponse
-	12, // 57: outpost.v1.ControlPlaneService.TrustNodeHostKey:output_type -> outpost.v1.TrustNodeHostKeyResponse
-	15, // 58: outpost.v1.ControlPlaneService.CreateRollout:output_type -> outpost.v1.CreateRolloutResponse
-	17, // 59: outpost.v1.ControlPlaneService.GetRollout:output_type -> outpost.v1.GetRolloutResponse
-	19, // 60: outpost.v1.ControlPlaneService.ListRollouts:output_type -> outpost.v1.ListRolloutsResponse
-	21, // 61: outpost.v1.ControlPlaneService.ListRolloutNodes:output_type -> outpost.v1.ListRolloutNodesResponse
-	23, // 62: outpost.v1.ControlPlaneService.WatchRollout:output_type -> outpost.v1.WatchRolloutResponse
-	27, // 63: outpost.v1.ControlPlaneService.PauseRollout:output_type -> outpost.v1.PauseRolloutResponse
-	29, // 64: outpost.v1.ControlPlaneService.ResumeRollout:output_type -> outpost.v1.ResumeRolloutResponse
-	31, // 65: outpost.v1.ControlPlaneService.AbortRollout:output_type -> outpost.v1.AbortRolloutResponse
-	33, // 66: outpost.v1.ControlPlaneService.PromoteRollout:output_type -> outpost.v1.PromoteRolloutResponse
-	35, // 67: outpost.v1.ControlPlaneService.RetryRollout:output_type -> outpost.v1.RetryRolloutResponse
-	37, // 68: outpost.v1.ControlPlaneService.ApproveRollout:output_type -> outpost.v1.ApproveRolloutResponse
-	39, // 69: outpost.v1.ControlPlaneService.RejectRollout:output_type -> outpost.v1.RejectRolloutResponse
-	41, // 70: outpost.v1.ControlPlaneService.ValidateRollout:output_type -> outpost.v1.ValidateRolloutResponse
-	43, // 71: outpost.v1.ControlPlaneService.ListRevisions:output_type -> outpost.v1.ListRevisionsResponse
-	45, // 72: outpost.v1.ControlPlaneService.ListGateways:output_type -> outpost.v1.ListGatewaysResponse
-	52, // [52:73] is the sub-list for method output_type
-	31, // [31:52] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	49, // 0: outpost.v1.ApplyNodesRequest.nodes:type_name -> outpost.v1.Node
+	49, // 1: outpost.v1.ApplyNodesResponse.nodes:type_name -> outpost.v1.Node
+	49, // 2: outpost.v1.ListNodesResponse.nodes:type_name -> outpost.v1.Node
+	49, // 3: outpost.v1.GetNodeResponse.node:type_name -> outpost.v1.Node
+	49, // 4: outpost.v1.VerifyNodesResponse.node:type_name -> outpost.v1.Node
+	12, // 5: outpost.v1.ScanNodeHostKeyResponse.scan:type_name -> outpost.v1.NodeHostKeyScan
+	50, // 6: outpost.v1.NodeHostKeyScan.scan_time:type_name -> google.protobuf.Timestamp
+	49, // 7: outpost.v1.TrustNodeHostKeyResponse.node:type_name -> outpost.v1.Node
+	51, // 8: outpost.v1.CreateRolloutRequest.plan:type_name -> outpost.v1.PlanSpec
+	16, // 9: outpost.v1.CreateRolloutRequest.undo:type_name -> outpost.v1.RolloutUndo
+	52, // 10: outpost.v1.CreateRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	52, // 11: outpost.v1.GetRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	52, // 12: outpost.v1.ListRolloutsResponse.rollouts:type_name -> outpost.v1.Rollout
+	53, // 13: outpost.v1.ListRolloutNodesRequest.state:type_name -> outpost.v1.NodeState
+	54, // 14: outpost.v1.ListRolloutNodesResponse.nodes:type_name -> outpost.v1.RolloutNode
+	52, // 15: outpost.v1.WatchRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	54, // 16: outpost.v1.WatchRolloutResponse.node:type_name -> outpost.v1.RolloutNode
+	55, // 17: outpost.v1.WatchRolloutResponse.step_event:type_name -> outpost.v1.NodeStepEvent
+	26, // 18: outpost.v1.WatchRolloutResponse.snapshot_end:type_name -> outpost.v1.WatchSnapshotEnd
+	27, // 19: outpost.v1.WatchRolloutResponse.node_page:type_name -> outpost.v1.WatchNodePage
+	54, // 20: outpost.v1.WatchNodePage.nodes:type_name -> outpost.v1.RolloutNode
+	52, // 21: outpost.v1.PauseRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	52, // 22: outpost.v1.ResumeRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	52, // 23: outpost.v1.AbortRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	52, // 24: outpost.v1.PromoteRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	52, // 25: outpost.v1.RetryRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	52, // 26: outpost.v1.ApproveRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	52, // 27: outpost.v1.RejectRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	52, // 28: outpost.v1.ValidateRolloutResponse.rollout:type_name -> outpost.v1.Rollout
+	56, // 29: outpost.v1.ListRevisionsResponse.revisions:type_name -> outpost.v1.Revision
+	48, // 30: outpost.v1.ListGatewaysResponse.gateways:type_name -> outpost.v1.Gateway
+	50, // 31: outpost.v1.Gateway.connect_time:type_name -> google.protobuf.Timestamp
+	0,  // 32: outpost.v1.ControlPlaneService.ApplyNodes:input_type -> outpost.v1.ApplyNodesRequest
+	2,  // 33: outpost.v1.ControlPlaneService.ListNodes:input_type -> outpost.v1.ListNodesRequest
+	4,  // 34: outpost.v1.ControlPlaneService.GetNode:input_type -> outpost.v1.GetNodeRequest
+	6,  // 35: outpost.v1.ControlPlaneService.DeleteNode:input_type -> outpost.v1.DeleteNodeRequest
+	10, // 36: outpost.v1.ControlPlaneService.ScanNodeHostKey:input_type -> outpost.v1.ScanNodeHostKeyRequest
+	13, // 37: outpost.v1.ControlPlaneService.TrustNodeHostKey:input_type -> outpost.v1.TrustNodeHostKeyRequest
+	8,  // 38: outpost.v1.ControlPlaneService.VerifyNodes:input_type -> outpost.v1.VerifyNodesRequest
+	15, // 39: outpost.v1.ControlPlaneService.CreateRollout:input_type -> outpost.v1.CreateRolloutRequest
+	18, // 40: outpost.v1.ControlPlaneService.GetRollout:input_type -> outpost.v1.GetRolloutRequest
+	20, // 41: outpost.v1.ControlPlaneService.ListRollouts:input_type -> outpost.v1.ListRolloutsRequest
+	22, // 42: outpost.v1.ControlPlaneService.ListRolloutNodes:input_type -> outpost.v1.ListRolloutNodesRequest
+	24, // 43: outpost.v1.ControlPlaneService.WatchRollout:input_type -> outpost.v1.WatchRolloutRequest
+	28, // 44: outpost.v1.ControlPlaneService.PauseRollout:input_type -> outpost.v1.PauseRolloutRequest
+	30, // 45: outpost.v1.ControlPlaneService.ResumeRollout:input_type -> outpost.v1.ResumeRolloutRequest
+	32, // 46: outpost.v1.ControlPlaneService.AbortRollout:input_type -> outpost.v1.AbortRolloutRequest
+	34, // 47: outpost.v1.ControlPlaneService.PromoteRollout:input_type -> outpost.v1.PromoteRolloutRequest
+	36, // 48: outpost.v1.ControlPlaneService.RetryRollout:input_type -> outpost.v1.RetryRolloutRequest
+	38, // 49: outpost.v1.ControlPlaneService.ApproveRollout:input_type -> outpost.v1.ApproveRolloutRequest
+	40, // 50: outpost.v1.ControlPlaneService.RejectRollout:input_type -> outpost.v1.RejectRolloutRequest
+	42, // 51: outpost.v1.ControlPlaneService.ValidateRollout:input_type -> outpost.v1.ValidateRolloutRequest
+	44, // 52: outpost.v1.ControlPlaneService.ListRevisions:input_type -> outpost.v1.ListRevisionsRequest
+	46, // 53: outpost.v1.ControlPlaneService.ListGateways:input_type -> outpost.v1.ListGatewaysRequest
+	1,  // 54: outpost.v1.ControlPlaneService.ApplyNodes:output_type -> outpost.v1.ApplyNodesResponse
+	3,  // 55: outpost.v1.ControlPlaneService.ListNodes:output_type -> outpost.v1.ListNodesResponse
+	5,  // 56: outpost.v1.ControlPlaneService.GetNode:output_type -> outpost.v1.GetNodeResponse
+	7,  // 57: outpost.v1.ControlPlaneService.DeleteNode:output_type -> outpost.v1.DeleteNodeResponse
+	11, // 58: outpost.v1.ControlPlaneService.ScanNodeHostKey:output_type -> outpost.v1.ScanNodeHostKeyResponse
+	14, // 59: outpost.v1.ControlPlaneService.TrustNodeHostKey:output_type -> outpost.v1.TrustNodeHostKeyResponse
+	9,  // 60: outpost.v1.ControlPlaneService.VerifyNodes:output_type -> outpost.v1.VerifyNodesResponse
+	17, // 61: outpost.v1.ControlPlaneService.CreateRollout:output_type -> outpost.v1.CreateRolloutResponse
+	19, // 62: outpost.v1.ControlPlaneService.GetRollout:output_type -> outpost.v1.GetRolloutResponse
+	21, // 63: outpost.v1.ControlPlaneService.ListRollouts:output_type -> outpost.v1.ListRolloutsResponse
+	23, // 64: outpost.v1.ControlPlaneService.ListRolloutNodes:output_type -> outpost.v1.ListRolloutNodesResponse
+	25, // 65: outpost.v1.ControlPlaneService.WatchRollout:output_type -> outpost.v1.WatchRolloutResponse
+	29, // 66: outpost.v1.ControlPlaneService.PauseRollout:output_type -> outpost.v1.PauseRolloutResponse
+	31, // 67: outpost.v1.ControlPlaneService.ResumeRollout:output_type -> outpost.v1.ResumeRolloutResponse
+	33, // 68: outpost.v1.ControlPlaneService.AbortRollout:output_type -> outpost.v1.AbortRolloutResponse
+	35, // 69: outpost.v1.ControlPlaneService.PromoteRollout:output_type -> outpost.v1.PromoteRolloutResponse
+	37, // 70: outpost.v1.ControlPlaneService.RetryRollout:output_type -> outpost.v1.RetryRolloutResponse
+	39, // 71: outpost.v1.ControlPlaneService.ApproveRollout:output_type -> outpost.v1.ApproveRolloutResponse
+	41, // 72: outpost.v1.ControlPlaneService.RejectRollout:output_type -> outpost.v1.RejectRolloutResponse
+	43, // 73: outpost.v1.ControlPlaneService.ValidateRollout:output_type -> outpost.v1.ValidateRolloutResponse
+	45, // 74: outpost.v1.ControlPlaneService.ListRevisions:output_type -> outpost.v1.ListRevisionsResponse
+	47, // 75: outpost.v1.ControlPlaneService.ListGateways:output_type -> outpost.v1.ListGatewaysResponse
+	54, // [54:76] is the sub-list for method output_type
+	32, // [32:54] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_outpost_v1_controlplane_proto_init() }
@@ -3199,7 +3344,7 @@ func file_outpost_v1_controlplane_proto_init() {
 	file_outpost_v1_node_proto_init()
 	file_outpost_v1_plan_proto_init()
 	file_outpost_v1_rollout_proto_init()
-	file_outpost_v1_controlplane_proto_msgTypes[23].OneofWrappers = []any{
+	file_outpost_v1_controlplane_proto_msgTypes[25].OneofWrappers = []any{
 		(*WatchRolloutResponse_Rollout)(nil),
 		(*WatchRolloutResponse_Node)(nil),
 		(*WatchRolloutResponse_StepEvent)(nil),
@@ -3212,7 +3357,7 @@ func file_outpost_v1_controlplane_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_outpost_v1_controlplane_proto_rawDesc), len(file_outpost_v1_controlplane_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   47,
+			NumMessages:   49,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

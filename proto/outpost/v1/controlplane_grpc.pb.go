@@ -25,6 +25,7 @@ const (
 	ControlPlaneService_DeleteNode_FullMethodName       = "/outpost.v1.ControlPlaneService/DeleteNode"
 	ControlPlaneService_ScanNodeHostKey_FullMethodName  = "/outpost.v1.ControlPlaneService/ScanNodeHostKey"
 	ControlPlaneService_TrustNodeHostKey_FullMethodName = "/outpost.v1.ControlPlaneService/TrustNodeHostKey"
+	ControlPlaneService_VerifyNodes_FullMethodName      = "/outpost.v1.ControlPlaneService/VerifyNodes"
 	ControlPlaneService_CreateRollout_FullMethodName    = "/outpost.v1.ControlPlaneService/CreateRollout"
 	ControlPlaneService_GetRollout_FullMethodName       = "/outpost.v1.ControlPlaneService/GetRollout"
 	ControlPlaneService_ListRollouts_FullMethodName     = "/outpost.v1.ControlPlaneService/ListRollouts"
@@ -76,6 +77,11 @@ type ControlPlaneServiceClient interface {
 	// fingerprint that differs carries google.rpc.ErrorInfo with reason
 	// HOST_KEY_MISMATCH (domain outpost.v1).
 	TrustNodeHostKey(ctx context.Context, in *TrustNodeHostKeyRequest, opts ...grpc.CallOption) (*TrustNodeHostKeyResponse, error)
+	// VerifyNodes asks the gateways to observe the selected nodes (those with
+	// a desired release, not in a running rollout) and streams one message per
+	// node as its observation arrives; each is stored in Node.status with its
+	// drift. The first sighting of a drift writes an audit entry.
+	VerifyNodes(ctx context.Context, in *VerifyNodesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[VerifyNodesResponse], error)
 	// CreateRollout validates a plan, selects its nodes and expands stages
 	// and batches. With approval required it starts in PENDING_APPROVAL,
 	// else APPROVED. INVALID_ARGUMENT names the plan field at fault.
@@ -189,6 +195,25 @@ func (c *controlPlaneServiceClient) TrustNodeHostKey(ctx context.Context, in *Tr
 	return out, nil
 }
 
+func (c *controlPlaneServiceClient) VerifyNodes(ctx context.Context, in *VerifyNodesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[VerifyNodesResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ControlPlaneService_ServiceDesc.Streams[0], ControlPlaneService_VerifyNodes_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[VerifyNodesRequest, VerifyNodesResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ControlPlaneService_VerifyNodesClient = grpc.ServerStreamingClient[VerifyNodesResponse]
+
 func (c *controlPlaneServiceClient) CreateRollout(ctx context.Context, in *CreateRolloutRequest, opts ...grpc.CallOption) (*CreateRolloutResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(CreateRolloutResponse)
@@ -231,7 +256,7 @@ func (c *controlPlaneServiceClient) ListRolloutNodes(ctx context.Context, in *Li
 
 func (c *controlPlaneServiceClient) WatchRollout(ctx context.Context, in *WatchRolloutRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchRolloutResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &ControlPlaneService_ServiceDesc.Streams[0], ControlPlaneService_WatchRollout_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &ControlPlaneService_ServiceDesc.Streams[1], ControlPlaneService_WatchRollout_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -382,6 +407,11 @@ type ControlPlaneServiceServer interface {
 	// fingerprint that differs carries google.rpc.ErrorInfo with reason
 	// HOST_KEY_MISMATCH (domain outpost.v1).
 	TrustNodeHostKey(context.Context, *TrustNodeHostKeyRequest) (*TrustNodeHostKeyResponse, error)
+	// VerifyNodes asks the gateways to observe the selected nodes (those with
+	// a desired release, not in a running rollout) and streams one message per
+	// node as its observation arrives; each is stored in Node.status with its
+	// drift. The first sighting of a drift writes an audit entry.
+	VerifyNodes(*VerifyNodesRequest, grpc.ServerStreamingServer[VerifyNodesResponse]) error
 	// CreateRollout validates a plan, selects its nodes and expands stages
 	// and batches. With approval required it starts in PENDING_APPROVAL,
 	// else APPROVED. INVALID_ARGUMENT names the plan field at fault.
@@ -452,6 +482,9 @@ func (UnimplementedControlPlaneServiceServer) ScanNodeHostKey(context.Context, *
 }
 func (UnimplementedControlPlaneServiceServer) TrustNodeHostKey(context.Context, *TrustNodeHostKeyRequest) (*TrustNodeHostKeyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method TrustNodeHostKey not implemented")
+}
+func (UnimplementedControlPlaneServiceServer) VerifyNodes(*VerifyNodesRequest, grpc.ServerStreamingServer[VerifyNodesResponse]) error {
+	return status.Error(codes.Unimplemented, "method VerifyNodes not implemented")
 }
 func (UnimplementedControlPlaneServiceServer) CreateRollout(context.Context, *CreateRolloutRequest) (*CreateRolloutResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateRollout not implemented")
@@ -626,6 +659,17 @@ func _ControlPlaneService_TrustNodeHostKey_Handler(srv interface{}, ctx context.
 	}
 	return interceptor(ctx, in, info, handler)
 }
+
+func _ControlPlaneService_VerifyNodes_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(VerifyNodesRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ControlPlaneServiceServer).VerifyNodes(m, &grpc.GenericServerStream[VerifyNodesRequest, VerifyNodesResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ControlPlaneService_VerifyNodesServer = grpc.ServerStreamingServer[VerifyNodesResponse]
 
 func _ControlPlaneService_CreateRollout_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(CreateRolloutRequest)
@@ -979,6 +1023,11 @@ var ControlPlaneService_ServiceDesc = grpc.ServiceDesc{
 		},
 	},
 	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "VerifyNodes",
+			Handler:       _ControlPlaneService_VerifyNodes_Handler,
+			ServerStreams: true,
+		},
 		{
 			StreamName:    "WatchRollout",
 			Handler:       _ControlPlaneService_WatchRollout_Handler,

@@ -99,7 +99,10 @@ type ServeHostKeyScansRequest struct {
 	// The key in authorized_keys format ("ssh-ed25519 AAAA..."); empty on error.
 	AuthorizedKey string `protobuf:"bytes,2,opt,name=authorized_key,json=authorizedKey,proto3" json:"authorized_key,omitempty"`
 	// Why no key was read ("connection refused"); empty on success.
-	Error         string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	Error string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	// Answer to an observe request (ServeHostKeyScansResponse.observe); then
+	// authorized_key and error are empty.
+	Observation   *NodeObservation `protobuf:"bytes,4,opt,name=observation,proto3" json:"observation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -155,13 +158,23 @@ func (x *ServeHostKeyScansRequest) GetError() string {
 	return ""
 }
 
+func (x *ServeHostKeyScansRequest) GetObservation() *NodeObservation {
+	if x != nil {
+		return x.Observation
+	}
+	return nil
+}
+
 // ServeHostKeyScansResponse is one message from the control plane: a scan to run.
 type ServeHostKeyScansResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Unique id the gateway answers with.
 	ScanId string `protobuf:"bytes,1,opt,name=scan_id,json=scanId,proto3" json:"scan_id,omitempty"`
 	// The node to scan: its SSH address is dialled, nothing is authenticated.
-	Node          *Node `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	Node *Node `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	// When set, this is no host key scan but an observe request: log in to
+	// node and read its fleet truth in one command (NodeObservation).
+	Observe       *ObserveRequest `protobuf:"bytes,3,opt,name=observe,proto3" json:"observe,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -210,6 +223,78 @@ func (x *ServeHostKeyScansResponse) GetNode() *Node {
 	return nil
 }
 
+func (x *ServeHostKeyScansResponse) GetObserve() *ObserveRequest {
+	if x != nil {
+		return x.Observe
+	}
+	return nil
+}
+
+// ObserveRequest asks a gateway to observe one node.
+type ObserveRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Deploy path of the app on the node.
+	Path string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	// Its layout.
+	Layout Layout `protobuf:"varint,2,opt,name=layout,proto3,enum=outpost.v1.Layout" json:"layout,omitempty"`
+	// The release Outpost last activated there, whose directory and digest
+	// marker are read.
+	Release       string `protobuf:"bytes,3,opt,name=release,proto3" json:"release,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ObserveRequest) Reset() {
+	*x = ObserveRequest{}
+	mi := &file_outpost_v1_gateway_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ObserveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ObserveRequest) ProtoMessage() {}
+
+func (x *ObserveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_outpost_v1_gateway_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ObserveRequest.ProtoReflect.Descriptor instead.
+func (*ObserveRequest) Descriptor() ([]byte, []int) {
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ObserveRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *ObserveRequest) GetLayout() Layout {
+	if x != nil {
+		return x.Layout
+	}
+	return Layout_LAYOUT_UNSPECIFIED
+}
+
+func (x *ObserveRequest) GetRelease() string {
+	if x != nil {
+		return x.Release
+	}
+	return ""
+}
+
 // JoinGatewayRequest redeems a join token.
 type JoinGatewayRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -229,7 +314,7 @@ type JoinGatewayRequest struct {
 
 func (x *JoinGatewayRequest) Reset() {
 	*x = JoinGatewayRequest{}
-	mi := &file_outpost_v1_gateway_proto_msgTypes[2]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -241,7 +326,7 @@ func (x *JoinGatewayRequest) String() string {
 func (*JoinGatewayRequest) ProtoMessage() {}
 
 func (x *JoinGatewayRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_gateway_proto_msgTypes[2]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -254,7 +339,7 @@ func (x *JoinGatewayRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinGatewayRequest.ProtoReflect.Descriptor instead.
 func (*JoinGatewayRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{2}
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *JoinGatewayRequest) GetToken() string {
@@ -295,7 +380,7 @@ type JoinGatewayResponse struct {
 
 func (x *JoinGatewayResponse) Reset() {
 	*x = JoinGatewayResponse{}
-	mi := &file_outpost_v1_gateway_proto_msgTypes[3]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -307,7 +392,7 @@ func (x *JoinGatewayResponse) String() string {
 func (*JoinGatewayResponse) ProtoMessage() {}
 
 func (x *JoinGatewayResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_gateway_proto_msgTypes[3]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -320,7 +405,7 @@ func (x *JoinGatewayResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinGatewayResponse.ProtoReflect.Descriptor instead.
 func (*JoinGatewayResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{3}
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *JoinGatewayResponse) GetCertificatePem() string {
@@ -363,7 +448,7 @@ type RenewGatewayCertificateRequest struct {
 
 func (x *RenewGatewayCertificateRequest) Reset() {
 	*x = RenewGatewayCertificateRequest{}
-	mi := &file_outpost_v1_gateway_proto_msgTypes[4]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -375,7 +460,7 @@ func (x *RenewGatewayCertificateRequest) String() string {
 func (*RenewGatewayCertificateRequest) ProtoMessage() {}
 
 func (x *RenewGatewayCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_gateway_proto_msgTypes[4]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -388,7 +473,7 @@ func (x *RenewGatewayCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewGatewayCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RenewGatewayCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{4}
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RenewGatewayCertificateRequest) GetCsrPem() string {
@@ -413,7 +498,7 @@ type RenewGatewayCertificateResponse struct {
 
 func (x *RenewGatewayCertificateResponse) Reset() {
 	*x = RenewGatewayCertificateResponse{}
-	mi := &file_outpost_v1_gateway_proto_msgTypes[5]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -425,7 +510,7 @@ func (x *RenewGatewayCertificateResponse) String() string {
 func (*RenewGatewayCertificateResponse) ProtoMessage() {}
 
 func (x *RenewGatewayCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_gateway_proto_msgTypes[5]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -438,7 +523,7 @@ func (x *RenewGatewayCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewGatewayCertificateResponse.ProtoReflect.Descriptor instead.
 func (*RenewGatewayCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{5}
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RenewGatewayCertificateResponse) GetCertificatePem() string {
@@ -488,7 +573,7 @@ type ConnectRequest struct {
 
 func (x *ConnectRequest) Reset() {
 	*x = ConnectRequest{}
-	mi := &file_outpost_v1_gateway_proto_msgTypes[6]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -500,7 +585,7 @@ func (x *ConnectRequest) String() string {
 func (*ConnectRequest) ProtoMessage() {}
 
 func (x *ConnectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_gateway_proto_msgTypes[6]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -513,7 +598,7 @@ func (x *ConnectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectRequest.ProtoReflect.Descriptor instead.
 func (*ConnectRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{6}
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ConnectRequest) GetSequence() uint64 {
@@ -634,7 +719,7 @@ type GatewayHello struct {
 
 func (x *GatewayHello) Reset() {
 	*x = GatewayHello{}
-	mi := &file_outpost_v1_gateway_proto_msgTypes[7]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -646,7 +731,7 @@ func (x *GatewayHello) String() string {
 func (*GatewayHello) ProtoMessage() {}
 
 func (x *GatewayHello) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_gateway_proto_msgTypes[7]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -659,7 +744,7 @@ func (x *GatewayHello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GatewayHello.ProtoReflect.Descriptor instead.
 func (*GatewayHello) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{7}
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GatewayHello) GetName() string {
@@ -710,7 +795,7 @@ type GatewayHeartbeat struct {
 
 func (x *GatewayHeartbeat) Reset() {
 	*x = GatewayHeartbeat{}
-	mi := &file_outpost_v1_gateway_proto_msgTypes[8]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -722,7 +807,7 @@ func (x *GatewayHeartbeat) String() string {
 func (*GatewayHeartbeat) ProtoMessage() {}
 
 func (x *GatewayHeartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_gateway_proto_msgTypes[8]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -735,7 +820,7 @@ func (x *GatewayHeartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GatewayHeartbeat.ProtoReflect.Descriptor instead.
 func (*GatewayHeartbeat) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{8}
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GatewayHeartbeat) GetTime() *timestamppb.Timestamp {
@@ -765,7 +850,7 @@ type AssignmentStepEvent struct {
 
 func (x *AssignmentStepEvent) Reset() {
 	*x = AssignmentStepEvent{}
-	mi := &file_outpost_v1_gateway_proto_msgTypes[9]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -777,7 +862,7 @@ func (x *AssignmentStepEvent) String() string {
 func (*AssignmentStepEvent) ProtoMessage() {}
 
 func (x *AssignmentStepEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_gateway_proto_msgTypes[9]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -790,7 +875,7 @@ func (x *AssignmentStepEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignmentStepEvent.ProtoReflect.Descriptor instead.
 func (*AssignmentStepEvent) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{9}
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *AssignmentStepEvent) GetAssignmentId() string {
@@ -832,7 +917,7 @@ type NodeResult struct {
 
 func (x *NodeResult) Reset() {
 	*x = NodeResult{}
-	mi := &file_outpost_v1_gateway_proto_msgTypes[10]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -844,7 +929,7 @@ func (x *NodeResult) String() string {
 func (*NodeResult) ProtoMessage() {}
 
 func (x *NodeResult) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_gateway_proto_msgTypes[10]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -857,7 +942,7 @@ func (x *NodeResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeResult.ProtoReflect.Descriptor instead.
 func (*NodeResult) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{10}
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *NodeResult) GetAssignmentId() string {
@@ -931,7 +1016,7 @@ type AssignmentAck struct {
 
 func (x *AssignmentAck) Reset() {
 	*x = AssignmentAck{}
-	mi := &file_outpost_v1_gateway_proto_msgTypes[11]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -943,7 +1028,7 @@ func (x *AssignmentAck) String() string {
 func (*AssignmentAck) ProtoMessage() {}
 
 func (x *AssignmentAck) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_gateway_proto_msgTypes[11]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -956,7 +1041,7 @@ func (x *AssignmentAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignmentAck.ProtoReflect.Descriptor instead.
 func (*AssignmentAck) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{11}
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *AssignmentAck) GetAssignmentId() string {
@@ -998,7 +1083,7 @@ type ConnectResponse struct {
 
 func (x *ConnectResponse) Reset() {
 	*x = ConnectResponse{}
-	mi := &file_outpost_v1_gateway_proto_msgTypes[12]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1010,7 +1095,7 @@ func (x *ConnectResponse) String() string {
 func (*ConnectResponse) ProtoMessage() {}
 
 func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_gateway_proto_msgTypes[12]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1023,7 +1108,7 @@ func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectResponse.ProtoReflect.Descriptor instead.
 func (*ConnectResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{12}
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ConnectResponse) GetMsg() isConnectResponse_Msg {
@@ -1117,7 +1202,7 @@ type GatewayWelcome struct {
 
 func (x *GatewayWelcome) Reset() {
 	*x = GatewayWelcome{}
-	mi := &file_outpost_v1_gateway_proto_msgTypes[13]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1129,7 +1214,7 @@ func (x *GatewayWelcome) String() string {
 func (*GatewayWelcome) ProtoMessage() {}
 
 func (x *GatewayWelcome) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_gateway_proto_msgTypes[13]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1142,7 +1227,7 @@ func (x *GatewayWelcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GatewayWelcome.ProtoReflect.Descriptor instead.
 func (*GatewayWelcome) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{13}
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GatewayWelcome) GetEpoch() int64 {
@@ -1218,7 +1303,7 @@ type Assignment struct {
 
 func (x *Assignment) Reset() {
 	*x = Assignment{}
-	mi := &file_outpost_v1_gateway_proto_msgTypes[14]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1230,7 +1315,7 @@ func (x *Assignment) String() string {
 func (*Assignment) ProtoMessage() {}
 
 func (x *Assignment) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_gateway_proto_msgTypes[14]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1243,7 +1328,7 @@ func (x *Assignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignment.ProtoReflect.Descriptor instead.
 func (*Assignment) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{14}
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Assignment) GetAssignmentId() string {
@@ -1364,7 +1449,7 @@ type AssignmentCancel struct {
 
 func (x *AssignmentCancel) Reset() {
 	*x = AssignmentCancel{}
-	mi := &file_outpost_v1_gateway_proto_msgTypes[15]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1376,7 +1461,7 @@ func (x *AssignmentCancel) String() string {
 func (*AssignmentCancel) ProtoMessage() {}
 
 func (x *AssignmentCancel) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_gateway_proto_msgTypes[15]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1389,7 +1474,7 @@ func (x *AssignmentCancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignmentCancel.ProtoReflect.Descriptor instead.
 func (*AssignmentCancel) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{15}
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *AssignmentCancel) GetAssignmentId() string {
@@ -1417,7 +1502,7 @@ type SequenceAck struct {
 
 func (x *SequenceAck) Reset() {
 	*x = SequenceAck{}
-	mi := &file_outpost_v1_gateway_proto_msgTypes[16]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1429,7 +1514,7 @@ func (x *SequenceAck) String() string {
 func (*SequenceAck) ProtoMessage() {}
 
 func (x *SequenceAck) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_gateway_proto_msgTypes[16]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1442,7 +1527,7 @@ func (x *SequenceAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SequenceAck.ProtoReflect.Descriptor instead.
 func (*SequenceAck) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{16}
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SequenceAck) GetSequence() uint64 {
@@ -1465,7 +1550,7 @@ type FetchArtifactRequest struct {
 
 func (x *FetchArtifactRequest) Reset() {
 	*x = FetchArtifactRequest{}
-	mi := &file_outpost_v1_gateway_proto_msgTypes[17]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1477,7 +1562,7 @@ func (x *FetchArtifactRequest) String() string {
 func (*FetchArtifactRequest) ProtoMessage() {}
 
 func (x *FetchArtifactRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_gateway_proto_msgTypes[17]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1490,7 +1575,7 @@ func (x *FetchArtifactRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchArtifactRequest.ProtoReflect.Descriptor instead.
 func (*FetchArtifactRequest) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{17}
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *FetchArtifactRequest) GetSha256() string {
@@ -1520,7 +1605,7 @@ type FetchArtifactResponse struct {
 
 func (x *FetchArtifactResponse) Reset() {
 	*x = FetchArtifactResponse{}
-	mi := &file_outpost_v1_gateway_proto_msgTypes[18]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1532,7 +1617,7 @@ func (x *FetchArtifactResponse) String() string {
 func (*FetchArtifactResponse) ProtoMessage() {}
 
 func (x *FetchArtifactResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_gateway_proto_msgTypes[18]
+	mi := &file_outpost_v1_gateway_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1545,7 +1630,7 @@ func (x *FetchArtifactResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchArtifactResponse.ProtoReflect.Descriptor instead.
 func (*FetchArtifactResponse) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{18}
+	return file_outpost_v1_gateway_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *FetchArtifactResponse) GetArtifact() *Artifact {
@@ -1567,14 +1652,20 @@ var File_outpost_v1_gateway_proto protoreflect.FileDescriptor
 const file_outpost_v1_gateway_proto_rawDesc = "" +
 	"\n" +
 	"\x18outpost/v1/gateway.proto\x12\n" +
-	"outpost.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16outpost/v1/event.proto\x1a\x15outpost/v1/node.proto\x1a\x15outpost/v1/plan.proto\x1a\x18outpost/v1/release.proto\"p\n" +
+	"outpost.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16outpost/v1/event.proto\x1a\x15outpost/v1/node.proto\x1a\x15outpost/v1/plan.proto\x1a\x18outpost/v1/release.proto\"\xaf\x01\n" +
 	"\x18ServeHostKeyScansRequest\x12\x17\n" +
 	"\ascan_id\x18\x01 \x01(\tR\x06scanId\x12%\n" +
 	"\x0eauthorized_key\x18\x02 \x01(\tR\rauthorizedKey\x12\x14\n" +
-	"\x05error\x18\x03 \x01(\tR\x05error\"Z\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\x12=\n" +
+	"\vobservation\x18\x04 \x01(\v2\x1b.outpost.v1.NodeObservationR\vobservation\"\x90\x01\n" +
 	"\x19ServeHostKeyScansResponse\x12\x17\n" +
 	"\ascan_id\x18\x01 \x01(\tR\x06scanId\x12$\n" +
-	"\x04node\x18\x02 \x01(\v2\x10.outpost.v1.NodeR\x04node\"W\n" +
+	"\x04node\x18\x02 \x01(\v2\x10.outpost.v1.NodeR\x04node\x124\n" +
+	"\aobserve\x18\x03 \x01(\v2\x1a.outpost.v1.ObserveRequestR\aobserve\"j\n" +
+	"\x0eObserveRequest\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12*\n" +
+	"\x06layout\x18\x02 \x01(\x0e2\x12.outpost.v1.LayoutR\x06layout\x12\x18\n" +
+	"\arelease\x18\x03 \x01(\tR\arelease\"W\n" +
 	"\x12JoinGatewayRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x17\n" +
@@ -1707,81 +1798,87 @@ func file_outpost_v1_gateway_proto_rawDescGZIP() []byte {
 }
 
 var file_outpost_v1_gateway_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_outpost_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_outpost_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_outpost_v1_gateway_proto_goTypes = []any{
 	(AssignmentKind)(0),                     // 0: outpost.v1.AssignmentKind
 	(*ServeHostKeyScansRequest)(nil),        // 1: outpost.v1.ServeHostKeyScansRequest
 	(*ServeHostKeyScansResponse)(nil),       // 2: outpost.v1.ServeHostKeyScansResponse
-	(*JoinGatewayRequest)(nil),              // 3: outpost.v1.JoinGatewayRequest
-	(*JoinGatewayResponse)(nil),             // 4: outpost.v1.JoinGatewayResponse
-	(*RenewGatewayCertificateRequest)(nil),  // 5: outpost.v1.RenewGatewayCertificateRequest
-	(*RenewGatewayCertificateResponse)(nil), // 6: outpost.v1.RenewGatewayCertificateResponse
-	(*ConnectRequest)(nil),                  // 7: outpost.v1.ConnectRequest
-	(*GatewayHello)(nil),                    // 8: outpost.v1.GatewayHello
-	(*GatewayHeartbeat)(nil),                // 9: outpost.v1.GatewayHeartbeat
-	(*AssignmentStepEvent)(nil),             // 10: outpost.v1.AssignmentStepEvent
-	(*NodeResult)(nil),                      // 11: outpost.v1.NodeResult
-	(*AssignmentAck)(nil),                   // 12: outpost.v1.AssignmentAck
-	(*ConnectResponse)(nil),                 // 13: outpost.v1.ConnectResponse
-	(*GatewayWelcome)(nil),                  // 14: outpost.v1.GatewayWelcome
-	(*Assignment)(nil),                      // 15: outpost.v1.Assignment
-	(*AssignmentCancel)(nil),                // 16: outpost.v1.AssignmentCancel
-	(*SequenceAck)(nil),                     // 17: outpost.v1.SequenceAck
-	(*FetchArtifactRequest)(nil),            // 18: outpost.v1.FetchArtifactRequest
-	(*FetchArtifactResponse)(nil),           // 19: outpost.v1.FetchArtifactResponse
-	nil,                                     // 20: outpost.v1.Assignment.TraceContextEntry
-	nil,                                     // 21: outpost.v1.Assignment.HookEnvEntry
-	(*Node)(nil),                            // 22: outpost.v1.Node
-	(*timestamppb.Timestamp)(nil),           // 23: google.protobuf.Timestamp
-	(*NodeStepEvent)(nil),                   // 24: outpost.v1.NodeStepEvent
-	(NodeState)(0),                          // 25: outpost.v1.NodeState
-	(Step)(0),                               // 26: outpost.v1.Step
-	(*durationpb.Duration)(nil),             // 27: google.protobuf.Duration
-	(*Release)(nil),                         // 28: outpost.v1.Release
-	(*DeploySpec)(nil),                      // 29: outpost.v1.DeploySpec
-	(*Artifact)(nil),                        // 30: outpost.v1.Artifact
+	(*ObserveRequest)(nil),                  // 3: outpost.v1.ObserveRequest
+	(*JoinGatewayRequest)(nil),              // 4: outpost.v1.JoinGatewayRequest
+	(*JoinGatewayResponse)(nil),             // 5: outpost.v1.JoinGatewayResponse
+	(*RenewGatewayCertificateRequest)(nil),  // 6: outpost.v1.RenewGatewayCertificateRequest
+	(*RenewGatewayCertificateResponse)(nil), // 7: outpost.v1.RenewGatewayCertificateResponse
+	(*ConnectRequest)(nil),                  // 8: outpost.v1.ConnectRequest
+	(*GatewayHello)(nil),                    // 9: outpost.v1.GatewayHello
+	(*GatewayHeartbeat)(nil),                // 10: outpost.v1.GatewayHeartbeat
+	(*AssignmentStepEvent)(nil),             // 11: outpost.v1.AssignmentStepEvent
+	(*NodeResult)(nil),                      // 12: outpost.v1.NodeResult
+	(*AssignmentAck)(nil),                   // 13: outpost.v1.AssignmentAck
+	(*ConnectResponse)(nil),                 // 14: outpost.v1.ConnectResponse
+	(*GatewayWelcome)(nil),                  // 15: outpost.v1.GatewayWelcome
+	(*Assignment)(nil),                      // 16: outpost.v1.Assignment
+	(*AssignmentCancel)(nil),                // 17: outpost.v1.AssignmentCancel
+	(*SequenceAck)(nil),                     // 18: outpost.v1.SequenceAck
+	(*FetchArtifactRequest)(nil),            // 19: outpost.v1.FetchArtifactRequest
+	(*FetchArtifactResponse)(nil),           // 20: outpost.v1.FetchArtifactResponse
+	nil,                                     // 21: outpost.v1.Assignment.TraceContextEntry
+	nil,                                     // 22: outpost.v1.Assignment.HookEnvEntry
+	(*NodeObservation)(nil),                 // 23: outpost.v1.NodeObservation
+	(*Node)(nil),                            // 24: outpost.v1.Node
+	(Layout)(0),                             // 25: outpost.v1.Layout
+	(*timestamppb.Timestamp)(nil),           // 26: google.protobuf.Timestamp
+	(*NodeStepEvent)(nil),                   // 27: outpost.v1.NodeStepEvent
+	(NodeState)(0),                          // 28: outpost.v1.NodeState
+	(Step)(0),                               // 29: outpost.v1.Step
+	(*durationpb.Duration)(nil),             // 30: google.protobuf.Duration
+	(*Release)(nil),                         // 31: outpost.v1.Release
+	(*DeploySpec)(nil),                      // 32: outpost.v1.DeploySpec
+	(*Artifact)(nil),                        // 33: outpost.v1.Artifact
 }
 var file_outpost_v1_gateway_proto_depIdxs = []int32{
-	22, // 0: outpost.v1.ServeHostKeyScansResponse.node:type_name -> outpost.v1.Node
-	23, // 1: outpost.v1.JoinGatewayResponse.expire_time:type_name -> google.protobuf.Timestamp
-	23, // 2: outpost.v1.RenewGatewayCertificateResponse.expire_time:type_name -> google.protobuf.Timestamp
-	8,  // 3: outpost.v1.ConnectRequest.hello:type_name -> outpost.v1.GatewayHello
-	9,  // 4: outpost.v1.ConnectRequest.heartbeat:type_name -> outpost.v1.GatewayHeartbeat
-	10, // 5: outpost.v1.ConnectRequest.step_event:type_name -> outpost.v1.AssignmentStepEvent
-	11, // 6: outpost.v1.ConnectRequest.node_result:type_name -> outpost.v1.NodeResult
-	12, // 7: outpost.v1.ConnectRequest.assignment_ack:type_name -> outpost.v1.AssignmentAck
-	23, // 8: outpost.v1.GatewayHeartbeat.time:type_name -> google.protobuf.Timestamp
-	24, // 9: outpost.v1.AssignmentStepEvent.event:type_name -> outpost.v1.NodeStepEvent
-	25, // 10: outpost.v1.NodeResult.state:type_name -> outpost.v1.NodeState
-	26, // 11: outpost.v1.NodeResult.step:type_name -> outpost.v1.Step
-	27, // 12: outpost.v1.NodeResult.duration:type_name -> google.protobuf.Duration
-	14, // 13: outpost.v1.ConnectResponse.welcome:type_name -> outpost.v1.GatewayWelcome
-	15, // 14: outpost.v1.ConnectResponse.assignment:type_name -> outpost.v1.Assignment
-	16, // 15: outpost.v1.ConnectResponse.cancel:type_name -> outpost.v1.AssignmentCancel
-	17, // 16: outpost.v1.ConnectResponse.ack:type_name -> outpost.v1.SequenceAck
-	27, // 17: outpost.v1.GatewayWelcome.heartbeat_interval:type_name -> google.protobuf.Duration
-	22, // 18: outpost.v1.Assignment.node:type_name -> outpost.v1.Node
-	28, // 19: outpost.v1.Assignment.release:type_name -> outpost.v1.Release
-	29, // 20: outpost.v1.Assignment.deploy:type_name -> outpost.v1.DeploySpec
-	20, // 21: outpost.v1.Assignment.trace_context:type_name -> outpost.v1.Assignment.TraceContextEntry
-	0,  // 22: outpost.v1.Assignment.kind:type_name -> outpost.v1.AssignmentKind
-	21, // 23: outpost.v1.Assignment.hook_env:type_name -> outpost.v1.Assignment.HookEnvEntry
-	30, // 24: outpost.v1.FetchArtifactResponse.artifact:type_name -> outpost.v1.Artifact
-	7,  // 25: outpost.v1.GatewayService.Connect:input_type -> outpost.v1.ConnectRequest
-	18, // 26: outpost.v1.GatewayService.FetchArtifact:input_type -> outpost.v1.FetchArtifactRequest
-	3,  // 27: outpost.v1.GatewayService.JoinGateway:input_type -> outpost.v1.JoinGatewayRequest
-	5,  // 28: outpost.v1.GatewayService.RenewGatewayCertificate:input_type -> outpost.v1.RenewGatewayCertificateRequest
-	1,  // 29: outpost.v1.GatewayService.ServeHostKeyScans:input_type -> outpost.v1.ServeHostKeyScansRequest
-	13, // 30: outpost.v1.GatewayService.Connect:output_type -> outpost.v1.ConnectResponse
-	19, // 31: outpost.v1.GatewayService.FetchArtifact:output_type -> outpost.v1.FetchArtifactResponse
-	4,  // 32: outpost.v1.GatewayService.JoinGateway:output_type -> outpost.v1.JoinGatewayResponse
-	6,  // 33: outpost.v1.GatewayService.RenewGatewayCertificate:output_type -> outpost.v1.RenewGatewayCertificateResponse
-	2,  // 34: outpost.v1.GatewayService.ServeHostKeyScans:output_type -> outpost.v1.ServeHostKeyScansResponse
-	30, // [30:35] is the sub-list for method output_type
-	25, // [25:30] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	23, // 0: outpost.v1.ServeHostKeyScansRequest.observation:type_name -> outpost.v1.NodeObservation
+	24, // 1: outpost.v1.ServeHostKeyScansResponse.node:type_name -> outpost.v1.Node
+	3,  // 2: outpost.v1.ServeHostKeyScansResponse.observe:type_name -> outpost.v1.ObserveRequest
+	25, // 3: outpost.v1.ObserveRequest.layout:type_name -> outpost.v1.Layout
+	26, // 4: outpost.v1.JoinGatewayResponse.expire_time:type_name -> google.protobuf.Timestamp
+	26, // 5: outpost.v1.RenewGatewayCertificateResponse.expire_time:type_name -> google.protobuf.Timestamp
+	9,  // 6: outpost.v1.ConnectRequest.hello:type_name -> outpost.v1.GatewayHello
+	10, // 7: outpost.v1.ConnectRequest.heartbeat:type_name -> outpost.v1.GatewayHeartbeat
+	11, // 8: outpost.v1.ConnectRequest.step_event:type_name -> outpost.v1.AssignmentStepEvent
+	12, // 9: outpost.v1.ConnectRequest.node_result:type_name -> outpost.v1.NodeResult
+	13, // 10: outpost.v1.ConnectRequest.assignment_ack:type_name -> outpost.v1.AssignmentAck
+	26, // 11: outpost.v1.GatewayHeartbeat.time:type_name -> google.protobuf.Timestamp
+	27, // 12: outpost.v1.AssignmentStepEvent.event:type_name -> outpost.v1.NodeStepEvent
+	28, // 13: outpost.v1.NodeResult.state:type_name -> outpost.v1.NodeState
+	29, // 14: outpost.v1.NodeResult.step:type_name -> outpost.v1.Step
+	30, // 15: outpost.v1.NodeResult.duration:type_name -> google.protobuf.Duration
+	15, // 16: outpost.v1.ConnectResponse.welcome:type_name -> outpost.v1.GatewayWelcome
+	16, // 17: outpost.v1.ConnectResponse.assignment:type_name -> outpost.v1.Assignment
+	17, // 18: outpost.v1.ConnectResponse.cancel:type_name -> outpost.v1.AssignmentCancel
+	18, // 19: outpost.v1.ConnectResponse.ack:type_name -> outpost.v1.SequenceAck
+	30, // 20: outpost.v1.GatewayWelcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	24, // 21: outpost.v1.Assignment.node:type_name -> outpost.v1.Node
+	31, // 22: outpost.v1.Assignment.release:type_name -> outpost.v1.Release
+	32, // 23: outpost.v1.Assignment.deploy:type_name -> outpost.v1.DeploySpec
+	21, // 24: outpost.v1.Assignment.trace_context:type_name -> outpost.v1.Assignment.TraceContextEntry
+	0,  // 25: outpost.v1.Assignment.kind:type_name -> outpost.v1.AssignmentKind
+	22, // 26: outpost.v1.Assignment.hook_env:type_name -> outpost.v1.Assignment.HookEnvEntry
+	33, // 27: outpost.v1.FetchArtifactResponse.artifact:type_name -> outpost.v1.Artifact
+	8,  // 28: outpost.v1.GatewayService.Connect:input_type -> outpost.v1.ConnectRequest
+	19, // 29: outpost.v1.GatewayService.FetchArtifact:input_type -> outpost.v1.FetchArtifactRequest
+	4,  // 30: outpost.v1.GatewayService.JoinGateway:input_type -> outpost.v1.JoinGatewayRequest
+	6,  // 31: outpost.v1.GatewayService.RenewGatewayCertificate:input_type -> outpost.v1.RenewGatewayCertificateRequest
+	1,  // 32: outpost.v1.GatewayService.ServeHostKeyScans:input_type -> outpost.v1.ServeHostKeyScansRequest
+	14, // 33: outpost.v1.GatewayService.Connect:output_type -> outpost.v1.ConnectResponse
+	20, // 34: outpost.v1.GatewayService.FetchArtifact:output_type -> outpost.v1.FetchArtifactResponse
+	5,  // 35: outpost.v1.GatewayService.JoinGateway:output_type -> outpost.v1.JoinGatewayResponse
+	7,  // 36: outpost.v1.GatewayService.RenewGatewayCertificate:output_type -> outpost.v1.RenewGatewayCertificateResponse
+	2,  // 37: outpost.v1.GatewayService.ServeHostKeyScans:output_type -> outpost.v1.ServeHostKeyScansResponse
+	33, // [33:38] is the sub-list for method output_type
+	28, // [28:33] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_outpost_v1_gateway_proto_init() }
@@ -1793,14 +1890,14 @@ func file_outpost_v1_gateway_proto_init() {
 	file_outpost_v1_node_proto_init()
 	file_outpost_v1_plan_proto_init()
 	file_outpost_v1_release_proto_init()
-	file_outpost_v1_gateway_proto_msgTypes[6].OneofWrappers = []any{
+	file_outpost_v1_gateway_proto_msgTypes[7].OneofWrappers = []any{
 		(*ConnectRequest_Hello)(nil),
 		(*ConnectRequest_Heartbeat)(nil),
 		(*ConnectRequest_StepEvent)(nil),
 		(*ConnectRequest_NodeResult)(nil),
 		(*ConnectRequest_AssignmentAck)(nil),
 	}
-	file_outpost_v1_gateway_proto_msgTypes[12].OneofWrappers = []any{
+	file_outpost_v1_gateway_proto_msgTypes[13].OneofWrappers = []any{
 		(*ConnectResponse_Welcome)(nil),
 		(*ConnectResponse_Assignment)(nil),
 		(*ConnectResponse_Cancel)(nil),
@@ -1812,7 +1909,7 @@ func file_outpost_v1_gateway_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_outpost_v1_gateway_proto_rawDesc), len(file_outpost_v1_gateway_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   21,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -9,6 +9,7 @@ package outpostv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -20,6 +21,145 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+// ObserveResult is whether a gateway could observe a node.
+type ObserveResult int32
+
+const (
+	// Not observed.
+	ObserveResult_OBSERVE_RESULT_UNSPECIFIED ObserveResult = 0
+	// The observe command ran and its output was read.
+	ObserveResult_OBSERVE_RESULT_OK ObserveResult = 1
+	// No SSH connection: refused, timed out, no route.
+	ObserveResult_OBSERVE_RESULT_UNREACHABLE ObserveResult = 2
+	// The node refused the gateway's credentials.
+	ObserveResult_OBSERVE_RESULT_AUTH ObserveResult = 3
+	// The node's host key was not the pinned or known one.
+	ObserveResult_OBSERVE_RESULT_HOST_KEY ObserveResult = 4
+	// The command ran but failed, or its output was refused (too large,
+	// malformed): the node is not trusted.
+	ObserveResult_OBSERVE_RESULT_FAILED ObserveResult = 5
+	// No gateway of the node's datacenter could be asked.
+	ObserveResult_OBSERVE_RESULT_NO_GATEWAY ObserveResult = 6
+)
+
+// Enum value maps for ObserveResult.
+var (
+	ObserveResult_name = map[int32]string{
+		0: "OBSERVE_RESULT_UNSPECIFIED",
+		1: "OBSERVE_RESULT_OK",
+		2: "OBSERVE_RESULT_UNREACHABLE",
+		3: "OBSERVE_RESULT_AUTH",
+		4: "OBSERVE_RESULT_HOST_KEY",
+		5: "OBSERVE_RESULT_FAILED",
+		6: "OBSERVE_RESULT_NO_GATEWAY",
+	}
+	ObserveResult_value = map[string]int32{
+		"OBSERVE_RESULT_UNSPECIFIED": 0,
+		"OBSERVE_RESULT_OK":          1,
+		"OBSERVE_RESULT_UNREACHABLE": 2,
+		"OBSERVE_RESULT_AUTH":        3,
+		"OBSERVE_RESULT_HOST_KEY":    4,
+		"OBSERVE_RESULT_FAILED":      5,
+		"OBSERVE_RESULT_NO_GATEWAY":  6,
+	}
+)
+
+func (x ObserveResult) Enum() *ObserveResult {
+	p := new(ObserveResult)
+	*p = x
+	return p
+}
+
+func (x ObserveResult) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ObserveResult) Descriptor() protoreflect.EnumDescriptor {
+	return file_outpost_v1_node_proto_enumTypes[0].Descriptor()
+}
+
+func (ObserveResult) Type() protoreflect.EnumType {
+	return &file_outpost_v1_node_proto_enumTypes[0]
+}
+
+func (x ObserveResult) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ObserveResult.Descriptor instead.
+func (ObserveResult) EnumDescriptor() ([]byte, []int) {
+	return file_outpost_v1_node_proto_rawDescGZIP(), []int{0}
+}
+
+// DriftKind is one way a node differs from what Outpost activated.
+type DriftKind int32
+
+const (
+	// Unused.
+	DriftKind_DRIFT_KIND_UNSPECIFIED DriftKind = 0
+	// current points to another release than the desired one.
+	DriftKind_DRIFT_KIND_RELEASE_SWITCHED DriftKind = 1
+	// The desired release's directory is gone (or current points nowhere).
+	DriftKind_DRIFT_KIND_RELEASE_MISSING DriftKind = 2
+	// The release's digest marker is missing.
+	DriftKind_DRIFT_KIND_DIGEST_MISSING DriftKind = 3
+	// The release's digest marker holds another digest.
+	DriftKind_DRIFT_KIND_DIGEST_CHANGED DriftKind = 4
+	// A lock is held by no running rollout and no live activation.
+	DriftKind_DRIFT_KIND_STALE_LOCK DriftKind = 5
+	// The node could not be observed (unreachable, auth, host key, bad output).
+	DriftKind_DRIFT_KIND_UNREACHABLE DriftKind = 6
+)
+
+// Enum value maps for DriftKind.
+var (
+	DriftKind_name = map[int32]string{
+		0: "DRIFT_KIND_UNSPECIFIED",
+		1: "DRIFT_KIND_RELEASE_SWITCHED",
+		2: "DRIFT_KIND_RELEASE_MISSING",
+		3: "DRIFT_KIND_DIGEST_MISSING",
+		4: "DRIFT_KIND_DIGEST_CHANGED",
+		5: "DRIFT_KIND_STALE_LOCK",
+		6: "DRIFT_KIND_UNREACHABLE",
+	}
+	DriftKind_value = map[string]int32{
+		"DRIFT_KIND_UNSPECIFIED":      0,
+		"DRIFT_KIND_RELEASE_SWITCHED": 1,
+		"DRIFT_KIND_RELEASE_MISSING":  2,
+		"DRIFT_KIND_DIGEST_MISSING":   3,
+		"DRIFT_KIND_DIGEST_CHANGED":   4,
+		"DRIFT_KIND_STALE_LOCK":       5,
+		"DRIFT_KIND_UNREACHABLE":      6,
+	}
+)
+
+func (x DriftKind) Enum() *DriftKind {
+	p := new(DriftKind)
+	*p = x
+	return p
+}
+
+func (x DriftKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DriftKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_outpost_v1_node_proto_enumTypes[1].Descriptor()
+}
+
+func (DriftKind) Type() protoreflect.EnumType {
+	return &file_outpost_v1_node_proto_enumTypes[1]
+}
+
+func (x DriftKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DriftKind.Descriptor instead.
+func (DriftKind) EnumDescriptor() ([]byte, []int) {
+	return file_outpost_v1_node_proto_rawDescGZIP(), []int{1}
+}
 
 // Node is one target server. Its id is immutable and never reused.
 type Node struct {
@@ -36,7 +176,10 @@ type Node struct {
 	User string `protobuf:"bytes,5,opt,name=user,proto3" json:"user,omitempty"`
 	// Pinned host keys in authorized_keys format ("ssh-ed25519 AAAA...").
 	// Empty means the gateway's known_hosts file decides.
-	HostKeys      []string `protobuf:"bytes,6,rep,name=host_keys,json=hostKeys,proto3" json:"host_keys,omitempty"`
+	HostKeys []string `protobuf:"bytes,6,rep,name=host_keys,json=hostKeys,proto3" json:"host_keys,omitempty"`
+	// Output only: what Outpost last activated on the node and what a
+	// gateway last saw there (fleet truth). ApplyNodes ignores it.
+	Status        *NodeStatus `protobuf:"bytes,7,opt,name=status,proto3" json:"status,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -113,12 +256,372 @@ func (x *Node) GetHostKeys() []string {
 	return nil
 }
 
+func (x *Node) GetStatus() *NodeStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+// NodeStatus is a node's fleet truth: the desired release beside the last
+// observation, and the drift between them.
+type NodeStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What Outpost last activated on the node; unset before its first
+	// successful deployment, and then the node is not verified.
+	Desired *NodeDesired `protobuf:"bytes,1,opt,name=desired,proto3" json:"desired,omitempty"`
+	// What a gateway last saw on the node; unset before the first verify.
+	Observation *NodeObservation `protobuf:"bytes,2,opt,name=observation,proto3" json:"observation,omitempty"`
+	// Every difference between desired and observation; empty means none.
+	Drift []DriftKind `protobuf:"varint,3,rep,packed,name=drift,proto3,enum=outpost.v1.DriftKind" json:"drift,omitempty"`
+	// When the current drift was first seen; unset when there is none.
+	DriftSince    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=drift_since,json=driftSince,proto3" json:"drift_since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeStatus) Reset() {
+	*x = NodeStatus{}
+	mi := &file_outpost_v1_node_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeStatus) ProtoMessage() {}
+
+func (x *NodeStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_outpost_v1_node_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
+func (*NodeStatus) Descriptor() ([]byte, []int) {
+	return file_outpost_v1_node_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *NodeStatus) GetDesired() *NodeDesired {
+	if x != nil {
+		return x.Desired
+	}
+	return nil
+}
+
+func (x *NodeStatus) GetObservation() *NodeObservation {
+	if x != nil {
+		return x.Observation
+	}
+	return nil
+}
+
+func (x *NodeStatus) GetDrift() []DriftKind {
+	if x != nil {
+		return x.Drift
+	}
+	return nil
+}
+
+func (x *NodeStatus) GetDriftSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DriftSince
+	}
+	return nil
+}
+
+// NodeDesired is the release Outpost last activated on a node.
+type NodeDesired struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The release id (r<revision>-<sha8>).
+	Release string `protobuf:"bytes,1,opt,name=release,proto3" json:"release,omitempty"`
+	// Its artifact's lower-case hex SHA-256, as the deployer records it on
+	// the node; empty when unknown.
+	Sha256 string `protobuf:"bytes,2,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// Deploy path and layout of the app, as the deployment resolved them.
+	Path string `protobuf:"bytes,3,opt,name=path,proto3" json:"path,omitempty"`
+	// Layout of the deploy path.
+	Layout Layout `protobuf:"varint,4,opt,name=layout,proto3,enum=outpost.v1.Layout" json:"layout,omitempty"`
+	// App and rollout that activated it.
+	App string `protobuf:"bytes,5,opt,name=app,proto3" json:"app,omitempty"`
+	// Rollout that activated it.
+	RolloutId string `protobuf:"bytes,6,opt,name=rollout_id,json=rolloutId,proto3" json:"rollout_id,omitempty"`
+	// When the activation was recorded.
+	Time          *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeDesired) Reset() {
+	*x = NodeDesired{}
+	mi := &file_outpost_v1_node_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeDesired) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeDesired) ProtoMessage() {}
+
+func (x *NodeDesired) ProtoReflect() protoreflect.Message {
+	mi := &file_outpost_v1_node_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeDesired.ProtoReflect.Descriptor instead.
+func (*NodeDesired) Descriptor() ([]byte, []int) {
+	return file_outpost_v1_node_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *NodeDesired) GetRelease() string {
+	if x != nil {
+		return x.Release
+	}
+	return ""
+}
+
+func (x *NodeDesired) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *NodeDesired) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *NodeDesired) GetLayout() Layout {
+	if x != nil {
+		return x.Layout
+	}
+	return Layout_LAYOUT_UNSPECIFIED
+}
+
+func (x *NodeDesired) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *NodeDesired) GetRolloutId() string {
+	if x != nil {
+		return x.RolloutId
+	}
+	return ""
+}
+
+func (x *NodeDesired) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+// NodeObservation is what one observe command found on a node.
+type NodeObservation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When the gateway observed the node (the gateway's clock).
+	Time *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=time,proto3" json:"time,omitempty"`
+	// Whether the node could be observed; the other fields are set only when OK.
+	Result ObserveResult `protobuf:"varint,2,opt,name=result,proto3,enum=outpost.v1.ObserveResult" json:"result,omitempty"`
+	// Why not, for people; empty when OK.
+	Error string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	// Gateway that observed it.
+	Gateway string `protobuf:"bytes,4,opt,name=gateway,proto3" json:"gateway,omitempty"`
+	// Release in place: the release current points to (releases layout) or
+	// .outpost/release (in-place layout); empty when there is none.
+	Release string `protobuf:"bytes,5,opt,name=release,proto3" json:"release,omitempty"`
+	// current's target when it names no release directory ("/opt/x"), or
+	// "notlink" when current is not a symlink; empty otherwise.
+	CurrentOther string `protobuf:"bytes,6,opt,name=current_other,json=currentOther,proto3" json:"current_other,omitempty"`
+	// Whether the release's directory exists (releases layout; in place:
+	// whether the deploy path holds anything besides .outpost).
+	ReleasePresent bool `protobuf:"varint,7,opt,name=release_present,json=releasePresent,proto3" json:"release_present,omitempty"`
+	// The release's digest marker (releases/<id>/.outpost-sha256); empty
+	// when missing or in the in-place layout, which records none.
+	Sha256 string `protobuf:"bytes,8,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// Whether .outpost/lock exists.
+	LockHeld bool `protobuf:"varint,9,opt,name=lock_held,json=lockHeld,proto3" json:"lock_held,omitempty"`
+	// The lock's holder, from its JSON; empty when unreadable.
+	LockOwner string `protobuf:"bytes,10,opt,name=lock_owner,json=lockOwner,proto3" json:"lock_owner,omitempty"`
+	// Rollout that holds the lock.
+	LockRollout string `protobuf:"bytes,11,opt,name=lock_rollout,json=lockRollout,proto3" json:"lock_rollout,omitempty"`
+	// Assignment that holds the lock.
+	LockAssignment string `protobuf:"bytes,12,opt,name=lock_assignment,json=lockAssignment,proto3" json:"lock_assignment,omitempty"`
+	// When the lock was taken, by the holder's clock.
+	LockTime *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=lock_time,json=lockTime,proto3" json:"lock_time,omitempty"`
+	// Whether a process named by .outpost/active is alive (kill -0), as the
+	// lock takeover decides that the holder's activation still runs.
+	LockActive bool `protobuf:"varint,14,opt,name=lock_active,json=lockActive,proto3" json:"lock_active,omitempty"`
+	// The last line of .outpost/history, at most 1 KiB; empty when none.
+	LastHistory   string `protobuf:"bytes,15,opt,name=last_history,json=lastHistory,proto3" json:"last_history,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeObservation) Reset() {
+	*x = NodeObservation{}
+	mi := &file_outpost_v1_node_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeObservation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeObservation) ProtoMessage() {}
+
+func (x *NodeObservation) ProtoReflect() protoreflect.Message {
+	mi := &file_outpost_v1_node_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeObservation.ProtoReflect.Descriptor instead.
+func (*NodeObservation) Descriptor() ([]byte, []int) {
+	return file_outpost_v1_node_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *NodeObservation) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *NodeObservation) GetResult() ObserveResult {
+	if x != nil {
+		return x.Result
+	}
+	return ObserveResult_OBSERVE_RESULT_UNSPECIFIED
+}
+
+func (x *NodeObservation) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *NodeObservation) GetGateway() string {
+	if x != nil {
+		return x.Gateway
+	}
+	return ""
+}
+
+func (x *NodeObservation) GetRelease() string {
+	if x != nil {
+		return x.Release
+	}
+	return ""
+}
+
+func (x *NodeObservation) GetCurrentOther() string {
+	if x != nil {
+		return x.CurrentOther
+	}
+	return ""
+}
+
+func (x *NodeObservation) GetReleasePresent() bool {
+	if x != nil {
+		return x.ReleasePresent
+	}
+	return false
+}
+
+func (x *NodeObservation) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *NodeObservation) GetLockHeld() bool {
+	if x != nil {
+		return x.LockHeld
+	}
+	return false
+}
+
+func (x *NodeObservation) GetLockOwner() string {
+	if x != nil {
+		return x.LockOwner
+	}
+	return ""
+}
+
+func (x *NodeObservation) GetLockRollout() string {
+	if x != nil {
+		return x.LockRollout
+	}
+	return ""
+}
+
+func (x *NodeObservation) GetLockAssignment() string {
+	if x != nil {
+		return x.LockAssignment
+	}
+	return ""
+}
+
+func (x *NodeObservation) GetLockTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LockTime
+	}
+	return nil
+}
+
+func (x *NodeObservation) GetLockActive() bool {
+	if x != nil {
+		return x.LockActive
+	}
+	return false
+}
+
+func (x *NodeObservation) GetLastHistory() string {
+	if x != nil {
+		return x.LastHistory
+	}
+	return ""
+}
+
 var File_outpost_v1_node_proto protoreflect.FileDescriptor
 
 const file_outpost_v1_node_proto_rawDesc = "" +
 	"\n" +
 	"\x15outpost/v1/node.proto\x12\n" +
-	"outpost.v1\"\xf2\x01\n" +
+	"outpost.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15outpost/v1/plan.proto\"\xa2\x02\n" +
 	"\x04Node\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1e\n" +
@@ -127,10 +630,62 @@ const file_outpost_v1_node_proto_rawDesc = "" +
 	"datacenter\x124\n" +
 	"\x06labels\x18\x04 \x03(\v2\x1c.outpost.v1.Node.LabelsEntryR\x06labels\x12\x12\n" +
 	"\x04user\x18\x05 \x01(\tR\x04user\x12\x1b\n" +
-	"\thost_keys\x18\x06 \x03(\tR\bhostKeys\x1a9\n" +
+	"\thost_keys\x18\x06 \x03(\tR\bhostKeys\x12.\n" +
+	"\x06status\x18\a \x01(\v2\x16.outpost.v1.NodeStatusR\x06status\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B9Z7github.com/outposthq/outpost/proto/outpost/v1;outpostv1b\x06proto3"
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe8\x01\n" +
+	"\n" +
+	"NodeStatus\x121\n" +
+	"\adesired\x18\x01 \x01(\v2\x17.outpost.v1.NodeDesiredR\adesired\x12=\n" +
+	"\vobservation\x18\x02 \x01(\v2\x1b.outpost.v1.NodeObservationR\vobservation\x12+\n" +
+	"\x05drift\x18\x03 \x03(\x0e2\x15.outpost.v1.DriftKindR\x05drift\x12;\n" +
+	"\vdrift_since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"driftSince\"\xe0\x01\n" +
+	"\vNodeDesired\x12\x18\n" +
+	"\arelease\x18\x01 \x01(\tR\arelease\x12\x16\n" +
+	"\x06sha256\x18\x02 \x01(\tR\x06sha256\x12\x12\n" +
+	"\x04path\x18\x03 \x01(\tR\x04path\x12*\n" +
+	"\x06layout\x18\x04 \x01(\x0e2\x12.outpost.v1.LayoutR\x06layout\x12\x10\n" +
+	"\x03app\x18\x05 \x01(\tR\x03app\x12\x1d\n" +
+	"\n" +
+	"rollout_id\x18\x06 \x01(\tR\trolloutId\x12.\n" +
+	"\x04time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\xa9\x04\n" +
+	"\x0fNodeObservation\x12.\n" +
+	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x121\n" +
+	"\x06result\x18\x02 \x01(\x0e2\x19.outpost.v1.ObserveResultR\x06result\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\x12\x18\n" +
+	"\agateway\x18\x04 \x01(\tR\agateway\x12\x18\n" +
+	"\arelease\x18\x05 \x01(\tR\arelease\x12#\n" +
+	"\rcurrent_other\x18\x06 \x01(\tR\fcurrentOther\x12'\n" +
+	"\x0frelease_present\x18\a \x01(\bR\x0ereleasePresent\x12\x16\n" +
+	"\x06sha256\x18\b \x01(\tR\x06sha256\x12\x1b\n" +
+	"\tlock_held\x18\t \x01(\bR\blockHeld\x12\x1d\n" +
+	"\n" +
+	"lock_owner\x18\n" +
+	" \x01(\tR\tlockOwner\x12!\n" +
+	"\flock_rollout\x18\v \x01(\tR\vlockRollout\x12'\n" +
+	"\x0flock_assignment\x18\f \x01(\tR\x0elockAssignment\x127\n" +
+	"\tlock_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\blockTime\x12\x1f\n" +
+	"\vlock_active\x18\x0e \x01(\bR\n" +
+	"lockActive\x12!\n" +
+	"\flast_history\x18\x0f \x01(\tR\vlastHistory*\xd6\x01\n" +
+	"\rObserveResult\x12\x1e\n" +
+	"\x1aOBSERVE_RESULT_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11OBSERVE_RESULT_OK\x10\x01\x12\x1e\n" +
+	"\x1aOBSERVE_RESULT_UNREACHABLE\x10\x02\x12\x17\n" +
+	"\x13OBSERVE_RESULT_AUTH\x10\x03\x12\x1b\n" +
+	"\x17OBSERVE_RESULT_HOST_KEY\x10\x04\x12\x19\n" +
+	"\x15OBSERVE_RESULT_FAILED\x10\x05\x12\x1d\n" +
+	"\x19OBSERVE_RESULT_NO_GATEWAY\x10\x06*\xdd\x01\n" +
+	"\tDriftKind\x12\x1a\n" +
+	"\x16DRIFT_KIND_UNSPECIFIED\x10\x00\x12\x1f\n" +
+	"\x1bDRIFT_KIND_RELEASE_SWITCHED\x10\x01\x12\x1e\n" +
+	"\x1aDRIFT_KIND_RELEASE_MISSING\x10\x02\x12\x1d\n" +
+	"\x19DRIFT_KIND_DIGEST_MISSING\x10\x03\x12\x1d\n" +
+	"\x19DRIFT_KIND_DIGEST_CHANGED\x10\x04\x12\x19\n" +
+	"\x15DRIFT_KIND_STALE_LOCK\x10\x05\x12\x1a\n" +
+	"\x16DRIFT_KIND_UNREACHABLE\x10\x06B9Z7github.com/outposthq/outpost/proto/outpost/v1;outpostv1b\x06proto3"
 
 var (
 	file_outpost_v1_node_proto_rawDescOnce sync.Once
@@ -144,18 +699,36 @@ func file_outpost_v1_node_proto_rawDescGZIP() []byte {
 	return file_outpost_v1_node_proto_rawDescData
 }
 
-var file_outpost_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_outpost_v1_node_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_outpost_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_outpost_v1_node_proto_goTypes = []any{
-	(*Node)(nil), // 0: outpost.v1.Node
-	nil,          // 1: outpost.v1.Node.LabelsEntry
+	(ObserveResult)(0),            // 0: outpost.v1.ObserveResult
+	(DriftKind)(0),                // 1: outpost.v1.DriftKind
+	(*Node)(nil),                  // 2: outpost.v1.Node
+	(*NodeStatus)(nil),            // 3: outpost.v1.NodeStatus
+	(*NodeDesired)(nil),           // 4: outpost.v1.NodeDesired
+	(*NodeObservation)(nil),       // 5: outpost.v1.NodeObservation
+	nil,                           // 6: outpost.v1.Node.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
+	(Layout)(0),                   // 8: outpost.v1.Layout
 }
 var file_outpost_v1_node_proto_depIdxs = []int32{
-	1, // 0: outpost.v1.Node.labels:type_name -> outpost.v1.Node.LabelsEntry
-	1, // [1:1] is the sub-list for method output_type
-	1, // [1:1] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	6,  // 0: outpost.v1.Node.labels:type_name -> outpost.v1.Node.LabelsEntry
+	3,  // 1: outpost.v1.Node.status:type_name -> outpost.v1.NodeStatus
+	4,  // 2: outpost.v1.NodeStatus.desired:type_name -> outpost.v1.NodeDesired
+	5,  // 3: outpost.v1.NodeStatus.observation:type_name -> outpost.v1.NodeObservation
+	1,  // 4: outpost.v1.NodeStatus.drift:type_name -> outpost.v1.DriftKind
+	7,  // 5: outpost.v1.NodeStatus.drift_since:type_name -> google.protobuf.Timestamp
+	8,  // 6: outpost.v1.NodeDesired.layout:type_name -> outpost.v1.Layout
+	7,  // 7: outpost.v1.NodeDesired.time:type_name -> google.protobuf.Timestamp
+	7,  // 8: outpost.v1.NodeObservation.time:type_name -> google.protobuf.Timestamp
+	0,  // 9: outpost.v1.NodeObservation.result:type_name -> outpost.v1.ObserveResult
+	7,  // 10: outpost.v1.NodeObservation.lock_time:type_name -> google.protobuf.Timestamp
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_outpost_v1_node_proto_init() }
@@ -163,18 +736,20 @@ func file_outpost_v1_node_proto_init() {
 	if File_outpost_v1_node_proto != nil {
 		return
 	}
+	file_outpost_v1_plan_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_outpost_v1_node_proto_rawDesc), len(file_outpost_v1_node_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   2,
+			NumEnums:      2,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
 		GoTypes:           file_outpost_v1_node_proto_goTypes,
 		DependencyIndexes: file_outpost_v1_node_proto_depIdxs,
+		EnumInfos:         file_outpost_v1_node_proto_enumTypes,
 		MessageInfos:      file_outpost_v1_node_proto_msgTypes,
 	}.Build()
 	File_outpost_v1_node_proto = out.File

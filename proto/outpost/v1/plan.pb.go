@@ -325,7 +325,10 @@ type PlanTargets struct {
 	// Labels a node must all carry (equality); empty matches every node.
 	Selector map[string]string `protobuf:"bytes,1,rep,name=selector,proto3" json:"selector,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Datacenters the nodes must be in; empty means any datacenter.
-	Datacenters   []string `protobuf:"bytes,2,rep,name=datacenters,proto3" json:"datacenters,omitempty"`
+	Datacenters []string `protobuf:"bytes,2,rep,name=datacenters,proto3" json:"datacenters,omitempty"`
+	// Only nodes whose last verification found drift (Node.status.drift), to
+	// repair them; false means drift does not matter.
+	Drifted       bool `protobuf:"varint,3,opt,name=drifted,proto3" json:"drifted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -372,6 +375,13 @@ func (x *PlanTargets) GetDatacenters() []string {
 		return x.Datacenters
 	}
 	return nil
+}
+
+func (x *PlanTargets) GetDrifted() bool {
+	if x != nil {
+		return x.Drifted
+	}
+	return false
 }
 
 // PlanDeploy says where and how a release is laid out on a node.
@@ -1678,10 +1688,11 @@ const file_outpost_v1_plan_proto_rawDesc = "" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x16\n" +
 	"\x06unpack\x18\x02 \x01(\tR\x06unpack\x12,\n" +
 	"\x12max_unpacked_bytes\x18\x03 \x01(\tR\x10maxUnpackedBytes\x12\x1c\n" +
-	"\tsignature\x18\x04 \x01(\tR\tsignature\"\xaf\x01\n" +
+	"\tsignature\x18\x04 \x01(\tR\tsignature\"\xc9\x01\n" +
 	"\vPlanTargets\x12A\n" +
 	"\bselector\x18\x01 \x03(\v2%.outpost.v1.PlanTargets.SelectorEntryR\bselector\x12 \n" +
-	"\vdatacenters\x18\x02 \x03(\tR\vdatacenters\x1a;\n" +
+	"\vdatacenters\x18\x02 \x03(\tR\vdatacenters\x12\x18\n" +
+	"\adrifted\x18\x03 \x01(\bR\adrifted\x1a;\n" +
 	"\rSelectorEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"]\n" +
