@@ -283,6 +283,7 @@ func (g *Gateway) deployAssignment(ctx context.Context, t *task) deployer.Result
 		return g.failBeforeNode(a, outpostv1.Step_STEP_UPLOAD, "fetching the artifact from the control plane", err, emit)
 	}
 	job.ArtifactPath = path
+	job.Base = g.cache.Cached
 	return g.deploy.Deploy(ctx, job, emit)
 }
 

@@ -42,8 +42,14 @@ func (s *script) String() string { return s.b.String() }
 // sha256sum, which every Linux node has, otherwise. A wrong digest from
 // either fails the comparison that follows, never passes it.
 func (s *script) digest(file string) {
-	s.line(`if command -v openssl >/dev/null 2>&1 && s=$(openssl dgst -sha256 -r <` + file + ` 2>/dev/null); then :; ` +
-		`else s=$(sha256sum -b <` + file + `) || { m 5 fail; exit 1; }; fi`)
+	s.line(digestCmd(file, `m 5 fail; exit 1`))
+}
+
+// digestCmd is digest's command, running fail when no tool could read
+// file.
+func digestCmd(file, fail string) string {
+	return `if command -v openssl >/dev/null 2>&1 && s=$(openssl dgst -sha256 -r <` + file + ` 2>/dev/null); then :; ` +
+		`else s=$(sha256sum -b <` + file + `) || { ` + fail + `; }; fi`
 }
 
 // untar appends the unpack step's tar command: extract archive into dir
