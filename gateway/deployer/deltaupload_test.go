@@ -1,6 +1,7 @@
 package deployer
 
 import (
+	"archive/tar"
 	"bytes"
 	"math/rand/v2"
 	"os"
@@ -195,5 +196,51 @@ func TestDeltaUploadNeedsTheBaseInTheCache(t *testing.T) {
 	detail := f.deploy(t, "v2", f.jar(t, edit(randomBytes(4, deltaTestSize))))
 	if !strings.HasPrefix(detail, "full: ") || !strings.Contains(detail, "is not in the gateway's cache") {
 		t.Errorf("upload: %q, want a full upload without the base", detail)
+	}
+}
+
+// A tar artifact with keep_file keeps its file beside the release, so the
+// next deployment sends a delta against it.
+func TestDeltaUploadOfKeptTar(t *testing.T) {
+	f := newDeltaFixture(t)
+	big := string(randomBytes(5, 512<<10))
+	tarOf := func(version string) release {
+		rel := writeTar(t, filepath.Join(t.TempDir(), "app.tar"), false, []tarEntry{
+			{hdr: tar.Header{Name: "lib.bin"}, body: big},
+			{hdr: tar.Header{Name: "version.txt"}, body: version},
+		})
+		f.cached[rel.SHA256] = rel.Path
+		return rel
+	}
+	deploy := func(id string, rel release) string {
+		job := f.job(id, rel)
+		job.Release.Artifact.KeepFile = true
+		job.Spec.Hooks = Hooks{}
+		job.Spec.Health = Health{Command: "test -f version.txt"}
+		job.Base = func(sum string) (string, bool) { p, ok := f.cached[sum]; return p, ok }
+		res, evs := f.fixture.deploy(t, job)
+		if res.State != succeeded {
+			t.Fatalf("deploy %s: %v at %v: %v", id, res.State, res.Step, res.Err)
+		}
+		for _, ev := range evs.list() {
+			if ev.GetStep() == outpostv1.Step_STEP_UPLOAD && ev.GetPhase() == outpostv1.StepPhase_STEP_PHASE_SUCCEEDED {
+				return ev.GetDetail()
+			}
+		}
+		t.Fatalf("deploy %s: no upload step succeeded", id)
+		return ""
+	}
+	deploy("v1", tarOf("one"))
+	v2 := tarOf("two")
+	if detail := deploy("v2", v2); !strings.HasPrefix(detail, "delta: sent ") {
+		t.Errorf("second tar deployment's upload: %q, want a delta", detail)
+	}
+	if b, err := os.ReadFile(filepath.Join(f.path, "current", "version.txt")); err != nil || string(b) != "two" {
+		t.Errorf("current/version.txt = %q, %v", b, err)
+	}
+	kept, err := os.ReadFile(filepath.Join(f.path, "current", artifactFile))
+	want, _ := os.ReadFile(v2.Path)
+	if err != nil || !bytes.Equal(kept, want) {
+		t.Errorf("the kept tar differs from the artifact (%v)", err)
 	}
 }

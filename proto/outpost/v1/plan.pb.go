@@ -251,8 +251,13 @@ type PlanArtifact struct {
 	// means the environment's max_unpacked_bytes, else 8GiB. It may not be
 	// above the environment's max_unpacked_bytes when that is set.
 	MaxUnpackedBytes string `protobuf:"bytes,3,opt,name=max_unpacked_bytes,json=maxUnpackedBytes,proto3" json:"max_unpacked_bytes,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// For a tar artifact: keep the artifact file in the release directory
+	// (as .outpost-artifact) after unpacking, so that the next deployment
+	// can send only a delta against it. Costs the artifact's size per kept
+	// release on the node. "none" artifacts always keep their file.
+	KeepFile      bool `protobuf:"varint,4,opt,name=keep_file,json=keepFile,proto3" json:"keep_file,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PlanArtifact) Reset() {
@@ -304,6 +309,13 @@ func (x *PlanArtifact) GetMaxUnpackedBytes() string {
 		return x.MaxUnpackedBytes
 	}
 	return ""
+}
+
+func (x *PlanArtifact) GetKeepFile() bool {
+	if x != nil {
+		return x.KeepFile
+	}
+	return false
 }
 
 // PlanTargets selects the nodes of a plan.
@@ -1438,11 +1450,12 @@ const file_outpost_v1_plan_proto_rawDesc = "" +
 	"\n" +
 	"validation\x18\f \x01(\v2\x1a.outpost.v1.PlanValidationR\n" +
 	"validation\x12.\n" +
-	"\x06notify\x18\r \x01(\v2\x16.outpost.v1.PlanNotifyR\x06notify\"h\n" +
+	"\x06notify\x18\r \x01(\v2\x16.outpost.v1.PlanNotifyR\x06notify\"\x85\x01\n" +
 	"\fPlanArtifact\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x16\n" +
 	"\x06unpack\x18\x02 \x01(\tR\x06unpack\x12,\n" +
-	"\x12max_unpacked_bytes\x18\x03 \x01(\tR\x10maxUnpackedBytes\"\xaf\x01\n" +
+	"\x12max_unpacked_bytes\x18\x03 \x01(\tR\x10maxUnpackedBytes\x12\x1b\n" +
+	"\tkeep_file\x18\x04 \x01(\bR\bkeepFile\"\xaf\x01\n" +
 	"\vPlanTargets\x12A\n" +
 	"\bselector\x18\x01 \x03(\v2%.outpost.v1.PlanTargets.SelectorEntryR\bselector\x12 \n" +
 	"\vdatacenters\x18\x02 \x03(\tR\vdatacenters\x1a;\n" +

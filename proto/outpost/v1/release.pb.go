@@ -81,8 +81,11 @@ type Artifact struct {
 	// Size in bytes.
 	Size int64 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
 	// File name the artifact is placed under (for unpack NONE) or was built as.
-	Name          string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
-	Unpack        Unpack `protobuf:"varint,4,opt,name=unpack,proto3,enum=outpost.v1.Unpack" json:"unpack,omitempty"`
+	Name   string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	Unpack Unpack `protobuf:"varint,4,opt,name=unpack,proto3,enum=outpost.v1.Unpack" json:"unpack,omitempty"`
+	// A tar artifact's file is kept in the release directory after unpacking
+	// (.outpost-artifact), the base of the next deployment's delta upload.
+	KeepFile      bool `protobuf:"varint,5,opt,name=keep_file,json=keepFile,proto3" json:"keep_file,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -143,6 +146,13 @@ func (x *Artifact) GetUnpack() Unpack {
 		return x.Unpack
 	}
 	return Unpack_UNPACK_UNSPECIFIED
+}
+
+func (x *Artifact) GetKeepFile() bool {
+	if x != nil {
+		return x.KeepFile
+	}
+	return false
 }
 
 // Release is one artifact version unpacked on a node under <path>/releases/<id>.
@@ -212,12 +222,13 @@ var File_outpost_v1_release_proto protoreflect.FileDescriptor
 const file_outpost_v1_release_proto_rawDesc = "" +
 	"\n" +
 	"\x18outpost/v1/release.proto\x12\n" +
-	"outpost.v1\"v\n" +
+	"outpost.v1\"\x93\x01\n" +
 	"\bArtifact\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x12\n" +
 	"\x04name\x18\x03 \x01(\tR\x04name\x12*\n" +
-	"\x06unpack\x18\x04 \x01(\x0e2\x12.outpost.v1.UnpackR\x06unpack\"]\n" +
+	"\x06unpack\x18\x04 \x01(\x0e2\x12.outpost.v1.UnpackR\x06unpack\x12\x1b\n" +
+	"\tkeep_file\x18\x05 \x01(\bR\bkeepFile\"]\n" +
 	"\aRelease\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03app\x18\x02 \x01(\tR\x03app\x120\n" +
