@@ -106,7 +106,8 @@ func (c *controlPlaneService) CreateRollout(ctx context.Context, req *outpostv1.
 		}
 		name = meta.Name
 	}
-	art := &outpostv1.Artifact{Sha256: digest, Size: meta.Size, Name: name, Unpack: unpack}
+	art := &outpostv1.Artifact{Sha256: digest, Size: meta.Size, Name: name, Unpack: unpack,
+		KeepFile: unpack == outpostv1.Unpack_UNPACK_TAR && spec.GetArtifact().GetKeepFile()}
 	if b := req.GetArtifactSignature(); len(b) > 0 {
 		art.Signature = &outpostv1.ArtifactSignature{Bundle: b}
 	}

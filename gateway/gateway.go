@@ -32,6 +32,9 @@ var _ nodeDeployer = (*deployer.Deployer)(nil)
 // artifactGetter returns the local path of a verified artifact.
 type artifactGetter interface {
 	Get(ctx context.Context, sha256 string) (string, error)
+	// Cached returns a cached artifact without fetching it: the base of a
+	// delta upload.
+	Cached(sha256 string) (string, bool)
 }
 
 var _ artifactGetter = (*artifactcache.Cache)(nil)
@@ -119,6 +122,8 @@ func New(cfg Config) (*Gateway, error) {
 		Now:    cfg.Now,
 		Logger: g.log,
 		Tracer: g.tracer,
+		// The metrics exist by now (newMetrics above).
+		OnUpload: g.met.onUpload,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/outposthq/outpost/gateway/deployer"
 	"github.com/outposthq/outpost/gateway/sshexec"
 	"github.com/outposthq/outpost/internal/telemetry"
 )
@@ -29,6 +30,11 @@ type metrics struct {
 	// deployments and the logins nodes accepted with them.
 	sshCertsIssued prometheus.Counter
 	sshCertLogins  prometheus.Counter
+	// uploadBytes counts artifact bytes sent to nodes by mode (delta,
+	// full); deltaRebuildFailures the deltas that did not rebuild the
+	// artifact on the node, which was then sent whole.
+	uploadBytes          *prometheus.CounterVec
+	deltaRebuildFailures prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -63,13 +69,24 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "outpost_gateway_ssh_certificate_logins_total",
 			Help: "Node deployments whose node accepted their SSH certificate (counted at the first login of each).",
 		}),
+		uploadBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outpost_artifact_upload_bytes_total",
+			Help: "Artifact bytes sent to nodes, by mode: delta (only what the node's current release lacks) or full.",
+		}, []string{"mode"}),
+		deltaRebuildFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "outpost_artifact_delta_rebuild_failures_total",
+			Help: "Delta uploads whose rebuilt artifact did not verify on the node (the full artifact was sent instead).",
+		}),
 	}
+	m.uploadBytes.WithLabelValues(deployer.UploadDelta)
+	m.uploadBytes.WithLabelValues(deployer.UploadFull)
 	// Every class from the start, so that rate() sees the first failure.
 	for _, class := range sshexec.FailureClasses {
 		m.sshFailures.WithLabelValues(class)
 	}
 	for _, c := range []prometheus.Collector{
 		m.sshFailures, m.inFlight, m.connected, m.sshCertsIssued, m.sshCertLogins,
+		m.uploadBytes, m.deltaRebuildFailures,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
@@ -120,4 +137,12 @@ func (g *Gateway) MetricsAddr() string {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.metricsAddr
+}
+
+// onUpload is the deployer's Config.OnUpload.
+func (m *metrics) onUpload(mode string, n int64, rebuildFailed bool) {
+	if rebuildFailed {
+		m.deltaRebuildFailures.Inc()
+	}
+	m.uploadBytes.WithLabelValues(mode).Add(float64(n))
 }

@@ -291,6 +291,7 @@ func (g *Gateway) deployAssignment(ctx context.Context, t *task) deployer.Result
 		t.log.Info("artifact signature verified", "signer", signer)
 	}
 	job.ArtifactPath = path
+	job.Base = g.cache.Cached
 	return g.deploy.Deploy(ctx, job, emit)
 }
 

@@ -11,6 +11,7 @@ set -euo pipefail
 need=()
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh >/dev/null 2>&1 && command -v scp >/dev/null 2>&1 || need+=(openssh-client)
+command -v rsync >/dev/null 2>&1 || need+=(rsync) # bench/delta_test.go: the delta baseline
 command -v sha256sum >/dev/null 2>&1 || need+=(coreutils)
 command -v tar >/dev/null 2>&1 || need+=(tar)
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need+=(iproute2)

@@ -212,6 +212,24 @@ func (c *Cache) Get(ctx context.Context, digest string) (string, error) {
 	}
 }
 
+// Cached returns the path of the cached artifact with SHA-256 digest
+// without fetching it, and whether there is one. The file is verified
+// when this process fetched or served it before; a copy left by an
+// earlier process is returned unverified: the delta built against it is
+// checked on the node by the new artifact's SHA-256, so a damaged base
+// can only cost a full upload.
+func (c *Cache) Cached(digest string) (string, bool) {
+	if !ValidDigest(digest) {
+		return "", false
+	}
+	final := filepath.Join(c.blobDir, digest)
+	fi, err := os.Stat(final)
+	if err != nil || !fi.Mode().IsRegular() {
+		return "", false
+	}
+	return final, true
+}
+
 // ctxOr returns ctx's error when ctx has ended, so that callers can tell
 // "we gave up" (context.Canceled) from a gRPC failure; otherwise err.
 func ctxOr(ctx context.Context, err error) error {

@@ -70,7 +70,7 @@ func (dep *deployment) activateScript() string {
 		s.line(`m 5 ok`)
 		s.line(`m 6 start`)
 		if a.GetUnpack() == outpostv1.Unpack_UNPACK_TAR {
-			s.untar(`"$T/$F"`, `"$T"`, dep.art.gzip, dep.spec.TarLimits.AllowSetuid)
+			s.untar(`"$T/$F"`, `"$T"`, dep.art.gzip, dep.spec.TarLimits.AllowSetuid, a.GetKeepFile())
 		}
 		s.line(`{ printf '%s\n' "$S" >"$T/` + digestFile + `" && mv -T -- "$T" "$R"; } || { m 6 fail; exit 1; }`)
 		s.line(`m 6 ok`)

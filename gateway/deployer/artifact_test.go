@@ -162,7 +162,7 @@ func TestUntarDropsModeBits(t *testing.T) {
 		s.line(`m() { echo "m $*" >&2; }`)
 		s.set("T", dir)
 		s.set("F", artifactFile)
-		s.untar(`"$T/$F"`, `"$T"`, true, tc.keep)
+		s.untar(`"$T/$F"`, `"$T"`, true, tc.keep, false)
 		if out, err := exec.Command("/bin/sh", "-c", s.String()).CombinedOutput(); err != nil {
 			t.Fatalf("keep %v: %v: %s", tc.keep, err, out)
 		}

@@ -72,6 +72,11 @@ type Config struct {
 	// failure or cancellation, which run on a fresh context; a rollback gets
 	// this plus the health timeout. Zero means DefaultCleanupTimeout.
 	CleanupTimeout time.Duration
+	// OnUpload is told of every artifact upload: mode UploadDelta or
+	// UploadFull and the bytes sent; rebuildFailed (with mode UploadDelta
+	// and no bytes) of a delta that did not rebuild the artifact on the
+	// node, after which the full artifact is sent. Nil ignores them.
+	OnUpload func(mode string, bytes int64, rebuildFailed bool)
 }
 
 // CheckAndSetDefaults validates c and fills in its defaults.
@@ -116,8 +121,9 @@ func (c *Config) CheckAndSetDefaults() error {
 // Deployer deploys releases to nodes. Deploy may be called concurrently,
 // for different nodes or the same one (the node's lock decides).
 type Deployer struct {
-	cfg   Config
-	scans artifactScans
+	cfg    Config
+	scans  artifactScans
+	deltas deltaCache
 }
 
 // New returns a Deployer for cfg.
@@ -157,6 +163,11 @@ type Job struct {
 	// an older one, is broken, and only while no activation of it runs on
 	// the node. "" never breaks a lock.
 	TakeoverLockOf string
+	// Base returns the gateway's copy of the artifact with the given
+	// SHA-256, if it has one, without fetching it: the node's current
+	// artifact, against which only a delta is sent (deltaupload.go). Nil
+	// always sends the full artifact.
+	Base func(sha256 string) (path string, ok bool)
 }
 
 // Result is how a deployment ended.
@@ -402,7 +413,7 @@ func (dep *deployment) validate() error {
 // directory without clashing with the deployer's own names.
 func validFileName(n string) bool {
 	return n != "" && n != "." && n != ".." && len(n) <= 255 && !strings.ContainsAny(n, "/\x00\n\r") &&
-		n != artifactFile && n != digestFile && shell.CheckArg(n) == nil
+		n != artifactFile && n != digestFile && n != deltaFile && shell.CheckArg(n) == nil
 }
 
 // exec runs cmd on the node, reconnecting first when an earlier command

@@ -253,7 +253,7 @@ func (dep *deployment) inplaceActivateScript(ip *inplace) string {
 	s.line(`m 5 ok`)
 	s.line(`m 6 start`)
 	if a.GetUnpack() == outpostv1.Unpack_UNPACK_TAR {
-		s.untar(`"$S.partial/$F"`, `"$S.partial"`, dep.art.gzip, dep.spec.TarLimits.AllowSetuid)
+		s.untar(`"$S.partial/$F"`, `"$S.partial"`, dep.art.gzip, dep.spec.TarLimits.AllowSetuid, false)
 	}
 	s.line(`mv -T -- "$S.partial" "$S" || { m 6 fail; exit 1; }`)
 	s.line(`m 6 ok`)

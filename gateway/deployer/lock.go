@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/outposthq/outpost/gateway/artifactcache"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -99,6 +100,9 @@ type nodeFacts struct {
 	// presentDigest what its digest file says.
 	present       bool
 	presentDigest string
+	// baseDigest is the SHA-256 the current release records, when that
+	// release holds a file named as the new upload will be.
+	baseDigest string
 	// releases are the ids under P/releases with a digest file, newest
 	// activation first.
 	releases []string
@@ -118,6 +122,10 @@ func (dep *deployment) lockScript() string {
 	s.line(`echo @df; df -P -- "$P"`)
 	s.line(`echo @current`)
 	s.line(`if [ -L "$P/current" ]; then printf 'link %s\n' "$(readlink -- "$P/current")"; [ ! -d "$P/current/" ] || echo dir; elif [ -e "$P/current" ]; then echo notlink; fi`)
+	// The current release's artifact, when it kept the file the new one
+	// is uploaded as: the base of a delta upload (deltaupload.go).
+	s.set("F", dep.uploadName())
+	s.line(`if [ -f "$P/current/$F" ]; then echo @base; cat -- "$P/current/` + digestFile + `" 2>/dev/null; echo; fi`)
 	s.line(`echo @releases; (cd -- "$P/releases" && ls -1t -- */` + digestFile + `) 2>/dev/null`)
 	s.line(`rm -rf -- "$P/releases/$I.partial" || ` + exit(exitPrepare))
 	s.line(`if [ -d "$P/releases/$I" ]; then echo @present; cat -- "$P/releases/$I/` + digestFile + `" 2>/dev/null; echo; exit 0; fi`)
@@ -308,6 +316,9 @@ func parseFacts(sections map[string]string) (nodeFacts, error) {
 		if ok && validReleaseID(id) {
 			f.releases = append(f.releases, id)
 		}
+	}
+	if d := strings.TrimSpace(sections["base"]); artifactcache.ValidDigest(d) {
+		f.baseDigest = d
 	}
 	if d, ok := sections["present"]; ok {
 		f.present = true

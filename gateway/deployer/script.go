@@ -42,18 +42,25 @@ func (s *script) String() string { return s.b.String() }
 // sha256sum, which every Linux node has, otherwise. A wrong digest from
 // either fails the comparison that follows, never passes it.
 func (s *script) digest(file string) {
-	s.line(`if command -v openssl >/dev/null 2>&1 && s=$(openssl dgst -sha256 -r <` + file + ` 2>/dev/null); then :; ` +
-		`else s=$(sha256sum -b <` + file + `) || { m 5 fail; exit 1; }; fi`)
+	s.line(digestCmd(file, `m 5 fail; exit 1`))
+}
+
+// digestCmd is digest's command, running fail when no tool could read
+// file.
+func digestCmd(file, fail string) string {
+	return `if command -v openssl >/dev/null 2>&1 && s=$(openssl dgst -sha256 -r <` + file + ` 2>/dev/null); then :; ` +
+		`else s=$(sha256sum -b <` + file + `) || { ` + fail + `; }; fi`
 }
 
 // untar appends the unpack step's tar command: extract archive into dir
 // (both shell words naming variables, such as "$T/$F"), then remove
-// archive. Owners never come from the archive. Modes do, but as root GNU
+// archive unless keepArchive (artifact.keep_file: the base of the next
+// delta upload). Owners never come from the archive. Modes do, but as root GNU
 // tar would also restore setuid, setgid and sticky bits and ignore the
 // umask; unless keepModes, --no-same-permissions stops that, whatever user
 // the node is deployed as: the bits are dropped even should an archive
 // reach the node that the gateway's scan read differently.
-func (s *script) untar(archive, dir string, gzip, keepModes bool) {
+func (s *script) untar(archive, dir string, gzip, keepModes, keepArchive bool) {
 	cmd := `tar -xf`
 	if gzip {
 		cmd = `tar -xzf`
@@ -62,7 +69,10 @@ func (s *script) untar(archive, dir string, gzip, keepModes bool) {
 	if !keepModes {
 		cmd += ` --no-same-permissions`
 	}
-	s.line(cmd + ` && rm -f -- ` + archive + ` || { m 6 fail; exit 1; }`)
+	if !keepArchive {
+		cmd += ` && rm -f -- ` + archive
+	}
+	s.line(cmd + ` || { m 6 fail; exit 1; }`)
 }
 
 // Marker kinds printed by the scripts' m function.

@@ -39,7 +39,29 @@ func (dep *deployment) upload(ctx context.Context) error {
 	return err
 }
 
+// uploadRun sends a delta when the node's current release holds an
+// artifact the gateway still has (deltaupload.go), else or when the delta
+// did not rebuild exactly, the full artifact. The detail says which, and
+// the bytes sent.
 func (dep *deployment) uploadRun(ctx context.Context) (string, error) {
+	d, why := dep.planDelta()
+	if d != nil {
+		detail, fellBack, err := dep.uploadDelta(ctx, d)
+		if err != nil || fellBack == "" {
+			return detail, err
+		}
+		why = "delta tried, but " + fellBack
+		dep.log.Warn("delta upload did not rebuild the artifact; sending it whole", "reason", fellBack)
+		dep.onUpload(UploadDelta, 0, true)
+	}
+	detail, err := dep.uploadFull(ctx)
+	if err != nil {
+		return "", err
+	}
+	return "full: " + detail + "; " + why, nil
+}
+
+func (dep *deployment) uploadFull(ctx context.Context) (string, error) {
 	f, err := os.Open(dep.job.ArtifactPath)
 	if err != nil {
 		return "", fmt.Errorf("upload: %w", err)
@@ -66,8 +88,9 @@ func (dep *deployment) uploadRun(ctx context.Context) (string, error) {
 		return "", err // sshexec's error names the upload and its path
 	}
 	dep.sentSHA256 = res.SHA256
+	dep.onUpload(UploadFull, res.Bytes, false)
 	if res.Bytes != dep.job.Release.GetArtifact().GetSize() {
 		return "", fmt.Errorf("upload %s: sent %d bytes, the artifact has %d (did the file change?)", remote, res.Bytes, dep.job.Release.GetArtifact().GetSize())
 	}
-	return fmt.Sprintf("%s in %v", bytesIEC(res.Bytes), time.Since(start).Round(time.Millisecond)), nil
+	return fmt.Sprintf("sent %s in %v", bytesIEC(res.Bytes), time.Since(start).Round(time.Millisecond)), nil
 }

@@ -28,6 +28,8 @@ echo @locked
 echo @df; df -P -- "$P"
 echo @current
 if [ -L "$P/current" ]; then printf 'link %s\n' "$(readlink -- "$P/current")"; [ ! -d "$P/current/" ] || echo dir; elif [ -e "$P/current" ]; then echo notlink; fi
+F=.outpost-artifact
+if [ -f "$P/current/$F" ]; then echo @base; cat -- "$P/current/.outpost-sha256" 2>/dev/null; echo; fi
 echo @releases; (cd -- "$P/releases" && ls -1t -- */.outpost-sha256) 2>/dev/null
 rm -rf -- "$P/releases/$I.partial" || exit 71
 if [ -d "$P/releases/$I" ]; then echo @present; cat -- "$P/releases/$I/.outpost-sha256" 2>/dev/null; echo; exit 0; fi

@@ -256,7 +256,12 @@ type PlanArtifact struct {
 	// plan file's directory. The CLI sends it with the plan. Empty means
 	// unsigned (refused by an environment or a gateway that requires
 	// signatures).
-	Signature     string `protobuf:"bytes,4,opt,name=signature,proto3" json:"signature,omitempty"`
+	Signature string `protobuf:"bytes,4,opt,name=signature,proto3" json:"signature,omitempty"`
+	// For a tar artifact: keep the artifact file in the release directory
+	// (as .outpost-artifact) after unpacking, so that the next deployment
+	// can send only a delta against it. Costs the artifact's size per kept
+	// release on the node. "none" artifacts always keep their file.
+	KeepFile      bool `protobuf:"varint,5,opt,name=keep_file,json=keepFile,proto3" json:"keep_file,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -317,6 +322,13 @@ func (x *PlanArtifact) GetSignature() string {
 		return x.Signature
 	}
 	return ""
+}
+
+func (x *PlanArtifact) GetKeepFile() bool {
+	if x != nil {
+		return x.KeepFile
+	}
+	return false
 }
 
 // PlanTargets selects the nodes of a plan.
@@ -1683,12 +1695,13 @@ const file_outpost_v1_plan_proto_rawDesc = "" +
 	"\n" +
 	"validation\x18\f \x01(\v2\x1a.outpost.v1.PlanValidationR\n" +
 	"validation\x12.\n" +
-	"\x06notify\x18\r \x01(\v2\x16.outpost.v1.PlanNotifyR\x06notify\"\x86\x01\n" +
+	"\x06notify\x18\r \x01(\v2\x16.outpost.v1.PlanNotifyR\x06notify\"\xa3\x01\n" +
 	"\fPlanArtifact\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x16\n" +
 	"\x06unpack\x18\x02 \x01(\tR\x06unpack\x12,\n" +
 	"\x12max_unpacked_bytes\x18\x03 \x01(\tR\x10maxUnpackedBytes\x12\x1c\n" +
-	"\tsignature\x18\x04 \x01(\tR\tsignature\"\xc9\x01\n" +
+	"\tsignature\x18\x04 \x01(\tR\tsignature\x12\x1b\n" +
+	"\tkeep_file\x18\x05 \x01(\bR\bkeepFile\"\xc9\x01\n" +
 	"\vPlanTargets\x12A\n" +
 	"\bselector\x18\x01 \x03(\v2%.outpost.v1.PlanTargets.SelectorEntryR\bselector\x12 \n" +
 	"\vdatacenters\x18\x02 \x03(\tR\vdatacenters\x12\x18\n" +

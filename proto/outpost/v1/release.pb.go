@@ -86,7 +86,10 @@ type Artifact struct {
 	// The artifact's signature, as given to CreateRollout; unset when none
 	// was given, and in the ArtifactService's and FetchArtifact's answers
 	// (a signature belongs to a rollout, not to the stored bytes).
-	Signature     *ArtifactSignature `protobuf:"bytes,5,opt,name=signature,proto3" json:"signature,omitempty"`
+	Signature *ArtifactSignature `protobuf:"bytes,5,opt,name=signature,proto3" json:"signature,omitempty"`
+	// A tar artifact's file is kept in the release directory after unpacking
+	// (.outpost-artifact), the base of the next deployment's delta upload.
+	KeepFile      bool `protobuf:"varint,6,opt,name=keep_file,json=keepFile,proto3" json:"keep_file,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -154,6 +157,13 @@ func (x *Artifact) GetSignature() *ArtifactSignature {
 		return x.Signature
 	}
 	return nil
+}
+
+func (x *Artifact) GetKeepFile() bool {
+	if x != nil {
+		return x.KeepFile
+	}
+	return false
 }
 
 // ArtifactSignature is a signature of an artifact's bytes and who made it.
@@ -282,13 +292,14 @@ var File_outpost_v1_release_proto protoreflect.FileDescriptor
 const file_outpost_v1_release_proto_rawDesc = "" +
 	"\n" +
 	"\x18outpost/v1/release.proto\x12\n" +
-	"outpost.v1\"\xb3\x01\n" +
+	"outpost.v1\"\xd0\x01\n" +
 	"\bArtifact\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x12\n" +
 	"\x04name\x18\x03 \x01(\tR\x04name\x12*\n" +
 	"\x06unpack\x18\x04 \x01(\x0e2\x12.outpost.v1.UnpackR\x06unpack\x12;\n" +
-	"\tsignature\x18\x05 \x01(\v2\x1d.outpost.v1.ArtifactSignatureR\tsignature\"C\n" +
+	"\tsignature\x18\x05 \x01(\v2\x1d.outpost.v1.ArtifactSignatureR\tsignature\x12\x1b\n" +
+	"\tkeep_file\x18\x06 \x01(\bR\bkeepFile\"C\n" +
 	"\x11ArtifactSignature\x12\x16\n" +
 	"\x06bundle\x18\x01 \x01(\fR\x06bundle\x12\x16\n" +
 	"\x06signer\x18\x02 \x01(\tR\x06signer\"]\n" +

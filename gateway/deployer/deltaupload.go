@@ -1,0 +1,211 @@
+package deployer
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/outposthq/outpost/internal/delta"
+	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
+)
+
+// A delta upload sends only the bytes of the new artifact that the node's
+// current release lacks, then rebuilds the artifact on the node with dd,
+// tail and head in one script, and checks its SHA-256 there. Any failure
+// of the rebuild falls back to the full upload; the activation's verify
+// step checks the file again either way.
+const (
+	deltaFile = ".outpost-delta" // the uploaded literal bytes, removed by the rebuild
+
+	// MinDeltaSize: smaller artifacts are sent whole; the rebuild's round
+	// trip costs more than their bytes.
+	MinDeltaSize = 64 << 10
+	// MaxDeltaPieces bounds the rebuild script's commands; a more
+	// fragmented delta is sent whole.
+	MaxDeltaPieces = 512
+	// maxDeltaShare: a delta whose literal bytes exceed this share of the
+	// artifact is sent whole (the rebuild would save little).
+	maxDeltaShare = 0.5
+
+	exitRebuild  = 72 // the rebuild's commands failed
+	exitMismatch = 73 // the rebuilt file's SHA-256 is wrong; it follows on stdout
+)
+
+// Upload modes for Config.OnUpload and the upload step's detail.
+const (
+	UploadDelta = "delta"
+	UploadFull  = "full"
+)
+
+// deltaCache keeps the last deltas computed, so that the nodes of a
+// rollout, which mostly hold the same previous release, share one
+// computation. Computations run one at a time.
+type deltaCache struct {
+	mu     sync.Mutex
+	byPair map[string]*delta.Delta // base digest + " " + target digest
+	order  []string
+}
+
+const deltaCacheSize = 8
+
+// get returns the delta from the base file to the target file, computing
+// it on a miss.
+func (c *deltaCache) get(basePath, baseDigest, targetPath, targetDigest string) (*delta.Delta, error) {
+	key := baseDigest + " " + targetDigest
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if d, ok := c.byPair[key]; ok {
+		return d, nil
+	}
+	d, err := computeDelta(basePath, targetPath)
+	if err != nil {
+		return nil, err
+	}
+	if c.byPair == nil {
+		c.byPair = make(map[string]*delta.Delta)
+	}
+	if len(c.order) == deltaCacheSize {
+		delete(c.byPair, c.order[0])
+		c.order = c.order[1:]
+	}
+	c.byPair[key] = d
+	c.order = append(c.order, key)
+	return d, nil
+}
+
+func computeDelta(basePath, targetPath string) (*delta.Delta, error) {
+	base, err := os.Open(basePath)
+	if err != nil {
+		return nil, err
+	}
+	defer base.Close()
+	fi, err := base.Stat()
+	if err != nil {
+		return nil, err
+	}
+	target, err := os.ReadFile(targetPath)
+	if err != nil {
+		return nil, err
+	}
+	sig, err := delta.NewSignature(base, fi.Size(), delta.BlockSize(fi.Size()))
+	if err != nil {
+		return nil, err
+	}
+	return delta.Compute(sig, target), nil
+}
+
+// planDelta returns the delta to send, or why the full artifact is sent.
+func (dep *deployment) planDelta() (*delta.Delta, string) {
+	a := dep.job.Release.GetArtifact()
+	base := dep.facts.baseDigest
+	switch {
+	case base == "" || releaseOf(dep.facts.current) == "":
+		return nil, "no previous artifact on the node"
+	case a.GetSize() < MinDeltaSize:
+		return nil, "artifact smaller than " + bytesIEC(MinDeltaSize)
+	case dep.job.Base == nil:
+		return nil, "no artifact cache"
+	}
+	basePath, ok := dep.job.Base(base)
+	if !ok {
+		return nil, "the node's artifact " + base[:12] + " is not in the gateway's cache"
+	}
+	d, err := dep.d.deltas.get(basePath, base, dep.job.ArtifactPath, a.GetSha256())
+	switch {
+	case err != nil:
+		dep.log.Warn("computing a delta failed; sending the full artifact", "err", err)
+		return nil, "computing the delta failed"
+	case len(d.Pieces) > MaxDeltaPieces:
+		return nil, fmt.Sprintf("delta too fragmented (%d pieces, at most %d)", len(d.Pieces), MaxDeltaPieces)
+	case float64(d.Literal) > maxDeltaShare*float64(d.TargetSize):
+		return nil, fmt.Sprintf("delta too large (%s of %s)", bytesIEC(d.Literal), bytesIEC(d.TargetSize))
+	}
+	return d, ""
+}
+
+// uploadDelta sends d's literal bytes and rebuilds the artifact on the
+// node. ok reports a verified rebuild; otherwise fallback says why, and
+// err is a failure that ends the deployment (the connection or ctx).
+func (dep *deployment) uploadDelta(ctx context.Context, d *delta.Delta) (detail, fallback string, err error) {
+	target, err := os.Open(dep.job.ArtifactPath)
+	if err != nil {
+		return "", "", fmt.Errorf("upload: %w", err)
+	}
+	defer target.Close()
+	start := time.Now()
+	remote := path.Join(dep.partialDir(), deltaFile)
+	res, err := dep.remote.Upload(ctx, d.Payload(target), remote, 0o600)
+	if err != nil {
+		if ctx.Err() == nil {
+			dep.broken = true
+		}
+		return "", "", err
+	}
+	dep.onUpload(UploadDelta, res.Bytes, false)
+	if res.Bytes != d.Literal {
+		return "", "", fmt.Errorf("upload %s: sent %d bytes, the delta has %d (did the file change?)", remote, res.Bytes, d.Literal)
+	}
+	out, err := dep.exec(ctx, dep.rebuildScript(d))
+	if err != nil {
+		return "", "", fmt.Errorf("rebuild from delta: %w", err)
+	}
+	switch out.ExitCode {
+	case 0:
+	case exitMismatch:
+		return "", fmt.Sprintf("the rebuilt file did not verify (sha256 %s)", strings.TrimSpace(string(out.Stdout))), nil
+	default:
+		return "", fmt.Sprintf("the rebuild failed: %s", tail(strings.TrimSpace(string(out.Stderr)), 512)), nil
+	}
+	a := dep.job.Release.GetArtifact()
+	dep.sentSHA256 = a.GetSha256()
+	return fmt.Sprintf("delta: sent %s of %s (%.1f%%) in %d pieces, rebuilt from release %s in %v",
+		bytesIEC(res.Bytes), bytesIEC(a.GetSize()), 100*float64(res.Bytes)/float64(max(a.GetSize(), 1)),
+		len(d.Pieces), releaseOf(dep.facts.current), time.Since(start).Round(time.Millisecond)), "", nil
+}
+
+// rebuildScript writes the artifact into the partial release from the
+// current release's file and the uploaded literal bytes: one dd per run
+// of base blocks, one tail|head per literal, then checks the SHA-256. The
+// uploaded bytes are removed whatever happens; a file that failed the
+// check is removed too.
+func (dep *deployment) rebuildScript(d *delta.Delta) string {
+	a := dep.job.Release.GetArtifact()
+	var s script
+	s.set("P", dep.dir)
+	s.set("I", dep.job.Release.GetId())
+	s.set("J", releaseOf(dep.facts.current))
+	s.set("F", dep.uploadName())
+	s.set("S", a.GetSha256())
+	s.line(`T="$P/releases/$I.partial"; D="$T/` + deltaFile + `"; O="$T/$F"; B="$P/releases/$J/$F"`)
+	s.line(`{`)
+	bs := strconv.Itoa(d.BlockSize)
+	var lit int64 = 1 // tail -c +N counts from 1
+	for _, p := range d.Pieces {
+		if p.FromBase {
+			s.line(`dd if="$B" bs=` + bs + ` skip=` + strconv.FormatInt(p.Off/int64(d.BlockSize), 10) +
+				` count=` + strconv.FormatInt(p.Len/int64(d.BlockSize), 10) + ` 2>/dev/null &&`)
+			continue
+		}
+		s.line(`tail -c +` + strconv.FormatInt(lit, 10) + ` -- "$D" | head -c ` + strconv.FormatInt(p.Len, 10) + ` &&`)
+		lit += p.Len
+	}
+	s.line(`:; } >"$O"; r=$?; rm -f -- "$D"`)
+	s.line(`[ "$r" = 0 ] || { rm -f -- "$O"; exit ` + strconv.Itoa(exitRebuild) + `; }`)
+	if a.GetUnpack() == outpostv1.Unpack_UNPACK_NONE {
+		s.line(`chmod 755 -- "$O" || exit ` + strconv.Itoa(exitRebuild))
+	}
+	s.line(digestCmd(`"$O"`, `exit `+strconv.Itoa(exitRebuild)))
+	s.line(`s=${s%% *}; [ "$s" = "$S" ] || { rm -f -- "$O"; echo "$s"; exit ` + strconv.Itoa(exitMismatch) + `; }`)
+	return s.String()
+}
+
+func (dep *deployment) onUpload(mode string, n int64, rebuildFailed bool) {
+	if f := dep.d.cfg.OnUpload; f != nil {
+		f(mode, n, rebuildFailed)
+	}
+}
