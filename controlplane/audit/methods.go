@@ -38,8 +38,9 @@ var rules = map[string]rule{
 	outpostv1.ControlPlaneService_ListNodes_FullMethodName:        {readOnly: true},
 	// Who asked for a verification is recorded; its findings are
 	// node.drift entries, the first time each drift is seen.
-	outpostv1.ControlPlaneService_VerifyNodes_FullMethodName: {describe: verifyNodes},
-	outpostv1.ControlPlaneService_GetNode_FullMethodName:     {readOnly: true},
+	outpostv1.ControlPlaneService_VerifyNodes_FullMethodName:  {describe: verifyNodes},
+	outpostv1.ControlPlaneService_GetNode_FullMethodName:      {readOnly: true},
+	outpostv1.ControlPlaneService_ListGateways_FullMethodName: {readOnly: true},
 
 	// Rollouts.
 	outpostv1.ControlPlaneService_CreateRollout_FullMethodName:    {describe: createRollout},
