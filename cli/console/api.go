@@ -120,7 +120,12 @@ type summary struct {
 	Created     string          `json:"created"`
 	Counts      json.RawMessage `json:"counts"`
 	Digest      string          `json:"digest"`
-	Release     string          `json:"release"`
+	// Signer is the trusted key that verified the artifact's signature;
+	// Signed says a signature came with it at all (an environment that
+	// trusts no key leaves Signer empty: only the gateways verify).
+	Signer  string `json:"signer"`
+	Signed  bool   `json:"signed"`
+	Release string `json:"release"`
 }
 
 func summarize(ro *outpostv1.Rollout) summary {
@@ -130,6 +135,7 @@ func summarize(ro *outpostv1.Rollout) summary {
 		Requester: ro.GetRequester(), Approver: ro.GetApprover(), Message: ro.GetMessage(),
 		Created: ro.GetCreateTime().AsTime().UTC().Format(time.RFC3339),
 		Counts:  raw(ro.GetNodeCounts()), Digest: ro.GetArtifact().GetSha256(), Release: ro.GetReleaseId(),
+		Signer: ro.GetArtifact().GetSignature().GetSigner(), Signed: ro.GetArtifact().GetSignature() != nil,
 	}
 }
 

@@ -385,7 +385,8 @@ async function pageApprovals() {
       h('dl', {class: 'facts'},
         h('dt', {}, 'requester'), h('dd', {}, a.requester), h('dt', {}, 'environment'), h('dd', {}, a.environment),
         h('dt', {}, 'change id'), h('dd', {}, a.changeId), h('dt', {}, 'artifact digest'), h('dd', {}, 'sha256:' + a.digest),
-        h('dt', {}, 'signer'), h('dd', {}, 'not recorded by the control plane'),
+        h('dt', {}, 'signer'), h('dd', {id: 'signer-' + a.id}, a.signer ? a.signer
+          : a.signed ? 'signed; no key of this environment checked it (the gateways verify it)' : 'unsigned'),
         h('dt', {}, 'nodes'), h('dd', {}, (a.counts && a.counts.total) || 0)),
       diffView,
       h('div', {class: 'actions'}, reason,
