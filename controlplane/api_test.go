@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/outposthq/outpost/controlplane/store"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -535,6 +536,16 @@ func TestMetrics(t *testing.T) {
 			break
 		}
 	}
+	// Two nodes in drift, as node verify records them: counted from etcd.
+	for i, kinds := range [][]outpostv1.DriftKind{
+		{outpostv1.DriftKind_DRIFT_KIND_RELEASE_SWITCHED, outpostv1.DriftKind_DRIFT_KIND_STALE_LOCK},
+		{outpostv1.DriftKind_DRIFT_KIND_RELEASE_SWITCHED},
+	} {
+		if err := s.store.Put(ctxT(t), store.NodeStatusKey(nodeID(i)), &outpostv1.NodeStatus{Drift: kinds}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.rollouts.invalidate()
 
 	resp, err := http.Get("http://" + s.MetricsAddr() + "/metrics")
 	if err != nil {
@@ -552,6 +563,9 @@ func TestMetrics(t *testing.T) {
 		`outpost_rollouts_finished_total{state="succeeded"} 1`,
 		`outpost_rollouts{state="running"} 0`,
 		`outpost_rollouts{state="pending_approval"} 1`,
+		`outpost_nodes_drifted{kind="release_switched"} 2`,
+		`outpost_nodes_drifted{kind="stale_lock"} 1`,
+		`outpost_nodes_drifted{kind="unreachable"} 0`,
 		`outpost_gateways_connected{datacenter="dc1"} 1`,
 		`outpost_step_duration_seconds_count{result="succeeded",step="unlock"} 2`,
 		`outpost_step_duration_seconds_count{result="failed",step="health"} 1`,

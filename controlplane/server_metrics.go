@@ -78,14 +78,16 @@ const rolloutCountTimeout = 5 * time.Second
 // not over, by state. Only the leader reports them, so that summing over
 // replicas counts each rollout once; the others report nothing.
 type rolloutCollector struct {
-	desc  *prometheus.Desc
-	store *store.Store
-	leads func() bool
-	now   func() time.Time
+	desc    *prometheus.Desc
+	drifted *prometheus.Desc // outpost_nodes_drifted, counted in the same pass
+	store   *store.Store
+	leads   func() bool
+	now     func() time.Time
 
-	mu     sync.Mutex // guards counts and at; held during a count
+	mu     sync.Mutex // guards counts, drift and at; held during a count
 	counts map[outpostv1.RolloutState]int
-	at     time.Time // when counts were read; zero: never
+	drift  map[outpostv1.DriftKind]int // nodes in drift, by kind
+	at     time.Time                   // when counts were read; zero: never
 }
 
 func newRolloutCollector(st *store.Store, leads func() bool) *rolloutCollector {
@@ -93,6 +95,9 @@ func newRolloutCollector(st *store.Store, leads func() bool) *rolloutCollector {
 		desc: prometheus.NewDesc("outpost_rollouts",
 			"Rollouts not yet over, by state (pending_approval, approved, running, paused, pending_validation), counted from etcd by the leader; other replicas report none.",
 			[]string{telemetry.LabelState}, nil),
+		drifted: prometheus.NewDesc("outpost_nodes_drifted",
+			"Nodes whose last observation differs from what Outpost last activated (outpost node verify, or the periodic verification), by drift kind; a node with two kinds counts in both. Counted from etcd by the leader; other replicas report none.",
+			[]string{"kind"}, nil),
 		store: st,
 		leads: leads,
 		now:   time.Now,
@@ -100,7 +105,7 @@ func newRolloutCollector(st *store.Store, leads func() bool) *rolloutCollector {
 }
 
 // Describe implements prometheus.Collector.
-func (c *rolloutCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func (c *rolloutCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc; ch <- c.drifted }
 
 // Collect implements prometheus.Collector. A count that fails reports
 // nothing rather than a wrong number.
@@ -113,15 +118,26 @@ func (c *rolloutCollector) Collect(ch chan<- prometheus.Metric) {
 	if c.at.IsZero() || c.now().Sub(c.at) >= rolloutCountTTL {
 		ctx, cancel := context.WithTimeout(context.Background(), rolloutCountTimeout)
 		counts, err := countRollouts(ctx, c.store)
+		var drift map[outpostv1.DriftKind]int
+		if err == nil {
+			drift, err = countDrift(ctx, c.store)
+		}
 		cancel()
 		if err != nil {
 			ch <- prometheus.NewInvalidMetric(c.desc, err)
 			return
 		}
-		c.counts, c.at = counts, c.now()
+		c.counts, c.drift, c.at = counts, drift, c.now()
 	}
 	for _, st := range rolloutStates {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(c.counts[st]), telemetry.RolloutStateValue(st))
+	}
+	for v := range outpostv1.DriftKind_name {
+		k := outpostv1.DriftKind(v)
+		if k == outpostv1.DriftKind_DRIFT_KIND_UNSPECIFIED {
+			continue
+		}
+		ch <- prometheus.MustNewConstMetric(c.drifted, prometheus.GaugeValue, float64(c.drift[k]), telemetry.EnumValue(k.String(), "DRIFT_KIND_"))
 	}
 }
 
@@ -146,6 +162,33 @@ func countRollouts(ctx context.Context, st *store.Store) (map[outpostv1.RolloutS
 			}
 			if !rolloutstate.Terminal(r.GetState()) {
 				counts[r.GetState()]++
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		if next == "" {
+			break
+		}
+		after = next
+	}
+	return counts, nil
+}
+
+// countDrift reads every node's fleet truth and counts the nodes in
+// drift by kind.
+func countDrift(ctx context.Context, st *store.Store) (map[outpostv1.DriftKind]int, error) {
+	counts := map[outpostv1.DriftKind]int{}
+	after := ""
+	for range 1 << 20 {
+		next, err := st.ListChildren(ctx, store.NodeStatusPrefix, 0, after, func(_ string, v []byte) error {
+			ns := &outpostv1.NodeStatus{}
+			if err := proto.Unmarshal(v, ns); err != nil {
+				return err
+			}
+			for _, k := range ns.GetDrift() {
+				counts[k]++
 			}
 			return nil
 		})
