@@ -31,7 +31,7 @@ func TestWriteRolloutNode(t *testing.T) {
 	}
 }
 
-// The JSON of a node's record carries trace_id, for `jq -r .trace_id`.
+// The JSON of a node's record carries traceId (the API's JSON), for `jq -r .traceId`.
 func TestRolloutNodeJSONHasTraceID(t *testing.T) {
 	var b bytes.Buffer
 	if err := writeProto(&b, "json", failedNode()); err != nil {
@@ -41,7 +41,7 @@ func TestRolloutNodeJSONHasTraceID(t *testing.T) {
 	if err := json.Unmarshal(b.Bytes(), &got); err != nil {
 		t.Fatal(err)
 	}
-	if got["trace_id"] != "0af7651916cd43dd8448eb211c80319c" {
-		t.Errorf("trace_id = %v in %s", got["trace_id"], b.String())
+	if got["traceId"] != "0af7651916cd43dd8448eb211c80319c" {
+		t.Errorf("traceId = %v in %s", got["traceId"], b.String())
 	}
 }
