@@ -16,6 +16,7 @@ import (
 	"github.com/outposthq/outpost/controlplane/analysis"
 	"github.com/outposthq/outpost/e2e/e2etest"
 	"github.com/outposthq/outpost/internal/rolloutstate"
+	"github.com/outposthq/outpost/internal/telemetry"
 	"github.com/outposthq/outpost/internal/testprometheus"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -167,7 +168,7 @@ func measurementsOf(r *outpostv1.Rollout, stage string) []*outpostv1.Measurement
 // the baseline's passes its three rounds and goes to every node.
 func TestCanaryAnalysisPromotesAGoodRelease(t *testing.T) {
 	rec := tracetest.NewSpanRecorder()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	tp := sdktrace.NewTracerProvider(telemetry.ProviderOptions(telemetry.Service{Name: telemetry.ServiceControlPlane}, sdktrace.WithSpanProcessor(rec))...)
 	t.Cleanup(func() { tp.Shutdown(context.Background()) })
 	s, _ := newAnalysisSystem(t, withTracer(tp))
 	_, digest := s.release("1.1.0", true)

@@ -31,6 +31,7 @@ import (
 	"github.com/outposthq/outpost/gateway"
 	"github.com/outposthq/outpost/internal/pki"
 	"github.com/outposthq/outpost/internal/simfleet"
+	"github.com/outposthq/outpost/internal/telemetry"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
@@ -316,7 +317,7 @@ func TestSecretsStayOutOfLogsTracesEtcdAndAudit(t *testing.T) {
 	password := "pw-" + hex.EncodeToString(b[:])
 	logs, opt := capture(slog.LevelDebug)
 	rec := tracetest.NewSpanRecorder()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	tp := sdktrace.NewTracerProvider(telemetry.ProviderOptions(telemetry.Service{Name: telemetry.ServiceControlPlane}, sdktrace.WithSpanProcessor(rec))...)
 	t.Cleanup(func() { tp.Shutdown(context.Background()) })
 
 	s := &system{t: t, dir: t.TempDir(), gateways: map[string]*runningGateway{}, creds: map[string]*pki.Credential{}, tp: tp}
@@ -431,7 +432,8 @@ func TestSecretsStayOutOfLogsTracesEtcdAndAudit(t *testing.T) {
 			fmt.Fprintf(&spans, "  %s %s\n", ev.Name, ev.Attributes)
 		}
 	}
-	if !strings.Contains(spans.String(), "outpost.CreateRollout") {
+	// The API call's SERVER span and the rollout trace's root.
+	if !strings.Contains(spans.String(), "outpost.v1.ControlPlaneService/CreateRollout") || !strings.Contains(spans.String(), "outpost.rollout ") {
 		t.Errorf("no CreateRollout span recorded:\n%s", tail(spans.String(), 2000))
 	}
 	check("the spans", spans.String())
