@@ -41,7 +41,7 @@ const (
 // promNodes is the size of the fleet: real sshd processes, alternating
 // between dc-a and dc-b; promBadNode (in dc-a) presents the wrong host key.
 const (
-	promNodes   = 4
+	promNodes   = 20
 	promBadNode = 2
 )
 
