@@ -121,6 +121,11 @@ func (c *Client) RunInput(ctx context.Context, cmd string, stdin io.Reader) (Res
 		switch {
 		case err == nil:
 			return r, nil
+		case errors.Is(err, io.EOF):
+			// Run reports a copy error only once the command exited 0;
+			// io.EOF is the stdin copier finding the channel closed,
+			// i.e. a command that did not read all of its input.
+			return r, nil
 		case errors.As(err, &exitErr):
 			r.ExitCode, r.Signal = exitErr.ExitStatus(), exitErr.Signal()
 			return r, nil
