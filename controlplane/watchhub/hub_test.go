@@ -354,12 +354,12 @@ func TestOneEtcdWatchPerRollout(t *testing.T) {
 	for _, k := range ks {
 		k.until("the change", func(k *taken) bool { return k.nodes[nodeName(3)].GetError() == "changed" })
 	}
-	if got := h.EtcdWatches(); got != 1 {
+	if got := etcdWatchesBecome(h, 1); got != 1 {
 		t.Errorf("20 watchers of one rollout opened %d etcd watches, want 1", got)
 	}
 	other := join(t, h, "user/u1", "r-2", 0, 0)
 	other.until("the snapshot", (*taken).snapshotDone)
-	if got := h.EtcdWatches(); got != 2 {
+	if got := etcdWatchesBecome(h, 2); got != 2 {
 		t.Errorf("a second rollout: %d etcd watches in all, want 2", got)
 	}
 	// The last watcher of r-1 leaving stops its feed; a new one starts
@@ -372,9 +372,20 @@ func TestOneEtcdWatchPerRollout(t *testing.T) {
 	if again.nodes[nodeName(3)].GetError() != "changed" {
 		t.Errorf("new feed: node 3 = %v", again.nodes[nodeName(3)])
 	}
-	if got := h.EtcdWatches(); got != 3 {
+	if got := etcdWatchesBecome(h, 3); got != 3 {
 		t.Errorf("after r-1's feed restarted: %d etcd watches, want 3", got)
 	}
+}
+
+// etcdWatchesBecome waits up to 5 s for h to have opened want etcd
+// watches and returns how many it has: a feed serves its snapshot before
+// it opens its watch, so a watcher may see the snapshot first.
+func etcdWatchesBecome(h *Hub, want int64) int64 {
+	deadline := time.Now().Add(5 * time.Second)
+	for h.EtcdWatches() < want && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	return h.EtcdWatches()
 }
 
 func TestSlowWatcherCoalesces(t *testing.T) {
