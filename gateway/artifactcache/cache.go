@@ -47,11 +47,11 @@ type Config struct {
 	// stream stopped, as long as each attempt made progress; zero means
 	// DefaultMaxResumes, negative means never.
 	MaxResumes int
-	// MaxBytes bounds the total size of the cached artifact files; zero
-	// means DefaultMaxBytes, negative is an error. The least recently used
-	// artifacts not in use (see Pin) are evicted to stay within it. It is
-	// exceeded while every artifact is in use, and by fetches in
-	// progress, which count only once they are complete.
+	// MaxBytes bounds the total size of the cached artifact files and of
+	// the fetches in progress (counted from the size the control plane
+	// announces); zero means DefaultMaxBytes, negative is an error. The
+	// least recently used artifacts not in use (see Pin) are evicted to
+	// stay within it; it is exceeded while every artifact is in use.
 	MaxBytes int64
 	// Now is the clock that stamps a use on a file; nil means time.Now.
 	Now func() time.Time
@@ -108,6 +108,7 @@ type Cache struct {
 	entries  map[string]*entry // guarded by mu: the cached files, by digest
 	lru      *list.List        // guarded by mu: of *entry, most recently used first
 	total    int64             // guarded by mu: bytes of the entries
+	reserved int64             // guarded by mu: announced bytes of the fetches in progress
 	over     bool              // guarded by mu: over MaxBytes at the last eviction (logged once)
 	evictSeq uint64            // guarded by mu: numbers evicted files in tmp
 }
@@ -400,7 +401,9 @@ func (c *Cache) fetch(ctx context.Context, digest, final string) (size int64, er
 	if err != nil {
 		return 0, fmt.Errorf("artifact %s: %w", digest, err)
 	}
+	st := &fetchState{digest: digest, size: -1, h: sha256.New(), w: tmp}
 	defer func() {
+		c.reserve(-st.reserved)
 		if err != nil {
 			tmp.Close()
 			os.Remove(tmp.Name())
@@ -409,7 +412,6 @@ func (c *Cache) fetch(ctx context.Context, digest, final string) (size int64, er
 	log := c.cfg.Logger.With("sha256", digest)
 	log.Info("fetching artifact from the control plane")
 
-	st := &fetchState{digest: digest, size: -1, h: sha256.New(), w: tmp}
 	for attempt := 0; ; attempt++ {
 		before := st.n
 		err := c.stream(ctx, st)
@@ -461,9 +463,13 @@ func syncDir(dir string) {
 type fetchState struct {
 	digest string
 	size   int64 // announced size; -1 until the first message
-	n      int64 // bytes written
-	h      hash.Hash
-	w      io.Writer
+	// reserved is what this fetch added to Cache.reserved: size once
+	// announced, at most MaxBytes (a control plane announcing more
+	// empties the unpinned cache at worst, then fails verification).
+	reserved int64
+	n        int64 // bytes written
+	h        hash.Hash
+	w        io.Writer
 }
 
 // stream fetches from st.n to the end of the artifact.
@@ -497,6 +503,12 @@ func (c *Cache) stream(ctx context.Context, st *fetchState) error {
 			}
 			if a.GetSize() < 0 || st.size >= 0 && a.GetSize() != st.size {
 				return &VerifyError{Digest: st.digest, Reason: fmt.Sprintf("announced size %d changed or invalid", a.GetSize())}
+			}
+			if st.size < 0 {
+				// Make room before the bytes arrive, so that the disk
+				// holds the limit's worth, not the limit and a fetch.
+				st.reserved = min(a.GetSize(), c.cfg.MaxBytes)
+				c.reserve(st.reserved)
 			}
 			st.size = a.GetSize()
 		}

@@ -37,13 +37,14 @@ type fakeStore struct {
 	extra    int               // guarded by mu: send this many more bytes
 	cutOnce  int64             // guarded by mu: >0: the next call breaks after this many bytes
 	gate     chan struct{}     // guarded by mu: when set, calls wait for it to close
+	midGate  chan struct{}     // guarded by mu: when set, calls wait for it after the metadata
 }
 
 func (f *fakeStore) FetchArtifact(req *outpostv1.FetchArtifactRequest, s grpc.ServerStreamingServer[outpostv1.FetchArtifactResponse]) error {
 	f.mu.Lock()
 	f.calls = append(f.calls, req.GetOffset())
 	data, ok := f.blobs[req.GetSha256()]
-	corrupt, truncate, extra, cut, gate := f.corrupt, f.truncate, f.extra, f.cutOnce, f.gate
+	corrupt, truncate, extra, cut, gate, midGate := f.corrupt, f.truncate, f.extra, f.cutOnce, f.gate, f.midGate
 	f.cutOnce = 0
 	f.mu.Unlock()
 	if gate != nil {
@@ -67,6 +68,13 @@ func (f *fakeStore) FetchArtifact(req *outpostv1.FetchArtifactRequest, s grpc.Se
 	first := &outpostv1.FetchArtifactResponse{Artifact: &outpostv1.Artifact{Sha256: req.GetSha256(), Size: size, Name: "a.tar.gz"}}
 	if err := s.Send(first); err != nil {
 		return err
+	}
+	if midGate != nil {
+		select {
+		case <-midGate:
+		case <-s.Context().Done():
+			return s.Context().Err()
+		}
 	}
 	if cut > 0 {
 		if err := s.Send(&outpostv1.FetchArtifactResponse{Chunk: data[:cut]}); err != nil {

@@ -24,8 +24,9 @@
 //     and only unpinned entries are evicted. When everything is pinned
 //     the cache stays over MaxBytes until a Release evicts. An artifact
 //     larger than MaxBytes is served all the same and evicted when its
-//     last Pin is released, with a warning. A fetch in progress is in
-//     <Dir>/tmp and counts only once it is complete.
+//     last Pin is released, with a warning. A fetch in progress (in
+//     <Dir>/tmp) counts from the moment its size is announced, so room is
+//     made before its bytes arrive.
 //   - An evicted file is renamed into <Dir>/tmp under the lock, then
 //     removed; New removes what a crash left in tmp, indexes the files in
 //     sha256 (ignoring names that are not digests) and trims to MaxBytes.

@@ -114,7 +114,7 @@ func (c *Cache) dropLocked(e *entry) {
 // entry left is pinned the cache stays over its limit until a Release.
 func (c *Cache) evictLocked() []string {
 	var victims []string
-	for el := c.lru.Back(); el != nil && c.total > c.cfg.MaxBytes; {
+	for el := c.lru.Back(); el != nil && c.total+c.reserved > c.cfg.MaxBytes; {
 		e := el.Value.(*entry)
 		el = el.Prev()
 		if e.pins > 0 {
@@ -134,7 +134,7 @@ func (c *Cache) evictLocked() []string {
 			"cache_bytes", c.total, "limit_bytes", c.cfg.MaxBytes)
 		victims = append(victims, dst)
 	}
-	over := c.total > c.cfg.MaxBytes
+	over := c.total+c.reserved > c.cfg.MaxBytes
 	if over && !c.over {
 		c.cfg.Logger.Warn("artifact cache is over its limit: every artifact left is in use; it shrinks as deployments finish",
 			"cache_bytes", c.total, "limit_bytes", c.cfg.MaxBytes)
@@ -142,6 +142,19 @@ func (c *Cache) evictLocked() []string {
 	c.over = over
 	c.account()
 	return victims
+}
+
+// reserve adds n (negative: removes) to the bytes of fetches in progress
+// and evicts to make room for them.
+func (c *Cache) reserve(n int64) {
+	if n == 0 {
+		return
+	}
+	c.mu.Lock()
+	c.reserved += n
+	victims := c.evictLocked()
+	c.mu.Unlock()
+	c.removeEvicted(victims)
 }
 
 // removeEvicted deletes the files evictLocked moved aside. A failure

@@ -394,3 +394,46 @@ func sha(b []byte) string {
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:])
 }
+
+// TestFetchMakesRoomFirst: a fetch counts against the limit from the
+// moment its size is announced, so the cache evicts before the bytes
+// arrive and the disk never holds the limit plus a fetch. A failed fetch
+// gives its room back.
+func TestFetchMakesRoomFirst(t *testing.T) {
+	e := newEnv(t)
+	c := e.openWith(t, Config{MaxBytes: 2500})
+	ds := e.artifacts(3, 1000)
+	a, b, cc := ds[0], ds[1], ds[2]
+	use(t, c, a)
+	use(t, c, b)
+	gate := make(chan struct{})
+	e.store.set(func(f *fakeStore) { f.midGate = gate })
+	done := make(chan error, 1)
+	go func() {
+		p, err := c.Get(context.Background(), cc)
+		if err == nil {
+			p.Release()
+		}
+		done <- err
+	}()
+	waitFor(t, func() bool { return slices.Equal(e.onDisk(t), []string{b}) })
+	close(gate)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got, want := e.onDisk(t), sorted(b, cc); !slices.Equal(got, want) {
+		t.Errorf("after the fetch of c the cache holds %s, want %s", short(got), short(want))
+	}
+
+	// A fetch that fails verification gives back what it reserved.
+	e.store.set(func(f *fakeStore) { f.midGate, f.corrupt = nil, true })
+	if _, err := c.Get(context.Background(), a); err == nil {
+		t.Fatal("Get of a corrupted fetch succeeded")
+	}
+	c.mu.Lock()
+	reserved := c.reserved
+	c.mu.Unlock()
+	if reserved != 0 {
+		t.Errorf("reserved = %d after the fetches ended, want 0", reserved)
+	}
+}
