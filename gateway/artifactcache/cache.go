@@ -115,10 +115,9 @@ type Cache struct {
 
 // call is one fetch that concurrent Gets of the same digest wait for.
 type call struct {
-	done    chan struct{} // closed when path and err are set
-	path    string
-	err     error
-	waiters int // guarded by Cache.mu: Gets waiting for this call (tests look)
+	done    chan struct{} // closed when err is set
+	err     error         // nil: the artifact is in the index (waiters pin it themselves)
+	waiters int           // guarded by Cache.mu: Gets waiting for this call (tests look)
 }
 
 // New creates the cache directories, removes temporary files left by an
