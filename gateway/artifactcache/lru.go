@@ -137,7 +137,7 @@ func (c *Cache) evictLocked() []string {
 	over := c.total+c.reserved > c.cfg.MaxBytes
 	if over && !c.over {
 		c.cfg.Logger.Warn("artifact cache is over its limit: every artifact left is in use; it shrinks as deployments finish",
-			"cache_bytes", c.total, "limit_bytes", c.cfg.MaxBytes)
+			"cache_bytes", c.total, "fetching_bytes", c.reserved, "limit_bytes", c.cfg.MaxBytes)
 	}
 	c.over = over
 	c.account()
