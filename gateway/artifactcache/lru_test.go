@@ -437,3 +437,19 @@ func TestFetchMakesRoomFirst(t *testing.T) {
 		t.Errorf("reserved = %d after the fetches ended, want 0", reserved)
 	}
 }
+
+// TestLimitAboveDiskWarns: an absurd limit is accepted (it bounds
+// nothing) and the log says so at start.
+func TestLimitAboveDiskWarns(t *testing.T) {
+	e := newEnv(t)
+	logs := &logBuffer{}
+	e.openWith(t, Config{MaxBytes: 1 << 62, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if !strings.Contains(logs.String(), "larger than its file system") {
+		t.Errorf("no warning about a limit above the disk's size in the log:\n%s", logs.String())
+	}
+	logs2 := &logBuffer{}
+	e.openWith(t, Config{MaxBytes: 1 << 20, Logger: slog.New(slog.NewTextHandler(logs2, nil))})
+	if strings.Contains(logs2.String(), "larger than its file system") {
+		t.Errorf("warning about a 1 MiB limit:\n%s", logs2.String())
+	}
+}
