@@ -36,6 +36,14 @@ sees them. If the control plane goes away, the gateway keeps retrying with
 backoff. On shutdown it finishes the nodes it is switching (never leaving
 a node half-switched) and cancels the rest.
 
+The cache keeps artifacts for later rollouts and as the bases of delta
+uploads, up to --artifact-cache-size in all (default 20GiB; 0 is refused):
+the least recently used artifact that no deployment is using goes first.
+An artifact in use is never removed, so the cache may exceed its limit
+while it is deployed; one larger than the limit is still deployed, then
+removed when its last deployment ends (the log warns). The cache survives
+restarts, and a smaller limit applies at the next start.
+
 With several control plane replicas, give all of them, comma-separated:
 --controlplane cp-1:7443,cp-2:7443,cp-3:7443. The gateway finds the leader
 among them, and the next leader after a failover.
@@ -81,7 +89,8 @@ Examples:
       --ssh-key /etc/outpost/gateway/id_ed25519 --known-hosts /etc/outpost/gateway/known_hosts \
       --trusted-keys /etc/outpost/gateway/trusted-keys.yaml
   outpost gateway --controlplane 127.0.0.1:7443 --datacenter dc-1 --ssh-agent \
-      --known-hosts ~/.ssh/known_hosts --ssh-user deploy --concurrency 50
+      --known-hosts ~/.ssh/known_hosts --ssh-user deploy --concurrency 50 \
+      --cache-dir /var/cache/outpost --artifact-cache-size 50GiB
   outpost gateway --controlplane cp.example.internal:7443 --ssh-user deploy \
       --ssh-ca-key /etc/outpost/gateway/outpost_user_ca --ssh-cert-validity 2h \
       --ssh-cert-source-address 10.20.0.5,10.20.0.6 --known-hosts /etc/outpost/gateway/known_hosts
@@ -112,6 +121,8 @@ See deploy/systemd/outpost-gateway.service for a systemd unit.`,
 			concurrency := fs.Int("concurrency", gateway.DefaultConcurrency, "nodes deployed at once")
 			handshakes := fs.Int("max-handshakes", 0, "SSH connection set-ups at once across all nodes (0 = 32), so a large batch does not trip the servers' MaxStartups")
 			cacheDir := fs.String("cache-dir", defaultCacheDir(), "artifact cache `directory`")
+			cacheSize := newCacheSizeFlag()
+			fs.Var(cacheSize, "artifact-cache-size", "bound on the artifacts kept in --cache-dir (`SIZE`: 20GiB, 500MB, bytes); the least recently used not being deployed goes first")
 			metrics := fs.String("metrics-listen", "", "serve Prometheus /metrics on this `address` (e.g. 127.0.0.1:9465); empty: off")
 			otelEndpoint := fs.String("otel-endpoint", "", otelEndpointHelp)
 			trustedKeys := fs.String("trusted-keys", "", "YAML `FILE` of the named public keys whose artifact signatures this gateway accepts (keys: [{id, public_key}]); empty: none")
@@ -177,6 +188,7 @@ See deploy/systemd/outpost-gateway.service for a systemd unit.`,
 					JoinToken:      token,
 					Concurrency:    *concurrency,
 					CacheDir:       *cacheDir,
+					CacheMaxBytes:  int64(*cacheSize),
 					SSH: gateway.SSHConfig{
 						User:                *user,
 						KeyFiles:            keys,
@@ -199,7 +211,7 @@ See deploy/systemd/outpost-gateway.service for a systemd unit.`,
 				if err != nil {
 					return err
 				}
-				log.Info("gateway starting", "controlplane", *cp, "name", g.Name(), "datacenter", g.Datacenter(), "credential", *credFile, "cache_dir", *cacheDir,
+				log.Info("gateway starting", "controlplane", *cp, "name", g.Name(), "datacenter", g.Datacenter(), "credential", *credFile, "cache_dir", *cacheDir, "artifact_cache_size", cacheSize.String(),
 					"trusted_signers", strings.Join(trust.IDs(), ","), "require_signature", trust != nil && *requireSig)
 				if err := g.Run(ctx); err != nil {
 					return err

@@ -56,6 +56,10 @@ type Config struct {
 	Concurrency int
 	// CacheDir holds the artifact cache (required); created if missing.
 	CacheDir string
+	// CacheMaxBytes bounds the artifact files kept in CacheDir; the least
+	// recently used artifact no deployment is using goes first. Zero
+	// means artifactcache.DefaultMaxBytes; negative is an error.
+	CacheMaxBytes int64
 	// SSH holds the credentials and known hosts used for every node.
 	SSH SSHConfig
 	// MetricsListen is the address of the Prometheus /metrics endpoint;
@@ -161,6 +165,9 @@ func (c *Config) CheckAndSetDefaults() error {
 	}
 	if c.CacheDir == "" {
 		return errors.New("gateway: CacheDir is required")
+	}
+	if c.CacheMaxBytes < 0 {
+		return fmt.Errorf("gateway: CacheMaxBytes %d is negative", c.CacheMaxBytes)
 	}
 	switch {
 	case c.Concurrency < 0:

@@ -32,6 +32,7 @@ func TestConfigCheckAndSetDefaults(t *testing.T) {
 		{"no control plane", func(c *Config) { c.ControlPlane = "" }, "ControlPlane is required"},
 		{"no datacenter", func(c *Config) { c.Datacenter = "" }, "Datacenter is required"},
 		{"no cache dir", func(c *Config) { c.CacheDir = "" }, "CacheDir is required"},
+		{"negative cache size", func(c *Config) { c.CacheMaxBytes = -1 }, "CacheMaxBytes -1 is negative"},
 		{"negative concurrency", func(c *Config) { c.Concurrency = -1 }, "Concurrency -1 is negative"},
 		{"max below min", func(c *Config) { c.MinBackoff, c.MaxBackoff = time.Second, time.Millisecond }, "MaxBackoff 1ms is below MinBackoff 1s"},
 		{"no credentials", func(c *Config) { c.SSH = SSHConfig{User: "x"} }, "no credentials"},

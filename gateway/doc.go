@@ -28,7 +28,9 @@
 //   - An assignment for a node of another datacenter, from a stale leader
 //     epoch, or beyond capacity is refused with a reason.
 //   - Each artifact is fetched from the control plane once per digest
-//     (package artifactcache) and fanned out to every node.
+//     (package artifactcache) and fanned out to every node, as long as
+//     the size-bounded cache keeps it. A deployment pins its artifact and
+//     its delta bases until it ends, so none is evicted under it.
 //   - SSH keys are loaded once, in New; passwords never reach logs, errors,
 //     events or traces.
 //   - With an SSH user CA (SSHConfig.CAKeyFile) each assignment logs in

@@ -29,12 +29,13 @@ type nodeDeployer interface {
 
 var _ nodeDeployer = (*deployer.Deployer)(nil)
 
-// artifactGetter returns the local path of a verified artifact.
+// artifactGetter returns verified artifacts, pinned in the cache until
+// released.
 type artifactGetter interface {
-	Get(ctx context.Context, sha256 string) (string, error)
+	Get(ctx context.Context, sha256 string) (*artifactcache.Pin, error)
 	// Cached returns a cached artifact without fetching it: the base of a
 	// delta upload.
-	Cached(sha256 string) (string, bool)
+	Cached(sha256 string) (*artifactcache.Pin, bool)
 }
 
 var _ artifactGetter = (*artifactcache.Cache)(nil)
@@ -173,6 +174,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 	defer cp.Close()
 	cache, err := artifactcache.New(artifactcache.Config{
 		Dir:        g.cfg.CacheDir,
+		MaxBytes:   g.cfg.CacheMaxBytes,
+		Now:        g.cfg.Now,
 		Fetcher:    cp,
 		Logger:     g.log,
 		Registerer: g.reg,

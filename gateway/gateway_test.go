@@ -463,6 +463,10 @@ func TestMetricsEndpoint(t *testing.T) {
 		"outpost_gateway_artifact_cache_misses_total 1",
 		"outpost_gateway_artifact_cache_hits_total 1",
 		"outpost_gateway_artifact_fetched_bytes_total 1",
+		"outpost_gateway_artifact_cache_bytes 1",
+		"outpost_gateway_artifact_cache_entries 1",
+		"outpost_gateway_artifact_cache_limit_bytes 2.147483648e+10",
+		"outpost_gateway_artifact_cache_evictions_total 0",
 	} {
 		if !strings.Contains(string(body), want+"\n") {
 			t.Errorf("/metrics lacks %q", want)

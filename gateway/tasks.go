@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/outposthq/outpost/gateway/artifactcache"
 	"github.com/outposthq/outpost/gateway/deployer"
 	"github.com/outposthq/outpost/internal/telemetry"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
@@ -277,12 +278,17 @@ func (g *Gateway) deployAssignment(ctx context.Context, t *task) deployer.Result
 	if err != nil {
 		return deployer.Result{State: outpostv1.NodeState_NODE_STATE_FAILED, Err: err}
 	}
-	path, err := g.fetchArtifact(ctx, a)
+	pin, err := g.fetchArtifact(ctx, a)
 	if err != nil {
 		// Reported as the upload step: the node has not been touched.
 		return g.failBeforeNode(a, outpostv1.Step_STEP_UPLOAD, "fetching the artifact from the control plane", err, emit)
 	}
-	signer, err := g.checkSignature(ctx, a, path)
+	// The artifact, and the delta bases the deployer asks for, stay in
+	// the cache until the deployment is over.
+	defer pin.Release()
+	bases := &basePins{cache: g.cache}
+	defer bases.release()
+	signer, err := g.checkSignature(ctx, a, pin.Path())
 	if err != nil {
 		t.log.Warn("deployment refused before the node was dialled", "error", err)
 		return g.failBeforeNode(a, outpostv1.Step_STEP_UPLOAD, "verifying the artifact's signature", err, emit)
@@ -290,8 +296,8 @@ func (g *Gateway) deployAssignment(ctx context.Context, t *task) deployer.Result
 	if signer != "" {
 		t.log.Info("artifact signature verified", "signer", signer)
 	}
-	job.ArtifactPath = path
-	job.Base = g.cache.Cached
+	job.ArtifactPath = pin.Path()
+	job.Base = bases.get
 	return g.deploy.Deploy(ctx, job, emit)
 }
 
@@ -313,20 +319,21 @@ func cloneEvent(ev *outpostv1.NodeStepEvent, phase outpostv1.StepPhase, seq uint
 	return &outpostv1.NodeStepEvent{NodeId: ev.NodeId, RolloutId: ev.RolloutId, Step: ev.Step, Time: ev.Time, Phase: phase, Seq: seq}
 }
 
-// fetchArtifact returns the local copy of a's artifact, in its own span.
-func (g *Gateway) fetchArtifact(ctx context.Context, a *outpostv1.Assignment) (string, error) {
+// fetchArtifact returns the local copy of a's artifact, pinned, in its own
+// span.
+func (g *Gateway) fetchArtifact(ctx context.Context, a *outpostv1.Assignment) (*artifactcache.Pin, error) {
 	digest := a.GetRelease().GetArtifact().GetSha256()
 	ctx, span := g.tracer.Start(ctx, "gateway.fetch_artifact", trace.WithAttributes(
 		telemetry.AttrNodeID.String(a.GetNode().GetId()),
 		telemetry.AttrArtifact.String(digest),
 	))
 	defer span.End()
-	path, err := g.cache.Get(ctx, digest)
+	pin, err := g.cache.Get(ctx, digest)
 	if err != nil {
 		telemetry.Fail(span, err)
-		return "", fmt.Errorf("fetch artifact: %w", err)
+		return nil, fmt.Errorf("fetch artifact: %w", err)
 	}
-	return path, nil
+	return pin, nil
 }
 
 // jobOf turns an assignment into a deployer job (without the artifact

@@ -1,6 +1,7 @@
 package artifactcache
 
 import (
+	"container/list"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -13,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -32,6 +34,9 @@ var _ Fetcher = outpostv1.GatewayServiceClient(nil)
 // stream broke, when Config.MaxResumes is zero.
 const DefaultMaxResumes = 3
 
+// DefaultMaxBytes is the cache's limit when Config.MaxBytes is zero.
+const DefaultMaxBytes = 20 << 30
+
 // Config configures a Cache.
 type Config struct {
 	// Dir holds the cache (required). It is created if missing.
@@ -42,6 +47,14 @@ type Config struct {
 	// stream stopped, as long as each attempt made progress; zero means
 	// DefaultMaxResumes, negative means never.
 	MaxResumes int
+	// MaxBytes bounds the total size of the cached artifact files and of
+	// the fetches in progress (counted from the size the control plane
+	// announces); zero means DefaultMaxBytes, negative is an error. The
+	// least recently used artifacts not in use (see Pin) are evicted to
+	// stay within it; it is exceeded while every artifact is in use.
+	MaxBytes int64
+	// Now is the clock that stamps a use on a file; nil means time.Now.
+	Now func() time.Time
 	// Logger receives fetch events; nil discards.
 	Logger *slog.Logger
 	// Registerer receives the cache's metrics; nil means they are kept but
@@ -63,6 +76,15 @@ func (c *Config) CheckAndSetDefaults() error {
 	if c.MaxResumes < 0 {
 		c.MaxResumes = 0
 	}
+	if c.MaxBytes < 0 {
+		return fmt.Errorf("artifactcache: MaxBytes %d is negative", c.MaxBytes)
+	}
+	if c.MaxBytes == 0 {
+		c.MaxBytes = DefaultMaxBytes
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -71,27 +93,37 @@ func (c *Config) CheckAndSetDefaults() error {
 
 // Cache is a directory of verified artifacts. It is safe for concurrent use.
 type Cache struct {
-	cfg      Config
-	blobDir  string
-	tmpDir   string
-	hits     prometheus.Counter
-	misses   prometheus.Counter
-	fetched  prometheus.Counter
+	cfg       Config
+	blobDir   string
+	tmpDir    string
+	hits      prometheus.Counter
+	misses    prometheus.Counter
+	fetched   prometheus.Counter
+	evictions prometheus.Counter
+	bytes     prometheus.Gauge
+	count     prometheus.Gauge
+
 	mu       sync.Mutex
-	inflight map[string]*call // guarded by mu: fetches running now, by digest
-	verified map[string]bool  // guarded by mu: cached files hashed by this process
+	inflight map[string]*call  // guarded by mu: fetches running now, by digest
+	entries  map[string]*entry // guarded by mu: the cached files, by digest
+	lru      *list.List        // guarded by mu: of *entry, most recently used first
+	total    int64             // guarded by mu: bytes of the entries
+	reserved int64             // guarded by mu: announced bytes of the fetches in progress
+	over     bool              // guarded by mu: over MaxBytes at the last eviction (logged once)
+	evictSeq uint64            // guarded by mu: numbers evicted files in tmp
 }
 
 // call is one fetch that concurrent Gets of the same digest wait for.
 type call struct {
-	done    chan struct{} // closed when path and err are set
-	path    string
-	err     error
-	waiters int // guarded by Cache.mu: Gets waiting for this call (tests look)
+	done    chan struct{} // closed when err is set
+	err     error         // nil: the artifact is in the index (waiters pin it themselves)
+	waiters int           // guarded by Cache.mu: Gets waiting for this call (tests look)
 }
 
-// New creates the cache directories and removes temporary files left by an
-// earlier process that stopped mid-fetch.
+// New creates the cache directories, removes temporary files left by an
+// earlier process that stopped mid-fetch or mid-eviction, indexes the
+// artifacts it left (ordered by last use, the files' modification time)
+// and evicts the least recently used of them beyond MaxBytes.
 func New(cfg Config) (*Cache, error) {
 	if err := cfg.CheckAndSetDefaults(); err != nil {
 		return nil, err
@@ -112,11 +144,29 @@ func New(cfg Config) (*Cache, error) {
 			Name: "outpost_gateway_artifact_fetched_bytes_total",
 			Help: "Artifact bytes received from the control plane, including failed fetches.",
 		}),
+		evictions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "outpost_gateway_artifact_cache_evictions_total",
+			Help: "Artifacts removed from the cache to keep it within its limit.",
+		}),
+		bytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "outpost_gateway_artifact_cache_bytes",
+			Help: "Size of the artifact files in the cache, those in use included.",
+		}),
+		count: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "outpost_gateway_artifact_cache_entries",
+			Help: "Artifacts in the cache.",
+		}),
 		inflight: make(map[string]*call),
-		verified: make(map[string]bool),
+		entries:  make(map[string]*entry),
+		lru:      list.New(),
 	}
+	limit := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "outpost_gateway_artifact_cache_limit_bytes",
+		Help: "The cache's size limit (--artifact-cache-size).",
+	})
+	limit.Set(float64(cfg.MaxBytes))
 	if cfg.Registerer != nil {
-		for _, m := range []prometheus.Collector{c.hits, c.misses, c.fetched} {
+		for _, m := range []prometheus.Collector{c.hits, c.misses, c.fetched, c.evictions, c.bytes, c.count, limit} {
 			if err := cfg.Registerer.Register(m); err != nil {
 				return nil, fmt.Errorf("artifactcache: register metrics: %w", err)
 			}
@@ -135,6 +185,9 @@ func New(cfg Config) (*Cache, error) {
 		if err := os.RemoveAll(filepath.Join(c.tmpDir, e.Name())); err != nil {
 			return nil, fmt.Errorf("artifactcache: remove stale fetch: %w", err)
 		}
+	}
+	if err := c.scan(); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
@@ -167,17 +220,25 @@ func ValidDigest(s string) bool {
 	return true
 }
 
-// Get returns the path of the verified artifact with SHA-256 digest,
-// fetching it first when it is not cached. The file must not be modified.
+// Get returns the verified artifact with SHA-256 digest, pinned, fetching
+// it first when it is not cached. The caller must Release the Pin when it
+// no longer reads the file. A Get counts as a use of the artifact.
 //
 // When ctx ends, Get returns ctx's error; a fetch shared with other Gets
 // then goes on for them (one of them takes it over from the start).
-func (c *Cache) Get(ctx context.Context, digest string) (string, error) {
+func (c *Cache) Get(ctx context.Context, digest string) (*Pin, error) {
 	if !ValidDigest(digest) {
-		return "", fmt.Errorf("artifact %q: %w", digest, ErrBadDigest)
+		return nil, fmt.Errorf("artifact %q: %w", digest, ErrBadDigest)
 	}
 	for {
 		c.mu.Lock()
+		if e := c.entries[digest]; e != nil && e.verified {
+			p := c.pinLocked(e)
+			c.mu.Unlock()
+			c.hits.Inc()
+			c.touch(p)
+			return p, nil
+		}
 		if cl, ok := c.inflight[digest]; ok {
 			cl.waiters++
 			c.mu.Unlock()
@@ -187,47 +248,55 @@ func (c *Cache) Get(ctx context.Context, digest string) (string, error) {
 				c.mu.Lock()
 				cl.waiters--
 				c.mu.Unlock()
-				return "", ctx.Err()
+				return nil, ctx.Err()
 			}
-			// The fetch's owner gave up (its ctx ended) but ours is still
-			// live: try again, probably as the owner.
-			if cl.err != nil && isCtxErr(cl.err) && ctx.Err() == nil {
+			switch {
+			case cl.err == nil:
+				// Cached now: pin it as a hit (or fetch it again if it
+				// was evicted meanwhile).
+				continue
+			case isCtxErr(cl.err) && ctx.Err() == nil:
+				// The fetch's owner gave up (its ctx ended) but ours
+				// is still live: try again, probably as the owner.
 				continue
 			}
-			if cl.err == nil {
-				c.hits.Inc()
-			}
-			return cl.path, cl.err
+			return nil, cl.err
 		}
 		cl := &call{done: make(chan struct{})}
 		c.inflight[digest] = cl
 		c.mu.Unlock()
 
-		cl.path, cl.err = c.load(ctx, digest)
+		p, err := c.load(ctx, digest)
+		cl.err = err
 		c.mu.Lock()
 		delete(c.inflight, digest)
 		c.mu.Unlock()
 		close(cl.done)
-		return cl.path, cl.err
+		return p, err
 	}
 }
 
-// Cached returns the path of the cached artifact with SHA-256 digest
-// without fetching it, and whether there is one. The file is verified
-// when this process fetched or served it before; a copy left by an
-// earlier process is returned unverified: the delta built against it is
-// checked on the node by the new artifact's SHA-256, so a damaged base
-// can only cost a full upload.
-func (c *Cache) Cached(digest string) (string, bool) {
+// Cached returns the cached artifact with SHA-256 digest, pinned, without
+// fetching it, and whether there is one; the caller must Release the Pin.
+// It counts as a use of the artifact. The file is verified when this
+// process fetched or served it before; a copy left by an earlier process
+// is returned unverified: the delta built against it is checked on the
+// node by the new artifact's SHA-256, so a damaged base can only cost a
+// full upload.
+func (c *Cache) Cached(digest string) (*Pin, bool) {
 	if !ValidDigest(digest) {
-		return "", false
+		return nil, false
 	}
-	final := filepath.Join(c.blobDir, digest)
-	fi, err := os.Stat(final)
-	if err != nil || !fi.Mode().IsRegular() {
-		return "", false
+	c.mu.Lock()
+	e := c.entries[digest]
+	if e == nil {
+		c.mu.Unlock()
+		return nil, false
 	}
-	return final, true
+	p := c.pinLocked(e)
+	c.mu.Unlock()
+	c.touch(p)
+	return p, true
 }
 
 // ctxOr returns ctx's error when ctx has ended, so that callers can tell
@@ -243,50 +312,58 @@ func isCtxErr(err error) bool {
 	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 
-// load returns the cached file for digest, fetching it when it is missing
-// or damaged. Only one load per digest runs at a time.
-func (c *Cache) load(ctx context.Context, digest string) (string, error) {
-	final := filepath.Join(c.blobDir, digest)
+// load returns the cached file for digest, pinned, hashing a file an
+// earlier process left and fetching it when it is missing or damaged.
+// Only one load per digest runs at a time.
+func (c *Cache) load(ctx context.Context, digest string) (*Pin, error) {
 	c.mu.Lock()
-	verified := c.verified[digest]
+	var p *Pin
+	if e := c.entries[digest]; e != nil {
+		p = c.pinLocked(e) // kept while it is hashed
+	}
 	c.mu.Unlock()
-	switch ok, err := c.checkCached(final, digest, verified); {
-	case err != nil:
-		return "", err
-	case ok:
-		c.mu.Lock()
-		c.verified[digest] = true
-		c.mu.Unlock()
-		c.hits.Inc()
-		return final, nil
+	if p != nil {
+		ok, err := c.checkCached(p)
+		if ok {
+			c.mu.Lock()
+			p.e.verified = true
+			c.mu.Unlock()
+			c.hits.Inc()
+			c.touch(p)
+			return p, nil
+		}
+		p.Release()
+		if err != nil {
+			return nil, err
+		}
 	}
 	c.misses.Inc()
-	if err := c.fetch(ctx, digest, final); err != nil {
-		return "", err
+	size, err := c.fetch(ctx, digest, filepath.Join(c.blobDir, digest))
+	if err != nil {
+		return nil, err
 	}
 	c.mu.Lock()
-	c.verified[digest] = true
+	p = c.addLocked(digest, size)
+	victims := c.evictLocked()
 	c.mu.Unlock()
-	return final, nil
+	c.removeEvicted(victims)
+	c.touch(p)
+	return p, nil
 }
 
-// checkCached reports whether final is a usable copy of digest. An
-// unverified file is hashed; a damaged one is removed.
-func (c *Cache) checkCached(final, digest string, verified bool) (bool, error) {
-	fi, err := os.Stat(final)
+// checkCached reports whether p's unverified file is a copy of its
+// artifact by hashing it. A damaged or vanished file leaves the index, and
+// a damaged one is removed (a reader that opened it keeps its bytes).
+func (c *Cache) checkCached(p *Pin) (bool, error) {
+	digest := p.e.digest
+	sum, err := fileSHA256(p.path)
 	if errors.Is(err, fs.ErrNotExist) {
+		c.cfg.Logger.Warn("cached artifact vanished; fetching it again", "sha256", digest)
+		c.mu.Lock()
+		c.dropLocked(p.e)
+		c.mu.Unlock()
 		return false, nil
 	}
-	if err != nil {
-		return false, fmt.Errorf("artifact %s: %w", digest, err)
-	}
-	if !fi.Mode().IsRegular() {
-		return false, fmt.Errorf("artifact %s: %s is not a regular file", digest, final)
-	}
-	if verified {
-		return true, nil
-	}
-	sum, err := fileSHA256(final)
 	if err != nil {
 		return false, fmt.Errorf("artifact %s: %w", digest, err)
 	}
@@ -294,7 +371,10 @@ func (c *Cache) checkCached(final, digest string, verified bool) (bool, error) {
 		return true, nil
 	}
 	c.cfg.Logger.Warn("cached artifact is damaged; fetching it again", "sha256", digest, "got_sha256", sum)
-	if err := os.Remove(final); err != nil {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.dropLocked(p.e)
+	if err := os.Remove(p.path); err != nil {
 		return false, fmt.Errorf("artifact %s: remove damaged copy: %w", digest, err)
 	}
 	return false, nil
@@ -313,14 +393,16 @@ func fileSHA256(name string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// fetch streams digest into a temporary file, verifies it and renames it
-// to final. On any error the temporary file is removed.
-func (c *Cache) fetch(ctx context.Context, digest, final string) (err error) {
+// fetch streams digest into a temporary file, verifies it, renames it to
+// final and returns its size. On any error the temporary file is removed.
+func (c *Cache) fetch(ctx context.Context, digest, final string) (size int64, err error) {
 	tmp, err := os.CreateTemp(c.tmpDir, digest+".*.partial")
 	if err != nil {
-		return fmt.Errorf("artifact %s: %w", digest, err)
+		return 0, fmt.Errorf("artifact %s: %w", digest, err)
 	}
+	st := &fetchState{digest: digest, size: -1, h: sha256.New(), w: tmp}
 	defer func() {
+		c.reserve(-st.reserved)
 		if err != nil {
 			tmp.Close()
 			os.Remove(tmp.Name())
@@ -329,7 +411,6 @@ func (c *Cache) fetch(ctx context.Context, digest, final string) (err error) {
 	log := c.cfg.Logger.With("sha256", digest)
 	log.Info("fetching artifact from the control plane")
 
-	st := &fetchState{digest: digest, size: -1, h: sha256.New(), w: tmp}
 	for attempt := 0; ; attempt++ {
 		before := st.n
 		err := c.stream(ctx, st)
@@ -339,31 +420,31 @@ func (c *Cache) fetch(ctx context.Context, digest, final string) (err error) {
 		var verr *VerifyError
 		retry := !errors.As(err, &verr) && ctx.Err() == nil && st.n > before && attempt < c.cfg.MaxResumes
 		if !retry {
-			return err
+			return 0, err
 		}
 		log.Warn("artifact fetch broke; resuming", "offset", st.n, "error", err)
 	}
 	if st.n != st.size {
-		return &VerifyError{Digest: digest, Reason: fmt.Sprintf("truncated: got %d of %d bytes", st.n, st.size)}
+		return 0, &VerifyError{Digest: digest, Reason: fmt.Sprintf("truncated: got %d of %d bytes", st.n, st.size)}
 	}
 	if got := hex.EncodeToString(st.h.Sum(nil)); got != digest {
-		return &VerifyError{Digest: digest, Reason: fmt.Sprintf("sha256 mismatch: got %s", got)}
+		return 0, &VerifyError{Digest: digest, Reason: fmt.Sprintf("sha256 mismatch: got %s", got)}
 	}
 	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("artifact %s: %w", digest, err)
+		return 0, fmt.Errorf("artifact %s: %w", digest, err)
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("artifact %s: %w", digest, err)
+		return 0, fmt.Errorf("artifact %s: %w", digest, err)
 	}
 	if err := os.Chmod(tmp.Name(), 0o400); err != nil {
-		return fmt.Errorf("artifact %s: %w", digest, err)
+		return 0, fmt.Errorf("artifact %s: %w", digest, err)
 	}
 	if err := os.Rename(tmp.Name(), final); err != nil {
-		return fmt.Errorf("artifact %s: %w", digest, err)
+		return 0, fmt.Errorf("artifact %s: %w", digest, err)
 	}
 	syncDir(c.blobDir)
 	log.Info("artifact cached", "bytes", st.n)
-	return nil
+	return st.n, nil
 }
 
 // syncDir makes a rename durable. Failure only costs a re-fetch after a
@@ -381,9 +462,13 @@ func syncDir(dir string) {
 type fetchState struct {
 	digest string
 	size   int64 // announced size; -1 until the first message
-	n      int64 // bytes written
-	h      hash.Hash
-	w      io.Writer
+	// reserved is what this fetch added to Cache.reserved: size once
+	// announced, at most MaxBytes (a control plane announcing more
+	// empties the unpinned cache at worst, then fails verification).
+	reserved int64
+	n        int64 // bytes written
+	h        hash.Hash
+	w        io.Writer
 }
 
 // stream fetches from st.n to the end of the artifact.
@@ -417,6 +502,12 @@ func (c *Cache) stream(ctx context.Context, st *fetchState) error {
 			}
 			if a.GetSize() < 0 || st.size >= 0 && a.GetSize() != st.size {
 				return &VerifyError{Digest: st.digest, Reason: fmt.Sprintf("announced size %d changed or invalid", a.GetSize())}
+			}
+			if st.size < 0 {
+				// Make room before the bytes arrive, so that the disk
+				// holds the limit's worth, not the limit and a fetch.
+				st.reserved = min(a.GetSize(), c.cfg.MaxBytes)
+				c.reserve(st.reserved)
 			}
 			st.size = a.GetSize()
 		}

@@ -37,13 +37,14 @@ type fakeStore struct {
 	extra    int               // guarded by mu: send this many more bytes
 	cutOnce  int64             // guarded by mu: >0: the next call breaks after this many bytes
 	gate     chan struct{}     // guarded by mu: when set, calls wait for it to close
+	midGate  chan struct{}     // guarded by mu: when set, calls wait for it after the metadata
 }
 
 func (f *fakeStore) FetchArtifact(req *outpostv1.FetchArtifactRequest, s grpc.ServerStreamingServer[outpostv1.FetchArtifactResponse]) error {
 	f.mu.Lock()
 	f.calls = append(f.calls, req.GetOffset())
 	data, ok := f.blobs[req.GetSha256()]
-	corrupt, truncate, extra, cut, gate := f.corrupt, f.truncate, f.extra, f.cutOnce, f.gate
+	corrupt, truncate, extra, cut, gate, midGate := f.corrupt, f.truncate, f.extra, f.cutOnce, f.gate, f.midGate
 	f.cutOnce = 0
 	f.mu.Unlock()
 	if gate != nil {
@@ -67,6 +68,13 @@ func (f *fakeStore) FetchArtifact(req *outpostv1.FetchArtifactRequest, s grpc.Se
 	first := &outpostv1.FetchArtifactResponse{Artifact: &outpostv1.Artifact{Sha256: req.GetSha256(), Size: size, Name: "a.tar.gz"}}
 	if err := s.Send(first); err != nil {
 		return err
+	}
+	if midGate != nil {
+		select {
+		case <-midGate:
+		case <-s.Context().Done():
+			return s.Context().Err()
+		}
 	}
 	if cut > 0 {
 		if err := s.Send(&outpostv1.FetchArtifactResponse{Chunk: data[:cut]}); err != nil {
@@ -178,10 +186,11 @@ func TestGetFetchesOnceThenHits(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Get #%d: %v", i, err)
 		}
-		if want := filepath.Join(e.dir, "sha256", d); p != want {
-			t.Errorf("Get #%d = %q, want %q", i, p, want)
+		if want := filepath.Join(e.dir, "sha256", d); p.Path() != want {
+			t.Errorf("Get #%d = %q, want %q", i, p.Path(), want)
 		}
-		got, err := os.ReadFile(p)
+		got, err := os.ReadFile(p.Path())
+		p.Release()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -204,9 +213,11 @@ func TestGetFetchesOnceThenHits(t *testing.T) {
 
 	// A later process reuses the file: it re-hashes it once, no fetch.
 	e2 := e.open(t, failFetcher{})
-	if _, err := e2.Get(ctx, d); err != nil {
+	p, err := e2.Get(ctx, d)
+	if err != nil {
 		t.Fatalf("Get from a new Cache: %v", err)
 	}
+	p.Release()
 }
 
 // failFetcher fails the test's expectations loudly if it is ever used.
@@ -227,7 +238,10 @@ func TestConcurrentGetsShareOneFetch(t *testing.T) {
 	errs := make(chan error, n)
 	for range n {
 		wg.Go(func() {
-			_, err := e.cache.Get(context.Background(), d)
+			p, err := e.cache.Get(context.Background(), d)
+			if err == nil {
+				p.Release()
+			}
 			errs <- err
 		})
 	}
@@ -267,7 +281,10 @@ func TestOwnerGivesUpWaiterTakesOver(t *testing.T) {
 	waitFor(t, func() bool { return len(e.store.offsets()) == 1 })
 	waiterErr := make(chan error, 1)
 	go func() {
-		_, err := e.cache.Get(context.Background(), d)
+		p, err := e.cache.Get(context.Background(), d)
+		if err == nil {
+			p.Release()
+		}
 		waiterErr <- err
 	}()
 	waitFor(t, func() bool {
@@ -312,9 +329,11 @@ func TestBadFetchLeavesNothing(t *testing.T) {
 			}
 			// The fault was in transit: a good fetch afterwards succeeds.
 			e.store.set(func(f *fakeStore) { f.corrupt, f.truncate, f.extra = false, 0, 0 })
-			if _, err := e.cache.Get(context.Background(), d); err != nil {
+			p, err := e.cache.Get(context.Background(), d)
+			if err != nil {
 				t.Fatalf("Get after the fault cleared: %v", err)
 			}
+			p.Release()
 		})
 	}
 }
@@ -362,7 +381,8 @@ func TestResumeAfterBrokenStream(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Get: %v", err)
 	}
-	got, _ := os.ReadFile(p)
+	defer p.Release()
+	got, _ := os.ReadFile(p.Path())
 	if !bytes.Equal(got, data) {
 		t.Error("resumed artifact differs from the original")
 	}
@@ -379,10 +399,11 @@ func TestDamagedCacheFileIsFetchedAgain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Chmod(p, 0o600); err != nil {
+	p.Release()
+	if err := os.Chmod(p.Path(), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(p, []byte("bit rot"), 0o600); err != nil {
+	if err := os.WriteFile(p.Path(), []byte("bit rot"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	// A stale partial file from a crashed process is cleaned up too.
@@ -394,7 +415,8 @@ func TestDamagedCacheFileIsFetchedAgain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := os.ReadFile(p); !bytes.Equal(got, data) {
+	defer p.Release()
+	if got, _ := os.ReadFile(p.Path()); !bytes.Equal(got, data) {
 		t.Error("damaged file was not replaced by the artifact")
 	}
 	if got := len(e.store.offsets()); got != 2 {
@@ -406,7 +428,7 @@ func TestDamagedCacheFileIsFetchedAgain(t *testing.T) {
 }
 
 func TestConfig(t *testing.T) {
-	for _, cfg := range []Config{{}, {Dir: t.TempDir()}, {Fetcher: failFetcher{}}} {
+	for _, cfg := range []Config{{}, {Dir: t.TempDir()}, {Fetcher: failFetcher{}}, {Dir: t.TempDir(), Fetcher: failFetcher{}, MaxBytes: -1}} {
 		if _, err := New(cfg); err == nil {
 			t.Errorf("New(%+v) succeeded, want an error", cfg)
 		}

@@ -16,6 +16,20 @@
 //     artifact do not touch the network.
 //   - A cached file is re-hashed the first time this process uses it, so a
 //     file damaged on disk is fetched again instead of failing every node.
+//   - The cache is bounded: the files in <Dir>/sha256 total at most
+//     MaxBytes, least recently used out first. A use is a Get (an upload)
+//     or a Cached (a delta base), recorded in memory and in the file's
+//     modification time, which orders the files a new process finds.
+//   - An artifact in use is never evicted: Get and Cached return a Pin,
+//     and only unpinned entries are evicted. When everything is pinned
+//     the cache stays over MaxBytes until a Release evicts. An artifact
+//     larger than MaxBytes is served all the same and evicted when its
+//     last Pin is released, with a warning. A fetch in progress (in
+//     <Dir>/tmp) counts from the moment its size is announced, so room is
+//     made before its bytes arrive.
+//   - An evicted file is renamed into <Dir>/tmp under the lock, then
+//     removed; New removes what a crash left in tmp, indexes the files in
+//     sha256 (ignoring names that are not digests) and trims to MaxBytes.
 //
 // One Cache owns its Dir; two processes must not share one.
 package artifactcache
