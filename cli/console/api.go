@@ -41,6 +41,7 @@ func (s *Server) api() http.Handler {
 	m.HandleFunc("POST /api/apps/{app}/undo", s.undo)
 	m.HandleFunc("GET /api/approvals", s.approvals)
 	m.HandleFunc("GET /api/fleet", s.fleet)
+	m.HandleFunc("POST /api/fleet/verify", s.verify)
 	m.HandleFunc("GET /api/audit", s.audit)
 	m.HandleFunc("GET /api/audit/follow", s.followAudit)
 	return m
