@@ -392,7 +392,8 @@ async function pageApprovals() {
       h('div', {class: 'actions'}, reason,
         h('button', {id: 'approve-' + a.id, class: 'primary', disabled: !!approveWhy, title: approveWhy, onclick: decide('approve')}, 'Approve'),
         h('button', {id: 'reject-' + a.id, disabled: !!roleWhy, title: roleWhy, onclick: decide('reject')}, 'Reject'),
-        approveWhy ? h('span', {class: 'why', id: 'why-' + a.id}, approveWhy) : null));
+        approveWhy ? h('span', {class: 'why', id: 'why-' + a.id}, approveWhy)
+          : a.selfApproval ? h('span', {class: 'why', id: 'why-' + a.id}, 'you requested this rollout; this control plane allows self-approval') : null));
   });
   main.replaceChildren(h('h1', {}, 'Approvals'),
     h('p', {class: 'muted'}, `Rollouts waiting for approval; you are ${me.user} (${me.role}).`),
