@@ -103,13 +103,7 @@ func TestConsoleRealProcesses(t *testing.T) {
 	doraTab, aliceTab := browser(t, ctx), browser(t, ctx)
 
 	// The requester may not approve: the control plane says why.
-	run(t, doraTab, "requester's approvals page",
-		chromedp.Navigate(doraURL),
-		waitText("#me", "dora (deployer)", 20*time.Second),
-		js(`location.hash = "#/approvals"`),
-		chromedp.WaitVisible(css("#approve-"+id)))
-	disabled := read(t, doraTab, "approve button", chromedp.Evaluate[bool](fmt.Sprintf(`document.querySelector(%q).disabled`, "#approve-"+id)))
-	why := read(t, doraTab, "reason", chromedp.Text(css("#why-"+id)))
+	disabled, why := approveButton(t, doraTab, doraURL, "dora (deployer)", id)
 	if !disabled || !strings.Contains(why, "four eyes: you (dora) requested this rollout") {
 		t.Errorf("requester's approve button: disabled %v, reason %q; want disabled, with the control plane's four-eyes reason", disabled, why)
 	}
@@ -196,7 +190,7 @@ func TestConsoleRealProcesses(t *testing.T) {
 	// The page redraws with only the drifted node.
 	rows := `Array.from(document.querySelectorAll('table.fleet tr[id^="node-"]'), (r) => r.id).join(",")`
 	run(t, doraTab, "only the drifted node listed", waitJS(rows+` === "node-`+drifted.Name+`"`, 10*time.Second))
-	screenshot(t, doraTab, "console-real-fleet")
+	screenshot(t, doraTab, "console-fleet")
 
 	// A release whose hook fails on the canary: its output shows in the
 	// node's timeline.
@@ -257,4 +251,22 @@ func waitDesired(t *testing.T, c *e2etest.Client, n int) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// approveButton logs in to the console at url in the tab, waits for the
+// person (as "name (role)"), opens the approvals page and tells whether
+// rollout id's approve button is disabled and the reason shown.
+func approveButton(t *testing.T, tab context.Context, url, person, id string) (bool, string) {
+	t.Helper()
+	run(t, tab, person+"'s approvals page",
+		chromedp.Navigate(url),
+		waitText("#me", person, 20*time.Second),
+		js(`location.hash = "#/approvals"`),
+		chromedp.WaitVisible(css("#approve-"+id)))
+	disabled := read(t, tab, "approve button", chromedp.Evaluate[bool](fmt.Sprintf(`document.querySelector(%q).disabled`, "#approve-"+id)))
+	why := ""
+	if read(t, tab, "reason shown", chromedp.Evaluate[bool](fmt.Sprintf(`!!document.querySelector(%q)`, "#why-"+id))) {
+		why = read(t, tab, "reason", chromedp.Text(css("#why-"+id)))
+	}
+	return disabled, why
 }

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -47,13 +46,7 @@ func TestConsoleSelfApproval(t *testing.T) {
 	defer cancel()
 	url, _ := startConsole(t, bin, s.addr, adaFile)
 	tab := browser(t, ctx)
-	run(t, tab, "requester's approvals page",
-		chromedp.Navigate(url),
-		waitText("#me", "ada (admin)", 20*time.Second),
-		js(`location.hash = "#/approvals"`),
-		chromedp.WaitVisible(css("#approve-"+id)))
-	disabled := read(t, tab, "approve button", chromedp.Evaluate[bool](fmt.Sprintf(`document.querySelector(%q).disabled`, "#approve-"+id)))
-	why := read(t, tab, "note", chromedp.Text(css("#why-"+id)))
+	disabled, why := approveButton(t, tab, url, "ada (admin)", id)
 	if disabled || !strings.Contains(why, "allows self-approval") {
 		t.Fatalf("self-approval allowed: requester's approve button disabled %v, note %q; want enabled, saying self-approval is allowed", disabled, why)
 	}

@@ -99,6 +99,9 @@ func (d *Daemon) Stop(tb testing.TB) {
 	d.done = nil
 }
 
+// Pid is the daemon's process id.
+func (d *Daemon) Pid() int { return d.cmd.Process.Pid }
+
 // Tail returns the last lines of the daemon's log.
 func (d *Daemon) Tail() string {
 	data, _ := os.ReadFile(d.Log)
