@@ -1,6 +1,9 @@
 package console
 
 import (
+	"net/http"
+	"net/http/cookiejar"
+	"strings"
 	"testing"
 	"time"
 
@@ -38,5 +41,37 @@ func TestObserve(t *testing.T) {
 		if diff := cmp.Diff(tt.want, got); diff != "" {
 			t.Errorf("%s: observe (-want +got):\n%s", tt.name, diff)
 		}
+	}
+}
+
+// TestVerifyRefusesBadBodies: verify now with a body that is not the one
+// the page sends is refused before anything reaches the control plane
+// (there is none: a call would panic on the nil client), as is one from
+// another origin.
+func TestVerifyRefusesBadBodies(t *testing.T) {
+	s, base := serve(t)
+	jar, _ := cookiejar.New(nil)
+	c := noRedirect(jar)
+	if resp := do(t, c, "GET", base+s.LoginPath(), nil, ""); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("login: %s", resp.Status)
+	}
+	json := map[string]string{"Origin": base, "Content-Type": "application/json"}
+	for name, body := range map[string]string{
+		"empty":            ``,
+		"not an object":    `[]`,
+		"unknown field":    `{"datacenter": "dc-1", "selector": "a=b"}`,
+		"wrong type":       `{"datacenter": 7}`,
+		"huge datacenter":  `{"datacenter": "` + strings.Repeat("d", 300) + `"}`,
+		"larger than 64KB": `{"datacenter": "` + strings.Repeat("d", 70<<10) + `"}`,
+	} {
+		if resp := do(t, c, "POST", base+"/api/fleet/verify", json, body); resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("verify with %s body: %s, want 400", name, resp.Status)
+		}
+	}
+	if resp := do(t, c, "POST", base+"/api/fleet/verify", map[string]string{"Origin": "http://evil.example", "Content-Type": "application/json"}, `{}`); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("verify from another origin: %s, want 403", resp.Status)
+	}
+	if resp := do(t, c, "GET", base+"/api/fleet/verify", nil, ""); resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("verify by GET: %s, want 405", resp.Status)
 	}
 }
