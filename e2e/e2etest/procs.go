@@ -264,7 +264,8 @@ func NewSSHKey(tb testing.TB, dir string) SSHKey {
 // on a server of its own. A plan's relative deploy path thus lands in a
 // different directory on each node although all log in as the same user,
 // and the login files of this machine's user (a slow ~/.bashrc) never
-// run. It needs root (unshare --mount), as the tests run in CI.
+// run. It needs root (unshare --mount), as CI has; without, the test
+// is skipped.
 type SSHDNode struct {
 	Name string
 	Srv  *testsshd.Server
@@ -275,6 +276,9 @@ type SSHDNode struct {
 // homes under dir.
 func StartSSHDNodes(tb testing.TB, dir, name string, n int, key ssh.PublicKey) []SSHDNode {
 	tb.Helper()
+	if os.Geteuid() != 0 {
+		tb.Skip("sshd nodes with homes of their own need root (unshare --mount): run as root (CI does)")
+	}
 	me, err := user.Current()
 	if err != nil || me.HomeDir == "" {
 		tb.Fatalf("this user's home directory: %v", err)
