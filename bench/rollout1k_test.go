@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -183,100 +182,21 @@ func buildOutpost(b *testing.B, dir string) string {
 	return goBuild(b, dir, "outpost", "github.com/outposthq/outpost/cli/outpost")
 }
 
-// daemon is an outpost child process whose standard error (its logs) goes
-// to a file.
-type daemon struct {
-	name string
-	cmd  *exec.Cmd
-	log  string
-	done chan error
-}
+// daemon is an outpost child process whose logs go to a file
+// (e2etest.Daemon, which stops it when the benchmark ends).
+type daemon struct{ *e2etest.Daemon }
 
-// startDaemon starts bin with args and stops it (SIGTERM, then SIGKILL)
-// when b ends.
+// startDaemon starts bin with args in dir.
 func startDaemon(b *testing.B, dir, name, bin string, args ...string) *daemon {
 	b.Helper()
-	logPath := filepath.Join(dir, name+".log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		b.Fatal(err)
-	}
-	d := &daemon{name: name, log: logPath, done: make(chan error, 1)}
-	d.cmd = exec.Command(bin, args...)
-	d.cmd.Stdout, d.cmd.Stderr = logFile, logFile
-	d.cmd.Dir = dir
-	d.cmd.Env = append(os.Environ(), "HOME="+dir)
-	if err := d.cmd.Start(); err != nil {
-		logFile.Close()
-		b.Fatalf("start %s: %v", name, err)
-	}
-	logFile.Close()
-	go func() { d.done <- d.cmd.Wait() }()
-	b.Cleanup(func() { d.stop(b) })
-	return d
-}
-
-func (d *daemon) stop(b *testing.B) {
-	_ = d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-d.done:
-		if err != nil {
-			b.Errorf("%s exited with %v; log: %s\n%s", d.name, err, d.log, d.tail())
-		}
-	case <-time.After(40 * time.Second):
-		_ = d.cmd.Process.Kill()
-		<-d.done
-		b.Errorf("%s did not stop within 40s of SIGTERM; log: %s", d.name, d.log)
-	}
-}
-
-// tail returns the last lines of the daemon's log.
-func (d *daemon) tail() string {
-	data, _ := os.ReadFile(d.log)
-	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
-	return strings.Join(lines[max(0, len(lines)-20):], "\n")
+	return &daemon{e2etest.StartDaemon(b, dir, name, bin, args...)}
 }
 
 // waitLog waits for a JSON log line whose msg starts with msg and returns
 // its field key.
 func (d *daemon) waitLog(b *testing.B, msg, key string) string {
 	b.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for time.Now().Before(deadline) {
-		if v, ok := d.findLog(msg, key); ok {
-			return v
-		}
-		select {
-		case err := <-d.done:
-			b.Fatalf("%s exited (%v) before logging %q:\n%s", d.name, err, msg, d.tail())
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	b.Fatalf("%s did not log %q within a minute:\n%s", d.name, msg, d.tail())
-	return ""
-}
-
-func (d *daemon) findLog(msg, key string) (string, bool) {
-	f, err := os.Open(d.log)
-	if err != nil {
-		return "", false
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		var line map[string]any
-		if json.Unmarshal(sc.Bytes(), &line) != nil {
-			continue
-		}
-		if m, _ := line["msg"].(string); !strings.HasPrefix(m, msg) {
-			continue
-		}
-		if v, ok := line[key].(string); ok {
-			return v, true
-		}
-	}
-	return "", false
+	return d.WaitLog(b, msg, key, nil)
 }
 
 // waitGateways waits until the control plane logged both gateways'
@@ -285,7 +205,7 @@ func waitGateways(ctx context.Context, b *testing.B, cp *daemon) {
 	b.Helper()
 	for ctx.Err() == nil {
 		seen := map[string]bool{}
-		f, err := os.Open(cp.log)
+		f, err := os.Open(cp.Log)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -305,7 +225,7 @@ func waitGateways(ctx context.Context, b *testing.B, cp *daemon) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	b.Fatalf("gateways did not connect:\n%s", cp.tail())
+	b.Fatalf("gateways did not connect:\n%s", cp.Tail())
 }
 
 // cpuUse is CPU time in seconds (user + system) consumed so far.
@@ -343,19 +263,19 @@ const clockTicks = 100
 // /proc/<pid>/stat (fields 14 and 15, after the parenthesized name).
 func (d *daemon) cpuSeconds(b *testing.B) float64 {
 	b.Helper()
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", d.cmd.Process.Pid))
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", d.Pid()))
 	if err != nil {
-		b.Fatalf("%s: %v", d.name, err)
+		b.Fatalf("%s: %v", d.Name, err)
 	}
 	s := string(data)
 	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
 	if len(f) < 13 {
-		b.Fatalf("%s: short /proc stat %q", d.name, s)
+		b.Fatalf("%s: short /proc stat %q", d.Name, s)
 	}
 	utime, err1 := strconv.ParseInt(f[11], 10, 64)
 	stime, err2 := strconv.ParseInt(f[12], 10, 64)
 	if err1 != nil || err2 != nil {
-		b.Fatalf("%s: /proc stat %q: %v %v", d.name, s, err1, err2)
+		b.Fatalf("%s: /proc stat %q: %v %v", d.Name, s, err1, err2)
 	}
 	return float64(utime+stime) / clockTicks
 }
@@ -363,9 +283,9 @@ func (d *daemon) cpuSeconds(b *testing.B) float64 {
 // peakMB is the daemon's peak resident set (VmHWM) in MB.
 func (d *daemon) peakMB(b *testing.B) float64 {
 	b.Helper()
-	kb, err := vmHWM(fmt.Sprintf("/proc/%d/status", d.cmd.Process.Pid))
+	kb, err := vmHWM(fmt.Sprintf("/proc/%d/status", d.Pid()))
 	if err != nil {
-		b.Fatalf("%s: %v", d.name, err)
+		b.Fatalf("%s: %v", d.Name, err)
 	}
 	return float64(kb) / 1024
 }

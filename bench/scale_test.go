@@ -81,7 +81,7 @@ func BenchmarkScale(b *testing.B) {
 	rev0 := history.revision(ctx, b)
 	before := sys.usage(b, fleets)
 	execs0 := fleetExecs(b, fleets)
-	cpRSS := sampleRSS(sys.cp.cmd.Process.Pid)
+	cpRSS := sampleRSS(sys.cp.Pid())
 	b.ResetTimer()
 	for range b.N {
 		r, elapsed := sys.deploy(ctx, b, spec, digest, nodes)

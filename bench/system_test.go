@@ -3,10 +3,7 @@ package bench
 import (
 	"bufio"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"net"
@@ -49,23 +46,9 @@ type clientKey struct {
 
 func newClientKey(b *testing.B, dir string) clientKey {
 	b.Helper()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		b.Fatal(err)
-	}
-	signer, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		b.Fatal(err)
-	}
-	block, err := ssh.MarshalPrivateKey(priv, "")
-	if err != nil {
-		b.Fatal(err)
-	}
-	k := clientKey{signer: signer, privateKey: filepath.Join(dir, "id_ed25519"), authorized: filepath.Join(dir, "id_ed25519.pub")}
-	if err := os.WriteFile(k.privateKey, pem.EncodeToMemory(block), 0o600); err != nil {
-		b.Fatal(err)
-	}
-	if err := os.WriteFile(k.authorized, ssh.MarshalAuthorizedKey(signer.PublicKey()), 0o644); err != nil {
+	key := e2etest.NewSSHKey(b, dir)
+	k := clientKey{signer: key.Signer, privateKey: key.File, authorized: filepath.Join(dir, "id_ed25519.pub")}
+	if err := os.WriteFile(k.authorized, ssh.MarshalAuthorizedKey(key.Signer.PublicKey()), 0o644); err != nil {
 		b.Fatal(err)
 	}
 	return k

@@ -461,7 +461,7 @@ type memory struct {
 func settle(b *testing.B, sys *outpostSystem) memory {
 	b.Helper()
 	time.Sleep(2 * time.Second)
-	kb, err := statusKB(fmt.Sprintf("/proc/%d/status", sys.cp.cmd.Process.Pid), "VmRSS:")
+	kb, err := statusKB(fmt.Sprintf("/proc/%d/status", sys.cp.Pid()), "VmRSS:")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -490,8 +490,8 @@ func statusKB(path, name string) (int64, error) {
 // later), so peakMB measures from now.
 func resetPeak(b *testing.B, d *daemon) {
 	b.Helper()
-	if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", d.cmd.Process.Pid), []byte("5"), 0); err != nil {
-		b.Fatalf("reset the peak RSS of %s: %v", d.name, err)
+	if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", d.Pid()), []byte("5"), 0); err != nil {
+		b.Fatalf("reset the peak RSS of %s: %v", d.Name, err)
 	}
 }
 

@@ -501,6 +501,7 @@ func (c *controlPlaneService) GetRollout(ctx context.Context, req *outpostv1.Get
 	if err != nil {
 		return nil, err
 	}
+	r.CallerApproval = c.s.callerApproval(ctx, r)
 	return &outpostv1.GetRolloutResponse{Rollout: r}, nil
 }
 
@@ -540,7 +541,17 @@ func (s *Server) getRollouts(ctx context.Context, ids []string) ([]*outpostv1.Ro
 // ListRollouts lists rollouts newest first. Without an app filter it walks
 // rollout numbers downwards; with one it walks the app's revisions.
 func (c *controlPlaneService) ListRollouts(ctx context.Context, req *outpostv1.ListRolloutsRequest) (*outpostv1.ListRolloutsResponse, error) {
-	s := c.s
+	resp, err := c.s.listRollouts(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range resp.GetRollouts() {
+		r.CallerApproval = c.s.callerApproval(ctx, r)
+	}
+	return resp, nil
+}
+
+func (s *Server) listRollouts(ctx context.Context, req *outpostv1.ListRolloutsRequest) (*outpostv1.ListRolloutsResponse, error) {
 	size := pageSize(req.GetPageSize(), defaultRolloutsPage, maxRolloutsPage)
 	if app := req.GetApp(); app != "" {
 		if err := store.CheckID(app); err != nil {

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -11,7 +10,6 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"golang.org/x/crypto/ssh"
 
@@ -217,17 +215,7 @@ func releaseDigest(t *testing.T, version string, healthy bool) string {
 // runs the command line exactly as operators do: its exit code included.
 func buildCLI(t *testing.T) string {
 	t.Helper()
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		t.Fatalf("the go command is needed to build outpost: %v", err)
-	}
-	bin := filepath.Join(t.TempDir(), "outpost")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	if out, err := exec.CommandContext(ctx, goTool, "build", "-o", bin, "github.com/outposthq/outpost/cli/outpost").CombinedOutput(); err != nil {
-		t.Fatalf("go build outpost: %v\n%s", err, out)
-	}
-	return bin
+	return e2etest.BuildOutpost(t, t.TempDir())
 }
 
 // TestCLIBinaryRefusesApproveOfRunningRollout runs the outpost binary:

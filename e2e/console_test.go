@@ -233,13 +233,7 @@ func TestConsoleApprovalFlow(t *testing.T) {
 	doraTab, aliceTab := browser(t, ctx), browser(t, ctx)
 
 	// The requester sees the rollout waiting, but may not approve it.
-	run(t, doraTab, "requester's approvals page",
-		chromedp.Navigate(doraURL),
-		waitText("#me", "dora (deployer)", 20*time.Second),
-		js(`location.hash = "#/approvals"`),
-		chromedp.WaitVisible(css("#approve-"+id)))
-	disabled := read(t, doraTab, "approve button", chromedp.Evaluate[bool](fmt.Sprintf(`document.querySelector(%q).disabled`, "#approve-"+id)))
-	why := read(t, doraTab, "reason", chromedp.Text(css("#why-"+id)))
+	disabled, why := approveButton(t, doraTab, doraURL, "dora (deployer)", id)
 	if !disabled || !strings.Contains(why, "four eyes") {
 		t.Errorf("requester's approve button: disabled %v, reason %q; want disabled, saying four eyes", disabled, why)
 	}

@@ -41,6 +41,7 @@ func (s *Server) api() http.Handler {
 	m.HandleFunc("POST /api/apps/{app}/undo", s.undo)
 	m.HandleFunc("GET /api/approvals", s.approvals)
 	m.HandleFunc("GET /api/fleet", s.fleet)
+	m.HandleFunc("POST /api/fleet/verify", s.verify)
 	m.HandleFunc("GET /api/audit", s.audit)
 	m.HandleFunc("GET /api/audit/follow", s.followAudit)
 	return m
@@ -201,9 +202,15 @@ func (s *Server) rollout(w http.ResponseWriter, r *http.Request) (*outpostv1.Rol
 	return resp.GetRollout(), true
 }
 
-// mayApprove says whether this person may approve or reject ro, and if
-// not, why; the control plane decides in the end.
+// mayApprove says whether this person may approve ro, and if not, why:
+// what the control plane answered for them (Rollout.caller_approval,
+// which knows whether it allows self-approval), or, from a control plane
+// too old to answer, a guess from the role and four eyes. The control
+// plane decides in the end.
 func (s *Server) mayApprove(ro *outpostv1.Rollout) (bool, string) {
+	if ca := ro.GetCallerApproval(); ca != nil {
+		return ca.GetMayApprove(), ca.GetReason()
+	}
 	if ro.GetRequester() == s.cfg.User {
 		return false, "four eyes: you requested this rollout, someone else must approve it"
 	}
@@ -225,11 +232,14 @@ func (s *Server) approvals(w http.ResponseWriter, r *http.Request) {
 		summary
 		CanApprove bool   `json:"canApprove"`
 		Reason     string `json:"reason"`
+		// SelfApproval: the person requested it and may approve it
+		// all the same (the control plane allows self-approval).
+		SelfApproval bool `json:"selfApproval"`
 	}
 	out := make([]approval, 0, len(list))
 	for _, ro := range list {
 		ok, why := s.mayApprove(ro)
-		out = append(out, approval{summary: summarize(ro), CanApprove: ok, Reason: why})
+		out = append(out, approval{summary: summarize(ro), CanApprove: ok, Reason: why, SelfApproval: ro.GetCallerApproval().GetSelfApproval()})
 	}
 	writeJSON(w, map[string]any{"approvals": out, "user": s.cfg.User, "role": s.cfg.Role})
 }

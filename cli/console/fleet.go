@@ -4,19 +4,15 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
+	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
 
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
-const (
-	// maxFleetRollouts is how many of the newest rollouts the fleet page
-	// reads to find each node's desired release.
-	maxFleetRollouts = 20
-	// maxDiffLines bounds each side of a plan diff.
-	maxDiffLines = 2000
-)
+// maxDiffLines bounds each side of a plan diff.
+const maxDiffLines = 2000
 
 // fleetNode is a node of the fleet page.
 type fleetNode struct {
@@ -24,22 +20,87 @@ type fleetNode struct {
 	Address    string            `json:"address"`
 	Datacenter string            `json:"datacenter"`
 	Labels     map[string]string `json:"labels,omitempty"`
-	// Desired is the release Outpost last activated on the node: that of
-	// the newest rollout that succeeded on it, and its rollout.
+	// Desired is the release Outpost last activated on the node, and the
+	// rollout that did; empty before its first successful deployment.
 	Desired        string `json:"desired"`
 	DesiredRollout string `json:"desiredRollout"`
 	// Observation holds what the node was last seen running, and its
-	// drift; filled by observe.
-	Observation map[string]any `json:"observation,omitempty"`
+	// drift; nil before its first verification.
+	Observation *observation `json:"observation,omitempty"`
 }
 
-// observe fills what the control plane observed on a node. The node
-// resource does not carry observations yet; when it does, this is the one
-// place that maps them, and the fleet page's drift columns show them.
-func observe(*outpostv1.Node) map[string]any { return nil }
+// observation is what a gateway last saw on a node, for people.
+type observation struct {
+	// Result is "ok", or why the node could not be observed
+	// ("unreachable", "auth", "host_key", "failed", "no_gateway").
+	Result string `json:"result"`
+	Error  string `json:"error,omitempty"`
+	// Release is the release current points to; "(target)" when it
+	// points elsewhere, "(none)" when there is none.
+	Release string `json:"release"`
+	Gateway string `json:"gateway,omitempty"`
+	Time    string `json:"time,omitempty"`
+	// Lock names the holder of a lock the node holds; empty for none.
+	Lock        string `json:"lock,omitempty"`
+	LastHistory string `json:"lastHistory,omitempty"`
+	// Drift lists the kinds of drift ("release_switched", ...); empty
+	// means the node runs what Outpost activated. DriftSince is when the
+	// drift was first seen.
+	Drift      []string `json:"drift"`
+	DriftSince string   `json:"driftSince,omitempty"`
+}
+
+// observe maps what the control plane observed on a node (its status) to
+// the fleet page's columns; nil when the node was never observed.
+func observe(n *outpostv1.Node) *observation {
+	st := n.GetStatus()
+	o := st.GetObservation()
+	if o == nil {
+		return nil
+	}
+	out := &observation{
+		Result:      strings.ToLower(strings.TrimPrefix(o.GetResult().String(), "OBSERVE_RESULT_")),
+		Error:       o.GetError(),
+		Gateway:     o.GetGateway(),
+		LastHistory: o.GetLastHistory(),
+		Drift:       []string{},
+	}
+	if o.GetTime() != nil {
+		out.Time = o.GetTime().AsTime().UTC().Format(time.RFC3339)
+	}
+	if o.GetResult() == outpostv1.ObserveResult_OBSERVE_RESULT_OK {
+		switch {
+		case o.GetRelease() != "":
+			out.Release = o.GetRelease()
+		case o.GetCurrentOther() != "":
+			out.Release = "(" + o.GetCurrentOther() + ")"
+		default:
+			out.Release = "(none)"
+		}
+	}
+	if o.GetLockHeld() {
+		out.Lock = strings.TrimSpace(o.GetLockOwner() + " " + o.GetLockRollout())
+		if out.Lock == "" {
+			out.Lock = "held"
+		}
+	}
+	for _, k := range st.GetDrift() {
+		out.Drift = append(out.Drift, strings.ToLower(strings.TrimPrefix(k.String(), "DRIFT_KIND_")))
+	}
+	if t := st.GetDriftSince(); t != nil && len(out.Drift) > 0 {
+		out.DriftSince = t.AsTime().UTC().Format(time.RFC3339)
+	}
+	return out
+}
+
+func fleetNodeOf(n *outpostv1.Node) fleetNode {
+	d := n.GetStatus().GetDesired()
+	return fleetNode{ID: n.GetId(), Address: n.GetAddress(), Datacenter: n.GetDatacenter(), Labels: n.GetLabels(),
+		Desired: d.GetRelease(), DesiredRollout: d.GetRolloutId(), Observation: observe(n)}
+}
 
 func (s *Server) fleet(w http.ResponseWriter, r *http.Request) {
-	var nodes []fleetNode
+	nodes := []fleetNode{}
 	token := ""
 	for range maxPages {
 		ctx, cancel := unary(r)
@@ -50,56 +111,13 @@ func (s *Server) fleet(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		for _, n := range resp.GetNodes() {
-			nodes = append(nodes, fleetNode{ID: n.GetId(), Address: n.GetAddress(), Datacenter: n.GetDatacenter(), Labels: n.GetLabels(), Observation: observe(n)})
+			nodes = append(nodes, fleetNodeOf(n))
 		}
 		if token = resp.GetNextPageToken(); token == "" {
 			break
 		}
 	}
-	desired, err := s.desired(r)
-	if err != nil {
-		writeRPCError(w, "list rollouts", err)
-		return
-	}
-	for i := range nodes {
-		if d, ok := desired[nodes[i].ID]; ok {
-			nodes[i].Desired, nodes[i].DesiredRollout = d[0], d[1]
-		}
-	}
 	writeJSON(w, map[string]any{"nodes": nodes})
-}
-
-// desired maps node ids to [release, rollout] of the newest of the last
-// maxFleetRollouts rollouts that succeeded on them.
-func (s *Server) desired(r *http.Request) (map[string][2]string, error) {
-	list, err := s.rollouts(r, "", func(ro *outpostv1.Rollout) bool { return ro.GetNodeCounts().GetSucceeded() > 0 })
-	if err != nil {
-		return nil, err
-	}
-	if len(list) > maxFleetRollouts {
-		list = list[:maxFleetRollouts]
-	}
-	out := map[string][2]string{}
-	for _, ro := range list {
-		token := ""
-		for range maxPages {
-			ctx, cancel := unary(r)
-			resp, err := s.cfg.CP.ListRolloutNodes(ctx, &outpostv1.ListRolloutNodesRequest{RolloutId: ro.GetId(), State: outpostv1.NodeState_NODE_STATE_SUCCEEDED, PageToken: token, PageSize: 1000})
-			cancel()
-			if err != nil {
-				return nil, err
-			}
-			for _, n := range resp.GetNodes() {
-				if _, ok := out[n.GetNodeId()]; !ok {
-					out[n.GetNodeId()] = [2]string{n.GetRelease(), ro.GetId()}
-				}
-			}
-			if token = resp.GetNextPageToken(); token == "" {
-				break
-			}
-		}
-	}
-	return out, nil
 }
 
 // diffLine is one line of a plan diff: op is " ", "+" or "-".

@@ -312,17 +312,29 @@ func (e *Engine) latestRevision(ctx context.Context, app string) (*outpostv1.Rev
 	return rev, nil
 }
 
+// CheckApproval reports whether approver may approve r now: r must wait
+// for approval (else a *StateError), and approver must not be its
+// requester unless allowSelf (else ErrSelfApproval). Roles are the
+// caller's business (auth). It is the one statement of the approval
+// rule: Approve enforces it, and the API answers it in advance.
+func CheckApproval(r *outpostv1.Rollout, approver string, allowSelf bool) error {
+	if err := appliesTo(r.GetId(), r.GetState(), "approve", approveStates); err != nil {
+		return err
+	}
+	if !allowSelf && approver == r.GetRequester() {
+		return fmt.Errorf("%w: %s asked for rollout %s; another person must approve it", ErrSelfApproval, approver, r.GetId())
+	}
+	return nil
+}
+
 // Approve approves a rollout waiting for approval; the approver must not
 // be its requester unless Config.AllowSelfApproval. PENDING_APPROVAL ->
 // APPROVED, after which it starts as soon as no earlier rollout of its
 // app runs. Approving it again is refused: it is APPROVED (or further).
 func (e *Engine) Approve(ctx context.Context, id, approver, comment string) (*outpostv1.Rollout, error) {
 	return e.verb(ctx, id, func(_ context.Context, r *run) error {
-		if err := appliesTo(id, r.r.GetState(), "approve", approveStates); err != nil {
+		if err := CheckApproval(r.r, approver, e.cfg.AllowSelfApproval); err != nil {
 			return err
-		}
-		if !e.cfg.AllowSelfApproval && approver == r.r.GetRequester() {
-			return fmt.Errorf("%w: %s asked for rollout %s; another person must approve it", ErrSelfApproval, approver, id)
 		}
 		r.r.State = outpostv1.RolloutState_ROLLOUT_STATE_APPROVED
 		r.r.Approver = approver

@@ -4,10 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -59,14 +56,8 @@ func StartFleet(tb testing.TB, hosts int, dir string) *Fleet {
 // of many hosts use simfleet.ShellInterp.
 func StartFleetShell(tb testing.TB, hosts int, dir string, shell simfleet.Shell) *Fleet {
 	tb.Helper()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	signer, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	key := NewSSHKey(tb, dir)
+	signer := key.Signer
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	fl, err := simfleet.Start(ctx, simfleet.Config{
@@ -84,18 +75,11 @@ func StartFleetShell(tb testing.TB, hosts int, dir string, shell simfleet.Shell)
 			tb.Errorf("close fleet: %v", err)
 		}
 	})
-	block, err := ssh.MarshalPrivateKey(priv, "")
-	if err != nil {
-		tb.Fatal(err)
-	}
 	f := &Fleet{
 		Fleet:      fl,
 		Signer:     signer,
-		KeyFile:    filepath.Join(dir, "id_ed25519"),
+		KeyFile:    key.File,
 		KnownHosts: filepath.Join(dir, "known_hosts"),
-	}
-	if err := os.WriteFile(f.KeyFile, pem.EncodeToMemory(block), 0o600); err != nil {
-		tb.Fatal(err)
 	}
 	if err := fl.WriteKnownHosts(f.KnownHosts); err != nil {
 		tb.Fatal(err)

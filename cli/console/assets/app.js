@@ -392,39 +392,117 @@ async function pageApprovals() {
       h('div', {class: 'actions'}, reason,
         h('button', {id: 'approve-' + a.id, class: 'primary', disabled: !!approveWhy, title: approveWhy, onclick: decide('approve')}, 'Approve'),
         h('button', {id: 'reject-' + a.id, disabled: !!roleWhy, title: roleWhy, onclick: decide('reject')}, 'Reject'),
-        approveWhy ? h('span', {class: 'why', id: 'why-' + a.id}, approveWhy) : null));
+        approveWhy ? h('span', {class: 'why', id: 'why-' + a.id}, approveWhy)
+          : a.selfApproval ? h('span', {class: 'why', id: 'why-' + a.id}, 'you requested this rollout; this control plane allows self-approval') : null));
   });
   main.replaceChildren(h('h1', {}, 'Approvals'),
     h('p', {class: 'muted'}, `Rollouts waiting for approval; you are ${me.user} (${me.role}).`),
     ...(cards.length ? cards : [h('p', {id: 'no-approvals'}, 'Nothing waits for approval.')]));
 }
 
-// driftCells shows what was observed on a node and its drift. The node
-// API does not carry observations yet: this is the one place to change
-// when it does (see observe in fleet.go).
+// driftCells shows what a gateway last observed on a node and its drift
+// (see observe in fleet.go).
 function driftCells(n) {
   const o = n.observation;
-  if (!o) return [h('td', {class: 'muted'}, 'not observed'), h('td', {class: 'muted'}, '—')];
-  return [h('td', {}, o.release || ''), h('td', {class: o.drift ? 'error' : ''}, o.drift || 'none')];
+  if (!o) return [h('td', {class: 'muted'}, 'not observed'), h('td', {class: 'muted'}, '—'), h('td', {class: 'muted'}, '')];
+  const observed = o.result === 'ok' ? o.release : h('span', {class: 'error', title: o.error || ''}, o.result);
+  const drift = o.drift || [];
+  return [
+    h('td', {title: [o.gateway && 'by gateway ' + o.gateway, o.lock && 'lock: ' + o.lock, o.lastHistory && 'last: ' + o.lastHistory].filter(Boolean).join('\n')}, observed),
+    h('td', {class: drift.length ? 'drift' : '', id: 'drift-' + n.id, title: o.driftSince ? 'since ' + fmtTime(o.driftSince) : ''},
+      drift.length ? drift.map((k) => k.replace(/_/g, ' ')).join(', ') : 'none'),
+    h('td', {}, fmtTime(o.time))];
 }
 
-async function pageFleet() {
+const isDrifted = (n) => !!(n.observation && (n.observation.drift || []).length);
+
+// verifyButton asks the control plane to observe the nodes of dc (all
+// when empty) now, and shows the progress in progressEl.
+function verifyButton(dc, count, progressEl) {
+  const why = me.mayDeploy ? '' : `your role (${me.role}) cannot verify nodes: deployer or admin can`;
+  const what = dc ? `the ${count} node(s) of datacenter ${dc}` : `all ${count} node(s)`;
+  const says = `Verify ${what} now: a gateway of each datacenter logs in to every node over SSH and runs one read-only command ` +
+    `to see which release runs there; nothing on the nodes changes. Nodes in a running rollout and nodes never deployed are skipped. ` +
+    `What is seen is recorded as each node's observation, and each new drift writes an audit entry.`;
+  const b = h('button', {id: dc ? 'verify-dc-' + dc : 'verify-all', disabled: !!why, title: why || says}, dc ? `Verify ${dc} now` : 'Verify all nodes now');
+  b.addEventListener('click', async () => {
+    if (await confirmAction(says, false) === null) return;
+    for (const x of document.querySelectorAll('button[id^="verify-"]')) x.disabled = true;
+    progressEl.textContent = `verifying ${what}…`;
+    try {
+      const resp = await fetch('/api/fleet/verify', {method: 'POST', credentials: 'same-origin',
+        headers: {'Content-Type': 'application/json'}, body: JSON.stringify({datacenter: dc})});
+      if (!resp.ok) {
+        let msg = resp.statusText;
+        try { msg = (await resp.json()).error || msg; } catch (e) { /* not JSON */ }
+        throw new Error(msg);
+      }
+      const reader = resp.body.getReader();
+      const dec = new TextDecoder();
+      let buf = '';
+      let drifted = 0;
+      let skipped = 0;
+      let last = null;
+      for (;;) {
+        const {done, value} = await reader.read();
+        if (value) buf += dec.decode(value, {stream: true});
+        let i;
+        while ((i = buf.indexOf('\n')) >= 0) {
+          const line = JSON.parse(buf.slice(0, i));
+          buf = buf.slice(i + 1);
+          last = line;
+          if (line.error) throw new Error(line.error);
+          if (line.node) {
+            if (line.skipped) skipped++;
+            else if (isDrifted(line.node)) drifted++;
+            progressEl.textContent = `verifying: ${line.done}/${line.total}, ${line.node.id}: ${line.skipped ? 'skipped (' + line.skipped + ')' : isDrifted(line.node) ? 'drift' : 'ok'}`;
+          }
+        }
+        if (done) break;
+      }
+      if (!last || !last.end) throw new Error('the verification ended early');
+      toast(`Verified ${last.total} node(s): ${drifted} drifted, ${skipped} skipped`);
+      await route();
+      document.getElementById('verify-progress').textContent = `last verification: ${last.total} node(s), ${drifted} drifted, ${skipped} skipped`;
+    } catch (e) {
+      progressEl.textContent = '';
+      toast(e.message, true);
+      for (const x of document.querySelectorAll('button[id^="verify-"]')) x.disabled = !me.mayDeploy;
+    }
+  });
+  return b;
+}
+
+async function pageFleet(params) {
   const data = await get('/api/fleet');
+  const onlyDrifted = params.get('drifted') === '1';
+  const progress = h('span', {id: 'verify-progress', class: 'muted'});
   const byDC = new Map();
   for (const n of data.nodes) {
     if (!byDC.has(n.datacenter)) byDC.set(n.datacenter, []);
     byDC.get(n.datacenter).push(n);
   }
-  const sections = [...byDC.keys()].sort().map((dc) => h('section', {id: 'dc-' + dc},
-    h('h2', {}, `${dc} (${byDC.get(dc).length} nodes)`),
-    h('table', {}, h('thead', {}, h('tr', {}, ['Node', 'Address', 'Labels', 'Desired release', 'By rollout', 'Observed', 'Drift'].map((x) => h('th', {}, x)))),
-      h('tbody', {}, byDC.get(dc).map((n) => h('tr', {},
-        h('td', {}, n.id), h('td', {}, n.address),
-        h('td', {}, Object.entries(n.labels || {}).map(([k, v]) => `${k}=${v}`).join(', ')),
-        h('td', {}, n.desired || h('span', {class: 'muted'}, 'none yet')),
-        h('td', {}, n.desiredRollout ? h('a', {href: '#/rollout/' + encodeURIComponent(n.desiredRollout)}, n.desiredRollout) : ''),
-        driftCells(n)))))));
-  main.replaceChildren(h('h1', {}, 'Fleet'), h('p', {class: 'muted'}, 'Desired release: the newest one Outpost activated on the node (from the last 20 rollouts).'),
+  const sections = [...byDC.keys()].sort().map((dc) => {
+    const all = byDC.get(dc);
+    const drifted = all.filter(isDrifted).length;
+    const shown = onlyDrifted ? all.filter(isDrifted) : all;
+    return h('section', {id: 'dc-' + dc},
+      h('h2', {}, `${dc} (${all.length} nodes, `, h('span', {class: drifted ? 'error' : ''}, `${drifted} drifted`), ') ', verifyButton(dc, all.length, progress)),
+      h('table', {class: 'fleet'}, h('thead', {}, h('tr', {}, ['Node', 'Address', 'Labels', 'Desired release', 'By rollout', 'Observed release', 'Drift', 'Observed at'].map((x) => h('th', {}, x)))),
+        h('tbody', {}, shown.length ? shown.map((n) => h('tr', {id: 'node-' + n.id, class: isDrifted(n) ? 'drifted' : ''},
+          h('td', {}, n.id), h('td', {}, n.address),
+          h('td', {}, Object.entries(n.labels || {}).map(([k, v]) => `${k}=${v}`).join(', ')),
+          h('td', {}, n.desired || h('span', {class: 'muted'}, 'none yet')),
+          h('td', {}, n.desiredRollout ? h('a', {href: '#/rollout/' + encodeURIComponent(n.desiredRollout)}, n.desiredRollout) : ''),
+          driftCells(n)))
+          : h('tr', {}, h('td', {colspan: 8, class: 'muted'}, 'No drifted node in this datacenter.')))));
+  });
+  const filter = h('input', {type: 'checkbox', id: 'fleet-drifted', checked: onlyDrifted});
+  filter.addEventListener('change', () => { location.hash = filter.checked ? '#/fleet?drifted=1' : '#/fleet'; });
+  const why = me.mayDeploy ? null : h('span', {class: 'why', id: 'verify-why'}, `your role (${me.role}) cannot verify nodes: deployer or admin can`);
+  main.replaceChildren(h('h1', {}, 'Fleet'),
+    h('p', {class: 'muted'}, 'Desired: the release Outpost last activated on the node. Observed: what a gateway saw there at its last verification (periodic, or "verify now"). Drift: every difference between them.'),
+    h('div', {class: 'actions'}, h('label', {class: 'inline'}, filter, ' drifted only'), verifyButton('', data.nodes.length, progress), why, progress),
     ...(sections.length ? sections : [h('p', {}, 'No nodes.')]));
 }
 
@@ -473,7 +551,7 @@ async function route() {
     switch (parts[0]) {
       case 'rollout': await pageRollout(decodeURIComponent(parts[1] || '')); break;
       case 'approvals': await pageApprovals(); break;
-      case 'fleet': await pageFleet(); break;
+      case 'fleet': await pageFleet(params); break;
       case 'audit': await pageAudit(params); break;
       default: await pageRollouts(params);
     }

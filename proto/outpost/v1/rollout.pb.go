@@ -401,9 +401,13 @@ type Rollout struct {
 	// Output only. Which engine condition message describes, so the engine
 	// can clear its own message without reading the words; UNSPECIFIED for
 	// any other message (and in records written before this field).
-	MessageKind   RolloutMessageKind `protobuf:"varint,21,opt,name=message_kind,json=messageKind,proto3,enum=outpost.v1.RolloutMessageKind" json:"message_kind,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	MessageKind RolloutMessageKind `protobuf:"varint,21,opt,name=message_kind,json=messageKind,proto3,enum=outpost.v1.RolloutMessageKind" json:"message_kind,omitempty"`
+	// Output only, for the identity that called GetRollout or ListRollouts
+	// (set by those calls only, never stored): whether it may approve the
+	// rollout now, and why not. ApproveRollout decides again.
+	CallerApproval *CallerApproval `protobuf:"bytes,22,opt,name=caller_approval,json=callerApproval,proto3" json:"caller_approval,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Rollout) Reset() {
@@ -583,6 +587,81 @@ func (x *Rollout) GetMessageKind() RolloutMessageKind {
 	return RolloutMessageKind_ROLLOUT_MESSAGE_KIND_UNSPECIFIED
 }
 
+func (x *Rollout) GetCallerApproval() *CallerApproval {
+	if x != nil {
+		return x.CallerApproval
+	}
+	return nil
+}
+
+// CallerApproval says whether the calling identity may approve a rollout,
+// as the control plane's approval policy (state, role, four eyes) decides.
+type CallerApproval struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Whether ApproveRollout by the caller would pass the state, role and
+	// four-eyes checks now.
+	MayApprove bool `protobuf:"varint,1,opt,name=may_approve,json=mayApprove,proto3" json:"may_approve,omitempty"`
+	// Why not, for people ("four eyes: you requested this rollout; someone
+	// else must approve it"); empty when may_approve.
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Whether the caller requested the rollout and may approve it all the
+	// same, because this control plane allows self-approval.
+	SelfApproval  bool `protobuf:"varint,3,opt,name=self_approval,json=selfApproval,proto3" json:"self_approval,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallerApproval) Reset() {
+	*x = CallerApproval{}
+	mi := &file_outpost_v1_rollout_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallerApproval) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallerApproval) ProtoMessage() {}
+
+func (x *CallerApproval) ProtoReflect() protoreflect.Message {
+	mi := &file_outpost_v1_rollout_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallerApproval.ProtoReflect.Descriptor instead.
+func (*CallerApproval) Descriptor() ([]byte, []int) {
+	return file_outpost_v1_rollout_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CallerApproval) GetMayApprove() bool {
+	if x != nil {
+		return x.MayApprove
+	}
+	return false
+}
+
+func (x *CallerApproval) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *CallerApproval) GetSelfApproval() bool {
+	if x != nil {
+		return x.SelfApproval
+	}
+	return false
+}
+
 // BlueGreen is where a blue/green rollout sends traffic.
 type BlueGreen struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -602,7 +681,7 @@ type BlueGreen struct {
 
 func (x *BlueGreen) Reset() {
 	*x = BlueGreen{}
-	mi := &file_outpost_v1_rollout_proto_msgTypes[1]
+	mi := &file_outpost_v1_rollout_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -614,7 +693,7 @@ func (x *BlueGreen) String() string {
 func (*BlueGreen) ProtoMessage() {}
 
 func (x *BlueGreen) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_rollout_proto_msgTypes[1]
+	mi := &file_outpost_v1_rollout_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -627,7 +706,7 @@ func (x *BlueGreen) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlueGreen.ProtoReflect.Descriptor instead.
 func (*BlueGreen) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_rollout_proto_rawDescGZIP(), []int{1}
+	return file_outpost_v1_rollout_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *BlueGreen) GetTargetColor() string {
@@ -691,7 +770,7 @@ type Stage struct {
 
 func (x *Stage) Reset() {
 	*x = Stage{}
-	mi := &file_outpost_v1_rollout_proto_msgTypes[2]
+	mi := &file_outpost_v1_rollout_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -703,7 +782,7 @@ func (x *Stage) String() string {
 func (*Stage) ProtoMessage() {}
 
 func (x *Stage) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_rollout_proto_msgTypes[2]
+	mi := &file_outpost_v1_rollout_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -716,7 +795,7 @@ func (x *Stage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Stage.ProtoReflect.Descriptor instead.
 func (*Stage) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_rollout_proto_rawDescGZIP(), []int{2}
+	return file_outpost_v1_rollout_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Stage) GetName() string {
@@ -853,7 +932,7 @@ type Measurement struct {
 
 func (x *Measurement) Reset() {
 	*x = Measurement{}
-	mi := &file_outpost_v1_rollout_proto_msgTypes[3]
+	mi := &file_outpost_v1_rollout_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -865,7 +944,7 @@ func (x *Measurement) String() string {
 func (*Measurement) ProtoMessage() {}
 
 func (x *Measurement) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_rollout_proto_msgTypes[3]
+	mi := &file_outpost_v1_rollout_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -878,7 +957,7 @@ func (x *Measurement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Measurement.ProtoReflect.Descriptor instead.
 func (*Measurement) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_rollout_proto_rawDescGZIP(), []int{3}
+	return file_outpost_v1_rollout_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Measurement) GetName() string {
@@ -961,7 +1040,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_outpost_v1_rollout_proto_msgTypes[4]
+	mi := &file_outpost_v1_rollout_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -973,7 +1052,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_rollout_proto_msgTypes[4]
+	mi := &file_outpost_v1_rollout_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -986,7 +1065,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_rollout_proto_rawDescGZIP(), []int{4}
+	return file_outpost_v1_rollout_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Batch) GetIndex() int32 {
@@ -1035,7 +1114,7 @@ type NodeCounts struct {
 
 func (x *NodeCounts) Reset() {
 	*x = NodeCounts{}
-	mi := &file_outpost_v1_rollout_proto_msgTypes[5]
+	mi := &file_outpost_v1_rollout_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1047,7 +1126,7 @@ func (x *NodeCounts) String() string {
 func (*NodeCounts) ProtoMessage() {}
 
 func (x *NodeCounts) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_rollout_proto_msgTypes[5]
+	mi := &file_outpost_v1_rollout_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1060,7 +1139,7 @@ func (x *NodeCounts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeCounts.ProtoReflect.Descriptor instead.
 func (*NodeCounts) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_rollout_proto_rawDescGZIP(), []int{5}
+	return file_outpost_v1_rollout_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *NodeCounts) GetTotal() int32 {
@@ -1175,7 +1254,7 @@ type RolloutNode struct {
 
 func (x *RolloutNode) Reset() {
 	*x = RolloutNode{}
-	mi := &file_outpost_v1_rollout_proto_msgTypes[6]
+	mi := &file_outpost_v1_rollout_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1187,7 +1266,7 @@ func (x *RolloutNode) String() string {
 func (*RolloutNode) ProtoMessage() {}
 
 func (x *RolloutNode) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_rollout_proto_msgTypes[6]
+	mi := &file_outpost_v1_rollout_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1200,7 +1279,7 @@ func (x *RolloutNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutNode.ProtoReflect.Descriptor instead.
 func (*RolloutNode) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_rollout_proto_rawDescGZIP(), []int{6}
+	return file_outpost_v1_rollout_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RolloutNode) GetRolloutId() string {
@@ -1363,7 +1442,7 @@ type Revision struct {
 
 func (x *Revision) Reset() {
 	*x = Revision{}
-	mi := &file_outpost_v1_rollout_proto_msgTypes[7]
+	mi := &file_outpost_v1_rollout_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1375,7 +1454,7 @@ func (x *Revision) String() string {
 func (*Revision) ProtoMessage() {}
 
 func (x *Revision) ProtoReflect() protoreflect.Message {
-	mi := &file_outpost_v1_rollout_proto_msgTypes[7]
+	mi := &file_outpost_v1_rollout_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1388,7 +1467,7 @@ func (x *Revision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Revision.ProtoReflect.Descriptor instead.
 func (*Revision) Descriptor() ([]byte, []int) {
-	return file_outpost_v1_rollout_proto_rawDescGZIP(), []int{7}
+	return file_outpost_v1_rollout_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Revision) GetApp() string {
@@ -1459,7 +1538,7 @@ var File_outpost_v1_rollout_proto protoreflect.FileDescriptor
 const file_outpost_v1_rollout_proto_rawDesc = "" +
 	"\n" +
 	"\x18outpost/v1/rollout.proto\x12\n" +
-	"outpost.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16outpost/v1/event.proto\x1a\x15outpost/v1/plan.proto\x1a\x18outpost/v1/release.proto\"\xf5\x06\n" +
+	"outpost.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16outpost/v1/event.proto\x1a\x15outpost/v1/plan.proto\x1a\x18outpost/v1/release.proto\"\xba\a\n" +
 	"\aRollout\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03app\x18\x02 \x01(\tR\x03app\x12\x1a\n" +
@@ -1487,7 +1566,13 @@ const file_outpost_v1_rollout_proto_rawDesc = "" +
 	"\fapprove_time\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\vapproveTime\x124\n" +
 	"\n" +
 	"blue_green\x18\x14 \x01(\v2\x15.outpost.v1.BlueGreenR\tblueGreen\x12A\n" +
-	"\fmessage_kind\x18\x15 \x01(\x0e2\x1e.outpost.v1.RolloutMessageKindR\vmessageKind\"n\n" +
+	"\fmessage_kind\x18\x15 \x01(\x0e2\x1e.outpost.v1.RolloutMessageKindR\vmessageKind\x12C\n" +
+	"\x0fcaller_approval\x18\x16 \x01(\v2\x1a.outpost.v1.CallerApprovalR\x0ecallerApproval\"n\n" +
+	"\x0eCallerApproval\x12\x1f\n" +
+	"\vmay_approve\x18\x01 \x01(\bR\n" +
+	"mayApprove\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12#\n" +
+	"\rself_approval\x18\x03 \x01(\bR\fselfApproval\"n\n" +
 	"\tBlueGreen\x12!\n" +
 	"\ftarget_color\x18\x01 \x01(\tR\vtargetColor\x12\x1d\n" +
 	"\n" +
@@ -1629,7 +1714,7 @@ func file_outpost_v1_rollout_proto_rawDescGZIP() []byte {
 }
 
 var file_outpost_v1_rollout_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_outpost_v1_rollout_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_outpost_v1_rollout_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_outpost_v1_rollout_proto_goTypes = []any{
 	(RolloutState)(0),             // 0: outpost.v1.RolloutState
 	(StageState)(0),               // 1: outpost.v1.StageState
@@ -1637,60 +1722,62 @@ var file_outpost_v1_rollout_proto_goTypes = []any{
 	(StageKind)(0),                // 3: outpost.v1.StageKind
 	(MeasurementVerdict)(0),       // 4: outpost.v1.MeasurementVerdict
 	(*Rollout)(nil),               // 5: outpost.v1.Rollout
-	(*BlueGreen)(nil),             // 6: outpost.v1.BlueGreen
-	(*Stage)(nil),                 // 7: outpost.v1.Stage
-	(*Measurement)(nil),           // 8: outpost.v1.Measurement
-	(*Batch)(nil),                 // 9: outpost.v1.Batch
-	(*NodeCounts)(nil),            // 10: outpost.v1.NodeCounts
-	(*RolloutNode)(nil),           // 11: outpost.v1.RolloutNode
-	(*Revision)(nil),              // 12: outpost.v1.Revision
-	(*PlanSpec)(nil),              // 13: outpost.v1.PlanSpec
-	(*Artifact)(nil),              // 14: outpost.v1.Artifact
-	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
-	(*DeploySpec)(nil),            // 16: outpost.v1.DeploySpec
-	(*durationpb.Duration)(nil),   // 17: google.protobuf.Duration
-	(*PlanAnalysis)(nil),          // 18: outpost.v1.PlanAnalysis
-	(NodeState)(0),                // 19: outpost.v1.NodeState
-	(Step)(0),                     // 20: outpost.v1.Step
-	(StepPhase)(0),                // 21: outpost.v1.StepPhase
+	(*CallerApproval)(nil),        // 6: outpost.v1.CallerApproval
+	(*BlueGreen)(nil),             // 7: outpost.v1.BlueGreen
+	(*Stage)(nil),                 // 8: outpost.v1.Stage
+	(*Measurement)(nil),           // 9: outpost.v1.Measurement
+	(*Batch)(nil),                 // 10: outpost.v1.Batch
+	(*NodeCounts)(nil),            // 11: outpost.v1.NodeCounts
+	(*RolloutNode)(nil),           // 12: outpost.v1.RolloutNode
+	(*Revision)(nil),              // 13: outpost.v1.Revision
+	(*PlanSpec)(nil),              // 14: outpost.v1.PlanSpec
+	(*Artifact)(nil),              // 15: outpost.v1.Artifact
+	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
+	(*DeploySpec)(nil),            // 17: outpost.v1.DeploySpec
+	(*durationpb.Duration)(nil),   // 18: google.protobuf.Duration
+	(*PlanAnalysis)(nil),          // 19: outpost.v1.PlanAnalysis
+	(NodeState)(0),                // 20: outpost.v1.NodeState
+	(Step)(0),                     // 21: outpost.v1.Step
+	(StepPhase)(0),                // 22: outpost.v1.StepPhase
 }
 var file_outpost_v1_rollout_proto_depIdxs = []int32{
-	13, // 0: outpost.v1.Rollout.plan:type_name -> outpost.v1.PlanSpec
-	14, // 1: outpost.v1.Rollout.artifact:type_name -> outpost.v1.Artifact
+	14, // 0: outpost.v1.Rollout.plan:type_name -> outpost.v1.PlanSpec
+	15, // 1: outpost.v1.Rollout.artifact:type_name -> outpost.v1.Artifact
 	0,  // 2: outpost.v1.Rollout.state:type_name -> outpost.v1.RolloutState
-	7,  // 3: outpost.v1.Rollout.stages:type_name -> outpost.v1.Stage
-	10, // 4: outpost.v1.Rollout.node_counts:type_name -> outpost.v1.NodeCounts
-	15, // 5: outpost.v1.Rollout.create_time:type_name -> google.protobuf.Timestamp
-	15, // 6: outpost.v1.Rollout.update_time:type_name -> google.protobuf.Timestamp
-	16, // 7: outpost.v1.Rollout.deploy:type_name -> outpost.v1.DeploySpec
-	15, // 8: outpost.v1.Rollout.approve_time:type_name -> google.protobuf.Timestamp
-	6,  // 9: outpost.v1.Rollout.blue_green:type_name -> outpost.v1.BlueGreen
+	8,  // 3: outpost.v1.Rollout.stages:type_name -> outpost.v1.Stage
+	11, // 4: outpost.v1.Rollout.node_counts:type_name -> outpost.v1.NodeCounts
+	16, // 5: outpost.v1.Rollout.create_time:type_name -> google.protobuf.Timestamp
+	16, // 6: outpost.v1.Rollout.update_time:type_name -> google.protobuf.Timestamp
+	17, // 7: outpost.v1.Rollout.deploy:type_name -> outpost.v1.DeploySpec
+	16, // 8: outpost.v1.Rollout.approve_time:type_name -> google.protobuf.Timestamp
+	7,  // 9: outpost.v1.Rollout.blue_green:type_name -> outpost.v1.BlueGreen
 	2,  // 10: outpost.v1.Rollout.message_kind:type_name -> outpost.v1.RolloutMessageKind
-	9,  // 11: outpost.v1.Stage.batches:type_name -> outpost.v1.Batch
-	1,  // 12: outpost.v1.Stage.state:type_name -> outpost.v1.StageState
-	10, // 13: outpost.v1.Stage.node_counts:type_name -> outpost.v1.NodeCounts
-	17, // 14: outpost.v1.Stage.bake:type_name -> google.protobuf.Duration
-	15, // 15: outpost.v1.Stage.start_time:type_name -> google.protobuf.Timestamp
-	15, // 16: outpost.v1.Stage.end_time:type_name -> google.protobuf.Timestamp
-	15, // 17: outpost.v1.Stage.bake_end_time:type_name -> google.protobuf.Timestamp
-	3,  // 18: outpost.v1.Stage.kind:type_name -> outpost.v1.StageKind
-	18, // 19: outpost.v1.Stage.analysis:type_name -> outpost.v1.PlanAnalysis
-	8,  // 20: outpost.v1.Stage.measurements:type_name -> outpost.v1.Measurement
-	15, // 21: outpost.v1.Measurement.time:type_name -> google.protobuf.Timestamp
-	4,  // 22: outpost.v1.Measurement.verdict:type_name -> outpost.v1.MeasurementVerdict
-	19, // 23: outpost.v1.RolloutNode.state:type_name -> outpost.v1.NodeState
-	20, // 24: outpost.v1.RolloutNode.step:type_name -> outpost.v1.Step
-	21, // 25: outpost.v1.RolloutNode.step_phase:type_name -> outpost.v1.StepPhase
-	15, // 26: outpost.v1.RolloutNode.update_time:type_name -> google.protobuf.Timestamp
-	15, // 27: outpost.v1.RolloutNode.start_time:type_name -> google.protobuf.Timestamp
-	14, // 28: outpost.v1.Revision.artifact:type_name -> outpost.v1.Artifact
-	0,  // 29: outpost.v1.Revision.state:type_name -> outpost.v1.RolloutState
-	15, // 30: outpost.v1.Revision.create_time:type_name -> google.protobuf.Timestamp
-	31, // [31:31] is the sub-list for method output_type
-	31, // [31:31] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	6,  // 11: outpost.v1.Rollout.caller_approval:type_name -> outpost.v1.CallerApproval
+	10, // 12: outpost.v1.Stage.batches:type_name -> outpost.v1.Batch
+	1,  // 13: outpost.v1.Stage.state:type_name -> outpost.v1.StageState
+	11, // 14: outpost.v1.Stage.node_counts:type_name -> outpost.v1.NodeCounts
+	18, // 15: outpost.v1.Stage.bake:type_name -> google.protobuf.Duration
+	16, // 16: outpost.v1.Stage.start_time:type_name -> google.protobuf.Timestamp
+	16, // 17: outpost.v1.Stage.end_time:type_name -> google.protobuf.Timestamp
+	16, // 18: outpost.v1.Stage.bake_end_time:type_name -> google.protobuf.Timestamp
+	3,  // 19: outpost.v1.Stage.kind:type_name -> outpost.v1.StageKind
+	19, // 20: outpost.v1.Stage.analysis:type_name -> outpost.v1.PlanAnalysis
+	9,  // 21: outpost.v1.Stage.measurements:type_name -> outpost.v1.Measurement
+	16, // 22: outpost.v1.Measurement.time:type_name -> google.protobuf.Timestamp
+	4,  // 23: outpost.v1.Measurement.verdict:type_name -> outpost.v1.MeasurementVerdict
+	20, // 24: outpost.v1.RolloutNode.state:type_name -> outpost.v1.NodeState
+	21, // 25: outpost.v1.RolloutNode.step:type_name -> outpost.v1.Step
+	22, // 26: outpost.v1.RolloutNode.step_phase:type_name -> outpost.v1.StepPhase
+	16, // 27: outpost.v1.RolloutNode.update_time:type_name -> google.protobuf.Timestamp
+	16, // 28: outpost.v1.RolloutNode.start_time:type_name -> google.protobuf.Timestamp
+	15, // 29: outpost.v1.Revision.artifact:type_name -> outpost.v1.Artifact
+	0,  // 30: outpost.v1.Revision.state:type_name -> outpost.v1.RolloutState
+	16, // 31: outpost.v1.Revision.create_time:type_name -> google.protobuf.Timestamp
+	32, // [32:32] is the sub-list for method output_type
+	32, // [32:32] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_outpost_v1_rollout_proto_init() }
@@ -1707,7 +1794,7 @@ func file_outpost_v1_rollout_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_outpost_v1_rollout_proto_rawDesc), len(file_outpost_v1_rollout_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
