@@ -244,3 +244,21 @@ func TestDeltaUploadOfKeptTar(t *testing.T) {
 		t.Errorf("the kept tar differs from the artifact (%v)", err)
 	}
 }
+
+// TestDeltaUploadUnrelatedIsSentWhole: an artifact with nothing in common
+// with the node's is sent whole, and the gateway's scan for a delta
+// stopped once it passed the limit (about half the artifact), not at its
+// end, so that the full upload starts soon.
+func TestDeltaUploadUnrelatedIsSentWhole(t *testing.T) {
+	f := newDeltaFixture(t)
+	f.deploy(t, "v1", f.jar(t, randomBytes(5, deltaTestSize)))
+	f.up.take()
+	v2 := f.jar(t, randomBytes(6, deltaTestSize))
+	detail := f.deploy(t, "v2", v2)
+	if !strings.HasPrefix(detail, "full: ") || !strings.Contains(detail, "delta too large (over 50% of 1.0 MiB within the first 576.0 KiB)") { // the check after 512 KiB, every 64 KiB
+		t.Errorf("upload: %q, want a full upload that stopped the delta at half the artifact", detail)
+	}
+	if got, failures := f.up.take(); got[UploadFull] != v2.Size || got[UploadDelta] != 0 || failures != 0 {
+		t.Errorf("sent %v with %d rebuild failures, want only the full artifact", got, failures)
+	}
+}
