@@ -186,6 +186,7 @@ func (dep *deployment) uploadDelta(ctx context.Context, d *delta.Delta) (detail,
 	}
 	a := dep.job.Release.GetArtifact()
 	dep.sentSHA256 = a.GetSha256()
+	dep.rebuiltOK = true
 	return fmt.Sprintf("delta: sent %s of %s (%.1f%%) in %d pieces, rebuilt from release %s in %v",
 		bytesIEC(res.Bytes), bytesIEC(a.GetSize()), 100*float64(res.Bytes)/float64(max(a.GetSize(), 1)),
 		len(d.Pieces), releaseOf(dep.facts.current), time.Since(start).Round(time.Millisecond)), "", nil
