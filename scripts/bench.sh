@@ -383,7 +383,7 @@ dw_cmd="go test -run '^\$' -bench 'BenchmarkDeltaWall\$' -benchtime 1x -count 1 
 dw_load=$(cut -d' ' -f1-3 /proc/loadavg)
 run deltawall -bench 'BenchmarkDeltaWall$' -benchtime 1x -count 1 -timeout 30m ./bench/
 dw() { median BenchmarkDeltaWall "$1" "$raw/deltawall.txt"; }
-pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (a+0 > 0 && b+0 > 0) printf "%.1f", 100*a/b; else print "n/a" }'; }
+pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (a+0 > 0 && b+0 > 0) printf "%.2f", 100*a/b; else print "n/a" }'; }
 {
   echo
   echo "## Delta transfer of a changed jar: wall time to 20 sshd nodes through a 1 Gbit/s link"
