@@ -375,3 +375,52 @@ dm() { median BenchmarkDeltaJar "$1" "$raw/delta.txt"; }
   echo '```'
 } >> "$out"
 echo "bench: added the delta benchmark to $out" >&2
+
+# Delta transfer (issue 17, benchmark 1): wall time and bytes of a changed
+# jar to 20 real sshd nodes through one 1 Gbit/s link, against a full
+# upload and rsync over ssh measured in the same run. About 5 minutes.
+dw_cmd="go test -run '^\$' -bench 'BenchmarkDeltaWall\$' -benchtime 1x -count 1 -timeout 30m ./bench/"
+dw_load=$(cut -d' ' -f1-3 /proc/loadavg)
+run deltawall -bench 'BenchmarkDeltaWall$' -benchtime 1x -count 1 -timeout 30m ./bench/
+dw() { median BenchmarkDeltaWall "$1" "$raw/deltawall.txt"; }
+pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (a+0 > 0 && b+0 > 0) printf "%.2f", 100*a/b; else print "n/a" }'; }
+{
+  echo
+  echo "## Delta transfer of a changed jar: wall time to 20 sshd nodes through a 1 Gbit/s link"
+  echo
+  echo "Command: \`$dw_cmd\`"
+  echo "(\`OUTPOST_BENCH_DELTA_MB\`, \`_NODES\`, \`_MBIT\` change its size). Load average when it started: $dw_load."
+  echo
+  echo "A jar-like zip of $(dw artifact-MB) MB (16,000 individually deflated entries, 5 of them changed) to"
+  echo "20 OpenSSH sshd nodes on their own loopback IPs, through one gateway (control plane and gateway"
+  echo "as \`outpost\` processes, all 20 nodes at once). A testproxy in front of each node; all 20 share"
+  echo "one bandwidth limit of $(dw link-Mbit/s) Mbit/s each way, like the gateway's network port. Bytes are"
+  echo "what crossed that link to the nodes (SSH, scripts and all), counted by the proxies. Every node"
+  echo "holds the previous version (deployed, and cached on the gateway, before the timing). Each run's"
+  echo "file is checked by its SHA-256 on every node."
+  echo
+  echo "- delta: the new version where the nodes' current release holds the old one;"
+  echo "- full: the same version into a deploy path without a previous release (no base);"
+  echo "- unrelated: random bytes of the same size, nothing in common with the nodes' current artifact;"
+  echo "- rsync: Debian's rsync over ssh (\`rsync -e 'ssh -o StrictHostKeyChecking=yes ...'\`, host keys"
+  echo "  in a known_hosts), the old version already on each node, 20 at once, through the same link."
+  echo
+  echo "| run | wall time s | MB to the nodes | MB back |"
+  echo "|---|---|---|---|"
+  for r in delta full unrelated rsync; do
+    echo "| $r | $(dw "$r-s") | $(dw "$r-MB-to-nodes") | $(dw "$r-MB-from-nodes") |"
+  done
+  echo
+  echo "| figure | value | goal |"
+  echo "|---|---|---|"
+  echo "| delta bytes ÷ full | $(pct "$(dw delta-MB-to-nodes)" "$(dw full-MB-to-nodes)") % | ≤ 5 % |"
+  echo "| delta bytes ÷ rsync's | $(dw delta/rsync-bytes) | ≤ 1.2 |"
+  echo "| full wall time ÷ delta | $(dw full/delta-time) | ≥ 5 |"
+  echo "| rsync wall time ÷ delta | $(dw rsync/delta-time) | |"
+  echo "| unrelated wall time ÷ full | $(dw unrelated/full-time) | ≤ 1.05 |"
+  echo
+  echo '```'
+  grep -E '^(Benchmark|cpu|ok)|deltawall_test' "$raw/deltawall.txt" || true
+  echo '```'
+} >> "$out"
+echo "bench: added the delta wall-time benchmark to $out" >&2

@@ -2,6 +2,7 @@ package deployer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path"
@@ -44,59 +45,86 @@ const (
 
 // deltaCache keeps the last deltas computed, so that the nodes of a
 // rollout, which mostly hold the same previous release, share one
-// computation. Computations run one at a time.
+// computation. Computations run one at a time. A delta that passed the
+// limits (too large or too fragmented to be worth it) is remembered as
+// such: its computation stopped there.
 type deltaCache struct {
 	mu     sync.Mutex
-	byPair map[string]*delta.Delta // base digest + " " + target digest
+	byPair map[string]deltaOutcome // base digest + " " + target digest
 	order  []string
+}
+
+// deltaOutcome is a computed delta, or why none is sent.
+type deltaOutcome struct {
+	d   *delta.Delta
+	why string
 }
 
 const deltaCacheSize = 8
 
 // get returns the delta from the base file to the target file, computing
-// it on a miss.
-func (c *deltaCache) get(basePath, baseDigest, targetPath, targetDigest string) (*delta.Delta, error) {
+// it on a miss, or why the full artifact is sent instead.
+func (c *deltaCache) get(basePath, baseDigest, targetPath, targetDigest string) (deltaOutcome, error) {
 	key := baseDigest + " " + targetDigest
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if d, ok := c.byPair[key]; ok {
-		return d, nil
+	if o, ok := c.byPair[key]; ok {
+		return o, nil
 	}
-	d, err := computeDelta(basePath, targetPath)
+	o, err := computeDelta(basePath, targetPath)
 	if err != nil {
-		return nil, err
+		return deltaOutcome{}, err
 	}
 	if c.byPair == nil {
-		c.byPair = make(map[string]*delta.Delta)
+		c.byPair = make(map[string]deltaOutcome)
 	}
 	if len(c.order) == deltaCacheSize {
 		delete(c.byPair, c.order[0])
 		c.order = c.order[1:]
 	}
-	c.byPair[key] = d
+	c.byPair[key] = o
 	c.order = append(c.order, key)
-	return d, nil
+	return o, nil
 }
 
-func computeDelta(basePath, targetPath string) (*delta.Delta, error) {
+// computeDelta computes the delta within the limits a delta upload
+// accepts: the scan of an artifact with little in common with the base
+// stops once it passes them, so that a full upload starts soon.
+func computeDelta(basePath, targetPath string) (deltaOutcome, error) {
 	base, err := os.Open(basePath)
 	if err != nil {
-		return nil, err
+		return deltaOutcome{}, err
 	}
 	defer base.Close()
 	fi, err := base.Stat()
 	if err != nil {
-		return nil, err
+		return deltaOutcome{}, err
 	}
 	target, err := os.ReadFile(targetPath)
 	if err != nil {
-		return nil, err
+		return deltaOutcome{}, err
 	}
 	sig, err := delta.NewSignature(base, fi.Size(), delta.BlockSize(fi.Size()))
 	if err != nil {
-		return nil, err
+		return deltaOutcome{}, err
 	}
-	return delta.Compute(sig, target), nil
+	size := int64(len(target))
+	d, err := delta.ComputeWithin(sig, target, delta.Limits{
+		MaxLiteral: int64(maxDeltaShare * float64(size)),
+		MaxPieces:  MaxDeltaPieces,
+	})
+	var le *delta.LimitError
+	switch {
+	case errors.Is(err, delta.ErrTooFragmented) && errors.As(err, &le):
+		return deltaOutcome{why: fmt.Sprintf("delta too fragmented (more than %d pieces within the first %s of %s)",
+			MaxDeltaPieces, bytesIEC(le.Scanned), bytesIEC(size))}, nil
+	case errors.Is(err, delta.ErrTooLarge) && errors.As(err, &le):
+		return deltaOutcome{why: fmt.Sprintf("delta too large (over %.0f%% of %s within the first %s)",
+			100*maxDeltaShare, bytesIEC(size), bytesIEC(le.Scanned))}, nil
+	case err != nil:
+		return deltaOutcome{}, err
+	}
+	return deltaOutcome{d: d}, nil
 }
 
 // planDelta returns the delta to send, or why the full artifact is sent.
@@ -115,17 +143,12 @@ func (dep *deployment) planDelta() (*delta.Delta, string) {
 	if !ok {
 		return nil, "the node's artifact " + base[:12] + " is not in the gateway's cache"
 	}
-	d, err := dep.d.deltas.get(basePath, base, dep.job.ArtifactPath, a.GetSha256())
-	switch {
-	case err != nil:
+	o, err := dep.d.deltas.get(basePath, base, dep.job.ArtifactPath, a.GetSha256())
+	if err != nil {
 		dep.log.Warn("computing a delta failed; sending the full artifact", "err", err)
 		return nil, "computing the delta failed"
-	case len(d.Pieces) > MaxDeltaPieces:
-		return nil, fmt.Sprintf("delta too fragmented (%d pieces, at most %d)", len(d.Pieces), MaxDeltaPieces)
-	case float64(d.Literal) > maxDeltaShare*float64(d.TargetSize):
-		return nil, fmt.Sprintf("delta too large (%s of %s)", bytesIEC(d.Literal), bytesIEC(d.TargetSize))
 	}
-	return d, ""
+	return o.d, o.why
 }
 
 // uploadDelta sends d's literal bytes and rebuilds the artifact on the
@@ -163,6 +186,7 @@ func (dep *deployment) uploadDelta(ctx context.Context, d *delta.Delta) (detail,
 	}
 	a := dep.job.Release.GetArtifact()
 	dep.sentSHA256 = a.GetSha256()
+	dep.rebuiltOK = true
 	return fmt.Sprintf("delta: sent %s of %s (%.1f%%) in %d pieces, rebuilt from release %s in %v",
 		bytesIEC(res.Bytes), bytesIEC(a.GetSize()), 100*float64(res.Bytes)/float64(max(a.GetSize(), 1)),
 		len(d.Pieces), releaseOf(dep.facts.current), time.Since(start).Round(time.Millisecond)), "", nil
@@ -183,12 +207,10 @@ func (dep *deployment) rebuildScript(d *delta.Delta) string {
 	s.set("S", a.GetSha256())
 	s.line(`T="$P/releases/$I.partial"; D="$T/` + deltaFile + `"; O="$T/$F"; B="$P/releases/$J/$F"`)
 	s.line(`{`)
-	bs := strconv.Itoa(d.BlockSize)
 	var lit int64 = 1 // tail -c +N counts from 1
 	for _, p := range d.Pieces {
 		if p.FromBase {
-			s.line(`dd if="$B" bs=` + bs + ` skip=` + strconv.FormatInt(p.Off/int64(d.BlockSize), 10) +
-				` count=` + strconv.FormatInt(p.Len/int64(d.BlockSize), 10) + ` 2>/dev/null &&`)
+			ddRun(&s, int64(d.BlockSize), p.Off/int64(d.BlockSize), p.Len/int64(d.BlockSize))
 			continue
 		}
 		s.line(`tail -c +` + strconv.FormatInt(lit, 10) + ` -- "$D" | head -c ` + strconv.FormatInt(p.Len, 10) + ` &&`)
@@ -202,6 +224,37 @@ func (dep *deployment) rebuildScript(d *delta.Delta) string {
 	s.line(digestCmd(`"$O"`, `exit `+strconv.Itoa(exitRebuild)))
 	s.line(`s=${s%% *}; [ "$s" = "$S" ] || { rm -f -- "$O"; echo "$s"; exit ` + strconv.Itoa(exitMismatch) + `; }`)
 	return s.String()
+}
+
+// ddChunk is about the size of the reads that copy the long runs of base
+// blocks: dd's cost is mostly per read, and a delta's block is small
+// (about √size, 14 KiB for a 200 MB artifact), which made dd cost the
+// node twice the system time of large reads.
+const ddChunk = 1 << 20
+
+// ddRun appends the dd commands that copy base blocks [first,
+// first+count) of bs bytes to the script's output: one dd for a short run;
+// for a long one, one with large reads (groups of blocks, aligned on the
+// group) between at most two with block-sized ones for the blocks before
+// and after the groups. POSIX dd counts skip and count in its bs, so a
+// run that does not start or end on a group boundary needs those two.
+func ddRun(s *script, bs, first, count int64) {
+	dd := func(bs, skip, count int64) {
+		if count > 0 {
+			s.line(`dd if="$B" bs=` + strconv.FormatInt(bs, 10) + ` skip=` + strconv.FormatInt(skip, 10) +
+				` count=` + strconv.FormatInt(count, 10) + ` 2>/dev/null &&`)
+		}
+	}
+	group := ddChunk / bs
+	if group < 2 || count < 4*group {
+		dd(bs, first, count)
+		return
+	}
+	head := (group - first%group) % group
+	groups := (count - head) / group
+	dd(bs, first, head)
+	dd(bs*group, (first+head)/group, groups)
+	dd(bs, first+head+groups*group, count-head-groups*group)
 }
 
 func (dep *deployment) onUpload(mode string, n int64, rebuildFailed bool) {

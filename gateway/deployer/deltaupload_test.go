@@ -47,6 +47,7 @@ type deltaFixture struct {
 	*fixture
 	up     uploads
 	cached map[string]string // sha256 -> path
+	verify string            // the last deployment's verify step detail
 }
 
 func newDeltaFixture(t *testing.T) *deltaFixture {
@@ -83,14 +84,26 @@ func (f *deltaFixture) deploy(t *testing.T, id string, rel release) string {
 	if _, err := os.Stat(filepath.Join(f.path, "current", deltaFile)); !os.IsNotExist(err) {
 		t.Errorf("deploy %s: %s left in the release: %v", id, deltaFile, err)
 	}
+	upload := ""
 	for _, ev := range evs.list() {
-		if ev.GetStep() == outpostv1.Step_STEP_UPLOAD && ev.GetPhase() == outpostv1.StepPhase_STEP_PHASE_SUCCEEDED {
-			return ev.GetDetail()
+		if ev.GetPhase() != outpostv1.StepPhase_STEP_PHASE_SUCCEEDED {
+			continue
+		}
+		switch ev.GetStep() {
+		case outpostv1.Step_STEP_UPLOAD:
+			upload = ev.GetDetail()
+		case outpostv1.Step_STEP_VERIFY:
+			f.verify = ev.GetDetail()
 		}
 	}
-	t.Fatalf("deploy %s: no upload step succeeded", id)
-	return ""
+	if upload == "" {
+		t.Fatalf("deploy %s: no upload step succeeded", id)
+	}
+	return upload
 }
+
+// rebuiltNote is the verify step's detail after a verified delta rebuild.
+const rebuiltNote = "(checked as the delta rebuilt it)"
 
 func randomBytes(seed uint64, n int) []byte {
 	r := rand.New(rand.NewPCG(seed, seed))
@@ -123,6 +136,9 @@ func TestDeltaUploadSendsOnlyChanges(t *testing.T) {
 	if got, _ := f.up.take(); got[UploadFull] != deltaTestSize || got[UploadDelta] != 0 {
 		t.Errorf("first deployment sent %v", got)
 	}
+	if want := "sha256 " + v1.SHA256; f.verify != want {
+		t.Errorf("first deployment's verify: %q, want %q (the node hashed the upload)", f.verify, want)
+	}
 
 	v2 := f.jar(t, edit(randomBytes(1, deltaTestSize)))
 	detail = f.deploy(t, "v2", v2)
@@ -132,6 +148,10 @@ func TestDeltaUploadSendsOnlyChanges(t *testing.T) {
 	got, failures := f.up.take()
 	if got[UploadFull] != 0 || got[UploadDelta] == 0 || got[UploadDelta] > 8<<10 || failures != 0 {
 		t.Errorf("second deployment sent %v (%d rebuild failures), want a delta of at most 8 KiB", got, failures)
+	}
+	// The rebuild's check is the verify step's: the node hashes once.
+	if want := "sha256 " + v2.SHA256 + " " + rebuiltNote; f.verify != want {
+		t.Errorf("second deployment's verify: %q, want %q", f.verify, want)
 	}
 	// The single file keeps its mode, as a full upload gives it.
 	if fi, err := os.Stat(filepath.Join(f.path, "current", "app.jar")); err != nil || fi.Mode().Perm() != 0o755 {
@@ -160,6 +180,9 @@ func TestDeltaUploadFallsBackWhenTheNodesFileDiffers(t *testing.T) {
 	detail := f.deploy(t, "v2", v2)
 	if !strings.HasPrefix(detail, "full: sent 1.0 MiB") || !strings.Contains(detail, "the rebuilt file did not verify") {
 		t.Errorf("upload: %q, want a full upload after the delta did not verify", detail)
+	}
+	if want := "sha256 " + v2.SHA256; f.verify != want {
+		t.Errorf("verify after the fallback: %q, want %q (the node hashed the full upload)", f.verify, want)
 	}
 	got, failures := f.up.take()
 	if got[UploadFull] != v2.Size || got[UploadDelta] == 0 || failures != 1 {
@@ -242,5 +265,23 @@ func TestDeltaUploadOfKeptTar(t *testing.T) {
 	want, _ := os.ReadFile(v2.Path)
 	if err != nil || !bytes.Equal(kept, want) {
 		t.Errorf("the kept tar differs from the artifact (%v)", err)
+	}
+}
+
+// TestDeltaUploadUnrelatedIsSentWhole: an artifact with nothing in common
+// with the node's is sent whole, and the gateway's scan for a delta
+// stopped once it passed the limit (about half the artifact), not at its
+// end, so that the full upload starts soon.
+func TestDeltaUploadUnrelatedIsSentWhole(t *testing.T) {
+	f := newDeltaFixture(t)
+	f.deploy(t, "v1", f.jar(t, randomBytes(5, deltaTestSize)))
+	f.up.take()
+	v2 := f.jar(t, randomBytes(6, deltaTestSize))
+	detail := f.deploy(t, "v2", v2)
+	if !strings.HasPrefix(detail, "full: ") || !strings.Contains(detail, "delta too large (over 50% of 1.0 MiB within the first 576.0 KiB)") { // the check after 512 KiB, every 64 KiB
+		t.Errorf("upload: %q, want a full upload that stopped the delta at half the artifact", detail)
+	}
+	if got, failures := f.up.take(); got[UploadFull] != v2.Size || got[UploadDelta] != 0 || failures != 0 {
+		t.Errorf("sent %v with %d rebuild failures, want only the full artifact", got, failures)
 	}
 }

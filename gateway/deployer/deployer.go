@@ -221,6 +221,10 @@ type deployment struct {
 	// releases/<id>: not how far we got but what is ours to remove.
 	created    bool
 	sentSHA256 string // digest of the bytes the upload sent, computed while sending
+	// rebuiltOK: a delta upload rebuilt the artifact and its script found
+	// the expected SHA-256 (deltaupload.go); the verify step reports that
+	// check instead of reading the file again.
+	rebuiltOK bool
 }
 
 // Deploy deploys job and returns how it ended. emit (may be nil) receives

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -71,5 +72,44 @@ func TestRebuildScriptRebuildsWithShellTools(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(partial, "app.jar")); !os.IsNotExist(err) {
 		t.Errorf("a rebuilt file that did not verify was kept: %v", err)
+	}
+}
+
+// TestDDRun runs ddRun's commands with the local dd: each run of blocks
+// is copied exactly, and a long run is copied mostly with large reads, in
+// at most three commands.
+func TestDDRun(t *testing.T) {
+	const bs = 3 << 10 // group: 341 blocks
+	group := int64(ddChunk / bs)
+	base := randomBytes(21, int(10*group*bs+5*bs))
+	dir := t.TempDir()
+	b := filepath.Join(dir, "base")
+	if err := os.WriteFile(b, base, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	blocks := int64(len(base) / bs)
+	for _, c := range []struct{ first, count int64 }{
+		{0, 1}, {5, 3}, {0, 4*group - 1}, // short runs: one dd
+		{0, blocks}, {group, 4 * group}, {1, 4 * group}, {group - 1, 5*group + 2}, {7, blocks - 7},
+	} {
+		var s script
+		ddRun(&s, bs, c.first, c.count)
+		cmds := strings.Count(s.String(), "dd if=")
+		cmd := exec.Command("sh", "-c", "{ "+s.String()+":; } >\"$O\"")
+		cmd.Env = []string{"B=" + b, "O=" + filepath.Join(dir, "out")}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("run %+v: %v\n%s\n%s", c, err, s.String(), out)
+		}
+		got, _ := os.ReadFile(filepath.Join(dir, "out"))
+		if !bytes.Equal(got, base[c.first*bs:(c.first+c.count)*bs]) {
+			t.Errorf("run %+v: %d bytes copied, not the run's %d", c, len(got), c.count*bs)
+		}
+		large := strings.Contains(s.String(), "bs="+strconv.FormatInt(bs*group, 10)+" ")
+		switch {
+		case c.count < 4*group && (cmds != 1 || large):
+			t.Errorf("short run %+v: %d commands:\n%s", c, cmds, s.String())
+		case c.count >= 4*group && (cmds > 3 || !large):
+			t.Errorf("long run %+v: %d commands, large reads %v:\n%s", c, cmds, large, s.String())
+		}
 	}
 }

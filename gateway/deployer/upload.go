@@ -88,6 +88,7 @@ func (dep *deployment) uploadFull(ctx context.Context) (string, error) {
 		return "", err // sshexec's error names the upload and its path
 	}
 	dep.sentSHA256 = res.SHA256
+	dep.rebuiltOK = false // the verify step hashes what was sent
 	dep.onUpload(UploadFull, res.Bytes, false)
 	if res.Bytes != dep.job.Release.GetArtifact().GetSize() {
 		return "", fmt.Errorf("upload %s: sent %d bytes, the artifact has %d (did the file change?)", remote, res.Bytes, dep.job.Release.GetArtifact().GetSize())

@@ -127,8 +127,58 @@ func weakSum(p []byte) uint32 {
 // Compute finds the pieces that rebuild target from the base sig was
 // made of.
 func Compute(sig *Signature, target []byte) *Delta {
+	d, _ := ComputeWithin(sig, target, Limits{})
+	return d
+}
+
+// Limits stop a computation as soon as its delta could not be used, so
+// that an artifact with little in common with the base costs the sender
+// only part of a scan. A zero field is no limit.
+type Limits struct {
+	MaxLiteral int64 // more literal bytes than this
+	MaxPieces  int   // more pieces than this
+}
+
+// Errors of ComputeWithin: the delta passed a limit.
+var (
+	ErrTooLarge      = errors.New("delta: more literal bytes than the limit")
+	ErrTooFragmented = errors.New("delta: more pieces than the limit")
+)
+
+// LimitError is ComputeWithin's error: which limit the delta passed
+// (errors.Is ErrTooLarge or ErrTooFragmented) and how many bytes of the
+// target had been scanned when it stopped.
+type LimitError struct {
+	Err             error
+	Scanned, Target int64
+}
+
+func (e *LimitError) Error() string {
+	return fmt.Sprintf("%v (stopped after %d of %d target bytes)", e.Err, e.Scanned, e.Target)
+}
+
+func (e *LimitError) Unwrap() error { return e.Err }
+
+// literalCheck is how many literal bytes the scan passes between checks
+// of Limits.MaxLiteral: often enough to stop within a fraction of a
+// percent of a large target, rarely enough to cost nothing.
+const literalCheck = 64 << 10
+
+// ComputeWithin is Compute that gives up, returning a *LimitError and no
+// delta, once the delta passes lim.
+func ComputeWithin(sig *Signature, target []byte, lim Limits) (*Delta, error) {
 	bs := sig.blockSize
 	d := &Delta{BlockSize: bs, TargetSize: int64(len(target))}
+	maxLit, maxPieces := lim.MaxLiteral, lim.MaxPieces
+	if maxLit <= 0 {
+		maxLit = math.MaxInt64
+	}
+	if maxPieces <= 0 {
+		maxPieces = math.MaxInt
+	}
+	stop := func(err error, at int) (*Delta, error) {
+		return nil, &LimitError{Err: err, Scanned: int64(at), Target: int64(len(target))}
+	}
 	lit := 0 // start of the pending literal
 	if sig.blocks > 0 && len(target) >= bs {
 		n := uint32(bs)
@@ -144,6 +194,9 @@ func Compute(sig *Signature, target []byte) *Delta {
 				if idx, ok := sig.match(w, target[i:i+bs]); ok {
 					d.add(Piece{Off: int64(lit), Len: int64(i - lit)})
 					d.add(Piece{FromBase: true, Off: int64(idx) * int64(bs), Len: int64(bs)})
+					if len(d.Pieces) > maxPieces {
+						return stop(ErrTooFragmented, i+bs)
+					}
 					i += bs
 					lit = i
 					if i+bs > len(target) {
@@ -164,10 +217,19 @@ func Compute(sig *Signature, target []byte) *Delta {
 			a = a - out + in
 			b = b - n*out + a
 			i++
+			if i%literalCheck == 0 && d.Literal+int64(i-lit) > maxLit {
+				return stop(ErrTooLarge, i)
+			}
 		}
 	}
 	d.add(Piece{Off: int64(lit), Len: int64(len(target) - lit)})
-	return d
+	switch {
+	case d.Literal > maxLit:
+		return stop(ErrTooLarge, len(target))
+	case len(d.Pieces) > maxPieces:
+		return stop(ErrTooFragmented, len(target))
+	}
+	return d, nil
 }
 
 func (s *Signature) match(w uint32, block []byte) (int32, bool) {

@@ -2,6 +2,7 @@ package delta
 
 import (
 	"bytes"
+	"errors"
 	"math/rand/v2"
 	"testing"
 )
@@ -158,4 +159,51 @@ func FuzzDelta(f *testing.F) {
 			roundTrip(t, base, edit, bs)
 		}
 	})
+}
+
+// TestComputeWithinStopsEarly: an unrelated target stops the scan soon
+// after its literal bytes pass the limit, not at its end.
+func TestComputeWithinStopsEarly(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	const size = 4 << 20
+	base, target := random(r, size), random(r, size)
+	sig, err := NewSignature(bytes.NewReader(base), size, 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := ComputeWithin(sig, target, Limits{MaxLiteral: size / 4})
+	var le *LimitError
+	if d != nil || !errors.Is(err, ErrTooLarge) || !errors.As(err, &le) {
+		t.Fatalf("ComputeWithin = %v, %v; want no delta and ErrTooLarge", d, err)
+	}
+	if le.Scanned > size/4+literalCheck || le.Target != size {
+		t.Errorf("stopped after %d of %d bytes, want at most %d (a quarter and one check)", le.Scanned, le.Target, size/4+literalCheck)
+	}
+	// Within the limit, the same delta as Compute.
+	if d, err := ComputeWithin(sig, target, Limits{MaxLiteral: size}); err != nil || d.Literal != size {
+		t.Errorf("at a limit of the whole target: %v, %v", d, err)
+	}
+}
+
+// TestComputeWithinPieces: a fragmented delta stops at the piece limit;
+// one with exactly as many pieces as allowed passes.
+func TestComputeWithinPieces(t *testing.T) {
+	r := rand.New(rand.NewPCG(13, 14))
+	base := random(r, 64*1024)
+	target := append([]byte{}, base...)
+	for i := 0; i < len(target); i += 4096 { // one changed byte every 4 blocks
+		target[i] ^= 0xff
+	}
+	full := roundTrip(t, base, target, 1024)
+	sig, err := NewSignature(bytes.NewReader(base), int64(len(base)), 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ComputeWithin(sig, target, Limits{MaxPieces: len(full.Pieces) - 1}); !errors.Is(err, ErrTooFragmented) {
+		t.Errorf("with one piece fewer than needed: %v, want ErrTooFragmented", err)
+	}
+	d, err := ComputeWithin(sig, target, Limits{MaxPieces: len(full.Pieces), MaxLiteral: full.Literal})
+	if err != nil || len(d.Pieces) != len(full.Pieces) || d.Literal != full.Literal {
+		t.Errorf("at exactly the delta's size: %v, %v", d, err)
+	}
 }

@@ -42,6 +42,8 @@ type Proxy struct {
 	cutArmed  bool
 	cutLeft   int64 // client->server bytes still allowed while cutArmed
 	closed    bool
+	// limitToTarget and limitToClient cap each direction (limit.go).
+	limitToTarget, limitToClient *Limiter
 }
 
 // Start starts a proxy on 127.0.0.1 with a kernel-chosen port, forwarding
@@ -342,6 +344,10 @@ func (c *conn) write(dst *net.TCPConn, q <-chan chunk, toServer bool) {
 			continue
 		}
 		data := (*ch.buf)[:ch.n]
+		if !failed && !c.p.limiter(toServer).wait(len(data), c.done) {
+			bufPool.Put(ch.buf)
+			return
+		}
 		if !failed && !c.p.blackholed() {
 			cut := false
 			if toServer {
