@@ -2,6 +2,10 @@ package console
 
 import (
 	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -51,5 +55,33 @@ func TestLiveNode(t *testing.T) {
 	done()
 	if n := s.liveNode("r1", "n1"); n != nil {
 		t.Errorf("liveNode after the watch ended = %v, want nil", n)
+	}
+}
+
+// TestNodeRecord: the node panel's request gets the record of a node of a
+// rollout the page watches without calling the control plane (there is
+// none: a call would panic on the nil client), and a node id too long to
+// be one is refused.
+func TestNodeRecord(t *testing.T) {
+	s, base := serve(t)
+	jar, _ := cookiejar.New(nil)
+	c := noRedirect(jar)
+	if resp := do(t, c, "GET", base+s.LoginPath(), nil, ""); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("login: %s", resp.Status)
+	}
+	live, done := s.watching("r-1")
+	defer done()
+	live.put([]*outpostv1.RolloutNode{{RolloutId: "r-1", NodeId: "web 1", Datacenter: "dc-1", State: outpostv1.NodeState_NODE_STATE_FAILED, Error: "hook says no"}})
+	resp, err := c.Get(base + "/api/rollouts/r-1/nodes/web%201")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"error":"hook says no"`) || !strings.Contains(string(body), `"state":"NODE_STATE_FAILED"`) {
+		t.Errorf("record of a watched node: %s %s, want 200 with its record", resp.Status, body)
+	}
+	if resp := do(t, c, "GET", base+"/api/rollouts/r-1/nodes/"+strings.Repeat("n", maxNodeID+1), nil, ""); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("a %d-byte node id: %s, want 400", maxNodeID+1, resp.Status)
 	}
 }

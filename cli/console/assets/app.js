@@ -238,22 +238,24 @@ async function pageRollout(id) {
   }
   const pixels = nodeStates.map((st) => pixel(nodeColors[st] || nodeColors.UNSPECIFIED));
   const unknownPixel = pixel(nodeColors.UNSPECIFIED);
-  // drawAll paints every cell into one ImageData: 10,000 cells in a few
-  // milliseconds, where as many fillRect calls take tens.
+  // drawAll paints every cell into one ImageData, a row of cells at a
+  // time: their first line, copied down. 10,000 fillRect calls would
+  // return sooner but leave the canvas to rasterize them afterwards, for
+  // longer.
   function drawAll() {
     const start = performance.now();
     layout();
-    const img = ctx.createImageData(canvas.width, canvas.height);
-    const px = new Uint32Array(img.data.buffer);
     const w = canvas.width;
-    for (let i = 0; i < codes.length; i++) {
-      const color = pixels[codes[i]] || unknownPixel;
-      const x = (i % cols) * cell;
-      const y = Math.floor(i / cols) * cell;
-      for (let dy = 0; dy < cell - 1; dy++) {
-        const row = (y + dy) * w + x;
-        px.fill(color, row, row + cell - 1);
+    const img = ctx.createImageData(w, canvas.height);
+    const px = new Uint32Array(img.data.buffer);
+    for (let first = 0; first < codes.length; first += cols) {
+      const top = (first / cols) * cell * w;
+      const end = Math.min(codes.length, first + cols);
+      for (let i = first; i < end; i++) {
+        const x = top + (i - first) * cell;
+        px.fill(pixels[codes[i]] || unknownPixel, x, x + cell - 1);
       }
+      for (let dy = 1; dy < cell - 1; dy++) px.copyWithin(top + dy * w, top, top + w);
     }
     ctx.putImageData(img, 0, 0);
     window.consoleDrawMs = performance.now() - start;
