@@ -341,8 +341,8 @@ const gridNodes = 10000
 // TestConsoleGrid opens a rollout of 10,000 nodes (in a datacenter without
 // a gateway, so they stay pending) in the console and records how long the
 // page takes from opening to a drawn grid, and the drawing alone. It
-// asserts only that the grid is complete, within a loose bound; the
-// figures go to the log (and BENCHMARKS.md).
+// asserts only that the grid is complete and follows the rollout live;
+// the figures go to the log (and BENCHMARKS.md).
 func TestConsoleGrid(t *testing.T) {
 	bin := buildCLI(t)
 	s := newSystem(t, 1, oneDC)
@@ -375,9 +375,8 @@ func TestConsoleGrid(t *testing.T) {
 		waitJS(fmt.Sprintf(`window.consoleGridNodes === %d`, gridNodes), time.Minute))
 	page := read(t, tab, "page time", chromedp.Evaluate[float64](`window.consoleGridMs`))
 	draw := read(t, tab, "draw time", chromedp.Evaluate[float64](`window.consoleDrawMs`))
+	t.Logf("console grid of %d nodes: ms after opening the page when each part arrived: %s", gridNodes, read(t, tab, "times", chromedp.Evaluate[string](`JSON.stringify(window.consoleGridTimes)`)))
 	t.Logf("console grid of %d nodes: %.0f ms from opening the page to the drawn grid, %.1f ms drawing", gridNodes, page, draw)
-	if page > 30000 {
-		t.Errorf("the grid of %d nodes took %.0f ms to show, want well under 30 s", gridNodes, page)
-	}
 	screenshot(t, tab, "console-grid")
+	checkGridLive(t, tab, s, r.GetId(), gridNodes, dc)
 }

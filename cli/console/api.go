@@ -36,6 +36,7 @@ func (s *Server) api() http.Handler {
 	m.HandleFunc("GET /api/rollouts", s.listRollouts)
 	m.HandleFunc("GET /api/rollouts/{id}", s.getRollout)
 	m.HandleFunc("GET /api/rollouts/{id}/watch", s.watchRollout)
+	m.HandleFunc("GET /api/rollouts/{id}/nodes/{node}", s.rolloutNode)
 	m.HandleFunc("GET /api/rollouts/{id}/diff", s.diff)
 	m.HandleFunc("POST /api/rollouts/{id}/{action}", s.act)
 	m.HandleFunc("POST /api/apps/{app}/undo", s.undo)

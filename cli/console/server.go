@@ -51,9 +51,11 @@ type Config struct {
 type Server struct {
 	cfg Config
 
-	mu      sync.Mutex
-	token   string // one-time login token; "" once used
-	session string // session cookie value; "" until the token is used
+	mu      sync.Mutex // guards token, session and live
+	token   string     // one-time login token; "" once used
+	session string     // session cookie value; "" until the token is used
+	// live holds the node records of the rollout watches open now.
+	live map[*liveNodes]bool
 
 	// hosts are the Host header values accepted; nil accepts any (a
 	// console listening on an unspecified address, by explicit choice).

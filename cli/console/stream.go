@@ -54,10 +54,13 @@ func (e *sse) fail(err error) {
 }
 
 // watchRollout relays the WatchRollout stream as server-sent events:
-// rollout, nodes (a page of the snapshot), node, step, ready (end of the
-// snapshot), end (the rollout finished) and failure.
+// rollout, grid (the snapshot's nodes: ids and states), ready (end of the
+// snapshot), then nodes (the records of nodes that changed), node, step,
+// end (the rollout finished) and failure. The records behind the grid
+// stay here for the node panel (rolloutNode) while the stream lasts.
 func (s *Server) watchRollout(w http.ResponseWriter, r *http.Request) {
-	stream, err := s.cfg.CP.WatchRollout(r.Context(), &outpostv1.WatchRolloutRequest{Id: r.PathValue("id"), NodePageSize: 1000})
+	id := r.PathValue("id")
+	stream, err := s.cfg.CP.WatchRollout(r.Context(), &outpostv1.WatchRolloutRequest{Id: id, NodePageSize: 1000})
 	if err != nil {
 		writeRPCError(w, "watch rollout", err)
 		return
@@ -66,6 +69,9 @@ func (s *Server) watchRollout(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	live, done := s.watching(id)
+	defer done()
+	snapshot := true
 	for {
 		resp, err := stream.Recv()
 		if err != nil {
@@ -83,13 +89,22 @@ func (s *Server) watchRollout(w http.ResponseWriter, r *http.Request) {
 		case *outpostv1.WatchRolloutResponse_Rollout:
 			sendErr = e.send("rollout", raw(ev.Rollout))
 		case *outpostv1.WatchRolloutResponse_NodePage:
-			sendErr = e.send("nodes", raw(ev.NodePage))
+			live.put(ev.NodePage.GetNodes())
+			if !snapshot {
+				sendErr = e.send("nodes", raw(ev.NodePage))
+			}
 		case *outpostv1.WatchRolloutResponse_Node:
-			sendErr = e.send("node", raw(ev.Node))
+			live.put([]*outpostv1.RolloutNode{ev.Node})
+			if !snapshot {
+				sendErr = e.send("node", raw(ev.Node))
+			}
 		case *outpostv1.WatchRolloutResponse_StepEvent:
 			sendErr = e.send("step", raw(ev.StepEvent))
 		case *outpostv1.WatchRolloutResponse_SnapshotEnd:
-			sendErr = e.send("ready", json.RawMessage("{}"))
+			snapshot = false
+			if sendErr = e.send("grid", encodeGrid(live.grid())); sendErr == nil {
+				sendErr = e.send("ready", json.RawMessage("{}"))
+			}
 		}
 		if sendErr != nil {
 			return
