@@ -863,7 +863,6 @@ func (s *Server) lead(ctx context.Context, l *leader.Leadership) error {
 		},
 		OnNodeResult: func(ctx context.Context, rolloutID string, n *outpostv1.RolloutNode) {
 			s.audit.RecordRolloutNode(ctx, rolloutID, n)
-			s.recordDesired(ctx, rolloutID, n)
 		},
 		GatewayWaitLog:    s.cfg.GatewayWaitLog,
 		HeartbeatInterval: s.cfg.heartbeatInterval,
