@@ -308,10 +308,16 @@ func (s *Server) observe(ctx context.Context, n *outpostv1.Node, d *outpostv1.No
 // VerifyNodes observes the selected nodes and streams each as it is done.
 func (c *controlPlaneService) VerifyNodes(req *outpostv1.VerifyNodesRequest, stream grpc.ServerStreamingServer[outpostv1.VerifyNodesResponse]) error {
 	ctx := stream.Context()
+	release, err := c.s.verifies.enter(callerSubject(ctx))
+	if err != nil {
+		return err
+	}
+	defer release()
 	targets, busy, err := c.s.verifyPlan(ctx, req.GetLabelSelector(), req.GetDatacenter())
 	if err != nil {
 		return err
 	}
+	now := c.s.cfg.Clock.Now()
 	total := int32(len(targets))
 	var (
 		sendMu  sync.Mutex
@@ -335,6 +341,11 @@ func (c *controlPlaneService) VerifyNodes(req *outpostv1.VerifyNodesRequest, str
 	for _, t := range targets {
 		if t.skipped != "" {
 			send(t.node, t.status, t.skipped)
+			continue
+		}
+		if o := t.status.GetObservation(); !req.GetForce() && o != nil && now.Sub(o.GetTime().AsTime()) < verifyFresh &&
+			o.GetTime().AsTime().After(t.status.GetDesired().GetTime().AsTime()) {
+			send(t.node, t.status, "") // observed since its activation, moments ago
 			continue
 		}
 		dc := t.node.GetDatacenter()

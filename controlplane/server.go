@@ -349,6 +349,8 @@ type Server struct {
 	envs      environments
 	providers *analysis.Providers
 	scans     *scanHub
+	// verifies admits VerifyNodes calls (verify_limits.go).
+	verifies verifyGate
 	// tarMeasures caches the unpacked sizes of tar artifacts.
 	tarMeasures tarMeasures
 
