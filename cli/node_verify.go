@@ -18,7 +18,7 @@ func nodeVerifyCommand() *command {
 	return &command{
 		name:  "verify",
 		short: "observe what really runs on nodes and report drift",
-		usage: "outpost node verify [-l key=value,...] [--datacenter NAME] [--force] [-o table|wide|json|yaml]",
+		usage: "outpost node verify [-l key=value,...] [--datacenter NAME] [-o table|wide|json|yaml]",
 		long: `Asks the gateways to observe each selected node in one read-only SSH
 command: the release current points to, that release's directory and
 digest marker, the lock and whether its holder still runs, and the last
@@ -34,10 +34,10 @@ activated on the node, and any difference is drift:
                     or output the gateway refused)
 
 Nodes never deployed by Outpost and nodes in a running rollout are
-skipped. A node observed in the last 30 seconds is answered from that
-observation; --force observes it again. One verification runs at a time
-per user, and a control plane runs a few at once: over either bound the
-command fails and says so (wait for the other verification, or retry).
+skipped. One verification runs at a time per user, and a control plane
+runs a few at once: over either bound the command fails and says so (wait
+for the other verification, or retry); a node another verification is
+observing right then shares that observation.
 Progress is printed to stderr as nodes answer; the table follows.
 The exit status is 1 when any node drifted or could not be observed.
 Repair drifted nodes with a plan whose targets say drifted: true.
@@ -45,13 +45,11 @@ Repair drifted nodes with a plan whose targets say drifted: true.
 Examples:
   outpost node verify
   outpost node verify -l app=billing-api --datacenter seoul-1
-  outpost node verify -o json
-  outpost node verify --force -l app=billing-api   # just repaired: look again now`,
+  outpost node verify -o json`,
 		flags: func(fs *flag.FlagSet, env *Env) func(context.Context, []string) error {
 			addr := controlPlaneFlag(fs, env)
 			selector := fs.String("l", "", "label selector `key=value[,key=value]`: only nodes with all these labels")
 			dc := fs.String("datacenter", "", "only nodes of this datacenter")
-			force := fs.Bool("force", false, "observe nodes observed in the last 30 seconds again")
 			out := outputFlag(fs, resourceFormats...)
 			return func(ctx context.Context, args []string) error {
 				if len(args) > 0 {
@@ -66,7 +64,7 @@ Examples:
 					return err
 				}
 				defer c.Close()
-				stream, err := c.cp.VerifyNodes(ctx, &outpostv1.VerifyNodesRequest{LabelSelector: plan.FormatLabelSelector(sel), Datacenter: *dc, Force: *force})
+				stream, err := c.cp.VerifyNodes(ctx, &outpostv1.VerifyNodesRequest{LabelSelector: plan.FormatLabelSelector(sel), Datacenter: *dc})
 				if err != nil {
 					return c.explain("verify nodes", err)
 				}

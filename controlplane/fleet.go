@@ -317,7 +317,6 @@ func (c *controlPlaneService) VerifyNodes(req *outpostv1.VerifyNodesRequest, str
 	if err != nil {
 		return err
 	}
-	now := c.s.cfg.Clock.Now()
 	total := int32(len(targets))
 	var (
 		sendMu  sync.Mutex
@@ -343,11 +342,6 @@ func (c *controlPlaneService) VerifyNodes(req *outpostv1.VerifyNodesRequest, str
 			send(t.node, t.status, t.skipped)
 			continue
 		}
-		if o := t.status.GetObservation(); !req.GetForce() && o != nil && now.Sub(o.GetTime().AsTime()) < verifyFresh &&
-			o.GetTime().AsTime().After(t.status.GetDesired().GetTime().AsTime()) {
-			send(t.node, t.status, "") // observed since its activation, moments ago
-			continue
-		}
 		dc := t.node.GetDatacenter()
 		if slots[dc] == nil {
 			slots[dc] = make(chan struct{}, verifyConcurrency)
@@ -363,7 +357,9 @@ func (c *controlPlaneService) VerifyNodes(req *outpostv1.VerifyNodesRequest, str
 		go func() {
 			defer wg.Done()
 			defer func() { <-slot }()
-			st, err := c.s.verifyNode(ctx, t, busy, cache, &cacheMu)
+			st, err := c.s.inFlight.do(ctx, t.node.GetId(), func() (*outpostv1.NodeStatus, error) {
+				return c.s.verifyNode(ctx, t, busy, cache, &cacheMu)
+			})
 			if err != nil {
 				c.s.log.Warn("node verification not stored", "node", t.node.GetId(), "error", err)
 				send(t.node, t.status, "not stored: "+err.Error())

@@ -349,8 +349,10 @@ type Server struct {
 	envs      environments
 	providers *analysis.Providers
 	scans     *scanHub
-	// verifies admits VerifyNodes calls (verify_limits.go).
+	// verifies admits VerifyNodes calls; inFlight joins observations of
+	// one node (verify_limits.go).
 	verifies verifyGate
+	inFlight verifyFlights
 	// tarMeasures caches the unpacked sizes of tar artifacts.
 	tarMeasures tarMeasures
 

@@ -468,10 +468,7 @@ type VerifyNodesRequest struct {
 	// "k=v,k2=v2": only nodes carrying all these labels; empty means all.
 	LabelSelector string `protobuf:"bytes,1,opt,name=label_selector,json=labelSelector,proto3" json:"label_selector,omitempty"`
 	// Only nodes of this datacenter; empty means all.
-	Datacenter string `protobuf:"bytes,2,opt,name=datacenter,proto3" json:"datacenter,omitempty"`
-	// Observe every selected node again, even one observed within the last
-	// 30 seconds (otherwise answered from that observation).
-	Force         bool `protobuf:"varint,3,opt,name=force,proto3" json:"force,omitempty"`
+	Datacenter    string `protobuf:"bytes,2,opt,name=datacenter,proto3" json:"datacenter,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -518,13 +515,6 @@ func (x *VerifyNodesRequest) GetDatacenter() string {
 		return x.Datacenter
 	}
 	return ""
-}
-
-func (x *VerifyNodesRequest) GetForce() bool {
-	if x != nil {
-		return x.Force
-	}
-	return false
 }
 
 // VerifyNodesResponse is one node verified (or skipped).
@@ -2997,13 +2987,12 @@ const file_outpost_v1_controlplane_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x02 \x01(\tR\trequestId\"\x14\n" +
-	"\x12DeleteNodeResponse\"q\n" +
+	"\x12DeleteNodeResponse\"[\n" +
 	"\x12VerifyNodesRequest\x12%\n" +
 	"\x0elabel_selector\x18\x01 \x01(\tR\rlabelSelector\x12\x1e\n" +
 	"\n" +
 	"datacenter\x18\x02 \x01(\tR\n" +
-	"datacenter\x12\x14\n" +
-	"\x05force\x18\x03 \x01(\bR\x05force\"\x7f\n" +
+	"datacenter\"\x7f\n" +
 	"\x13VerifyNodesResponse\x12$\n" +
 	"\x04node\x18\x01 \x01(\v2\x10.outpost.v1.NodeR\x04node\x12\x18\n" +
 	"\askipped\x18\x02 \x01(\tR\askipped\x12\x12\n" +
