@@ -229,9 +229,20 @@ func TestLeaseExpiresWhileWaiting(t *testing.T) {
 	}
 	dead := leases[1]
 	revoke(t, s, dead)
-	// Give b's session time to notice before the way is cleared, so the
-	// naive Campaign would now return success with a deleted key.
-	time.Sleep(ttl)
+	// b's session notices and b campaigns again on a new lease, before the
+	// way is cleared; a naive Campaign never queues again (and would return
+	// success with the deleted key once a resigns).
+	deadline := time.Now().Add(waitLimit)
+	for {
+		leases = candidateLeases(t, s)
+		if len(leases) == 2 && leases[1] != dead {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("b did not campaign again on a new lease within %v; leases %v (dead %x)", waitLimit, leases, dead)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if err := a.Resign(ctx); err != nil {
 		t.Fatal(err)
 	}
