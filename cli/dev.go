@@ -298,9 +298,27 @@ outpost dev: ready
 `, cfg.nodes, cfg.datacenters, cp.Addr(), cfg.dataDir, inventory, demoDir,
 		controlPlaneEnv, cp.Addr(), credentialEnv, cp.AdminCredentialFile(), inventory, plans[0], plans[1], plans[2])
 
-	<-ctx.Done()
-	fmt.Fprintln(cfg.out, "outpost dev: stopping")
-	return nil
+	return devUntil(ctx, cp, cfg.out)
+}
+
+// devUntil waits until ctx ends (an interrupt: nil) or the embedded
+// control plane fails by itself: then its failure, so that `outpost dev`
+// exits non-zero instead of serving a fleet that nothing drives. runDev's
+// deferred stops shut everything down either way.
+func devUntil(ctx context.Context, cp runningServer, out io.Writer) error {
+	select {
+	case <-ctx.Done():
+		fmt.Fprintln(out, "outpost dev: stopping")
+		return nil
+	case <-cp.Done():
+	}
+	err := cp.Err()
+	if err == nil {
+		err = errors.New("the control plane stopped by itself")
+	}
+	fmt.Fprintln(out, "outpost dev: the control plane failed; stopping")
+	// The server logged its failure as it happened.
+	return &exitError{code: 1, err: fmt.Errorf("outpost dev: %w", err), logged: true}
 }
 
 // devMetricsAddrs splits --metrics-listen HOST:PORT into the control

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -173,5 +174,27 @@ func TestDevMetricsAddrs(t *testing.T) {
 		if (err != nil) != tt.wantErr || cp != tt.cp || !slices.Equal(gws, tt.gws) {
 			t.Errorf("devMetricsAddrs(%q, 2) = %q, %q, %v; want %q, %q, error %v", tt.listen, cp, gws, err, tt.cp, tt.gws, tt.wantErr)
 		}
+	}
+}
+
+func TestDevExitsWhenTheControlPlaneFails(t *testing.T) {
+	// The embedded control plane fails by itself (its etcd stopped):
+	// `outpost dev` stops with that failure, exit status 1.
+	failed := &fakeServer{done: make(chan struct{}), err: errors.New("controlplane: state store: embedded etcd server stopped")}
+	close(failed.done)
+	var out strings.Builder
+	err := devUntil(context.Background(), failed, &out)
+	if ee := (*exitError)(nil); !errors.As(err, &ee) || ee.code != 1 || !strings.Contains(err.Error(), "embedded etcd server stopped") {
+		t.Errorf("devUntil(failed control plane) = %#v, want an exitError, code 1, with its failure", err)
+	}
+	if !strings.Contains(out.String(), "outpost dev: the control plane failed; stopping") {
+		t.Errorf("output %q does not say the control plane failed", out.String())
+	}
+	// An interrupt: no error.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	out.Reset()
+	if err := devUntil(ctx, &fakeServer{done: make(chan struct{})}, &out); err != nil || out.String() != "outpost dev: stopping\n" {
+		t.Errorf("devUntil(interrupted) = %v, output %q; want nil, the stopping line", err, out.String())
 	}
 }

@@ -34,7 +34,11 @@ activated on the node, and any difference is drift:
                     or output the gateway refused)
 
 Nodes never deployed by Outpost and nodes in a running rollout are
-skipped. Progress is printed to stderr as nodes answer; the table follows.
+skipped. One verification runs at a time per user, and a control plane
+runs a few at once: over either bound the command fails and says so (wait
+for the other verification, or retry); a node another verification is
+observing right then shares that observation.
+Progress is printed to stderr as nodes answer; the table follows.
 The exit status is 1 when any node drifted or could not be observed.
 Repair drifted nodes with a plan whose targets say drifted: true.
 

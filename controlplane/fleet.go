@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,11 +21,12 @@ import (
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
-// Fleet truth: each node's NodeStatus (store.NodeStatusKey) holds the
-// release Outpost last activated there (written when a node's deployment
-// succeeds, recordDesired) beside the last observation a gateway made of
-// it (VerifyNodes, over the host key scan stream), and the drift between
-// them (driftOf). The first sighting of a drift writes a node.drift audit
+// Fleet truth: each node's desired release (store.NodeDesiredKey: the
+// release Outpost last activated there, written by the rollout engine with
+// the node's result) beside its NodeStatus (store.NodeStatusKey): the last
+// observation a gateway made of it (VerifyNodes, over the host key scan
+// stream), the drift between the two (driftOf) and the desired release
+// it was compared with. The first sighting of a drift writes a node.drift audit
 // entry; the same drift seen again does not.
 
 // verifyConcurrency bounds the observations in flight per datacenter,
@@ -64,27 +66,38 @@ func (s *Server) updateNodeStatus(ctx context.Context, id string, f func(*outpos
 	return nil, fmt.Errorf("node %s status: too many concurrent updates", id)
 }
 
-// recordDesired notes, after a node's deployment finished, the release
-// Outpost left current on it: the rollout's release when it succeeded, the
-// previous release when the node was rolled back to it. Path, layout and
-// digest are resolved from the rollout when the node is verified.
-func (s *Server) recordDesired(ctx context.Context, rolloutID string, n *outpostv1.RolloutNode) {
-	release := ""
-	switch {
-	case n.GetRollingBack() || n.GetState() == outpostv1.NodeState_NODE_STATE_ROLLED_BACK:
-		release = n.GetPreviousRelease()
-	case n.GetState() == outpostv1.NodeState_NODE_STATE_SUCCEEDED:
-		release = n.GetRelease()
+// nodeStatuses reads the fleet truth of nodes ids: each NodeStatus with
+// desired set from the engine's record (store.NodeDesiredKey); a node
+// without one keeps the desired of its status (written there by versions
+// before the engine recorded it). Nodes with neither are absent.
+func (s *Server) nodeStatuses(ctx context.Context, ids []string) (map[string]*outpostv1.NodeStatus, error) {
+	keys := make([]string, 0, 2*len(ids))
+	for _, id := range ids {
+		keys = append(keys, store.NodeStatusKey(id), store.NodeDesiredKey(id))
 	}
-	if release == "" {
-		return
-	}
-	d := &outpostv1.NodeDesired{Release: release, RolloutId: rolloutID, Time: timestamppb.New(s.cfg.Clock.Now())}
-	if _, err := s.updateNodeStatus(ctx, n.GetNodeId(), func(st *outpostv1.NodeStatus) {
-		st.Desired = d
+	out := map[string]*outpostv1.NodeStatus{}
+	desired := map[string]*outpostv1.NodeDesired{}
+	if err := s.store.GetAll(ctx, keys, func(key string, v []byte) error {
+		if id, ok := strings.CutPrefix(key, store.NodeDesiredPrefix); ok {
+			d := &outpostv1.NodeDesired{}
+			desired[id] = d
+			return proto.Unmarshal(v, d)
+		}
+		st := &outpostv1.NodeStatus{}
+		out[key[len(store.NodeStatusPrefix):]] = st
+		return proto.Unmarshal(v, st)
 	}); err != nil {
-		s.log.Warn("desired release not recorded", "node", n.GetNodeId(), "rollout", rolloutID, "error", err)
+		return nil, err
 	}
+	for id, d := range desired {
+		st := out[id]
+		if st == nil {
+			st = &outpostv1.NodeStatus{}
+			out[id] = st
+		}
+		st.Desired = d
+	}
+	return out, nil
 }
 
 // resolveDesired fills in d's app, path, layout and (for the rollout's own
@@ -167,20 +180,16 @@ func (s *Server) verifyPlan(ctx context.Context, selector, datacenter string) ([
 		return nil, nil, internal(err)
 	}
 	var out []verifyTarget
-	var keys []string
+	var ids []string
 	for _, n := range nodes {
 		if (datacenter == "" || n.GetDatacenter() == datacenter) && plan.MatchSelector(sel, n.GetLabels()) {
 			out = append(out, verifyTarget{node: n})
-			keys = append(keys, store.NodeStatusKey(n.GetId()))
+			ids = append(ids, n.GetId())
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].node.GetId() < out[j].node.GetId() })
-	statuses := map[string]*outpostv1.NodeStatus{}
-	if err := s.store.GetAll(ctx, keys, func(key string, v []byte) error {
-		st := &outpostv1.NodeStatus{}
-		statuses[key[len(store.NodeStatusPrefix):]] = st
-		return proto.Unmarshal(v, st)
-	}); err != nil {
+	statuses, err := s.nodeStatuses(ctx, ids)
+	if err != nil {
 		return nil, nil, internal(err)
 	}
 	for i := range out {
@@ -252,10 +261,8 @@ func (s *Server) verifyNode(ctx context.Context, t verifyTarget, busy func(strin
 	}
 	var fresh []outpostv1.DriftKind
 	st, err := s.updateNodeStatus(ctx, t.node.GetId(), func(st *outpostv1.NodeStatus) {
-		if st.GetDesired().GetRelease() == d.GetRelease() {
-			st.Desired = d // keep what was resolved
-		}
-		drift := driftOf(st.GetDesired(), o, busy)
+		st.Desired = d // what the observation is compared with
+		drift := driftOf(d, o, busy)
 		fresh = fresh[:0]
 		for _, k := range drift {
 			if !slices.Contains(st.GetDrift(), k) {
@@ -301,6 +308,11 @@ func (s *Server) observe(ctx context.Context, n *outpostv1.Node, d *outpostv1.No
 // VerifyNodes observes the selected nodes and streams each as it is done.
 func (c *controlPlaneService) VerifyNodes(req *outpostv1.VerifyNodesRequest, stream grpc.ServerStreamingServer[outpostv1.VerifyNodesResponse]) error {
 	ctx := stream.Context()
+	release, err := c.s.verifies.enter(callerSubject(ctx))
+	if err != nil {
+		return err
+	}
+	defer release()
 	targets, busy, err := c.s.verifyPlan(ctx, req.GetLabelSelector(), req.GetDatacenter())
 	if err != nil {
 		return err
@@ -345,7 +357,9 @@ func (c *controlPlaneService) VerifyNodes(req *outpostv1.VerifyNodesRequest, str
 		go func() {
 			defer wg.Done()
 			defer func() { <-slot }()
-			st, err := c.s.verifyNode(ctx, t, busy, cache, &cacheMu)
+			st, err := c.s.inFlight.do(ctx, t.node.GetId(), func() (*outpostv1.NodeStatus, error) {
+				return c.s.verifyNode(ctx, t, busy, cache, &cacheMu)
+			})
 			if err != nil {
 				c.s.log.Warn("node verification not stored", "node", t.node.GetId(), "error", err)
 				send(t.node, t.status, "not stored: "+err.Error())
@@ -360,22 +374,20 @@ func (c *controlPlaneService) VerifyNodes(req *outpostv1.VerifyNodesRequest, str
 
 // withStatus sets Node.status on each node from etcd.
 func (s *Server) withStatus(ctx context.Context, nodes []*outpostv1.Node) error {
-	keys := make([]string, len(nodes))
-	byID := make(map[string]*outpostv1.Node, len(nodes))
+	ids := make([]string, len(nodes))
 	for i, n := range nodes {
-		keys[i] = store.NodeStatusKey(n.GetId())
-		byID[n.GetId()] = n
+		ids[i] = n.GetId()
 	}
-	return s.store.GetAll(ctx, keys, func(key string, v []byte) error {
-		st := &outpostv1.NodeStatus{}
-		if err := proto.Unmarshal(v, st); err != nil {
-			return err
-		}
-		if n := byID[key[len(store.NodeStatusPrefix):]]; n != nil {
+	statuses, err := s.nodeStatuses(ctx, ids)
+	if err != nil {
+		return err
+	}
+	for _, n := range nodes {
+		if st := statuses[n.GetId()]; st != nil {
 			n.Status = st
 		}
-		return nil
-	})
+	}
+	return nil
 }
 
 // withStatus is resp with each node's status.

@@ -483,19 +483,8 @@ func TestParseFileConfig(t *testing.T) {
 // key, as a gateway that dialled the node would.
 func scanGateway(t *testing.T, s *Server, name, dc string, key ssh.PublicKey) (scans chan *outpostv1.ServeHostKeyScansResponse) {
 	t.Helper()
-	conn, err := enroll.Dial(s.Addr(), gatewayCred(t, s.Addr(), name, dc))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	stream, err := outpostv1.NewGatewayServiceClient(conn).ServeHostKeyScans(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	scans = make(chan *outpostv1.ServeHostKeyScansResponse, 10)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
+	serveScans(t, s, name, dc, func(stream gatewayScanStream) {
 		for {
 			req, err := stream.Recv()
 			if err != nil {
@@ -504,13 +493,37 @@ func scanGateway(t *testing.T, s *Server, name, dc string, key ssh.PublicKey) (s
 			scans <- req
 			stream.Send(&outpostv1.ServeHostKeyScansRequest{ScanId: req.GetScanId(), AuthorizedKey: string(ssh.MarshalAuthorizedKey(key))})
 		}
+	})
+	return scans
+}
+
+// gatewayScanStream is a gateway's end of ServeHostKeyScans.
+type gatewayScanStream = grpc.BidiStreamingClient[outpostv1.ServeHostKeyScansRequest, outpostv1.ServeHostKeyScansResponse]
+
+// serveScans opens gateway name's (of dc) scan stream to s and runs serve
+// on it until the stream ends; the stream ends with the test.
+func serveScans(t *testing.T, s *Server, name, dc string, serve func(gatewayScanStream)) {
+	t.Helper()
+	conn, err := enroll.Dial(s.Addr(), gatewayCred(t, s.Addr(), name, dc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stream, err := outpostv1.NewGatewayServiceClient(conn).ServeHostKeyScans(ctx)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		serve(stream)
 	}()
 	t.Cleanup(func() {
 		cancel()
 		<-done
 		conn.Close()
 	})
-	return scans
 }
 
 func newHostKey(t *testing.T) ssh.PublicKey {

@@ -349,6 +349,10 @@ type Server struct {
 	envs      environments
 	providers *analysis.Providers
 	scans     *scanHub
+	// verifies admits VerifyNodes calls; inFlight joins observations of
+	// one node (verify_limits.go).
+	verifies verifyGate
+	inFlight verifyFlights
 	// tarMeasures caches the unpacked sizes of tar artifacts.
 	tarMeasures tarMeasures
 
@@ -863,7 +867,6 @@ func (s *Server) lead(ctx context.Context, l *leader.Leadership) error {
 		},
 		OnNodeResult: func(ctx context.Context, rolloutID string, n *outpostv1.RolloutNode) {
 			s.audit.RecordRolloutNode(ctx, rolloutID, n)
-			s.recordDesired(ctx, rolloutID, n)
 		},
 		GatewayWaitLog:    s.cfg.GatewayWaitLog,
 		HeartbeatInterval: s.cfg.heartbeatInterval,

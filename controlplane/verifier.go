@@ -130,7 +130,9 @@ func (s *Server) verifySweep(ctx context.Context) (int, error) {
 			defer wg.Done()
 			defer func() { <-slot }()
 			t.status = proto.CloneOf(t.status)
-			if _, err := s.verifyNode(ctx, t, busy, cache, &cacheMu); err != nil {
+			if _, err := s.inFlight.do(ctx, t.node.GetId(), func() (*outpostv1.NodeStatus, error) {
+				return s.verifyNode(ctx, t, busy, cache, &cacheMu)
+			}); err != nil {
 				s.log.Warn("node verification not stored", "node", t.node.GetId(), "error", err)
 				return
 			}

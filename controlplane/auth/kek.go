@@ -10,13 +10,12 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"syscall"
 
 	"github.com/outposthq/outpost/controlplane/store"
+	"github.com/outposthq/outpost/internal/keyfile"
 )
 
 // The key-encryption key (KEK) seals the CA's private key before it goes
@@ -47,36 +46,18 @@ type kek struct {
 }
 
 // loadKEK reads the KEK from path: 32 bytes in base64 on one line, in a
-// regular file that neither group nor others may access. A missing file is
-// errNoKEK.
+// private file (internal/keyfile). A missing file is errNoKEK.
 func loadKEK(path string) (*kek, error) {
-	// O_NONBLOCK: a FIFO put at path must not hang the start; it is
-	// refused below like any other file that is not regular.
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	data, err := keyfile.ReadPrivate(path, maxKEKFile)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%w: %s", errNoKEK, path)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("auth: key-encryption key: %w", err)
 	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("auth: key-encryption key: %w", err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("auth: key-encryption key %s is not a regular file", path)
-	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("auth: key-encryption key %s has mode %04o: group and others must have no access (chmod 600 %s)", path, perm, path)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, maxKEKFile+1))
-	if err != nil {
-		return nil, fmt.Errorf("auth: key-encryption key: %w", err)
-	}
 	// The error never quotes the file: it may be a key with a typo.
 	key, err := base64.StdEncoding.DecodeString(string(bytes.TrimSpace(data)))
-	if err != nil || len(data) > maxKEKFile || len(key) != kekSize || bytes.Equal(key, make([]byte, kekSize)) {
+	if err != nil || len(key) != kekSize || bytes.Equal(key, make([]byte, kekSize)) {
 		return nil, fmt.Errorf("auth: key-encryption key %s: want %d random bytes in base64 on one line (openssl rand -base64 %d)", path, kekSize, kekSize)
 	}
 	return newKEK(key, path)

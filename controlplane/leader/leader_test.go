@@ -67,12 +67,22 @@ func await(t *testing.T, c <-chan result) *leader.Leadership {
 	}
 }
 
-func notYet(t *testing.T, c <-chan result, what string) {
+// notYet waits until the campaign of c queued behind the leader (its
+// candidate key is the second) and checks that it has not returned: a
+// candidate returns only once the keys before it are gone.
+func notYet(t *testing.T, s *store.Store, c <-chan result, what string) {
 	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for len(candidateLeases(t, s)) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: no second candidate key within %v", what, waitLimit)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	select {
 	case r := <-c:
 		t.Fatalf("%s: Campaign returned (%v, %v) while another replica leads", what, r.l, r.err)
-	case <-time.After(300 * time.Millisecond):
+	default:
 	}
 }
 
@@ -155,7 +165,7 @@ func TestElection(t *testing.T) {
 	fencedWrite(t, s, a, key, "by-a", nil)
 
 	bc := campaign(ctx, config(s, "b"))
-	notYet(t, bc, "b while a leads")
+	notYet(t, s, bc, "b while a leads")
 
 	// a resigns: b takes over with a larger epoch; a is fenced out.
 	if err := a.Resign(ctx); err != nil {
@@ -173,7 +183,7 @@ func TestElection(t *testing.T) {
 	// b dies (its lease is revoked behind its back): Done closes, c takes
 	// over with a larger epoch, and b is fenced out.
 	cc := campaign(ctx, config(s, "c"))
-	notYet(t, cc, "c while b leads")
+	notYet(t, s, cc, "c while b leads")
 	revoke(t, s, candidateLeases(t, s)[0])
 	awaitDone(t, b)
 	c := await(t, cc)
@@ -219,9 +229,20 @@ func TestLeaseExpiresWhileWaiting(t *testing.T) {
 	}
 	dead := leases[1]
 	revoke(t, s, dead)
-	// Give b's session time to notice before the way is cleared, so the
-	// naive Campaign would now return success with a deleted key.
-	time.Sleep(ttl)
+	// b's session notices and b campaigns again on a new lease, before the
+	// way is cleared; a naive Campaign never queues again (and would return
+	// success with the deleted key once a resigns).
+	deadline := time.Now().Add(waitLimit)
+	for {
+		leases = candidateLeases(t, s)
+		if len(leases) == 2 && leases[1] != dead {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("b did not campaign again on a new lease within %v; leases %v (dead %x)", waitLimit, leases, dead)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if err := a.Resign(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -252,7 +273,7 @@ func TestContext(t *testing.T) {
 	// no key behind.
 	bctx, cancelB := context.WithCancel(ctx)
 	bc := campaign(bctx, config(s, "b"))
-	notYet(t, bc, "b while a leads")
+	notYet(t, s, bc, "b while a leads")
 	cancelB()
 	select {
 	case r := <-bc:

@@ -22,6 +22,8 @@
 //   - budget.go: the failure budget (checkBudget, OverBudget).
 //   - rollback.go: rollbacks the engine orders and how a stopped rollout
 //     ends (queueRollbacks, applyAuxResult, failState).
+//   - desired.go: the release a node's result leaves current there, written
+//     with the result.
 //   - bake.go, bluegreen.go: bakes and traffic switches.
 //   - analysis.go: canary analysis during a bake (measurements off the
 //     loop, recorded with the stage, verdicts that roll back or pause).
@@ -62,6 +64,11 @@
 //     that sees a terminal rollout has already seen every node change. The
 //     OnRolloutState and OnNodeResult hooks are called after both are
 //     durable.
+//   - A node record whose result changes the release Outpost activated on
+//     the node (succeeded, rolled back) is written in one fenced
+//     transaction with that desired release (desired.go), not through the
+//     batch: fleet truth never sees a result without its release, or the
+//     reverse, whenever leadership is lost.
 //   - A rollout becomes terminal only when no node of it is still running
 //     and no rollback waits.
 //   - Rollouts of one app run one at a time, in creation order: a later

@@ -534,9 +534,14 @@ func (e *Engine) tick() {
 // fenced transaction. Then it sends what waited for durability.
 func (e *Engine) commit(ctx context.Context) error {
 	now := e.cfg.Clock.Now()
+	var activations []*nodeRun
 	for n := range e.dirtyNodes {
 		n.rn.UpdateTime = timestamppb.New(now)
-		e.bw.Put(store.RolloutNodeKey(n.run.id(), n.id()), n.rn)
+		if n.activated() {
+			activations = append(activations, n) // written with its desired release below
+		} else {
+			e.bw.Put(store.RolloutNodeKey(n.run.id(), n.id()), n.rn)
+		}
 		n.written = now
 		delete(e.progressed, n)
 		if rolloutstate.NodeFinal(n.rn.GetState()) && n.rn.GetState() != n.notified {
@@ -545,10 +550,21 @@ func (e *Engine) commit(ctx context.Context) error {
 	}
 	clear(e.dirtyNodes)
 	acksDue := len(e.ackPending) > 0 && now.Sub(e.ackSince) >= ackDelay
-	if len(e.dirtyRuns) == 0 && len(e.sends) == 0 && len(e.afterCommit) == 0 && !acksDue {
+	if len(e.dirtyRuns) == 0 && len(e.sends) == 0 && len(e.afterCommit) == 0 && !acksDue && len(activations) == 0 {
 		return nil
 	}
+	// The batch may hold an older put of an activated node's record: it
+	// lands first.
 	if err := e.bw.Flush(ctx); err != nil {
+		return e.failCommit(e.redo(activations, err))
+	}
+	// Should two rollouts activate one node in a commit, the newer
+	// (higher id) is written last and stays.
+	sort.Slice(activations, func(i, j int) bool {
+		a, b := activations[i], activations[j]
+		return a.run.id() < b.run.id() || a.run.id() == b.run.id() && a.id() < b.id()
+	})
+	if err := e.writeActivations(ctx, activations); err != nil {
 		return e.failCommit(err)
 	}
 	var changes []stateChange

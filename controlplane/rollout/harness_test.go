@@ -2,6 +2,7 @@ package rollout_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -37,6 +38,8 @@ type harness struct {
 	store *store.Store
 	clk   *clocktest.Fake
 	eng   *rollout.Engine
+	// term is the leadership eng writes under.
+	term *term
 	// nodes is the inventory written by addNodes, by id.
 	nodes map[string]*outpostv1.Node
 	// next numbers rollouts; revs numbers revisions by app.
@@ -44,29 +47,51 @@ type harness struct {
 	revs map[string]int64
 }
 
+// term is one leadership of the harness's etcd and the engine of it.
+type term struct {
+	lead *leader.Leadership
+	eng  *rollout.Engine
+	// lost, when closed, lets the engine's Run end with
+	// store.ErrNotLeader (the test took the leadership away).
+	lost chan struct{}
+}
+
 // newHarness starts an engine for one leadership term of a fresh etcd;
 // edit adjusts its config (nil: defaults, a heartbeat interval no test
 // reaches). The engine stops when the test ends.
 func newHarness(t *testing.T, edit func(*rollout.Config)) *harness {
 	t.Helper()
-	s := storetest.Open(t)
+	h := &harness{
+		t: t, store: storetest.Open(t), clk: clocktest.NewFake(time.Date(2031, 3, 4, 5, 6, 7, 0, time.UTC)),
+		nodes: map[string]*outpostv1.Node{}, revs: map[string]int64{},
+	}
+	h.startTerm("cp-test", edit)
+	return h
+}
+
+// startTerm campaigns as replica name on the harness's etcd (another
+// term must have ended) and runs an engine for that term, which
+// becomes h.eng. It stops when the test ends.
+func (h *harness) startTerm(name string, edit func(*rollout.Config)) *term {
+	t := h.t
+	t.Helper()
+	s := h.store
 	// ctx bounds the leadership as well as the engine.
 	ctx, cancel := context.WithCancel(context.Background())
 	lead, err := leader.Campaign(ctx, leader.Config{
-		Client: s.Client(), Prefix: store.LeaderPrefix, Name: "cp-test", Logger: storetest.Logger(),
+		Client: s.Client(), Prefix: store.LeaderPrefix, Name: name, Logger: storetest.Logger(),
 	})
 	if err != nil {
 		cancel()
 		t.Fatalf("campaign: %v", err)
 	}
-	clk := clocktest.NewFake(time.Date(2031, 3, 4, 5, 6, 7, 0, time.UTC))
 	cfg := rollout.Config{
 		Store:             s,
 		Fence:             lead,
 		Epoch:             lead.Epoch(),
-		ReplicaName:       "cp-test",
+		ReplicaName:       name,
 		Logger:            storetest.Logger(),
-		Clock:             clk,
+		Clock:             h.clk,
 		HeartbeatInterval: 1000 * time.Hour,
 		OrphanGrace:       30 * time.Second,
 		RefuseBackoff:     time.Second,
@@ -79,26 +104,33 @@ func newHarness(t *testing.T, edit func(*rollout.Config)) *harness {
 		cancel()
 		t.Fatalf("rollout.New: %v", err)
 	}
+	tm := &term{lead: lead, eng: eng, lost: make(chan struct{})}
 	ran := make(chan error, 1)
 	go func() { ran <- eng.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
 		case err := <-ran:
-			if err != nil {
-				t.Errorf("engine Run = %v", err)
+			lost := false
+			select {
+			case <-tm.lost:
+				lost = true
+			default:
+			}
+			if err != nil && !(lost && errors.Is(err, store.ErrNotLeader)) {
+				t.Errorf("engine %s Run = %v", name, err)
 			}
 		case <-time.After(waitLimit):
-			t.Errorf("engine did not stop within %v", waitLimit)
+			t.Errorf("engine %s did not stop within %v", name, waitLimit)
 		}
 		rctx, rcancel := context.WithTimeout(context.Background(), waitLimit)
 		defer rcancel()
 		lead.Resign(rctx) //nolint:errcheck // ctx ended the leadership already
 	})
-	h := &harness{t: t, store: s, clk: clk, eng: eng, nodes: map[string]*outpostv1.Node{}, revs: map[string]int64{}}
+	h.eng, h.term = eng, tm
 	// The engine is running once it answers on its loop.
 	h.settle()
-	return h
+	return tm
 }
 
 func (h *harness) ctx() context.Context {

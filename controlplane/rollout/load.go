@@ -157,6 +157,7 @@ func (e *Engine) build(ctx context.Context, r *outpostv1.Rollout, inv map[string
 					}
 				}
 				n := &nodeRun{run: rr, rn: rec, node: inv[id], stage: si, batch: bi, notified: rec.GetState()}
+				n.desired = n.activation()
 				rr.nodes[id] = n
 				rr.order = append(rr.order, n)
 				ns = append(ns, n)

@@ -76,6 +76,10 @@ type nodeRun struct {
 	// notified is the final state OnNodeResult was last told about (or
 	// the state loaded from etcd).
 	notified outpostv1.NodeState
+	// desired is the release this node's records last recorded as the
+	// node's desired release (desired.go); "" when none. Loaded records
+	// recorded theirs when they were written.
+	desired string
 	// written is when the node's record was last queued for writing; zero
 	// before the first write of this leadership term.
 	written time.Time

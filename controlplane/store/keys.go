@@ -27,6 +27,7 @@ import (
 //	gateways/<name>                                GatewayKey                  GatewayHello                   the engine, fenced (presence lease)
 //	hostkeyscans/<node-id>                         HostKeyScanKey              NodeHostKeyScan                controlplane/nodes.go (1 h lease)
 //	nodestatus/<node-id>                           NodeStatusKey               NodeStatus                     controlplane/fleet.go, any replica (compare-and-swap)
+//	nodedesired/<node-id>                          NodeDesiredKey              NodeDesired                    the engine, fenced, with the node record
 //	audit/<time>-<seq>                             AuditKey                    AuditEntry                     controlplane/audit
 //	auditidx/<rollout>/nodes/<node>/<STATE>/<asg>  AuditNodeMarkerKey          sequence, decimal text         controlplane/audit, with the entry
 //	auditidx/<rollout>/state/<STATE>               AuditRolloutStateMarkerKey  sequence, decimal text         controlplane/audit, with the entry
@@ -63,6 +64,9 @@ const (
 	HostKeyScansPrefix = Root + "hostkeyscans/"
 	// NodeStatusPrefix is the prefix of the nodes' fleet truth.
 	NodeStatusPrefix = Root + "nodestatus/"
+	// NodeDesiredPrefix is the prefix of the releases Outpost last
+	// activated on the nodes.
+	NodeDesiredPrefix = Root + "nodedesired/"
 	// AuditIndexPrefix is the prefix of the audit log's markers (see
 	// AuditNodeMarkerKey).
 	AuditIndexPrefix = Root + "auditidx/"
@@ -172,10 +176,16 @@ func GatewayKey(name string) string { return GatewaysPrefix + name }
 func HostKeyScanKey(nodeID string) string { return HostKeyScansPrefix + nodeID }
 
 // NodeStatusKey returns /outpost/nodestatus/<node-id>, the node's
-// NodeStatus: the release Outpost last activated there and the last
-// observation (controlplane/fleet.go), kept apart from the Node so that
-// ApplyNodes never overwrites it.
+// NodeStatus: the last observation and its drift (controlplane/fleet.go),
+// kept apart from the Node so that ApplyNodes never overwrites it.
 func NodeStatusKey(nodeID string) string { return NodeStatusPrefix + nodeID }
+
+// NodeDesiredKey returns /outpost/nodedesired/<node-id>, the NodeDesired
+// release Outpost last activated on the node. Only the engine writes it,
+// fenced, in the same transaction as the rollout node record whose result
+// changed it, so the two never disagree whoever leads (records of versions
+// before it kept it in NodeStatus.desired).
+func NodeDesiredKey(nodeID string) string { return NodeDesiredPrefix + nodeID }
 
 // AuditKey returns /outpost/audit/<time>-<seq>: time in UTC with a fixed
 // width, seq zero-padded to ten digits, so keys sort by time then seq.

@@ -10,14 +10,14 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"slices"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/outposthq/outpost/internal/keyfile"
 )
 
 // Bounds of a certificate's lifetime.
@@ -44,33 +44,16 @@ const maxKeyFile = 64 << 10
 const maxSourceAddresses = 64
 
 // LoadCA reads the CA's private key (OpenSSH or PEM form, unencrypted).
-// Like ssh, it refuses a file that its group or others may read or write.
+// Like ssh, it refuses a file that its group or others may read or write
+// (internal/keyfile).
 // Errors name the file, never its content.
 func LoadCA(path string) (ssh.Signer, error) {
-	// O_NONBLOCK: a FIFO put at path must not hang the start; it is
-	// refused below like any other file that is not regular.
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, fmt.Errorf("sshca: CA key: %w", err)
-	}
-	defer f.Close()
-	// The mode of the file opened, not of whatever the path names later.
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("sshca: CA key: %w", err)
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("sshca: CA key %s is not a regular file", path)
-	}
-	if perm := st.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("sshca: CA key %s has mode %04o: it must not be accessible by group or others; run chmod 600 %s", path, perm, path)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, maxKeyFile+1))
-	if err != nil {
-		return nil, fmt.Errorf("sshca: CA key %s: %w", path, err)
-	}
-	if len(data) > maxKeyFile {
+	data, err := keyfile.ReadPrivate(path, maxKeyFile)
+	if errors.Is(err, keyfile.ErrTooLarge) {
 		return nil, fmt.Errorf("sshca: CA key %s is larger than %d bytes; not a private key", path, maxKeyFile)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sshca: CA key: %w", err)
 	}
 	s, err := ssh.ParsePrivateKey(data)
 	if err != nil {

@@ -32,9 +32,10 @@ const DefaultDialConcurrency = 32
 // The zero value allows DefaultDialConcurrency; a DialLimiter must not be
 // copied after first use. It is safe for concurrent use.
 type DialLimiter struct {
-	once  sync.Once
-	n     int
-	slots chan struct{} // one token per running set-up; made by once
+	once    sync.Once
+	n       int
+	slots   chan struct{} // one token per running set-up; made by once
+	waiting atomic.Int64  // set-ups waiting for a slot
 }
 
 // NewDialLimiter returns a limiter allowing n set-ups at once; n <= 0 means
@@ -58,9 +59,21 @@ func (l *DialLimiter) Limit() int {
 	return l.n
 }
 
+// Waiting reports how many set-ups wait for a slot.
+func (l *DialLimiter) Waiting() int {
+	return int(l.waiting.Load())
+}
+
 // acquire waits for a slot or for ctx to end.
 func (l *DialLimiter) acquire(ctx context.Context) error {
 	l.init()
+	select {
+	case l.slots <- struct{}{}:
+		return nil
+	default:
+	}
+	l.waiting.Add(1)
+	defer l.waiting.Add(-1)
 	select {
 	case l.slots <- struct{}{}:
 		return nil

@@ -353,14 +353,14 @@ func TestDialLimiter(t *testing.T) {
 			errc <- err
 		}()
 	}
-	for i := 0; accepted.Load() < 2; i++ {
+	// The first two connect; the other three wait for a slot until the
+	// first two time out.
+	for i := 0; accepted.Load() < 2 || l.Waiting() < dials-2; i++ {
 		if i == 500 {
-			t.Fatal("the first two dials did not connect within 5s")
+			t.Fatalf("within 5s: %d dials connected, %d waiting; want 2 and %d", accepted.Load(), l.Waiting(), dials-2)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	// The other three wait for a slot until the first two time out.
-	time.Sleep(200 * time.Millisecond)
 	if got := accepted.Load(); got != 2 {
 		t.Errorf("%d connections at once, want the limiter's 2", got)
 	}

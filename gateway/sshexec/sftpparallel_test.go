@@ -275,10 +275,12 @@ func TestUploadParallelCancel(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	endless := &endlessReader{}
-	src := &sizedReader{r: endless, len: 1 << 40}
+	watched := &watchedReader{r: endless}
+	src := &sizedReader{r: watched, len: 1 << 40}
 	errc := make(chan error, 1)
 	go func() {
 		_, err := c.Upload(ctx, src, dst, 0o600)
+		watched.returned.Store(true)
 		errc <- err
 	}()
 	for i := 0; endless.n.Load() < 8<<20; i++ {
@@ -296,18 +298,13 @@ func TestUploadParallelCancel(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Upload did not return after cancel")
 	}
-	n := endless.n.Load()
-	time.Sleep(100 * time.Millisecond)
-	if endless.n.Load() != n {
-		t.Error("src was read after Upload returned")
-	}
-
 	data := randomBytes(smallParallelSize, 8)
 	res, err := c.Upload(context.Background(), bytes.NewReader(data), dst, 0o600)
 	if err != nil || res.SHA256 != sha256Hex(data) {
 		t.Fatalf("Upload after cancel = %+v, %v", res, err)
 	}
 	checkRemote(t, dst, data, 0o600)
+	checkNoLateReads(t, c, watched)
 }
 
 // TestUploadParallelClose: closing the Client in the middle of a parallel

@@ -157,6 +157,32 @@ func (r *endlessReader) Read(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// watchedReader counts the reads of r made after returned was set: an
+// Upload must not read its source once it returned.
+type watchedReader struct {
+	r        io.Reader
+	returned atomic.Bool
+	late     atomic.Int64
+}
+
+func (w *watchedReader) Read(p []byte) (int, error) {
+	if w.returned.Load() {
+		w.late.Add(1)
+	}
+	return w.r.Read(p)
+}
+
+// checkNoLateReads closes c, which waits for every goroutine it owns
+// (those of a cancelled upload too), and then checks that none read w
+// after its Upload returned.
+func checkNoLateReads(t *testing.T, c *Client, w *watchedReader) {
+	t.Helper()
+	c.Close()
+	if n := w.late.Load(); n != 0 {
+		t.Errorf("src was read %d times after Upload returned", n)
+	}
+}
+
 func TestUploadCancel(t *testing.T) {
 	s := startSSHD(t, sshdOptions{})
 	c := dial(t, s.config())
@@ -164,9 +190,11 @@ func TestUploadCancel(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	src := &endlessReader{}
+	watched := &watchedReader{r: src}
 	errc := make(chan error, 1)
 	go func() {
-		_, err := c.Upload(ctx, src, dst, 0o600)
+		_, err := c.Upload(ctx, watched, dst, 0o600)
+		watched.returned.Store(true)
 		errc <- err
 	}()
 	for i := 0; src.n.Load() < 4<<20; i++ {
@@ -184,13 +212,6 @@ func TestUploadCancel(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Upload did not return after cancel")
 	}
-	// src is not read after Upload returned.
-	n := src.n.Load()
-	time.Sleep(100 * time.Millisecond)
-	if src.n.Load() != n {
-		t.Error("src was read after Upload returned")
-	}
-
 	// A new SFTP session serves the next upload.
 	res, err := c.Upload(context.Background(), strings.NewReader("after"), dst, 0o600)
 	if err != nil || res.Bytes != 5 {
@@ -199,4 +220,5 @@ func TestUploadCancel(t *testing.T) {
 	if got, _ := os.ReadFile(dst); string(got) != "after" {
 		t.Errorf("file = %q, want %q", got, "after")
 	}
+	checkNoLateReads(t, c, watched)
 }

@@ -9,9 +9,10 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"time"
+
+	"github.com/outposthq/outpost/internal/keyfile"
 )
 
 // Credential is a client's TLS identity: its certificate and key, and the
@@ -114,27 +115,19 @@ func WriteCredential(path string, caPEM, certPEM []byte, key crypto.Signer, serv
 	return nil
 }
 
+// maxCredentialFile bounds what is read of a credential file: a key, a
+// certificate and the CA bundle take a few KiB.
+const maxCredentialFile = 1 << 20
+
 // LoadCredential reads a credential file. Like ssh with its keys, it
-// refuses a file that group or others may access. An expired credential
+// refuses a file that group or others may access (internal/keyfile). An expired credential
 // loads (so the caller can say when it expired); the server refuses it.
 func LoadCredential(path string) (*Credential, error) {
-	f, err := os.Open(path)
+	data, err := keyfile.ReadPrivate(path, maxCredentialFile)
 	if err != nil {
-		return nil, fmt.Errorf("pki: credential: %w", err)
+		return nil, fmt.Errorf("pki: credential (it holds a private key): %w", err)
 	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("pki: credential: %w", err)
-	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("pki: credential %s is accessible by others (mode %04o); it holds a private key: chmod 600 %s", path, perm, path)
-	}
-	var b bytes.Buffer
-	if _, err := b.ReadFrom(f); err != nil {
-		return nil, fmt.Errorf("pki: credential: %w", err)
-	}
-	c, err := ParseCredential(b.Bytes())
+	c, err := ParseCredential(data)
 	if err != nil {
 		return nil, fmt.Errorf("pki: credential %s: %w", path, err)
 	}

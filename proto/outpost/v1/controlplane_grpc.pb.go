@@ -80,7 +80,11 @@ type ControlPlaneServiceClient interface {
 	// VerifyNodes asks the gateways to observe the selected nodes (those with
 	// a desired release, not in a running rollout) and streams one message per
 	// node as its observation arrives; each is stored in Node.status with its
-	// drift. The first sighting of a drift writes an audit entry.
+	// drift. The first sighting of a drift writes an audit entry. A node
+	// already being observed (for another call, or the periodic sweep) is
+	// not dialled again: the call shares that observation. A caller runs one
+	// verification at a time, a control plane a few: over either bound the
+	// call fails with RESOURCE_EXHAUSTED naming it.
 	VerifyNodes(ctx context.Context, in *VerifyNodesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[VerifyNodesResponse], error)
 	// CreateRollout validates a plan, selects its nodes and expands stages
 	// and batches. With approval required it starts in PENDING_APPROVAL,
@@ -410,7 +414,11 @@ type ControlPlaneServiceServer interface {
 	// VerifyNodes asks the gateways to observe the selected nodes (those with
 	// a desired release, not in a running rollout) and streams one message per
 	// node as its observation arrives; each is stored in Node.status with its
-	// drift. The first sighting of a drift writes an audit entry.
+	// drift. The first sighting of a drift writes an audit entry. A node
+	// already being observed (for another call, or the periodic sweep) is
+	// not dialled again: the call shares that observation. A caller runs one
+	// verification at a time, a control plane a few: over either bound the
+	// call fails with RESOURCE_EXHAUSTED naming it.
 	VerifyNodes(*VerifyNodesRequest, grpc.ServerStreamingServer[VerifyNodesResponse]) error
 	// CreateRollout validates a plan, selects its nodes and expands stages
 	// and batches. With approval required it starts in PENDING_APPROVAL,
