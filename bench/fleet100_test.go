@@ -225,6 +225,7 @@ type fleetMeter struct {
 }
 
 func startFleetMeter(b *testing.B) fleetMeter {
+	waitSSHDsIdle(b)
 	return fleetMeter{machine: machineCPU(b), servers: sshdCPU(b), self: selfCPU(b)}
 }
 
@@ -233,8 +234,10 @@ func startFleetMeter(b *testing.B) fleetMeter {
 func (m fleetMeter) stop(b *testing.B, tool float64) fleetFigures {
 	b.Helper()
 	n := float64(b.N)
+	wall := b.Elapsed().Seconds() / n
+	waitSSHDsIdle(b)
 	return fleetFigures{
-		wall:    b.Elapsed().Seconds() / n,
+		wall:    wall,
 		machine: (machineCPU(b) - m.machine) / n,
 		servers: (sshdCPU(b) - m.servers) / n,
 		tool:    tool / n,
@@ -309,28 +312,65 @@ func ratio(a, b float64) float64 {
 // commands it has reaped. A connection counts once it has ended.
 func sshdCPU(b *testing.B) float64 {
 	b.Helper()
-	tasks, err := filepath.Glob("/proc/self/task/*/children")
+	total := 0.0
+	for _, pid := range fleetSSHDs(b) {
+		total += procCPU(b, pid, true)
+	}
+	return total
+}
+
+// fleetSSHDs are the sshd processes this process started: the fleet's
+// listeners.
+func fleetSSHDs(b *testing.B) []int {
+	b.Helper()
+	var pids []int
+	for _, pid := range childrenOf(b, "self") {
+		if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err == nil && strings.TrimSpace(string(comm)) == "sshd" {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// childrenOf lists the child processes of pid ("self" for this one).
+func childrenOf(b *testing.B, pid string) []int {
+	b.Helper()
+	tasks, err := filepath.Glob("/proc/" + pid + "/task/*/children")
 	if err != nil {
 		b.Fatal(err)
 	}
-	total := 0.0
+	var out []int
 	for _, t := range tasks {
 		data, err := os.ReadFile(t)
 		if err != nil {
-			continue // the thread ended
+			continue // the thread or the process ended
 		}
 		for _, f := range strings.Fields(string(data)) {
-			pid, err := strconv.Atoi(f)
-			if err != nil {
-				continue
+			if c, err := strconv.Atoi(f); err == nil {
+				out = append(out, c)
 			}
-			if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err != nil || strings.TrimSpace(string(comm)) != "sshd" {
-				continue
-			}
-			total += procCPU(b, pid, true)
 		}
 	}
-	return total
+	return out
+}
+
+// waitSSHDsIdle waits, up to 30 s, until no fleet sshd has a connection
+// left, so that sshdCPU counts every connection of the deployments just
+// finished: a tool returns once its side is done, a moment before the
+// servers' side has ended and been reaped.
+func waitSSHDsIdle(b *testing.B) {
+	b.Helper()
+	for range 300 {
+		busy := 0
+		for _, pid := range fleetSSHDs(b) {
+			busy += len(childrenOf(b, strconv.Itoa(pid)))
+		}
+		if busy == 0 {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	b.Fatal("the fleet's sshd still have connections 30 s after the deployments ended")
 }
 
 // machineCPU is the CPU time, in seconds, every process of the machine
