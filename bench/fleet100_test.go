@@ -42,9 +42,8 @@ const (
 // such jobs are usually given, 25 is generous, 50 is Outpost's own.
 var fleet100Parallel = []int{10, 25, 50}
 
-// fleet100LeanParallel are the lean script's: its one session per server
-// leaves the servers' CPU the bound, so more in flight than Outpost's 50
-// only adds contention; 25 and 50 show which side of that it is on.
+// fleet100LeanParallel are the lean script's: Outpost's 50 and half that.
+// Outpost's ratios take the better of the two for each figure.
 var fleet100LeanParallel = []int{25, 50}
 
 // BenchmarkFleet100 deploys a 5 MiB tar.gz release with the full
