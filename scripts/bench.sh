@@ -193,7 +193,8 @@ echo "bench: added the 1,000-node rollout to $out" >&2
 
 # --- Issue 7: fleet rollout against a script, scale, fan-out, cost per node ---
 # Benchmarks 1, 3, 4 and 5 of issue 7 (bench/fleet100_test.go, scale_test.go,
-# fanout_test.go). About 12 minutes on 2 cores; each runs on its own too.
+# fanout_test.go; benchmark 1 with the goals of issue 17, benchmark 2). About 14
+# minutes on 2 cores; each runs on its own too.
 i7_load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 f100_cmd="go test -run '^\$' -bench 'BenchmarkFleet100\$' -benchtime 1x -count 3 -timeout 40m ./bench/"
 run fleet100 -bench 'BenchmarkFleet100$' -benchtime 1x -count 3 -timeout 40m ./bench/
@@ -204,8 +205,6 @@ run fanout -bench 'BenchmarkFanout$' -benchtime 1x -count 2 -timeout 30m ./bench
 f100() { median "BenchmarkFleet100/tool=$1" "$2" "$raw/fleet100.txt"; }
 sc() { median 'BenchmarkScale' "$1" "$raw/scale.txt"; }
 fan() { median 'BenchmarkFanout' "$1" "$raw/fanout.txt"; }
-minus() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "n/a" && b != "n/a") printf "%.1f", a-b; else print "n/a" }'; }
-plus() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "n/a" && b != "n/a") printf "%.2f", a+b; else print "n/a" }'; }
 f100_outpost=$(f100 outpost s/fleet)
 {
   echo
@@ -213,45 +212,63 @@ f100_outpost=$(f100 outpost s/fleet)
   echo
   echo "Load average when these benchmarks started: $i7_load_start; when they ended: $(cut -d' ' -f1-3 /proc/loadavg)."
   echo
-  echo "### 1. A 5 MiB release to 100 real sshd servers, against a parallel ssh script"
+  echo "### 1. A 5 MiB release to 100 real sshd servers: the co-located fleet, stated honestly"
   echo
   echo "Command: \`$f100_cmd\`"
   echo
   echo "100 OpenSSH sshd servers on their own loopback IPs, one release (a 5 MiB tar.gz) with the"
   echo "full lifecycle: lock, precheck, upload, verify, unpack, stop, switch, start, HTTP health,"
-  echo "prune, unlock. Outpost: control plane and 2 gateways as \`outpost\` processes, one batch of"
-  echo "all nodes, 25 at once per gateway (50 in flight). Baseline: bench/testdata/parallel-ssh-deploy.sh,"
-  echo "bench/testdata/controlmaster-deploy.sh (an ssh command per step over one ControlMaster"
-  echo "connection per server, scp, curl) for every server with \`xargs -P\`. Same servers, same"
-  echo "artifact, same steps; each tool deploys a new release every run."
+  echo "prune, history, unlock. Outpost: control plane and 2 gateways as \`outpost\` processes, one"
+  echo "batch of all nodes, 25 at once per gateway (50 in flight). ControlMaster script:"
+  echo "bench/testdata/parallel-ssh-deploy.sh running bench/testdata/controlmaster-deploy.sh (an ssh"
+  echo "command per step over one ControlMaster connection per server, scp, curl) for every server"
+  echo "with \`xargs -P\`. Lean script: bench/testdata/lean-ssh-deploy.sh, the leanest a script can be:"
+  echo "one \`ssh\` per server running every step in a single remote shell, the artifact on its stdin,"
+  echo "builtins wherever bash has one (the health check over bash's /dev/tcp from the server). Same"
+  echo "servers, same artifact, same steps; each tool deploys a new release every run; Outpost runs"
+  echo "last and its ratios are against the scripts of the same run."
   echo
-  echo "| tool | s per 100 nodes | ÷ Outpost | machine CPU s | servers' CPU s (sshd trees) | rest: the tool's own |"
-  echo "|---|---|---|---|---|---|"
-  echo "| Outpost | $f100_outpost | 1.00 | $(f100 outpost machine-cpu-s/fleet) | $(f100 outpost servers-cpu-s/fleet) | $(plus "$(f100 outpost cp-cpu-s/fleet)" "$(f100 outpost gw-cpu-s/fleet)") (control plane + gateways) |"
-  for p in 10 25 50; do
-    s=$(f100 "parallel-ssh-P$p" s/fleet)
-    m=$(f100 "parallel-ssh-P$p" machine-cpu-s/fleet)
-    v=$(f100 "parallel-ssh-P$p" servers-cpu-s/fleet)
-    echo "| script, xargs -P $p | $s | $(ratio "$s" "$f100_outpost") | $m | $v | $(minus "$m" "$v") (ssh, scp, curl, bash; and any other load) |"
-  done
+  echo "| tool | s per 100 nodes | ÷ Outpost | machine CPU s | floor s | wall ÷ floor | servers' CPU ms per node | the tool's own CPU s |"
+  echo "|---|---|---|---|---|---|---|---|"
+  f100_row() { # sub-benchmark, label, what the tool's own CPU is
+    local s; s=$(f100 "$1" s/fleet)
+    echo "| $2 | $s | $(ratio "$s" "$f100_outpost") | $(f100 "$1" machine-cpu-s/fleet) | $(f100 "$1" floor-s/fleet) | $(f100 "$1" wall/floor) | $(f100 "$1" servers-cpu-ms/node) | $(f100 "$1" tool-cpu-s/fleet) ($3) |"
+  }
+  f100_row outpost Outpost "control plane + gateways"
+  for p in 25 50; do f100_row "lean-ssh-P$p" "lean script, xargs -P $p" "bash, xargs, ssh"; done
+  for p in 10 25 50; do f100_row "parallel-ssh-P$p" "ControlMaster script, xargs -P $p" "bash, xargs, ssh, scp, curl"; done
   echo
-  best=$(for p in 10 25 50; do f100 "parallel-ssh-P$p" s/fleet; done | sort -g | head -1)
-  srv=$(f100 outpost servers-cpu-s/fleet)
-  floor=$(awk -v c="$srv" -v n="$(nproc)" 'BEGIN { if (c+0 > 0) printf "%.1f", c/n; else print "n/a" }')
-  own_outpost=$(plus "$(f100 outpost cp-cpu-s/fleet)" "$(f100 outpost gw-cpu-s/fleet)")
-  own_script=$(minus "$(f100 parallel-ssh-P50 machine-cpu-s/fleet)" "$(f100 parallel-ssh-P50 servers-cpu-s/fleet)")
-  echo "- Outpost ÷ the fastest script: **$(ratio "$best" "$f100_outpost")×** in wall time."
-  echo "- What bounds it here: the servers' own CPU during Outpost's rollout ($srv s: sshd, the"
-  echo "  shells, tar and gzip, the checksum) alone takes $floor s of this machine's $(nproc) cores, so even an"
-  echo "  Outpost that cost nothing could be at most $(ratio "$best" "$floor")× faster than the script on this machine."
-  echo "- The tools' own CPU (what each runs off the servers): script at -P 50 $own_script s, Outpost"
-  echo "  $own_outpost s: $(ratio "$own_script" "$own_outpost")× less."
+  echo "| goal (Outpost, same run) | value | goal |"
+  echo "|---|---|---|"
+  echo "| wall time ÷ the machine's floor | **$(f100 outpost wall/floor)** | ≤ 1.15 |"
+  echo "| … the floor from the run's own process trees instead (servers + tool + benchmark process) | $(f100 outpost wall/trees-floor) | |"
+  echo "| servers' CPU per node ÷ the lean script's (its leaner parallelism) | **$(f100 outpost servers/lean)** | ≤ 1 |"
+  echo "| servers' CPU per node ÷ the ControlMaster script's | $(f100 outpost servers/controlmaster) | |"
+  echo "| wall time ÷ the lean script's (its faster parallelism) | $(f100 outpost wall/lean) | |"
+  echo "| wall time ÷ the ControlMaster script's | $(f100 outpost wall/controlmaster) | |"
   echo
-  echo "Goal: at least 5× faster. The servers share this machine's 2 cores with the tools, and their"
-  echo "part of the work (sshd, the session shells, tar, sha256sum: the same steps for both tools) is"
-  echo "most of the CPU either way, so it bounds the wall-time ratio here; the last column is what"
-  echo "each tool itself costs. Every server has its own HOME so that this machine's root"
-  echo "\`~/.bashrc\` (a pyenv init) does not run for every command, which would swamp both."
+  echo "On one $(nproc)-core machine the 100 servers' own CPU (sshd, the session shells, tar and gzip,"
+  echo "the checksum) bounds every tool's wall time, so a wall-time ratio between tools says little."
+  echo "The two goals say what a tool can still be judged by here. The floor is all the CPU the run"
+  echo "consumed ÷ cores: machine-wide busy time (user, nice, system, irq, softirq, steal of"
+  echo "\`/proc/stat\`) over the run, so anything else running on the machine counts too, and wall ÷"
+  echo "floor near 1 means the cores were never idle. The process-tree floor counts only what the"
+  echo "run started (the sshd trees with everything they reaped, the tool's processes, the benchmark"
+  echo "process): on a quiet machine the two agree; on a loaded one the tree figure is the honest one"
+  echo "and is above 1 by the share other work took. Servers' CPU per node is the sshd trees' CPU ÷"
+  echo "100: what a tool costs each server. Every server has its own HOME so that this machine's root"
+  echo "\`~/.bashrc\` (a pyenv init) does not run for every command, which would swamp every tool."
+  echo
+  echo "Where the servers' CPU goes, per node: Outpost opens one connection with one SFTP session"
+  echo "(sshd's internal-sftp: a fork, no program started) and three command sessions (lock and"
+  echo "precheck; verify to start; prune, history and unlock); the lean script one connection and one"
+  echo "session; the ControlMaster script one connection, 17 sessions and scp. Most of it is the upload:"
+  echo "OpenSSH's ssh and sftp clients keep sshd's whole 2 MiB channel window in flight, and sshd"
+  echo "spends far more CPU moving that backlog than the bytes need (see the 5 MiB upload above);"
+  echo "Outpost writes 128 KiB at a time with 1 MiB in flight (gateway/sshexec/sftp.go), which is why"
+  echo "it costs the servers less than the lean script despite its two more sessions. Combining"
+  echo "Outpost's three command sessions into one would save two session starts per node (a fork in"
+  echo "sshd and a login shell each)."
   echo
   echo "### 3 and 5. 10,000 nodes, 2 gateways: time, memory, etcd writes, CPU per 1,000 nodes"
   echo
