@@ -95,9 +95,24 @@ func (s *Server) nodeStatuses(ctx context.Context, ids []string) (map[string]*ou
 			st = &outpostv1.NodeStatus{}
 			out[id] = st
 		}
+		supersede(st, d)
 		st.Desired = d
 	}
 	return out, nil
+}
+
+// supersede clears st's drift when it was found against another desired
+// release than d: a deployment since the observation changed what the
+// node should run (a repair rollout, say), so the old drift no longer
+// says anything until the next observation compares the node with d.
+func supersede(st *outpostv1.NodeStatus, d *outpostv1.NodeDesired) {
+	was := st.GetDesired()
+	if was == nil || d == nil {
+		return
+	}
+	if was.GetRolloutId() != d.GetRolloutId() || was.GetRelease() != d.GetRelease() {
+		st.Drift, st.DriftSince = nil, nil
+	}
 }
 
 // resolveDesired fills in d's app, path, layout and (for the rollout's own

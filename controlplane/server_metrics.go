@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -179,14 +180,31 @@ func countRollouts(ctx context.Context, st *store.Store) (map[outpostv1.RolloutS
 // countDrift reads every node's fleet truth and counts the nodes in
 // drift by kind.
 func countDrift(ctx context.Context, st *store.Store) (map[outpostv1.DriftKind]int, error) {
-	counts := map[outpostv1.DriftKind]int{}
+	desired := map[string]*outpostv1.NodeDesired{}
 	after := ""
 	for range 1 << 20 {
-		next, err := st.ListChildren(ctx, store.NodeStatusPrefix, 0, after, func(_ string, v []byte) error {
+		next, err := st.ListChildren(ctx, store.NodeDesiredPrefix, 0, after, func(key string, v []byte) error {
+			d := &outpostv1.NodeDesired{}
+			desired[strings.TrimPrefix(key, store.NodeDesiredPrefix)] = d
+			return proto.Unmarshal(v, d)
+		})
+		if err != nil {
+			return nil, err
+		}
+		if next == "" {
+			break
+		}
+		after = next
+	}
+	counts := map[outpostv1.DriftKind]int{}
+	after = ""
+	for range 1 << 20 {
+		next, err := st.ListChildren(ctx, store.NodeStatusPrefix, 0, after, func(key string, v []byte) error {
 			ns := &outpostv1.NodeStatus{}
 			if err := proto.Unmarshal(v, ns); err != nil {
 				return err
 			}
+			supersede(ns, desired[strings.TrimPrefix(key, store.NodeStatusPrefix)])
 			for _, k := range ns.GetDrift() {
 				counts[k]++
 			}

@@ -194,6 +194,21 @@ func TestDriftVerifyAndRepair(t *testing.T) {
 	if len(recs) != 1 || recs[e2etest.NodeID(0)] == nil {
 		t.Errorf("repair rollout deployed %d nodes, want node 0 only", len(recs))
 	}
+	// The repair supersedes node 0's drift before anyone verifies again:
+	// it is no longer listed, targeted or counted as drifted.
+	{
+		ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+		resp, err := s.client.ListNodes(ctx, &outpostv1.ListNodesRequest{})
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range resp.GetNodes() {
+			if n.GetId() == e2etest.NodeID(0) && (len(n.GetStatus().GetDrift()) > 0 || n.GetStatus().GetDriftSince() != nil) {
+				t.Errorf("node 0 still listed as drifted (%v) after the repair rollout", n.GetStatus().GetDrift())
+			}
+		}
+	}
 	for id, m := range s.verify() {
 		if len(driftKinds(m)) > 0 || m.GetNode().GetStatus().GetDriftSince() != nil {
 			t.Errorf("%s after the repair: drift %v", id, driftKinds(m))
