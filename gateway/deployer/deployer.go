@@ -31,7 +31,9 @@ type Remote interface {
 	Run(ctx context.Context, cmd string) (sshexec.Result, error)
 	// Upload writes src to remotePath (whose directory exists) with mode.
 	Upload(ctx context.Context, src io.Reader, remotePath string, mode fs.FileMode) (sshexec.UploadResult, error)
-	// Home is the login's home directory, for relative deploy paths.
+	// Home is the SFTP server's start directory (the login's home unless
+	// sshd says otherwise, as internal-sftp -d or a chroot do), against
+	// which relative deploy paths resolve (ResolvePath).
 	Home(ctx context.Context) (string, error)
 	Close() error
 }
