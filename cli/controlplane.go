@@ -71,7 +71,9 @@ any is declared, a plan must name one; a protected one needs an approval
 by someone other than the requester; a hook allow-list holds regular
 expressions, each matching a whole command, that every hook of a plan for
 that environment must match; deploy path prefixes are the directories
-under which its plans may deploy:
+under which its plans may deploy; allow_self_approval lets a requester
+approve their own rollout in that environment (never a protected one;
+by default someone else must):
 
   environments:
     prod:
@@ -81,6 +83,8 @@ under which its plans may deploy:
       deploy_path_prefixes: [/srv, /opt/apps]
       verify_interval: 10m   # how often its nodes are checked for drift (default 15m, 0 never)
     staging: {}
+    dev:
+      allow_self_approval: true   # plans with approval.required: self-approval is fine here
 
 It also declares the metric providers that canary analysis (a stage's
 analysis in a plan) may query; plans name them, never URLs. Secrets are

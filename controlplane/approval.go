@@ -14,14 +14,16 @@ import (
 
 // callerApproval says whether the caller of ctx may approve r now, and why
 // not, by the rules ApproveRollout applies: the rollout's state and four
-// eyes (rollout.CheckApproval, with this control plane's
-// AllowSelfApproval), then the caller's role (auth). Clients show it (the
+// eyes (rollout.CheckApproval, self-approval as the engine decides it:
+// AllowSelfApproval or the environment's allow_self_approval), then the
+// caller's role (auth). Clients show it (the
 // console disables its approve button with the reason) instead of
 // guessing the policy; the call itself still decides.
 func (s *Server) callerApproval(ctx context.Context, r *outpostv1.Rollout) *outpostv1.CallerApproval {
 	name := callerName(ctx)
 	var se *rollout.StateError
-	switch err := rollout.CheckApproval(r, name, s.cfg.AllowSelfApproval); {
+	policy := s.rolloutPolicy(rollout.Config{})
+	switch err := rollout.CheckApproval(r, name, policy.SelfApproval(r)); {
 	case errors.As(err, &se):
 		return &outpostv1.CallerApproval{Reason: fmt.Sprintf("the rollout is %s; only a rollout PENDING_APPROVAL can be approved", rolloutstate.Name(r.GetState()))}
 	case errors.Is(err, rollout.ErrSelfApproval):

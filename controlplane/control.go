@@ -46,6 +46,12 @@ func (s *Server) rolloutPolicy(c rollout.Config) rollout.Config {
 	c.ApprovalTTL = s.cfg.ApprovalTTL
 	c.AllowSelfApproval = s.cfg.AllowSelfApproval
 	for name, env := range s.envs {
+		if env.AllowSelfApproval {
+			if c.SelfApprovalEnvironments == nil {
+				c.SelfApprovalEnvironments = map[string]bool{}
+			}
+			c.SelfApprovalEnvironments[name] = true
+		}
 		if env.ApprovalTTL > 0 {
 			if c.EnvironmentApprovalTTL == nil {
 				c.EnvironmentApprovalTTL = map[string]time.Duration{}

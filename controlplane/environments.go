@@ -78,6 +78,11 @@ type Environment struct {
 	// RequireSignature refuses a rollout whose artifact is not signed by
 	// one of TrustedKeys, which must then not be empty.
 	RequireSignature bool
+	// AllowSelfApproval lets the requester of a rollout in this
+	// environment approve it themselves, when its plan asks for approval
+	// (approval.required). It is refused on a protected environment,
+	// whose approval is four eyes by definition. False: four eyes.
+	AllowSelfApproval bool
 }
 
 // envNameRE is what an environment may be named: what a plan's
@@ -108,6 +113,9 @@ func compileEnvironments(in map[string]Environment) (environments, error) {
 		}
 		if e.ApprovalTTL > 0 && !e.Protected {
 			return nil, fmt.Errorf("environments.%s.approval_ttl: set, but the environment is not protected", name)
+		}
+		if e.AllowSelfApproval && e.Protected {
+			return nil, fmt.Errorf("environments.%s.allow_self_approval: a protected environment requires an approval by someone other than the requester; drop protected (plans may still ask for approval.required) or drop allow_self_approval", name)
 		}
 		if e.MaxUnpackedBytes < 0 || e.MaxUnpackedBytes > 1<<62 {
 			return nil, fmt.Errorf("environments.%s.max_unpacked_bytes: %d must be from 1 to %d (or 0 for the default)", name, e.MaxUnpackedBytes, int64(1)<<62)
@@ -317,6 +325,8 @@ func (g guardedControlPlane) CreateRollout(ctx context.Context, req *outpostv1.C
 //	          -----END PUBLIC KEY-----
 //	    verify_interval: 15m        # how often its nodes are verified (drift); 0 disables
 //	  staging: {}
+//	  dev:
+//	    allow_self_approval: true   # a requester may approve their own rollout (never with protected)
 //	analysis_providers:           # Prometheus endpoints canary analysis may query
 //	  - name: prom
 //	    url: https://prometheus.internal:9090
@@ -351,6 +361,7 @@ type environmentYAML struct {
 	// against public keys only.
 	RequireTransparencyLog bool   `json:"require_transparency_log"`
 	VerifyInterval         string `json:"verify_interval"`
+	AllowSelfApproval      bool   `json:"allow_self_approval"`
 }
 
 // sizeText is a size as written in YAML: "20GiB", or a number of bytes.
@@ -401,7 +412,7 @@ func ParseFileConfig(data []byte) (*FileConfig, error) {
 		}
 		env := Environment{Protected: e.Protected, HookAllowList: e.HookAllowList, DeployPathPrefixes: e.DeployPathPrefixes,
 			MaxUnpackedRatio: e.MaxUnpackedRatio, AllowSetuid: e.AllowSetuid,
-			RequireSignature: e.RequireSignature, TrustedKeys: e.TrustedKeys}
+			RequireSignature: e.RequireSignature, TrustedKeys: e.TrustedKeys, AllowSelfApproval: e.AllowSelfApproval}
 		if e.RequireTransparencyLog {
 			return nil, fmt.Errorf("environments.%s.require_transparency_log: not supported: signatures are verified offline against trusted_keys only; leave it out", name)
 		}

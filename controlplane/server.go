@@ -142,8 +142,10 @@ type Config struct {
 	// needs approving again. An environment's own ApprovalTTL wins. 0
 	// means rollout.DefaultApprovalTTL (24h).
 	ApprovalTTL time.Duration
-	// AllowSelfApproval lets a requester approve their own rollout
-	// (single-operator setups); false enforces four eyes.
+	// AllowSelfApproval lets a requester approve their own rollout in
+	// every environment, protected ones included (single-operator setups,
+	// tests); false enforces four eyes except in the environments that set
+	// Environment.AllowSelfApproval (config key allow_self_approval).
 	AllowSelfApproval bool
 	// ServerNames are extra DNS names and IP addresses for the server
 	// certificate (a load balancer's name). Clients verify the control

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"path"
 	"strings"
 	"time"
 
@@ -17,7 +18,9 @@ import (
 // control plane asks over the ServeHostKeyScans stream (a request with
 // observe set); the gateway logs in as for a deployment, runs the one
 // read-only observe command (deployer.ObserveScript) and answers with what
-// it found or why it could not. Observations share the stream's bound on
+// it found or why it could not. A relative deploy path costs one SFTP
+// request before it (deployer.ResolvePath), so that the command reads the
+// directory the deployer wrote. Observations share the stream's bound on
 // concurrent work (maxScans), so a verification of the whole fleet never
 // takes more than that many SSH sessions, and a node this gateway is
 // deploying right now is not observed at all: the control plane skips
@@ -70,6 +73,17 @@ func (g *Gateway) observeNode(ctx context.Context, n *outpostv1.Node, ob *outpos
 		return failed(classifyDial(err), err)
 	}
 	defer c.Close()
+	// A relative deploy path is read where the deployer wrote it: in the
+	// SFTP server's start directory, which need not be the login shell's.
+	if p := ob.GetPath(); !path.IsAbs(p) {
+		dir, err := deployer.ResolvePath(ctx, c, p)
+		if err == nil {
+			cmd, err = deployer.ObserveScript(dir, layout, ob.GetRelease())
+		}
+		if err != nil {
+			return failed(outpostv1.ObserveResult_OBSERVE_RESULT_FAILED, err)
+		}
+	}
 	res, err := c.Run(ctx, cmd)
 	if err != nil {
 		return failed(outpostv1.ObserveResult_OBSERVE_RESULT_UNREACHABLE, err)

@@ -327,13 +327,20 @@ func CheckApproval(r *outpostv1.Rollout, approver string, allowSelf bool) error 
 	return nil
 }
 
+// SelfApproval reports whether c lets r's requester approve r:
+// AllowSelfApproval, or r's environment is in SelfApprovalEnvironments.
+// Approve and the API's answer in advance (CallerApproval) both ask it.
+func (c *Config) SelfApproval(r *outpostv1.Rollout) bool {
+	return c.AllowSelfApproval || c.SelfApprovalEnvironments[r.GetPlan().GetEnvironment()]
+}
+
 // Approve approves a rollout waiting for approval; the approver must not
-// be its requester unless Config.AllowSelfApproval. PENDING_APPROVAL ->
+// be its requester unless Config.SelfApproval allows it. PENDING_APPROVAL ->
 // APPROVED, after which it starts as soon as no earlier rollout of its
 // app runs. Approving it again is refused: it is APPROVED (or further).
 func (e *Engine) Approve(ctx context.Context, id, approver, comment string) (*outpostv1.Rollout, error) {
 	return e.verb(ctx, id, func(_ context.Context, r *run) error {
-		if err := CheckApproval(r.r, approver, e.cfg.AllowSelfApproval); err != nil {
+		if err := CheckApproval(r.r, approver, e.cfg.SelfApproval(r.r)); err != nil {
 			return err
 		}
 		r.r.State = outpostv1.RolloutState_ROLLOUT_STATE_APPROVED

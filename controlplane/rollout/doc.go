@@ -103,7 +103,8 @@
 //     newest rollout, while no other of the app runs.
 //   - Approval: four eyes (the approver is not the requester; two
 //     anonymous callers count as the same person) unless
-//     AllowSelfApproval. An approval not used within ApprovalTTL (the
+//     Config.SelfApproval (AllowSelfApproval, or the rollout's environment
+//     in SelfApprovalEnvironments). An approval not used within ApprovalTTL (the
 //     rollout waited for an earlier one) expires: back to
 //     PENDING_APPROVAL, approver cleared, to be approved again.
 //   - Validation: accept -> VALIDATED; reject -> an undo rollout (a new

@@ -144,8 +144,12 @@ type Config struct {
 	// named environments (plan.environment); nil means none.
 	EnvironmentApprovalTTL map[string]time.Duration
 	// AllowSelfApproval lets the requester approve their own rollout
-	// (single-operator setups); false enforces four eyes.
+	// (single-operator setups) in every environment; false enforces four
+	// eyes except in SelfApprovalEnvironments.
 	AllowSelfApproval bool
+	// SelfApprovalEnvironments are the environments (plan.environment)
+	// whose rollouts their requester may approve; nil means none.
+	SelfApprovalEnvironments map[string]bool
 	// OnRolloutState, when set, is called after a rollout's state change is
 	// durably written, with the states before and after and the rollout's
 	// message. OnNodeResult, when set, is called after a node reached a

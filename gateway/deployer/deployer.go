@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"path"
 	"regexp"
 	"strings"
 	"time"
@@ -32,7 +31,9 @@ type Remote interface {
 	Run(ctx context.Context, cmd string) (sshexec.Result, error)
 	// Upload writes src to remotePath (whose directory exists) with mode.
 	Upload(ctx context.Context, src io.Reader, remotePath string, mode fs.FileMode) (sshexec.UploadResult, error)
-	// Home is the login's home directory, for relative deploy paths.
+	// Home is the SFTP server's start directory (the login's home unless
+	// sshd says otherwise, as internal-sftp -d or a chroot do), against
+	// which relative deploy paths resolve (ResolvePath).
 	Home(ctx context.Context) (string, error)
 	Close() error
 }
@@ -345,27 +346,11 @@ func (dep *deployment) connectRun(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("connect %s: %w", dep.job.Node.GetAddress(), err)
 	}
-	dep.remote = r
-	dep.dir = dep.spec.Path
-	if !path.IsAbs(dep.dir) {
-		home, err := dep.remote.Home(ctx)
-		if err != nil {
-			dep.remote.Close()
-			dep.remote = nil
-			return fmt.Errorf("resolve %s against the login's home: %w", dep.dir, err)
-		}
-		if !path.IsAbs(home) {
-			dep.remote.Close()
-			dep.remote = nil
-			return fmt.Errorf("resolve %s: the login's home %q is not absolute", dep.dir, home)
-		}
-		dep.dir = path.Join(home, dep.dir)
-		if err := checkPath(dep.dir); err != nil {
-			dep.remote.Close()
-			dep.remote = nil
-			return err
-		}
+	if dep.dir, err = ResolvePath(ctx, r, dep.spec.Path); err != nil {
+		r.Close()
+		return err
 	}
+	dep.remote = r
 	dep.lockContent = lockContentFor(LockInfo{
 		Owner: dep.job.Owner, Rollout: dep.job.RolloutID, Release: dep.job.Release.GetId(),
 		Epoch: dep.job.Epoch, Time: dep.d.cfg.Now().UTC().Truncate(time.Millisecond),
@@ -544,23 +529,11 @@ func (dep *deployment) connectAux(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("connect %s: %w", dep.job.Node.GetAddress(), err)
 	}
-	dep.remote = r
-	dep.dir = dep.spec.Path
-	if !path.IsAbs(dep.dir) {
-		home, err := r.Home(ctx)
-		if err == nil && !path.IsAbs(home) {
-			err = fmt.Errorf("the login's home %q is not absolute", home)
-		}
-		if err != nil {
-			r.Close()
-			return fmt.Errorf("resolve %s against the login's home: %w", dep.dir, err)
-		}
-		dep.dir = path.Join(home, dep.dir)
-		if err := checkPath(dep.dir); err != nil {
-			r.Close()
-			return err
-		}
+	if dep.dir, err = ResolvePath(ctx, r, dep.spec.Path); err != nil {
+		r.Close()
+		return err
 	}
+	dep.remote = r
 	dep.lockContent = lockContentFor(LockInfo{
 		Owner: dep.job.Owner, Rollout: dep.job.RolloutID, Release: dep.job.Release.GetId(),
 		Epoch: dep.job.Epoch, Time: dep.d.cfg.Now().UTC().Truncate(time.Millisecond),

@@ -27,7 +27,7 @@ const (
 // Spec says where and how a release is deployed on a node.
 type Spec struct {
 	// Path is the deploy directory: absolute, or relative to the login's
-	// home ("app" or "~/app"). Required.
+	// home ("app" or "~/app"), as SFTP sees it (ResolvePath). Required.
 	Path string
 	// KeepReleases is how many release directories prune keeps, including
 	// the current one; zero means DefaultKeepReleases. The current and the
