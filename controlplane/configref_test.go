@@ -164,7 +164,7 @@ func TestConfigErrorsSayYAML(t *testing.T) {
 		}
 	}
 	for _, tt := range []struct{ in, want string }{
-		{"environments:\n  prod:\n    protected: true\n    aproval_ttl: 1h\n", `line 4: environments.prod: unknown key "aproval_ttl" (known: allow_setuid, approval_ttl,`},
+		{"environments:\n  prod:\n    protected: true\n    aproval_ttl: 1h\n", `line 4: environments.prod: unknown key "aproval_ttl" (known: allow_self_approval, allow_setuid, approval_ttl,`},
 		{"environments:\n  prod:\n    protected: maybe\n", `line 3: environments.prod.protected: "maybe" must be true or false`},
 		{"environments:\n  prod:\n    max_unpacked_ratio: 1.5\n", `line 3: environments.prod.max_unpacked_ratio: "1.5" must be a whole number`},
 		{"environments:\n  prod:\n    hook_allow_list: [123]\n", `line 3: environments.prod.hook_allow_list[0]: 123 must be text`},
