@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -157,6 +158,7 @@ func BenchmarkDeltaWall(b *testing.B) {
 		b.ReportMetric(r.run.wall.Seconds()/n, r.name+"-s")
 		b.ReportMetric(float64(r.run.up)/n/1e6, r.name+"-MB-to-nodes")
 		b.ReportMetric(float64(r.run.down)/n/1e6, r.name+"-MB-from-nodes")
+		b.ReportMetric(r.run.cpu/n, r.name+"-cpu-s")
 	}
 	b.ReportMetric(100*float64(delta.up)/float64(full.up), "delta/full-bytes-%")
 	b.ReportMetric(float64(delta.up)/float64(rsync.up), "delta/rsync-bytes")
@@ -214,13 +216,15 @@ func startDeltaWallNodes(b *testing.B, dir string, signer ssh.Signer, n int, byt
 // deltaWallRun adds up the runs of one kind.
 type deltaWallRun struct {
 	wall     time.Duration
-	up, down int64 // bytes through the proxies, to the nodes and back
+	up, down int64   // bytes through the proxies, to the nodes and back
+	cpu      float64 // CPU seconds the machine spent during the run
 }
 
 func (r *deltaWallRun) add(o deltaWallRun) {
 	r.wall += o.wall
 	r.up += o.up
 	r.down += o.down
+	r.cpu += o.cpu
 }
 
 type deltaWall struct {
@@ -251,19 +255,24 @@ func (w *deltaWall) deploy(ctx context.Context, deployPath, digest string) delta
 		Deploy:   &outpostv1.PlanDeploy{Path: deployPath, KeepReleases: 2},
 		Strategy: &outpostv1.PlanStrategy{Type: "rolling", Batch: "100%", MaxFailPercent: new(int32)},
 	}
+	flushDisk()
 	up0, down0 := w.forwarded()
 	steps0 := w.stepSeconds()
+	cpu0, sshd0, self0, u0 := machineCPU(b), sshdCPU(b), selfCPU(b), w.sys.usage(b, nil)
 	_, wall := w.sys.deploy(ctx, b, spec, digest, len(w.nodes))
+	cpu := machineCPU(b) - cpu0
+	u1 := w.sys.usage(b, nil)
+	b.Logf("CPU s: servers %.1f, this process (proxies) %.1f, gateways %.1f, control plane %.1f", sshdCPU(b)-sshd0, selfCPU(b)-self0, u1.gateways-u0.gateways, u1.cp-u0.cp)
 	up1, down1 := w.forwarded()
 	steps1 := w.stepSeconds()
 	var spent []string
 	for _, st := range []string{"lock", "precheck", "upload", "verify", "switch", "prune", "unlock"} {
 		spent = append(spent, fmt.Sprintf("%s %.2f", st, (steps1[st]-steps0[st])/float64(len(w.nodes))))
 	}
-	b.Logf("%s %s…: %.1f s, %.1f MB to the nodes; mean seconds per node by step: %s",
-		deployPath, digest[:8], wall.Seconds(), float64(up1-up0)/1e6, strings.Join(spent, ", "))
+	b.Logf("%s %s…: %.1f s, %.1f MB to the nodes, machine CPU %.1f s; mean seconds per node by step: %s",
+		deployPath, digest[:8], wall.Seconds(), float64(up1-up0)/1e6, cpu, strings.Join(spent, ", "))
 	w.check(filepath.Join(deployPath, "current", deltaWallJar), digest)
-	return deltaWallRun{wall: wall, up: up1 - up0, down: down1 - down0}
+	return deltaWallRun{wall: wall, up: up1 - up0, down: down1 - down0, cpu: cpu}
 }
 
 // stepSeconds returns the seconds the nodes' steps took so far, by step,
@@ -299,7 +308,9 @@ func (w *deltaWall) rsync(oldPath, newPath, digest, keyFile, knownHosts string) 
 	for _, n := range w.nodes {
 		copyFile(b, oldPath, filepath.Join(n.home, remote))
 	}
+	flushDisk()
 	up0, down0 := w.forwarded()
+	cpu0, sshd0, self0 := machineCPU(b), sshdCPU(b), selfCPU(b)
 	start := time.Now()
 	var wg sync.WaitGroup
 	errs := make([]error, len(w.nodes))
@@ -320,6 +331,8 @@ func (w *deltaWall) rsync(oldPath, newPath, digest, keyFile, knownHosts string) 
 	}
 	wg.Wait()
 	wall := time.Since(start)
+	cpu := machineCPU(b) - cpu0
+	b.Logf("rsync: %.1f s, machine CPU %.1f s; servers %.1f, this process (proxies) %.1f", wall.Seconds(), cpu, sshdCPU(b)-sshd0, selfCPU(b)-self0)
 	for _, err := range errs {
 		if err != nil {
 			b.Fatal(err)
@@ -327,8 +340,13 @@ func (w *deltaWall) rsync(oldPath, newPath, digest, keyFile, knownHosts string) 
 	}
 	up1, down1 := w.forwarded()
 	w.check(remote, digest)
-	return deltaWallRun{wall: wall, up: up1 - up0, down: down1 - down0}
+	return deltaWallRun{wall: wall, up: up1 - up0, down: down1 - down0, cpu: cpu}
 }
+
+// flushDisk writes out what earlier runs left in the page cache: each
+// run writes 20 copies of the artifact, and without it a run would pay for
+// the writeback of the run before it (4 GB behind a 20% dirty ratio).
+func flushDisk() { syscall.Sync() }
 
 // check fails the benchmark unless rel, under every node's home, has the
 // SHA-256 digest: the deployment really landed.

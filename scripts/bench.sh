@@ -422,11 +422,15 @@ pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (a+0 > 0 && b+0 > 0) printf "%.2f", 
   echo "- rsync: Debian's rsync over ssh (\`rsync -e 'ssh -o StrictHostKeyChecking=yes ...'\`, host keys"
   echo "  in a known_hosts), the old version already on each node, 20 at once, through the same link."
   echo
-  echo "| run | wall time s | MB to the nodes | MB back |"
-  echo "|---|---|---|---|"
+  echo "| run | wall time s | MB to the nodes | MB back | machine CPU s (all processes and kernel) | floor: CPU ÷ $(nproc) cores |"
+  echo "|---|---|---|---|---|---|"
   for r in delta full unrelated rsync; do
-    echo "| $r | $(dw "$r-s") | $(dw "$r-MB-to-nodes") | $(dw "$r-MB-from-nodes") |"
+    echo "| $r | $(dw "$r-s") | $(dw "$r-MB-to-nodes") | $(dw "$r-MB-from-nodes") | $(dw "$r-cpu-s") | $(awk -v c="$(dw "$r-cpu-s")" -v n="$(nproc)" 'BEGIN { if (c+0 > 0) printf "%.1f", c/n; else print "n/a" }') |"
   done
+  echo
+  echo "Before each run the benchmark flushes the page cache's dirty pages (\`sync\`), so that no run"
+  echo "pays for writing back what the run before it wrote. The 20 nodes share this machine's cores with"
+  echo "the gateway and the proxies: a run can be no shorter than its CPU ÷ cores (the floor column)."
   echo
   echo "| figure | value | goal |"
   echo "|---|---|---|"
