@@ -47,7 +47,9 @@ const (
 // processes) whose link to every node is one shared bandwidth limit: a
 // testproxy in front of each node, all sharing a 1 Gbit/s Limiter each
 // way, like one gateway's network port. Every node holds the previous
-// version, deployed (and cached on the gateway) before the timing starts.
+// version, deployed before the timing starts; every artifact is in the
+// gateway's cache by then, so each timed run starts where a gateway
+// stands once a new artifact has reached it.
 // Each iteration times, one rollout of all nodes at once each:
 //
 //   - delta: the new version where the nodes' current release holds the
@@ -107,11 +109,15 @@ func BenchmarkDeltaWall(b *testing.B) {
 	bin := buildOutpost(b, dir)
 	sys := startSystem(ctx, b, dir, bin, systemConfig{key: key, knownHosts: []string{knownHosts}, concurrency: nodeCount})
 	var inv []*outpostv1.Node
-	for _, n := range nodes {
+	for i, n := range nodes {
 		// Every node in the first datacenter: one gateway deploys them
 		// all, through the proxies (the second gateway idles).
+		labels := map[string]string{"app": "delta-wall"}
+		if i == 0 {
+			labels["cache-warmer"] = "yes"
+		}
 		inv = append(inv, &outpostv1.Node{Id: n.name, Address: n.proxy.Addr(), User: n.srv.User,
-			Datacenter: scaleDCs[0], Labels: map[string]string{"app": "delta-wall"}})
+			Datacenter: scaleDCs[0], Labels: labels})
 	}
 	if err := sys.client.Apply(ctx, inv); err != nil {
 		b.Fatal(err)
@@ -127,13 +133,18 @@ func BenchmarkDeltaWall(b *testing.B) {
 	waitGateways(ctx, b, sys.cp)
 
 	w := &deltaWall{b: b, sys: sys, nodes: nodes}
-	// Not timed: v1 on every node, and in the gateway's cache.
+	// Not timed: v1 on every node, and every artifact in the gateway's
+	// cache, so that no timed run includes fetching its artifact from the
+	// control plane (a new artifact crosses to the gateway once, whatever
+	// is then sent to the nodes).
 	w.deploy(ctx, deltaWallApp, digests[v1])
+	w.warmCache(ctx, digests[v2], digests[other])
 	var delta, unrelated, full, rsync deltaWallRun
 	i := 0
 	for b.Loop() {
 		b.StopTimer()
-		if i > 0 { // back to v1 under the nodes' current release
+		if i > 0 { // back to v1 alone under the nodes' current release
+			w.removeAll(deltaWallApp)
 			w.deploy(ctx, deltaWallApp, digests[v1])
 		}
 		i++
@@ -252,7 +263,9 @@ func (w *deltaWall) deploy(ctx context.Context, deployPath, digest string) delta
 		App:      "delta-wall",
 		Artifact: &outpostv1.PlanArtifact{Path: deltaWallJar, Unpack: "none"},
 		Targets:  &outpostv1.PlanTargets{Selector: map[string]string{"app": "delta-wall"}},
-		Deploy:   &outpostv1.PlanDeploy{Path: deployPath, KeepReleases: 2},
+		// Three releases kept: no timed run prunes one, which the full
+		// run (into an empty path) would not do either.
+		Deploy:   &outpostv1.PlanDeploy{Path: deployPath, KeepReleases: 3},
 		Strategy: &outpostv1.PlanStrategy{Type: "rolling", Batch: "100%", MaxFailPercent: new(int32)},
 	}
 	flushDisk()
@@ -273,6 +286,25 @@ func (w *deltaWall) deploy(ctx context.Context, deployPath, digest string) delta
 		deployPath, digest[:8], wall.Seconds(), float64(up1-up0)/1e6, cpu, strings.Join(spent, ", "))
 	w.check(filepath.Join(deployPath, "current", deltaWallJar), digest)
 	return deltaWallRun{wall: wall, up: up1 - up0, down: down1 - down0, cpu: cpu}
+}
+
+// warmCache has the gateway fetch each artifact into its cache, by
+// deploying it to the first node only, under a path removed afterwards.
+func (w *deltaWall) warmCache(ctx context.Context, digests ...string) {
+	const scratch = "cache-warmer"
+	for _, digest := range digests {
+		spec := &outpostv1.PlanSpec{
+			App:      "delta-wall",
+			Artifact: &outpostv1.PlanArtifact{Path: deltaWallJar, Unpack: "none"},
+			Targets:  &outpostv1.PlanTargets{Selector: map[string]string{"app": "delta-wall", "cache-warmer": "yes"}},
+			Deploy:   &outpostv1.PlanDeploy{Path: scratch, KeepReleases: 1},
+			Strategy: &outpostv1.PlanStrategy{Type: "rolling", Batch: "100%", MaxFailPercent: new(int32)},
+		}
+		w.sys.deploy(ctx, w.b, spec, digest, 1)
+	}
+	if err := os.RemoveAll(filepath.Join(w.nodes[0].home, scratch)); err != nil {
+		w.b.Fatal(err)
+	}
 }
 
 // stepSeconds returns the seconds the nodes' steps took so far, by step,
