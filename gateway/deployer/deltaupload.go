@@ -1,11 +1,13 @@
 package deployer
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -48,10 +50,27 @@ const (
 // computation. Computations run one at a time. A delta that passed the
 // limits (too large or too fragmented to be worth it) is remembered as
 // such: its computation stopped there.
+//
+// It also keeps the signatures of the last artifacts deployed, by digest:
+// a rollout's artifact is the next rollout's base, so its signature is
+// computed in the background while it is deployed (warm), and the next
+// delta starts with the target's scan.
 type deltaCache struct {
 	mu     sync.Mutex
 	byPair map[string]deltaOutcome // base digest + " " + target digest
 	order  []string
+
+	sigMu    sync.Mutex
+	sigs     map[string]*sigEntry // artifact digest
+	sigOrder []string
+}
+
+// sigEntry is one artifact's signature; done is closed once sig or err
+// is set.
+type sigEntry struct {
+	done chan struct{}
+	sig  *delta.Signature
+	err  error
 }
 
 // deltaOutcome is a computed delta, or why none is sent.
@@ -71,7 +90,7 @@ func (c *deltaCache) get(basePath, baseDigest, targetPath, targetDigest string) 
 	if o, ok := c.byPair[key]; ok {
 		return o, nil
 	}
-	o, err := computeDelta(basePath, targetPath)
+	o, err := c.computeDelta(basePath, baseDigest, targetPath)
 	if err != nil {
 		return deltaOutcome{}, err
 	}
@@ -87,24 +106,87 @@ func (c *deltaCache) get(basePath, baseDigest, targetPath, targetDigest string) 
 	return o, nil
 }
 
+// signature returns the signature of the artifact with the given digest
+// at p, computing it once: concurrent callers wait for the first. A
+// failed computation is forgotten, so that a later call tries again.
+func (c *deltaCache) signature(p, digest string) (*delta.Signature, error) {
+	e, start := c.sigEntry(digest)
+	if start {
+		c.fillSignature(e, p, digest)
+	}
+	<-e.done
+	return e.sig, e.err
+}
+
+// warm starts computing the signature of the artifact at p in the
+// background, unless it is known or under way.
+func (c *deltaCache) warm(p, digest string) {
+	if e, start := c.sigEntry(digest); start {
+		go c.fillSignature(e, p, digest)
+	}
+}
+
+// sigEntry returns digest's entry, and whether the caller must fill it
+// (a new one).
+func (c *deltaCache) sigEntry(digest string) (*sigEntry, bool) {
+	c.sigMu.Lock()
+	defer c.sigMu.Unlock()
+	if e, ok := c.sigs[digest]; ok {
+		return e, false
+	}
+	if c.sigs == nil {
+		c.sigs = make(map[string]*sigEntry)
+	}
+	if len(c.sigOrder) == deltaCacheSize {
+		delete(c.sigs, c.sigOrder[0])
+		c.sigOrder = c.sigOrder[1:]
+	}
+	e := &sigEntry{done: make(chan struct{})}
+	c.sigs[digest] = e
+	c.sigOrder = append(c.sigOrder, digest)
+	return e, true
+}
+
+func (c *deltaCache) fillSignature(e *sigEntry, p, digest string) {
+	e.sig, e.err = readSignature(p)
+	if e.err != nil {
+		c.sigMu.Lock()
+		if c.sigs[digest] == e {
+			delete(c.sigs, digest)
+			c.sigOrder = slices.DeleteFunc(c.sigOrder, func(d string) bool { return d == digest })
+		}
+		c.sigMu.Unlock()
+	}
+	close(e.done)
+}
+
+// readSignature computes the signature of the file at p.
+func readSignature(p string) (*delta.Signature, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	return delta.NewSignature(bufio.NewReaderSize(f, 1<<20), fi.Size(), delta.BlockSize(fi.Size()))
+}
+
 // computeDelta computes the delta within the limits a delta upload
 // accepts: the scan of an artifact with little in common with the base
-// stops once it passes them, so that a full upload starts soon.
-func computeDelta(basePath, targetPath string) (deltaOutcome, error) {
-	base, err := os.Open(basePath)
+// stops once it passes them, so that a full upload starts soon. The
+// target is mapped, not copied, while the base's signature is computed
+// (or found).
+func (c *deltaCache) computeDelta(basePath, baseDigest, targetPath string) (deltaOutcome, error) {
+	c.warm(basePath, baseDigest)
+	target, unmap, err := mapFile(targetPath)
 	if err != nil {
 		return deltaOutcome{}, err
 	}
-	defer base.Close()
-	fi, err := base.Stat()
-	if err != nil {
-		return deltaOutcome{}, err
-	}
-	target, err := os.ReadFile(targetPath)
-	if err != nil {
-		return deltaOutcome{}, err
-	}
-	sig, err := delta.NewSignature(base, fi.Size(), delta.BlockSize(fi.Size()))
+	defer unmap()
+	sig, err := c.signature(basePath, baseDigest)
 	if err != nil {
 		return deltaOutcome{}, err
 	}
@@ -131,6 +213,10 @@ func computeDelta(basePath, targetPath string) (deltaOutcome, error) {
 func (dep *deployment) planDelta() (*delta.Delta, string) {
 	a := dep.job.Release.GetArtifact()
 	base := dep.facts.baseDigest
+	if a.GetSize() >= MinDeltaSize && dep.job.ArtifactPath != "" {
+		// This artifact is likely the base of the next rollout.
+		dep.d.deltas.warm(dep.job.ArtifactPath, a.GetSha256())
+	}
 	switch {
 	case base == "" || releaseOf(dep.facts.current) == "":
 		return nil, "no previous artifact on the node"
@@ -194,7 +280,9 @@ func (dep *deployment) uploadDelta(ctx context.Context, d *delta.Delta) (detail,
 
 // rebuildScript writes the artifact into the partial release from the
 // current release's file and the uploaded literal bytes: one dd per run
-// of base blocks, one tail|head per literal, then checks the SHA-256. The
+// of base blocks, one dd per literal reading on from where the previous
+// literal ended (file descriptor 3, open on the uploaded bytes), then
+// checks the SHA-256. The
 // uploaded bytes are removed whatever happens; a file that failed the
 // check is removed too.
 func (dep *deployment) rebuildScript(d *delta.Delta) string {
@@ -207,16 +295,14 @@ func (dep *deployment) rebuildScript(d *delta.Delta) string {
 	s.set("S", a.GetSha256())
 	s.line(`T="$P/releases/$I.partial"; D="$T/` + deltaFile + `"; O="$T/$F"; B="$P/releases/$J/$F"`)
 	s.line(`{`)
-	var lit int64 = 1 // tail -c +N counts from 1
 	for _, p := range d.Pieces {
 		if p.FromBase {
 			ddRun(&s, int64(d.BlockSize), p.Off/int64(d.BlockSize), p.Len/int64(d.BlockSize))
 			continue
 		}
-		s.line(`tail -c +` + strconv.FormatInt(lit, 10) + ` -- "$D" | head -c ` + strconv.FormatInt(p.Len, 10) + ` &&`)
-		lit += p.Len
+		ddLiteral(&s, p.Len)
 	}
-	s.line(`:; } >"$O"; r=$?; rm -f -- "$D"`)
+	s.line(`:; } 3<"$D" >"$O"; r=$?; rm -f -- "$D"`)
 	s.line(`[ "$r" = 0 ] || { rm -f -- "$O"; exit ` + strconv.Itoa(exitRebuild) + `; }`)
 	if a.GetUnpack() == outpostv1.Unpack_UNPACK_NONE {
 		s.line(`chmod 755 -- "$O" || exit ` + strconv.Itoa(exitRebuild))
@@ -255,6 +341,26 @@ func ddRun(s *script, bs, first, count int64) {
 	dd(bs, first, head)
 	dd(bs*group, (first+head)/group, groups)
 	dd(bs, first+head+groups*group, count-head-groups*group)
+}
+
+// ddLiteral appends the dd commands that copy the next n bytes of the
+// uploaded literals (file descriptor 3) to the script's output: one
+// command per literal, and a second one for the rest when n is over
+// ddChunk, so that no dd holds a buffer larger than ddChunk. dd reads a
+// regular file in full blocks, so each leaves the offset right after its
+// bytes for the next; a short read would show in the SHA-256 check.
+func ddLiteral(s *script, n int64) {
+	dd := func(bs, count int64) {
+		if bs > 0 && count > 0 {
+			s.line(`dd bs=` + strconv.FormatInt(bs, 10) + ` count=` + strconv.FormatInt(count, 10) + ` <&3 2>/dev/null &&`)
+		}
+	}
+	if n <= ddChunk {
+		dd(n, 1)
+		return
+	}
+	dd(ddChunk, n/ddChunk)
+	dd(n%ddChunk, 1)
 }
 
 func (dep *deployment) onUpload(mode string, n int64, rebuildFailed bool) {

@@ -16,7 +16,7 @@ import (
 )
 
 // TestRebuildScriptRebuildsWithShellTools runs the rebuild script with the
-// local sh, dd, tail and head on a deploy path with a hostile name: the
+// local sh and dd on a deploy path with a hostile name: the
 // result is the target byte for byte, the uploaded bytes are gone, and a
 // wrong base is caught by the SHA-256 check and its output removed.
 func TestRebuildScriptRebuildsWithShellTools(t *testing.T) {
@@ -111,5 +111,40 @@ func TestDDRun(t *testing.T) {
 		case c.count >= 4*group && (cmds > 3 || !large):
 			t.Errorf("long run %+v: %d commands, large reads %v:\n%s", c, cmds, large, s.String())
 		}
+	}
+}
+
+// TestDDLiteral runs ddLiteral's commands with the local dd, one literal
+// after another on the same file descriptor: each copies exactly its
+// bytes and leaves the offset for the next, including literals larger
+// than ddChunk (two commands) and of exactly ddChunk (one).
+func TestDDLiteral(t *testing.T) {
+	lens := []int64{1, 3 << 10, ddChunk, ddChunk + 1, 2*ddChunk + 4321, 7, 3 * ddChunk}
+	var total int64
+	for _, n := range lens {
+		total += n
+	}
+	lits := randomBytes(23, int(total))
+	dir := t.TempDir()
+	d := filepath.Join(dir, "literals")
+	if err := os.WriteFile(d, lits, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var s script
+	for _, n := range lens {
+		before := strings.Count(s.String(), "dd ")
+		ddLiteral(&s, n)
+		if cmds := strings.Count(s.String(), "dd ") - before; cmds != 1 && (n <= ddChunk || n%ddChunk == 0 || cmds != 2) {
+			t.Errorf("literal of %d bytes: %d commands", n, cmds)
+		}
+	}
+	cmd := exec.Command("sh", "-c", "{ "+s.String()+":; } 3<\"$D\" >\"$O\"")
+	cmd.Env = []string{"D=" + d, "O=" + filepath.Join(dir, "out")}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s\n%s", err, s.String(), out)
+	}
+	got, _ := os.ReadFile(filepath.Join(dir, "out"))
+	if !bytes.Equal(got, lits) {
+		t.Errorf("%d bytes copied, want the %d literal bytes in order", len(got), len(lits))
 	}
 }
