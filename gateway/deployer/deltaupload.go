@@ -177,15 +177,15 @@ func readSignature(p string) (*delta.Signature, error) {
 // computeDelta computes the delta within the limits a delta upload
 // accepts: the scan of an artifact with little in common with the base
 // stops once it passes them, so that a full upload starts soon. The
-// target is mapped, not copied, while the base's signature is computed
-// (or found).
+// target is read while the base's signature is computed (or found). It is
+// read, not mapped: a cached file truncated under a mapping would crash
+// the gateway; a read of it fails, and the full upload follows.
 func (c *deltaCache) computeDelta(basePath, baseDigest, targetPath string) (deltaOutcome, error) {
 	c.warm(basePath, baseDigest)
-	target, unmap, err := mapFile(targetPath)
+	target, err := os.ReadFile(targetPath)
 	if err != nil {
 		return deltaOutcome{}, err
 	}
-	defer unmap()
 	sig, err := c.signature(basePath, baseDigest)
 	if err != nil {
 		return deltaOutcome{}, err
