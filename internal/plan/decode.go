@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"math"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"unicode/utf8"
 
 	yamlv2 "go.yaml.in/yaml/v2"
+	yamlv3 "go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -63,7 +65,106 @@ func decodeYAML(doc string, data []byte) (map[string]any, error) {
 		}
 		return nil, &FieldError{Field: doc, Err: fmt.Errorf("must be a mapping of keys to values, not %s", kindOf(v))}
 	}
+	var tree yamlv3.Node
+	if yamlv3.Unmarshal(data, &tree) == nil {
+		if _, err := keepYAML11Words(&tree, obj); err != nil {
+			return nil, &FieldError{Field: doc, Err: err}
+		}
+	}
 	return obj, nil
+}
+
+// yaml11Word is a plain scalar that YAML 1.1, which the decoder speaks,
+// reads as a boolean although YAML 1.2 reads it as text: yes, no, on, off,
+// y, n. Where the schema wants text (a label value, a selector) it is
+// kept as written: `country: no` selects "no", not "false". Where it
+// wants true or false it is the boolean.
+type yaml11Word struct {
+	word string
+	b    bool
+}
+
+var yaml11Words = []string{"yes", "no", "on", "off", "y", "n"}
+
+func isYAML11Word(n *yamlv3.Node) bool {
+	quoted := yamlv3.DoubleQuotedStyle | yamlv3.SingleQuotedStyle | yamlv3.LiteralStyle | yamlv3.FoldedStyle
+	return n.Kind == yamlv3.ScalarNode && n.Style&quoted == 0 && n.Tag == "!!str" &&
+		slices.Contains(yaml11Words, strings.ToLower(n.Value))
+}
+
+// keepYAML11Words walks the YAML tree n beside v, its JSON conversion,
+// and marks each of v's booleans written as a YAML 1.1 word, and restores
+// mapping keys written so ("no:" became "false"). Where the two trees do
+// not line up (merge keys), v is left as converted. Two keys of one
+// mapping that the conversion made one ("on:" and "true:") are refused:
+// one of them was lost.
+func keepYAML11Words(n *yamlv3.Node, v any) (any, error) {
+	for depth := 0; n.Kind == yamlv3.AliasNode && n.Alias != nil && depth < 100; depth++ {
+		n = n.Alias
+	}
+	var err error
+	switch n.Kind {
+	case yamlv3.DocumentNode:
+		if len(n.Content) == 1 {
+			return keepYAML11Words(n.Content[0], v)
+		}
+	case yamlv3.MappingNode:
+		m, ok := v.(map[string]any)
+		if !ok {
+			return v, nil
+		}
+		// What each key became: a YAML 1.1 word its boolean's text.
+		converted := map[string]*yamlv3.Node{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i]
+			if k.Kind != yamlv3.ScalarNode || k.Tag == "!!merge" {
+				continue
+			}
+			c := k.Value
+			if isYAML11Word(k) {
+				c = strconv.FormatBool(slices.Contains([]string{"yes", "on", "y"}, strings.ToLower(k.Value)))
+			}
+			if prev, ok := converted[c]; ok {
+				return nil, fmt.Errorf("line %d: keys %q (line %d) and %q both read as %q in YAML 1.1: write them in quotes",
+					k.Line, clip(prev.Value, 64), prev.Line, clip(k.Value, 64), c)
+			}
+			converted[c] = k
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, val := n.Content[i], n.Content[i+1]
+			if k.Kind != yamlv3.ScalarNode || k.Tag == "!!merge" {
+				continue
+			}
+			key := k.Value
+			if isYAML11Word(k) {
+				c := strconv.FormatBool(slices.Contains([]string{"yes", "on", "y"}, strings.ToLower(k.Value)))
+				if cv, ok := m[c]; ok {
+					delete(m, c)
+					m[key] = cv
+				}
+			}
+			if cv, ok := m[key]; ok {
+				if m[key], err = keepYAML11Words(val, cv); err != nil {
+					return nil, err
+				}
+			}
+		}
+	case yamlv3.SequenceNode:
+		l, ok := v.([]any)
+		if !ok || len(l) != len(n.Content) {
+			return v, nil
+		}
+		for i, e := range n.Content {
+			if l[i], err = keepYAML11Words(e, l[i]); err != nil {
+				return nil, err
+			}
+		}
+	case yamlv3.ScalarNode:
+		if b, ok := v.(bool); ok && isYAML11Word(n) {
+			return yaml11Word{word: n.Value, b: b}, nil
+		}
+	}
+	return v, nil
 }
 
 // normalize walks a JSON object decoded from YAML against message md and
@@ -153,6 +254,14 @@ func normalizeField(fd protoreflect.FieldDescriptor, v any, field string, p *pro
 }
 
 func normalizeSingular(fd protoreflect.FieldDescriptor, v any, field string, p *problems) (any, bool) {
+	if w, ok := v.(yaml11Word); ok {
+		switch fd.Kind() {
+		case protoreflect.StringKind:
+			return w.word, true
+		case protoreflect.BoolKind:
+			v = w.b
+		}
+	}
 	switch fd.Kind() {
 	case protoreflect.MessageKind, protoreflect.GroupKind:
 		m, ok := v.(map[string]any)
@@ -259,7 +368,7 @@ func kindOf(v any) string {
 		return "a string"
 	case json.Number:
 		return "a number"
-	case bool:
+	case bool, yaml11Word:
 		return "true/false"
 	case nil:
 		return "nothing"
@@ -275,6 +384,8 @@ func scalarText(v any) string {
 		return v.String()
 	case bool:
 		return strconv.FormatBool(v)
+	case yaml11Word:
+		return v.word
 	}
 	return "..."
 }
