@@ -168,6 +168,7 @@ func TestConfigErrorsSayYAML(t *testing.T) {
 		{"environments:\n  prod:\n    protected: maybe\n", `line 3: environments.prod.protected: "maybe" must be true or false`},
 		{"environments:\n  prod:\n    max_unpacked_ratio: 1.5\n", `line 3: environments.prod.max_unpacked_ratio: "1.5" must be a whole number`},
 		{"environments:\n  prod:\n    hook_allow_list: [123]\n", `line 3: environments.prod.hook_allow_list[0]: 123 must be text`},
+		{"environments:\n  prod:\n    hook_allow_list: [no]\n", `line 3: environments.prod.hook_allow_list[0]: no would be read as true or false: write it in quotes ("no")`},
 		{"environments:\n  prod:\n    deploy_path_prefixes: /srv\n", `line 3: environments.prod.deploy_path_prefixes: must be a list`},
 		{"environments: [prod]\n", `line 1: environments: must be a mapping`},
 		{"environments: {}\n---\nenvironments: {}\n", `line 2: a second YAML document`},

@@ -160,6 +160,12 @@ func checkNode(n *yamlv3.Node, t reflect.Type, path string) error {
 		if n.Tag != "!!str" {
 			return fail("%s must be text: write it in quotes (%q)", n.Value, n.Value)
 		}
+		// The decoder that follows speaks YAML 1.1: it would read an
+		// unquoted yes or no as a boolean and store "true" or "false".
+		quoted := yamlv3.DoubleQuotedStyle | yamlv3.SingleQuotedStyle | yamlv3.LiteralStyle | yamlv3.FoldedStyle
+		if n.Style&quoted == 0 && slices.Contains(yaml11Bools, strings.ToLower(n.Value)) {
+			return fail("%s would be read as true or false: write it in quotes (%q)", n.Value, n.Value)
+		}
 	}
 	return nil
 }
