@@ -139,7 +139,9 @@ func TestDeployHealthFailureRollsBack(t *testing.T) {
 		f := newFixture(t, tg, "app")
 		f.mustDeploy(t, f.job("r1", serviceRelease(t, t.TempDir(), "r1", true, 0)))
 		job := f.job("r2", serviceRelease(t, t.TempDir(), "r2", false, 0))
-		job.Spec.Health.Timeout = 500 * time.Millisecond
+		// Long enough for one answer on a loaded machine: the error
+		// gives the last answer even when the timeout cuts the last try.
+		job.Spec.Health.Timeout = 2 * time.Second
 
 		res, evs := f.deploy(t, job)
 		if res.State != rolledBack || res.Step != outpostv1.Step_STEP_HEALTH {

@@ -40,10 +40,14 @@ func (dep *deployment) waitHealthy(ctx context.Context, dir, release string) (st
 	deadline := start.Add(h.Timeout)
 	// Bounded even if the clock misbehaves.
 	maxAttempts := int(h.Timeout/h.Interval) + 2
-	var last error
+	// answered is the last attempt that ended before the deadline: when
+	// the timeout cuts the final attempt short, its answer (status 503,
+	// say) says more than "deadline exceeded".
+	var last, answered error
 	for attempt := 1; attempt <= maxAttempts; attempt++ {
 		actx, cancel := context.WithDeadline(ctx, deadline)
 		last = check(actx)
+		cut := actx.Err() != nil
 		cancel()
 		if last == nil {
 			return fmt.Sprintf("%s healthy after %d attempt(s), %v", what, attempt, time.Since(start).Round(time.Millisecond)), nil
@@ -51,8 +55,15 @@ func (dep *deployment) waitHealthy(ctx context.Context, dir, release string) (st
 		if ctx.Err() != nil {
 			return "", fmt.Errorf("health %s: %w (last: %v)", what, ctx.Err(), last)
 		}
+		if !cut {
+			answered = last
+		}
 		if errors.Is(last, errHealthFatal) || time.Until(deadline) < h.Interval {
-			return "", fmt.Errorf("health %s: not healthy after %d attempt(s) in %v: %w", what, attempt, time.Since(start).Round(time.Millisecond), last)
+			took := time.Since(start).Round(time.Millisecond)
+			if cut && answered != nil {
+				return "", fmt.Errorf("health %s: not healthy after %d attempt(s) in %v: %w (the last attempt ran out of time: %w)", what, attempt, took, answered, last)
+			}
+			return "", fmt.Errorf("health %s: not healthy after %d attempt(s) in %v: %w", what, attempt, took, last)
 		}
 		t := time.NewTimer(h.Interval)
 		select {
