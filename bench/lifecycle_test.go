@@ -50,6 +50,7 @@ func BenchmarkLifecycle(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		b.Cleanup(d.Close)
 		node := &outpostv1.Node{Id: "bench-1", Address: t.srv.Addr, User: t.srv.User}
 		spec := deployer.Spec{
 			Path:         path,

@@ -47,20 +47,23 @@ var shutdownFlush = 5 * time.Second
 
 // Gateway is the gateway daemon. Create it with New and start it with Run.
 type Gateway struct {
-	cfg         Config
-	log         *slog.Logger
-	auth        sshexec.Auth         // loaded once by New
-	ca          *sshca.Authority     // nil without SSH.CAKeyFile
-	dials       *sshexec.DialLimiter // shared by every node's connection set-up
-	tracer      trace.Tracer
-	deploy      nodeDeployer
-	reg         *prometheus.Registry
-	met         *metrics
-	out         *outbox
-	ran         atomic.Bool
-	cache       artifactGetter // set by Run before any deployment starts
-	deployments sync.WaitGroup // deployment goroutines
-	sigs        signatureChecks
+	cfg    Config
+	log    *slog.Logger
+	auth   sshexec.Auth         // loaded once by New
+	ca     *sshca.Authority     // nil without SSH.CAKeyFile
+	dials  *sshexec.DialLimiter // shared by every node's connection set-up
+	tracer trace.Tracer
+	deploy nodeDeployer
+	// closeDeployer stops the real deployer's background work (tests may
+	// wrap deploy).
+	closeDeployer func()
+	reg           *prometheus.Registry
+	met           *metrics
+	out           *outbox
+	ran           atomic.Bool
+	cache         artifactGetter // set by Run before any deployment starts
+	deployments   sync.WaitGroup // deployment goroutines
+	sigs          signatureChecks
 
 	mu          sync.Mutex
 	tasks       map[string]*task // guarded by mu: accepted, queued or deploying
@@ -118,7 +121,7 @@ func New(cfg Config) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	g.deploy, err = deployer.New(deployer.Config{
+	d, err := deployer.New(deployer.Config{
 		Dial:   g.dialNode,
 		Now:    cfg.Now,
 		Logger: g.log,
@@ -129,6 +132,7 @@ func New(cfg Config) (*Gateway, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
+	g.deploy, g.closeDeployer = d, d.Close
 	return g, nil
 }
 
@@ -215,6 +219,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.log.Info("gateway stopping")
 	g.beginShutdown()
 	g.deployments.Wait()
+	g.closeDeployer() // its background work, once no deployment runs
 	g.flush(linkCtx, shutdownFlush)
 	stopLink()
 	links.Wait()

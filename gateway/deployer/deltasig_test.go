@@ -1,6 +1,8 @@
 package deployer
 
 import (
+	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"sync"
@@ -13,6 +15,7 @@ import (
 func TestDeltaCacheKeepsSignatures(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "base.jar")
 	var c deltaCache
+	defer c.stop()
 	if _, err := c.signature(p, "d1"); err == nil {
 		t.Fatal("signature of a missing file: no error")
 	}
@@ -50,6 +53,31 @@ func TestDeltaCacheKeepsSignatures(t *testing.T) {
 	}
 	if n := c.sigCount(); n > deltaCacheSize {
 		t.Errorf("%d signatures kept, want at most %d", n, deltaCacheSize)
+	}
+}
+
+// TestDeltaCacheStop: stop ends the background computations and waits
+// for them; a cancelled one is forgotten, warm starts none after stop,
+// and a signature asked for is still computed.
+func TestDeltaCacheStop(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "base.jar")
+	if err := os.WriteFile(p, randomBytes(6, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := readSignature(ctx, p); !errors.Is(err, context.Canceled) {
+		t.Errorf("readSignature(cancelled ctx) = %v, want context.Canceled", err)
+	}
+	var c deltaCache
+	c.warm(p, "d1")
+	c.stop() // returns once the computation ended, cancelled or done
+	c.warm(p, "d2")
+	if n := c.sigCount(); n > 1 {
+		t.Errorf("%d signatures after stop and a second warm, want at most the first", n)
+	}
+	if s, err := c.signature(p, "d2"); err != nil || s == nil {
+		t.Errorf("signature after stop = %v, %v; want it computed", s, err)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path"
 	"slices"
@@ -63,6 +64,14 @@ type deltaCache struct {
 	sigMu    sync.Mutex
 	sigs     map[string]*sigEntry // artifact digest
 	sigOrder []string
+
+	// The background computations warm starts; stop cancels them and
+	// waits for them. After stop, warm starts none.
+	warmMu     sync.Mutex
+	warmCtx    context.Context
+	cancelWarm context.CancelFunc
+	stopped    bool
+	warms      sync.WaitGroup
 }
 
 // sigEntry is one artifact's signature; done is closed once sig or err
@@ -112,7 +121,7 @@ func (c *deltaCache) get(basePath, baseDigest, targetPath, targetDigest string) 
 func (c *deltaCache) signature(p, digest string) (*delta.Signature, error) {
 	e, start := c.sigEntry(digest)
 	if start {
-		c.fillSignature(e, p, digest)
+		c.fillSignature(context.Background(), e, p, digest)
 	}
 	<-e.done
 	return e.sig, e.err
@@ -121,9 +130,33 @@ func (c *deltaCache) signature(p, digest string) (*delta.Signature, error) {
 // warm starts computing the signature of the artifact at p in the
 // background, unless it is known or under way.
 func (c *deltaCache) warm(p, digest string) {
-	if e, start := c.sigEntry(digest); start {
-		go c.fillSignature(e, p, digest)
+	c.warmMu.Lock()
+	defer c.warmMu.Unlock()
+	if c.stopped {
+		return
 	}
+	if c.warmCtx == nil {
+		c.warmCtx, c.cancelWarm = context.WithCancel(context.Background())
+	}
+	if e, start := c.sigEntry(digest); start {
+		c.warms.Add(1)
+		go func(ctx context.Context) {
+			defer c.warms.Done()
+			c.fillSignature(ctx, e, p, digest)
+		}(c.warmCtx)
+	}
+}
+
+// stop cancels the background computations and waits for them to end. A
+// cancelled one is forgotten, like any failed one.
+func (c *deltaCache) stop() {
+	c.warmMu.Lock()
+	c.stopped = true
+	if c.cancelWarm != nil {
+		c.cancelWarm()
+	}
+	c.warmMu.Unlock()
+	c.warms.Wait()
 }
 
 // sigEntry returns digest's entry, and whether the caller must fill it
@@ -147,8 +180,8 @@ func (c *deltaCache) sigEntry(digest string) (*sigEntry, bool) {
 	return e, true
 }
 
-func (c *deltaCache) fillSignature(e *sigEntry, p, digest string) {
-	e.sig, e.err = readSignature(p)
+func (c *deltaCache) fillSignature(ctx context.Context, e *sigEntry, p, digest string) {
+	e.sig, e.err = readSignature(ctx, p)
 	if e.err != nil {
 		c.sigMu.Lock()
 		if c.sigs[digest] == e {
@@ -160,8 +193,9 @@ func (c *deltaCache) fillSignature(e *sigEntry, p, digest string) {
 	close(e.done)
 }
 
-// readSignature computes the signature of the file at p.
-func readSignature(p string) (*delta.Signature, error) {
+// readSignature computes the signature of the file at p; it stops with
+// ctx's error when ctx ends.
+func readSignature(ctx context.Context, p string) (*delta.Signature, error) {
 	f, err := os.Open(p)
 	if err != nil {
 		return nil, err
@@ -171,7 +205,20 @@ func readSignature(p string) (*delta.Signature, error) {
 	if err != nil {
 		return nil, err
 	}
-	return delta.NewSignature(bufio.NewReaderSize(f, 1<<20), fi.Size(), delta.BlockSize(fi.Size()))
+	return delta.NewSignature(bufio.NewReaderSize(ctxReader{ctx, f}, 1<<20), fi.Size(), delta.BlockSize(fi.Size()))
+}
+
+// ctxReader reads from r until ctx ends.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
 
 // computeDelta computes the delta within the limits a delta upload

@@ -135,6 +135,13 @@ func New(cfg Config) (*Deployer, error) {
 	return &Deployer{cfg: cfg}, nil
 }
 
+// Close stops the deployer's background work (the block signatures it
+// computes ahead for the next rollout's delta) and waits for it. Calls
+// that follow still work; they compute a signature when they need it.
+func (d *Deployer) Close() {
+	d.deltas.stop()
+}
+
 // Job is one release to deploy to one node.
 type Job struct {
 	// Node is the target; its Address's host is also where HTTP and TCP

@@ -232,6 +232,7 @@ func newFixture(t *testing.T, tg *target, name string) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(d.Close)
 	f.d = d
 	return f
 }
