@@ -87,14 +87,7 @@ func TestConsoleRealProcesses(t *testing.T) {
 	spec := plan(map[string]string{"app": e2etest.App})
 	spec.Approval = &outpostv1.PlanApproval{Required: true}
 	spec.ChangeId = "CHG-REAL-1"
-	r, err := dora.Create(ctxT(t), spec, digest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.GetState() != outpostv1.RolloutState_ROLLOUT_STATE_PENDING_APPROVAL {
-		t.Fatalf("rollout %s is %v, want PENDING_APPROVAL", r.GetId(), r.GetState())
-	}
-	id := r.GetId()
+	id := createPendingApproval(t, dora, spec, digest)
 
 	ctx, cancel := context.WithTimeout(context.Background(), browserLimit)
 	defer cancel()
@@ -251,6 +244,20 @@ func waitDesired(t *testing.T, c *e2etest.Client, n int) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// createPendingApproval creates a rollout of spec that must wait for an
+// approver, as the requester c, and returns its id.
+func createPendingApproval(t *testing.T, c *e2etest.Client, spec *outpostv1.PlanSpec, digest string) string {
+	t.Helper()
+	r, err := c.Create(ctxT(t), spec, digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.GetState() != outpostv1.RolloutState_ROLLOUT_STATE_PENDING_APPROVAL {
+		t.Fatalf("rollout %s is %v, want PENDING_APPROVAL", r.GetId(), r.GetState())
+	}
+	return r.GetId()
 }
 
 // approveButton logs in to the console at url in the tab, waits for the

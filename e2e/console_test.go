@@ -217,14 +217,7 @@ func TestConsoleApprovalFlow(t *testing.T) {
 	spec := e2etest.RollingPlan("release-1.0.0.tar.gz", "1", 0)
 	spec.Approval = &outpostv1.PlanApproval{Required: true}
 	spec.ChangeId = "CHG-CONSOLE-1"
-	r, err := dora.Create(ctxT(t), spec, digest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.GetState() != outpostv1.RolloutState_ROLLOUT_STATE_PENDING_APPROVAL {
-		t.Fatalf("rollout %s is %v, want PENDING_APPROVAL", r.GetId(), r.GetState())
-	}
-	id := r.GetId()
+	id := createPendingApproval(t, dora, spec, digest)
 
 	ctx, cancel := context.WithTimeout(context.Background(), browserLimit)
 	defer cancel()
