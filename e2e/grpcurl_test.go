@@ -21,7 +21,6 @@ import (
 	"github.com/outposthq/outpost/controlplane"
 	"github.com/outposthq/outpost/e2e/e2etest"
 	"github.com/outposthq/outpost/gateway"
-	"github.com/outposthq/outpost/internal/pki"
 	"github.com/outposthq/outpost/internal/testsshd"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
@@ -104,26 +103,9 @@ func TestGrpcurlCookbook(t *testing.T) {
 	grpcurlDir := buildGrpcurl(t)
 	dir := t.TempDir()
 
-	cp, err := controlplane.Start(ctxT(t), controlplane.Config{
+	cp, client := startAdminControlPlane(t, controlplane.Config{
 		Listen: "127.0.0.1:0", DataDir: filepath.Join(dir, "controlplane"), ReplicaName: "cp-grpcurl", Logger: testLogger(),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
-		defer cancel()
-		cp.Shutdown(ctx)
-	})
-	admin, err := pki.LoadCredential(cp.AdminCredentialFile())
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := e2etest.Dial(cp.Addr(), admin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Close() })
 
 	// Someone other than the requester approves: an approver credential
 	// made with the CLI, as an admin would.

@@ -62,16 +62,11 @@ const promWait = 45 * time.Second
 // dashboard and alerting rules on that Prometheus, checks that each metric
 // they name is one the daemons export, and runs promtool check metrics on
 // both daemons' scrapes.
-func TestPrometheusSeesARollout(t *testing.T) {
-	log := testLogger()
-	dir := t.TempDir()
-	cp, err := controlplane.Start(ctxT(t), controlplane.Config{
-		Listen:        "127.0.0.1:0",
-		MetricsListen: "127.0.0.1:0",
-		DataDir:       filepath.Join(dir, "controlplane"),
-		ReplicaName:   "cp-prom",
-		Logger:        log.With("component", "controlplane"),
-	})
+// startAdminControlPlane starts a lone control plane, stopped when the
+// test ends, and dials it with its admin credential.
+func startAdminControlPlane(t *testing.T, cfg controlplane.Config) (*controlplane.Server, *e2etest.Client) {
+	t.Helper()
+	cp, err := controlplane.Start(ctxT(t), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,6 +84,19 @@ func TestPrometheusSeesARollout(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { client.Close() })
+	return cp, client
+}
+
+func TestPrometheusSeesARollout(t *testing.T) {
+	log := testLogger()
+	dir := t.TempDir()
+	cp, client := startAdminControlPlane(t, controlplane.Config{
+		Listen:        "127.0.0.1:0",
+		MetricsListen: "127.0.0.1:0",
+		DataDir:       filepath.Join(dir, "controlplane"),
+		ReplicaName:   "cp-prom",
+		Logger:        log.With("component", "controlplane"),
+	})
 
 	signer, _ := testsshd.ClientKey(t)
 	var inv []*outpostv1.Node
