@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"sync"
 
 	"github.com/outposthq/outpost/controlplane/artifact"
+	"github.com/outposthq/outpost/internal/ctxio"
 	"github.com/outposthq/outpost/internal/plan"
 	"github.com/outposthq/outpost/internal/tarscan"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
@@ -93,7 +93,7 @@ func (s *Server) measureTar(ctx context.Context, art *outpostv1.Artifact, p tarP
 		return 0, internal(err)
 	}
 	defer f.Close()
-	sum, err := tarscan.Walk(ctxReader{ctx, f}, meta.Size, p.lim, nil)
+	sum, err := tarscan.Walk(ctxio.Reader(ctx, f), meta.Size, p.lim, nil)
 	if err := ctx.Err(); err != nil {
 		return 0, internal(err)
 	}
@@ -120,20 +120,6 @@ func (s *Server) measureTar(ctx context.Context, art *outpostv1.Artifact, p tarP
 	}
 	s.tarMeasures.put(key, sum.UnpackedBytes)
 	return sum.UnpackedBytes, nil
-}
-
-// ctxReader fails reads once ctx is done, so that a cancelled call stops
-// decompressing.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 // maxTarMeasures bounds the cache; a control plane deploys few artifacts

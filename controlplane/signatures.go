@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/outposthq/outpost/internal/ctxio"
 	"github.com/outposthq/outpost/internal/signature"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
@@ -56,7 +57,7 @@ func (s *Server) checkSignature(ctx context.Context, spec *outpostv1.PlanSpec, a
 		return internal(err)
 	}
 	defer f.Close()
-	signer, err := trust.Verify(bundle, ctxReader{ctx, f})
+	signer, err := trust.Verify(bundle, ctxio.Reader(ctx, f))
 	var se *signature.Error
 	switch {
 	case errors.As(err, &se):

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/outposthq/outpost/internal/ctxio"
 	"github.com/outposthq/outpost/internal/signature"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
@@ -75,7 +76,7 @@ func (g *Gateway) checkSignature(ctx context.Context, a *outpostv1.Assignment, p
 	if ok {
 		return signer, nil
 	}
-	signer, err = trust.Verify(bundle, ctxReader{ctx, f})
+	signer, err = trust.Verify(bundle, ctxio.Reader(ctx, f))
 	var se *signature.Error
 	switch {
 	case errors.As(err, &se):
@@ -90,18 +91,4 @@ func (g *Gateway) checkSignature(ctx context.Context, a *outpostv1.Assignment, p
 	c.signer[key] = signer
 	c.mu.Unlock()
 	return signer, nil
-}
-
-// ctxReader fails reads once ctx is done, so that a cancelled deployment
-// stops hashing.
-type ctxReader struct {
-	ctx context.Context
-	f   *os.File
-}
-
-func (r ctxReader) Read(p []byte) (int, error) {
-	if err := r.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return r.f.Read(p)
 }

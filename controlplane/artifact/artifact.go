@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/outposthq/outpost/internal/ctxio"
 )
 
 var (
@@ -172,7 +174,7 @@ func (s *Store) receive(ctx context.Context, f *os.File, r io.Reader, want Meta)
 		// long; never read an unbounded stream to its end.
 		r = io.LimitReader(r, want.Size+1)
 	}
-	n, err := io.Copy(io.MultiWriter(f, h), ctxReader{ctx, r})
+	n, err := io.Copy(io.MultiWriter(f, h), ctxio.Reader(ctx, r))
 	if err != nil {
 		return Meta{}, fmt.Errorf("receive artifact after %d bytes: %w", n, err)
 	}
@@ -311,18 +313,4 @@ func (s *Store) meta(sha256 string, size int64) Meta {
 		m.Name = side.Name
 	}
 	return m
-}
-
-// ctxReader fails reads once ctx is done, so a slow upload can be
-// abandoned between reads.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }

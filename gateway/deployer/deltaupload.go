@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path"
 	"slices"
@@ -14,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/outposthq/outpost/internal/ctxio"
 	"github.com/outposthq/outpost/internal/delta"
 	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
@@ -205,20 +205,7 @@ func readSignature(ctx context.Context, p string) (*delta.Signature, error) {
 	if err != nil {
 		return nil, err
 	}
-	return delta.NewSignature(bufio.NewReaderSize(ctxReader{ctx, f}, 1<<20), fi.Size(), delta.BlockSize(fi.Size()))
-}
-
-// ctxReader reads from r until ctx ends.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
+	return delta.NewSignature(bufio.NewReaderSize(ctxio.Reader(ctx, f), 1<<20), fi.Size(), delta.BlockSize(fi.Size()))
 }
 
 // computeDelta computes the delta within the limits a delta upload
