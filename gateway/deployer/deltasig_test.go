@@ -5,8 +5,11 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
+
+	outpostv1 "github.com/outposthq/outpost/proto/outpost/v1"
 )
 
 // TestDeltaCacheKeepsSignatures: a base's signature is computed once
@@ -85,4 +88,29 @@ func (c *deltaCache) sigCount() int {
 	c.sigMu.Lock()
 	defer c.sigMu.Unlock()
 	return len(c.sigs)
+}
+
+// TestPlanDeltaSendsHugeArtifactsWhole: an artifact over MaxDeltaSize is
+// sent whole without being read (the gateway would hold it in memory to
+// compute a delta), and its signature is not computed ahead either.
+func TestPlanDeltaSendsHugeArtifactsWhole(t *testing.T) {
+	d, err := New(Config{Dial: func(context.Context, *outpostv1.Node) (Remote, error) { return nil, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	sum := strings.Repeat("a", 64)
+	dep := &deployment{d: d, job: Job{
+		Release:      &outpostv1.Release{Id: "r2", Artifact: &outpostv1.Artifact{Sha256: strings.Repeat("b", 64), Size: MaxDeltaSize + 1}},
+		ArtifactPath: filepath.Join(t.TempDir(), "missing.jar"),
+		Base:         func(string) (string, bool) { return filepath.Join(t.TempDir(), "base.jar"), true },
+	}}
+	dep.facts.baseDigest, dep.facts.current = sum, "releases/r1"
+	got, why := dep.planDelta()
+	if got != nil || why != "artifact larger than 2.0 GiB" {
+		t.Errorf("planDelta = %v, %q; want no delta, the size named", got, why)
+	}
+	if n := d.deltas.sigCount(); n != 0 {
+		t.Errorf("%d signatures started for an artifact sent whole", n)
+	}
 }

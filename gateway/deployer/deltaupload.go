@@ -29,6 +29,9 @@ const (
 	// MinDeltaSize: smaller artifacts are sent whole; the rebuild's round
 	// trip costs more than their bytes.
 	MinDeltaSize = 64 << 10
+	// MaxDeltaSize: larger artifacts are sent whole. The gateway holds
+	// the new artifact in memory while it computes a delta.
+	MaxDeltaSize = 2 << 30
 	// MaxDeltaPieces bounds the rebuild script's commands; a more
 	// fragmented delta is sent whole.
 	MaxDeltaPieces = 512
@@ -68,6 +71,7 @@ type deltaCache struct {
 	// The background computations warm starts; stop cancels them and
 	// waits for them. After stop, warm starts none.
 	warmMu     sync.Mutex
+	warmOne    sync.Mutex // held by the one computation that runs
 	warmCtx    context.Context
 	cancelWarm context.CancelFunc
 	stopped    bool
@@ -128,7 +132,8 @@ func (c *deltaCache) signature(p, digest string) (*delta.Signature, error) {
 }
 
 // warm starts computing the signature of the artifact at p in the
-// background, unless it is known or under way.
+// background, unless it is known or under way. Computations run one at a
+// time; a cancelled one waiting for its turn ends at its first read.
 func (c *deltaCache) warm(p, digest string) {
 	c.warmMu.Lock()
 	defer c.warmMu.Unlock()
@@ -142,6 +147,10 @@ func (c *deltaCache) warm(p, digest string) {
 		c.warms.Add(1)
 		go func(ctx context.Context) {
 			defer c.warms.Done()
+			// One at a time: a gateway deploying many artifacts at once
+			// reads them one after the other, not all together.
+			c.warmOne.Lock()
+			defer c.warmOne.Unlock()
 			c.fillSignature(ctx, e, p, digest)
 		}(c.warmCtx)
 	}
@@ -247,7 +256,8 @@ func (c *deltaCache) computeDelta(basePath, baseDigest, targetPath string) (delt
 func (dep *deployment) planDelta() (*delta.Delta, string) {
 	a := dep.job.Release.GetArtifact()
 	base := dep.facts.baseDigest
-	if a.GetSize() >= MinDeltaSize && dep.job.ArtifactPath != "" {
+	sized := a.GetSize() >= MinDeltaSize && a.GetSize() <= MaxDeltaSize
+	if sized && dep.job.ArtifactPath != "" {
 		// This artifact is likely the base of the next rollout.
 		dep.d.deltas.warm(dep.job.ArtifactPath, a.GetSha256())
 	}
@@ -256,6 +266,8 @@ func (dep *deployment) planDelta() (*delta.Delta, string) {
 		return nil, "no previous artifact on the node"
 	case a.GetSize() < MinDeltaSize:
 		return nil, "artifact smaller than " + bytesIEC(MinDeltaSize)
+	case a.GetSize() > MaxDeltaSize:
+		return nil, "artifact larger than " + bytesIEC(MaxDeltaSize)
 	case dep.job.Base == nil:
 		return nil, "no artifact cache"
 	}
